@@ -1,0 +1,1 @@
+"""Registers the netparity pytest plugin for `pytest suites/` run from this folder."""

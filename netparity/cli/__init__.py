@@ -1,0 +1,49 @@
+"""The command line: thin subcommands over the same functions the pytest plugin uses.
+
+Each subcommand lives in its own module with `register(subparsers)`; the parsed
+namespace carries `func`, which returns the exit code. NetparityError -> exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from netparity import __version__
+from netparity.errors import NetparityError
+
+# Subcommand modules, in the order `netparity --help` lists them.
+COMMANDS = ("predict", "explain")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netparity",
+        description="Prove NetworkPolicy parity when an AKS cluster moves from Azure NPM to Cilium.",
+    )
+    parser.add_argument("--version", action="version", version=f"netparity {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"netparity.cli.{name.replace('-', '_')}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except NetparityError as e:
+        print(f"netparity: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("netparity: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

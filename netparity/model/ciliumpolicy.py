@@ -1,0 +1,268 @@
+"""CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (cilium.io/v2), the parts we model.
+
+Constructs the engine does not model (L7 rules, toFQDNs, toServices, ...) are kept as
+field paths in ``unsupported`` so that verdicts depending on them become ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from netparity.model._wire import Ctx, as_list, as_map, as_str
+from netparity.model.networkpolicy import IPBlock, IPNetwork, parse_cidr
+from netparity.model.selectors import LabelSelector
+
+
+class Entity(StrEnum):
+    ALL = "all"
+    WORLD = "world"
+    WORLD_IPV4 = "world-ipv4"
+    WORLD_IPV6 = "world-ipv6"
+    CLUSTER = "cluster"
+    HOST = "host"
+    REMOTE_NODE = "remote-node"
+    KUBE_APISERVER = "kube-apiserver"
+    INIT = "init"
+    HEALTH = "health"
+    UNMANAGED = "unmanaged"
+    INGRESS = "ingress"
+
+
+class CiliumProtocol(StrEnum):
+    ANY = "ANY"
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CiliumPort:
+    port: int | str | None  # None or 0: all ports; str: a named port
+    end_port: int | None = None
+    protocol: CiliumProtocol = CiliumProtocol.ANY
+
+    def __str__(self) -> str:
+        p = "all" if self.port is None else str(self.port)
+        if self.end_port:
+            p += f"-{self.end_port}"
+        return f"{p}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CiliumRule:
+    """One ingress/egress(/Deny) rule: L3 peers OR'd, then toPorts (empty: all ports)."""
+
+    index: int
+    endpoints: tuple[LabelSelector, ...] | None = None
+    entities: tuple[Entity, ...] = ()
+    cidrs: tuple[IPBlock, ...] = ()
+    ports: tuple[CiliumPort, ...] = ()
+    unsupported: tuple[str, ...] = ()
+
+    @property
+    def has_l3(self) -> bool:
+        return self.endpoints is not None or bool(self.entities) or bool(self.cidrs)
+
+
+_PEER_FIELDS = {
+    "ingress": ("fromEndpoints", "fromEntities", "fromCIDR", "fromCIDRSet"),
+    "egress": ("toEndpoints", "toEntities", "toCIDR", "toCIDRSet"),
+}
+_UNSUPPORTED = {
+    "ingress": ("fromRequires", "fromGroups", "fromNodes", "icmps", "authentication"),
+    "egress": (
+        "toRequires",
+        "toGroups",
+        "toNodes",
+        "toFQDNs",
+        "toServices",
+        "icmps",
+        "authentication",
+    ),
+}
+
+
+def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
+    data = as_map(raw, ctx)
+    ep_f, ent_f, cidr_f, cidrset_f = _PEER_FIELDS[direction]
+    known = {ep_f, ent_f, cidr_f, cidrset_f, "toPorts", *_UNSUPPORTED[direction]}
+    unsupported: list[str] = []
+    for key in data:
+        if key not in known:
+            raise ctx.sub(str(key)).error("is not a known field of a Cilium rule")
+        if key in _UNSUPPORTED[direction] and data[key]:
+            unsupported.append(f"{ctx.path}.{key}")
+    endpoints = None
+    if ep_f in data and data[ep_f] is not None:
+        endpoints = tuple(
+            LabelSelector.from_dict(s, ctx.sub(ep_f).sub(i))
+            for i, s in enumerate(as_list(data[ep_f], ctx.sub(ep_f)))
+        )
+    entities = []
+    for i, e in enumerate(as_list(data.get(ent_f), ctx.sub(ent_f))):
+        try:
+            entities.append(Entity(str(e)))
+        except ValueError:
+            raise ctx.sub(ent_f).sub(i).error(f"unknown entity {e!r}") from None
+    cidrs = [
+        IPBlock(cidr=parse_cidr(c, ctx.sub(cidr_f).sub(i)))
+        for i, c in enumerate(as_list(data.get(cidr_f), ctx.sub(cidr_f)))
+    ]
+    for i, item in enumerate(as_list(data.get(cidrset_f), ctx.sub(cidrset_f))):
+        ictx = ctx.sub(cidrset_f).sub(i)
+        m = as_map(item, ictx, allow_none=False)
+        if "cidrGroupRef" in m or "cidrGroupSelector" in m:
+            unsupported.append(f"{ictx.path}.cidrGroupRef")
+            continue
+        excepts: list[IPNetwork] = [
+            parse_cidr(e, ictx.sub("except").sub(j))
+            for j, e in enumerate(as_list(m.get("except"), ictx.sub("except")))
+        ]
+        cidrs.append(IPBlock(cidr=parse_cidr(m.get("cidr"), ictx.sub("cidr")), excepts=tuple(excepts)))
+    ports: list[CiliumPort] = []
+    for i, pr in enumerate(as_list(data.get("toPorts"), ctx.sub("toPorts"))):
+        pctx = ctx.sub("toPorts").sub(i)
+        pm = as_map(pr, pctx, allow_none=False)
+        for key in pm:
+            if key != "ports" and pm[key]:
+                unsupported.append(f"{pctx.path}.{key}")
+        for j, pp in enumerate(as_list(pm.get("ports"), pctx.sub("ports"))):
+            ppctx = pctx.sub("ports").sub(j)
+            ppm = as_map(pp, ppctx, allow_none=False)
+            port = _parse_cilium_port(ppm.get("port"), ppctx.sub("port"))
+            end = ppm.get("endPort")
+            end_port = None
+            if end not in (None, 0):
+                if not isinstance(end, int) or not 1 <= end <= 65535:
+                    raise ppctx.sub("endPort").error(f"must be a port number, got {end!r}")
+                if not isinstance(port, int) or end < port:
+                    raise ppctx.sub("endPort").error(f"{end} is below port {port}")
+                end_port = end
+            proto_raw = as_str(ppm.get("protocol"), ppctx.sub("protocol")) or "ANY"
+            try:
+                proto = CiliumProtocol(proto_raw.upper())
+            except ValueError:
+                raise ppctx.sub("protocol").error(f"unknown protocol {proto_raw!r}") from None
+            ports.append(CiliumPort(port=port, end_port=end_port, protocol=proto))
+        if not pm.get("ports"):
+            ports.append(CiliumPort(port=None))
+    return CiliumRule(
+        index=index,
+        endpoints=endpoints,
+        entities=tuple(entities),
+        cidrs=tuple(cidrs),
+        ports=tuple(ports),
+        unsupported=tuple(unsupported),
+    )
+
+
+def _parse_cilium_port(raw: Any, ctx: Ctx) -> int | str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.isdigit():
+        value = int(raw)
+    elif isinstance(raw, str) and raw:
+        return raw
+    else:
+        raise ctx.error(f"must be a port number or name, got {raw!r}")
+    if value == 0:
+        return None
+    if not 1 <= value <= 65535:
+        raise ctx.error(f"port {value} is out of range 1-65535")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CiliumPolicy:
+    """One spec of a CNP (namespace set) or CCNP (namespace None)."""
+
+    kind: str
+    namespace: str | None
+    name: str
+    spec_index: int
+    endpoint_selector: LabelSelector | None
+    node_selector: LabelSelector | None = None
+    ingress: tuple[CiliumRule, ...] | None = None
+    egress: tuple[CiliumRule, ...] | None = None
+    ingress_deny: tuple[CiliumRule, ...] = ()
+    egress_deny: tuple[CiliumRule, ...] = ()
+    default_deny_ingress: bool | None = None
+    default_deny_egress: bool | None = None
+
+    @property
+    def key(self) -> str:
+        base = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return base if self.spec_index == 0 else f"{base}#{self.spec_index}"
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], ctx: Ctx) -> tuple[CiliumPolicy, ...]:
+        kind = str(raw.get("kind"))
+        meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
+        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        assert name is not None
+        namespace = None
+        if kind == "CiliumNetworkPolicy":
+            namespace = as_str(meta.get("namespace"), ctx.sub("metadata.namespace")) or "default"
+        specs: list[tuple[Ctx, Mapping[str, Any]]] = []
+        if raw.get("spec") is not None:
+            specs.append((ctx.sub("spec"), as_map(raw["spec"], ctx.sub("spec"))))
+        for i, s in enumerate(as_list(raw.get("specs"), ctx.sub("specs"))):
+            specs.append((ctx.sub("specs").sub(i), as_map(s, ctx.sub("specs").sub(i))))
+        if not specs:
+            raise ctx.sub("spec").error("is required")
+        out = []
+        for index, (sctx, spec) in enumerate(specs):
+            known = {
+                "endpointSelector",
+                "nodeSelector",
+                "ingress",
+                "egress",
+                "ingressDeny",
+                "egressDeny",
+                "description",
+                "labels",
+                "enableDefaultDeny",
+            }
+            for key in spec:
+                if key not in known:
+                    raise sctx.sub(str(key)).error("is not a known field of a Cilium policy spec")
+            ep = spec.get("endpointSelector")
+            nodesel = spec.get("nodeSelector")
+            if (ep is None) == (nodesel is None):
+                raise sctx.error("must set exactly one of endpointSelector and nodeSelector")
+            dd = as_map(spec.get("enableDefaultDeny"), sctx.sub("enableDefaultDeny"))
+
+            def rules(field: str, direction: str, s: Mapping[str, Any] = spec, c: Ctx = sctx) -> tuple[CiliumRule, ...] | None:
+                if field not in s or s[field] is None:
+                    return None
+                return tuple(
+                    _parse_rule(r, c.sub(field).sub(i), i, direction)
+                    for i, r in enumerate(as_list(s[field], c.sub(field)))
+                )
+
+            out.append(
+                cls(
+                    kind=kind,
+                    namespace=namespace,
+                    name=name,
+                    spec_index=index,
+                    endpoint_selector=None
+                    if ep is None
+                    else LabelSelector.from_dict(ep, sctx.sub("endpointSelector")),
+                    node_selector=None
+                    if nodesel is None
+                    else LabelSelector.from_dict(nodesel, sctx.sub("nodeSelector")),
+                    ingress=rules("ingress", "ingress"),
+                    egress=rules("egress", "egress"),
+                    ingress_deny=rules("ingressDeny", "ingress") or (),
+                    egress_deny=rules("egressDeny", "egress") or (),
+                    default_deny_ingress=dd.get("ingress"),
+                    default_deny_egress=dd.get("egress"),
+                )
+            )
+        return tuple(out)

@@ -1,0 +1,269 @@
+"""Namespaces, pods, nodes and Services: the parts of a cluster that policies act on."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from netparity.model._wire import Ctx, as_list, as_map, as_port_number, as_str, str_map
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+    @classmethod
+    def parse(cls, value: Any, ctx: Ctx) -> Protocol:
+        if value is None:
+            return cls.TCP
+        if not isinstance(value, str):
+            raise ctx.error(f"must be TCP, UDP or SCTP, got {value!r}")
+        try:
+            return cls(value.upper())
+        except ValueError:
+            raise ctx.error(f"unknown protocol {value!r} (expected TCP, UDP or SCTP)") from None
+
+
+def frozen_labels(labels: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(sorted(labels.items())))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Namespace:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], ctx: Ctx) -> Namespace:
+        meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
+        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        assert name is not None
+        labels = str_map(meta.get("labels"), ctx.sub("metadata.labels"))
+        labels.setdefault(NAMESPACE_NAME_LABEL, name)
+        return cls(name=name, labels=frozen_labels(labels))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerPort:
+    name: str | None
+    port: int
+    protocol: Protocol = Protocol.TCP
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    node_name: str | None = None
+    ip: str | None = None
+    host_network: bool = False
+    ports: tuple[ContainerPort, ...] = ()
+    owner: str | None = None  # "Kind/name" of the controller, for display
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def named_port(self, name: str, protocol: Protocol | None = None) -> ContainerPort | None:
+        for cp in self.ports:
+            if cp.name == name and (protocol is None or cp.protocol is protocol):
+                return cp
+        return None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], ctx: Ctx) -> Pod:
+        meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
+        spec = as_map(raw.get("spec"), ctx.sub("spec"))
+        status = as_map(raw.get("status"), ctx.sub("status"))
+        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        namespace = as_str(meta.get("namespace"), ctx.sub("metadata.namespace")) or "default"
+        assert name is not None
+        ports: list[ContainerPort] = []
+        for ci, container in enumerate(as_list(spec.get("containers"), ctx.sub("spec.containers"))):
+            cctx = ctx.sub("spec.containers").sub(ci)
+            cmap = as_map(container, cctx, allow_none=False)
+            for pi, port in enumerate(as_list(cmap.get("ports"), cctx.sub("ports"))):
+                pctx = cctx.sub("ports").sub(pi)
+                pmap = as_map(port, pctx, allow_none=False)
+                number = pmap.get("containerPort")
+                if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
+                    raise pctx.sub("containerPort").error(f"must be a port number 1-65535, got {number!r}")
+                ports.append(
+                    ContainerPort(
+                        name=as_str(pmap.get("name"), pctx.sub("name")),
+                        port=number,
+                        protocol=Protocol.parse(pmap.get("protocol"), pctx.sub("protocol")),
+                    )
+                )
+        ip = as_str(status.get("podIP"), ctx.sub("status.podIP"))
+        if ip is not None:
+            _check_ip(ip, ctx.sub("status.podIP"))
+        owner = None
+        for ref in as_list(meta.get("ownerReferences"), ctx.sub("metadata.ownerReferences")):
+            if isinstance(ref, Mapping) and ref.get("controller"):
+                owner = f"{ref.get('kind')}/{ref.get('name')}"
+        return cls(
+            namespace=namespace,
+            name=name,
+            labels=frozen_labels(str_map(meta.get("labels"), ctx.sub("metadata.labels"))),
+            node_name=as_str(spec.get("nodeName"), ctx.sub("spec.nodeName")),
+            ip=ip or None,
+            host_network=bool(spec.get("hostNetwork", False)),
+            ports=tuple(ports),
+            owner=owner,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    name: str
+    ip: str
+    pod_cidr: str | None = None
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def os(self) -> str:
+        return self.labels.get("kubernetes.io/os", "linux")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], ctx: Ctx) -> Node:
+        meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
+        spec = as_map(raw.get("spec"), ctx.sub("spec"))
+        status = as_map(raw.get("status"), ctx.sub("status"))
+        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        assert name is not None
+        ip = None
+        for i, addr in enumerate(as_list(status.get("addresses"), ctx.sub("status.addresses"))):
+            amap = as_map(addr, ctx.sub("status.addresses").sub(i), allow_none=False)
+            if amap.get("type") == "InternalIP" and ip is None:
+                ip = as_str(amap.get("address"), ctx.sub("status.addresses").sub(i).sub("address"))
+        if ip is None:
+            raise ctx.sub("status.addresses").error("has no InternalIP address")
+        _check_ip(ip, ctx.sub("status.addresses"))
+        pod_cidr = as_str(spec.get("podCIDR"), ctx.sub("spec.podCIDR"))
+        if pod_cidr is not None:
+            try:
+                ipaddress.ip_network(pod_cidr, strict=False)
+            except ValueError:
+                raise ctx.sub("spec.podCIDR").error(f"invalid CIDR {pod_cidr!r}") from None
+        return cls(
+            name=name,
+            ip=ip,
+            pod_cidr=pod_cidr,
+            labels=frozen_labels(str_map(meta.get("labels"), ctx.sub("metadata.labels"))),
+        )
+
+
+class ServiceType(StrEnum):
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+    EXTERNAL_NAME = "ExternalName"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicePort:
+    name: str | None
+    protocol: Protocol
+    port: int
+    target_port: int | str
+    node_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    namespace: str
+    name: str
+    type: ServiceType = ServiceType.CLUSTER_IP
+    selector: Mapping[str, str] | None = None
+    cluster_ip: str | None = None
+    ports: tuple[ServicePort, ...] = ()
+    external_traffic_policy: str = "Cluster"
+    load_balancer_ips: tuple[str, ...] = ()
+    publish_not_ready: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def selects(self, pod: Pod) -> bool:
+        if not self.selector or pod.namespace != self.namespace:
+            return False
+        return all(pod.labels.get(k) == v for k, v in self.selector.items())
+
+    def port_named(self, ref: int | str) -> ServicePort | None:
+        for sp in self.ports:
+            if (isinstance(ref, int) and sp.port == ref) or (isinstance(ref, str) and sp.name == ref):
+                return sp
+        return None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], ctx: Ctx) -> Service:
+        meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
+        spec = as_map(raw.get("spec"), ctx.sub("spec"))
+        status = as_map(raw.get("status"), ctx.sub("status"))
+        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        assert name is not None
+        type_raw = as_str(spec.get("type"), ctx.sub("spec.type")) or "ClusterIP"
+        try:
+            stype = ServiceType(type_raw)
+        except ValueError:
+            raise ctx.sub("spec.type").error(f"unknown Service type {type_raw!r}") from None
+        ports: list[ServicePort] = []
+        for i, item in enumerate(as_list(spec.get("ports"), ctx.sub("spec.ports"))):
+            pctx = ctx.sub("spec.ports").sub(i)
+            pmap = as_map(item, pctx, allow_none=False)
+            port = as_port_number(pmap.get("port"), pctx.sub("port"))
+            target = pmap.get("targetPort", port)
+            if isinstance(target, str) and target.isdigit():
+                target = int(target)
+            if isinstance(target, int):
+                target = as_port_number(target, pctx.sub("targetPort"))
+            elif not isinstance(target, str):
+                raise pctx.sub("targetPort").error(f"must be a number or a name, got {target!r}")
+            node_port = pmap.get("nodePort")
+            if node_port is not None:
+                node_port = as_port_number(node_port, pctx.sub("nodePort"))
+            ports.append(
+                ServicePort(
+                    name=as_str(pmap.get("name"), pctx.sub("name")),
+                    protocol=Protocol.parse(pmap.get("protocol"), pctx.sub("protocol")),
+                    port=port,
+                    target_port=target,
+                    node_port=node_port,
+                )
+            )
+        lb = as_map(status.get("loadBalancer"), ctx.sub("status.loadBalancer"))
+        lb_ips = []
+        for i, ing in enumerate(as_list(lb.get("ingress"), ctx.sub("status.loadBalancer.ingress"))):
+            ip = as_map(ing, ctx.sub("status.loadBalancer.ingress").sub(i)).get("ip")
+            if isinstance(ip, str):
+                lb_ips.append(ip)
+        selector = spec.get("selector")
+        etp = as_str(spec.get("externalTrafficPolicy"), ctx.sub("spec.externalTrafficPolicy"))
+        return cls(
+            namespace=as_str(meta.get("namespace"), ctx.sub("metadata.namespace")) or "default",
+            name=name,
+            type=stype,
+            selector=frozen_labels(str_map(selector, ctx.sub("spec.selector"))) if selector else None,
+            cluster_ip=as_str(spec.get("clusterIP"), ctx.sub("spec.clusterIP")),
+            ports=tuple(ports),
+            external_traffic_policy=etp or "Cluster",
+            load_balancer_ips=tuple(lb_ips),
+            publish_not_ready=bool(spec.get("publishNotReadyAddresses", False)),
+        )
+
+
+def _check_ip(value: str, ctx: Ctx) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ctx.error(f"invalid IP address {value!r}") from None

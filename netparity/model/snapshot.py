@@ -1,0 +1,257 @@
+"""The Snapshot: load cluster objects from `kubectl get -o yaml` files, folders or dicts."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from netparity.errors import InputError
+from netparity.model._wire import Ctx, as_map, str_map
+from netparity.model.ciliumpolicy import CiliumPolicy
+from netparity.model.networkpolicy import NetworkPolicy
+from netparity.model.objects import NAMESPACE_NAME_LABEL, Namespace, Node, Pod, Service, frozen_labels
+
+# kind -> accepted apiVersions
+_KINDS: dict[str, frozenset[str]] = {
+    "Namespace": frozenset({"v1"}),
+    "Pod": frozenset({"v1"}),
+    "Node": frozenset({"v1"}),
+    "Service": frozenset({"v1"}),
+    "ConfigMap": frozenset({"v1"}),
+    "NetworkPolicy": frozenset({"networking.k8s.io/v1"}),
+    "CiliumNetworkPolicy": frozenset({"cilium.io/v2"}),
+    "CiliumClusterwideNetworkPolicy": frozenset({"cilium.io/v2"}),
+}
+# ConfigMaps that change enforcement (SEMANTICS.md 0.1); others are skipped.
+CONFIG_MAPS = frozenset({"kube-system/azure-npm-config", "kube-system/cilium-config"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    namespaces: tuple[Namespace, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    services: tuple[Service, ...] = ()
+    network_policies: tuple[NetworkPolicy, ...] = ()
+    cilium_policies: tuple[CiliumPolicy, ...] = ()
+    config: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    skipped: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    sources: tuple[str, ...] = ()
+
+    def namespace(self, name: str) -> Namespace:
+        for ns in self.namespaces:
+            if ns.name == name:
+                return ns
+        return Namespace(name=name, labels=frozen_labels({NAMESPACE_NAME_LABEL: name}))
+
+    def pod(self, namespace: str, name: str) -> Pod | None:
+        for p in self.pods:
+            if p.namespace == namespace and p.name == name:
+                return p
+        return None
+
+    def node(self, name: str) -> Node | None:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        return None
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        for s in self.services:
+            if s.namespace == namespace and s.name == name:
+                return s
+        return None
+
+    def backends(self, service: Service) -> tuple[Pod, ...]:
+        return tuple(p for p in self.pods if not p.host_network and service.selects(p))
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.namespaces)} namespaces",
+            f"{len(self.pods)} pods",
+            f"{len(self.nodes)} nodes",
+            f"{len(self.services)} services",
+            f"{len(self.network_policies)} NetworkPolicies",
+            f"{len(self.cilium_policies)} Cilium policies",
+        ]
+        if self.skipped:
+            parts.append(
+                "skipped " + ", ".join(f"{n} {k}" for k, n in sorted(self.skipped.items()))
+            )
+        return ", ".join(parts)
+
+
+def _documents(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read the file ({e.strerror})", source=str(path)) from e
+    try:
+        for doc in yaml.safe_load_all(text):
+            if doc is not None:
+                yield str(path), doc
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"malformed YAML{where}: {problem}", source=str(path)) from e
+
+
+def _files(paths: Sequence[str | Path]) -> Iterator[Path]:
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            yield from sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix in (".yaml", ".yml", ".json")
+            )
+        elif p.exists():
+            yield p
+        else:
+            raise InputError("no such file or folder", source=str(p))
+
+
+def load_snapshot(paths: Sequence[str | Path]) -> Snapshot:
+    """Load one snapshot from YAML/JSON files and folders (Lists, multi-document, single)."""
+    docs: list[tuple[str, Any]] = []
+    for f in _files(paths):
+        docs.extend(_documents(f))
+    return snapshot_from_dicts(docs, sources=tuple(str(p) for p in paths))
+
+
+def _flatten(source: str, doc: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    if not isinstance(doc, Mapping):
+        raise InputError(f"a document must be a mapping, got {type(doc).__name__}", source=source)
+    kind = doc.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
+        for item in doc.get("items") or ():
+            if not isinstance(item, Mapping):
+                raise InputError("a List item must be a mapping", source=source, kind=kind)
+            if "kind" not in item and kind != "List":
+                item = {**item, "kind": kind[: -len("List")], "apiVersion": doc.get("apiVersion")}
+            yield source, item
+    else:
+        yield source, doc
+
+
+def snapshot_from_dicts(
+    docs: Iterable[Mapping[str, Any] | tuple[str, Any]], *, sources: tuple[str, ...] = ()
+) -> Snapshot:
+    """Build a snapshot from wire dicts (plain dicts, or (source, dict) pairs)."""
+    namespaces: dict[str, Namespace] = {}
+    pods: dict[str, Pod] = {}
+    nodes: dict[str, Node] = {}
+    services: dict[str, Service] = {}
+    policies: dict[str, NetworkPolicy] = {}
+    cilium: dict[str, CiliumPolicy] = {}
+    config: dict[str, Mapping[str, str]] = {}
+    skipped: Counter[str] = Counter()
+    for entry in docs:
+        source, doc = entry if isinstance(entry, tuple) else ("<input>", entry)
+        for src, obj in _flatten(source, doc):
+            try:
+                _add(obj, namespaces, pods, nodes, services, policies, cilium, config, skipped)
+            except InputError as e:
+                raise e.at(source=src) from None
+    for pod in pods.values():
+        if pod.namespace not in namespaces:
+            namespaces[pod.namespace] = Namespace(
+                name=pod.namespace, labels=frozen_labels({NAMESPACE_NAME_LABEL: pod.namespace})
+            )
+    _check_unique_ips(pods.values(), nodes.values())
+    return Snapshot(
+        namespaces=tuple(namespaces[k] for k in sorted(namespaces)),
+        pods=tuple(pods[k] for k in sorted(pods)),
+        nodes=tuple(nodes[k] for k in sorted(nodes)),
+        services=tuple(services[k] for k in sorted(services)),
+        network_policies=tuple(policies[k] for k in sorted(policies)),
+        cilium_policies=tuple(cilium[k] for k in sorted(cilium)),
+        config=MappingProxyType(config),
+        skipped=MappingProxyType(dict(sorted(skipped.items()))),
+        sources=sources,
+    )
+
+
+def _add(
+    obj: Mapping[str, Any],
+    namespaces: dict[str, Namespace],
+    pods: dict[str, Pod],
+    nodes: dict[str, Node],
+    services: dict[str, Service],
+    policies: dict[str, NetworkPolicy],
+    cilium: dict[str, CiliumPolicy],
+    config: dict[str, Mapping[str, str]],
+    skipped: Counter[str],
+) -> None:
+    kind = obj.get("kind")
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    assert isinstance(meta, Mapping)
+    name = meta.get("name")
+    ns = meta.get("namespace")
+    label = f"{ns}/{name}" if ns else str(name)
+    if not isinstance(kind, str):
+        raise InputError("has no kind", name=label if name else None, field="kind")
+    if kind not in _KINDS:
+        skipped[kind] += 1
+        return
+    api = obj.get("apiVersion")
+    if api not in _KINDS[kind]:
+        raise InputError(
+            f"unsupported apiVersion {api!r} (expected {', '.join(sorted(_KINDS[kind]))})",
+            kind=kind,
+            name=label,
+            field="apiVersion",
+        )
+    ctx = Ctx(kind, label)
+    if kind == "Namespace":
+        n = Namespace.from_dict(obj, ctx)
+        namespaces[n.name] = n
+    elif kind == "Pod":
+        phase = as_map(obj.get("status"), ctx.sub("status")).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            skipped["Pod (terminated)"] += 1
+            return
+        p = Pod.from_dict(obj, ctx)
+        pods[p.key] = p
+    elif kind == "Node":
+        node = Node.from_dict(obj, ctx)
+        nodes[node.name] = node
+    elif kind == "Service":
+        s = Service.from_dict(obj, ctx)
+        services[s.key] = s
+    elif kind == "NetworkPolicy":
+        np_ = NetworkPolicy.from_dict(obj, ctx)
+        policies[np_.key] = np_
+    elif kind == "ConfigMap":
+        key = f"{ns}/{name}"
+        if key in CONFIG_MAPS:
+            config[key] = MappingProxyType(str_map(obj.get("data"), ctx.sub("data")))
+        else:
+            skipped[kind] += 1
+    else:
+        for cp in CiliumPolicy.from_dict(obj, ctx):
+            cilium[f"{cp.kind}/{cp.key}"] = cp
+
+
+def _check_unique_ips(pods: Iterable[Pod], nodes: Iterable[Node]) -> None:
+    seen: dict[str, str] = {}
+    for node in nodes:
+        seen[node.ip] = f"Node {node.name}"
+    for pod in pods:
+        if pod.ip is None or pod.host_network:
+            continue
+        ipaddress.ip_address(pod.ip)
+        if pod.ip in seen:
+            raise InputError(
+                f"IP {pod.ip} is also used by {seen[pod.ip]}",
+                kind="Pod",
+                name=pod.key,
+                field="status.podIP",
+            )
+        seen[pod.ip] = f"Pod {pod.key}"

@@ -1,0 +1,594 @@
+#!/usr/bin/env python3
+"""netparity probe agent: one standard-library file that serves and probes.
+
+The same file runs unchanged inside the lab's network namespaces and inside
+Kubernetes probe pods (python:3.x-slim, non-root, read-only root filesystem: it
+never writes a file).
+
+``agent.py serve --name TOKEN [--tcp PORTS] [--udp PORTS] [--sctp PORTS]
+[--bind ADDR]`` listens on every given port.  PORTS is a comma separated list
+of ports and ranges (``80,8080,9000-9005``); each option may be repeated.
+
+- TCP and SCTP: on accept, send ``TOKEN\\n`` and close.
+- UDP: answer each datagram ``NONCE\\n`` with ``NONCE TOKEN\\n``.
+- Prints ``ready`` on stdout once every listener is bound; SIGTERM/SIGINT exit 0.
+- A TCP/UDP/SCTP port that cannot be bound: one stderr line, exit 2.  A kernel
+  without SCTP: one stderr line, the other ports are still served.
+
+``agent.py probe [--timeout SECONDS]`` reads one JSON document on stdin::
+
+    {"timeout": 2.0,
+     "targets": [{"id": "p1", "host": "10.0.0.5", "port": 8080,
+                  "protocol": "TCP", "source": "10.1.2.3"}]}
+
+and tries every target concurrently, then writes one JSON object per target,
+in input order, each echoing ``id``, ``host``, ``port`` and ``protocol``, with
+``observed`` one of ``connected`` (plus ``token`` and ``latency_ms``),
+``refused``, ``timeout`` or ``error`` (plus ``error``).  A document that cannot
+be used at all gives a single ``{"error": "..."}`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import math
+import os
+import resource
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+VERSION = "netparity-agent 1"
+PROG = "netparity-agent"
+
+IPPROTO_SCTP: int = getattr(socket, "IPPROTO_SCTP", 132)
+SCTP_UNSUPPORTED_ERRNOS = frozenset(
+    {errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT, errno.EPFNOSUPPORT}
+)
+SCTP_UNSUPPORTED = "SCTP is not supported by this kernel"
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+MAX_CONCURRENCY = 2000
+LISTEN_BACKLOG = 4096
+TOKEN_MAX_BYTES = 4096
+UDP_SENDS = 3
+
+EXIT_OK = 0
+EXIT_FAIL = 2
+
+
+def raise_nofile_limit() -> int:
+    """Raise the RLIMIT_NOFILE soft limit to the hard limit; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft if soft != resource.RLIM_INFINITY else target
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        return soft
+    return target
+
+
+def errno_text(exc: OSError) -> str:
+    """Render an OSError as ``[Errno N] text`` (or its str() when there is no errno)."""
+    if exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return f"[Errno {exc.errno} {name}] {exc.strerror or os.strerror(exc.errno)}"
+    return str(exc) or type(exc).__name__
+
+
+def family_of(address: str) -> socket.AddressFamily:
+    """AF_INET6 for an address containing a colon, AF_INET otherwise."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def parse_ports(specs: Sequence[str] | None, option: str) -> list[int]:
+    """Parse repeated ``80,8080,9000-9005`` specs into a sorted, deduplicated list."""
+    ports: set[int] = set()
+    for spec in specs or ():
+        for item in spec.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            low_text, sep, high_text = item.partition("-")
+            try:
+                low = int(low_text)
+                high = int(high_text) if sep else low
+            except ValueError:
+                raise ValueError(f"{option}: not a port or range: {item!r}") from None
+            if not (1 <= low <= 65535 and 1 <= high <= 65535) or low > high:
+                raise ValueError(f"{option}: invalid port or range: {item!r}")
+            ports.update(range(low, high + 1))
+    return sorted(ports)
+
+
+class StreamTokenProtocol(asyncio.Protocol):
+    """Send the token line to each accepted TCP/SCTP connection, then close it."""
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.WriteTransport, transport)
+        stream.write(self.line)
+        stream.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+class DatagramTokenProtocol(asyncio.DatagramProtocol):
+    """Answer each datagram ``NONCE\\n`` with ``NONCE TOKEN\\n``."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance() check: 3.11's selector datagram transport does not
+        # inherit from asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.transport is None:
+            return
+        nonce = data[:512].decode("utf-8", "replace").strip()
+        self.transport.sendto(f"{nonce} {self.token}\n".encode(), addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors about earlier replies (a prober that went away): ignore.
+        pass
+
+
+def bind_listener(protocol: str, bind: str, port: int) -> socket.socket | None:
+    """Create and bind one listening socket.
+
+    Returns None when the protocol is SCTP and the kernel has no SCTP; raises
+    OSError for any other failure.
+    """
+    family = family_of(bind)
+    if protocol == "UDP":
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    else:
+        proto = socket.IPPROTO_TCP if protocol == "TCP" else IPPROTO_SCTP
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        except OSError as exc:
+            if protocol == "SCTP" and exc.errno in SCTP_UNSUPPORTED_ERRNOS:
+                return None
+            raise
+    try:
+        if protocol != "UDP":
+            # Not on UDP: on Linux SO_REUSEADDR lets a second UDP socket bind the
+            # same port silently, which would hide an EADDRINUSE.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind, port))
+        if protocol != "UDP":
+            sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(token: str, bind: str, ports: dict[str, list[int]]) -> int:
+    """Bind every listener, print ``ready``, serve until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    line = f"{token}\n".encode()
+    bound: list[tuple[str, socket.socket]] = []
+    sctp_missing: list[int] = []
+    try:
+        for protocol in PROTOCOLS:
+            for port in ports[protocol]:
+                try:
+                    sock = bind_listener(protocol, bind, port)
+                except OSError as exc:
+                    print(
+                        f"{PROG}: cannot bind {protocol} port {port} on {bind}: {errno_text(exc)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return EXIT_FAIL
+                if sock is None:
+                    sctp_missing.append(port)
+                else:
+                    bound.append((protocol, sock))
+        if sctp_missing:
+            listed = ",".join(str(p) for p in sctp_missing)
+            print(
+                f"{PROG}: SCTP is not available in this kernel; not serving SCTP port(s) {listed}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        servers: list[asyncio.Server] = []
+        transports: list[asyncio.BaseTransport] = []
+        for protocol, sock in bound:
+            if protocol == "UDP":
+                udp_transport, _ = await loop.create_datagram_endpoint(
+                    lambda: DatagramTokenProtocol(token), sock=sock
+                )
+                transports.append(udp_transport)
+            else:
+                servers.append(
+                    await loop.create_server(
+                        lambda: StreamTokenProtocol(line),
+                        sock=sock,
+                        backlog=LISTEN_BACKLOG,
+                    )
+                )
+        with contextlib.suppress(BrokenPipeError):
+            print("ready", flush=True)
+        await stop.wait()
+        for server in servers:
+            server.close()
+        for transport in transports:
+            transport.close()
+        return EXIT_OK
+    finally:
+        for _, sock in bound:
+            sock.close()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    token: str = args.name
+    if not token or any(c in token for c in "\r\n"):
+        print(f"{PROG}: --name must be a non-empty single line", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        ports = {
+            "TCP": parse_ports(args.tcp, "--tcp"),
+            "UDP": parse_ports(args.udp, "--udp"),
+            "SCTP": parse_ports(args.sctp, "--sctp"),
+        }
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if not any(ports.values()):
+        print(f"{PROG}: serve needs at least one of --tcp, --udp, --sctp", file=sys.stderr)
+        return EXIT_FAIL
+    raise_nofile_limit()
+    return asyncio.run(serve(token, args.bind, ports))
+
+
+# --------------------------------------------------------------------------- probe
+
+
+class BadDocument(Exception):
+    """The stdin document cannot be used at all (exit 2)."""
+
+
+@dataclass
+class Target:
+    """One validated probe target."""
+
+    host: str
+    port: int
+    protocol: str
+    source: str | None
+
+
+def elapsed_ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000.0, 3)
+
+
+def parse_timeout(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadDocument(f"{what} must be a number of seconds")
+    timeout = float(value)
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise BadDocument(f"{what} must be a positive number of seconds")
+    return timeout
+
+
+def parse_document(raw: bytes, default_timeout: float) -> tuple[float, list[Any]]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadDocument(f"invalid JSON on stdin: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadDocument("the document must be a JSON object")
+    targets = doc.get("targets")
+    if not isinstance(targets, list):
+        raise BadDocument('the document must have a "targets" list')
+    timeout = default_timeout
+    if doc.get("timeout") is not None:
+        timeout = parse_timeout(doc["timeout"], '"timeout"')
+    return timeout, targets
+
+
+def validate_target(raw: object) -> Target | str:
+    """A Target, or the text of why the target is invalid."""
+    if not isinstance(raw, dict):
+        return "invalid target: not a JSON object"
+    host = raw.get("host")
+    if not isinstance(host, str) or not host:
+        return 'invalid target: "host" must be a non-empty string'
+    port = raw.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        return 'invalid target: "port" must be an integer 1-65535'
+    protocol = raw.get("protocol", "TCP")
+    if not isinstance(protocol, str) or protocol.upper() not in PROTOCOLS:
+        return 'invalid target: "protocol" must be TCP, UDP or SCTP'
+    source = raw.get("source")
+    if source is not None and (not isinstance(source, str) or not source):
+        return 'invalid target: "source" must be a non-empty string'
+    return Target(host, port, protocol.upper(), source)
+
+
+def echo(raw: object) -> dict[str, Any]:
+    """The id/host/port/protocol fields every result repeats from its target."""
+    fields = raw if isinstance(raw, dict) else {}
+    protocol = fields.get("protocol", "TCP")
+    if isinstance(protocol, str):
+        protocol = protocol.upper()
+    return {
+        "id": fields.get("id"),
+        "host": fields.get("host"),
+        "port": fields.get("port"),
+        "protocol": protocol,
+    }
+
+
+class ProbeError(Exception):
+    """A target ends as observed=error with this text."""
+
+
+async def resolve(
+    target: Target, sock_type: int, deadline: float
+) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """Resolve the target to (family, sockaddr); IP literals never touch DNS."""
+    try:
+        infos = socket.getaddrinfo(
+            target.host, target.port, type=sock_type, flags=socket.AI_NUMERICHOST
+        )
+    except socket.gaierror:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(target.host, target.port, type=sock_type),
+                max(deadline - time.monotonic(), 0.001),
+            )
+        except TimeoutError:
+            raise ProbeError(f"name resolution of {target.host!r} timed out") from None
+        except OSError as exc:
+            raise ProbeError(f"cannot resolve {target.host!r}: {exc}") from None
+    if not infos:
+        raise ProbeError(f"cannot resolve {target.host!r}")
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
+def bind_source(sock: socket.socket, source: str | None) -> None:
+    if source is None:
+        return
+    try:
+        sock.bind((source, 0))
+    except (OSError, OverflowError) as exc:
+        detail = errno_text(exc) if isinstance(exc, OSError) else str(exc)
+        raise ProbeError(f"cannot bind source address {source!r}: {detail}") from None
+
+
+async def probe_stream(target: Target, timeout: float) -> dict[str, Any]:
+    """TCP or SCTP: connect, then read the token line."""
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    deadline = start + timeout
+    family, sockaddr = await resolve(target, socket.SOCK_STREAM, deadline)
+    proto = socket.IPPROTO_TCP if target.protocol == "TCP" else IPPROTO_SCTP
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    except OSError as exc:
+        if target.protocol == "SCTP" and exc.errno in SCTP_UNSUPPORTED_ERRNOS:
+            raise ProbeError(SCTP_UNSUPPORTED) from None
+        raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
+    with sock:
+        sock.setblocking(False)
+        bind_source(sock, target.source)
+        connect_start = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                loop.sock_connect(sock, sockaddr),
+                max(deadline - connect_start, 0.001),
+            )
+        except TimeoutError:
+            return {"observed": "timeout"}
+        except ConnectionRefusedError:
+            return {"observed": "refused"}
+        except OSError as exc:
+            raise ProbeError(errno_text(exc)) from None
+        latency = elapsed_ms(connect_start)
+        token = await read_token_line(sock, deadline)
+        return {"observed": "connected", "token": token, "latency_ms": latency}
+
+
+async def read_token_line(sock: socket.socket, deadline: float) -> str | None:
+    """Read up to the first newline before the deadline; None if nothing usable."""
+    loop = asyncio.get_running_loop()
+    buf = b""
+    while b"\n" not in buf and len(buf) < TOKEN_MAX_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, TOKEN_MAX_BYTES), remaining)
+        except (TimeoutError, OSError):
+            return None
+        if not chunk:
+            break
+        buf += chunk
+    if b"\n" not in buf:
+        # The server closed (or overflowed) without a full line.
+        return None
+    token = buf.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    return token or None
+
+
+class UdpProbeProtocol(asyncio.DatagramProtocol):
+    """Waits for the reply carrying one of our nonces, or for an ICMP error."""
+
+    def __init__(self, nonces: dict[str, float]) -> None:
+        self.nonces = nonces  # nonce -> monotonic time it was sent
+        self.done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.done.done():
+            return
+        text = data.decode("utf-8", "replace").strip()
+        nonce, _, rest = text.partition(" ")
+        sent = self.nonces.get(nonce)
+        if sent is None:
+            return  # not an answer to us: keep waiting
+        latency = round((time.monotonic() - sent) * 1000.0, 3)
+        token = rest.strip() or None
+        self.done.set_result({"observed": "connected", "token": token, "latency_ms": latency})
+
+    def error_received(self, exc: Exception) -> None:
+        if self.done.done():
+            return
+        if isinstance(exc, ConnectionRefusedError):
+            self.done.set_result({"observed": "refused"})
+        elif isinstance(exc, OSError):
+            self.done.set_result({"observed": "error", "error": errno_text(exc)})
+        else:
+            self.done.set_result({"observed": "error", "error": str(exc)})
+
+
+async def probe_udp(target: Target, timeout: float) -> dict[str, Any]:
+    """UDP: send NONCE\\n up to UDP_SENDS times across the timeout on a connected socket."""
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    deadline = start + timeout
+    family, sockaddr = await resolve(target, socket.SOCK_DGRAM, deadline)
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
+    try:
+        sock.setblocking(False)
+        bind_source(sock, target.source)
+        try:
+            # Connected, so that ICMP port-unreachable surfaces as ECONNREFUSED.
+            sock.connect(sockaddr)
+        except OSError as exc:
+            raise ProbeError(errno_text(exc)) from None
+    except BaseException:
+        sock.close()
+        raise
+
+    base = secrets.token_hex(8)
+    nonces: dict[str, float] = {}
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: UdpProbeProtocol(nonces), sock=sock
+    )
+    try:
+        step = (deadline - time.monotonic()) / UDP_SENDS
+        for attempt in range(UDP_SENDS):
+            nonce = f"np{base}.{attempt}"
+            nonces[nonce] = time.monotonic()
+            transport.sendto(f"{nonce}\n".encode())
+            wait_until = deadline if attempt == UDP_SENDS - 1 else (time.monotonic() + step)
+            await asyncio.wait({protocol.done}, timeout=max(wait_until - time.monotonic(), 0))
+            if protocol.done.done():
+                return protocol.done.result()
+        return {"observed": "timeout"}
+    finally:
+        transport.close()
+
+
+async def probe_one(raw: object, timeout: float, limit: asyncio.Semaphore) -> dict[str, Any]:
+    result = echo(raw)
+    target = validate_target(raw)
+    if isinstance(target, str):
+        result.update(observed="error", error=target)
+        return result
+    async with limit:
+        try:
+            if target.protocol == "UDP":
+                outcome = await probe_udp(target, timeout)
+            else:
+                outcome = await probe_stream(target, timeout)
+        except ProbeError as exc:
+            outcome = {"observed": "error", "error": str(exc)}
+        except Exception as exc:  # one bad target must not sink the batch
+            outcome = {"observed": "error", "error": f"{type(exc).__name__}: {exc}"}
+    result.update(outcome)
+    return result
+
+
+async def probe_all(targets: list[Any], timeout: float, nofile: int) -> list[dict[str, Any]]:
+    concurrency = max(1, min(MAX_CONCURRENCY, nofile - 64))
+    limit = asyncio.Semaphore(concurrency)
+    return await asyncio.gather(*(probe_one(raw, timeout, limit) for raw in targets))
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    try:
+        default_timeout = parse_timeout(args.timeout, "--timeout")
+        timeout, targets = parse_document(sys.stdin.buffer.read(), default_timeout)
+    except BadDocument as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return EXIT_FAIL
+    nofile = raise_nofile_limit()
+    results = asyncio.run(probe_all(targets, timeout, nofile))
+    out = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    try:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent.py", description="netparity probe agent (serve or probe)."
+    )
+    parser.add_argument("--version", action="version", version=VERSION)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve_p = sub.add_parser("serve", help="listen on ports and answer with a token")
+    serve_p.add_argument("--name", required=True, help="token sent to every prober")
+    serve_p.add_argument("--tcp", action="append", metavar="PORTS", help="e.g. 80,8080,9000-9005")
+    serve_p.add_argument("--udp", action="append", metavar="PORTS")
+    serve_p.add_argument("--sctp", action="append", metavar="PORTS")
+    serve_p.add_argument("--bind", default="0.0.0.0", help="local address (default 0.0.0.0)")
+    serve_p.set_defaults(func=run_serve)
+
+    probe_p = sub.add_parser("probe", help="probe the JSON batch of targets read on stdin")
+    probe_p.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds per target (default 2.0)"
+    )
+    probe_p.set_defaults(func=run_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
