@@ -83,7 +83,7 @@ def errno_text(exc: OSError) -> str:
     """Render an OSError as ``[Errno N] text`` (or its str() when there is no errno)."""
     if exc.errno is not None:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
-        return f"[Errno {exc.errno} {name}] {exc.strerror or os.strerror(exc.errno)}"
+        return f"[Errno {exc.errno} {name}] {os.strerror(exc.errno)}"
     return str(exc) or type(exc).__name__
 
 
@@ -549,7 +549,7 @@ def run_probe(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     nofile = raise_nofile_limit()
     results = asyncio.run(probe_all(targets, timeout, nofile))
-    out = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    out = "".join(json.dumps(r) + "\n" for r in results)
     try:
         sys.stdout.write(out)
         sys.stdout.flush()

@@ -126,8 +126,18 @@ def netns() -> Iterator[list[str]]:
         subprocess.run([*prefix, "ip", "link", "set", "lo", "up"], check=True)
         for proto in ("tcp", "udp"):
             subprocess.run(
-                [*prefix, "iptables", "-A", "INPUT", "-p", proto, "--dport", str(DROPPED_PORT),
-                 "-j", "DROP"],
+                [
+                    *prefix,
+                    "iptables",
+                    "-A",
+                    "INPUT",
+                    "-p",
+                    proto,
+                    "--dport",
+                    str(DROPPED_PORT),
+                    "-j",
+                    "DROP",
+                ],
                 check=True,
             )
         yield prefix
@@ -211,8 +221,17 @@ def test_serve_exits_2_naming_the_port_when_the_port_is_in_use(kind: socket.Sock
             holder.listen()
         port = holder.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, str(AGENT), "serve", "--name", TOKEN, "--bind", LOCAL,
-             f"--{protocol.lower()}", str(port)],
+            [
+                sys.executable,
+                str(AGENT),
+                "serve",
+                "--name",
+                TOKEN,
+                "--bind",
+                LOCAL,
+                f"--{protocol.lower()}",
+                str(port),
+            ],
             capture_output=True,
             text=True,
             timeout=10,
@@ -346,7 +365,11 @@ def test_probe_reports_timeout_for_dropped_targets_inside_a_namespace(netns: lis
         )
         wall = time.monotonic() - started
     assert [r["observed"] for r in results] == [
-        "connected", "connected", "timeout", "timeout", "refused",
+        "connected",
+        "connected",
+        "timeout",
+        "timeout",
+        "refused",
     ]
     assert results[0]["token"] == results[1]["token"] == TOKEN
     assert wall < 3.0
