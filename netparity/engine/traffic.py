@@ -69,7 +69,9 @@ class ServiceEndpoint:
 
     def __str__(self) -> str:
         base = {Via.CLUSTER_IP: "svc", Via.NODE_PORT: "nodeport", Via.LOAD_BALANCER: "lb"}[self.via]
-        at = f"@{self.node.name}" if self.node is not None and self.via is not Via.CLUSTER_IP else ""
+        at = (
+            f"@{self.node.name}" if self.node is not None and self.via is not Via.CLUSTER_IP else ""
+        )
         return f"{base}:{self.service.key}{at}"
 
 
@@ -105,7 +107,9 @@ class RuleRef:
     index: int | None = None  # None: the policy as a whole
 
     def __str__(self) -> str:
-        return self.policy if self.index is None else f"{self.policy} {self.direction}[{self.index}]"
+        return (
+            self.policy if self.index is None else f"{self.policy} {self.direction}[{self.index}]"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,6 +5,7 @@ values, validation with errors naming the object and field, and no I/O beyond re
 the files a user names.
 """
 
+from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
 from netparity.model.objects import (
     ContainerPort,
     Namespace,
@@ -14,7 +15,6 @@ from netparity.model.objects import (
     Service,
     ServicePort,
 )
-from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
 from netparity.model.selectors import LabelSelector, Requirement
 from netparity.model.snapshot import Snapshot, load_snapshot, snapshot_from_dicts
 

@@ -121,7 +121,9 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
             parse_cidr(e, ictx.sub("except").sub(j))
             for j, e in enumerate(as_list(m.get("except"), ictx.sub("except")))
         ]
-        cidrs.append(IPBlock(cidr=parse_cidr(m.get("cidr"), ictx.sub("cidr")), excepts=tuple(excepts)))
+        cidrs.append(
+            IPBlock(cidr=parse_cidr(m.get("cidr"), ictx.sub("cidr")), excepts=tuple(excepts))
+        )
     ports: list[CiliumPort] = []
     for i, pr in enumerate(as_list(data.get("toPorts"), ctx.sub("toPorts"))):
         pctx = ctx.sub("toPorts").sub(i)
@@ -237,7 +239,9 @@ class CiliumPolicy:
                 raise sctx.error("must set exactly one of endpointSelector and nodeSelector")
             dd = as_map(spec.get("enableDefaultDeny"), sctx.sub("enableDefaultDeny"))
 
-            def rules(field: str, direction: str, s: Mapping[str, Any] = spec, c: Ctx = sctx) -> tuple[CiliumRule, ...] | None:
+            def rules(
+                field: str, direction: str, s: Mapping[str, Any] = spec, c: Ctx = sctx
+            ) -> tuple[CiliumRule, ...] | None:
                 if field not in s or s[field] is None:
                     return None
                 return tuple(

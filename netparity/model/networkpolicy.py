@@ -80,11 +80,15 @@ class PolicyPeer:
         ns = data.get("namespaceSelector")
         block = data.get("ipBlock")
         if block is not None and (pod is not None or ns is not None):
-            raise ctx.sub("ipBlock").error("cannot be combined with podSelector or namespaceSelector")
+            raise ctx.sub("ipBlock").error(
+                "cannot be combined with podSelector or namespaceSelector"
+            )
         if block is None and pod is None and ns is None:
             raise ctx.error("must set one of podSelector, namespaceSelector or ipBlock")
         return cls(
-            pod_selector=None if pod is None else LabelSelector.from_dict(pod, ctx.sub("podSelector")),
+            pod_selector=None
+            if pod is None
+            else LabelSelector.from_dict(pod, ctx.sub("podSelector")),
             namespace_selector=None
             if ns is None
             else LabelSelector.from_dict(ns, ctx.sub("namespaceSelector")),
@@ -121,7 +125,9 @@ class PolicyPort:
                 raise ctx.sub("port").error(f"invalid port name {port_raw!r}")
             port = port_raw
         else:
-            port = as_port_number(int(port_raw) if isinstance(port_raw, str) else port_raw, ctx.sub("port"))
+            port = as_port_number(
+                int(port_raw) if isinstance(port_raw, str) else port_raw, ctx.sub("port")
+            )
         end_raw = data.get("endPort")
         end_port = None
         if end_raw is not None:
@@ -198,8 +204,10 @@ class NetworkPolicy:
         types: set[str] = set()
         for i, t in enumerate(types_raw):
             if t not in ("Ingress", "Egress"):
-                raise spec_ctx.sub("policyTypes").sub(i).error(
-                    f"unknown policy type {t!r} (expected Ingress or Egress)"
+                raise (
+                    spec_ctx.sub("policyTypes")
+                    .sub(i)
+                    .error(f"unknown policy type {t!r} (expected Ingress or Egress)")
                 )
             types.add(t)
         if not types:
@@ -210,7 +218,9 @@ class NetworkPolicy:
         return cls(
             namespace=namespace,
             name=name,
-            pod_selector=LabelSelector.from_dict(spec.get("podSelector"), spec_ctx.sub("podSelector")),
+            pod_selector=LabelSelector.from_dict(
+                spec.get("podSelector"), spec_ctx.sub("podSelector")
+            ),
             policy_types=frozenset(types),
             ingress=ingress,
             egress=egress,

@@ -94,8 +94,14 @@ class Pod:
                 pctx = cctx.sub("ports").sub(pi)
                 pmap = as_map(port, pctx, allow_none=False)
                 number = pmap.get("containerPort")
-                if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
-                    raise pctx.sub("containerPort").error(f"must be a port number 1-65535, got {number!r}")
+                if (
+                    isinstance(number, bool)
+                    or not isinstance(number, int)
+                    or not 1 <= number <= 65535
+                ):
+                    raise pctx.sub("containerPort").error(
+                        f"must be a port number 1-65535, got {number!r}"
+                    )
                 ports.append(
                     ContainerPort(
                         name=as_str(pmap.get("name"), pctx.sub("name")),
@@ -201,7 +207,9 @@ class Service:
 
     def port_named(self, ref: int | str) -> ServicePort | None:
         for sp in self.ports:
-            if (isinstance(ref, int) and sp.port == ref) or (isinstance(ref, str) and sp.name == ref):
+            if (isinstance(ref, int) and sp.port == ref) or (
+                isinstance(ref, str) and sp.name == ref
+            ):
                 return sp
         return None
 
@@ -253,7 +261,9 @@ class Service:
             namespace=as_str(meta.get("namespace"), ctx.sub("metadata.namespace")) or "default",
             name=name,
             type=stype,
-            selector=frozen_labels(str_map(selector, ctx.sub("spec.selector"))) if selector else None,
+            selector=frozen_labels(str_map(selector, ctx.sub("spec.selector")))
+            if selector
+            else None,
             cluster_ip=as_str(spec.get("clusterIP"), ctx.sub("spec.clusterIP")),
             ports=tuple(ports),
             external_traffic_policy=etp or "Cluster",

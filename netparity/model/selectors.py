@@ -70,7 +70,11 @@ class LabelSelector:
 
     def has_invalid_values(self) -> bool:
         """True where a matchExpressions value is not a valid label value (NPM skips those)."""
-        return any(not _LABEL_VALUE.match(v) or len(v) > 63 for r in self.match_expressions for v in r.values)
+        return any(
+            not _LABEL_VALUE.match(v) or len(v) > 63
+            for r in self.match_expressions
+            for v in r.values
+        )
 
     def __str__(self) -> str:
         if self.is_empty:
@@ -85,7 +89,9 @@ class LabelSelector:
         check_fields(data, frozenset({"matchLabels", "matchExpressions"}), ctx)
         labels = str_map(data.get("matchLabels"), ctx.sub("matchLabels"))
         exprs: list[Requirement] = []
-        for i, item in enumerate(as_list(data.get("matchExpressions"), ctx.sub("matchExpressions"))):
+        for i, item in enumerate(
+            as_list(data.get("matchExpressions"), ctx.sub("matchExpressions"))
+        ):
             ictx = ctx.sub("matchExpressions").sub(i)
             entry = as_map(item, ictx, allow_none=False)
             check_fields(entry, frozenset({"key", "operator", "values"}), ictx)

@@ -16,7 +16,14 @@ from netparity.errors import InputError
 from netparity.model._wire import Ctx, as_map, str_map
 from netparity.model.ciliumpolicy import CiliumPolicy
 from netparity.model.networkpolicy import NetworkPolicy
-from netparity.model.objects import NAMESPACE_NAME_LABEL, Namespace, Node, Pod, Service, frozen_labels
+from netparity.model.objects import (
+    NAMESPACE_NAME_LABEL,
+    Namespace,
+    Node,
+    Pod,
+    Service,
+    frozen_labels,
+)
 
 # kind -> accepted apiVersions
 _KINDS: dict[str, frozenset[str]] = {

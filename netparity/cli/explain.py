@@ -1,0 +1,90 @@
+"""`netparity explain`: what each policy does, as a table."""
+
+from __future__ import annotations
+
+import argparse
+
+from netparity.cli._common import print_json, snapshot_from_args, table
+from netparity.engine.evaluate import Engine
+from netparity.model.networkpolicy import NetworkPolicy, PolicyRule
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("explain", help="what each policy does, as a table")
+    p.add_argument(
+        "snapshot",
+        nargs="*",
+        metavar="SNAPSHOT",
+        help="YAML files or folders (default: the shipped example)",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=run)
+
+
+def describe_rule(rule: PolicyRule, direction: str) -> str:
+    who = "every peer" if not rule.peers else " or ".join(str(p) for p in rule.peers)
+    ports = "all ports" if not rule.ports else ", ".join(str(p) for p in rule.ports)
+    word = "from" if direction == "ingress" else "to"
+    return f"{direction}[{rule.index}]: {word} {who} on {ports}"
+
+
+def describe(policy: NetworkPolicy) -> list[str]:
+    lines = []
+    for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+        if direction.capitalize() not in policy.policy_types:
+            continue
+        if not rules:
+            lines.append(f"{direction}: deny all")
+        lines.extend(describe_rule(r, direction) for r in rules)
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    snapshot = snapshot_from_args(args.snapshot)
+    engine = Engine(snapshot)
+    from netparity.engine.dataplane import SPEC
+
+    items = []
+    rows = []
+    for policy in snapshot.network_policies:
+        selected = [
+            p.key
+            for p in snapshot.pods
+            if p.namespace == policy.namespace
+            and not p.host_network
+            and policy.pod_selector.matches(engine.labels(p, SPEC))
+        ]
+        lines = describe(policy)
+        items.append(
+            {
+                "policy": policy.key,
+                "kind": "NetworkPolicy",
+                "selector": str(policy.pod_selector),
+                "policyTypes": sorted(policy.policy_types),
+                "selects": selected,
+                "rules": lines,
+            }
+        )
+        rows.append(
+            [
+                policy.key,
+                str(policy.pod_selector),
+                f"{len(selected)} pods",
+                "; ".join(lines) or "(no rules)",
+            ]
+        )
+    for cp in snapshot.cilium_policies:
+        items.append({"policy": cp.key, "kind": cp.kind, "selector": str(cp.endpoint_selector)})
+        rows.append(
+            [
+                f"{cp.kind} {cp.key}",
+                str(cp.endpoint_selector),
+                "",
+                "Cilium policy (enforced by cilium dataplanes only)",
+            ]
+        )
+    if args.format == "json":
+        print_json(items)
+    else:
+        print(table(["POLICY", "SELECTS", "PODS", "RULES"], rows))
+    return 0

@@ -1,0 +1,103 @@
+"""`netparity predict`: the engine's verdict for each explicit probe under one dataplane."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from netparity.cli._common import print_json, snapshot_from_args, table
+from netparity.engine.dataplane import DATAPLANES, get_dataplane
+from netparity.engine.evaluate import Engine
+from netparity.engine.traffic import Verdict
+from netparity.probefile import ResolvedProbe, load_probe_file, resolve_probes
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("predict", help="predict each probe's verdict under a dataplane")
+    p.add_argument(
+        "snapshot",
+        nargs="*",
+        metavar="SNAPSHOT",
+        help="YAML files or folders (default: the shipped example)",
+    )
+    p.add_argument(
+        "--probes", required=True, metavar="FILE", help="explicit probe file (see docs/probes.md)"
+    )
+    p.add_argument(
+        "--dataplane",
+        default="npm",
+        choices=list(DATAPLANES),
+        help="enforcement model (default: npm)",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=run)
+
+
+def verdict_json(probe: ResolvedProbe, verdict: Verdict) -> dict[str, Any]:
+    spec = probe.spec
+    return {
+        "from": spec.source,
+        "to": spec.destination,
+        "port": spec.port,
+        "protocol": str(spec.protocol),
+        "verdict": str(verdict.decision),
+        "path": str(verdict.path),
+        "backend": verdict.backend,
+        "resolved_port": verdict.port,
+        "explanation": verdict.explanation,
+        "egress": None
+        if verdict.egress is None
+        else {
+            "decision": str(verdict.egress.decision),
+            "reason": verdict.egress.reason,
+            "selected_by": list(verdict.egress.selected_by),
+            "rules": [str(r) for r in verdict.egress.rules],
+        },
+        "ingress": None
+        if verdict.ingress is None
+        else {
+            "decision": str(verdict.ingress.decision),
+            "reason": verdict.ingress.reason,
+            "selected_by": list(verdict.ingress.selected_by),
+            "rules": [str(r) for r in verdict.ingress.rules],
+        },
+        "uncertain": list(verdict.uncertain),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    snapshot = snapshot_from_args(args.snapshot)
+    dataplane = get_dataplane(args.dataplane).with_config(snapshot.config)
+    probes = resolve_probes(load_probe_file(args.probes), snapshot)
+    engine = Engine(snapshot)
+    failed = 0
+    out: list[dict[str, Any]] = []
+    rows = []
+    for probe in probes:
+        verdict = engine.evaluate(probe.traffic, dataplane)
+        expected = probe.spec.expected(dataplane.name)
+        ok = expected is None or expected == verdict.decision
+        failed += not ok
+        item = verdict_json(probe, verdict)
+        item["expect"] = None if expected is None else str(expected)
+        item["ok"] = ok
+        out.append(item)
+        mark = "" if expected is None else ("ok" if ok else f"EXPECTED {expected}")
+        rows.append(
+            [
+                probe.spec.source,
+                probe.spec.destination,
+                f"{probe.spec.port}/{probe.spec.protocol}",
+                str(verdict.decision),
+                mark,
+                verdict.explanation,
+            ]
+        )
+    if args.format == "json":
+        print_json(out)
+    else:
+        print(table(["FROM", "TO", "PORT", "VERDICT", "EXPECT", "EXPLANATION"], rows))
+        print(
+            f"\n{len(probes)} probes under {dataplane.name}: {failed} disagree with their expectation"
+        )
+    return 1 if failed else 0

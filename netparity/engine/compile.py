@@ -1,0 +1,180 @@
+"""Compile policies once: NetworkPolicies and Cilium policies as per-direction targets.
+
+Naming follows policy-assistant's matcher: a compiled policy is a Target with a subject
+matcher (which pods it selects), provenance, and per-direction rules (peer matchers
+holding port matchers). Evaluation lives in evaluate.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netparity.engine.traffic import RuleRef
+from netparity.model.ciliumpolicy import CiliumPolicy, CiliumRule
+from netparity.model.networkpolicy import NetworkPolicy, PolicyPeer, PolicyPort
+from netparity.model.selectors import LabelSelector, Requirement
+
+INGRESS = "ingress"
+EGRESS = "egress"
+NAMESPACE_KEY = "io.kubernetes.pod.namespace"
+NAMESPACE_LABEL_PREFIX = "io.cilium.k8s.namespace.labels."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NPRule:
+    ref: RuleRef
+    peers: tuple[PolicyPeer, ...]  # empty: every peer
+    ports: tuple[PolicyPort, ...]  # empty: every port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NPTarget:
+    """A compiled NetworkPolicy."""
+
+    name: str  # "NetworkPolicy ns/name"
+    namespace: str
+    subject: LabelSelector
+    isolates: frozenset[str]
+    rules: dict[str, tuple[NPRule, ...]] = field(default_factory=dict)
+    untranslatable: str | None = None  # why NPM would skip it (D11)
+    selector_keys: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CiliumTarget:
+    """A compiled CiliumNetworkPolicy / CCNP spec; selectors use Cilium label keys."""
+
+    name: str
+    namespace: str | None  # None: clusterwide
+    subject: LabelSelector | None  # None: a host policy (nodeSelector), not modelled
+    isolates: frozenset[str]
+    rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]]
+    deny_rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]]
+    endpoints: dict[int, tuple[LabelSelector, ...]]  # id(rule) -> normalised peer selectors
+
+
+def compile_network_policy(policy: NetworkPolicy) -> NPTarget:
+    name = f"NetworkPolicy {policy.key}"
+    rules: dict[str, tuple[NPRule, ...]] = {}
+    for direction, raw in ((INGRESS, policy.ingress), (EGRESS, policy.egress)):
+        rules[direction] = tuple(
+            NPRule(
+                ref=RuleRef(policy=name, direction=direction, index=r.index),
+                peers=r.peers,
+                ports=r.ports,
+            )
+            for r in raw
+        )
+    return NPTarget(
+        name=name,
+        namespace=policy.namespace,
+        subject=policy.pod_selector,
+        isolates=frozenset(t.lower() for t in policy.policy_types),
+        rules=rules,
+        untranslatable=_untranslatable(policy),
+        selector_keys=frozenset(_all_pod_selector_keys(policy)),
+    )
+
+
+def _all_pod_selector_keys(policy: NetworkPolicy) -> list[str]:
+    keys = list(policy.pod_selector.keys())
+    for rule in (*policy.ingress, *policy.egress):
+        for peer in rule.peers:
+            if peer.pod_selector is not None:
+                keys.extend(peer.pod_selector.keys())
+    return keys
+
+
+def _untranslatable(policy: NetworkPolicy) -> str | None:
+    """D11: what makes NPM's TranslatePolicy fail (then the policy is not programmed)."""
+    selectors = [policy.pod_selector]
+    for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+        for rule in rules:
+            for i, peer in enumerate(rule.peers):
+                if peer.ip_block is not None and peer.ip_block.cidr.version != 4:
+                    field_name = "from" if direction == "ingress" else "to"
+                    return (
+                        f"spec.{direction}[{rule.index}].{field_name}[{i}].ipBlock is IPv6 "
+                        f"({peer.ip_block.cidr}), which NPM cannot translate"
+                    )
+                selectors.extend(s for s in (peer.pod_selector, peer.namespace_selector) if s)
+    for sel in selectors:
+        if sel.has_invalid_values():
+            return f"a matchExpressions value in {sel} is not a valid label value"
+    return None
+
+
+def _normalise_key(key: str) -> str:
+    for prefix in ("k8s:", "any:", "container:", "unspec:"):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def _normalise(selector: LabelSelector) -> LabelSelector:
+    return LabelSelector(
+        match_labels=tuple((_normalise_key(k), v) for k, v in selector.match_labels),
+        match_expressions=tuple(
+            Requirement(key=_normalise_key(r.key), operator=r.operator, values=r.values)
+            for r in selector.match_expressions
+        ),
+    )
+
+
+def _scoped(selector: LabelSelector, namespace: str | None) -> LabelSelector:
+    """Cilium scopes endpoint selectors to the policy's namespace unless they name one;
+    a clusterwide policy's selectors require a namespace label (pods only)."""
+    if NAMESPACE_KEY in set(selector.keys()):
+        return selector
+    if namespace is None:
+        from netparity.model.selectors import Operator
+
+        return LabelSelector(
+            match_labels=selector.match_labels,
+            match_expressions=(
+                *selector.match_expressions,
+                Requirement(key=NAMESPACE_KEY, operator=Operator.EXISTS),
+            ),
+        )
+    return LabelSelector(
+        match_labels=(*selector.match_labels, (NAMESPACE_KEY, namespace)),
+        match_expressions=selector.match_expressions,
+    )
+
+
+def compile_cilium_policy(policy: CiliumPolicy) -> CiliumTarget:
+    name = f"{policy.kind} {policy.key}"
+    subject = None
+    if policy.endpoint_selector is not None:
+        subject = _scoped(_normalise(policy.endpoint_selector), policy.namespace)
+    rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]] = {}
+    deny: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]] = {}
+    endpoints: dict[int, tuple[LabelSelector, ...]] = {}
+    isolates = set()
+    for direction, allow, denies, default in (
+        (INGRESS, policy.ingress, policy.ingress_deny, policy.default_deny_ingress),
+        (EGRESS, policy.egress, policy.egress_deny, policy.default_deny_egress),
+    ):
+        allow_rules = allow or ()
+        rules[direction] = tuple(
+            (RuleRef(policy=name, direction=direction, index=r.index), r) for r in allow_rules
+        )
+        deny[direction] = tuple(
+            (RuleRef(policy=name, direction=f"{direction}Deny", index=r.index), r) for r in denies
+        )
+        for r in (*allow_rules, *denies):
+            if r.endpoints is not None:
+                endpoints[id(r)] = tuple(
+                    _scoped(_normalise(s), policy.namespace) for s in r.endpoints
+                )
+        if (allow_rules or denies) and default is not False:
+            isolates.add(direction)
+    return CiliumTarget(
+        name=name,
+        namespace=policy.namespace,
+        subject=subject,
+        isolates=frozenset(isolates),
+        rules=rules,
+        deny_rules=deny,
+        endpoints=endpoints,
+    )

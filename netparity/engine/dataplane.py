@@ -1,0 +1,147 @@
+"""Dataplane profiles: named knobs, each justified by a row of SEMANTICS.md.
+
+A profile says how one enforcement model differs from the Kubernetes API semantics
+(`spec`). The engine reads only these knobs, never the profile's name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from netparity.errors import InputError
+
+
+class EndPortMode(StrEnum):
+    RANGE = "range"  # port..endPort inclusive
+    PORT_ONLY = "port-only"  # only `port` matches (Microsoft's guide for Cilium < 1.17)
+
+
+class NamedPortEgress(StrEnum):
+    PER_DESTINATION = "per-destination"  # resolved on each destination pod (spec, NPM)
+    CLUSTER_WIDE = "cluster-wide"  # one number cluster-wide or the rule is void (Cilium < 1.20)
+
+
+# Cilium's default identity-label exclusions (identity-relevant-labels.rst), anchored at the key start.
+CILIUM_DEFAULT_LABEL_EXCLUSIONS: tuple[str, ...] = (
+    r"io\.kubernetes",
+    r"kubernetes\.io",
+    r"statefulset\.kubernetes\.io/pod-name",
+    r"apps\.kubernetes\.io/pod-index",
+    r"batch\.kubernetes\.io/job-completion-index",
+    r"batch\.kubernetes\.io/controller-uid",
+    r"beta\.kubernetes\.io",
+    r"k8s\.io",
+    r"pod-template-generation",
+    r"pod-template-hash",
+    r"controller-revision-hash",
+    r"annotation\.",
+    r"controller-uid",
+    r"etcd_node",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dataplane:
+    """One enforcement model. Every knob cites the SEMANTICS.md row that justifies it."""
+
+    name: str
+    description: str
+    # D4a: egress from a pod to its own node never reaches the policy (NPM hooks FORWARD only).
+    own_node_egress_bypass: bool
+    # D4c: ingress from the pod's own node is always allowed (NPM: OUTPUT; Cilium: allow-localhost).
+    own_node_ingress_bypass: bool = True
+    # D2: ipBlock / CIDR rules match pod and node addresses (plain IP match) or only outside ones.
+    ipblock_matches_cluster: bool = True
+    # D1: how port..endPort is honoured.
+    end_port: EndPortMode = EndPortMode.RANGE
+    end_port_uncertain: bool = False  # D1 [VERIFY] for Cilium 1.16
+    # D3: named ports in egress rules; D3b: NPM matches named ports on pods only.
+    named_port_egress: NamedPortEgress = NamedPortEgress.PER_DESTINATION
+    # D5/D5d/D10: kube-proxy's masquerade mark is accepted before NPM (PlaceAzureChainFirst false).
+    masquerade_bypass: bool = False
+    # D5: external NodePort/LB traffic with eTP=Cluster and a remote backend is seen as coming
+    # from the receiving node (NPM: its IP; Cilium: remote-node). spec: the client's address.
+    snat_to_receiving_node: bool = False
+    # D6: Cilium builds identities from filtered labels.
+    label_exclusions: tuple[str, ...] = ()
+    # D8: SCTP port rules match (NPM Linux) or never (Cilium without enable-sctp).
+    sctp_port_rules: bool = True
+    # D11: NPM skips policies it cannot translate (IPv6 ipBlock, invalid values): fail-open.
+    skip_untranslatable: bool = False
+    # D14: CiliumNetworkPolicy / CCNP are enforced.
+    cilium_policies: bool = False
+    # D10 [VERIFY]: hairpin through a Service under Cilium.
+    hairpin_uncertain: bool = False
+
+    def with_config(self, config: Mapping[str, Mapping[str, str]]) -> Dataplane:
+        """Apply the cluster's ConfigMaps (SEMANTICS 0.1): azure-npm-config, cilium-config."""
+        dp = self
+        npm = config.get("kube-system/azure-npm-config")
+        if self.masquerade_bypass and npm is not None:
+            raw = " ".join(npm.values())
+            if re.search(r'"?PlaceAzureChainFirst"?\s*:\s*true', raw):
+                dp = replace(dp, masquerade_bypass=False)
+        cilium = config.get("kube-system/cilium-config")
+        if self.cilium_policies and cilium is not None:
+            extra = tuple(
+                e[1:].lstrip("k8s:") if e.startswith("!") else e
+                for e in cilium.get("labels", "").split()
+                if e.startswith("!")
+            )
+            if extra:
+                dp = replace(dp, label_exclusions=dp.label_exclusions + extra)
+            if cilium.get("enable-sctp", "false").lower() == "true":
+                dp = replace(dp, sctp_port_rules=True)
+            if cilium.get("allow-localhost", "auto") == "policy":
+                dp = replace(dp, own_node_ingress_bypass=False)
+        return dp
+
+
+SPEC = Dataplane(
+    name="spec",
+    description="Kubernetes API semantics alone (SEMANTICS section 1)",
+    own_node_egress_bypass=True,
+)
+NPM = Dataplane(
+    name="npm",
+    description="Azure NPM v2 on Linux, kube-proxy iptables, PlaceAzureChainFirst false",
+    own_node_egress_bypass=True,
+    masquerade_bypass=True,
+    snat_to_receiving_node=True,
+    skip_untranslatable=True,
+)
+CILIUM = Dataplane(
+    name="cilium",
+    description="Cilium 1.17-1.19 as AKS runs it (KPR, native routing, SNAT LB, SCTP off)",
+    own_node_egress_bypass=False,
+    ipblock_matches_cluster=False,
+    named_port_egress=NamedPortEgress.CLUSTER_WIDE,
+    snat_to_receiving_node=True,
+    label_exclusions=CILIUM_DEFAULT_LABEL_EXCLUSIONS,
+    sctp_port_rules=False,
+    cilium_policies=True,
+    hairpin_uncertain=True,
+)
+CILIUM_116 = replace(
+    CILIUM,
+    name="cilium-1.16",
+    description="Cilium 1.16 (AKS on Kubernetes 1.31): endPort not honoured per Microsoft's guide",
+    end_port=EndPortMode.PORT_ONLY,
+    end_port_uncertain=True,
+)
+
+DATAPLANES: Mapping[str, Dataplane] = {d.name: d for d in (SPEC, NPM, CILIUM, CILIUM_116)}
+TARGETS = ("cilium", "cilium-1.16")
+
+
+def get_dataplane(name: str) -> Dataplane:
+    try:
+        return DATAPLANES[name]
+    except KeyError:
+        raise InputError(
+            f"unknown dataplane {name!r} (expected one of {', '.join(DATAPLANES)})",
+            field="dataplane",
+        ) from None
