@@ -1,0 +1,86 @@
+"""Plan values: planned probes with stable ids, predictions per dataplane, and coverage.
+
+A probe's id is derived from what it means (namespaces, labels, port, protocol, path
+kind), never from pod names or IPs, so that the same probe is found again after the
+upgrade recreates and renumbers every pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from netparity.engine.traffic import Decision, PathKind, Traffic
+
+
+class Scenario(StrEnum):
+    """The guide's five scenarios (split as the lint names them) and the other SEMANTICS rows."""
+
+    ENDPORT = "endport"  # D1
+    IPBLOCK_PODS = "ipblock-pods"  # D2
+    IPBLOCK_NODES = "ipblock-nodes"  # D2 / D4b / D4d
+    NAMED_PORT = "named-port"  # D3
+    NODE_EGRESS = "node-egress"  # D4a
+    EXTERNAL_INGRESS = "external-ingress"  # D5
+    IDENTITY_LABELS = "identity-labels"  # D6
+    SCTP = "sctp"  # D8
+    LB_IN_CLUSTER = "lb-in-cluster"  # D5d
+    UNTRANSLATABLE = "untranslatable"  # D11
+
+
+GUIDE_SCENARIOS = (
+    Scenario.ENDPORT,
+    Scenario.IPBLOCK_PODS,
+    Scenario.IPBLOCK_NODES,
+    Scenario.NAMED_PORT,
+    Scenario.NODE_EGRESS,
+    Scenario.EXTERNAL_INGRESS,
+)
+
+
+class Intent(StrEnum):
+    ADMIT = "admit"  # a rule must admit it
+    REJECT = "reject"  # just outside a rule: must not be admitted
+    SCENARIO = "scenario"  # reveals a migration scenario
+    EXPLICIT = "explicit"  # from a user's probe file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prediction:
+    decision: Decision
+    explanation: str
+    rules: tuple[str, ...] = ()  # the rules that admitted (or denied) it
+    uncertain: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlannedProbe:
+    id: str  # stable: a digest of the meaning
+    title: str  # readable, also derived from meaning: "x[app=a] -> y[app=c] 80/TCP pod-pod"
+    kind: PathKind
+    traffic: Traffic  # with the representative pods of their classes
+    intent: Intent
+    rule: str | None = None  # the rule the probe exercises, e.g. "NetworkPolicy x/p ingress[0]"
+    scenario: Scenario | None = None
+    stands_for: tuple[str, ...] = ()  # real source pods the source class stands for
+    predicted: Mapping[str, Prediction] = field(default_factory=dict)  # dataplane -> prediction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Coverage:
+    rules_total: int
+    rules_with_admit: int
+    rules_with_reject: int
+    scenarios_present: tuple[str, ...]
+    scenarios_probed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    probes: tuple[PlannedProbe, ...]
+    coverage: Coverage
+    digest: str  # digest of the probe ids, in order: which plan a record belongs to
+    current: str  # the dataplane the cluster runs now
+    target: str  # the dataplane it moves to
+    classes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # class -> pod keys
