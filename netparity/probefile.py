@@ -213,9 +213,9 @@ def resolve_endpoint(text: str, snapshot: Snapshot, *, as_source: bool) -> Endpo
             if not eq or not k:
                 raise ValueError(f"bad label selector {name!r}")
             wanted[k] = v
-        for pod in snapshot.pods:
-            if pod.namespace == ns and all(pod.labels.get(k) == v for k, v in wanted.items()):
-                return PodEndpoint(pod=pod)
+        for candidate in snapshot.pods:
+            if candidate.namespace == ns and all(candidate.labels.get(k) == v for k, v in wanted.items()):
+                return PodEndpoint(pod=candidate)
         raise ValueError(f"no pod in namespace {ns!r} has labels {name}")
     pod = snapshot.pod(ns, name)
     if pod is None:

@@ -253,11 +253,11 @@ class Engine:
                     ), uncertain
         admitted: list[RuleRef] = []
         for t in nps:
-            for rule in t.rules.get(direction, ()):
-                if self._np_peers_match(t, rule.peers, leg, dp) and self._np_ports_match(
-                    rule.ports, leg, dp, uncertain
+            for np_rule in t.rules.get(direction, ()):
+                if self._np_peers_match(t, np_rule.peers, leg, dp) and self._np_ports_match(
+                    np_rule.ports, leg, dp, uncertain
                 ):
-                    admitted.append(rule.ref)
+                    admitted.append(np_rule.ref)
         for c in cts:
             for ref, crule in c.rules.get(direction, ()):
                 if not crule.unsupported and self._cilium_rule_matches(

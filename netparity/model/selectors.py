@@ -98,7 +98,7 @@ class LabelSelector:
             key = as_str(entry.get("key"), ictx.sub("key"), required=True)
             op_raw = as_str(entry.get("operator"), ictx.sub("operator"), required=True)
             try:
-                op = Operator(op_raw)
+                op = Operator(str(op_raw))
             except ValueError:
                 raise ictx.sub("operator").error(
                     f"unknown operator {op_raw!r} (expected In, NotIn, Exists or DoesNotExist)"
