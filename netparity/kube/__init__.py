@@ -1,0 +1,13 @@
+"""The kubernetes backend: read a live cluster and probe it with twin pods, safely.
+
+Only `netparity.kube.client` imports the `kubernetes` package; everything else here
+works on plain wire dicts.
+"""
+
+from __future__ import annotations
+
+RUN_LABEL = "netparity.io/run"
+TWIN_LABEL = "netparity.io/twin"
+TWIN_OF_ANNOTATION = "netparity.io/twin-of"
+READINESS_GATE = "netparity.io/never-ready"
+RBAC_FILE = "probes/rbac.yaml"

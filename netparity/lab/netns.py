@@ -1,0 +1,151 @@
+"""Low-level helpers for the lab: network namespaces, `ip -batch`, sysctls, processes.
+
+Everything here shells out to iproute2 (batched: one process per namespace, not per
+command) or reads /proc; nothing touches the root network namespace's links or routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from netparity.errors import ClusterError
+
+NETNS_DIR = Path("/run/netns")
+
+
+def run(
+    argv: Sequence[str], *, input: str | None = None, what: str | None = None, timeout: float = 60.0
+) -> str:
+    """Run a command; a non-zero exit raises ClusterError naming `what` and quoting stderr."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise ClusterError(f"{argv[0]} is not installed (the lab needs iproute2)") from None
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"{what or argv[0]}: no answer after {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        err = " / ".join(line for line in proc.stderr.strip().splitlines()[:6] if line)
+        raise ClusterError(f"{what or ' '.join(argv[:4])} failed (exit {proc.returncode}): {err}")
+    return proc.stdout
+
+
+def ip_batch(lines: Sequence[str], *, netns: str | None = None, what: str | None = None) -> None:
+    """Run `ip -batch -` (inside `netns` with `ip -n`), stopping at the first failing line."""
+    if not lines:
+        return
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    run(argv, input="\n".join(lines) + "\n", what=what or f"ip -batch in {netns or 'root'}")
+
+
+def netns_exec(
+    netns: str, argv: Sequence[str], *, input: str | None = None, what: str | None = None
+) -> str:
+    return run(["ip", "netns", "exec", netns, *argv], input=input, what=what or f"{argv[0]} in {netns}")
+
+
+def sysctl(netns: str, settings: Mapping[str, str], *, optional: Mapping[str, str] | None = None) -> None:
+    """Write sysctls inside a namespace in one process; `optional` keys may not exist."""
+
+    def path(key: str) -> str:
+        return "/proc/sys/" + key.replace(".", "/")
+
+    script = "set -e\n" + "".join(f"echo {v} > {path(k)}\n" for k, v in settings.items())
+    script += "".join(
+        f"if [ -e {path(k)} ]; then echo {v} > {path(k)}; fi\n" for k, v in (optional or {}).items()
+    )
+    netns_exec(netns, ["sh", "-c", script], what=f"setting sysctls in {netns}")
+
+
+def list_netns(prefix: str) -> list[str]:
+    """Names of the namespaces under /run/netns starting with `prefix`, sorted."""
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def add_netns(names: Sequence[str]) -> None:
+    ip_batch([f"netns add {n}" for n in names], what="creating namespaces")
+
+
+def delete_netns(names: Sequence[str]) -> None:
+    """Delete namespaces (`ip -force -batch`: keeps going past ones already gone)."""
+    if not names:
+        return
+    subprocess.run(
+        ["ip", "-force", "-batch", "-"],
+        input="".join(f"netns del {n}\n" for n in names),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def _ns_inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def netns_pids(names: Sequence[str]) -> dict[int, str]:
+    """Processes whose network namespace is one of `names` (what `ip netns pids` does)."""
+    wanted: dict[tuple[int, int], str] = {}
+    for n in names:
+        key = _ns_inode(str(NETNS_DIR / n))
+        if key is not None:
+            wanted[key] = n
+    found: dict[int, str] = {}
+    if not wanted:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        key = _ns_inode(f"/proc/{entry}/ns/net")
+        if key is not None and key in wanted:
+            found[int(entry)] = wanted[key]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def pid_alive(pid: int) -> bool:
+    return pid > 0 and _alive(pid)
+
+
+def kill_pids(pids: Iterable[int], *, grace: float = 1.0) -> None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL whatever is left."""
+    left = [p for p in set(pids) if p > 1 and p != os.getpid()]
+    for p in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if _alive(p)]
+    for p in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
