@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, wrap_last: b
     def render(row: Sequence[str]) -> list[str]:
         head = "  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:-1]))
         text = row[-1]
-        chunks = [text[i : i + last_width] for i in range(0, len(text), last_width)] or [""]
+        chunks = textwrap.wrap(text, last_width, break_on_hyphens=False) or [""]
         out = [f"{head}  {chunks[0]}".rstrip()]
         out += [" " * (fixed + 2) + c for c in chunks[1:]]
         return out
