@@ -268,7 +268,8 @@ class Engine:
             return self._result(
                 leg,
                 Decision.ALLOW,
-                f"{subject.key} {direction} from/to {peer} on {port_desc} admitted by "
+                f"{subject.key} {direction} {'from' if direction == INGRESS else 'to'} {peer} "
+                f"on {port_desc} admitted by "
                 + ", ".join(str(r) for r in admitted),
                 selected=selected,
                 rules=tuple(admitted),
