@@ -50,13 +50,25 @@ def ip_batch(lines: Sequence[str], *, netns: str | None = None, what: str | None
     run(argv, input="\n".join(lines) + "\n", what=what or f"ip -batch in {netns or 'root'}")
 
 
+def ip_batch_force(lines: Sequence[str], *, netns: str | None = None) -> None:
+    """`ip -force -batch -`: run every line, ignore failures (for best-effort cleanup)."""
+    if not lines:
+        return
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-force", "-batch", "-"]
+    subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True, check=False)
+
+
 def netns_exec(
     netns: str, argv: Sequence[str], *, input: str | None = None, what: str | None = None
 ) -> str:
-    return run(["ip", "netns", "exec", netns, *argv], input=input, what=what or f"{argv[0]} in {netns}")
+    return run(
+        ["ip", "netns", "exec", netns, *argv], input=input, what=what or f"{argv[0]} in {netns}"
+    )
 
 
-def sysctl(netns: str, settings: Mapping[str, str], *, optional: Mapping[str, str] | None = None) -> None:
+def sysctl(
+    netns: str, settings: Mapping[str, str], *, optional: Mapping[str, str] | None = None
+) -> None:
     """Write sysctls inside a namespace in one process; `optional` keys may not exist."""
 
     def path(key: str) -> str:

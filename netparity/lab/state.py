@@ -72,11 +72,13 @@ class LabState:
 
 def encode(value: Any) -> Any:
     """Frozen dataclasses, enums, tuples, frozensets, mappings, networks -> JSON values."""
-    if value is None or isinstance(value, bool | int | float) and not isinstance(value, enum.Enum):
+    if value is None or (
+        isinstance(value, bool | int | float) and not isinstance(value, enum.Enum)
+    ):
         return value
     if isinstance(value, enum.Enum):
-        cls = type(value)
-        return {"__enum__": f"{cls.__module__}:{cls.__qualname__}", "value": value.value}
+        ecls = type(value)
+        return {"__enum__": f"{ecls.__module__}:{ecls.__qualname__}", "value": value.value}
     if isinstance(value, str):
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -185,7 +187,9 @@ def load_state(name: str) -> LabState | None:
             ),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ClusterError(f"{path}: unreadable lab state ({e}); `netparity lab down` removes it") from e
+        raise ClusterError(
+            f"{path}: unreadable lab state ({e}); `netparity lab down` removes it"
+        ) from e
 
 
 def remove_state(name: str) -> None:

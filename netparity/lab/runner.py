@@ -1,0 +1,458 @@
+"""The lab backend: resolves each Traffic to a source namespace and a destination address in
+the lab's live state, and runs one `agent.py probe` per source batch (batches in parallel).
+
+A probe the lab cannot run (unknown pod, unnamed port, a Service as a source) is an
+`error` with the reason, never a deny.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
+from netparity.engine.traffic import (
+    ExternalEndpoint,
+    NodeEndpoint,
+    PodEndpoint,
+    ServiceEndpoint,
+    Via,
+)
+from netparity.errors import NetparityError
+from netparity.lab import netns as nx
+from netparity.lab.build import DEFAULT_LAB, add_hosts, agent_path, check_lab_name, status
+from netparity.lab.state import LabState, state_path
+from netparity.lab.topology import LabNode, LabPod, LabTopology
+from netparity.model.objects import Protocol, Service, ServicePort
+from netparity.model.snapshot import Snapshot
+
+# Addresses the lab never places an on-demand host at.
+_NO_HOST = tuple(
+    ipaddress.IPv4Network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3", "169.254.1.1/32")
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Source:
+    netns: str
+    label: str
+    kind: str  # "pod", "node" (a node or hostNetwork pod), "ext"
+    node: str | None = None  # the node namespace's node, for pods and nodes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Probe:
+    index: int
+    source: _Source
+    host: str
+    port: int
+    protocol: Protocol
+    lb_route: tuple[str, str] | None = None  # (LB IP, "via <node ip>" or "dev eth0")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}/{self.protocol}"
+
+
+@dataclass(slots=True)
+class _SubBatch:
+    routes: dict[str, str] = field(default_factory=dict)
+    probes: list[_Probe] = field(default_factory=list)
+
+
+class _Unresolved(Exception):
+    """The lab cannot run this probe: the message says why."""
+
+
+class _NeedHost(Exception):
+    def __init__(self, ip: str) -> None:
+        super().__init__(ip)
+        self.ip = ip
+
+
+class LabBackend:
+    """The `Backend` for a built lab; reads the lab's state on each call (upgrades show)."""
+
+    def __init__(self, name: str = DEFAULT_LAB, *, parallel: int = 8) -> None:
+        self.name = check_lab_name(name)
+        self.parallel = max(1, parallel)
+        self._cache: tuple[int, LabState] | None = None
+
+    # -- state
+
+    def state(self) -> LabState:
+        try:
+            mtime = state_path(self.name).stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = -1
+        if self._cache is None or self._cache[0] != mtime:
+            self._cache = (mtime, status(self.name))
+        return self._cache[1]
+
+    def topology(self) -> LabTopology:
+        topo = self.state().topology
+        assert topo is not None
+        return topo
+
+    def facts(self) -> ClusterFacts:
+        st = self.state()
+        return ClusterFacts(name=self.name, backend="lab", dataplane=st.dataplane, version=None)
+
+    def snapshot(self) -> Snapshot:
+        return self.topology().snapshot
+
+    def close(self) -> None:
+        self._cache = None
+
+    # -- resolution
+
+    def _source(self, topo: LabTopology, ep: object) -> _Source:
+        if isinstance(ep, PodEndpoint):
+            pod = _lab_pod(topo, ep.pod.key)
+            kind = "node" if pod.host_network else "pod"
+            return _Source(
+                netns=pod.netns, label=f"pod {pod.key}@{pod.node}", kind=kind, node=pod.node
+            )
+        if isinstance(ep, NodeEndpoint):
+            node = _lab_node(topo, ep.node.name)
+            return _Source(netns=node.netns, label=f"node {node.name}", kind="node", node=node.name)
+        if isinstance(ep, ExternalEndpoint):
+            for h in topo.hosts:
+                if h.ip == ep.ip:
+                    return _Source(netns=h.netns, label=f"external {h.ip}", kind="ext")
+            for n in topo.nodes:
+                if n.ip == ep.ip:
+                    return _Source(netns=n.netns, label=f"node {n.name}", kind="node", node=n.name)
+            for p in topo.pods:
+                if p.ip == ep.ip and not p.host_network:
+                    return _Source(
+                        netns=p.netns, label=f"pod {p.key}@{p.node}", kind="pod", node=p.node
+                    )
+            if ep.ip in _service_ips(topo.snapshot):
+                raise _Unresolved(f"{ep.ip} is a Service address in the lab; it cannot send")
+            raise _NeedHost(_placeable(ep.ip))
+        if isinstance(ep, ServiceEndpoint):
+            raise _Unresolved(f"a Service ({ep.service.key}) cannot be the source of a probe")
+        raise _Unresolved(f"unknown source endpoint {ep!r}")
+
+    def _probe(self, topo: LabTopology, index: int, target: Target) -> _Probe:
+        t = target.traffic
+        src = self._source(topo, t.source)
+        dst = t.destination
+        if isinstance(dst, PodEndpoint):
+            pod = _lab_pod(topo, dst.pod.key)
+            if isinstance(t.port, str):
+                live = topo.snapshot.pod(*pod.key.split("/", 1))
+                ports = live.ports if live is not None else pod.ports
+                named = [cp for cp in ports if cp.name == t.port]
+                cp = next(
+                    (c for c in named if c.protocol is t.protocol), named[0] if named else None
+                )
+                if cp is None:
+                    raise _Unresolved(f"pod {pod.key} has no containerPort named {t.port!r}")
+                return _Probe(
+                    index=index, source=src, host=pod.ip, port=cp.port, protocol=cp.protocol
+                )
+            return _Probe(index=index, source=src, host=pod.ip, port=t.port, protocol=t.protocol)
+        if isinstance(dst, NodeEndpoint):
+            node = _lab_node(topo, dst.node.name)
+            return _Probe(
+                index=index, source=src, host=node.ip, port=_number(t.port), protocol=t.protocol
+            )
+        if isinstance(dst, ExternalEndpoint):
+            if not _lab_address(topo, dst.ip):
+                raise _NeedHost(_placeable(dst.ip))
+            return _Probe(
+                index=index, source=src, host=dst.ip, port=_number(t.port), protocol=t.protocol
+            )
+        if isinstance(dst, ServiceEndpoint):
+            svc = topo.snapshot.service(dst.service.namespace, dst.service.name)
+            if svc is None:
+                raise _Unresolved(f"Service {dst.service.key} is not in the lab")
+            sp = _service_port(svc, t.port, t.protocol)
+            if dst.via is Via.CLUSTER_IP:
+                if svc.cluster_ip in (None, "", "None"):
+                    raise _Unresolved(f"Service {svc.key} has no ClusterIP (headless)")
+                assert svc.cluster_ip is not None
+                return _Probe(
+                    index=index, source=src, host=svc.cluster_ip, port=sp.port, protocol=sp.protocol
+                )
+            receiving = self._receiving(topo, dst, src)
+            if dst.via is Via.NODE_PORT:
+                if sp.node_port is None:
+                    raise _Unresolved(f"Service {svc.key} port {sp.port} has no nodePort")
+                return _Probe(
+                    index=index,
+                    source=src,
+                    host=receiving.ip,
+                    port=sp.node_port,
+                    protocol=sp.protocol,
+                )
+            if not svc.load_balancer_ips:
+                raise _Unresolved(f"Service {svc.key} has no LoadBalancer IP")
+            lb = svc.load_balancer_ips[0]
+            route: tuple[str, str] | None = None
+            if src.kind == "ext":
+                route = (lb, f"via {receiving.ip} dev eth0")
+            elif src.kind == "node":
+                # kube-proxy handles a node's own traffic to an LB IP locally (nat OUTPUT);
+                # the route only makes the address routable.
+                own = src.node == receiving.name
+                route = (lb, "dev eth0 scope link" if own else f"via {receiving.ip} dev eth0")
+            return _Probe(
+                index=index, source=src, host=lb, port=sp.port, protocol=sp.protocol, lb_route=route
+            )
+        raise _Unresolved(f"unknown destination endpoint {dst!r}")
+
+    def _receiving(self, topo: LabTopology, dst: ServiceEndpoint, src: _Source) -> LabNode:
+        if dst.node is not None:
+            return _lab_node(topo, dst.node.name)
+        if src.node is not None:
+            return topo.node(src.node)
+        if dst.backend is not None:
+            for p in topo.pods:
+                if p.key == dst.backend.key:
+                    return topo.node(p.node)
+        return topo.nodes[0]
+
+    # -- running
+
+    def run(
+        self, targets: Sequence[Target], *, timeout: float, progress: Progress | None = None
+    ) -> list[ProbeResult]:
+        """Run every target, one agent process per source batch; results in input order."""
+        results: list[ProbeResult | None] = [None] * len(targets)
+        try:
+            topo = self.topology()
+        except NetparityError as e:
+            return [ProbeResult(id=t.id, observed=Observed.ERROR, error=str(e)) for t in targets]
+        probes: list[_Probe] = []
+        for attempt in range(2):
+            probes = []
+            missing: list[str] = []
+            for i, target in enumerate(targets):
+                if results[i] is not None:
+                    continue
+                try:
+                    probes.append(self._probe(topo, i, target))
+                except _NeedHost as need:
+                    if attempt == 0:
+                        missing.append(need.ip)
+                    else:
+                        results[i] = _error(target, f"no lab host at {need.ip}")
+                except _Unresolved as e:
+                    results[i] = _error(target, str(e))
+            if not missing:
+                break
+            try:
+                topo = add_hosts(self.name, sorted(set(missing)))
+            except NetparityError as e:
+                for i, target in enumerate(targets):
+                    if results[i] is None:
+                        try:
+                            self._probe(topo, i, target)
+                        except _NeedHost:
+                            results[i] = _error(target, f"cannot add an external host: {e}")
+                        except _Unresolved:
+                            pass
+        groups: dict[str, list[_SubBatch]] = {}
+        for p in probes:
+            subs = groups.setdefault(p.source.netns, [])
+            for sub in subs:
+                if (
+                    p.lb_route is None
+                    or sub.routes.get(p.lb_route[0], p.lb_route[1]) == p.lb_route[1]
+                ):
+                    break
+            else:
+                sub = _SubBatch()
+                subs.append(sub)
+            if p.lb_route is not None:
+                sub.routes[p.lb_route[0]] = p.lb_route[1]
+            sub.probes.append(p)
+        total = len(probes)
+        done = 0
+        if progress is not None:
+            progress("probes", 0, total)
+        if groups:
+            agent = str(agent_path())
+            with ThreadPoolExecutor(max_workers=min(self.parallel, len(groups))) as pool:
+                futures = [
+                    pool.submit(_run_source, ns, subs, timeout, agent)
+                    for ns, subs in groups.items()
+                ]
+                for f in as_completed(futures):
+                    batch = f.result()
+                    for p, r in batch:
+                        results[p.index] = ProbeResult(
+                            id=targets[p.index].id,
+                            observed=r.observed,
+                            token=r.token,
+                            latency_ms=r.latency_ms,
+                            error=r.error,
+                            address=p.address,
+                            source=p.source.label,
+                        )
+                    done += len(batch)
+                    if progress is not None:
+                        progress("probes", done, total)
+        return [
+            r if r is not None else _error(targets[i], "the lab returned no result")
+            for i, r in enumerate(results)
+        ]
+
+
+def _error(target: Target, reason: str) -> ProbeResult:
+    return ProbeResult(id=target.id, observed=Observed.ERROR, error=reason)
+
+
+def _lab_pod(topo: LabTopology, key: str) -> LabPod:
+    try:
+        return topo.pod(key)
+    except KeyError:
+        raise _Unresolved(
+            f"pod {key} is not in lab {topo.lab} (unknown or not scheduled)"
+        ) from None
+
+
+def _lab_node(topo: LabTopology, name: str) -> LabNode:
+    try:
+        return topo.node(name)
+    except KeyError:
+        raise _Unresolved(f"node {name} is not in lab {topo.lab}") from None
+
+
+def _number(port: int | str) -> int:
+    if isinstance(port, str):
+        raise _Unresolved(f"named port {port!r} only resolves on a pod")
+    return port
+
+
+def _service_ips(snapshot: Snapshot) -> set[str]:
+    ips = {s.cluster_ip for s in snapshot.services if s.cluster_ip not in (None, "", "None")}
+    ips |= {ip for s in snapshot.services for ip in s.load_balancer_ips}
+    return {ip for ip in ips if ip is not None}
+
+
+def _lab_address(topo: LabTopology, ip: str) -> bool:
+    return (
+        any(h.ip == ip for h in topo.hosts)
+        or any(n.ip == ip for n in topo.nodes)
+        or any(p.ip == ip for p in topo.pods)
+        or ip in _service_ips(topo.snapshot)
+    )
+
+
+def _placeable(ip: str) -> str:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise _Unresolved(f"invalid IP address {ip!r}") from None
+    if addr.version != 4 or any(addr in n for n in _NO_HOST):
+        raise _Unresolved(f"the lab cannot place an external host at {ip}")
+    return ip
+
+
+def _service_port(svc: Service, ref: int | str, protocol: Protocol) -> ServicePort:
+    def matches(sp: ServicePort) -> bool:
+        return (isinstance(ref, int) and sp.port == ref) or (
+            isinstance(ref, str) and sp.name == ref
+        )
+
+    found = [sp for sp in svc.ports if matches(sp)]
+    for sp in found:
+        if sp.protocol is protocol:
+            return sp
+    if found:
+        return found[0]
+    raise _Unresolved(f"Service {svc.key} has no port {ref!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Raw:
+    observed: Observed
+    token: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+def _run_source(
+    netns: str, subs: list[_SubBatch], timeout: float, agent: str
+) -> list[tuple[_Probe, _Raw]]:
+    out: list[tuple[_Probe, _Raw]] = []
+    for sub in subs:
+        try:
+            if sub.routes:
+                nx.ip_batch(
+                    [f"route replace {ip}/32 {spec}" for ip, spec in sub.routes.items()],
+                    netns=netns,
+                    what=f"LoadBalancer routes in {netns}",
+                )
+            raws = _agent_probe(netns, sub.probes, timeout, agent)
+        except NetparityError as e:
+            raws = [_Raw(observed=Observed.ERROR, error=str(e)) for _ in sub.probes]
+        finally:
+            if sub.routes:
+                nx.ip_batch_force([f"route del {ip}/32" for ip in sub.routes], netns=netns)
+        out.extend(zip(sub.probes, raws, strict=True))
+    return out
+
+
+def _agent_probe(netns: str, probes: list[_Probe], timeout: float, agent: str) -> list[_Raw]:
+    doc = {
+        "timeout": timeout,
+        "targets": [
+            {"id": str(i), "host": p.host, "port": p.port, "protocol": str(p.protocol)}
+            for i, p in enumerate(probes)
+        ],
+    }
+    argv = ["ip", "netns", "exec", netns, sys.executable, agent, "probe", "--timeout", str(timeout)]
+    wall = timeout * (math.ceil(len(probes) / 1000) + 1) + 20
+    try:
+        proc = subprocess.run(
+            argv, input=json.dumps(doc), capture_output=True, text=True, timeout=wall, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return [
+            _Raw(observed=Observed.ERROR, error=f"the agent gave no answer in {wall:.0f} s")
+        ] * len(probes)
+    by_id: dict[str, _Raw] = {}
+    problem = None
+    for line in proc.stdout.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            problem = f"unreadable agent output: {line[:120]}"
+            continue
+        if not isinstance(item, dict):
+            continue
+        if "id" not in item:
+            problem = str(item.get("error") or item)
+            continue
+        try:
+            observed = Observed(str(item.get("observed")))
+        except ValueError:
+            observed = Observed.ERROR
+        latency = item.get("latency_ms")
+        by_id[str(item["id"])] = _Raw(
+            observed=observed,
+            token=item.get("token"),
+            latency_ms=float(latency) if isinstance(latency, int | float) else None,
+            error=item.get("error"),
+        )
+    if problem is None and proc.returncode != 0:
+        problem = (
+            proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip()
+            else f"exit {proc.returncode}"
+        )
+    missing = _Raw(
+        observed=Observed.ERROR, error=f"the agent in {netns} gave no result ({problem})"
+    )
+    return [by_id.get(str(i), missing) for i in range(len(probes))]
