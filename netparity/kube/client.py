@@ -8,6 +8,7 @@ Every call goes through the official client's generated methods with
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
@@ -19,13 +20,16 @@ from typing import Any
 
 import urllib3.exceptions
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
+from kubernetes import config as _k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream as k8s_stream
 
 from netparity.errors import ClusterError
 from netparity.kube import RBAC_FILE, RUN_LABEL
+
+# The client is untyped: reach it through Any so that nothing untyped leaks out.
+k8s_config: Any = _k8s_config
 
 IN_CLUSTER = "in-cluster"
 # (connect, read) seconds for one ordinary API request.
@@ -62,7 +66,12 @@ class Resource:
 
 
 NAMESPACES = Resource(
-    kind="Namespace", plural="namespaces", group="", version="v1", namespaced=False, stem="namespace"
+    kind="Namespace",
+    plural="namespaces",
+    group="",
+    version="v1",
+    namespaced=False,
+    stem="namespace",
 )
 NODES = Resource(kind="Node", plural="nodes", group="", version="v1", namespaced=False, stem="node")
 PODS = Resource(kind="Pod", plural="pods", group="", version="v1", namespaced=True, stem="pod")
@@ -70,7 +79,12 @@ SERVICES = Resource(
     kind="Service", plural="services", group="", version="v1", namespaced=True, stem="service"
 )
 CONFIG_MAPS = Resource(
-    kind="ConfigMap", plural="configmaps", group="", version="v1", namespaced=True, stem="config_map"
+    kind="ConfigMap",
+    plural="configmaps",
+    group="",
+    version="v1",
+    namespaced=True,
+    stem="config_map",
 )
 NETWORK_POLICIES = Resource(
     kind="NetworkPolicy",
@@ -81,7 +95,12 @@ NETWORK_POLICIES = Resource(
     stem="network_policy",
 )
 DAEMON_SETS = Resource(
-    kind="DaemonSet", plural="daemonsets", group="apps", version="v1", namespaced=True, stem="daemon_set"
+    kind="DaemonSet",
+    plural="daemonsets",
+    group="apps",
+    version="v1",
+    namespaced=True,
+    stem="daemon_set",
 )
 CILIUM_NETWORK_POLICIES = Resource(
     kind="CiliumNetworkPolicy",
@@ -98,7 +117,11 @@ CILIUM_CLUSTERWIDE_POLICIES = Resource(
     namespaced=False,
 )
 
-_API_CLASSES: dict[str, str] = {"": "CoreV1Api", "networking.k8s.io": "NetworkingV1Api", "apps": "AppsV1Api"}
+_API_CLASSES: dict[str, str] = {
+    "": "CoreV1Api",
+    "networking.k8s.io": "NetworkingV1Api",
+    "apps": "AppsV1Api",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +136,10 @@ class ExecResult:
 
 class Conflict(ClusterError):
     """409: the object already exists."""
+
+
+class Forbidden(ClusterError):
+    """403: RBAC (or an admission plugin) refused the request."""
 
 
 def _status_message(exc: ApiException) -> str:
@@ -205,7 +232,8 @@ class Kube:
         return cls(api, name=chosen)
 
     def close(self) -> None:
-        self._api.close()
+        api: Any = self._api
+        api.close()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -234,12 +262,18 @@ class Kube:
                     f"(for AKS: az aks get-credentials, kubelogin)"
                 )
             if status == 403:
-                return ClusterError(
-                    f"{self.name}: not allowed to {verb} {where} (403 Forbidden: {message}); "
-                    f"grant the verbs listed in {RBAC_FILE}"
+                if "cannot " in message or "User " in message or not message:
+                    return Forbidden(
+                        f"{self.name}: not allowed to {verb} {where} (403 Forbidden: {message}); "
+                        f"grant the verbs listed in {RBAC_FILE}"
+                    )
+                return Forbidden(
+                    f"{self.name}: the API server refused to {verb} {where}: {message}"
                 )
             if status == 409:
-                return Conflict(f"{self.name}: cannot {verb} {where}: it already exists ({message})")
+                return Conflict(
+                    f"{self.name}: cannot {verb} {where}: it already exists ({message})"
+                )
             if status == 0:
                 return ClusterError(f"{self.name}: cannot {verb} {where}: {exc.reason}")
             return ClusterError(
@@ -292,9 +326,9 @@ class Kube:
                 ) from None
 
     @staticmethod
-    def _typed(items: list[Any], res: Resource) -> list[dict[str, Any]]:
+    def _typed(items: builtins.list[Any], res: Resource) -> builtins.list[dict[str, Any]]:
         # List responses omit kind and apiVersion on their items.
-        out: list[dict[str, Any]] = []
+        out: builtins.list[dict[str, Any]] = []
         for item in items:
             if isinstance(item, dict):
                 out.append({"apiVersion": res.api_version, "kind": res.kind, **item})
@@ -309,15 +343,20 @@ class Kube:
         namespace: str | None = None,
         label_selector: str | None = None,
         missing_ok: bool = False,
-    ) -> list[dict[str, Any]] | None:
+    ) -> builtins.list[dict[str, Any]] | None:
         """Every object (of a namespace, or of all); None when missing_ok and the API is absent."""
         kw: dict[str, Any] = {}
+        fn: Any
+        args: tuple[Any, ...]
         if label_selector:
             kw["label_selector"] = label_selector
         if not res.stem:
             api = self._custom()
             if namespace:
-                fn, args = api.list_namespaced_custom_object, (res.group, res.version, namespace, res.plural)
+                fn, args = (
+                    api.list_namespaced_custom_object,
+                    (res.group, res.version, namespace, res.plural),
+                )
             else:
                 fn, args = api.list_cluster_custom_object, (res.group, res.version, res.plural)
         else:
@@ -336,12 +375,19 @@ class Kube:
         items = doc.get("items") or []
         return self._typed(items if isinstance(items, list) else [], res)
 
-    def get(self, res: Resource, name: str, *, namespace: str | None = None) -> dict[str, Any] | None:
+    def get(
+        self, res: Resource, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any] | None:
         """One object, or None if it does not exist."""
+        fn: Any
+        args: tuple[Any, ...]
         if not res.stem:
             api = self._custom()
             if namespace:
-                fn, args = api.get_namespaced_custom_object, (res.group, res.version, namespace, res.plural, name)
+                fn, args = (
+                    api.get_namespaced_custom_object,
+                    (res.group, res.version, namespace, res.plural, name),
+                )
             else:
                 fn, args = api.get_cluster_custom_object, (res.group, res.version, res.plural, name)
         else:
@@ -384,7 +430,15 @@ class Kube:
             body["preconditions"] = {"uid": uid}  # never a same-named object made since
         try:
             doc = self._call(
-                "delete", res, fn, name, namespace, body=body, name=name, namespace=namespace, missing_ok=True
+                "delete",
+                res,
+                fn,
+                name,
+                namespace,
+                body=body,
+                name=name,
+                namespace=namespace,
+                missing_ok=True,
             )
         except Conflict:
             return False  # the uid precondition failed: that name now belongs to another object
@@ -396,7 +450,7 @@ class Kube:
         self,
         namespace: str,
         pod: str,
-        command: list[str],
+        command: builtins.list[str],
         *,
         stdin: str,
         timeout: float,
@@ -405,7 +459,7 @@ class Kube:
         """Run `command` in a pod over the exec websocket, feed it `stdin`, collect its output."""
         # A client of its own: stream() swaps the ApiClient's transport while it runs,
         # which is not safe to share between threads.
-        api = k8s.ApiClient(self._api.configuration)
+        api: Any = k8s.ApiClient(self._api.configuration)
         try:
             core = k8s.CoreV1Api(api)
             kw: dict[str, Any] = {"container": container} if container else {}
@@ -424,14 +478,20 @@ class Kube:
                 )
             except ApiException as e:
                 return ExecResult(
-                    stdout="", stderr="", exit_code=None, error=self._exec_failure(e, namespace, pod)
+                    stdout="",
+                    stderr="",
+                    exit_code=None,
+                    error=self._exec_failure(e, namespace, pod),
                 )
             try:
                 with _closing(ws):
                     return self._drive(ws, stdin, timeout)
             except Exception as e:  # the socket broke mid-way
                 return ExecResult(
-                    stdout="", stderr="", exit_code=None, error=f"exec in pod {namespace}/{pod} failed: {e}"
+                    stdout="",
+                    stderr="",
+                    exit_code=None,
+                    error=f"exec in pod {namespace}/{pod} failed: {e}",
                 )
         finally:
             api.close()
@@ -449,7 +509,9 @@ class Kube:
     def _drive(ws: Any, stdin: str, timeout: float) -> ExecResult:
         ws.write_stdin(stdin)
         if getattr(ws, "subprotocol", None) == V5_CHANNEL_PROTOCOL and hasattr(ws, "close_channel"):
-            ws.close_channel(0)  # v5 can say "stdin is over"; v4 cannot (the command reads one line)
+            ws.close_channel(
+                0
+            )  # v5 can say "stdin is over"; v4 cannot (the command reads one line)
         deadline = time.monotonic() + timeout
         while ws.is_open():
             remaining = deadline - time.monotonic()

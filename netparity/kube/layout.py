@@ -1,0 +1,321 @@
+"""Where each probe runs from and goes to on a real cluster: twins, the run's Services, batches.
+
+Pure: it turns targets into a layout (which twins and Services the run needs, which
+targets cannot run here and why); addresses are filled in once the objects exist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from netparity.backend import Target
+from netparity.engine.traffic import (
+    ExternalEndpoint,
+    NodeEndpoint,
+    PodEndpoint,
+    ServiceEndpoint,
+    Via,
+)
+from netparity.kube.render import service_name
+from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort, ServiceType
+
+LOCAL = "local"  # the source is this machine (where pytest runs)
+
+# Documentation ranges (RFC 5737, RFC 3849): never routed, so a probe there times out
+# whatever the policies say; a timeout would be read as a deny.
+_DOC_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+NODE_SOURCE = (
+    "a node as the source needs a hostNetwork probe pod, which the restricted Pod Security "
+    "Standard forbids: not run on kubernetes (the lab runs it)"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dest:
+    """Where a probe goes, before or after addresses are known."""
+
+    kind: str  # "pod" (a twin), "ip", "svc" (ClusterIP), "nodeport", "lb"
+    port: int
+    protocol: Protocol
+    pod: str | None = None  # "pod": the real pod whose twin answers
+    ip: str | None = None  # "ip", "nodeport": the address
+    service: str | None = None  # "svc", "nodeport", "lb": the run Service key (ns/name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    index: int
+    target: Target
+    source: str | None = None  # the real pod key whose twin runs it, or LOCAL
+    dest: Dest | None = None
+    reason: str | None = None  # set: the probe cannot run here
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunService:
+    key: str  # ns/name of the run's own Service
+    service: Service
+    backend: Pod
+    type: ServiceType
+
+
+@dataclass(slots=True, kw_only=True)
+class Layout:
+    twins: dict[str, Pod] = field(default_factory=dict)
+    probed_ports: dict[str, set[tuple[int, Protocol]]] = field(default_factory=dict)
+    services: dict[str, RunService] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> list[str]:
+        return sorted(
+            {p.namespace for p in self.twins.values()}
+            | {s.service.namespace for s in self.services.values()}
+        )
+
+
+class _NotRun(Exception):
+    pass
+
+
+def is_documentation_address(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in _DOC_NETS)
+
+
+@dataclass(slots=True)
+class _Planner:
+    run_id: str
+    backends_of: Callable[[Service], Sequence[Pod]]
+    node_named: Callable[[str], Node | None]
+    unsafe_twin: Callable[[Pod], str | None]
+    allow_load_balancer: bool
+    layout: Layout = field(default_factory=Layout)
+    needs: dict[str, set[Via]] = field(default_factory=dict)
+
+    def twin(self, pod: Pod, role: str) -> str:
+        if pod.host_network:
+            raise _NotRun(
+                f"{role} pod {pod.key} uses the host network: its twin would need hostNetwork, "
+                f"which the restricted Pod Security Standard forbids"
+            )
+        why = self.unsafe_twin(pod)
+        if why:
+            raise _NotRun(why)
+        self.layout.twins.setdefault(pod.key, pod)
+        self.layout.probed_ports.setdefault(pod.key, set())
+        return pod.key
+
+    def source(self, target: Target) -> str:
+        src = target.traffic.source
+        if isinstance(src, PodEndpoint):
+            return self.twin(src.pod, "source")
+        if isinstance(src, ExternalEndpoint):
+            return LOCAL
+        if isinstance(src, NodeEndpoint):
+            raise _NotRun(NODE_SOURCE)
+        raise _NotRun(f"{src} cannot be a probe source")
+
+    def dest(self, target: Target, source: str) -> Dest:
+        t = target.traffic
+        dst = t.destination
+        if isinstance(dst, PodEndpoint):
+            pod = dst.pod
+            if isinstance(t.port, str):
+                cp = pod.named_port(t.port, t.protocol)
+                if cp is None:
+                    raise _NotRun(f"pod {pod.key} has no {t.protocol} port named {t.port!r}")
+                port = cp.port
+            else:
+                port = t.port
+            key = self.twin(pod, "destination")
+            self.layout.probed_ports[key].add((port, t.protocol))
+            return Dest(kind="pod", port=port, protocol=t.protocol, pod=key)
+        if isinstance(t.port, str):
+            raise _NotRun(f"a named port ({t.port!r}) means nothing on {dst}")
+        if isinstance(dst, NodeEndpoint):
+            return Dest(kind="ip", port=t.port, protocol=t.protocol, ip=dst.node.ip)
+        if isinstance(dst, ExternalEndpoint):
+            if source == LOCAL:
+                raise _NotRun(
+                    "from outside the cluster to an address outside it: not a cluster probe"
+                )
+            if is_documentation_address(dst.ip):
+                raise _NotRun(
+                    f"{dst.ip} is a documentation address that is never routed: a timeout "
+                    f"there would not mean a deny; give the plan a real external address"
+                )
+            return Dest(kind="ip", port=t.port, protocol=t.protocol, ip=dst.ip)
+        assert isinstance(dst, ServiceEndpoint)
+        return self.service_dest(dst, t.port, t.protocol)
+
+    def service_dest(self, ep: ServiceEndpoint, port: int, protocol: Protocol) -> Dest:
+        svc = ep.service
+        if svc.type is ServiceType.EXTERNAL_NAME:
+            raise _NotRun(f"Service {svc.key} is an ExternalName: no cluster address to probe")
+        if not svc.selector:
+            raise _NotRun(
+                f"Service {svc.key} has no selector: its endpoints are not pods netparity can stand in for"
+            )
+        sp = _service_port(svc, port, protocol)
+        if sp is None:
+            raise _NotRun(f"Service {svc.key} has no {protocol} port {port}")
+        backend = ep.backend
+        if backend is None:
+            candidates = [p for p in self.backends_of(svc) if not p.host_network]
+            if not candidates:
+                raise _NotRun(
+                    f"Service {svc.key} selects no pod: nothing to stand in for its backend"
+                )
+            backend = candidates[0]
+        target_port = sp.target_port
+        if isinstance(target_port, str):
+            cp = backend.named_port(target_port, sp.protocol)
+            if cp is None:
+                raise _NotRun(
+                    f"backend pod {backend.key} has no port named {target_port!r} (Service {svc.key})"
+                )
+            target_port = cp.port
+        if ep.via is Via.CLUSTER_IP:
+            if not svc.cluster_ip or svc.cluster_ip == "None":
+                raise _NotRun(f"Service {svc.key} is headless: it has no ClusterIP")
+        elif svc.type not in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
+            raise _NotRun(f"Service {svc.key} is {svc.type}: it has no {ep.via} address")
+        if ep.via is Via.LOAD_BALANCER and not self.allow_load_balancer:
+            raise _NotRun(
+                f"probing Service {svc.key} through a LoadBalancer needs --allow-load-balancer "
+                f"(an Azure load balancer costs money and minutes)"
+            )
+        node_ip = None
+        if ep.via is Via.NODE_PORT:
+            node = ep.node
+            if node is None and backend.node_name:
+                node = self.node_named(backend.node_name)
+            if node is None:
+                raise _NotRun(f"no receiving node for the NodePort of Service {svc.key}")
+            node_ip = node.ip
+        twin = self.twin(backend, "backend")
+        self.layout.probed_ports[twin].add((target_port, sp.protocol))
+        key = f"{svc.namespace}/{service_name(self.run_id, svc.key, backend.key)}"
+        self.needs.setdefault(key, set()).add(ep.via)
+        if key not in self.layout.services:
+            self.layout.services[key] = RunService(
+                key=key, service=svc, backend=backend, type=ServiceType.CLUSTER_IP
+            )
+        kind = {Via.CLUSTER_IP: "svc", Via.NODE_PORT: "nodeport", Via.LOAD_BALANCER: "lb"}[ep.via]
+        return Dest(kind=kind, port=sp.port, protocol=sp.protocol, ip=node_ip, service=key)
+
+    def finish(self) -> Layout:
+        for key, rs in list(self.layout.services.items()):
+            vias = self.needs.get(key, set())
+            if Via.LOAD_BALANCER in vias:
+                stype = ServiceType.LOAD_BALANCER
+            elif Via.NODE_PORT in vias:
+                stype = ServiceType.NODE_PORT
+            else:
+                stype = ServiceType.CLUSTER_IP
+            self.layout.services[key] = RunService(
+                key=key, service=rs.service, backend=rs.backend, type=stype
+            )
+        return self.layout
+
+
+def _service_port(svc: Service, port: int, protocol: Protocol) -> ServicePort | None:
+    for sp in svc.ports:
+        if sp.port == port and sp.protocol is protocol:
+            return sp
+    return None
+
+
+def plan_layout(
+    targets: Sequence[Target],
+    *,
+    run_id: str,
+    backends_of: Callable[[Service], Sequence[Pod]],
+    node_named: Callable[[str], Node | None],
+    unsafe_twin: Callable[[Pod], str | None] = lambda pod: None,
+    allow_load_balancer: bool = False,
+) -> Layout:
+    """The twins, Services and steps that run `targets` (steps in the order of targets)."""
+    planner = _Planner(run_id, backends_of, node_named, unsafe_twin, allow_load_balancer)
+    for index, target in enumerate(targets):
+        # Plan into a scratch copy so that a target which cannot run adds no twin or Service.
+        saved = (
+            dict(planner.layout.twins),
+            {k: set(v) for k, v in planner.layout.probed_ports.items()},
+            dict(planner.layout.services),
+            {k: set(v) for k, v in planner.needs.items()},
+        )
+        try:
+            source = planner.source(target)
+            dest = planner.dest(target, source)
+        except _NotRun as e:
+            (
+                planner.layout.twins,
+                planner.layout.probed_ports,
+                planner.layout.services,
+                planner.needs,
+            ) = saved
+            planner.layout.steps.append(Step(index=index, target=target, reason=str(e)))
+            continue
+        planner.layout.steps.append(Step(index=index, target=target, source=source, dest=dest))
+    return planner.finish()
+
+
+def address(
+    dest: Dest,
+    *,
+    twin_ips: Mapping[str, str],
+    services: Mapping[str, Mapping[str, object]],
+) -> tuple[str, int] | str:
+    """(host, port) of a destination once the run's objects exist, or why there is none."""
+    if dest.kind == "ip":
+        assert dest.ip is not None
+        return dest.ip, dest.port
+    if dest.kind == "pod":
+        assert dest.pod is not None
+        ip = twin_ips.get(dest.pod)
+        return (ip, dest.port) if ip else f"the twin of pod {dest.pod} has no IP"
+    assert dest.service is not None
+    obj = services.get(dest.service)
+    if obj is None:
+        return f"the run's Service {dest.service} does not exist"
+    spec = obj.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    if dest.kind == "svc":
+        ip = spec.get("clusterIP")
+        return (
+            (str(ip), dest.port)
+            if isinstance(ip, str) and ip != "None"
+            else f"Service {dest.service} has no ClusterIP"
+        )
+    if dest.kind == "nodeport":
+        for p in spec.get("ports") or ():
+            if (
+                isinstance(p, Mapping)
+                and p.get("port") == dest.port
+                and p.get("protocol", "TCP") == str(dest.protocol)
+            ):
+                node_port = p.get("nodePort")
+                if isinstance(node_port, int):
+                    assert dest.ip is not None
+                    return dest.ip, node_port
+        return f"Service {dest.service} has no nodePort for port {dest.port}/{dest.protocol}"
+    status = obj.get("status")
+    status = status if isinstance(status, Mapping) else {}
+    lb = status.get("loadBalancer")
+    for ingress in (lb.get("ingress") if isinstance(lb, Mapping) else None) or ():
+        if isinstance(ingress, Mapping):
+            host = ingress.get("ip") or ingress.get("hostname")
+            if isinstance(host, str):
+                return host, dest.port
+    return f"Service {dest.service} got no LoadBalancer address"

@@ -1,0 +1,251 @@
+"""Probe objects rendered from the jinja2 manifests in probes/templates/ to wire dicts."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from netparity.errors import ClusterError, InputError
+from netparity.kube import RUN_LABEL, TWIN_LABEL
+from netparity.model.objects import ContainerPort, Pod, Protocol, Service, ServicePort, ServiceType
+
+DEFAULT_IMAGE = "python:3.12-slim"
+AGENT_MOUNT = "/agent"
+AGENT_PATH = f"{AGENT_MOUNT}/agent.py"
+CONTROL_PORT = (
+    65531  # served (TCP) by a twin that has no TCP port of its own, for its startup probe
+)
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
+_IMAGE = re.compile(
+    r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+
+# `agent.py probe` reads stdin to EOF. An exec over the v4 websocket protocol cannot
+# close stdin, so the command reads exactly one line (the batch) and hands it to the
+# unchanged agent as its whole stdin.
+PROBE_COMMAND: tuple[str, ...] = (
+    "python3",
+    "-c",
+    "import io,runpy,sys;"
+    "d=sys.stdin.buffer.readline();"
+    "sys.stdin=io.TextIOWrapper(io.BytesIO(d));"
+    f"sys.argv=[{AGENT_PATH!r},'probe'];"
+    f"runpy.run_path({AGENT_PATH!r},run_name='__main__')",
+)
+
+
+def probes_dir() -> Path:
+    """The repository's probes/ folder (the agent and the manifests)."""
+    here = Path(__file__).resolve().parents[2] / "probes"
+    if not (here / "agent.py").is_file() or not (here / "templates").is_dir():
+        raise ClusterError(f"the probe agent and manifests are missing: expected them in {here}")
+    return here
+
+
+@cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(probes_dir() / "templates")),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+
+
+def render(template: str, **values: Any) -> dict[str, Any]:
+    """Render one manifest template to a wire dict."""
+    text = _env().get_template(template).render(**values)
+    doc = yaml.safe_load(text)
+    if not isinstance(doc, dict):
+        raise ClusterError(f"the template {template} did not render to one object")
+    return doc
+
+
+def agent_source() -> str:
+    return (probes_dir() / "agent.py").read_text(encoding="utf-8")
+
+
+def short_hash(text: str, n: int = 10) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def new_run_id(now: datetime) -> str:
+    """`YYYYMMDD-HHMMSS-xxxx` (UTC): sortable by start time, a valid name part and label value."""
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def is_run_id(value: str) -> bool:
+    return bool(_RUN_ID.match(value))
+
+
+def check_image(image: str) -> str:
+    """An image reference (`name[:tag][@sha256:digest]`), or InputError."""
+    if not _IMAGE.match(image):
+        raise InputError(
+            f"not an image reference: {image!r} (expected name[:tag][@sha256:<64 hex>])",
+            field="--probe-image",
+        )
+    return image
+
+
+def anchor_name(run_id: str) -> str:
+    return f"netparity-run-{run_id}"
+
+
+def twin_name(run_id: str, pod_key: str) -> str:
+    return f"netparity-{run_id}-{short_hash(pod_key)}"
+
+
+def service_name(run_id: str, service_key: str, backend_key: str) -> str:
+    return f"np-{run_id}-{short_hash(service_key + '|' + backend_key, 8)}"
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def anchor_manifest(*, run_id: str, namespace: str, started: str) -> dict[str, Any]:
+    return render(
+        "anchor.yaml.j2",
+        name=anchor_name(run_id),
+        namespace=namespace,
+        run_id=run_id,
+        started=started,
+        agent_source=agent_source(),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServePorts:
+    """What a twin's agent listens on: its real containerPorts plus the ports probed."""
+
+    tcp: tuple[int, ...] = ()
+    udp: tuple[int, ...] = ()
+    sctp: tuple[int, ...] = ()
+
+    def of(self, protocol: Protocol) -> tuple[int, ...]:
+        return {Protocol.TCP: self.tcp, Protocol.UDP: self.udp, Protocol.SCTP: self.sctp}[protocol]
+
+
+def serve_ports(pod: Pod, extra: Sequence[tuple[int, Protocol]] = ()) -> ServePorts:
+    want: dict[Protocol, set[int]] = {p: set() for p in Protocol}
+    for cp in pod.ports:
+        want[cp.protocol].add(cp.port)
+    for port, protocol in extra:
+        want[protocol].add(port)
+    if not want[Protocol.TCP]:
+        want[Protocol.TCP].add(CONTROL_PORT)
+    return ServePorts(
+        tcp=tuple(sorted(want[Protocol.TCP])),
+        udp=tuple(sorted(want[Protocol.UDP])),
+        sctp=tuple(sorted(want[Protocol.SCTP])),
+    )
+
+
+def _ranges(ports: Sequence[int]) -> str:
+    return ",".join(str(p) for p in ports)
+
+
+def serve_command(pod: Pod, ports: ServePorts) -> list[str]:
+    cmd = ["python3", AGENT_PATH, "serve", "--name", pod.key]
+    for flag, values in (("--tcp", ports.tcp), ("--udp", ports.udp), ("--sctp", ports.sctp)):
+        if values:
+            cmd += [flag, _ranges(values)]
+    return cmd
+
+
+def startup_command(ports: ServePorts) -> list[str]:
+    # The agent binds TCP ports in ascending order before any other: once the highest
+    # accepts, every TCP listener is bound (UDP and SCTP follow within microseconds).
+    port = max(ports.tcp)
+    return [
+        "python3",
+        "-c",
+        f"import socket;socket.create_connection(('127.0.0.1',{port}),2).close()",
+    ]
+
+
+def _container_ports(ports: Sequence[ContainerPort]) -> list[ContainerPort]:
+    seen: set[tuple[int, Protocol]] = set()
+    out: list[ContainerPort] = []
+    for cp in ports:
+        if (cp.port, cp.protocol) not in seen:
+            seen.add((cp.port, cp.protocol))
+            out.append(cp)
+    return out
+
+
+def twin_manifest(
+    *,
+    run_id: str,
+    pod: Pod,
+    anchor_uid: str,
+    image: str,
+    ports: ServePorts,
+) -> dict[str, Any]:
+    """The twin of a real pod: its labels, containerPorts and node; the agent serving."""
+    labels: dict[str, str] = dict(pod.labels)
+    labels[RUN_LABEL] = run_id
+    labels[TWIN_LABEL] = short_hash(pod.key)
+    every_port = [*ports.tcp, *ports.udp, *ports.sctp]
+    return render(
+        "twin-pod.yaml.j2",
+        name=twin_name(run_id, pod.key),
+        namespace=pod.namespace,
+        labels=labels,
+        twin_of=pod.key,
+        anchor_name=anchor_name(run_id),
+        anchor_uid=anchor_uid,
+        node_name=pod.node_name,
+        image=image,
+        command=serve_command(pod, ports),
+        startup_command=startup_command(ports),
+        ports=[
+            {"port": cp.port, "protocol": str(cp.protocol), "name": cp.name}
+            for cp in _container_ports(pod.ports)
+        ],
+        low_ports=any(p < 1024 for p in every_port),
+    )
+
+
+def service_manifest(
+    *,
+    run_id: str,
+    service: Service,
+    backend: Pod,
+    anchor_uid: str,
+    type: ServiceType,
+) -> dict[str, Any]:
+    """The run's own Service for a real one, selecting only the backend's twin."""
+    external = type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
+    return render(
+        "service.yaml.j2",
+        name=service_name(run_id, service.key, backend.key),
+        namespace=service.namespace,
+        run_id=run_id,
+        twin=short_hash(backend.key),
+        twin_of=service.key,
+        anchor_name=anchor_name(run_id),
+        anchor_uid=anchor_uid,
+        type=str(type),
+        external_traffic_policy=service.external_traffic_policy if external else None,
+        ports=[_service_port(sp) for sp in service.ports],
+    )
+
+
+def _service_port(sp: ServicePort) -> Mapping[str, Any]:
+    return {
+        "port": sp.port,
+        "protocol": str(sp.protocol),
+        "target_port": sp.target_port,
+        "name": sp.name,
+    }

@@ -1,0 +1,1115 @@
+"""A real HTTP server on 127.0.0.1 that speaks enough of the Kubernetes API for the tests.
+
+- list / get / create / delete / merge-patch for the kinds netparity uses, label selectors,
+  `Status` bodies for 401/403/404/409/500, ownerReference garbage collection;
+- a restricted Pod Security admission check on every pod created (403 like the real one);
+- a fake scheduler and kubelet: a pod with a reachable node gets a loopback IP (127.0.1.N),
+  its ConfigMap volumes are written to a temp folder and its command runs as a local
+  process (the probe agent, bound to the pod IP) -- or it fails the way the test asked
+  (image pull, unschedulable, rejected by the node, never started);
+- a fake kube-proxy for TCP: every Service port (ClusterIP 127.0.9.N, NodePort on the node
+  IPs 127.0.2.N) forwards to the Service's endpoints, which honour `publishNotReadyAddresses`;
+- the pods/exec subresource over a websocket (v4.channel.k8s.io or v5.channel.k8s.io),
+  running the command locally with its stdin, stdout, stderr and exit status.
+
+Faults are injected per request (method + path pattern -> status). Everything it starts
+stops with `stop()`; nothing listens anywhere but loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+# (group, version, plural) -> (kind, namespaced)
+RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
+    ("", "v1", "namespaces"): ("Namespace", False),
+    ("", "v1", "nodes"): ("Node", False),
+    ("", "v1", "pods"): ("Pod", True),
+    ("", "v1", "services"): ("Service", True),
+    ("", "v1", "configmaps"): ("ConfigMap", True),
+    ("networking.k8s.io", "v1", "networkpolicies"): ("NetworkPolicy", True),
+    ("apps", "v1", "daemonsets"): ("DaemonSet", True),
+    ("cilium.io", "v2", "ciliumnetworkpolicies"): ("CiliumNetworkPolicy", True),
+    ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"): (
+        "CiliumClusterwideNetworkPolicy",
+        False,
+    ),
+}
+KIND_TO_RESOURCE = {kind: key for key, (kind, _) in RESOURCES.items()}
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+    }
+)
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_body(
+    code: int, reason: str, message: str, details: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": dict(details or {}),
+        "code": code,
+    }
+
+
+def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
+    if not selector:
+        return True
+    for term in (t.strip() for t in selector.split(",")):
+        if not term:
+            continue
+        if term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k) == v:
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k) != v:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def restricted_violations(pod: Mapping[str, Any]) -> list[str]:
+    """The `restricted` Pod Security Standard (latest), as the admission plugin checks it."""
+    spec = pod.get("spec") or {}
+    out: list[str] = []
+    for field_name in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field_name):
+            out.append(f"{field_name}=true")
+    psc = spec.get("securityContext") or {}
+    for sysctl in psc.get("sysctls") or ():
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            out.append(f"forbidden sysctl {sysctl.get('name')}")
+    for vol in spec.get("volumes") or ():
+        if not set(vol) - {"name"} <= {
+            "configMap",
+            "secret",
+            "emptyDir",
+            "projected",
+            "downwardAPI",
+            "csi",
+            "persistentVolumeClaim",
+            "ephemeral",
+        }:
+            out.append(f"restricted volume type in {vol.get('name')}")
+    for c in [*(spec.get("containers") or ()), *(spec.get("initContainers") or ())]:
+        sc = c.get("securityContext") or {}
+        name = c.get("name")
+        if sc.get("privileged"):
+            out.append(f"container {name} is privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(
+                f'container "{name}" must set securityContext.allowPrivilegeEscalation=false'
+            )
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or ()):
+            out.append(f'container "{name}" must set securityContext.capabilities.drop=["ALL"]')
+        if set(caps.get("add") or ()) - {"NET_BIND_SERVICE"}:
+            out.append(f'container "{name}" adds capabilities')
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            out.append(f'container "{name}" must set runAsNonRoot=true')
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f'container "{name}" must not set runAsUser=0')
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(
+                f'container "{name}" must set seccompProfile.type to RuntimeDefault or Localhost'
+            )
+        for port in c.get("ports") or ():
+            if port.get("hostPort"):
+                out.append(f'container "{name}" uses hostPort')
+    return out
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: str  # regex searched in the path (with the query string)
+    status: int
+    times: int = 1_000_000
+    message: str | None = None
+    hits: int = 0
+
+
+@dataclass
+class PodRuntime:
+    uid: str
+    ip: str
+    proc: subprocess.Popen[str] | None = None
+    mounts: dict[str, str] = field(default_factory=dict)  # mountPath -> local folder
+
+
+# --------------------------------------------------------------------------- websocket
+
+
+def ws_read_frame(rfile: Any) -> tuple[int, bytes] | None:
+    head = rfile.read(2)
+    if len(head) < 2:
+        return None
+    opcode = head[0] & 0x0F
+    masked = head[1] & 0x80
+    length = head[1] & 0x7F
+    if length == 126:
+        (length,) = struct.unpack(">H", rfile.read(2))
+    elif length == 127:
+        (length,) = struct.unpack(">Q", rfile.read(8))
+    mask = rfile.read(4) if masked else b""
+    data = rfile.read(length)
+    if masked:
+        data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return opcode, data
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, n])
+    elif n < 1 << 16:
+        head = bytes([0x80 | opcode, 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([0x80 | opcode, 127]) + struct.pack(">Q", n)
+    return head + payload
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class KubeAPI:
+    """An in-memory API server with a fake kubelet and kube-proxy, on 127.0.0.1."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "test-token",
+        cilium_crds: bool = False,
+        exec_protocol: str = "v4.channel.k8s.io",
+        pod_start_delay: float = 0.0,
+    ) -> None:
+        self.token = token
+        self.cilium_crds = cilium_crds
+        self.exec_protocol = exec_protocol
+        self.pod_start_delay = pod_start_delay
+        self.lock = threading.RLock()
+        self.store: dict[tuple[str, str, str], dict[str, Any]] = {}  # (plural, ns, name) -> obj
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str]] = []
+        self.mutations: list[tuple[str, str, dict[str, Any]]] = []  # (method, plural, object)
+        self.execs: list[tuple[str, str, list[str]]] = []  # (namespace, pod, command)
+        self.pull_fail_images: set[str] = set()
+        self.stuck_nodes: set[str] = set()
+        self.reject_nodes: dict[str, tuple[str, str]] = {}
+        self.unschedulable: str | None = None
+        self.lb_ingress = True
+        self.runtimes: dict[str, PodRuntime] = {}  # pod uid -> runtime
+        self.proxies: dict[str, list[socket.socket]] = {}  # service uid -> listeners
+        self.tmp = Path(tempfile.mkdtemp(prefix="kubeapi-"))
+        self._rv = 100
+        self._next_pod_ip = 10
+        self._next_svc_ip = 10
+        self._next_node_port = 30000
+        self._next_lb_ip = 10
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.api = self  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> KubeAPI:
+        t = threading.Thread(target=self.httpd.serve_forever, name="kubeapi", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        with self.lock:
+            runtimes = list(self.runtimes.values())
+            self.runtimes.clear()
+            proxies = [s for socks in self.proxies.values() for s in socks]
+            self.proxies.clear()
+        for rt in runtimes:
+            self._kill(rt)
+        for s in proxies:
+            with contextlib.suppress(OSError):
+                s.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> KubeAPI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def kubeconfig(self, path: Path, *, context: str = "test", token: str | None = None) -> Path:
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": token or self.token}}],
+            "contexts": [{"name": context, "context": {"cluster": "fake", "user": "tester"}}],
+            "current-context": context,
+        }
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        return path
+
+    # ------------------------------------------------------------------ objects
+
+    def _stamp(self, obj: dict[str, Any]) -> None:
+        self._rv += 1
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", now())
+        meta["resourceVersion"] = str(self._rv)
+
+    def add(self, *objs: Mapping[str, Any]) -> None:
+        """Put objects in the store as they are (kind and apiVersion required)."""
+        with self.lock:
+            for raw in objs:
+                obj = copy.deepcopy(dict(raw))
+                group_version = obj["apiVersion"]
+                _, _, plural = KIND_TO_RESOURCE[obj["kind"]]
+                del group_version
+                meta = obj.setdefault("metadata", {})
+                self._stamp(obj)
+                self.store[(plural, meta.get("namespace", ""), meta["name"])] = obj
+
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        plural = KIND_TO_RESOURCE[kind][2]
+        with self.lock:
+            return [copy.deepcopy(o) for (p, _, _), o in sorted(self.store.items()) if p == plural]
+
+    def find(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        plural = KIND_TO_RESOURCE[kind][2]
+        with self.lock:
+            obj = self.store.get((plural, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def fail(
+        self,
+        method: str,
+        pattern: str,
+        status: int,
+        *,
+        times: int = 1_000_000,
+        message: str | None = None,
+    ) -> Fault:
+        f = Fault(method.upper(), pattern, status, times, message)
+        self.faults.append(f)
+        return f
+
+    def node_ip(self, name: str) -> str | None:
+        node = self.store.get(("nodes", "", name))
+        if node is None:
+            return None
+        for addr in node.get("status", {}).get("addresses", []):
+            if addr.get("type") == "InternalIP":
+                return str(addr["address"])
+        return None
+
+    # ------------------------------------------------------------------ verbs
+
+    def do_create(
+        self, plural: str, namespace: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        meta = body.setdefault("metadata", {})
+        name = meta.get("name")
+        if not name:
+            return 422, status_body(422, "Invalid", "metadata.name: Required value")
+        if meta.get("namespace", namespace) != namespace:
+            return 400, status_body(
+                400,
+                "BadRequest",
+                "the namespace of the object does not match the namespace on the request",
+            )
+        meta["namespace"] = namespace
+        with self.lock:
+            if ("namespaces", "", namespace) not in self.store:
+                return 404, status_body(
+                    404,
+                    "NotFound",
+                    f'namespaces "{namespace}" not found',
+                    {"name": namespace, "kind": "namespaces"},
+                )
+            key = (plural, namespace, name)
+            if key in self.store:
+                return 409, status_body(
+                    409,
+                    "AlreadyExists",
+                    f'{plural} "{name}" already exists',
+                    {"name": name, "kind": plural},
+                )
+            if plural == "pods":
+                problems = restricted_violations(body)
+                if problems:
+                    return 403, status_body(
+                        403,
+                        "Forbidden",
+                        f'pods "{name}" is forbidden: violates PodSecurity "restricted:latest": '
+                        + ", ".join(problems),
+                    )
+                body["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+            if plural == "services":
+                self._allocate_service(body)
+            self._stamp(body)
+            self.store[key] = body
+            self.mutations.append(("POST", plural, copy.deepcopy(body)))
+            created = copy.deepcopy(body)
+        if plural == "pods":
+            self._spawn(self._kubelet, (namespace, name, created["metadata"]["uid"]))
+        if plural == "services":
+            self._start_proxy(created)
+        return 201, created
+
+    def do_delete(
+        self, plural: str, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            key = (plural, namespace, name)
+            obj = self.store.get(key)
+            if obj is None:
+                return 404, status_body(
+                    404, "NotFound", f'{plural} "{name}" not found', {"name": name, "kind": plural}
+                )
+            want_uid = (body.get("preconditions") or {}).get("uid")
+            if want_uid and want_uid != obj["metadata"]["uid"]:
+                return 409, status_body(
+                    409,
+                    "Conflict",
+                    f"Precondition failed: UID in precondition: {want_uid}, UID in object meta: {obj['metadata']['uid']}",
+                )
+            self._remove(key)
+            self.mutations.append(("DELETE", plural, copy.deepcopy(obj)))
+            return 200, copy.deepcopy(obj)
+
+    def _remove(self, key: tuple[str, str, str]) -> None:
+        obj = self.store.pop(key)
+        uid = obj["metadata"]["uid"]
+        rt = self.runtimes.pop(uid, None)
+        if rt is not None:
+            self._kill(rt)
+        for s in self.proxies.pop(uid, []):
+            with contextlib.suppress(OSError):
+                s.close()
+        # Garbage collection: dependents whose ownerReferences name this uid.
+        for dep_key, dep in list(self.store.items()):
+            refs = dep.get("metadata", {}).get("ownerReferences") or ()
+            if dep_key in self.store and any(r.get("uid") == uid for r in refs):
+                self._remove(dep_key)
+
+    def do_patch(
+        self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            obj = self.store.get((plural, namespace, name))
+            if obj is None:
+                return 404, status_body(
+                    404, "NotFound", f'{plural} "{name}" not found', {"name": name, "kind": plural}
+                )
+            _merge(obj, patch)
+            self._stamp(obj)
+            self.mutations.append(("PATCH", plural, copy.deepcopy(obj)))
+            return 200, copy.deepcopy(obj)
+
+    def _allocate_service(self, svc: dict[str, Any]) -> None:
+        spec = svc.setdefault("spec", {})
+        stype = spec.get("type", "ClusterIP")
+        if not spec.get("clusterIP"):
+            spec["clusterIP"] = f"127.0.9.{self._next_svc_ip}"
+            spec["clusterIPs"] = [spec["clusterIP"]]
+            self._next_svc_ip += 1
+        for port in spec.get("ports") or ():
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port["port"])
+            if stype in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
+                port["nodePort"] = self._next_node_port
+                self._next_node_port += 1
+        if stype == "LoadBalancer" and self.lb_ingress:
+            svc["status"] = {"loadBalancer": {"ingress": [{"ip": f"127.0.8.{self._next_lb_ip}"}]}}
+            self._next_lb_ip += 1
+
+    # ------------------------------------------------------------------ kubelet
+
+    def _spawn(self, fn: Any, args: tuple[Any, ...]) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _update_pod(self, namespace: str, name: str, uid: str, fn: Any) -> bool:
+        with self.lock:
+            pod = self.store.get(("pods", namespace, name))
+            if pod is None or pod["metadata"]["uid"] != uid:
+                return False
+            fn(pod)
+            self._stamp(pod)
+            return True
+
+    def _kubelet(self, namespace: str, name: str, uid: str) -> None:
+        if self.pod_start_delay:
+            time.sleep(self.pod_start_delay)
+        with self.lock:
+            pod = copy.deepcopy(self.store.get(("pods", namespace, name)))
+        if pod is None or pod["metadata"]["uid"] != uid:
+            return
+        spec = pod["spec"]
+        node = spec.get("nodeName")
+        if not node:
+            if self.unschedulable is not None:
+                message = self.unschedulable
+
+                def unschedulable(p: dict[str, Any]) -> None:
+                    p["status"]["conditions"] = [
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": message,
+                        }
+                    ]
+
+                self._update_pod(namespace, name, uid, unschedulable)
+                return
+            nodes = [k[2] for k in sorted(self.store) if k[0] == "nodes"]
+            node = nodes[0] if nodes else None
+            if node is None:
+                return
+
+            def bind(p: dict[str, Any]) -> None:
+                p["spec"]["nodeName"] = node
+
+            self._update_pod(namespace, name, uid, bind)
+        if self.node_ip(node) is None:
+            return  # no kubelet for a node that does not exist: Pending forever
+        container = spec["containers"][0]
+        cname = container["name"]
+        image = container["image"]
+        if node in self.reject_nodes:
+            reason, message = self.reject_nodes[node]
+
+            def reject(p: dict[str, Any]) -> None:
+                p["status"].update(phase="Failed", reason=reason, message=message)
+
+            self._update_pod(namespace, name, uid, reject)
+            return
+
+        def waiting(reason: str, message: str | None = None) -> Any:
+            def fn(p: dict[str, Any]) -> None:
+                state: dict[str, Any] = {"reason": reason}
+                if message:
+                    state["message"] = message
+                p["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+                p["status"]["containerStatuses"] = [
+                    {
+                        "name": cname,
+                        "image": image,
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": state},
+                    }
+                ]
+
+            return fn
+
+        if node in self.stuck_nodes:
+            self._update_pod(namespace, name, uid, waiting("ContainerCreating"))
+            return
+        if image in self.pull_fail_images:
+            self._update_pod(
+                namespace,
+                name,
+                uid,
+                waiting("ErrImagePull", f'failed to pull and unpack image "{image}": not found'),
+            )
+            time.sleep(0.2)
+            self._update_pod(
+                namespace,
+                name,
+                uid,
+                waiting("ImagePullBackOff", f'Back-off pulling image "{image}"'),
+            )
+            return
+        self._update_pod(namespace, name, uid, waiting("ContainerCreating"))
+        with self.lock:
+            ip = f"127.0.1.{self._next_pod_ip}"
+            self._next_pod_ip += 1
+        rt = PodRuntime(uid=uid, ip=ip)
+        folder = self.tmp / uid
+        for vol in spec.get("volumes") or ():
+            cm = vol.get("configMap")
+            if not cm:
+                continue
+            with self.lock:
+                source = copy.deepcopy(self.store.get(("configmaps", namespace, cm["name"])))
+            if source is None:
+                return  # a missing ConfigMap volume: ContainerCreating forever
+            vdir = folder / vol["name"]
+            vdir.mkdir(parents=True)
+            data = source.get("data") or {}
+            items = cm.get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                (vdir / item["path"]).write_text(data[item["key"]], encoding="utf-8")
+            for mount in container.get("volumeMounts") or ():
+                if mount["name"] == vol["name"]:
+                    rt.mounts[mount["mountPath"]] = str(vdir)
+        argv = self.local_argv(
+            rt, [*(container.get("command") or ()), *(container.get("args") or ())]
+        )
+        if "serve" in argv:
+            argv += ["--bind", ip]
+        with self.lock:
+            if ("pods", namespace, name) not in self.store:
+                return
+            self.runtimes[uid] = rt
+        rt.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready = False
+        assert rt.proc.stdout is not None
+        r, _, _ = select.select([rt.proc.stdout], [], [], 15)
+        if r and rt.proc.stdout.readline().strip() == "ready":
+            ready = True
+        started = now()
+        if ready:
+
+            def running(p: dict[str, Any]) -> None:
+                p["status"].update(
+                    phase="Running",
+                    podIP=ip,
+                    podIPs=[{"ip": ip}],
+                    hostIP=self.node_ip(node),
+                    startTime=started,
+                    conditions=[
+                        {"type": "PodScheduled", "status": "True"},
+                        {"type": "Initialized", "status": "True"},
+                        {"type": "ContainersReady", "status": "True"},
+                        {
+                            "type": "Ready",
+                            "status": "False",
+                            "reason": "ReadinessGatesNotReady",
+                            "message": 'corresponding condition of pod readiness gate "netparity.io/never-ready" does not exist.',
+                        },
+                    ],
+                    containerStatuses=[
+                        {
+                            "name": cname,
+                            "image": image,
+                            "ready": True,
+                            "started": True,
+                            "restartCount": 0,
+                            "state": {"running": {"startedAt": started}},
+                        }
+                    ],
+                )
+
+            self._update_pod(namespace, name, uid, running)
+            return
+        rt.proc.kill()
+        _, err = rt.proc.communicate(timeout=5)
+        code = rt.proc.returncode
+
+        def crashed(p: dict[str, Any]) -> None:
+            p["status"].update(
+                phase="Failed",
+                podIP=ip,
+                containerStatuses=[
+                    {
+                        "name": cname,
+                        "image": image,
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": code,
+                                "reason": "Error",
+                                "message": err[-500:],
+                            }
+                        },
+                    }
+                ],
+            )
+
+        self._update_pod(namespace, name, uid, crashed)
+
+    def local_argv(self, rt: PodRuntime, argv: list[str]) -> list[str]:
+        """A container command as it runs here: python3 -> this Python, mounts -> temp folders."""
+        out: list[str] = []
+        for i, arg in enumerate(argv):
+            if i == 0 and arg == "python3":
+                out.append(sys.executable)
+                continue
+            for mount, local in rt.mounts.items():
+                arg = arg.replace(mount.rstrip("/") + "/", local + "/")
+            out.append(arg)
+        return out
+
+    @staticmethod
+    def _kill(rt: PodRuntime) -> None:
+        if rt.proc is not None and rt.proc.poll() is None:
+            rt.proc.terminate()
+            try:
+                rt.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                rt.proc.kill()
+                rt.proc.wait()
+        if rt.proc is not None:
+            for stream in (rt.proc.stdout, rt.proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+    # ------------------------------------------------------------------ kube-proxy (TCP)
+
+    def _start_proxy(self, svc: dict[str, Any]) -> None:
+        spec = svc["spec"]
+        uid = svc["metadata"]["uid"]
+        listeners: list[socket.socket] = []
+        node_ips = [
+            ip for ip in (self.node_ip(k[2]) for k in list(self.store) if k[0] == "nodes") if ip
+        ]
+        for port in spec.get("ports") or ():
+            if port.get("protocol", "TCP") != "TCP":
+                continue
+            addrs = [(spec["clusterIP"], port["port"])]
+            if port.get("nodePort"):
+                addrs += [(ip, port["nodePort"]) for ip in node_ips]
+            for ingress in (svc.get("status") or {}).get("loadBalancer", {}).get("ingress") or ():
+                addrs.append((ingress["ip"], port["port"]))
+            for addr in addrs:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(addr)
+                s.listen(64)
+                listeners.append(s)
+                self._spawn(
+                    self._proxy_accept,
+                    (s, svc["metadata"]["namespace"], svc["metadata"]["name"], port),
+                )
+        with self.lock:
+            self.proxies[uid] = listeners
+
+    def endpoints(self, namespace: str, name: str) -> list[str]:
+        """The addresses a Service forwards to, as the endpoints controller would list them."""
+        with self.lock:
+            svc = self.store.get(("services", namespace, name))
+            if svc is None:
+                return []
+            spec = svc["spec"]
+            selector = spec.get("selector") or {}
+            if not selector:
+                return []
+            out = []
+            for (plural, ns, _), pod in sorted(self.store.items()):
+                if plural != "pods" or ns != namespace:
+                    continue
+                labels = pod["metadata"].get("labels") or {}
+                if any(labels.get(k) != v for k, v in selector.items()):
+                    continue
+                status = pod.get("status") or {}
+                ready = any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or ()
+                )
+                if status.get("podIP") and (ready or spec.get("publishNotReadyAddresses")):
+                    out.append(str(status["podIP"]))
+            return out
+
+    def _proxy_accept(
+        self, listener: socket.socket, namespace: str, name: str, port: Mapping[str, Any]
+    ) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            self._spawn(self._proxy_one, (conn, namespace, name, port))
+
+    def _proxy_one(
+        self, conn: socket.socket, namespace: str, name: str, port: Mapping[str, Any]
+    ) -> None:
+        with conn:
+            backends = self.endpoints(namespace, name)
+            if not backends:
+                return  # no endpoints: kube-proxy rejects; here the connection just closes
+            target = port.get("targetPort", port["port"])
+            if isinstance(target, str):
+                target = self._named_port(namespace, backends[0], target)
+                if target is None:
+                    return
+            try:
+                with socket.create_connection((backends[0], int(target)), timeout=2) as up:
+                    up.settimeout(2)
+                    while True:
+                        data = up.recv(65536)
+                        if not data:
+                            break
+                        conn.sendall(data)
+            except OSError:
+                return
+
+    def _named_port(self, namespace: str, ip: str, name: str) -> int | None:
+        with self.lock:
+            for (plural, ns, _), pod in self.store.items():
+                if (
+                    plural == "pods"
+                    and ns == namespace
+                    and (pod.get("status") or {}).get("podIP") == ip
+                ):
+                    for c in pod["spec"]["containers"]:
+                        for p in c.get("ports") or ():
+                            if p.get("name") == name:
+                                return int(p["containerPort"])
+        return None
+
+    # ------------------------------------------------------------------ exec
+
+    def exec_argv(self, namespace: str, name: str, command: list[str]) -> list[str] | str:
+        with self.lock:
+            pod = self.store.get(("pods", namespace, name))
+            if pod is None:
+                return f'pods "{name}" not found'
+            if (pod.get("status") or {}).get("phase") != "Running":
+                return f"unable to upgrade connection: pod {name} is not running"
+            rt = self.runtimes.get(pod["metadata"]["uid"])
+        if rt is None:
+            return "unable to upgrade connection: container not found"
+        self.execs.append((namespace, name, list(command)))
+        argv = self.local_argv(rt, command)
+        # the code passed with -c names the mounted agent too
+        return argv
+
+
+def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for k, v in patch.items():
+        if v is None:
+            target.pop(k, None)
+        elif isinstance(v, Mapping) and isinstance(target.get(k), dict):
+            _merge(target[k], v)
+        else:
+            target[k] = copy.deepcopy(v)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    @property
+    def api(self) -> KubeAPI:
+        api: KubeAPI = self.server.api
+        return api
+
+    def _send(self, code: int, doc: Mapping[str, Any]) -> None:
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _body(self) -> dict[str, Any]:
+        n = int(self.headers.get("Content-Length") or 0)
+        if not n:
+            return {}
+        doc = json.loads(self.rfile.read(n))
+        return doc if isinstance(doc, dict) else {}
+
+    def _route(
+        self,
+    ) -> tuple[tuple[str, str, str] | None, str, str | None, str | None, dict[str, list[str]]]:
+        """(resource key, namespace, name, subresource, query) for the request path."""
+        split = urlsplit(self.path)
+        query = parse_qs(split.query)
+        parts = [p for p in split.path.split("/") if p]
+        if parts[:1] == ["api"] and len(parts) >= 2:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 3:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            return None, "", None, None, query
+        namespace = ""
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        if not rest:
+            return None, "", None, None, query
+        key = (group, version, rest[0])
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        return key, namespace, name, sub, query
+
+    def _fault(self, method: str) -> bool:
+        for f in self.api.faults:
+            if f.method == method and f.hits < f.times and re.search(f.pattern, self.path):
+                f.hits += 1
+                reasons = {
+                    403: "Forbidden",
+                    404: "NotFound",
+                    409: "AlreadyExists",
+                    500: "InternalError",
+                    401: "Unauthorized",
+                    503: "ServiceUnavailable",
+                }
+                self._send(
+                    f.status,
+                    status_body(
+                        f.status,
+                        reasons.get(f.status, "Unknown"),
+                        f.message or f"injected failure {f.status}",
+                    ),
+                )
+                return True
+        return False
+
+    def _handle(self, method: str) -> None:
+        api = self.api
+        api.requests.append((method, self.path))
+        if self.headers.get("Authorization") != f"Bearer {api.token}":
+            self._send(401, status_body(401, "Unauthorized", "Unauthorized"))
+            return
+        if self._fault(method):
+            return
+        key, namespace, name, sub, query = self._route()
+        if (
+            key is None
+            or key not in RESOURCES
+            or (key[1] == "v2" and key[0] == "cilium.io" and not api.cilium_crds)
+        ):
+            self._send(
+                404,
+                status_body(404, "NotFound", "the server could not find the requested resource"),
+            )
+            return
+        kind, namespaced = RESOURCES[key]
+        plural = key[2]
+        if sub == "exec" and method == "GET":
+            self._exec(namespace, name or "", query)
+            return
+        if method == "GET":
+            if name is None:
+                selector = (query.get("labelSelector") or [None])[0]
+                with api.lock:
+                    items = [
+                        copy.deepcopy(o)
+                        for (p, ns, _), o in sorted(api.store.items())
+                        if p == plural
+                        and (not namespace or ns == namespace)
+                        and selector_matches(selector, o.get("metadata", {}).get("labels") or {})
+                    ]
+                    rv = str(api._rv)
+                for item in items:
+                    item.pop("kind", None)
+                    item.pop("apiVersion", None)
+                self._send(
+                    200,
+                    {
+                        "kind": f"{kind}List",
+                        "apiVersion": "/".join(p for p in key[:2] if p),
+                        "metadata": {"resourceVersion": rv},
+                        "items": items,
+                    },
+                )
+                return
+            with api.lock:
+                obj = copy.deepcopy(api.store.get((plural, namespace if namespaced else "", name)))
+            if obj is None:
+                self._send(
+                    404,
+                    status_body(
+                        404,
+                        "NotFound",
+                        f'{plural} "{name}" not found',
+                        {"name": name, "kind": plural},
+                    ),
+                )
+                return
+            self._send(200, obj)
+            return
+        body = self._body()
+        if method == "POST" and name is None:
+            code, doc = api.do_create(plural, namespace, body)
+        elif method == "DELETE" and name is not None:
+            code, doc = api.do_delete(plural, namespace, name, body)
+        elif method == "PATCH" and name is not None:
+            code, doc = api.do_patch(plural, namespace, name, body)
+        else:
+            code, doc = 405, status_body(405, "MethodNotAllowed", f"{method} is not supported here")
+        self._send(code, doc)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    # ------------------------------------------------------------------ exec over websocket
+
+    def _exec(self, namespace: str, name: str, query: dict[str, list[str]]) -> None:
+        api = self.api
+        if self.headers.get("Upgrade", "").lower() != "websocket":
+            self._send(400, status_body(400, "BadRequest", "Upgrade request required"))
+            return
+        argv = api.exec_argv(namespace, name, query.get("command") or [])
+        if isinstance(argv, str):
+            self._send(
+                400 if "not running" in argv or "container" in argv else 404,
+                status_body(400, "BadRequest", argv),
+            )
+            return
+        offered = [
+            p.strip()
+            for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")
+            if p.strip()
+        ]
+        proto = (
+            api.exec_protocol
+            if api.exec_protocol in offered
+            else next((p for p in offered if p.endswith("channel.k8s.io")), "")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_GUID).encode()).digest()
+        ).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        if proto:
+            self.send_header("Sec-WebSocket-Protocol", proto)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        lock = threading.Lock()
+
+        def send(opcode: int, payload: bytes) -> None:
+            with lock, contextlib.suppress(OSError):
+                self.connection.sendall(ws_frame(opcode, payload))
+
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+
+        def pump(stream: Any, channel: int) -> None:
+            while True:
+                chunk = os.read(stream.fileno(), 65536)
+                if not chunk:
+                    return
+                send(0x2, bytes([channel]) + chunk)
+
+        def read_client() -> None:
+            stdin = proc.stdin
+            assert stdin is not None
+            while True:
+                frame = ws_read_frame(self.rfile)
+                if frame is None or frame[0] == 0x8:
+                    if proc.poll() is None:
+                        proc.kill()
+                    return
+                opcode, data = frame
+                if opcode == 0x9:
+                    send(0xA, data)
+                    continue
+                if not data:
+                    continue
+                channel, payload = data[0], data[1:]
+                if channel == 255 and proto.startswith("v5") and payload[:1] == b"\x00":
+                    with contextlib.suppress(OSError):
+                        stdin.close()
+                elif channel == 0 and not stdin.closed:
+                    with contextlib.suppress(OSError):
+                        stdin.write(payload)
+                        stdin.flush()
+
+        pumps = [
+            threading.Thread(target=pump, args=(proc.stdout, 1), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, 2), daemon=True),
+        ]
+        for t in pumps:
+            t.start()
+        reader = threading.Thread(target=read_client, daemon=True)
+        reader.start()
+        code = proc.wait()
+        for t in pumps:
+            t.join(timeout=5)
+        if code == 0:
+            status = {"metadata": {}, "status": "Success"}
+        else:
+            status = {
+                "metadata": {},
+                "status": "Failure",
+                "message": f"command terminated with non-zero exit code: exit status {code}",
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+            }
+        send(0x2, bytes([3]) + json.dumps(status).encode())
+        send(0x8, struct.pack(">H", 1000))
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        for s in (proc.stdin, proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+@contextlib.contextmanager
+def running(**kw: Any) -> Iterator[KubeAPI]:
+    api = KubeAPI(**kw).start()
+    try:
+        yield api
+    finally:
+        api.stop()
