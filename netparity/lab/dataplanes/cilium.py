@@ -1,0 +1,715 @@
+"""Cilium as AKS runs it, compiled into one nft table per node (`table ip cilium`).
+
+Configuration modelled (SEMANTICS 0.1 `cilium` row): kube-proxy replacement, native
+routing, SNAT load-balancing, `allow-localhost` default, no `policy-cidr-match-mode`, SCTP
+off, the default identity-label filter plus `cilium-config` `labels`.
+
+Service translation (nat chains, before any filtering):
+- `lb_pre` (prerouting, dstnat): traffic from a local pod's veth is translated like
+  bpf_lxc does, to the Service's first backend cluster-wide, without SNAT (ClusterIP, LB
+  IP, NodePort on a local address); other traffic (external hosts, other nodes, pods of
+  other nodes) to an LB IP or NodePort takes the external path: eTP=Cluster -> the first
+  backend, SNATed to this node's IP only when that backend is on another node (so the
+  backend sees `remote-node`), the client IP kept when the backend is local (`world`);
+  eTP=Local -> the first backend on this node, client IP kept.
+- `lb_out` (output): the node's own traffic to ClusterIP / LB IP / own NodePort.
+- `lb_post` (postrouting): the SNAT above, and hairpin (a pod reaching itself through a
+  Service) SNATed to Cilium's service loopback address 169.254.42.1.
+- `lb_drop_pre` / `lb_drop_out`: Service ports without a usable backend drop, before routing.
+
+Policy (filter chains; they see translated addresses, the original source is the packet's
+own since SNAT comes later in postrouting):
+- `forward`: replies and related packets pass; a packet from a local pod's veth jumps to
+  that pod's `egress_N` chain, a packet to a local pod's veth to its `ingress_N` chain;
+- `input`: a local pod's packets to the node itself (D4a) jump to its `egress_N` chain;
+- no output chain: the host reaching its local pods is always allowed (allow-localhost, D4c).
+Peers are classified by IP at enforcement time: a pod IP is that pod's identity (selectors
+match its filtered labels plus its namespace labels), a local address is `host`, another
+node's IP is `remote-node`, anything else is `world`, the only class CIDR rules (ipBlock,
+toCIDR, toCIDRSet) can match (D2). Each pod chain: deny rules (drop), allow rules
+(return), then drop when the pod is isolated in that direction. Every original-direction
+packet is checked, not only the first (D7).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from netparity.lab.dataplanes.iptables import Table, render_tables
+from netparity.lab.dataplanes.services import (
+    ServicePortRoute,
+    ip_sorted,
+    node_ips,
+    pod_ips,
+    service_routes,
+)
+from netparity.lab.topology import LabNode, LabPod, LabTopology, NodeRules
+from netparity.model.ciliumpolicy import (
+    CiliumPolicy,
+    CiliumPort,
+    CiliumProtocol,
+    CiliumRule,
+    Entity,
+)
+from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
+from netparity.model.objects import Pod, Protocol
+from netparity.model.selectors import LabelSelector, Requirement
+
+TABLE = "cilium"
+SNAT_MARK = 0x00100000  # "SNAT this to the node IP" between lb_pre and lb_post
+SERVICE_LOOPBACK = "169.254.42.1"  # Cilium's IPV4_LOOPBACK for hairpin Service traffic
+
+NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
+CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
+
+# identity-relevant-labels.rst: label keys left out of identities (regexes anchored at the start).
+DEFAULT_EXCLUDED_LABELS = (
+    r"io\.kubernetes",
+    r"kubernetes\.io",
+    r"statefulset\.kubernetes\.io/pod-name",
+    r"apps\.kubernetes\.io/pod-index",
+    r"batch\.kubernetes\.io/job-completion-index",
+    r"batch\.kubernetes\.io/controller-uid",
+    r".*beta\.kubernetes\.io",
+    r"k8s\.io",
+    r"pod-template-generation",
+    r"pod-template-hash",
+    r"controller-revision-hash",
+    r"annotation\.",
+    r"controller-uid",
+    r"etcd_node",
+)
+
+# On an NPM node, nothing of Cilium; on a Cilium node, the iptables tables NPM and
+# kube-proxy used are emptied so that `lab upgrade` leaves no trace of them.
+RESET_IPTABLES = render_tables(Table("mangle"), Table("nat"), Table("filter"))
+
+
+# ---------------------------------------------------------------------------- identities
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return re.compile(re.escape(pattern))
+
+
+class LabelFilter:
+    """Which pod label keys take part in a Cilium identity (D6)."""
+
+    def __init__(self, config: str | None = None) -> None:
+        self.excluded = [_compile(p) for p in DEFAULT_EXCLUDED_LABELS]
+        self.included: list[re.Pattern[str]] = []
+        for token in (config or "").split():
+            negate = token.startswith("!")
+            token = token.lstrip("!")
+            for source in ("k8s:", "any:"):
+                if token.startswith(source):
+                    token = token[len(source) :]
+            if token.startswith("!"):
+                negate, token = True, token[1:]
+            if not token:
+                continue
+            (self.excluded if negate else self.included).append(_compile(token))
+
+    def keeps(self, key: str) -> bool:
+        if any(p.match(key) for p in self.excluded):
+            return False
+        return not self.included or any(p.match(key) for p in self.included)
+
+    def identity(self, labels: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in labels.items() if self.keeps(k)}
+
+
+def _normalize(selector: LabelSelector) -> LabelSelector | None:
+    """A Cilium selector with `k8s:`/`any:` prefixes removed; None if it names another source."""
+
+    def key(k: str) -> str | None:
+        for source in ("k8s:", "any:"):
+            if k.startswith(source):
+                return k[len(source) :]
+        if ":" in k:
+            return None  # reserved:, container:, cidr:, ... never match a pod's k8s labels
+        return k
+
+    labels: list[tuple[str, str]] = []
+    for k, v in selector.match_labels:
+        nk = key(k)
+        if nk is None:
+            return None
+        labels.append((nk, v))
+    exprs: list[Requirement] = []
+    for req in selector.match_expressions:
+        nk = key(req.key)
+        if nk is None:
+            return None
+        exprs.append(replace(req, key=nk))
+    return LabelSelector(match_labels=tuple(labels), match_expressions=tuple(exprs))
+
+
+def _reserved_entity(selector: LabelSelector) -> Entity | bool | None:
+    """`reserved:<entity>` selectors select an entity; False when the selector is not one."""
+    keys = list(selector.keys())
+    if not any(k.startswith("reserved:") for k in keys):
+        return False
+    if len(selector.match_labels) == 1 and not selector.match_expressions:
+        name = selector.match_labels[0][0][len("reserved:") :]
+        try:
+            return Entity(name)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """A pod as Cilium sees it: its IP and its identity labels."""
+
+    pod: Pod
+    ip: str
+    pod_labels: Mapping[str, str]  # filtered pod labels (what a K8s podSelector matches)
+    labels: Mapping[str, str]  # + namespace label, namespace labels (CNP selectors)
+    namespace_labels: Mapping[str, str]
+
+
+# ---------------------------------------------------------------------------- L3 / L4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L3:
+    """A peer class: `all`, `pods` (ips), `host`, `remote-node`, or `world` (optionally a CIDR)."""
+
+    kind: str
+    ips: tuple[str, ...] = ()
+    cidr: ipaddress.IPv4Network | None = None
+    excepts: tuple[ipaddress.IPv4Network, ...] = ()
+
+
+ALL = L3(kind="all")
+HOST = L3(kind="host")
+REMOTE_NODE = L3(kind="remote-node")
+WORLD = L3(kind="world")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L4:
+    """A protocol and port range; proto None: any traffic (a rule without ports)."""
+
+    proto: str | None = None
+    lo: int | None = None
+    hi: int | None = None
+
+    def nft(self) -> str:
+        if self.proto is None:
+            return ""
+        if self.lo is None:
+            return f"meta l4proto {self.proto}"
+        rng = str(self.lo) if self.hi is None or self.hi == self.lo else f"{self.lo}-{self.hi}"
+        return f"{self.proto} dport {rng}"
+
+
+ANY_L4 = L4()
+
+
+def _addr_set(ips: Sequence[str]) -> str:
+    return ips[0] if len(ips) == 1 else "{ " + ", ".join(ips) + " }"
+
+
+def _l3_nft(l3: L3, addr: str, has_remote_nodes: bool) -> str | None:
+    """The nft match for a peer class on `addr` (saddr/daddr); None: it can match nothing."""
+    if l3.kind == "all":
+        return ""
+    if l3.kind == "pods":
+        return f"ip {addr} {_addr_set(l3.ips)}" if l3.ips else None
+    if l3.kind == "host":
+        return f"fib {addr} type local"
+    if l3.kind == "remote-node":
+        return f"ip {addr} @remote_nodes" if has_remote_nodes else None
+    parts = [f"ip {addr} != @pods", f"ip {addr} != @nodes", f"fib {addr} type != local"]
+    if l3.cidr is not None and l3.cidr.prefixlen > 0:
+        parts.append(f"ip {addr} {l3.cidr}")
+    if l3.excepts:
+        parts.append(f"ip {addr} != {_addr_set([str(e) for e in l3.excepts])}")
+    return " ".join(parts)
+
+
+def _world(block: IPBlock) -> L3 | None:
+    if block.cidr.version != 4:
+        return None
+    excepts = tuple(e for e in block.excepts if isinstance(e, ipaddress.IPv4Network))
+    cidr = block.cidr if isinstance(block.cidr, ipaddress.IPv4Network) else None
+    return L3(kind="world", cidr=cidr, excepts=excepts)
+
+
+# ---------------------------------------------------------------------------- compilation
+
+
+@dataclass(slots=True)
+class PodRules:
+    """The compiled ingress or egress of one pod."""
+
+    isolated: bool = False
+    deny: list[str] = field(default_factory=list)
+    allow: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def needed(self) -> bool:
+        return self.isolated or bool(self.deny)
+
+
+class Compiler:
+    """Everything cluster-wide Cilium knows: endpoints, named ports, policies."""
+
+    def __init__(self, topology: LabTopology, *, honour_end_port: bool) -> None:
+        snap = topology.snapshot
+        self.topology = topology
+        self.honour_end_port = honour_end_port
+        cfg = snap.config.get("kube-system/cilium-config", {})
+        self.filter = LabelFilter(cfg.get("labels"))
+        ns_labels = {ns.name: dict(ns.labels) for ns in snap.namespaces}
+        self.endpoints: list[Endpoint] = []
+        for p in snap.pods:
+            if p.host_network or p.ip is None or ipaddress.ip_address(p.ip).version != 4:
+                continue
+            nsl = ns_labels.get(p.namespace) or dict(snap.namespace(p.namespace).labels)
+            pod_labels = self.filter.identity(p.labels)
+            labels = dict(pod_labels)
+            labels[NAMESPACE_LABEL] = p.namespace
+            labels[CLUSTER_LABEL] = "default"
+            for k, v in nsl.items():
+                labels[NAMESPACE_LABELS_PREFIX + k] = v
+            self.endpoints.append(
+                Endpoint(pod=p, ip=p.ip, pod_labels=pod_labels, labels=labels, namespace_labels=nsl)
+            )
+        self.by_key = {e.pod.key: e for e in self.endpoints}
+        # egress named ports resolve against every pod of the cluster (D3)
+        self.named: dict[tuple[str, Protocol], set[int]] = {}
+        for p in snap.pods:
+            for cp in p.ports:
+                if cp.name:
+                    self.named.setdefault((cp.name, cp.protocol), set()).add(cp.port)
+
+    # -- peers
+
+    def _pods(self, match: Iterable[Endpoint]) -> L3:
+        return L3(kind="pods", ips=tuple(ip_sorted(e.ip for e in match)))
+
+    def np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> L3 | None:
+        if peer.ip_block is not None:
+            return _world(peer.ip_block)
+        eps = self.endpoints
+        if peer.namespace_selector is not None:
+            nsel = peer.namespace_selector
+            eps = [e for e in eps if nsel.matches(e.namespace_labels)]
+        else:
+            eps = [e for e in eps if e.pod.namespace == policy.namespace]
+        if peer.pod_selector is not None:
+            psel = peer.pod_selector
+            eps = [e for e in eps if psel.matches(e.pod_labels)]
+        return self._pods(eps)
+
+    def cnp_endpoints(self, policy: CiliumPolicy, selector: LabelSelector) -> list[L3]:
+        entity = _reserved_entity(selector)
+        if entity is not False:
+            return self.entity(entity) if isinstance(entity, Entity) else []
+        norm = _normalize(selector)
+        if norm is None:
+            return []
+        keys = set(norm.keys())
+        scoped = NAMESPACE_LABEL in keys or any(k.startswith(NAMESPACE_LABELS_PREFIX) for k in keys)
+        eps = [e for e in self.endpoints if norm.matches(e.labels)]
+        if policy.namespace is not None and not scoped:
+            eps = [e for e in eps if e.pod.namespace == policy.namespace]
+        return [self._pods(eps)]
+
+    def entity(self, entity: Entity) -> list[L3]:
+        if entity is Entity.ALL:
+            return [ALL]
+        if entity in (Entity.WORLD, Entity.WORLD_IPV4):
+            return [WORLD]
+        if entity is Entity.CLUSTER:
+            return [self._pods(self.endpoints), HOST, REMOTE_NODE]
+        if entity is Entity.HOST:
+            return [HOST]
+        if entity is Entity.REMOTE_NODE:
+            return [REMOTE_NODE]
+        return []  # kube-apiserver, init, health, unmanaged, ingress, world-ipv6: none in the lab
+
+    # -- ports
+
+    def _named(
+        self, name: str, protos: Sequence[Protocol], subject: Pod, ingress: bool
+    ) -> int | None:
+        if ingress:
+            for cp in subject.ports:
+                if cp.name == name and cp.protocol in protos:
+                    return cp.port
+            return None
+        numbers: set[int] = set()
+        for proto in protos:
+            numbers |= self.named.get((name, proto), set())
+        return next(iter(numbers)) if len(numbers) == 1 else None
+
+    def _range(self, port: int, end: int | None) -> tuple[int, int | None]:
+        return (port, end if self.honour_end_port else None)
+
+    def np_ports(self, ports: Sequence[PolicyPort], subject: Pod, ingress: bool) -> list[L4]:
+        if not ports:
+            return [ANY_L4]
+        out: list[L4] = []
+        for p in ports:
+            if p.protocol is Protocol.SCTP:
+                continue  # SCTP is off: SCTP port rules never match (D8)
+            proto = p.protocol.lower()
+            if p.port is None:
+                out.append(L4(proto=proto))
+            elif isinstance(p.port, str):
+                n = self._named(p.port, (p.protocol,), subject, ingress)
+                if n is not None:
+                    out.append(L4(proto=proto, lo=n))
+            else:
+                lo, hi = self._range(p.port, p.end_port)
+                out.append(L4(proto=proto, lo=lo, hi=hi))
+        return out
+
+    def cnp_ports(self, ports: Sequence[CiliumPort], subject: Pod, ingress: bool) -> list[L4]:
+        if not ports:
+            return [ANY_L4]
+        out: list[L4] = []
+        for p in ports:
+            if p.protocol is CiliumProtocol.SCTP:
+                continue
+            protos: tuple[Protocol, ...]
+            if p.protocol is CiliumProtocol.ANY:
+                protos = (Protocol.TCP, Protocol.UDP)
+            else:
+                protos = (Protocol(p.protocol.value),)
+            if p.port is None:
+                out += (
+                    [ANY_L4] if p.protocol is CiliumProtocol.ANY else [L4(proto=protos[0].lower())]
+                )
+                continue
+            if isinstance(p.port, str):
+                n = self._named(p.port, protos, subject, ingress)
+                if n is not None:
+                    out += [L4(proto=pr.lower(), lo=n) for pr in protos]
+                continue
+            lo, hi = self._range(p.port, p.end_port)
+            out += [L4(proto=pr.lower(), lo=lo, hi=hi) for pr in protos]
+        return out
+
+    # -- per pod
+
+    def pod_rules(self, ep: Endpoint, *, has_remote_nodes: bool) -> tuple[PodRules, PodRules]:
+        ingress, egress = PodRules(), PodRules()
+        snap = self.topology.snapshot
+
+        def emit(
+            into: PodRules,
+            l3s: Iterable[L3],
+            l4s: Iterable[L4],
+            verdict: str,
+            why: str,
+            is_in: bool,
+        ) -> None:
+            addr = "saddr" if is_in else "daddr"
+            lines = into.deny if verdict == "drop" else into.allow
+            l4list = list(l4s)
+            for l3 in l3s:
+                m3 = _l3_nft(l3, addr, has_remote_nodes)
+                if m3 is None:
+                    continue
+                for l4 in l4list:
+                    match = " ".join(x for x in (m3, l4.nft()) if x)
+                    lines.append(f'{match} {verdict} comment "{why}"'.lstrip())
+
+        for np_ in snap.network_policies:
+            if np_.namespace != ep.pod.namespace or not np_.pod_selector.matches(ep.pod_labels):
+                continue
+            for direction, rules, into in (
+                ("Ingress", np_.ingress, ingress),
+                ("Egress", np_.egress, egress),
+            ):
+                if direction not in np_.policy_types:
+                    continue
+                into.isolated = True
+                is_in = direction == "Ingress"
+                for rule in rules:
+                    why = f"NetworkPolicy {np_.key} {direction.lower()}[{rule.index}]"
+                    if rule.peers:
+                        l3s = [x for x in (self.np_peer(np_, p) for p in rule.peers) if x]
+                    else:
+                        l3s = [ALL]  # no from/to: a true wildcard incl. host, remote-node, world
+                    emit(into, l3s, self.np_ports(rule.ports, ep.pod, is_in), "return", why, is_in)
+
+        for cp in snap.cilium_policies:
+            if cp.node_selector is not None or cp.endpoint_selector is None:
+                continue
+            subject = _normalize(cp.endpoint_selector)
+            if subject is None or not subject.matches(ep.labels):
+                continue
+            if cp.namespace is not None and cp.namespace != ep.pod.namespace:
+                continue
+            for direction, allows, denies, default_deny, into in (
+                ("ingress", cp.ingress or (), cp.ingress_deny, cp.default_deny_ingress, ingress),
+                ("egress", cp.egress or (), cp.egress_deny, cp.default_deny_egress, egress),
+            ):
+                if (allows or denies) and default_deny is not False:
+                    into.isolated = True
+                is_in = direction == "ingress"
+                for crules, verdict, label in (
+                    (denies, "drop", f"{direction}Deny"),
+                    (allows, "return", direction),
+                ):
+                    for crule in crules:
+                        why = f"{cp.kind} {cp.key} {label}[{crule.index}]"
+                        if crule.unsupported:
+                            into.notes.append(
+                                f"skipped {why}: unsupported {', '.join(crule.unsupported)}"
+                            )
+                            continue
+                        emit(
+                            into,
+                            self.cnp_l3(cp, crule),
+                            self.cnp_ports(crule.ports, ep.pod, is_in),
+                            verdict,
+                            why,
+                            is_in,
+                        )
+        return ingress, egress
+
+    def cnp_l3(self, policy: CiliumPolicy, rule: CiliumRule) -> list[L3]:
+        if not rule.has_l3:
+            # ports only: a wildcard; an empty rule `{}` selects nothing (but still isolates)
+            return [ALL] if rule.ports else []
+        out: list[L3] = []
+        for sel in rule.endpoints or ():
+            out += self.cnp_endpoints(policy, sel)
+        for ent in rule.entities:
+            out += self.entity(ent)
+        for block in rule.cidrs:
+            w = _world(block)
+            if w is not None:
+                out.append(w)
+        return out
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _set(name: str, kind: str, elements: Sequence[str], *, interval: bool = False) -> list[str]:
+    lines = [f"\tset {name} {{", f"\t\ttype {kind}"]
+    if interval:
+        lines.append("\t\tflags interval")
+    if elements:
+        lines.append("\t\telements = { " + ", ".join(elements) + " }")
+    lines.append("\t}")
+    return lines
+
+
+def _chain(name: str, body: Sequence[str], hook: str | None = None) -> list[str]:
+    lines = [f"\tchain {name} {{"]
+    if hook:
+        lines.append(f"\t\t{hook}")
+    lines += [f"\t\t{b}" for b in body]
+    lines.append("\t}")
+    return lines
+
+
+def _vmap(key: str, entries: Sequence[tuple[str, str]]) -> str | None:
+    if not entries:
+        return None
+    return f"{key} vmap {{ " + ", ".join(f"{k} : {v}" for k, v in entries) + " }"
+
+
+def _lb_chains(
+    node: LabNode, routes: Sequence[ServicePortRoute], local_veths: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """Service NAT for one node: (nft chain lines, lb_post rules, notes)."""
+    from_pods: list[tuple[str, str]] = []  # ip . proto . port -> jump
+    from_pods_np: list[tuple[str, str]] = []  # proto . port -> jump (local address)
+    outside: list[tuple[str, str]] = []
+    outside_np: list[tuple[str, str]] = []
+    host: list[tuple[str, str]] = []
+    drop_any: list[str] = []  # ip . proto . port
+    drop_any_np: list[str] = []  # proto . port
+    drop_outside: list[str] = []
+    drop_outside_np: list[str] = []
+    chains: list[str] = []
+    notes: list[str] = []
+    for i, r in enumerate(routes):
+        proto = r.protocol.lower()
+        port = r.port.port
+        if r.backend is None:
+            if r.cluster_ip:
+                drop_any.append(f"{r.cluster_ip} . {proto} . {port}")
+            drop_any += [f"{ip} . {proto} . {port}" for ip in r.lb_ips]
+            if r.node_port is not None:
+                drop_any_np.append(f"{proto} . {r.node_port}")
+            notes.append(f"{r.name}/{r.protocol} has no endpoints: dropped")
+            continue
+        be = f"svc_{i}"
+        chains += _chain(
+            be, [f'meta l4proto {proto} dnat to {r.backend.endpoint} comment "{r.name}"']
+        )
+        if r.cluster_ip:
+            key = f"{r.cluster_ip} . {proto} . {port}"
+            from_pods.append((key, f"jump {be}"))
+            host.append((key, f"jump {be}"))
+            drop_outside.append(key)  # Cilium serves ClusterIPs to pods and the host only
+        if not r.external:
+            continue
+        for ip in r.lb_ips:
+            from_pods.append((f"{ip} . {proto} . {port}", f"jump {be}"))
+            host.append((f"{ip} . {proto} . {port}", f"jump {be}"))
+        if r.node_port is not None:
+            from_pods_np.append((f"{proto} . {r.node_port}", f"jump {be}"))
+            host.append((f"{node.ip} . {proto} . {r.node_port}", f"jump {be}"))
+        target = r.local_backend(node.name) if r.external_local else r.backend
+        if target is None:
+            drop_outside += [f"{ip} . {proto} . {port}" for ip in r.lb_ips]
+            if r.node_port is not None:
+                drop_outside_np.append(f"{proto} . {r.node_port}")
+            continue
+        ext = f"ext_{i}"
+        snat = not r.external_local and target.node != node.name
+        mark = f"meta mark set meta mark | 0x{SNAT_MARK:08x} " if snat else ""
+        chains += _chain(
+            ext,
+            [f'meta l4proto {proto} {mark}dnat to {target.endpoint} comment "{r.name} external"'],
+        )
+        outside += [(f"{ip} . {proto} . {port}", f"jump {ext}") for ip in r.lb_ips]
+        if r.node_port is not None:
+            outside_np.append((f"{proto} . {r.node_port}", f"jump {ext}"))
+
+    svc_key = "ip daddr . meta l4proto . th dport"
+    np_key = "fib daddr type local meta l4proto . th dport"
+    lines: list[str] = []
+    from_local = "iifname @local_veths" if local_veths else None
+    not_local = "iifname != @local_veths " if local_veths else ""
+
+    drops = [f"{svc_key} {{ {', '.join(drop_any)} }} drop"] if drop_any else []
+    drops += [f"{np_key} {{ {', '.join(drop_any_np)} }} drop"] if drop_any_np else []
+    out_drops = list(drops)
+    if drop_outside:
+        drops.append(f"{not_local}{svc_key} {{ {', '.join(drop_outside)} }} drop")
+    if drop_outside_np:
+        drops.append(f"{not_local}{np_key} {{ {', '.join(drop_outside_np)} }} drop")
+    lines += _chain(
+        "lb_drop_pre", drops, "type filter hook prerouting priority mangle; policy accept;"
+    )
+    lines += _chain(
+        "lb_drop_out",
+        [d.replace(np_key, f"ip daddr {node.ip} meta l4proto . th dport") for d in out_drops],
+        "type filter hook output priority mangle; policy accept;",
+    )
+    pre: list[str] = []
+    if from_local:
+        pre.append(f"{from_local} jump lb_from_pods")
+    pre.append("jump lb_from_outside")
+    lines += _chain("lb_pre", pre, "type nat hook prerouting priority dstnat; policy accept;")
+    lines += _chain(
+        "lb_from_pods", [x for x in (_vmap(svc_key, from_pods), _vmap(np_key, from_pods_np)) if x]
+    )
+    lines += _chain(
+        "lb_from_outside", [x for x in (_vmap(svc_key, outside), _vmap(np_key, outside_np)) if x]
+    )
+    lines += _chain(
+        "lb_out",
+        [x for x in (_vmap(svc_key, host),) if x],
+        "type nat hook output priority -100; policy accept;",
+    )
+    post = [
+        f"meta mark & 0x{SNAT_MARK:08x} == 0x{SNAT_MARK:08x} snat to {node.ip} "
+        'comment "external traffic to a backend on another node"'
+    ]
+    lines += chains
+    return lines, post, notes
+
+
+def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortRoute]) -> str:
+    topo = compiler.topology
+    local: list[tuple[LabPod, Endpoint]] = []
+    for lp in topo.pods_on(node.name):
+        ep = compiler.by_key.get(lp.key)
+        if lp.host_network or not lp.host_ifname or ep is None:
+            continue
+        local.append((lp, ep))
+    remote = [ip for ip in node_ips(topo) if ip != node.ip]
+    veths = sorted(f'"{lp.host_ifname}"' for lp, _ in local)
+
+    body: list[str] = []
+    notes: list[str] = []
+    body += _set("pods", "ipv4_addr", list(pod_ips(topo)))
+    body += _set("nodes", "ipv4_addr", list(node_ips(topo)))
+    body += _set("remote_nodes", "ipv4_addr", remote)
+    body += _set("local_veths", "ifname", veths)
+
+    lb_lines, post, lb_notes = _lb_chains(node, routes, veths)
+    notes += lb_notes
+    for lp, ep in local:
+        post.append(
+            f'oifname "{lp.host_ifname}" ip saddr {ep.ip} snat to {SERVICE_LOOPBACK} '
+            f'comment "hairpin {ep.pod.key}"'
+        )
+    body += lb_lines
+    body += _chain("lb_post", post, "type nat hook postrouting priority srcnat; policy accept;")
+
+    egress_jumps: list[tuple[str, str]] = []
+    ingress_jumps: list[tuple[str, str]] = []
+    pod_chains: list[str] = []
+    for n, (lp, ep) in enumerate(local):
+        ing, egr = compiler.pod_rules(ep, has_remote_nodes=bool(remote))
+        notes += [f"{ep.pod.key}: {x}" for x in (*ing.notes, *egr.notes)]
+        if egr.needed:
+            name = f"egress_{n}"
+            body_lines = [*egr.deny, *egr.allow]
+            if egr.isolated:
+                body_lines.append(f'drop comment "{ep.pod.key} egress isolated"')
+            else:
+                body_lines.append("return")
+            pod_chains += [f"\t# egress of {ep.pod.key}", *_chain(name, body_lines)]
+            egress_jumps.append((f'"{lp.host_ifname}"', f"jump {name}"))
+        if ing.needed:
+            name = f"ingress_{n}"
+            body_lines = [f'ip saddr {ep.ip} return comment "hairpin through a Service (loopback)"']
+            body_lines += ing.deny
+            body_lines.append('fib saddr type local return comment "allow-localhost"')
+            body_lines += ing.allow
+            if ing.isolated:
+                body_lines.append(f'drop comment "{ep.pod.key} ingress isolated"')
+            else:
+                body_lines.append("return")
+            pod_chains += [f"\t# ingress of {ep.pod.key}", *_chain(name, body_lines)]
+            ingress_jumps.append((f'"{lp.host_ifname}"', f"jump {name}"))
+
+    replies = ["ct state related accept", "ct direction reply accept"]
+    forward = list(replies)
+    forward += [x for x in (_vmap("iifname", egress_jumps), _vmap("oifname", ingress_jumps)) if x]
+    body += _chain("forward", forward, "type filter hook forward priority filter; policy accept;")
+    inp = list(replies)
+    inp += [x for x in (_vmap("iifname", egress_jumps),) if x]
+    body += _chain("input", inp, "type filter hook input priority filter; policy accept;")
+    body += pod_chains
+
+    head = [f"# Cilium dataplane ({topo.dataplane}) for node {node.name} ({node.ip})"]
+    head += [f"# {n}" for n in notes]
+    head += [f"table ip {TABLE}", f"delete table ip {TABLE}", f"table ip {TABLE} {{"]
+    return "\n".join([*head, *body, "}"]) + "\n"
+
+
+def render(topology: LabTopology, *, honour_end_port: bool) -> dict[str, NodeRules]:
+    compiler = Compiler(topology, honour_end_port=honour_end_port)
+    routes = service_routes(topology)
+    return {
+        node.name: NodeRules(
+            ipset="", iptables=RESET_IPTABLES, nft=render_node(compiler, node, routes)
+        )
+        for node in topology.nodes
+    }

@@ -1,0 +1,226 @@
+"""kube-proxy in iptables mode, as it runs on an NPM node: Service NAT with its real chains.
+
+nat PREROUTING/OUTPUT -> KUBE-SERVICES: ClusterIP:port -> KUBE-SVC-* (sources outside the
+cluster ranges first get KUBE-MARK-MASQ), LB IP:port -> KUBE-EXT-*, and last
+`--dst-type LOCAL -> KUBE-NODEPORTS` (nodePort -> KUBE-EXT-*). KUBE-EXT-* marks for
+masquerade (eTP=Cluster) or, for eTP=Local, sends pods' traffic to KUBE-SVC-* and the rest to
+KUBE-SVL-* (the receiving node's backend). KUBE-SEP-* marks hairpin traffic, then DNATs.
+nat POSTROUTING -> KUBE-POSTROUTING: the 0x4000 mark is SNATed to the node IP. filter
+FORWARD starts with KUBE-FORWARD, which accepts marked and RELATED,ESTABLISHED packets:
+that is what lets kube-proxy's masquerade bypass NPM (D5, D5d, D10).
+
+Lab differences: each Service port has exactly one endpoint (no `statistic` rules), and
+traffic to a Service port without a usable endpoint is dropped in mangle PREROUTING
+(kube-proxy rejects it in filter; dropping before routing keeps it a silent timeout).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from netparity.lab.dataplanes.iptables import IpsetFile, Table, comment
+from netparity.lab.dataplanes.services import (
+    Backend,
+    ServicePortRoute,
+    cluster_ranges,
+    pod_ranges,
+)
+from netparity.lab.topology import KUBE_MASQ_MARK, LabNode, LabTopology
+
+MASQ = f"0x{KUBE_MASQ_MARK:x}/0x{KUBE_MASQ_MARK:x}"
+CLUSTER_SET = "kube-cluster-ranges"  # pods + nodes: kube-proxy's clusterCIDR
+POD_SET = "kube-pod-ranges"  # pods only: the local-traffic detector for eTP=Local
+NO_ENDPOINTS = "NETPARITY-NO-ENDPOINTS"
+
+
+def _hash(text: str) -> str:
+    """kube-proxy's portProtoHash: base32(sha256(text))[:16]."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def svc_chain(route: ServicePortRoute, prefix: str = "KUBE-SVC-") -> str:
+    return prefix + _hash(route.name + route.protocol.lower())
+
+
+def sep_chain(route: ServicePortRoute, backend: Backend) -> str:
+    return "KUBE-SEP-" + _hash(route.name + route.protocol.lower() + backend.endpoint)
+
+
+def _proto(route: ServicePortRoute) -> str:
+    p = route.protocol.lower()
+    return f"-p {p} -m {p}"
+
+
+def define_sets(topology: LabTopology, ipsets: IpsetFile) -> None:
+    ipsets.define(
+        CLUSTER_SET,
+        "hash:net",
+        [str(n) for n in cluster_ranges(topology)],
+        note="kube-proxy clusterCIDR: pod ranges and node IPs",
+    )
+    ipsets.define(POD_SET, "hash:net", [str(n) for n in pod_ranges(topology)], note="pod ranges")
+
+
+class NatTable(Table):
+    def __init__(self) -> None:
+        super().__init__("nat")
+        self.rules_chains: set[str] = set()
+
+
+def _sep(nat: NatTable, route: ServicePortRoute, backend: Backend) -> str:
+    name = sep_chain(route, backend)
+    if name not in nat.rules_chains:
+        nat.rules_chains.add(name)
+        nat.add(name, f"-s {backend.ip}/32 {comment(route.name)} -j KUBE-MARK-MASQ")
+        nat.add(
+            name,
+            f"-p {route.protocol.lower()} {comment(route.name)} -m {route.protocol.lower()} "
+            f"-j DNAT --to-destination {backend.endpoint}",
+        )
+    return name
+
+
+def kube_proxy(
+    topology: LabTopology, node: LabNode, routes: tuple[ServicePortRoute, ...]
+) -> tuple[Table, Table, Table]:
+    """The mangle, nat and filter tables of kube-proxy on `node` (NPM adds to filter)."""
+    mangle = Table("mangle")
+    nat = NatTable()
+    filt = Table("filter")
+
+    # mangle: drop traffic to Service ports without a usable endpoint, before routing.
+    mangle.add("PREROUTING", f"-m conntrack --ctstate NEW -j {NO_ENDPOINTS}")
+    mangle.add("OUTPUT", f"-m conntrack --ctstate NEW -j {NO_ENDPOINTS}")
+    mangle.chain(NO_ENDPOINTS)
+
+    nat.add("PREROUTING", f"{comment('kubernetes service portals')} -j KUBE-SERVICES")
+    nat.add("OUTPUT", f"{comment('kubernetes service portals')} -j KUBE-SERVICES")
+    nat.add("POSTROUTING", f"{comment('kubernetes postrouting rules')} -j KUBE-POSTROUTING")
+    nat.chain("KUBE-SERVICES")
+    nat.chain("KUBE-NODEPORTS")
+    nat.add("KUBE-MARK-MASQ", f"-j MARK --set-xmark {MASQ}")
+    nat.add("KUBE-POSTROUTING", f"-m mark ! --mark {MASQ} -j RETURN")
+    nat.add("KUBE-POSTROUTING", f"-j MARK --set-xmark 0x{KUBE_MASQ_MARK:x}/0x0")
+    # kube-proxy writes MASQUERADE; the lab's host-side veths carry no address, so the
+    # source is pinned to the node IP, which is what MASQUERADE picks on an AKS node.
+    nat.add(
+        "KUBE-POSTROUTING",
+        f"{comment('kubernetes service traffic requiring SNAT')} -j SNAT --to-source {node.ip}",
+    )
+
+    for route in routes:
+        proto = route.protocol.lower()
+        sport = route.port.port
+        svc = svc_chain(route)
+        backend = route.backend
+        if backend is None:
+            # no endpoints at all: every address of the port drops
+            if route.cluster_ip:
+                mangle.add(
+                    NO_ENDPOINTS,
+                    f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} "
+                    f"{comment(route.name + ' has no endpoints')} -j DROP",
+                )
+            for ip in route.lb_ips:
+                mangle.add(
+                    NO_ENDPOINTS,
+                    f"-d {ip}/32 {_proto(route)} --dport {sport} "
+                    f"{comment(route.name + ' has no endpoints')} -j DROP",
+                )
+            if route.node_port is not None:
+                mangle.add(
+                    NO_ENDPOINTS,
+                    f"-m addrtype --dst-type LOCAL {_proto(route)} --dport {route.node_port} "
+                    f"{comment(route.name + ' has no endpoints')} -j DROP",
+                )
+            continue
+
+        nat.add(svc, f"{comment(route.name)} -j {_sep(nat, route, backend)}")
+        if route.cluster_ip:
+            nat.add(
+                "KUBE-SERVICES",
+                f"-m set ! --match-set {CLUSTER_SET} src -d {route.cluster_ip}/32 -p {proto} "
+                f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j KUBE-MARK-MASQ",
+            )
+            nat.add(
+                "KUBE-SERVICES",
+                f"-d {route.cluster_ip}/32 -p {proto} "
+                f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j {svc}",
+            )
+        if not route.external:
+            continue
+        ext = svc_chain(route, "KUBE-EXT-")
+        if route.external_local:
+            nat.add(
+                ext,
+                f"-m set --match-set {POD_SET} src "
+                f"{comment('pod traffic for ' + route.name + ' external destinations')} -j {svc}",
+            )
+            nat.add(
+                ext,
+                f"-m addrtype --src-type LOCAL {comment('masquerade LOCAL traffic for ' + route.name)}"
+                " -j KUBE-MARK-MASQ",
+            )
+            nat.add(
+                ext,
+                f"-m addrtype --src-type LOCAL {comment('route LOCAL traffic for ' + route.name)}"
+                f" -j {svc}",
+            )
+            local = route.local_backend(node.name)
+            if local is not None:
+                svl = svc_chain(route, "KUBE-SVL-")
+                nat.add(ext, f"-j {svl}")
+                nat.add(svl, f"{comment(route.name)} -j {_sep(nat, route, local)}")
+            else:
+                why = comment(route.name + " has no local endpoints")
+                outside = f"-m set ! --match-set {POD_SET} src -m addrtype ! --src-type LOCAL"
+                for ip in route.lb_ips:
+                    mangle.add(
+                        NO_ENDPOINTS,
+                        f"{outside} -d {ip}/32 {_proto(route)} --dport {sport} {why} -j DROP",
+                    )
+                if route.node_port is not None:
+                    mangle.add(
+                        NO_ENDPOINTS,
+                        f"{outside} -m addrtype --dst-type LOCAL {_proto(route)} "
+                        f"--dport {route.node_port} {why} -j DROP",
+                    )
+        else:
+            nat.add(
+                ext,
+                f"{comment('masquerade traffic for ' + route.name + ' external destinations')}"
+                " -j KUBE-MARK-MASQ",
+            )
+            nat.add(ext, f"-j {svc}")
+        for ip in route.lb_ips:
+            nat.add(
+                "KUBE-SERVICES",
+                f"-d {ip}/32 -p {proto} "
+                f"{comment(route.name + ' loadbalancer IP')} -m {proto} --dport {sport} -j {ext}",
+            )
+        if route.node_port is not None:
+            nat.add(
+                "KUBE-NODEPORTS",
+                f"-p {proto} {comment(route.name)} -m {proto} --dport {route.node_port} -j {ext}",
+            )
+
+    nat.add(
+        "KUBE-SERVICES",
+        f"{comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')}"
+        " -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS",
+    )
+
+    # filter: KUBE-FORWARD first in FORWARD (NPM appends its jump after it).
+    filt.add("FORWARD", f"{comment('kubernetes forwarding rules')} -j KUBE-FORWARD")
+    filt.add("KUBE-FORWARD", "-m conntrack --ctstate INVALID -j DROP")
+    filt.add(
+        "KUBE-FORWARD",
+        f"{comment('kubernetes forwarding rules')} -m mark --mark {MASQ} -j ACCEPT",
+    )
+    filt.add(
+        "KUBE-FORWARD",
+        f"{comment('kubernetes forwarding conntrack rule')} "
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    )
+    return mangle, nat, filt
