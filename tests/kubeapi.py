@@ -1113,3 +1113,159 @@ def running(**kw: Any) -> Iterator[KubeAPI]:
         yield api
     finally:
         api.stop()
+
+
+# --------------------------------------------------------------------------- a small cluster
+
+
+def node(name: str, ip: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+        },
+        "spec": {"podCIDR": f"10.244.{ip.rsplit('.', 1)[1]}.0/24"},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": ip},
+                {"type": "Hostname", "address": name},
+            ]
+        },
+    }
+
+
+def pod(
+    namespace: str,
+    name: str,
+    labels: Mapping[str, str],
+    node_name: str,
+    ip: str,
+    ports: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": f"{name}-rs",
+                    "uid": str(uuid.uuid4()),
+                    "controller": True,
+                }
+            ],
+            "managedFields": [{"manager": "kube-controller-manager", "operation": "Update"}],
+        },
+        "spec": {
+            "nodeName": node_name,
+            "containers": [{"name": "main", "image": "nginx:1.27", "ports": ports or []}],
+        },
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.2.1"},
+    }
+
+
+def demo_cluster(
+    api: KubeAPI, *, dataplane: str = "cilium", cilium_version: str = "v1.16.5"
+) -> None:
+    """Two nodes, a web pod behind a NodePort Service, a client, a policy, a dataplane."""
+    api.add(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "shop", "labels": {"team": "shop"}},
+        },
+        node("node-1", "127.0.2.1"),
+        node("node-2", "127.0.2.2"),
+        pod(
+            "shop",
+            "web-1",
+            {"app": "web", "pod-template-hash": "abc"},
+            "node-1",
+            "127.0.3.1",
+            [
+                {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                {"name": "dns", "containerPort": 5353, "protocol": "UDP"},
+            ],
+        ),
+        pod("shop", "client-1", {"app": "client"}, "node-2", "127.0.3.2"),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "type": "NodePort",
+                "selector": {"app": "web"},
+                "clusterIP": "127.0.7.1",
+                "externalTrafficPolicy": "Cluster",
+                "ports": [
+                    {
+                        "name": "http",
+                        "port": 80,
+                        "targetPort": "http",
+                        "protocol": "TCP",
+                        "nodePort": 31080,
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "web-from-client", "namespace": "shop"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                        "ports": [{"port": "http"}],
+                    }
+                ],
+            },
+        },
+    )
+    if dataplane == "cilium":
+        image = f"mcr.microsoft.com/oss/cilium/cilium:{cilium_version}"
+        api.add(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": "cilium", "namespace": "kube-system"},
+                "spec": {
+                    "template": {"spec": {"containers": [{"name": "cilium-agent", "image": image}]}}
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "cilium-config", "namespace": "kube-system"},
+                "data": {"enable-policy": "default"},
+            },
+        )
+    elif dataplane == "npm":
+        api.add(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": "azure-npm", "namespace": "kube-system"},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "azure-npm",
+                                    "image": "mcr.microsoft.com/containernetworking/azure-npm:v1.5.45",
+                                }
+                            ]
+                        }
+                    }
+                },
+            }
+        )

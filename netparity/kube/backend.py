@@ -1,0 +1,612 @@
+"""KubeBackend: probe a real cluster with twin pods that policies see as the real workloads.
+
+Per namespace a run anchor (a ConfigMap carrying the agent) owns every probe object;
+twins copy a real pod's labels, containerPorts and node, carry a readiness gate nobody
+sets and meet the restricted Pod Security Standard; the run's own Services select only
+twins. One exec per source twin runs its whole batch. Everything is removed on close(),
+on failure, on Ctrl-C / SIGTERM, and by the next run if this one died.
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from types import FrameType
+from typing import Any
+
+from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
+from netparity.errors import ClusterError, InputError
+from netparity.kube import RUN_LABEL, TWIN_LABEL
+from netparity.kube.agentio import Outcome, batch_document, parse_output, run_local
+from netparity.kube.cleanup import find_runs, prune_leftovers, remove, remove_all
+from netparity.kube.client import CONFIG_MAPS, PODS, SERVICES, Conflict, Kube, Resource
+from netparity.kube.detect import DATAPLANES, Detected, detect
+from netparity.kube.layout import LOCAL, Layout, Step, address, plan_layout
+from netparity.kube.podstate import PodState, Readiness, pod_state
+from netparity.kube.read import read_snapshot, write_list
+from netparity.kube.render import (
+    DEFAULT_IMAGE,
+    PROBE_COMMAND,
+    anchor_manifest,
+    anchor_name,
+    check_image,
+    new_run_id,
+    serve_ports,
+    service_manifest,
+    short_hash,
+    twin_manifest,
+)
+from netparity.model.objects import Pod, ServiceType
+from netparity.model.snapshot import Snapshot
+
+EXEC_SLACK = 30.0  # seconds an exec may take beyond the probe timeout (API, Python start)
+POLL = 1.0
+KUBELET_PORT = 10250  # answers on every node: tells whether this machine reaches a node at all
+
+
+def _stderr(message: str) -> None:
+    print(f"netparity: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(slots=True)
+class _Twin:
+    pod: Pod
+    obj: dict[str, Any] | None = None
+    state: PodState | None = None
+    failure: str | None = None  # set: this twin will not come; its probes are errors
+
+
+@dataclass(slots=True)
+class _Batch:
+    source: str  # real pod key, or LOCAL
+    steps: list[Step] = field(default_factory=list)
+    hosts: dict[int, tuple[str, int]] = field(default_factory=dict)  # step index -> address
+
+
+class KubeBackend:
+    """The kubernetes backend (see the module docstring). Use as a context manager."""
+
+    def __init__(
+        self,
+        context: str | None,
+        *,
+        kubeconfig: str | None = None,
+        probe_image: str = DEFAULT_IMAGE,
+        max_parallel: int = 8,
+        allow_load_balancer: bool = False,
+        dataplane: str | None = None,
+        pod_timeout: float = 180.0,
+        lb_timeout: float = 300.0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if dataplane is not None and dataplane not in DATAPLANES:
+            raise InputError(
+                f"unknown dataplane {dataplane!r} (expected one of {', '.join(sorted(DATAPLANES))})",
+                field="--dataplane",
+            )
+        if max_parallel < 1:
+            raise InputError(f"must be at least 1, got {max_parallel}", field="--max-parallel")
+        self.kube = Kube.connect(context, kubeconfig=kubeconfig)
+        self.image = check_image(probe_image)
+        self.max_parallel = max_parallel
+        self.allow_load_balancer = allow_load_balancer
+        self.pod_timeout = pod_timeout
+        self.lb_timeout = lb_timeout
+        self._override = dataplane
+        self._log = log or _stderr
+        self.started = datetime.now(UTC).replace(microsecond=0)
+        self.run_id = new_run_id(self.started)
+        self._lock = threading.RLock()
+        self._snapshot: Snapshot | None = None
+        self._objects: list[dict[str, Any]] | None = None
+        self._detected: Detected | None = None
+        self._anchors: dict[str, dict[str, Any]] = {}
+        self._twins: dict[str, _Twin] = {}
+        self._services: dict[str, dict[str, Any]] = {}
+        self._service_backends: dict[str, str] = {}  # run Service key -> real backend pod key
+        self._armed = False
+        self._closed = False
+        self._prev_sigterm: Any = None
+        self.cleanup_errors: list[str] = []
+
+    def __enter__(self) -> KubeBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+
+    def facts(self) -> ClusterFacts:
+        if self._override is not None:
+            return ClusterFacts(name=self.kube.name, backend="kubernetes", dataplane=self._override)
+        if self._detected is None:
+            self._detected = detect(self.kube)
+        return ClusterFacts(
+            name=self.kube.name,
+            backend="kubernetes",
+            dataplane=self._detected.dataplane,
+            version=self._detected.version,
+        )
+
+    @property
+    def evidence(self) -> str:
+        """What the dataplane detection saw (for the run header)."""
+        if self._override is not None:
+            return f"--dataplane {self._override}"
+        self.facts()
+        assert self._detected is not None
+        return self._detected.evidence
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot, self._objects = read_snapshot(self.kube)
+        return self._snapshot
+
+    def write_snapshot(self, path: Any) -> Snapshot:
+        """Write what was read as a `kind: List` YAML file (atomically)."""
+        snap = self.snapshot()
+        assert self._objects is not None
+        write_list(self._objects, path)
+        return snap
+
+    # ------------------------------------------------------------------ safety
+
+    def _arm(self) -> None:
+        """Before the first object is made: cleanup hooks, then earlier runs' leftovers."""
+        if self._armed:
+            return
+        self._armed = True
+        atexit.register(self.close)
+        if threading.current_thread() is threading.main_thread():
+            prev = signal.getsignal(signal.SIGTERM)
+            if prev in (signal.SIG_DFL, None):
+                self._prev_sigterm = prev
+                signal.signal(signal.SIGTERM, _interrupt)
+        for run in prune_leftovers(self.kube, current=self.run_id, started=self.started):
+            self._log(f"removed the leftovers of an earlier interrupted run: {run.summary()}")
+
+    def _unsafe_twin(self, snap: Snapshot) -> Callable[[Pod], str | None]:
+        nodes = {n.name for n in snap.nodes}
+
+        def check(pod: Pod) -> str | None:
+            for svc in snap.services:
+                if svc.publish_not_ready and svc.selects(pod):
+                    return (
+                        f"a twin of pod {pod.key} would join Service {svc.key}'s endpoints "
+                        f"(publishNotReadyAddresses: true) and receive real traffic: not probed"
+                    )
+            if pod.node_name and nodes and pod.node_name not in nodes:
+                return (
+                    f"node {pod.node_name} (where pod {pod.key} ran) is not in the cluster any more"
+                )
+            return None
+
+        return check
+
+    # ------------------------------------------------------------------ running
+
+    def run(
+        self, targets: Sequence[Target], *, timeout: float, progress: Progress | None = None
+    ) -> list[ProbeResult]:
+        if self._closed:
+            raise ClusterError("this kubernetes backend is closed")
+        try:
+            return self._run(targets, timeout, progress)
+        except BaseException:
+            self.close()
+            raise
+
+    def _run(
+        self, targets: Sequence[Target], timeout: float, progress: Progress | None
+    ) -> list[ProbeResult]:
+        snap = self.snapshot()
+        layout = plan_layout(
+            targets,
+            run_id=self.run_id,
+            backends_of=snap.backends,
+            node_named=snap.node,
+            unsafe_twin=self._unsafe_twin(snap),
+            allow_load_balancer=self.allow_load_balancer,
+        )
+        results: dict[int, ProbeResult] = {}
+        for step in layout.steps:
+            if step.reason is not None:
+                results[step.index] = ProbeResult(
+                    id=step.target.id, observed=Observed.NOT_RUN, error=step.reason
+                )
+        runnable = [s for s in layout.steps if s.reason is None]
+        if any(s.source != LOCAL or (s.dest is not None and s.dest.kind != "ip") for s in runnable):
+            self._arm()
+            self._ensure_objects(layout)
+            self._wait_twins(layout, progress)
+            self._wait_load_balancers(layout)
+        batches = self._batches(runnable, results)
+        self._probe(batches, timeout, results, progress)
+        return [results[i] for i in range(len(targets))]
+
+    def _ensure_objects(self, layout: Layout) -> None:
+        for ns in layout.namespaces:
+            if ns not in self._anchors:
+                self._anchors[ns] = self._create_owned(
+                    CONFIG_MAPS,
+                    anchor_manifest(
+                        run_id=self.run_id, namespace=ns, started=self.started.isoformat()
+                    ),
+                )
+        todo: list[tuple[Resource, dict[str, Any], str]] = []
+        for key, pod in layout.twins.items():
+            if key in self._twins:
+                continue
+            self._twins[key] = _Twin(pod=pod)
+            manifest = twin_manifest(
+                run_id=self.run_id,
+                pod=pod,
+                anchor_uid=self._anchor_uid(pod.namespace),
+                image=self.image,
+                ports=serve_ports(pod, sorted(layout.probed_ports.get(key, ()))),
+            )
+            todo.append((PODS, manifest, key))
+        for key, rs in layout.services.items():
+            self._service_backends[key] = rs.backend.key
+            if key in self._services:
+                continue
+            manifest = service_manifest(
+                run_id=self.run_id,
+                service=rs.service,
+                backend=rs.backend,
+                anchor_uid=self._anchor_uid(rs.service.namespace),
+                type=rs.type,
+            )
+            todo.append((SERVICES, manifest, key))
+        if todo:
+            self._log(
+                f"run {self.run_id}: creating {len(todo)} probe objects with image {self.image}"
+            )
+        created = self._parallel([partial(self._create_owned, res, m) for res, m, _ in todo])
+        for (res, _, key), obj in zip(todo, created, strict=True):
+            if res is PODS:
+                self._twins[key].obj = obj
+            else:
+                self._services[key] = obj
+
+    def _anchor_uid(self, namespace: str) -> str:
+        return str(self._anchors[namespace]["metadata"]["uid"])
+
+    def _create_owned(self, res: Resource, manifest: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.kube.create(res, manifest)
+        except Conflict:
+            meta = manifest["metadata"]
+            existing = self.kube.get(res, meta["name"], namespace=meta["namespace"])
+            labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
+            if existing is not None and labels.get(RUN_LABEL) == self.run_id:
+                return existing  # made by this run already (a retried create): reuse it
+            raise ClusterError(
+                f"{self.kube.name}: {res.kind} {meta['namespace']}/{meta['name']} already exists "
+                f"and is not this run's ({RUN_LABEL}={labels.get(RUN_LABEL)!r}); "
+                f"remove it with `netparity cleanup --cluster {self.kube.name}`"
+            ) from None
+
+    def _parallel(self, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+        if not jobs:
+            return []
+        pool = ThreadPoolExecutor(max_workers=min(self.max_parallel, len(jobs)))
+        try:
+            futures: list[Future[Any]] = [pool.submit(job) for job in jobs]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _wait_twins(self, layout: Layout, progress: Progress | None) -> None:
+        pending = {
+            k
+            for k, twin in self._twins.items()
+            if k in layout.twins
+            and twin.failure is None
+            and (twin.state is None or twin.state.readiness is not Readiness.READY)
+        }
+        total = len(layout.twins)
+        deadline = time.monotonic() + self.pod_timeout
+        while pending:
+            by_ns: dict[str, list[str]] = {}
+            for key in pending:
+                by_ns.setdefault(self._twins[key].pod.namespace, []).append(key)
+            for ns, keys in sorted(by_ns.items()):
+                live = {
+                    str((p.get("metadata") or {}).get("labels", {}).get(TWIN_LABEL)): p
+                    for p in self.kube.list(
+                        PODS, namespace=ns, label_selector=f"{RUN_LABEL}={self.run_id}"
+                    )
+                    or []
+                }
+                for key in keys:
+                    twin = self._twins[key]
+                    state = pod_state(live.get(short_hash(key)))
+                    twin.state = state
+                    if state.readiness is Readiness.IMAGE:
+                        raise ClusterError(
+                            f"probe pod {self._twin_label(twin)} cannot pull the image {self.image} "
+                            f"({state.detail}); mirror it where the cluster can pull from and pass "
+                            f"--probe-image (a digest pin name@sha256:... is accepted)"
+                        )
+                    if state.readiness is Readiness.FAILED:
+                        twin.failure = f"probe pod {self._twin_label(twin)} failed: {state.detail}"
+                        self._log(twin.failure)
+                    if state.readiness is not Readiness.WAITING:
+                        pending.discard(key)
+            if progress is not None:
+                progress("probe pods ready", total - len(pending), total)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                for key in sorted(pending):
+                    twin = self._twins[key]
+                    detail = twin.state.detail if twin.state is not None else "no status"
+                    twin.failure = (
+                        f"probe pod {self._twin_label(twin)} was not running after "
+                        f"{self.pod_timeout:g} s: {detail}"
+                    )
+                    self._log(twin.failure)
+                return
+            time.sleep(POLL)
+
+    def _twin_label(self, twin: _Twin) -> str:
+        name = ((twin.obj or {}).get("metadata") or {}).get("name", "?")
+        node = twin.pod.node_name or "any node"
+        return f"{twin.pod.namespace}/{name} (twin of {twin.pod.key}, node {node})"
+
+    def _wait_load_balancers(self, layout: Layout) -> None:
+        waiting = [k for k, rs in layout.services.items() if rs.type is ServiceType.LOAD_BALANCER]
+        deadline = time.monotonic() + self.lb_timeout
+        while waiting:
+            still: list[str] = []
+            for key in waiting:
+                ns, name = key.split("/", 1)
+                obj = self.kube.get(SERVICES, name, namespace=ns)
+                if obj is not None:
+                    self._services[key] = obj
+                ingress = ((obj or {}).get("status") or {}).get("loadBalancer", {}).get("ingress")
+                if not ingress:
+                    still.append(key)
+            waiting = still
+            if not waiting or time.monotonic() >= deadline:
+                return
+            time.sleep(POLL * 3)
+
+    # ------------------------------------------------------------------ probing
+
+    def _batches(self, steps: Sequence[Step], results: dict[int, ProbeResult]) -> list[_Batch]:
+        twin_ips: dict[str, str] = {}
+        for key, twin in self._twins.items():
+            if twin.failure is None and twin.state is not None and twin.state.ip:
+                twin_ips[key] = twin.state.ip
+        batches: dict[str, _Batch] = {}
+        for step in steps:
+            assert step.source is not None and step.dest is not None
+            broken = self._broken(step)
+            if broken:
+                results[step.index] = ProbeResult(
+                    id=step.target.id, observed=Observed.ERROR, error=broken
+                )
+                continue
+            where = address(step.dest, twin_ips=twin_ips, services=self._services)
+            if isinstance(where, str):
+                results[step.index] = ProbeResult(
+                    id=step.target.id, observed=Observed.ERROR, error=where
+                )
+                continue
+            batch = batches.setdefault(step.source, _Batch(source=step.source))
+            batch.steps.append(step)
+            batch.hosts[step.index] = where
+        return [batches[k] for k in sorted(batches)]
+
+    def _broken(self, step: Step) -> str | None:
+        assert step.dest is not None
+        for key in (step.source, step.dest.pod):
+            if key and key != LOCAL:
+                twin = self._twins.get(key)
+                if twin is None:
+                    return f"no probe pod for {key}"
+                if twin.failure:
+                    return twin.failure
+        if step.dest.service:
+            backend = self._twins.get(self._service_backends.get(step.dest.service, ""))
+            if backend is not None and backend.failure:
+                return backend.failure
+        return None
+
+    def _probe(
+        self,
+        batches: Sequence[_Batch],
+        timeout: float,
+        results: dict[int, ProbeResult],
+        progress: Progress | None,
+    ) -> None:
+        total = sum(len(b.steps) for b in batches)
+        done = 0
+        if progress is not None and total:
+            progress("probes", 0, total)
+        if not batches:
+            return
+        pool = ThreadPoolExecutor(max_workers=min(self.max_parallel, len(batches)))
+        try:
+            futures = {pool.submit(self._run_batch, b, timeout): b for b in batches}
+            for future, batch in futures.items():
+                for index, result in future.result().items():
+                    results[index] = result
+                done += len(batch.steps)
+                if progress is not None:
+                    progress("probes", done, total)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run_batch(self, batch: _Batch, timeout: float) -> dict[int, ProbeResult]:
+        items: list[dict[str, Any]] = []
+        for step in batch.steps:
+            host, port = batch.hosts[step.index]
+            items.append(
+                {
+                    "id": f"t{step.index}",
+                    "host": host,
+                    "port": port,
+                    "protocol": str(step.target.traffic.protocol),
+                }
+            )
+        document = batch_document(timeout, items)
+        limit = timeout * 3 + EXEC_SLACK
+        if batch.source == LOCAL:
+            source = "this machine (where pytest runs)"
+            stdout, stderr, code = run_local(document, timeout=limit)
+            failure = None if code is not None else stderr
+        else:
+            twin = self._twins[batch.source]
+            assert twin.obj is not None
+            meta = twin.obj["metadata"]
+            source = f"pod {meta['namespace']}/{meta['name']} (twin of {batch.source})@{twin.state.node if twin.state else '?'}"
+            res = self.kube.exec(
+                meta["namespace"],
+                meta["name"],
+                list(PROBE_COMMAND),
+                stdin=document,
+                timeout=limit,
+                container="agent",
+            )
+            stdout, stderr, code, failure = res.stdout, res.stderr, res.exit_code, res.error
+        outcomes, complaint = parse_output(stdout, [str(it["id"]) for it in items])
+        out: dict[int, ProbeResult] = {}
+        for step in batch.steps:
+            host, port = batch.hosts[step.index]
+            where = f"{host}:{port}/{step.target.traffic.protocol}"
+            outcome = outcomes.get(f"t{step.index}")
+            if outcome is None:
+                why = failure or complaint or (stderr.strip().splitlines() or ["no result"])[-1]
+                if code not in (0, None) and not failure:
+                    why = f"the agent exited with code {code}: {why}"
+                outcome = Outcome(observed=Observed.ERROR, error=f"the probe did not run: {why}")
+            out[step.index] = ProbeResult(
+                id=step.target.id,
+                observed=outcome.observed,
+                token=outcome.token,
+                latency_ms=outcome.latency_ms,
+                error=outcome.error,
+                address=where,
+                source=source,
+            )
+        if batch.source == LOCAL:
+            out = self._reachability(batch, out, timeout)
+        return out
+
+    def _reachability(
+        self, batch: _Batch, out: dict[int, ProbeResult], timeout: float
+    ) -> dict[int, ProbeResult]:
+        """From outside the cluster a timeout means a deny only if this machine reaches the
+        address at all: some probe there answered, or (a node) its kubelet port answers."""
+        answered: set[str] = set()
+        for index, result in out.items():
+            if result.observed in (Observed.CONNECTED, Observed.REFUSED):
+                answered.add(batch.hosts[index][0])
+        silent = sorted(
+            {batch.hosts[i][0] for i, r in out.items() if r.observed is Observed.TIMEOUT} - answered
+        )
+        node_ips = {n.ip for n in self.snapshot().nodes}
+        checks = [
+            {"id": host, "host": host, "port": KUBELET_PORT, "protocol": "TCP"}
+            for host in silent
+            if host in node_ips
+        ]
+        if checks:
+            stdout, _, _ = run_local(
+                batch_document(min(timeout, 3.0), checks), timeout=timeout + EXEC_SLACK
+            )
+            control, _ = parse_output(stdout, [str(c["id"]) for c in checks])
+            answered |= {
+                h
+                for h, o in control.items()
+                if o.observed in (Observed.CONNECTED, Observed.REFUSED)
+            }
+        fixed: dict[int, ProbeResult] = {}
+        for index, result in out.items():
+            host = batch.hosts[index][0]
+            if result.observed is Observed.TIMEOUT and host not in answered:
+                result = ProbeResult(
+                    id=result.id,
+                    observed=Observed.NOT_RUN,
+                    error=(
+                        f"this machine got no answer at all from {host}: it may not reach the "
+                        f"cluster's network, so a timeout would not mean a deny (run the suites "
+                        f"from inside the network, or as a Job)"
+                    ),
+                    address=result.address,
+                    source=result.source,
+                )
+            fixed[index] = result
+        return fixed
+
+    # ------------------------------------------------------------------ cleaning up
+
+    def close(self) -> None:
+        """Remove every object of this run (idempotent; never raises: failures are logged)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if self._armed:
+                self._remove_own()
+        finally:
+            if (
+                self._prev_sigterm is not None
+                and threading.current_thread() is threading.main_thread()
+            ):
+                signal.signal(signal.SIGTERM, self._prev_sigterm)
+            atexit.unregister(self.close)
+            self.kube.close()
+
+    def _remove_own(self) -> None:
+        def failed(message: str) -> None:
+            self.cleanup_errors.append(message)
+
+        deleted = 0
+        try:
+            for run in find_runs(self.kube, run_id=self.run_id).values():
+                deleted += remove(self.kube, run, on_error=failed)
+        except ClusterError as e:
+            failed(str(e))
+        # Whatever the listing missed: the anchors made (their deletion collects the rest).
+        for ns, anchor in sorted(self._anchors.items()):
+            try:
+                self.kube.delete(CONFIG_MAPS, anchor)
+            except ClusterError as e:
+                failed(f"{e} ({anchor_name(self.run_id)} in {ns})")
+        if self.cleanup_errors:
+            self._log(
+                "could not remove every probe object of run "
+                f"{self.run_id}: {self.cleanup_errors[0]}; run `netparity cleanup --cluster {self.kube.name}`"
+            )
+        elif deleted:
+            self._log(f"run {self.run_id}: removed its {deleted} probe objects")
+
+    def cleanup_all(self) -> list[str]:
+        """Remove every netparity object of every run; one line per run removed."""
+        try:
+            return [run.summary() for run in remove_all(self.kube)]
+        finally:
+            self.close()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def runs_present(kube: Kube) -> Mapping[str, int]:
+    """How many objects each run has in the cluster (for tests and `cleanup --dry-run`)."""
+    return {k: len(v.objects) for k, v in find_runs(kube).items()}
