@@ -9,7 +9,6 @@ serves something. Nothing is linked to the root namespace; there is no default r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import ipaddress
@@ -43,6 +42,7 @@ from netparity.lab.state import (
     remove_state,
     save_state,
     state_names,
+    unlink_lock,
 )
 from netparity.lab.topology import LabHost, LabNode, LabPod, LabTopology, NodeRules
 from netparity.model.networkpolicy import IPBlock
@@ -146,12 +146,15 @@ def _candidates(pool: _Net, used: set[int]) -> Iterator[int]:
 def _pick_host(
     cidr: _Net, excepts: Sequence[_Net], soft: Sequence[_Net], used: set[int]
 ) -> int | None:
-    """A usable address in `cidr` outside `excepts` and `used`; avoids `soft` ranges if it can."""
+    """A usable address in `cidr` outside `excepts` and `used`; if it can, one outside the
+    `soft` ranges (service, LB, node and pod ranges) not ending in .0 or .255."""
     first, last = int(cidr.network_address), int(cidr.broadcast_address)
     if cidr.prefixlen <= 30:
         first, last = first + 1, last - 1
-    for avoid in ((*excepts, *_HARD_AVOID, *soft), (*excepts, *_HARD_AVOID)):
-        ranges = sorted((int(n.network_address), int(n.broadcast_address)) for n in avoid)
+    passes = ((*excepts, *_HARD_AVOID, *soft), (*excepts, *_HARD_AVOID))
+    for n, avoid in enumerate(passes):
+        nice = n == 0 and cidr.prefixlen < 24
+        ranges = sorted((int(a.network_address), int(a.broadcast_address)) for a in avoid)
         x = first
         while x <= last:
             for lo, hi in ranges:
@@ -159,7 +162,7 @@ def _pick_host(
                     x = hi + 1
                     break
             else:
-                if x not in used:
+                if x not in used and not (nice and x & 0xFF in (0, 255)):
                     return x
                 x += 1
     return None
@@ -893,16 +896,12 @@ def _build(
 
 
 def _teardown(name: str) -> int:
-    """Kill every process in the lab's namespaces, delete them, remove the state."""
+    """Kill every process in the lab's namespaces, delete them, remove the state.
+
+    Only processes found inside the namespaces are killed (never a pid from the state file
+    alone: it may have been reused by another process since)."""
     names = nx.list_netns(netns_prefix(name))
-    pids = set(nx.netns_pids(names))
-    state = None
-    with contextlib.suppress(ClusterError):
-        state = load_state(name)
-    if state is not None:
-        live = set(names)
-        pids |= {a.pid for a in state.agents if a.netns in live and nx.pid_alive(a.pid)}
-    nx.kill_pids(pids)
+    nx.kill_pids(nx.netns_pids(names))
     with _CHILDREN_LOCK:
         children = _CHILDREN.pop(name, [])
     for child in children:
@@ -933,7 +932,7 @@ def _clear_leftovers(name: str, *, for_up: bool) -> LabState | None:
             _teardown(name)
         return None
     if state.status == BUILDING:
-        if not nx.pid_alive(state.pid) or state.pid == os.getpid():
+        if not nx.same_process(state.pid, state.pid_start) or state.pid == os.getpid():
             _say(
                 f"lab {name}: removing a half-built lab left by process {state.pid}, which is gone"
             )
@@ -971,6 +970,7 @@ def _up_locked(
         generation=generation,
         status=BUILDING,
         pid=os.getpid(),
+        pid_start=nx.process_start(os.getpid()),
         sources=original.sources,
         created=time.time(),
         topology=topology,
@@ -1026,8 +1026,13 @@ def down(name: str = DEFAULT_LAB) -> bool:
         names = nx.list_netns(netns_prefix(name))
         if state is None and not names:
             remove_state(name)
+            unlink_lock(name)
             return False
-        if state is not None and state.status == BUILDING and not nx.pid_alive(state.pid):
+        if (
+            state is not None
+            and state.status == BUILDING
+            and not nx.same_process(state.pid, state.pid_start)
+        ):
             _say(
                 f"lab {name}: removing a half-built lab left by process {state.pid}, which is gone"
             )
@@ -1036,6 +1041,7 @@ def down(name: str = DEFAULT_LAB) -> bool:
                 f"lab {name}: removing {len(names)} leftover namespaces np-{name}-* that have no state"
             )
         _teardown(name)
+        unlink_lock(name)
         return True
 
 

@@ -148,6 +148,20 @@ def pid_alive(pid: int) -> bool:
     return pid > 0 and _alive(pid)
 
 
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return int(f.read().rsplit(")", 1)[-1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int, start: int | None) -> bool:
+    """Is `pid` alive and (if `start` is known) the process that started then?"""
+    return pid_alive(pid) and (start is None or process_start(pid) == start)
+
+
 def kill_pids(pids: Iterable[int], *, grace: float = 1.0) -> None:
     """SIGTERM, wait up to `grace` seconds, then SIGKILL whatever is left."""
     left = [p for p in set(pids) if p > 1 and p != os.getpid()]

@@ -59,6 +59,7 @@ class LabState:
     generation: int
     status: str  # "building" or "ready"
     pid: int  # the process that built (or is building) the lab
+    pid_start: int | None = None  # its start time (/proc/PID/stat), so a reused pid is not it
     sources: tuple[str, ...] = ()
     created: float = 0.0
     build_seconds: float | None = None
@@ -142,6 +143,7 @@ def save_state(state: LabState) -> None:
         "generation": state.generation,
         "status": state.status,
         "pid": state.pid,
+        "pid_start": state.pid_start,
         "sources": list(state.sources),
         "created": state.created,
         "build_seconds": state.build_seconds,
@@ -176,6 +178,7 @@ def load_state(name: str) -> LabState | None:
             generation=int(doc["generation"]),
             status=str(doc["status"]),
             pid=int(doc["pid"]),
+            pid_start=None if doc.get("pid_start") is None else int(doc["pid_start"]),
             sources=tuple(str(s) for s in doc.get("sources") or ()),
             created=float(doc.get("created") or 0.0),
             build_seconds=doc.get("build_seconds"),
@@ -212,14 +215,40 @@ def state_names() -> list[str]:
         return []
 
 
+def lock_path(name: str) -> Path:
+    return state_dir() / f"{name}.lock"
+
+
 @contextlib.contextmanager
 def lab_lock(name: str) -> Iterator[None]:
-    """An exclusive lock on one lab (flock on <name>.lock) for up, down, upgrade, hosts."""
-    path = state_dir() / f"{name}.lock"
+    """An exclusive lock on one lab (flock on <name>.lock) for up, down, upgrade, hosts.
+
+    `down` unlinks the lock file while holding it; a waiter that then gets the lock on the
+    unlinked file notices (the path no longer names its file) and locks the new one.
+    """
+    path = lock_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def unlink_lock(name: str) -> None:
+    """Remove the lock file; only while holding the lock, as the last step (see lab_lock)."""
+    with contextlib.suppress(FileNotFoundError):
+        lock_path(name).unlink()

@@ -1,0 +1,279 @@
+"""`netparity lab up|upgrade|status|down|probe`: the sealed local lab of network namespaces."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from netparity.backend import Observed, ProbeResult, Target
+from netparity.cli._common import print_json, snapshot_from_args, table
+from netparity.lab import (
+    DATAPLANES,
+    DEFAULT_LAB,
+    LabBackend,
+    StderrProgress,
+    down,
+    status,
+    up,
+    upgrade,
+)
+from netparity.lab.state import LabState
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("lab", help="build, upgrade, inspect, probe and remove a local lab (root)")
+    lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    def name_arg(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--name",
+            default=DEFAULT_LAB,
+            help=f"lab name, 1-8 lowercase letters or digits (default: {DEFAULT_LAB})",
+        )
+
+    q = lab_sub.add_parser("up", help="build a lab from a snapshot")
+    q.add_argument(
+        "snapshot",
+        nargs="*",
+        metavar="SNAPSHOT",
+        help="YAML files or folders (default: examples/aks-migration.yaml)",
+    )
+    q.add_argument("--dataplane", default="npm", choices=DATAPLANES, help="(default: npm)")
+    name_arg(q)
+    q.set_defaults(func=cmd_up)
+
+    q = lab_sub.add_parser(
+        "upgrade",
+        help="recreate every pod (new IPs) under another dataplane, as az aks update does",
+    )
+    q.add_argument("--dataplane", default="cilium", choices=DATAPLANES, help="(default: cilium)")
+    name_arg(q)
+    q.set_defaults(func=cmd_upgrade)
+
+    q = lab_sub.add_parser("status", help="nodes, pods, hosts and addresses of a lab")
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    name_arg(q)
+    q.set_defaults(func=cmd_status)
+
+    q = lab_sub.add_parser("down", help="remove a lab (namespaces, agents, state)")
+    name_arg(q)
+    q.set_defaults(func=cmd_down)
+
+    q = lab_sub.add_parser("probe", help="run an explicit probe file in a lab")
+    q.add_argument("--probes", required=True, metavar="FILE", help="explicit probe file")
+    q.add_argument("--format", choices=("table", "json"), default="table")
+    q.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default: 2)")
+    name_arg(q)
+    q.set_defaults(func=cmd_probe)
+
+
+def _summary(state: LabState) -> str:
+    topo = state.topology
+    assert topo is not None
+    pods = len(topo.pods)
+    return (
+        f"{len(topo.nodes)} nodes, {pods} pods, {len(topo.hosts)} external hosts, "
+        f"dataplane {state.dataplane}, generation {state.generation}"
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    snapshot = snapshot_from_args(args.snapshot)
+    progress = StderrProgress(args.name)
+    start = time.monotonic()
+    try:
+        up(snapshot, name=args.name, dataplane=args.dataplane, progress=progress)
+    finally:
+        progress.finish()
+    st = status(args.name)
+    print(f"lab {args.name} up: {_summary(st)}, in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    progress = StderrProgress(args.name)
+    start = time.monotonic()
+    try:
+        upgrade(args.name, args.dataplane, progress=progress)
+    finally:
+        progress.finish()
+    st = status(args.name)
+    print(f"lab {args.name} upgraded: {_summary(st)}, in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def status_json(state: LabState) -> dict[str, Any]:
+    topo = state.topology
+    assert topo is not None
+    return {
+        "name": state.name,
+        "dataplane": state.dataplane,
+        "generation": state.generation,
+        "status": state.status,
+        "pid": state.pid,
+        "sources": list(state.sources),
+        "build_seconds": state.build_seconds,
+        "node_prefix": topo.node_prefix,
+        "nodes": [
+            {"name": n.name, "ip": n.ip, "pod_cidr": n.pod_cidr, "netns": n.netns}
+            for n in topo.nodes
+        ],
+        "pods": [
+            {
+                "key": p.key,
+                "node": p.node,
+                "ip": p.ip,
+                "host_network": p.host_network,
+                "netns": p.netns,
+                "ports": [
+                    f"{c.port}/{c.protocol}" + (f" ({c.name})" if c.name else "") for c in p.ports
+                ],
+            }
+            for p in topo.pods
+        ],
+        "hosts": [{"name": h.name, "ip": h.ip, "netns": h.netns} for h in topo.hosts],
+        "services": [
+            {
+                "key": s.key,
+                "type": str(s.type),
+                "cluster_ip": s.cluster_ip,
+                "load_balancer_ips": list(s.load_balancer_ips),
+                "ports": [
+                    {"port": sp.port, "protocol": str(sp.protocol), "node_port": sp.node_port}
+                    for sp in s.ports
+                ],
+            }
+            for s in topo.snapshot.services
+        ],
+        "agents": len(state.agents),
+    }
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = status(args.name)
+    if args.format == "json":
+        print_json(status_json(st))
+        return 0
+    topo = st.topology
+    assert topo is not None
+    took = f" in {st.build_seconds:.1f} s" if st.build_seconds is not None else ""
+    print(
+        f"lab {st.name}: {st.status}, dataplane {st.dataplane}, generation {st.generation}, "
+        f"built by process {st.pid}{took}, {len(st.agents)} agents"
+    )
+    if st.sources:
+        print(f"from: {', '.join(st.sources)}")
+    rows: list[list[str]] = []
+    for n in topo.nodes:
+        rows.append(["node", n.name, "", f"{n.ip}/{topo.node_prefix}", n.netns, n.pod_cidr or ""])
+    for p in topo.pods:
+        ports = ", ".join(f"{c.port}/{c.protocol}" for c in p.ports)
+        kind = "pod (hostNetwork)" if p.host_network else "pod"
+        rows.append([kind, p.key, p.node, p.ip, p.netns, ports])
+    for h in topo.hosts:
+        rows.append(["external", h.name, "", h.ip, h.netns, ""])
+    for s in topo.snapshot.services:
+        ips = [s.cluster_ip or "", *s.load_balancer_ips]
+        ports = ", ".join(
+            f"{sp.port}/{sp.protocol}" + (f" nodePort {sp.node_port}" if sp.node_port else "")
+            for sp in s.ports
+        )
+        rows.append([f"service ({s.type})", s.key, "", " ".join(i for i in ips if i), "", ports])
+    print(table(["KIND", "NAME", "NODE", "IP", "NAMESPACE", "PORTS"], rows))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    if down(args.name):
+        print(f"lab {args.name} removed")
+    else:
+        print(f"lab {args.name}: nothing to remove")
+    return 0
+
+
+def _judged(result: ProbeResult) -> str:
+    allowed = result.allowed
+    return "error" if allowed is None else ("allow" if allowed else "deny")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from netparity.probefile import load_probe_file, resolve_probes
+
+    backend = LabBackend(args.name)
+    facts = backend.facts()
+    specs = load_probe_file(args.probes)
+    resolved = resolve_probes(specs, backend.snapshot())
+    targets = [Target(id=str(i), traffic=rp.traffic) for i, rp in enumerate(resolved)]
+    progress = StderrProgress(args.name)
+    try:
+        results = backend.run(targets, timeout=args.timeout, progress=progress)
+        # A deny is confirmed by a retry; one that changes is flaky.
+        retry = [t for t, r in zip(targets, results, strict=True) if r.observed is Observed.TIMEOUT]
+        again = {r.id: r for r in backend.run(retry, timeout=args.timeout)} if retry else {}
+    finally:
+        progress.finish()
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for rp, first in zip(resolved, results, strict=True):
+        second = again.get(first.id)
+        flaky = second is not None and second.observed is not Observed.TIMEOUT
+        final = second if second is not None and flaky else first
+        judged = "flaky" if flaky else _judged(final)
+        expected = rp.spec.expected(facts.dataplane)
+        ok = None if expected is None else (judged == str(expected))
+        if judged in ("error", "flaky") or ok is False:
+            failed += 1
+        rows.append(
+            {
+                "probe": rp.spec.label(),
+                "from": rp.spec.source,
+                "to": rp.spec.destination,
+                "port": rp.spec.port,
+                "protocol": str(rp.spec.protocol),
+                "observed": str(final.observed),
+                "verdict": judged,
+                "expected": None if expected is None else str(expected),
+                "ok": ok,
+                "token": final.token,
+                "address": final.address,
+                "source": final.source,
+                "latency_ms": final.latency_ms,
+                "error": final.error,
+            }
+        )
+    if args.format == "json":
+        print_json({"lab": args.name, "dataplane": facts.dataplane, "results": rows})
+    else:
+        print(
+            table(
+                ["#", "PROBE", "OBSERVED", "VERDICT", "EXPECTED", "DETAIL"],
+                [
+                    [
+                        str(i + 1),
+                        r["probe"],
+                        r["observed"],
+                        r["verdict"],
+                        ""
+                        if r["expected"] is None
+                        else f"{r['expected']} {'ok' if r['ok'] else 'MISMATCH'}",
+                        _detail(r),
+                    ]
+                    for i, r in enumerate(rows)
+                ],
+            )
+        )
+        print(
+            f"lab {args.name} ({facts.dataplane}): {len(rows)} probes, "
+            f"{sum(1 for r in rows if r['ok'])} as expected, {failed} mismatched, errors or flaky"
+        )
+    return 1 if failed else 0
+
+
+def _detail(row: dict[str, Any]) -> str:
+    parts = [f"{row['source']} -> {row['address']}" if row["address"] else ""]
+    if row["token"]:
+        parts.append(f"answered by {row['token']}")
+    if row["error"]:
+        parts.append(str(row["error"]))
+    return "; ".join(p for p in parts if p)
