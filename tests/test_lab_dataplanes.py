@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from lab_fixtures import Lab, LabFactory, module_lab_factory  # noqa: F401
+from lab_fixtures import Lab, LabFactory, lab_factory, module_lab_factory  # noqa: F401
 
 from netparity.backend import Observed, Target
 from netparity.engine.traffic import (
@@ -39,6 +39,7 @@ from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 
 DATAPLANES = ("npm", "cilium", "cilium-1.16")
 E = "203.0.113.10"  # the lab's default external host (client E, server X)
+Y = "198.51.100.7"  # another external host, added by the lab when a probe needs it
 N1, N2 = "10.224.0.4", "10.224.0.5"
 
 # ---------------------------------------------------------------------------- builders
@@ -179,6 +180,8 @@ def fixture_snapshot() -> Snapshot:
         _pod("np/c-deny", "10.244.1.16", "n1"),
         _pod("np/c-ent", "10.244.1.17", "n1"),
         _pod("np/front", "10.244.1.18", "n1", {"app": "front", "role": "frontend"}),
+        _pod("np/c-exc", "10.244.1.40", "n1"),
+        _pod("np/c-v6", "10.244.1.41", "n1"),
         _pod("np/srv-local", "10.244.1.20", "n1", None, (*tcp8080, ("dns", 5353, "UDP"))),
         _pod("np/srv-ipb", "10.244.1.21", "n1", None, tcp8080),
         _pod("np/srv-deny", "10.244.1.22", "n1", None, (*tcp8080, ("dns", 5353, "UDP"))),
@@ -270,6 +273,10 @@ def fixture_snapshot() -> Snapshot:
     docs += [
         # D2 / P1-P4: egress to 0.0.0.0/0 only
         _np("c-ipb", "c-ipb", egress=[{"to": [_ipblock("0.0.0.0/0")]}]),
+        # D2: except carves X out of 0.0.0.0/0
+        _np("c-exc", "c-exc", egress=[{"to": [_ipblock("0.0.0.0/0", f"{E}/32")]}]),
+        # P25 / D11: NPM cannot translate an IPv6 ipBlock and skips the whole policy
+        _np("c-v6", "c-v6", egress=[{"to": [_ipblock("::/0")]}, {"to": [_ipblock("10.0.0.0/8")]}]),
         # P6/P7: DNS by selector only
         _np(
             "c-dns",
@@ -775,6 +782,19 @@ def test_ipblock_covers_pods_and_nodes_under_npm_only(labs: dict[str, Lab], data
             Row("P2 c-ipb -> own node hostnet", "pod:np/c-ipb", "node:n1", 18080, True, False),
             Row("P3 c-ipb -> other node hostnet", "pod:np/c-ipb", "node:n2", 18080, True, False),
             Row("P4 c-ipb -> X", "pod:np/c-ipb", f"ext:{E}", 8443, True, True),
+            Row("except X/32: c-exc -> X", "pod:np/c-exc", f"ext:{E}", 8443, False, False),
+            Row("except X/32: c-exc -> Y", "pod:np/c-exc", f"ext:{Y}", 8443, True, True),
+            Row(
+                "P25 c-v6 -> X (NPM skips the policy)", "pod:np/c-v6", f"ext:{E}", 8443, True, False
+            ),
+            Row(
+                "c-v6 -> srv-local (10/8 covers the pod)",
+                "pod:np/c-v6",
+                "pod:np/srv-local",
+                8080,
+                True,
+                False,
+            ),
             Row(
                 "P5 client -> srv-ipb (pod CIDR)",
                 "pod:np/client",
@@ -1104,3 +1124,22 @@ def test_in_cluster_clients_of_services(labs: dict[str, Lab], dataplane: str) ->
             Row("client -> svc-hp (deny-all)", "pod:np/client", "svc:np/svc-hp", 80, False, False),
         ],
     )
+
+
+@pytest.mark.lab
+def test_a_lab_upgraded_from_npm_to_cilium_and_back_enforces_the_new_dataplane_only(
+    lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    snap = small_snapshot(
+        _np("b", "b", ingress=[{"from": [_ipblock("10.244.0.0/16")]}]),
+        _np("a", "a", egress=[{"to": [_ipblock("0.0.0.0/0")]}]),
+    )
+    rows = [
+        Row("a -> b (ipBlock both ways)", "pod:np/a", "pod:np/b", 8080, True, False),
+        Row("a -> own node (D4a)", "pod:np/a", "node:n1", 10250, True, False),
+        Row("c -> b (ipBlock of the pod CIDR)", "pod:other/c", "pod:np/b", 8080, True, False),
+    ]
+    lab = lab_factory(snap, dataplane="npm")
+    check(lab, "npm", rows)
+    check(lab_factory.upgrade(lab, "cilium"), "cilium", rows)
+    check(lab_factory.upgrade(lab, "npm"), "npm", rows)
