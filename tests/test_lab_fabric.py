@@ -134,36 +134,44 @@ def _snapshot() -> Snapshot:
 
 
 def stub_render(topology: LabTopology) -> Mapping[str, NodeRules]:
-    """A stand-in dataplane: y/web (ClusterIP and LB IP, port 80) -> y/c, on every node.
+    """A stand-in dataplane: y/web's ClusterIP -> y/c; its LB IP -> x/a on n1, y/c on n2
+    (a different backend per receiving node shows which node received the traffic).
 
     The LB IP is matched through an ipset, so the rules only load if the ipset went first.
     """
     svc = topology.snapshot.service("y", "web")
     if svc is None:
         return {}
-    backend = topology.pod("y/c").ip
     lb = svc.load_balancer_ips[0]
     ipset = f"create nplab-lb hash:ip\nadd nplab-lb {lb}\n"
-    iptables = "\n".join(
-        [
-            "*nat",
-            ":PREROUTING ACCEPT [0:0]",
-            ":INPUT ACCEPT [0:0]",
-            ":OUTPUT ACCEPT [0:0]",
-            ":POSTROUTING ACCEPT [0:0]",
-            ":NPLAB-SVC - [0:0]",
-            "-A PREROUTING -j NPLAB-SVC",
-            "-A OUTPUT -j NPLAB-SVC",
-            f"-A NPLAB-SVC -d {svc.cluster_ip}/32 -p tcp --dport 80 -j DNAT --to-destination {backend}:80",
-            f"-A NPLAB-SVC -m set --match-set nplab-lb dst -p tcp --dport 80 "
-            f"-j DNAT --to-destination {backend}:80",
-            "-A POSTROUTING -m conntrack --ctstate DNAT -j MASQUERADE",
-            "COMMIT",
-            "",
-        ]
+    nft = (
+        "table inet nplab {\n  chain probe_fwd {\n"
+        "    type filter hook forward priority 10; policy accept;\n  }\n}\n"
     )
-    nft = "table inet nplab {\n  chain probe_fwd {\n    type filter hook forward priority 10; policy accept;\n  }\n}\n"
-    return {n.name: NodeRules(ipset=ipset, iptables=iptables, nft=nft) for n in topology.nodes}
+    out = {}
+    for n in topology.nodes:
+        lb_backend = topology.pod("x/a" if n.name == "n1" else "y/c").ip
+        iptables = "\n".join(
+            [
+                "*nat",
+                ":PREROUTING ACCEPT [0:0]",
+                ":INPUT ACCEPT [0:0]",
+                ":OUTPUT ACCEPT [0:0]",
+                ":POSTROUTING ACCEPT [0:0]",
+                ":NPLAB-SVC - [0:0]",
+                "-A PREROUTING -j NPLAB-SVC",
+                "-A OUTPUT -j NPLAB-SVC",
+                f"-A NPLAB-SVC -d {svc.cluster_ip}/32 -p tcp --dport 80 "
+                f"-j DNAT --to-destination {topology.pod('y/c').ip}:80",
+                "-A NPLAB-SVC -m set --match-set nplab-lb dst -p tcp --dport 80 "
+                f"-j DNAT --to-destination {lb_backend}:80",
+                "-A POSTROUTING -m conntrack --ctstate DNAT -j MASQUERADE",
+                "COMMIT",
+                "",
+            ]
+        )
+        out[n.name] = NodeRules(ipset=ipset, iptables=iptables, nft=nft)
+    return out
 
 
 def empty_render(topology: LabTopology) -> Mapping[str, NodeRules]:
@@ -422,7 +430,10 @@ def test_services_resolve_to_cluster_ip_and_lb_ip_through_the_receiving_node(bas
             tr(pod("x/b"), web(Via.LOAD_BALANCER), 80),
         ]
     )
-    assert all(connected(x, "y/c") for x in r), r
+    # ClusterIP -> y/c; the LB IP via n1 -> x/a and via n2 -> y/c: the two external probes
+    # to the same LB IP went through different nodes (sequential sub-batches); a pod's own
+    # node (x/b is on n1) receives its LB traffic.
+    assert [x.token for x in r] == ["y/c", "x/a", "y/c", "x/a"], r
     assert r[0].address == f"{svc.cluster_ip}:80/TCP"
     assert r[1].address == f"{svc.load_balancer_ips[0]}:80/TCP"
     # the LB routes were added for the batch only

@@ -465,6 +465,11 @@ def agent_path() -> Path:
     return path
 
 
+def agent_python() -> list[str]:
+    """The interpreter for the stdlib-only agent: isolated, without site (starts faster)."""
+    return [sys.executable, "-I", "-S"]
+
+
 def _ports_of(ports: Iterable[tuple[int, Protocol]]) -> dict[Protocol, tuple[int, ...]]:
     out: dict[Protocol, set[int]] = {p: set() for p in Protocol}
     for number, proto in ports:
@@ -545,7 +550,7 @@ def start_agents(
             "netns",
             "exec",
             spec.netns,
-            sys.executable,
+            *agent_python(),
             agent,
             "serve",
             "--name",

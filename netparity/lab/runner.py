@@ -11,7 +11,6 @@ import ipaddress
 import json
 import math
 import subprocess
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -24,10 +23,17 @@ from netparity.engine.traffic import (
     ServiceEndpoint,
     Via,
 )
-from netparity.errors import NetparityError
+from netparity.errors import ClusterError, NetparityError
 from netparity.lab import netns as nx
-from netparity.lab.build import DEFAULT_LAB, add_hosts, agent_path, check_lab_name, status
-from netparity.lab.state import LabState, state_path
+from netparity.lab.build import (
+    DEFAULT_LAB,
+    add_hosts,
+    agent_path,
+    agent_python,
+    check_lab_name,
+    status,
+)
+from netparity.lab.state import READY, LabState, state_path
 from netparity.lab.topology import LabNode, LabPod, LabTopology
 from netparity.model.objects import Protocol, Service, ServicePort
 from netparity.model.snapshot import Snapshot
@@ -76,6 +82,38 @@ class _NeedHost(Exception):
         self.ip = ip
 
 
+class _Index:
+    """One topology's lookups (pods by key, nodes by name, hosts by address, lab addresses)."""
+
+    def __init__(self, topo: LabTopology) -> None:
+        self.topo = topo
+        self.pods = {p.key: p for p in topo.pods}
+        self.nodes = {n.name: n for n in topo.nodes}
+        self.hosts = {h.ip: h for h in topo.hosts}
+        self.node_ips = {n.ip: n for n in topo.nodes}
+        self.pod_ips = {p.ip: p for p in topo.pods if not p.host_network}
+        self.live_pods = {p.key: p for p in topo.snapshot.pods}
+        self.services = {s.key: s for s in topo.snapshot.services}
+        self.service_ips = _service_ips(topo.snapshot)
+
+    def pod(self, key: str) -> LabPod:
+        pod = self.pods.get(key)
+        if pod is None:
+            raise _Unresolved(f"pod {key} is not in lab {self.topo.lab} (unknown or not scheduled)")
+        return pod
+
+    def node(self, name: str) -> LabNode:
+        node = self.nodes.get(name)
+        if node is None:
+            raise _Unresolved(f"node {name} is not in lab {self.topo.lab}")
+        return node
+
+    def is_lab_address(self, ip: str) -> bool:
+        return (
+            ip in self.hosts or ip in self.node_ips or ip in self.pod_ips or ip in self.service_ips
+        )
+
+
 class LabBackend:
     """The `Backend` for a built lab; reads the lab's state on each call (upgrades show)."""
 
@@ -112,70 +150,77 @@ class LabBackend:
 
     # -- resolution
 
-    def _source(self, topo: LabTopology, ep: object) -> _Source:
+    def _source(self, ix: _Index, ep: object) -> _Source:
         if isinstance(ep, PodEndpoint):
-            pod = _lab_pod(topo, ep.pod.key)
+            pod = ix.pod(ep.pod.key)
             kind = "node" if pod.host_network else "pod"
             return _Source(
                 netns=pod.netns, label=f"pod {pod.key}@{pod.node}", kind=kind, node=pod.node
             )
         if isinstance(ep, NodeEndpoint):
-            node = _lab_node(topo, ep.node.name)
+            node = ix.node(ep.node.name)
             return _Source(netns=node.netns, label=f"node {node.name}", kind="node", node=node.name)
         if isinstance(ep, ExternalEndpoint):
-            for h in topo.hosts:
-                if h.ip == ep.ip:
-                    return _Source(netns=h.netns, label=f"external {h.ip}", kind="ext")
-            for n in topo.nodes:
-                if n.ip == ep.ip:
-                    return _Source(netns=n.netns, label=f"node {n.name}", kind="node", node=n.name)
-            for p in topo.pods:
-                if p.ip == ep.ip and not p.host_network:
-                    return _Source(
-                        netns=p.netns, label=f"pod {p.key}@{p.node}", kind="pod", node=p.node
-                    )
-            if ep.ip in _service_ips(topo.snapshot):
+            host = ix.hosts.get(ep.ip)
+            if host is not None:
+                return _Source(netns=host.netns, label=f"external {host.ip}", kind="ext")
+            at_node = ix.node_ips.get(ep.ip)
+            if at_node is not None:
+                return _Source(
+                    netns=at_node.netns,
+                    label=f"node {at_node.name}",
+                    kind="node",
+                    node=at_node.name,
+                )
+            at_pod = ix.pod_ips.get(ep.ip)
+            if at_pod is not None:
+                return _Source(
+                    netns=at_pod.netns,
+                    label=f"pod {at_pod.key}@{at_pod.node}",
+                    kind="pod",
+                    node=at_pod.node,
+                )
+            if ep.ip in ix.service_ips:
                 raise _Unresolved(f"{ep.ip} is a Service address in the lab; it cannot send")
             raise _NeedHost(_placeable(ep.ip))
         if isinstance(ep, ServiceEndpoint):
             raise _Unresolved(f"a Service ({ep.service.key}) cannot be the source of a probe")
         raise _Unresolved(f"unknown source endpoint {ep!r}")
 
-    def _probe(self, topo: LabTopology, index: int, target: Target) -> _Probe:
+    def _probe(self, ix: _Index, index: int, target: Target) -> _Probe:
         t = target.traffic
-        src = self._source(topo, t.source)
+        src = self._source(ix, t.source)
         dst = t.destination
+        protocol = Protocol(t.protocol)
         if isinstance(dst, PodEndpoint):
-            pod = _lab_pod(topo, dst.pod.key)
+            pod = ix.pod(dst.pod.key)
             if isinstance(t.port, str):
-                live = topo.snapshot.pod(*pod.key.split("/", 1))
+                live = ix.live_pods.get(pod.key)
                 ports = live.ports if live is not None else pod.ports
                 named = [cp for cp in ports if cp.name == t.port]
-                cp = next(
-                    (c for c in named if c.protocol is t.protocol), named[0] if named else None
-                )
+                cp = next((c for c in named if c.protocol is protocol), named[0] if named else None)
                 if cp is None:
                     raise _Unresolved(f"pod {pod.key} has no containerPort named {t.port!r}")
                 return _Probe(
                     index=index, source=src, host=pod.ip, port=cp.port, protocol=cp.protocol
                 )
-            return _Probe(index=index, source=src, host=pod.ip, port=t.port, protocol=t.protocol)
+            return _Probe(index=index, source=src, host=pod.ip, port=t.port, protocol=protocol)
         if isinstance(dst, NodeEndpoint):
-            node = _lab_node(topo, dst.node.name)
+            node = ix.node(dst.node.name)
             return _Probe(
-                index=index, source=src, host=node.ip, port=_number(t.port), protocol=t.protocol
+                index=index, source=src, host=node.ip, port=_number(t.port), protocol=protocol
             )
         if isinstance(dst, ExternalEndpoint):
-            if not _lab_address(topo, dst.ip):
+            if not ix.is_lab_address(dst.ip):
                 raise _NeedHost(_placeable(dst.ip))
             return _Probe(
-                index=index, source=src, host=dst.ip, port=_number(t.port), protocol=t.protocol
+                index=index, source=src, host=dst.ip, port=_number(t.port), protocol=protocol
             )
         if isinstance(dst, ServiceEndpoint):
-            svc = topo.snapshot.service(dst.service.namespace, dst.service.name)
+            svc = ix.services.get(dst.service.key)
             if svc is None:
                 raise _Unresolved(f"Service {dst.service.key} is not in the lab")
-            sp = _service_port(svc, t.port, t.protocol)
+            sp = _service_port(svc, t.port, protocol)
             if dst.via is Via.CLUSTER_IP:
                 if svc.cluster_ip in (None, "", "None"):
                     raise _Unresolved(f"Service {svc.key} has no ClusterIP (headless)")
@@ -183,7 +228,7 @@ class LabBackend:
                 return _Probe(
                     index=index, source=src, host=svc.cluster_ip, port=sp.port, protocol=sp.protocol
                 )
-            receiving = self._receiving(topo, dst, src)
+            receiving = self._receiving(ix, dst, src)
             if dst.via is Via.NODE_PORT:
                 if sp.node_port is None:
                     raise _Unresolved(f"Service {svc.key} port {sp.port} has no nodePort")
@@ -206,69 +251,79 @@ class LabBackend:
                 own = src.node == receiving.name
                 route = (lb, "dev eth0 scope link" if own else f"via {receiving.ip} dev eth0")
             return _Probe(
-                index=index, source=src, host=lb, port=sp.port, protocol=sp.protocol, lb_route=route
+                index=index,
+                source=src,
+                host=lb,
+                port=sp.port,
+                protocol=sp.protocol,
+                lb_route=route,
             )
         raise _Unresolved(f"unknown destination endpoint {dst!r}")
 
-    def _receiving(self, topo: LabTopology, dst: ServiceEndpoint, src: _Source) -> LabNode:
+    def _receiving(self, ix: _Index, dst: ServiceEndpoint, src: _Source) -> LabNode:
+        """The node that receives NodePort/LB traffic: the one named, else the source's own
+        node, else the chosen backend's node, else the first node."""
         if dst.node is not None:
-            return _lab_node(topo, dst.node.name)
+            return ix.node(dst.node.name)
         if src.node is not None:
-            return topo.node(src.node)
-        if dst.backend is not None:
-            for p in topo.pods:
-                if p.key == dst.backend.key:
-                    return topo.node(p.node)
-        return topo.nodes[0]
+            return ix.node(src.node)
+        if dst.backend is not None and dst.backend.key in ix.pods:
+            return ix.node(ix.pods[dst.backend.key].node)
+        return ix.topo.nodes[0]
 
     # -- running
+
+    def _resolve(
+        self, targets: Sequence[Target], results: list[ProbeResult | None]
+    ) -> list[_Probe]:
+        """Resolve every target not yet answered; unknown external addresses get a host."""
+        ix = _Index(self.topology())
+        probes: list[_Probe] = []
+        missing: dict[int, str] = {}
+        for i, target in enumerate(targets):
+            try:
+                probes.append(self._probe(ix, i, target))
+            except _NeedHost as need:
+                missing[i] = need.ip
+            except _Unresolved as e:
+                results[i] = _error(target, str(e))
+        if not missing:
+            return probes
+        try:
+            ix = _Index(add_hosts(self.name, sorted(set(missing.values()))))
+        except NetparityError as e:
+            for i, ip in missing.items():
+                results[i] = _error(targets[i], f"cannot add an external host at {ip}: {e}")
+            return probes
+        for i in sorted(missing):
+            try:
+                probes.append(self._probe(ix, i, targets[i]))
+            except (_NeedHost, _Unresolved) as e:
+                results[i] = _error(targets[i], str(e))
+        return probes
 
     def run(
         self, targets: Sequence[Target], *, timeout: float, progress: Progress | None = None
     ) -> list[ProbeResult]:
         """Run every target, one agent process per source batch; results in input order."""
         results: list[ProbeResult | None] = [None] * len(targets)
+        if not targets:
+            return []
         try:
-            topo = self.topology()
+            if not timeout > 0:
+                raise ClusterError(f"probe timeout must be positive, got {timeout}")
+            st = self.state()
+            if st.status != READY:
+                raise ClusterError(f"lab {self.name} is {st.status} (process {st.pid}), not ready")
+            probes = self._resolve(targets, results)
+            agent = str(agent_path())
         except NetparityError as e:
-            return [ProbeResult(id=t.id, observed=Observed.ERROR, error=str(e)) for t in targets]
-        probes: list[_Probe] = []
-        for attempt in range(2):
-            probes = []
-            missing: list[str] = []
-            for i, target in enumerate(targets):
-                if results[i] is not None:
-                    continue
-                try:
-                    probes.append(self._probe(topo, i, target))
-                except _NeedHost as need:
-                    if attempt == 0:
-                        missing.append(need.ip)
-                    else:
-                        results[i] = _error(target, f"no lab host at {need.ip}")
-                except _Unresolved as e:
-                    results[i] = _error(target, str(e))
-            if not missing:
-                break
-            try:
-                topo = add_hosts(self.name, sorted(set(missing)))
-            except NetparityError as e:
-                for i, target in enumerate(targets):
-                    if results[i] is None:
-                        try:
-                            self._probe(topo, i, target)
-                        except _NeedHost:
-                            results[i] = _error(target, f"cannot add an external host: {e}")
-                        except _Unresolved:
-                            pass
+            return [_error(t, str(e)) for t in targets]
         groups: dict[str, list[_SubBatch]] = {}
         for p in probes:
             subs = groups.setdefault(p.source.netns, [])
             for sub in subs:
-                if (
-                    p.lb_route is None
-                    or sub.routes.get(p.lb_route[0], p.lb_route[1]) == p.lb_route[1]
-                ):
+                if p.lb_route is None or sub.routes.get(*p.lb_route) == p.lb_route[1]:
                     break
             else:
                 sub = _SubBatch()
@@ -281,7 +336,6 @@ class LabBackend:
         if progress is not None:
             progress("probes", 0, total)
         if groups:
-            agent = str(agent_path())
             with ThreadPoolExecutor(max_workers=min(self.parallel, len(groups))) as pool:
                 futures = [
                     pool.submit(_run_source, ns, subs, timeout, agent)
@@ -312,22 +366,6 @@ def _error(target: Target, reason: str) -> ProbeResult:
     return ProbeResult(id=target.id, observed=Observed.ERROR, error=reason)
 
 
-def _lab_pod(topo: LabTopology, key: str) -> LabPod:
-    try:
-        return topo.pod(key)
-    except KeyError:
-        raise _Unresolved(
-            f"pod {key} is not in lab {topo.lab} (unknown or not scheduled)"
-        ) from None
-
-
-def _lab_node(topo: LabTopology, name: str) -> LabNode:
-    try:
-        return topo.node(name)
-    except KeyError:
-        raise _Unresolved(f"node {name} is not in lab {topo.lab}") from None
-
-
 def _number(port: int | str) -> int:
     if isinstance(port, str):
         raise _Unresolved(f"named port {port!r} only resolves on a pod")
@@ -338,15 +376,6 @@ def _service_ips(snapshot: Snapshot) -> set[str]:
     ips = {s.cluster_ip for s in snapshot.services if s.cluster_ip not in (None, "", "None")}
     ips |= {ip for s in snapshot.services for ip in s.load_balancer_ips}
     return {ip for ip in ips if ip is not None}
-
-
-def _lab_address(topo: LabTopology, ip: str) -> bool:
-    return (
-        any(h.ip == ip for h in topo.hosts)
-        or any(n.ip == ip for n in topo.nodes)
-        or any(p.ip == ip for p in topo.pods)
-        or ip in _service_ips(topo.snapshot)
-    )
 
 
 def _placeable(ip: str) -> str:
@@ -412,7 +441,17 @@ def _agent_probe(netns: str, probes: list[_Probe], timeout: float, agent: str) -
             for i, p in enumerate(probes)
         ],
     }
-    argv = ["ip", "netns", "exec", netns, sys.executable, agent, "probe", "--timeout", str(timeout)]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        *agent_python(),
+        agent,
+        "probe",
+        "--timeout",
+        str(timeout),
+    ]
     wall = timeout * (math.ceil(len(probes) / 1000) + 1) + 20
     try:
         proc = subprocess.run(
