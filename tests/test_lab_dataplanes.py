@@ -763,367 +763,421 @@ def labs(module_lab_factory: LabFactory) -> dict[str, Lab]:  # noqa: F811
 by_dataplane = pytest.mark.parametrize("dataplane", DATAPLANES)
 
 
+IPBLOCK_ROWS = [
+    Row("P1 c-ipb -> srv-remote", "pod:np/c-ipb", "pod:np/srv-remote", 8080, True, False),
+    Row(
+        "c-ipb -> srv-local (same node)",
+        "pod:np/c-ipb",
+        "pod:np/srv-local",
+        8080,
+        True,
+        False,
+    ),
+    Row("P2 c-ipb -> own node hostnet", "pod:np/c-ipb", "node:n1", 18080, True, False),
+    Row("P3 c-ipb -> other node hostnet", "pod:np/c-ipb", "node:n2", 18080, True, False),
+    Row("P4 c-ipb -> X", "pod:np/c-ipb", f"ext:{E}", 8443, True, True),
+    Row("except X/32: c-exc -> X", "pod:np/c-exc", f"ext:{E}", 8443, False, False),
+    Row("except X/32: c-exc -> Y", "pod:np/c-exc", f"ext:{Y}", 8443, True, True),
+    Row("P25 c-v6 -> X (NPM skips the policy)", "pod:np/c-v6", f"ext:{E}", 8443, True, False),
+    Row(
+        "c-v6 -> srv-local (10/8 covers the pod)",
+        "pod:np/c-v6",
+        "pod:np/srv-local",
+        8080,
+        True,
+        False,
+    ),
+    Row(
+        "P5 client -> srv-ipb (pod CIDR)",
+        "pod:np/client",
+        "pod:np/srv-ipb",
+        8080,
+        True,
+        False,
+    ),
+    Row("P5 X -> srv-ipb (outside)", f"ext:{E}", "pod:np/srv-ipb", 8080, False, False),
+    Row(
+        "P9 hostnet@n2 -> srv-nodes",
+        "pod:kube-system/hostnet-n2",
+        "pod:np/srv-nodes",
+        8080,
+        True,
+        False,
+    ),
+]
+
+
+NODE_ROWS = [
+    Row("P6 c-dns -> own kubelet", "pod:np/c-dns", "node:n1", 10250, True, False),
+    Row("c-dns -> own node hostnet", "pod:np/c-dns", "node:n1", 18080, True, False),
+    Row("P7 c-dns -> other kubelet", "pod:np/c-dns", "node:n2", 10250, False, False),
+    Row("c-dns -> other hostnet", "pod:np/c-dns", "node:n2", 18080, False, False),
+    Row(
+        "c-dns -> coredns 53/udp",
+        "pod:np/c-dns",
+        "pod:kube-system/coredns",
+        53,
+        True,
+        True,
+        protocol=Protocol.UDP,
+    ),
+    Row(
+        "c-dns -> kube-dns ClusterIP 53/udp",
+        "pod:np/c-dns",
+        "svc:kube-system/kube-dns",
+        53,
+        True,
+        True,
+        protocol=Protocol.UDP,
+    ),
+    Row("c-dns -> srv-local", "pod:np/c-dns", "pod:np/srv-local", 8080, False, False),
+    Row(
+        "P8 hostnet@n1 -> srv-deny",
+        "pod:kube-system/hostnet-n1",
+        "pod:np/srv-deny",
+        8080,
+        True,
+        True,
+    ),
+    Row("D4c node n1 -> srv-deny", "node:n1", "pod:np/srv-deny", 8080, True, True),
+    Row(
+        "D4d hostnet@n2 -> srv-deny",
+        "pod:kube-system/hostnet-n2",
+        "pod:np/srv-deny",
+        8080,
+        False,
+        False,
+    ),
+    Row(
+        "hostnet@n1 -> srv-nodes (own node)",
+        "pod:kube-system/hostnet-n1",
+        "pod:np/srv-nodes",
+        8080,
+        True,
+        True,
+    ),
+    Row("CNP remote-node: c-ent -> n2", "pod:np/c-ent", "node:n2", 18080, True, True),
+    Row("CNP remote-node: c-ent -> own node", "pod:np/c-ent", "node:n1", 18080, True, False),
+    Row("CNP remote-node: c-ent -> X", "pod:np/c-ent", f"ext:{E}", 8443, True, False),
+]
+
+
+POD_ROWS = [
+    Row(
+        "client -> srv-local (no policy)",
+        "pod:np/client",
+        "pod:np/srv-local",
+        8080,
+        True,
+        True,
+    ),
+    Row(
+        "client -> srv-remote (ingress from ns pods)",
+        "pod:np/client",
+        "pod:np/srv-remote",
+        8080,
+        True,
+        True,
+    ),
+    Row("client -> srv-deny", "pod:np/client", "pod:np/srv-deny", 8080, False, False),
+    Row(
+        "client -> srv-local 5353/udp",
+        "pod:np/client",
+        "pod:np/srv-local",
+        5353,
+        True,
+        True,
+        protocol=Protocol.UDP,
+    ),
+    Row(
+        "client -> srv-deny 5353/udp",
+        "pod:np/client",
+        "pod:np/srv-deny",
+        5353,
+        False,
+        False,
+        protocol=Protocol.UDP,
+    ),
+    Row(
+        "c-deny -> srv-local (egress deny-all)",
+        "pod:np/c-deny",
+        "pod:np/srv-local",
+        8080,
+        False,
+        False,
+    ),
+    Row(
+        "X -> srv-local (external, no policy)",
+        f"ext:{E}",
+        "pod:np/srv-local",
+        8080,
+        True,
+        True,
+    ),
+    Row(
+        "P20 client -> db-0 (pod-name label)",
+        "pod:np/client",
+        "pod:np/db-0",
+        8080,
+        False,
+        True,
+    ),
+]
+
+
+PORT_ROWS = [
+    Row(
+        "P16 c-np -> srv-remote:http-test (decoy 8000)",
+        "pod:np/c-np",
+        "pod:np/srv-remote",
+        8080,
+        True,
+        False,
+    ),
+    Row("c-np -> plain:8080", "pod:np/c-np", "pod:np/plain", 8080, False, False),
+    Row("P17 c-alt -> X:8443 (alt unique)", "pod:np/c-alt", f"ext:{E}", 8443, False, True),
+    Row("c-alt -> plain:8443 (unnamed)", "pod:np/c-alt", "pod:np/plain", 8443, False, True),
+    Row("c-alt -> srv-alt:alt", "pod:np/c-alt", "pod:np/srv-alt", "alt", True, True),
+    Row("c-alt -> srv-alt:8444", "pod:np/c-alt", "pod:np/srv-alt", 8444, False, False),
+    Row("P18 client -> srv-ep:9000", "pod:np/client", "pod:np/srv-ep", 9000, True, True),
+    Row(
+        "P18 client -> srv-ep:9003",
+        "pod:np/client",
+        "pod:np/srv-ep",
+        9003,
+        True,
+        True,
+        False,
+    ),
+    Row(
+        "client -> srv-ep:9005 (end)",
+        "pod:np/client",
+        "pod:np/srv-ep",
+        9005,
+        True,
+        True,
+        False,
+    ),
+    Row("client -> srv-ep:9006", "pod:np/client", "pod:np/srv-ep", 9006, False, False),
+    Row("P19 client -> srv-ep:9010", "pod:np/client", "pod:np/srv-ep", 9010, False, False),
+    Row(
+        "srv-local -> srv-ep:9000 (not from client)",
+        "pod:np/srv-local",
+        "pod:np/srv-ep",
+        9000,
+        False,
+        False,
+    ),
+    Row("c-ep -> X:8440 (start)", "pod:np/c-ep", f"ext:{E}", 8440, True, True),
+    Row("c-ep -> X:8443 (inside)", "pod:np/c-ep", f"ext:{E}", 8443, True, True, False),
+    Row("c-ep -> X:8451 (beyond)", "pod:np/c-ep", f"ext:{E}", 8451, False, False),
+]
+
+
+EXTERNAL_SERVICE_ROWS = [
+    Row(
+        "P10 deny-all, eTP=Cluster, backend n1",
+        f"ext:{E}",
+        "nodeport:np/svc-d1@n1",
+        80,
+        True,
+        False,
+    ),
+    Row("P10 via LB IP", f"ext:{E}", "lb:np/svc-d1@n1", 80, True, False),
+    Row("P11 deny-all, backend n2", f"ext:{E}", "nodeport:np/svc-d2@n1", 80, False, False),
+    Row("ipBlock e/32, backend n1", f"ext:{E}", "nodeport:np/svc-e1@n1", 80, True, True),
+    Row("ipBlock e/32, backend n2", f"ext:{E}", "nodeport:np/svc-e2@n1", 80, False, False),
+    Row(
+        "P12 ipBlock nodes, backend n2",
+        f"ext:{E}",
+        "nodeport:np/svc-s2@n1",
+        80,
+        True,
+        False,
+    ),
+    Row("P13 ports-only, backend n1", f"ext:{E}", "nodeport:np/svc-p1@n1", 80, True, True),
+    Row("P13 ports-only, backend n2", f"ext:{E}", "lb:np/svc-p2@n1", 80, True, True),
+    Row(
+        "P14 eTP=Local ipBlock e/32, backend n1",
+        f"ext:{E}",
+        "nodeport:np/svc-el@n1",
+        80,
+        True,
+        True,
+    ),
+    Row(
+        "eTP=Local via n2 (no local backend)",
+        f"ext:{E}",
+        "nodeport:np/svc-el@n2",
+        80,
+        False,
+        False,
+    ),
+    Row("eTP=Local deny-all, backend n1", f"ext:{E}", "lb:np/svc-l1@n1", 80, False, False),
+    Row(
+        "E -> nodePort svc-p2 on n2 (backend local there)",
+        f"ext:{E}",
+        "nodeport:np/svc-p2@n2",
+        80,
+        True,
+        True,
+    ),
+    Row(
+        "hostnet@n2 -> nodePort svc-d1 on n1 (deny-all)",
+        "pod:kube-system/hostnet-n2",
+        "nodeport:np/svc-d1@n1",
+        80,
+        True,
+        False,
+    ),
+    Row(
+        "node n2 -> nodePort svc-e1 on n1 (from E/32 only)",
+        "node:n2",
+        "nodeport:np/svc-e1@n1",
+        80,
+        True,
+        False,
+    ),
+]
+
+
+IN_CLUSTER_SERVICE_ROWS = [
+    Row(
+        "P15 client (not frontend) -> LB IP svc-f1",
+        "pod:np/client",
+        "lb:np/svc-f1@n1",
+        80,
+        True,
+        False,
+    ),
+    Row("front -> LB IP svc-f1", "pod:np/front", "lb:np/svc-f1@n1", 80, True, True),
+    Row(
+        "client -> nodePort svc-f1 on own node",
+        "pod:np/client",
+        "nodeport:np/svc-f1@n1",
+        80,
+        True,
+        False,
+    ),
+    Row(
+        "c-deny -> LB IP svc-p1 (egress deny-all)",
+        "pod:np/c-deny",
+        "lb:np/svc-p1@n1",
+        80,
+        True,
+        False,
+    ),
+    Row(
+        "client -> LB IP svc-d2 (backend n2, deny-all)",
+        "pod:np/client",
+        "lb:np/svc-d2@n1",
+        80,
+        False,
+        False,
+    ),
+    Row(
+        "D10 client -> svc-t:80 (targetPort 8080 allowed)",
+        "pod:np/client",
+        "svc:np/svc-t",
+        80,
+        True,
+        True,
+    ),
+    Row(
+        "D10 client -> svc-t80:80 (only 80 allowed)",
+        "pod:np/client",
+        "svc:np/svc-t80",
+        80,
+        False,
+        False,
+    ),
+    Row("svc-web: named targetPort", "pod:np/client", "svc:np/svc-web", 80, True, True),
+    Row(
+        "D10 hairpin srv-hp -> own Service",
+        "pod:np/srv-hp",
+        "svc:np/svc-hp",
+        80,
+        True,
+        True,
+    ),
+    Row("client -> svc-hp (deny-all)", "pod:np/client", "svc:np/svc-hp", 80, False, False),
+    Row(
+        "client -> nodePort svc-e2 on n2 (backend there)",
+        "pod:np/client",
+        "nodeport:np/svc-e2@n2",
+        80,
+        True,
+        False,
+    ),
+    Row(
+        "client -> nodePort svc-p2 on n2 (ports-only)",
+        "pod:np/client",
+        "nodeport:np/svc-p2@n2",
+        80,
+        True,
+        True,
+    ),
+    Row(
+        "client -> nodePort svc-d1 on n2 (backend on n1, deny-all)",
+        "pod:np/client",
+        "nodeport:np/svc-d1@n2",
+        80,
+        False,
+        False,
+    ),
+    Row(
+        "node n1 -> LB IP svc-d1 (local backend, deny-all)",
+        "node:n1",
+        "lb:np/svc-d1@n1",
+        80,
+        True,
+        True,
+    ),
+    Row(
+        "node n1 -> LB IP svc-d2 (backend n2, deny-all)",
+        "node:n1",
+        "lb:np/svc-d2@n1",
+        80,
+        False,
+        False,
+    ),
+]
+
+
 @pytest.mark.lab
 @by_dataplane
 def test_ipblock_covers_pods_and_nodes_under_npm_only(labs: dict[str, Lab], dataplane: str) -> None:
-    check(
-        labs[dataplane],
-        dataplane,
-        [
-            Row("P1 c-ipb -> srv-remote", "pod:np/c-ipb", "pod:np/srv-remote", 8080, True, False),
-            Row(
-                "c-ipb -> srv-local (same node)",
-                "pod:np/c-ipb",
-                "pod:np/srv-local",
-                8080,
-                True,
-                False,
-            ),
-            Row("P2 c-ipb -> own node hostnet", "pod:np/c-ipb", "node:n1", 18080, True, False),
-            Row("P3 c-ipb -> other node hostnet", "pod:np/c-ipb", "node:n2", 18080, True, False),
-            Row("P4 c-ipb -> X", "pod:np/c-ipb", f"ext:{E}", 8443, True, True),
-            Row("except X/32: c-exc -> X", "pod:np/c-exc", f"ext:{E}", 8443, False, False),
-            Row("except X/32: c-exc -> Y", "pod:np/c-exc", f"ext:{Y}", 8443, True, True),
-            Row(
-                "P25 c-v6 -> X (NPM skips the policy)", "pod:np/c-v6", f"ext:{E}", 8443, True, False
-            ),
-            Row(
-                "c-v6 -> srv-local (10/8 covers the pod)",
-                "pod:np/c-v6",
-                "pod:np/srv-local",
-                8080,
-                True,
-                False,
-            ),
-            Row(
-                "P5 client -> srv-ipb (pod CIDR)",
-                "pod:np/client",
-                "pod:np/srv-ipb",
-                8080,
-                True,
-                False,
-            ),
-            Row("P5 X -> srv-ipb (outside)", f"ext:{E}", "pod:np/srv-ipb", 8080, False, False),
-            Row(
-                "P9 hostnet@n2 -> srv-nodes",
-                "pod:kube-system/hostnet-n2",
-                "pod:np/srv-nodes",
-                8080,
-                True,
-                False,
-            ),
-        ],
-    )
+    check(labs[dataplane], dataplane, IPBLOCK_ROWS)
 
 
 @pytest.mark.lab
 @by_dataplane
 def test_node_traffic_own_node_and_other_nodes(labs: dict[str, Lab], dataplane: str) -> None:
-    check(
-        labs[dataplane],
-        dataplane,
-        [
-            Row("P6 c-dns -> own kubelet", "pod:np/c-dns", "node:n1", 10250, True, False),
-            Row("c-dns -> own node hostnet", "pod:np/c-dns", "node:n1", 18080, True, False),
-            Row("P7 c-dns -> other kubelet", "pod:np/c-dns", "node:n2", 10250, False, False),
-            Row("c-dns -> other hostnet", "pod:np/c-dns", "node:n2", 18080, False, False),
-            Row(
-                "c-dns -> coredns 53/udp",
-                "pod:np/c-dns",
-                "pod:kube-system/coredns",
-                53,
-                True,
-                True,
-                protocol=Protocol.UDP,
-            ),
-            Row(
-                "c-dns -> kube-dns ClusterIP 53/udp",
-                "pod:np/c-dns",
-                "svc:kube-system/kube-dns",
-                53,
-                True,
-                True,
-                protocol=Protocol.UDP,
-            ),
-            Row("c-dns -> srv-local", "pod:np/c-dns", "pod:np/srv-local", 8080, False, False),
-            Row(
-                "P8 hostnet@n1 -> srv-deny",
-                "pod:kube-system/hostnet-n1",
-                "pod:np/srv-deny",
-                8080,
-                True,
-                True,
-            ),
-            Row("D4c node n1 -> srv-deny", "node:n1", "pod:np/srv-deny", 8080, True, True),
-            Row(
-                "D4d hostnet@n2 -> srv-deny",
-                "pod:kube-system/hostnet-n2",
-                "pod:np/srv-deny",
-                8080,
-                False,
-                False,
-            ),
-            Row(
-                "hostnet@n1 -> srv-nodes (own node)",
-                "pod:kube-system/hostnet-n1",
-                "pod:np/srv-nodes",
-                8080,
-                True,
-                True,
-            ),
-            Row("CNP remote-node: c-ent -> n2", "pod:np/c-ent", "node:n2", 18080, True, True),
-            Row(
-                "CNP remote-node: c-ent -> own node", "pod:np/c-ent", "node:n1", 18080, True, False
-            ),
-            Row("CNP remote-node: c-ent -> X", "pod:np/c-ent", f"ext:{E}", 8443, True, False),
-        ],
-    )
+    check(labs[dataplane], dataplane, NODE_ROWS)
 
 
 @pytest.mark.lab
 @by_dataplane
 def test_pod_to_pod_isolation_udp_and_identity_labels(labs: dict[str, Lab], dataplane: str) -> None:
-    check(
-        labs[dataplane],
-        dataplane,
-        [
-            Row(
-                "client -> srv-local (no policy)",
-                "pod:np/client",
-                "pod:np/srv-local",
-                8080,
-                True,
-                True,
-            ),
-            Row(
-                "client -> srv-remote (ingress from ns pods)",
-                "pod:np/client",
-                "pod:np/srv-remote",
-                8080,
-                True,
-                True,
-            ),
-            Row("client -> srv-deny", "pod:np/client", "pod:np/srv-deny", 8080, False, False),
-            Row(
-                "client -> srv-local 5353/udp",
-                "pod:np/client",
-                "pod:np/srv-local",
-                5353,
-                True,
-                True,
-                protocol=Protocol.UDP,
-            ),
-            Row(
-                "client -> srv-deny 5353/udp",
-                "pod:np/client",
-                "pod:np/srv-deny",
-                5353,
-                False,
-                False,
-                protocol=Protocol.UDP,
-            ),
-            Row(
-                "c-deny -> srv-local (egress deny-all)",
-                "pod:np/c-deny",
-                "pod:np/srv-local",
-                8080,
-                False,
-                False,
-            ),
-            Row(
-                "X -> srv-local (external, no policy)",
-                f"ext:{E}",
-                "pod:np/srv-local",
-                8080,
-                True,
-                True,
-            ),
-            Row(
-                "P20 client -> db-0 (pod-name label)",
-                "pod:np/client",
-                "pod:np/db-0",
-                8080,
-                False,
-                True,
-            ),
-        ],
-    )
+    check(labs[dataplane], dataplane, POD_ROWS)
 
 
 @pytest.mark.lab
 @by_dataplane
 def test_named_ports_and_port_ranges(labs: dict[str, Lab], dataplane: str) -> None:
-    check(
-        labs[dataplane],
-        dataplane,
-        [
-            Row(
-                "P16 c-np -> srv-remote:http-test (decoy 8000)",
-                "pod:np/c-np",
-                "pod:np/srv-remote",
-                8080,
-                True,
-                False,
-            ),
-            Row("c-np -> plain:8080", "pod:np/c-np", "pod:np/plain", 8080, False, False),
-            Row("P17 c-alt -> X:8443 (alt unique)", "pod:np/c-alt", f"ext:{E}", 8443, False, True),
-            Row("c-alt -> plain:8443 (unnamed)", "pod:np/c-alt", "pod:np/plain", 8443, False, True),
-            Row("c-alt -> srv-alt:alt", "pod:np/c-alt", "pod:np/srv-alt", "alt", True, True),
-            Row("c-alt -> srv-alt:8444", "pod:np/c-alt", "pod:np/srv-alt", 8444, False, False),
-            Row("P18 client -> srv-ep:9000", "pod:np/client", "pod:np/srv-ep", 9000, True, True),
-            Row(
-                "P18 client -> srv-ep:9003",
-                "pod:np/client",
-                "pod:np/srv-ep",
-                9003,
-                True,
-                True,
-                False,
-            ),
-            Row(
-                "client -> srv-ep:9005 (end)",
-                "pod:np/client",
-                "pod:np/srv-ep",
-                9005,
-                True,
-                True,
-                False,
-            ),
-            Row("client -> srv-ep:9006", "pod:np/client", "pod:np/srv-ep", 9006, False, False),
-            Row("P19 client -> srv-ep:9010", "pod:np/client", "pod:np/srv-ep", 9010, False, False),
-            Row(
-                "srv-local -> srv-ep:9000 (not from client)",
-                "pod:np/srv-local",
-                "pod:np/srv-ep",
-                9000,
-                False,
-                False,
-            ),
-            Row("c-ep -> X:8440 (start)", "pod:np/c-ep", f"ext:{E}", 8440, True, True),
-            Row("c-ep -> X:8443 (inside)", "pod:np/c-ep", f"ext:{E}", 8443, True, True, False),
-            Row("c-ep -> X:8451 (beyond)", "pod:np/c-ep", f"ext:{E}", 8451, False, False),
-        ],
-    )
+    check(labs[dataplane], dataplane, PORT_ROWS)
 
 
 @pytest.mark.lab
 @by_dataplane
 def test_nodeport_and_loadbalancer_from_outside(labs: dict[str, Lab], dataplane: str) -> None:
-    check(
-        labs[dataplane],
-        dataplane,
-        [
-            Row(
-                "P10 deny-all, eTP=Cluster, backend n1",
-                f"ext:{E}",
-                "nodeport:np/svc-d1@n1",
-                80,
-                True,
-                False,
-            ),
-            Row("P10 via LB IP", f"ext:{E}", "lb:np/svc-d1@n1", 80, True, False),
-            Row("P11 deny-all, backend n2", f"ext:{E}", "nodeport:np/svc-d2@n1", 80, False, False),
-            Row("ipBlock e/32, backend n1", f"ext:{E}", "nodeport:np/svc-e1@n1", 80, True, True),
-            Row("ipBlock e/32, backend n2", f"ext:{E}", "nodeport:np/svc-e2@n1", 80, False, False),
-            Row(
-                "P12 ipBlock nodes, backend n2",
-                f"ext:{E}",
-                "nodeport:np/svc-s2@n1",
-                80,
-                True,
-                False,
-            ),
-            Row("P13 ports-only, backend n1", f"ext:{E}", "nodeport:np/svc-p1@n1", 80, True, True),
-            Row("P13 ports-only, backend n2", f"ext:{E}", "lb:np/svc-p2@n1", 80, True, True),
-            Row(
-                "P14 eTP=Local ipBlock e/32, backend n1",
-                f"ext:{E}",
-                "nodeport:np/svc-el@n1",
-                80,
-                True,
-                True,
-            ),
-            Row(
-                "eTP=Local via n2 (no local backend)",
-                f"ext:{E}",
-                "nodeport:np/svc-el@n2",
-                80,
-                False,
-                False,
-            ),
-            Row("eTP=Local deny-all, backend n1", f"ext:{E}", "lb:np/svc-l1@n1", 80, False, False),
-        ],
-    )
+    check(labs[dataplane], dataplane, EXTERNAL_SERVICE_ROWS)
 
 
 @pytest.mark.lab
 @by_dataplane
 def test_in_cluster_clients_of_services(labs: dict[str, Lab], dataplane: str) -> None:
-    check(
-        labs[dataplane],
-        dataplane,
-        [
-            Row(
-                "P15 client (not frontend) -> LB IP svc-f1",
-                "pod:np/client",
-                "lb:np/svc-f1@n1",
-                80,
-                True,
-                False,
-            ),
-            Row("front -> LB IP svc-f1", "pod:np/front", "lb:np/svc-f1@n1", 80, True, True),
-            Row(
-                "client -> nodePort svc-f1 on own node",
-                "pod:np/client",
-                "nodeport:np/svc-f1@n1",
-                80,
-                True,
-                False,
-            ),
-            Row(
-                "c-deny -> LB IP svc-p1 (egress deny-all)",
-                "pod:np/c-deny",
-                "lb:np/svc-p1@n1",
-                80,
-                True,
-                False,
-            ),
-            Row(
-                "client -> LB IP svc-d2 (backend n2, deny-all)",
-                "pod:np/client",
-                "lb:np/svc-d2@n1",
-                80,
-                False,
-                False,
-            ),
-            Row(
-                "D10 client -> svc-t:80 (targetPort 8080 allowed)",
-                "pod:np/client",
-                "svc:np/svc-t",
-                80,
-                True,
-                True,
-            ),
-            Row(
-                "D10 client -> svc-t80:80 (only 80 allowed)",
-                "pod:np/client",
-                "svc:np/svc-t80",
-                80,
-                False,
-                False,
-            ),
-            Row("svc-web: named targetPort", "pod:np/client", "svc:np/svc-web", 80, True, True),
-            Row(
-                "D10 hairpin srv-hp -> own Service",
-                "pod:np/srv-hp",
-                "svc:np/svc-hp",
-                80,
-                True,
-                True,
-            ),
-            Row("client -> svc-hp (deny-all)", "pod:np/client", "svc:np/svc-hp", 80, False, False),
-        ],
-    )
+    check(labs[dataplane], dataplane, IN_CLUSTER_SERVICE_ROWS)
 
 
 @pytest.mark.lab
