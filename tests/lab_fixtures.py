@@ -1,13 +1,18 @@
 """pytest fixtures for tests that need a lab: `lab_factory` builds labs and always removes them.
 
-Use it from a test module with `from lab_fixtures import lab_factory  # noqa: F401` (or
-`module_lab_factory` for one lab shared by a module's tests). Lab tests need root; without
-it they fail loudly, they are never skipped.
+Use them from a test module by binding the fixtures to module names:
+
+    import lab_fixtures
+    lab_factory = lab_fixtures.lab_factory                 # one lab per test
+    module_lab_factory = lab_fixtures.module_lab_factory   # labs shared by a module's tests
 
     def test_x(lab_factory):
-        lab = lab_factory(snapshot, dataplane="npm")          # render: the real dataplanes
+        lab = lab_factory(snapshot, dataplane="npm")       # render: the real dataplanes
         r = lab.probe(PodEndpoint(pod=a), PodEndpoint(pod=b), 80)
         assert r.observed is Observed.CONNECTED and r.token == "x/b"
+
+Lab tests need root; without it they fail loudly, they are never skipped. Every lab a
+factory built is torn down when its fixture ends, whether the test passed or not.
 """
 
 from __future__ import annotations
