@@ -1,0 +1,176 @@
+"""`netparity demo`: the whole migration on a local lab, in under a minute.
+
+Builds the lab from the example under npm, runs the suites (pre: the baseline), upgrades
+the lab to cilium (every pod recreated with a new IP, as `az aks update` does), runs the
+suites again (post: the parity gate), explains the result and tears the lab down, also
+on Ctrl-C. Exit 0 when every post failure is a change the engine predicted, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from netparity.errors import ClusterError
+from netparity.record import cluster_dirname
+from netparity.session import DEFAULT_EXAMPLE, REPO_ROOT, lab_is_up
+
+DEMO_LAB = "demo"
+UNEXPECTED = ("lost", "gained", "flaky", "error")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the migration on a local lab: baseline under npm, upgrade to cilium, parity (root)",
+    )
+    p.add_argument(
+        "--name", default=DEMO_LAB, help=f"the lab's name (default: {DEMO_LAB}; removed at the end)"
+    )
+    p.add_argument("--target", default="cilium", choices=("cilium", "cilium-1.16"))
+    p.add_argument(
+        "--report-dir",
+        default="reports",
+        metavar="DIR",
+        help="where the reports go (default reports/)",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the lab up at the end (netparity lab down removes it)",
+    )
+    p.add_argument(
+        "pytest_args",
+        nargs="*",
+        metavar="PYTEST_ARG",
+        help="extra pytest arguments for both runs (after --), e.g. -- -n 4",
+    )
+    p.set_defaults(func=run)
+
+
+def _say(text: str) -> None:
+    print(
+        f"\n\033[1mnetparity demo:\033[0m {text}"
+        if sys.stdout.isatty()
+        else f"\nnetparity demo: {text}",
+        flush=True,
+    )
+
+
+def _pytest(args: list[str]) -> int:
+    """Run the suites as a subprocess with live output (the same command a user types)."""
+    cmd = [sys.executable, "-m", "pytest", "suites/", *args]
+    print("$ " + " ".join(["pytest", *cmd[3:]]), flush=True)
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return subprocess.call(cmd, cwd=REPO_ROOT, env=env)
+
+
+def _explain(parity: dict[str, Any]) -> tuple[int, list[str]]:
+    counts = parity.get("counts", {})
+    unexpected = sum(int(counts.get(k, 0)) for k in UNEXPECTED)
+    lines = []
+    predicted = [p for p in parity.get("probes", []) if p.get("status") == "predicted"]
+    by: dict[str, int] = {}
+    for p in predicted:
+        key = p.get("scenario") or "no scenario"
+        by[key] = by.get(key, 0) + 1
+    lines.append(
+        f"{len(predicted)} probes changed exactly as the engine predicted for "
+        f"{parity.get('before')} -> {parity.get('after')}:"
+    )
+    lines.extend(f"  {k}: {v} probes" for k, v in sorted(by.items()))
+    if unexpected:
+        lines.append(
+            f"{unexpected} probes changed in a way nobody predicted "
+            f"({', '.join(f'{counts.get(k, 0)} {k}' for k in UNEXPECTED)}): look at them first"
+        )
+    else:
+        lines.append(
+            "nothing else changed: every failure of the post run is a known migration risk "
+            "(fix them before migrating, or list them in an accept file with a reason)"
+        )
+    return unexpected, lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from netparity.lab import StderrProgress, down, up, upgrade
+    from netparity.model.snapshot import load_snapshot
+
+    if os.geteuid() != 0:
+        raise ClusterError("the demo builds a lab of network namespaces and needs root")
+    name: str = args.name
+    report_dir = Path(args.report_dir).resolve()
+    cluster = f"lab:{name}"
+    folder = report_dir / cluster_dirname(cluster)
+    common = [
+        "--cluster",
+        cluster,
+        "--target",
+        args.target,
+        "--report-dir",
+        str(report_dir),
+        "-p",
+        "no:cacheprovider",
+        "--tb=no",
+        "-rfE",
+        *args.pytest_args,
+    ]
+    started = time.monotonic()
+    code = 1
+    try:
+        if lab_is_up(name):
+            _say(f"a lab named {name} is up from an earlier run: removing it first")
+            down(name)
+        _say(f"building lab {name} from {DEFAULT_EXAMPLE.relative_to(REPO_ROOT)} under npm")
+        progress = StderrProgress(name)
+        up(load_snapshot([str(DEFAULT_EXAMPLE)]), name=name, dataplane="npm", progress=progress)
+        progress.finish()
+
+        _say("1/2 before the upgrade: probe every planned connection and record the baseline")
+        pre = _pytest([*common, "--phase", "pre", "--force"])
+        if pre not in (0, 1):
+            _say(f"the pre run stopped with exit code {pre}")
+            return 1
+        if pre == 1:
+            _say("the pre run found probes where the lab disagrees with the engine (above)")
+
+        _say(f"upgrading lab {name} to {args.target} (every pod recreated with a new IP)")
+        progress = StderrProgress(name)
+        upgrade(name, args.target, progress=progress)
+        progress.finish()
+
+        _say("2/2 after the upgrade: the same probes, compared with the baseline")
+        post = _pytest([*common, "--phase", "post"])
+        parity_file = folder / "parity.json"
+        if post not in (0, 1) or not parity_file.is_file():
+            _say(f"the post run stopped with exit code {post} and wrote no parity report")
+            return 1
+        parity = json.loads(parity_file.read_text(encoding="utf-8"))
+        unexpected, lines = _explain(parity)
+        _say("what changed")
+        for line in lines:
+            print(line)
+        code = 0 if unexpected == 0 else 1
+        return code
+    except KeyboardInterrupt:
+        _say("interrupted")
+        code = 130
+        return code
+    finally:
+        if args.keep:
+            _say(f"lab {name} is still up: `netparity lab down --name {name}` removes it")
+        else:
+            try:
+                down(name)
+            except KeyboardInterrupt:
+                down(name)
+            _say(f"lab {name} removed")
+        elapsed = time.monotonic() - started
+        _say(f"reports in {folder} ({elapsed:.0f}s); exit {code}")

@@ -1,0 +1,373 @@
+"""Parity: a baseline record against a current record, probe by probe, matched by id.
+
+Each probe gets one status: `same`; `lost` (allowed before, denied now) and `gained`
+(denied before, allowed now) that nobody predicted or accepted; `predicted` (a lost or
+gained change the engine predicted for this migration: the baseline matched the
+prediction for the old dataplane and the current run the prediction for the new one);
+`accepted` (listed in the accept file, with its reason); `flaky` and `error` (either
+side could not establish a verdict); `new` and `missing` (in one record only). Parity
+holds when nothing is lost, gained, predicted, flaky or in error. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from netparity.accept import Acceptance
+from netparity.record import Outcome, ProbeRecord, Record, check_comparable, observed_text
+
+PARITY_KIND = "netparity.parity"
+PARITY_SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    SAME = "same"
+    LOST = "lost"
+    GAINED = "gained"
+    PREDICTED = "predicted"
+    ACCEPTED = "accepted"
+    FLAKY = "flaky"
+    ERROR = "error"
+    NEW = "new"
+    MISSING = "missing"
+
+
+# The statuses that break parity (the CI gate), in the order reports list them.
+FAILING = (Status.LOST, Status.GAINED, Status.PREDICTED, Status.FLAKY, Status.ERROR)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeParity:
+    id: str
+    title: str
+    status: Status
+    change: Status  # what happened, before predictions and accepts: same/lost/gained/flaky/...
+    before: Outcome | None
+    after: Outcome | None
+    predicted_before: str | None  # the engine's decision under the baseline's dataplane
+    predicted_after: str | None  # ... and under the current one
+    predicted: bool  # the engine predicted this change (before != after, both matched)
+    accepted: Acceptance | None
+    baseline: ProbeRecord | None
+    current: ProbeRecord | None
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILING
+
+    @property
+    def probe(self) -> ProbeRecord:
+        record = self.current or self.baseline
+        assert record is not None
+        return record
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parity:
+    baseline: Record
+    current: Record
+    before: str  # the baseline's dataplane (as predictions name it)
+    after: str  # the current dataplane (as predictions name it)
+    probes: tuple[ProbeParity, ...]
+    unused_accepts: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    counts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def held(self) -> bool:
+        return not any(p.failed for p in self.probes)
+
+    def by_id(self) -> Mapping[str, ProbeParity]:
+        return {p.id: p for p in self.probes}
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.held else 1
+
+
+def _dataplane(named: str, fallback: str, records: list[ProbeRecord]) -> str:
+    """The dataplane name predictions use: the record's own if predicted, else the plan's."""
+    if any(named in r.predicted for r in records):
+        return named
+    return fallback
+
+
+def _decision(probe: ProbeRecord | None, dp: str) -> str | None:
+    if probe is None:
+        return None
+    p = probe.prediction(dp)
+    return p.decision if p is not None else None
+
+
+def _where(probe: ProbeRecord) -> str:
+    parts = []
+    if probe.scenario:
+        parts.append(f"scenario {probe.scenario}")
+    if probe.rule:
+        parts.append(f"rule {probe.rule}")
+    return ", ".join(parts) if parts else "no scenario or rule (a probe of the plan's classes)"
+
+
+def _explain(probe: ProbeRecord, dp: str) -> str:
+    p = probe.prediction(dp)
+    if p is None:
+        return f"{dp}: no prediction"
+    return f"{dp} predicts {p.decision}" + (f": {p.explanation}" if p.explanation else "")
+
+
+def _judge_one(
+    pid: str,
+    base: ProbeRecord | None,
+    cur: ProbeRecord | None,
+    *,
+    before: str,
+    after: str,
+    accepts: Mapping[str, Acceptance],
+) -> ProbeParity:
+    probe = cur or base
+    assert probe is not None
+    # Predictions come from the current run's plan (made for this migration), else the baseline's.
+    pb = _decision(cur, before) or _decision(base, before)
+    pa = _decision(cur, after) or _decision(base, after)
+    b = base.verdict if base is not None else None
+    a = cur.verdict if cur is not None else None
+
+    def make(
+        status: Status,
+        change: Status,
+        message: str,
+        *,
+        predicted: bool = False,
+        acceptance: Acceptance | None = None,
+    ) -> ProbeParity:
+        return ProbeParity(
+            id=pid,
+            title=probe.title,
+            status=status,
+            change=change,
+            before=b,
+            after=a,
+            predicted_before=pb,
+            predicted_after=pa,
+            predicted=predicted,
+            accepted=acceptance if status is Status.ACCEPTED else None,
+            baseline=base,
+            current=cur,
+            message=message,
+        )
+
+    if base is None:
+        assert cur is not None
+        return make(Status.NEW, Status.NEW, f"new: not in the baseline; observed {cur.verdict} now")
+    if cur is None:
+        return make(
+            Status.MISSING,
+            Status.MISSING,
+            f"missing: in the baseline ({base.verdict}) but not in this run's plan",
+        )
+    if Outcome.ERROR in (b, a):
+        side, rec = ("the baseline", base) if b is Outcome.ERROR else ("this run", cur)
+        why = rec.error or observed_text(rec.tries)
+        return make(
+            Status.ERROR,
+            Status.ERROR,
+            f"error: the probe could not run in {side} ({why}); an error is never counted as a deny",
+        )
+    if Outcome.FLAKY in (b, a):
+        side, rec = ("the baseline", base) if b is Outcome.FLAKY else ("this run", cur)
+        return make(
+            Status.FLAKY,
+            Status.FLAKY,
+            f"flaky: the verdict changed between tries in {side} ({observed_text(rec.tries)})",
+        )
+    if b == a:
+        msg = f"same: {a} before ({before}) and now ({after})"
+        if pb is not None and pa is not None and pb != pa:
+            msg += f"; the engine predicted {pb} -> {pa}, which did not happen"
+        return make(Status.SAME, Status.SAME, msg)
+    change = Status.LOST if b is Outcome.ALLOW else Status.GAINED
+    what = (
+        f"{change.upper()}: {'allowed' if change is Status.LOST else 'denied'} in the baseline "
+        f"({before}), {'denied' if change is Status.LOST else 'allowed'} now ({after})"
+    )
+    predicted = pb is not None and pa is not None and pb != pa and pb == str(b) and pa == str(a)
+    if predicted:
+        why = f"predicted by the engine for this migration: {_where(probe)}"
+    else:
+        why = (
+            f"NOT predicted: the engine expected {pb or 'nothing'} under {before} and "
+            f"{pa or 'nothing'} under {after}; {_where(probe)}"
+        )
+    detail = f"\n  {_explain(probe, before)}\n  {_explain(probe, after)}"
+    acceptance = accepts.get(pid)
+    if acceptance is None and cur.expect is not None and cur.expect == str(a):
+        acceptance = Acceptance(id=pid, reason=f"the probe file expects {a} under {after}")
+    if acceptance is not None:
+        return make(
+            Status.ACCEPTED,
+            change,
+            f"accepted ({acceptance.reason}): {what}\n  {why}{detail}",
+            predicted=predicted,
+            acceptance=acceptance,
+        )
+    status = Status.PREDICTED if predicted else change
+    return make(status, change, f"{what}\n  {why}{detail}", predicted=predicted)
+
+
+def compare(
+    baseline: Record,
+    current: Record,
+    *,
+    accepts: Mapping[str, Acceptance] | None = None,
+    check: bool = True,
+) -> Parity:
+    """Compare probe by probe; raises RecordError for records that cannot be compared."""
+    if check:
+        check_comparable(baseline, current)
+    accepts = accepts or {}
+    base_by = baseline.by_id()
+    cur_by = current.by_id()
+    every = list(current.probes) + list(baseline.probes)
+    before = _dataplane(baseline.dataplane, current.plan.current, every)
+    after = _dataplane(current.dataplane, current.plan.target, every)
+    out = [
+        _judge_one(p.id, base_by.get(p.id), p, before=before, after=after, accepts=accepts)
+        for p in current.probes
+    ]
+    out += [
+        _judge_one(p.id, p, None, before=before, after=after, accepts=accepts)
+        for p in baseline.probes
+        if p.id not in cur_by
+    ]
+    used = {p.id for p in out if p.status is Status.ACCEPTED}
+    unused = tuple(sorted(a for a in accepts if a not in used))
+    notes = []
+    if baseline.plan.digest != current.plan.digest:
+        notes.append(
+            f"the plan changed since the baseline (digest {baseline.plan.digest[:12]} -> "
+            f"{current.plan.digest[:12]}): the cluster's policies or workloads differ"
+        )
+    if baseline.dataplane == current.dataplane:
+        notes.append(f"both records were taken on the same dataplane ({current.dataplane})")
+    for a in unused:
+        where = (
+            "is not in either record" if a not in base_by and a not in cur_by else "did not change"
+        )
+        notes.append(f"accept entry {a} {where}: it was not needed")
+    counts = {s.value: 0 for s in Status}
+    for p in out:
+        counts[p.status.value] += 1
+    return Parity(
+        baseline=baseline,
+        current=current,
+        before=before,
+        after=after,
+        probes=tuple(out),
+        unused_accepts=unused,
+        notes=tuple(notes),
+        counts=MappingProxyType(counts),
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _record_summary(r: Record, path: str | None) -> dict[str, Any]:
+    return {
+        "path": path,
+        "time": r.time,
+        "phase": r.phase,
+        "backend": r.backend,
+        "dataplane": r.dataplane,
+        "dataplane_version": r.dataplane_version,
+        "netparity_version": r.netparity_version,
+        "plan_digest": r.plan.digest,
+        "plan_size": r.plan.size,
+    }
+
+
+def parity_json(
+    parity: Parity, *, baseline_path: str | None = None, current_path: str | None = None
+) -> dict[str, Any]:
+    from netparity.record import probe_json
+
+    probes = []
+    for p in parity.probes:
+        rec = p.probe
+        body = probe_json(rec)
+        probes.append(
+            {
+                "id": p.id,
+                "title": p.title,
+                "status": str(p.status),
+                "change": str(p.change),
+                "failed": p.failed,
+                "before": None if p.before is None else str(p.before),
+                "after": None if p.after is None else str(p.after),
+                "predicted_change": p.predicted,
+                "predicted_before": p.predicted_before,
+                "predicted_after": p.predicted_after,
+                "accepted_reason": p.accepted.reason if p.accepted else None,
+                "message": p.message,
+                "kind": rec.kind,
+                "intent": rec.intent,
+                "source": body["source"],
+                "destination": body["destination"],
+                "port": rec.port,
+                "protocol": rec.protocol,
+                "scenario": rec.scenario,
+                "rule": rec.rule,
+                "stands_for": list(rec.stands_for),
+                "predicted": body["predicted"],
+                "observed_before": [] if p.baseline is None else probe_json(p.baseline)["observed"],
+                "observed_after": [] if p.current is None else probe_json(p.current)["observed"],
+            }
+        )
+    return {
+        "kind": PARITY_KIND,
+        "schema_version": PARITY_SCHEMA_VERSION,
+        "cluster": parity.current.cluster,
+        "held": parity.held,
+        "exit_code": parity.exit_code,
+        "before": parity.before,
+        "after": parity.after,
+        "baseline": _record_summary(parity.baseline, baseline_path),
+        "current": _record_summary(parity.current, current_path),
+        "counts": dict(parity.counts),
+        "notes": list(parity.notes),
+        "unused_accepts": list(parity.unused_accepts),
+        "probes": probes,
+    }
+
+
+def summary_line(parity: Parity) -> str:
+    held = "parity held" if parity.held else "parity BROKEN"
+    counts = ", ".join(f"{v} {k}" for k, v in parity.counts.items() if v)
+    return f"{held}: {counts or 'no probes'} ({parity.before} -> {parity.after})"
+
+
+def render_text(parity: Parity) -> str:
+    """The comparison as plain text: the verdict, the counts, then every non-`same` probe."""
+    lines = [summary_line(parity)]
+    lines.append(
+        f"baseline {parity.baseline.time} on {parity.baseline.dataplane}, "
+        f"current {parity.current.time} on {parity.current.dataplane}, "
+        f"cluster {parity.current.cluster}"
+    )
+    lines.extend(f"note: {n}" for n in parity.notes)
+    order = [*FAILING, Status.ACCEPTED, Status.NEW, Status.MISSING]
+    for status in order:
+        group = [p for p in parity.probes if p.status is status]
+        if not group:
+            continue
+        lines.append("")
+        lines.append(f"{status} ({len(group)}):")
+        for p in group:
+            lines.append(f"  {p.id}  {p.title}")
+            lines.append(f"      {p.message}")
+    return "\n".join(lines)

@@ -1,0 +1,929 @@
+"""The netparity pytest plugin: options, one probe run per session, items that assert on it.
+
+`pytest suites/ --cluster NAME` reads the cluster, plans, probes every planned probe once
+(one batch per source) and then runs one item per probe, per lint finding and per explicit
+probe; each item only looks up its verdict. Before the upgrade (phase `pre`) an item
+passes where the observation agrees with the engine's prediction, and the run records the
+baseline; after it (phase `post`) an item passes where the probe kept its verdict (or the
+change is accepted), and the run writes the parity report. Under pytest-xdist the
+controller does the reading, planning and probing and hands every verdict to the workers
+through `workerinput`, so the output is the same with and without `-n`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from netparity.errors import InputError, NetparityError, RecordError
+from netparity.session import (
+    ClusterSpec,
+    ItemVerdict,
+    Stopwatch,
+    counts_line,
+    judge_post,
+    judge_pre,
+    open_backend,
+    param_ids,
+    parse_cluster,
+    probe_all,
+)
+
+if TYPE_CHECKING:
+    from netparity.accept import Acceptance
+    from netparity.backend import Backend, ClusterFacts
+    from netparity.compare import Parity
+    from netparity.plan.model import Plan
+    from netparity.probefile import ProbeSpec
+    from netparity.record import Record
+
+GROUP = "netparity"
+GROUP_DESCRIPTION = "netparity: NetworkPolicy parity probes (pytest suites/ --cluster NAME)"
+
+HELP_CLUSTER = (
+    "the cluster to probe: lab or lab:NAME (a local lab of network namespaces; built from "
+    "examples/aks-migration.yaml under npm if none is up), file:SNAPSHOT.yaml[@DATAPLANE] "
+    "(a dry run: the engine answers every probe), or a kubeconfig context"
+)
+HELP_PHASE = (
+    "auto (default): pre where this cluster has no baseline, post where it has one and "
+    "the dataplane changed; pre: check against the predictions and record the baseline; "
+    "post: compare with the baseline"
+)
+HELP_BASELINE = "the baseline record (default: REPORT_DIR/<cluster>/baseline.json)"
+HELP_TARGET = "the dataplane the cluster moves to: cilium (default) or cilium-1.16"
+HELP_ACCEPT = "accept file: a YAML list of {id, reason}, changes reviewed and accepted (they pass)"
+HELP_PROBES = "an explicit probe file (docs/probes.md); may be given more than once"
+HELP_PROBE_TIMEOUT = "seconds a probe waits before it counts as dropped (default 2)"
+HELP_RETRIES = "how many times a deny is probed again before it is believed (default 1)"
+HELP_REPORT_DIR = "where records, the baseline and the parity report go (default reports/)"
+HELP_FORCE = "with --phase pre: replace an existing baseline"
+
+PHASES = ("auto", "pre", "post")
+DEFAULT_TARGET = "cilium"
+DEFAULT_PROBE_TIMEOUT = 2.0
+DEFAULT_RETRIES = 1
+DEFAULT_REPORT_DIR = "reports"
+SUITES = ("connectivity", "explicit", "lint")
+# The argument each suite's test function takes, one item per value.
+FIXTURES = {
+    "netparity_probe": "connectivity",
+    "netparity_explicit": "explicit",
+    "netparity_finding": "lint",
+}
+WORKERINPUT_KEY = "netparity"
+
+
+# --------------------------------------------------------------------------- options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup(GROUP, GROUP_DESCRIPTION)
+    group.addoption("--cluster", dest="netparity_cluster", metavar="NAME", help=HELP_CLUSTER)
+    group.addoption("--phase", dest="netparity_phase", metavar="auto|pre|post", help=HELP_PHASE)
+    group.addoption("--baseline", dest="netparity_baseline", metavar="FILE", help=HELP_BASELINE)
+    group.addoption(
+        "--target", dest="netparity_target", metavar="cilium|cilium-1.16", help=HELP_TARGET
+    )
+    group.addoption("--accept", dest="netparity_accept", metavar="FILE", help=HELP_ACCEPT)
+    group.addoption(
+        "--probes",
+        dest="netparity_probes",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help=HELP_PROBES,
+    )
+    group.addoption(
+        "--probe-timeout",
+        dest="netparity_probe_timeout",
+        metavar="SECONDS",
+        help=HELP_PROBE_TIMEOUT,
+    )
+    group.addoption("--retries", dest="netparity_retries", metavar="N", help=HELP_RETRIES)
+    group.addoption(
+        "--report-dir", dest="netparity_report_dir", metavar="DIR", help=HELP_REPORT_DIR
+    )
+    group.addoption(
+        "--force", dest="netparity_force", action="store_true", default=False, help=HELP_FORCE
+    )
+    parser.addini("netparity_target", HELP_TARGET)
+    parser.addini("netparity_accept", HELP_ACCEPT)
+    parser.addini("netparity_probe_timeout", HELP_PROBE_TIMEOUT)
+    parser.addini("netparity_retries", HELP_RETRIES)
+    parser.addini("netparity_report_dir", HELP_REPORT_DIR)
+
+
+class NetparityHookspecs:
+    """Hooks netparity adds; a conftest may implement them."""
+
+    @pytest.hookspec(firstresult=True)
+    def pytest_netparity_backend(self, config: pytest.Config, cluster: str) -> Backend | None:
+        """Return the Backend for `--cluster <cluster>` (with its record name as
+        `backend.facts().name`), or None to let netparity choose: lab, file: or kubeconfig."""
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(NetparityHookspecs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    cluster: ClusterSpec
+    phase: str
+    baseline: Path | None  # given on the command line
+    target: str
+    accept: Path | None
+    probes: tuple[Path, ...]
+    probe_timeout: float
+    retries: int
+    report_dir: Path
+    force: bool
+
+
+def _value(config: pytest.Config, dest: str, ini: str | None) -> tuple[str | None, str]:
+    """A setting's raw value and where it came from: command line > ini file."""
+    raw = config.getoption(dest)
+    if raw is not None:
+        return str(raw), "--" + dest.removeprefix("netparity_").replace("_", "-")
+    if ini is not None:
+        value = config.getini(ini)
+        if isinstance(value, str) and value.strip():
+            return value.strip(), f"ini option {ini}"
+    return None, ""
+
+
+def resolve_settings(config: pytest.Config) -> Settings | None:
+    """Every netparity option, validated, or None when no --cluster is given.
+
+    Raises pytest.UsageError naming the bad value."""
+    raw_cluster = config.getoption("netparity_cluster")
+    others = {
+        "--phase": config.getoption("netparity_phase"),
+        "--baseline": config.getoption("netparity_baseline"),
+        "--accept": config.getoption("netparity_accept"),
+        "--probes": config.getoption("netparity_probes") or None,
+        "--force": config.getoption("netparity_force") or None,
+    }
+    if raw_cluster is None:
+        given = [k for k, v in others.items() if v is not None]
+        if given:
+            raise pytest.UsageError(
+                f"netparity: {', '.join(given)} needs --cluster NAME (lab, lab:NAME, "
+                "file:SNAPSHOT.yaml or a kubeconfig context)"
+            )
+        return None
+    try:
+        cluster = parse_cluster(str(raw_cluster))
+    except NetparityError as e:
+        raise pytest.UsageError(f"netparity: --cluster {raw_cluster!r}: {_message(e)}") from None
+
+    phase = str(config.getoption("netparity_phase") or "auto")
+    if phase not in PHASES:
+        raise pytest.UsageError(f"netparity: --phase {phase!r} is not one of {', '.join(PHASES)}")
+
+    from netparity.engine.dataplane import TARGETS
+
+    target, where = _value(config, "netparity_target", "netparity_target")
+    target = target or DEFAULT_TARGET
+    if target not in TARGETS:
+        raise pytest.UsageError(
+            f"netparity: {where} {target!r} is not a target dataplane "
+            f"(expected {' or '.join(TARGETS)})"
+        )
+
+    raw_timeout, where = _value(config, "netparity_probe_timeout", "netparity_probe_timeout")
+    timeout = DEFAULT_PROBE_TIMEOUT
+    if raw_timeout is not None:
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            timeout = math.nan
+        if not (0 < timeout <= 300):
+            raise pytest.UsageError(
+                f"netparity: {where} {raw_timeout!r} must be a number of seconds above 0 "
+                "and at most 300"
+            )
+
+    raw_retries, where = _value(config, "netparity_retries", "netparity_retries")
+    retries = DEFAULT_RETRIES
+    if raw_retries is not None:
+        try:
+            retries = int(raw_retries)
+        except ValueError:
+            retries = -1
+        if not 0 <= retries <= 10:
+            raise pytest.UsageError(
+                f"netparity: {where} {raw_retries!r} must be a whole number from 0 to 10"
+            )
+
+    raw_dir, where = _value(config, "netparity_report_dir", "netparity_report_dir")
+    if raw_dir is None:
+        report_dir = Path(config.invocation_params.dir) / DEFAULT_REPORT_DIR
+    elif where.startswith("--"):
+        report_dir = Path(config.invocation_params.dir) / raw_dir
+    else:
+        report_dir = config.rootpath / raw_dir
+
+    force = bool(config.getoption("netparity_force"))
+    if force and phase != "pre":
+        raise pytest.UsageError(
+            "netparity: --force only applies with --phase pre (it replaces the baseline); "
+            f"this run has --phase {phase}"
+        )
+
+    baseline: Path | None = None
+    raw_baseline = config.getoption("netparity_baseline")
+    if raw_baseline is not None:
+        baseline = Path(config.invocation_params.dir) / str(raw_baseline)
+        if phase != "pre" and not baseline.is_file():
+            raise pytest.UsageError(
+                f"netparity: --baseline {raw_baseline!r} does not exist "
+                "(a baseline is recorded with --phase pre)"
+            )
+
+    raw_accept, where = _value(config, "netparity_accept", "netparity_accept")
+    accept: Path | None = None
+    if raw_accept is not None:
+        base = Path(config.invocation_params.dir) if where.startswith("--") else config.rootpath
+        accept = base / raw_accept
+        if not accept.is_file():
+            raise pytest.UsageError(f"netparity: {where} {raw_accept!r}: no such file")
+
+    probes = []
+    for raw in config.getoption("netparity_probes") or ():
+        p = Path(config.invocation_params.dir) / str(raw)
+        if not p.is_file():
+            raise pytest.UsageError(f"netparity: --probes {raw!r}: no such file")
+        probes.append(p)
+
+    return Settings(
+        cluster=cluster,
+        phase=phase,
+        baseline=baseline,
+        target=target,
+        accept=accept,
+        probes=tuple(probes),
+        probe_timeout=timeout,
+        retries=retries,
+        report_dir=report_dir,
+        force=force,
+    )
+
+
+def _show(path: Path | None) -> str:
+    """A path as the user would type it: relative to the current folder where it is inside."""
+    if path is None:
+        return "-"
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _message(e: NetparityError) -> str:
+    return e.message if isinstance(e, InputError) else str(e)
+
+
+def _usage(e: NetparityError) -> pytest.UsageError:
+    return pytest.UsageError(f"netparity: {e}")
+
+
+# --------------------------------------------------------------------------- session state
+
+
+@dataclass(slots=True, kw_only=True)
+class State:
+    """One session's netparity state (config.stash): the controller fills it, workers read it."""
+
+    settings: Settings | None
+    worker: bool = False
+    header: list[str] = field(default_factory=list)
+    items: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # suite -> (key, id)
+    verdicts: dict[str, ItemVerdict] | None = None
+    failure: str | None = None  # why no probe could be judged
+    summary: list[str] = field(default_factory=list)
+    # controller only
+    backend: Backend | None = None
+    cluster: str = ""
+    facts: ClusterFacts | None = None
+    phase: str = ""
+    baseline_path: Path | None = None
+    baseline: Record | None = None
+    accepts: Mapping[str, Acceptance] = field(default_factory=dict)
+    explicit: tuple[ProbeSpec, ...] = ()
+    expects: dict[str, str] = field(default_factory=dict)
+    plan: Plan | None = None
+    findings: list[tuple[str, str, ItemVerdict]] = field(default_factory=list)
+    record: Record | None = None
+    parity: Parity | None = None
+    written: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.settings is not None or self.worker
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "header": self.header,
+            "items": {k: [list(p) for p in v] for k, v in self.items.items()},
+            "verdicts": None
+            if self.verdicts is None
+            else {k: v.to_json() for k, v in self.verdicts.items()},
+            "failure": self.failure,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> State:
+        verdicts = raw.get("verdicts")
+        return cls(
+            settings=None,
+            worker=True,
+            header=list(raw.get("header") or []),
+            items={k: [(str(a), str(b)) for a, b in v] for k, v in raw["items"].items()},
+            verdicts=None
+            if verdicts is None
+            else {k: ItemVerdict.from_json(v) for k, v in verdicts.items()},
+            failure=raw.get("failure"),
+        )
+
+
+STATE = pytest.StashKey[State]()
+
+
+def _state(config: pytest.Config) -> State:
+    return config.stash.get(STATE, State(settings=None))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and WORKERINPUT_KEY in workerinput:
+        config.stash[STATE] = State.from_json(workerinput[WORKERINPUT_KEY])
+        return
+    config.stash[STATE] = State(settings=resolve_settings(config))
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin("dsession")
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class TerminalProgress:
+    """One progress line on the terminal: `probing: 120/340`, rewritten in place on a tty."""
+
+    def __init__(self, config: pytest.Config, prefix: str = "") -> None:
+        self.tr = config.pluginmanager.get_plugin("terminalreporter")
+        self.prefix = prefix
+        self.stopwatch = Stopwatch()
+        self.counts: dict[str, tuple[int, int]] = {}
+        self._started: set[str] = set()
+        self._last = -1.0
+
+    def say(self, line: str) -> None:
+        if self.tr is not None:
+            self.tr.write_line(line)
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if self.tr is None:
+            return
+        self.counts[what] = (done, total)
+        line = self.prefix + ", ".join(f"{w}: {d}/{t}" for w, (d, t) in self.counts.items())
+        tty = bool(self.tr.isatty)
+        finished = done >= total
+        if tty:
+            now = self.stopwatch.seconds()
+            if not finished and now - self._last < 0.1:
+                return
+            self._last = now
+            if not self._started:
+                self.tr.ensure_newline()
+            self._started.add(what)
+            self.tr.rewrite(line + (f" ({self.stopwatch.seconds():.1f}s)" if finished else ""))
+            if finished:
+                self.tr.write("\n")
+                self.counts.pop(what)
+        elif what not in self._started or finished:
+            self._started.add(what)
+            if finished:
+                self.say(f"{line} ({self.stopwatch.seconds():.1f}s)")
+                self.counts.pop(what)
+            elif done == 0:
+                self.say(line)
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+def _open(config: pytest.Config, state: State) -> None:
+    settings = state.settings
+    assert settings is not None
+    hooked = config.hook.pytest_netparity_backend(config=config, cluster=settings.cluster.text)
+    if hooked is not None:
+        state.backend = hooked
+        state.cluster = hooked.facts().name
+        return
+    progress = TerminalProgress(config, prefix=f"lab {settings.cluster.value}: ")
+    state.backend, state.cluster = open_backend(
+        settings.cluster, on_bring_up=progress.say, lab_progress=progress
+    )
+
+
+def _choose_phase(state: State) -> str:
+    """pre | post | check (pre-style checks, the baseline kept); sets the baseline fields."""
+    from netparity.record import default_baseline, load_record
+
+    settings, facts = state.settings, state.facts
+    assert settings is not None and facts is not None
+    path = settings.baseline or default_baseline(settings.report_dir, state.cluster)
+    state.baseline_path = path
+    exists = path.is_file()
+    if exists:
+        try:
+            state.baseline = load_record(path)
+        except RecordError as e:
+            if settings.phase == "pre" and settings.force:
+                state.baseline = None
+            else:
+                raise _usage(e) from None
+    base = state.baseline
+    if base is not None and base.cluster != state.cluster:
+        raise pytest.UsageError(
+            f"netparity: the baseline {_show(path)} belongs to cluster {base.cluster!r}, not "
+            f"{state.cluster!r}; give this cluster's baseline with --baseline"
+        )
+    if settings.phase == "pre":
+        if exists and not settings.force:
+            when = f" (recorded {base.time} on {base.dataplane})" if base is not None else ""
+            raise pytest.UsageError(
+                f"netparity: the baseline {_show(path)} already exists{when}; --phase post compares "
+                "with it, --phase pre --force replaces it"
+            )
+        state.header.append(
+            f"phase: pre (--phase pre{' --force: the baseline is replaced' if exists else ''})"
+        )
+        return "pre"
+    if settings.phase == "post":
+        if base is None:
+            raise pytest.UsageError(
+                f"netparity: --phase post needs a baseline, and there is none at {_show(path)}; "
+                "record it with --phase pre before the upgrade"
+            )
+        same = " (the dataplane did not change)" if base.dataplane == facts.dataplane else ""
+        state.header.append(
+            f"phase: post (--phase post): compared with the baseline of {base.time} "
+            f"on {base.dataplane}{same}"
+        )
+        return "post"
+    if base is None:
+        state.header.append(
+            "phase: pre (auto: this cluster has no baseline yet; this run records it)"
+        )
+        return "pre"
+    if base.dataplane != facts.dataplane:
+        state.header.append(
+            f"phase: post (auto: the baseline of {base.time} was recorded on {base.dataplane}, "
+            f"the cluster now runs {facts.dataplane})"
+        )
+        return "post"
+    state.header.append(
+        f"phase: check (auto: the baseline of {base.time} was recorded on {base.dataplane} and "
+        f"the cluster still runs {facts.dataplane}: probes are checked against the "
+        "predictions like pre, the baseline is kept; --phase pre --force replaces it)"
+    )
+    return "check"
+
+
+def _prepare(config: pytest.Config, state: State) -> None:
+    """Read the cluster, choose the phase, plan; fills the header and the item lists."""
+    from netparity.accept import load_accept
+    from netparity.plan.planner import make_plan
+    from netparity.probefile import load_probe_file, resolve_probes
+    from netparity.record import plan_version
+
+    settings = state.settings
+    assert settings is not None
+    try:
+        accepts = load_accept(settings.accept) if settings.accept else {}
+        specs: list[ProbeSpec] = []
+        for path in settings.probes:
+            specs.extend(load_probe_file(path))
+    except NetparityError as e:
+        raise _usage(e) from None
+    state.accepts = accepts
+    state.explicit = tuple(specs)
+    try:
+        _open(config, state)
+        assert state.backend is not None
+        state.facts = facts = state.backend.facts()
+        snapshot = state.backend.snapshot()
+    except NetparityError as e:
+        raise _usage(e) from None
+    version = f" {facts.version}" if facts.version else ""
+    state.header.append(
+        f"cluster: {state.cluster} (backend {facts.backend}, dataplane {facts.dataplane}{version})"
+    )
+    state.phase = _choose_phase(state)
+    current = (
+        state.baseline.dataplane if state.phase == "post" and state.baseline else facts.dataplane
+    )
+    if (
+        state.phase == "post"
+        and state.baseline is not None
+        and state.baseline.plan.version != plan_version()
+    ):
+        raise pytest.UsageError(
+            f"netparity: the baseline {_show(state.baseline_path)} was planned by plan version "
+            f"{state.baseline.plan.version}, this netparity plans version {plan_version()}: "
+            "its probes cannot be matched; record a new baseline before the upgrade"
+        )
+    try:
+        resolved = resolve_probes(specs, snapshot)
+        plan = make_plan(snapshot, current=current, target=settings.target, explicit=resolved)
+    except NetparityError as e:
+        raise _usage(e) from None
+    state.plan = plan
+    explicit_ids = _explicit_expectations(state, resolved, facts.dataplane)
+    where = "to be written" if state.phase == "pre" else "read"
+    if state.phase == "check":
+        where = "kept"
+    state.header.append(f"baseline: {_show(state.baseline_path)} ({where})")
+    c = plan.coverage
+    state.header.append(
+        f"plan: {len(plan.probes)} probes for {plan.current} -> {plan.target} "
+        f"(digest {plan.digest[:12]}); coverage: {c.rules_with_admit}/{c.rules_total} rules with "
+        f"an admit probe, {c.rules_with_reject}/{c.rules_total} with a deny probe, scenarios "
+        f"probed {len(c.scenarios_probed)}/{len(c.scenarios_present)}"
+        + (f" ({', '.join(c.scenarios_probed)})" if c.scenarios_probed else "")
+    )
+    if (
+        state.baseline is not None
+        and state.phase == "post"
+        and state.baseline.plan.digest != plan.digest
+    ):
+        state.header.append(
+            "plan: differs from the baseline's (the cluster's policies or workloads changed): "
+            "probes only in one run are reported as new or missing"
+        )
+    extra = f", {len(specs)} explicit probes from {len(settings.probes)} files" if specs else ""
+    accepted = (
+        f", {len(accepts)} accepted changes from {settings.accept}" if settings.accept else ""
+    )
+    state.header.append(
+        f"probes: timeout {settings.probe_timeout:g}s, {settings.retries} "
+        f"{'retry' if settings.retries == 1 else 'retries'} of each deny{extra}{accepted}; "
+        f"reports in {_show(settings.report_dir)}"
+    )
+    connectivity = [p for p in plan.probes if p.id not in explicit_ids]
+    explicit = [p for p in plan.probes if p.id in explicit_ids]
+    state.items["connectivity"] = _keyed([(p.id, p.title) for p in connectivity])
+    state.items["explicit"] = _keyed([(p.id, p.title) for p in explicit])
+    state.findings = _lint(snapshot, settings.target, state.phase, state.header)
+    state.items["lint"] = _keyed([(key, title) for key, title, _ in state.findings])
+
+
+def _keyed(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    return list(zip([k for k, _ in pairs], param_ids(pairs), strict=True))
+
+
+def _explicit_expectations(state: State, resolved: Sequence[Any], dataplane: str) -> set[str]:
+    """The ids of the explicit probes; notes each one's expectation for this dataplane.
+
+    The planner carries a probe file's `expect` on the planned probe (also where it merged
+    the explicit probe with a planned one); a plan without it is matched by traffic."""
+    assert state.plan is not None
+    ids: set[str] = set()
+    for p in state.plan.probes:
+        expect = getattr(p, "expect", None)
+        if str(p.intent) == "explicit" or expect is not None:
+            ids.add(p.id)
+        if expect is not None:
+            expected = expect.get(dataplane, expect.get("*"))
+            if expected is not None:
+                state.expects[p.id] = str(expected)
+    for r in resolved:
+        pid = next((p.id for p in state.plan.probes if p.traffic == r.traffic), None)
+        if pid is None or pid in state.expects:
+            continue
+        ids.add(pid)
+        expected = r.spec.expected(dataplane)
+        if expected is not None:
+            state.expects[pid] = str(expected)
+    return ids
+
+
+def _lint(
+    snapshot: Any, target: str, phase: str, notes: list[str]
+) -> list[tuple[str, str, ItemVerdict]]:
+    """One item per lint finding: a known migration risk, reported as an expected failure."""
+    try:
+        from netparity.lint import lint_snapshot  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return []
+    try:
+        report = lint_snapshot(snapshot, target=target)
+    except NetparityError as e:
+        raise _usage(e) from None
+    except ImportError as e:  # a lint without all its parts: the suites run without it
+        notes.append(f"lint: unavailable ({e}); no lint items")
+        return []
+    out: list[tuple[str, str, ItemVerdict]] = []
+    for f in report.findings:
+        lines = [f"migration risk ({f.kind}, {f.severity}): {f.message}"]
+        for t in f.traffic:
+            lines.append(f"  {t.describe()}")
+        if f.fix is not None:
+            lines.append(
+                f"  fix ({f.fix.when}): {f.fix.summary}: {', '.join(f.fix.object_names())}"
+            )
+        elif f.no_fix_reason:
+            lines.append(f"  no NetworkPolicy fix: {f.no_fix_reason}")
+        props = (
+            ("netparity.lint_id", f.id),
+            ("netparity.phase", phase),
+            ("netparity.scenario", str(f.kind)),
+            ("netparity.severity", f.severity),
+            ("netparity.object", f.object),
+        )
+        out.append(
+            (
+                f"lint:{f.id}",
+                f"{f.kind} {f.object}",
+                ItemVerdict(outcome="xfailed", message="\n".join(lines), properties=props),
+            )
+        )
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    state = _state(session.config)
+    if state.settings is None or state.worker:
+        return
+    _prepare(session.config, state)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = _state(config)
+    if not state.active or state.worker:
+        return []
+    return [
+        f"netparity {line}" if not line.startswith("netparity") else line for line in state.header
+    ]
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def _probe_and_judge(config: pytest.Config, state: State) -> None:
+    """Probe the whole plan once, build the record (and the parity), judge every item."""
+    from netparity.compare import compare
+    from netparity.record import build_record
+
+    if state.verdicts is not None or state.failure is not None:
+        return
+    settings, plan, backend, facts = state.settings, state.plan, state.backend, state.facts
+    assert settings is not None and plan is not None and backend is not None and facts is not None
+    progress = TerminalProgress(config)
+    try:
+        tries = probe_all(
+            backend,
+            plan.probes,
+            timeout=settings.probe_timeout,
+            retries=settings.retries,
+            progress=progress,
+        )
+    except NetparityError as e:
+        state.failure = f"probing failed: {e}"
+        state.verdicts = {}
+        return
+    record = build_record(
+        facts=facts,
+        cluster=state.cluster,
+        plan=plan,
+        results=tries,
+        phase=state.phase,
+        probe_timeout=settings.probe_timeout,
+        retries=settings.retries,
+        expects=state.expects,
+    )
+    state.record = record
+    verdicts: dict[str, ItemVerdict] = {}
+    if state.phase == "post":
+        assert state.baseline is not None
+        try:
+            parity = compare(state.baseline, record, accepts=state.accepts)
+        except RecordError as e:
+            state.failure = str(e)
+            state.verdicts = {}
+            return
+        state.parity = parity
+        for pp in parity.probes:
+            if pp.current is not None:
+                verdicts[pp.id] = judge_post(pp, after=parity.after)
+    else:
+        for rec in record.probes:
+            verdicts[rec.id] = judge_pre(rec, plan.current, phase=state.phase)
+    for key, _, verdict in state.findings:
+        verdicts[key] = verdict
+    state.verdicts = verdicts
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = _state(session.config)
+    if state.settings is None or state.worker or session.config.option.collectonly:
+        return
+    _probe_and_judge(session.config, state)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: probe once before the first worker starts; hand everything over."""
+    config: pytest.Config = node.config
+    state = _state(config)
+    if state.settings is None:
+        return
+    if not config.option.collectonly:
+        _probe_and_judge(config, state)
+    node.workerinput[WORKERINPUT_KEY] = state.to_json()
+
+
+# --------------------------------------------------------------------------- items
+
+
+class Case:
+    """One item's parameter: the probe (or finding) key; `check()` asserts its verdict."""
+
+    __slots__ = ("key", "state", "suite", "title")
+
+    def __init__(self, *, suite: str, key: str, title: str, state: State) -> None:
+        self.suite = suite
+        self.key = key
+        self.title = title
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"Case({self.suite}, {self.title})"
+
+    def verdict(self) -> ItemVerdict | None:
+        if self.state.verdicts is None:
+            return None
+        return self.state.verdicts.get(self.key)
+
+    def check(self) -> None:
+        if not self.state.active:
+            pytest.skip(
+                "the netparity suites run with --cluster NAME (lab, lab:NAME, "
+                "file:SNAPSHOT.yaml or a kubeconfig context)"
+            )
+        if self.state.failure is not None:
+            pytest.fail(f"netparity: {self.state.failure}", pytrace=False)
+        v = self.verdict()
+        if v is None:
+            pytest.fail("netparity: this item has no result: the probes did not run", pytrace=False)
+        if v.outcome == "failed":
+            pytest.fail(v.message, pytrace=False)
+        if v.outcome == "skipped":
+            # reported at the item, not at this line of the plugin
+            raise pytest.skip.Exception(v.message, _use_item_location=True)
+        if v.outcome == "xfailed":
+            pytest.xfail(v.message)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    for argname, suite in FIXTURES.items():
+        if argname not in metafunc.fixturenames:
+            continue
+        state = _state(metafunc.config)
+        if not state.active:
+            case = Case(suite=suite, key="", title="no cluster", state=state)
+            metafunc.parametrize(argname, [case], ids=["no --cluster"])
+            continue
+        pairs = state.items.get(suite, [])
+        cases = [Case(suite=suite, key=k, title=pid, state=state) for k, pid in pairs]
+        metafunc.parametrize(argname, cases, ids=[pid for _, pid in pairs])
+
+
+def _case(item: pytest.Item) -> Case | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    for argname in FIXTURES:
+        value = callspec.params.get(argname)
+        if isinstance(value, Case):
+            return value
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    case = _case(item)
+    if case is None:
+        return
+    v = case.verdict()
+    if v is not None:
+        item.user_properties.extend(v.properties)
+
+
+# --------------------------------------------------------------------------- the end
+
+
+def _write(state: State) -> None:
+    from netparity.compare import parity_json
+    from netparity.record import (
+        cluster_dirname,
+        record_json,
+        record_path,
+        write_json_atomic,
+        write_record,
+    )
+
+    settings, record = state.settings, state.record
+    assert settings is not None and record is not None
+    path = record_path(settings.report_dir, state.cluster, state.phase, record.time)
+    write_record(record, path)
+    state.written.append(f"record: {_show(path)}")
+    if state.phase == "pre":
+        assert state.baseline_path is not None
+        write_json_atomic(state.baseline_path, record_json(record), overwrite=settings.force)
+        state.written.append(f"baseline: {_show(state.baseline_path)} (written)")
+    elif state.phase == "post":
+        assert state.parity is not None
+        out = settings.report_dir / cluster_dirname(state.cluster) / "parity.json"
+        write_json_atomic(
+            out,
+            parity_json(
+                state.parity,
+                baseline_path=str(state.baseline_path),
+                current_path=str(path),
+            ),
+        )
+        state.written.append(f"parity: {_show(out)}")
+    else:
+        state.written.append(f"baseline: {_show(state.baseline_path)} (kept)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    if state.settings is None or state.worker:
+        return
+    if state.record is not None:
+        try:
+            _write(state)
+        except NetparityError as e:
+            state.failure = f"the records could not be written: {e}"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if state.backend is not None:
+        with contextlib.suppress(Exception):
+            state.backend.close()
+
+
+def _summary(state: State) -> list[str]:
+    from netparity.compare import FAILING, Status, summary_line
+
+    lines: list[str] = []
+    if state.failure is not None:
+        lines.append(f"netparity: {state.failure}")
+    if state.parity is not None:
+        parity = state.parity
+        lines.append(summary_line(parity))
+        for status in (*FAILING, Status.ACCEPTED, Status.NEW, Status.MISSING):
+            group = [p for p in parity.probes if p.status is status]
+            if not group:
+                continue
+            by: dict[str, int] = {}
+            for p in group:
+                key = p.probe.scenario or "no scenario"
+                by[key] = by.get(key, 0) + 1
+            detail = ", ".join(f"{k} {v}" for k, v in sorted(by.items()))
+            lines.append(f"  {status}: {len(group)} ({detail})")
+            if status is Status.MISSING:
+                lines.extend(f"    {p.id} {p.title}" for p in group[:20])
+        lines.extend(f"  note: {n}" for n in parity.notes)
+    elif state.record is not None and state.verdicts is not None:
+        probe_verdicts = {
+            r.id: state.verdicts[r.id] for r in state.record.probes if r.id in state.verdicts
+        }
+        lines.append(
+            f"{state.phase}: {len(state.record.probes)} probes on {state.record.dataplane}: "
+            f"{counts_line(probe_verdicts)}"
+        )
+    lines.extend(state.written)
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = _state(config)
+    if state.settings is None or state.worker:
+        return
+    lines = _summary(state)
+    if lines:
+        terminalreporter.write_sep("=", "netparity")
+        for line in lines:
+            terminalreporter.write_line(line)

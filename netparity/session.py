@@ -1,0 +1,345 @@
+"""One run's flow without pytest: open the cluster's backend, probe a plan, judge each probe.
+
+The pytest plugin is glue around these functions: it resolves options, calls them once on
+the controller, and turns each `ItemVerdict` into an item's outcome. Everything a worker
+needs travels as the JSON of `ItemVerdict`s.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from netparity.backend import Backend, Observed, ProbeResult, Progress, Target
+from netparity.compare import ProbeParity, Status
+from netparity.errors import ClusterError, InputError
+from netparity.plan.model import PlannedProbe
+from netparity.record import Outcome, ProbeRecord, needs_retry, observed_text
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_EXAMPLE = REPO_ROOT / "examples" / "aks-migration.yaml"
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSpec:
+    """What `--cluster` names: a lab, a snapshot file (dry run), or a kubeconfig context."""
+
+    text: str
+    kind: str  # lab | file | kubernetes
+    value: str  # the lab name, the file spec, or the context
+
+    @property
+    def id(self) -> str:
+        """The cluster's name in records and under reports/ (before the backend says more)."""
+        return self.text
+
+
+def parse_cluster(text: str) -> ClusterSpec:
+    text = text.strip()
+    if not text:
+        raise InputError(
+            "is empty: give lab, lab:NAME, file:SNAPSHOT.yaml or a kubeconfig context",
+            field="--cluster",
+        )
+    if text == "lab" or text.startswith("lab:"):
+        from netparity.lab.build import DEFAULT_LAB, check_lab_name
+
+        name = text.partition(":")[2] or DEFAULT_LAB
+        try:
+            check_lab_name(name)
+        except InputError as e:
+            raise InputError(f"{text!r}: {e.message}", field="--cluster") from None
+        return ClusterSpec(
+            text="lab" if name == DEFAULT_LAB else f"lab:{name}", kind="lab", value=name
+        )
+    if text.startswith("file:"):
+        from netparity.dryrun import parse_file_cluster
+
+        parse_file_cluster(text)
+        return ClusterSpec(text=text, kind="file", value=text)
+    return ClusterSpec(text=text, kind="kubernetes", value=text)
+
+
+def lab_is_up(name: str) -> bool:
+    from netparity.lab.state import READY, load_state
+
+    try:
+        state = load_state(name)
+    except ClusterError:
+        return False
+    return state is not None and state.status == READY and state.topology is not None
+
+
+def open_backend(
+    spec: ClusterSpec,
+    *,
+    example: Path = DEFAULT_EXAMPLE,
+    on_bring_up: Callable[[str], None] | None = None,
+    lab_progress: Progress | None = None,
+) -> tuple[Backend, str]:
+    """The backend for a cluster spec and the cluster's name in records.
+
+    A lab that is not up is built from `example` under npm first (as `netparity lab up`).
+    """
+    if spec.kind == "lab":
+        from netparity.lab import LabBackend, up
+        from netparity.model.snapshot import load_snapshot
+
+        if not lab_is_up(spec.value):
+            if on_bring_up is not None:
+                on_bring_up(
+                    f"no lab named {spec.value} is up: building it from {example} under npm "
+                    f"(`netparity lab down --name {spec.value}` removes it)"
+                )
+            up(
+                load_snapshot([str(example)]),
+                name=spec.value,
+                dataplane="npm",
+                progress=lab_progress,
+            )
+        return LabBackend(spec.value), spec.text
+    if spec.kind == "file":
+        from netparity.dryrun import SnapshotBackend
+
+        backend = SnapshotBackend.from_spec(spec.value)
+        return backend, backend.facts().name
+    try:
+        from netparity.kube.backend import KubeBackend  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as e:
+        raise ClusterError(
+            f"cluster {spec.text!r} would be a kubeconfig context, but the Kubernetes backend "
+            f"cannot be loaded ({e})"
+        ) from e
+    kube: Backend = KubeBackend(spec.value)
+    return kube, spec.text
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def probe_all(
+    backend: Backend,
+    probes: Sequence[PlannedProbe],
+    *,
+    timeout: float,
+    retries: int,
+    progress: Progress | None = None,
+) -> dict[str, list[ProbeResult]]:
+    """Run every probe once (one batch per source, by the backend), then re-probe every deny
+    and error up to `retries` times, in batches again. Returns every try per probe id."""
+    tries: dict[str, list[ProbeResult]] = {p.id: [] for p in probes}
+    todo = [Target(id=p.id, traffic=p.traffic) for p in probes]
+    for attempt in range(retries + 1):
+        if not todo:
+            break
+        what = "probing" if attempt == 0 else f"retry {attempt}"
+
+        def report(_what: str, done: int, total: int, _label: str = what) -> None:
+            if progress is not None:
+                progress(_label, done, total)
+
+        results = backend.run(todo, timeout=timeout, progress=report)
+        by_id = {r.id: r for r in results}
+        for t in todo:
+            r = by_id.get(t.id)
+            tries[t.id].append(
+                r
+                if r is not None
+                else ProbeResult(
+                    id=t.id, observed=Observed.ERROR, error="the backend returned no result"
+                )
+            )
+        todo = [t for t in todo if needs_retry([r.observed for r in tries[t.id]])]
+    return tries
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.start
+
+
+# --------------------------------------------------------------------------- judging
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemVerdict:
+    """What one pytest item reports: passed | failed | skipped | xfailed, and why."""
+
+    outcome: str
+    message: str
+    properties: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> list[object]:
+        return [
+            str(self.outcome),
+            str(self.message),
+            [[str(k), str(v)] for k, v in self.properties],
+        ]
+
+    @classmethod
+    def from_json(cls, raw: Sequence[object]) -> ItemVerdict:
+        outcome, message, props = raw
+        assert isinstance(outcome, str) and isinstance(message, str) and isinstance(props, list)
+        return cls(
+            outcome=outcome, message=message, properties=tuple((str(k), str(v)) for k, v in props)
+        )
+
+
+def _describe(rec: ProbeRecord) -> str:
+    where = []
+    if rec.scenario:
+        where.append(f"scenario {rec.scenario}")
+    if rec.rule:
+        where.append(f"rule {rec.rule}")
+    head = f"probe {rec.id} ({rec.intent}): {rec.title}"
+    pods = f"\n  probed from {rec.source.text} to {rec.destination.text}"
+    return head + (f"; {', '.join(where)}" if where else "") + pods
+
+
+def probe_properties(
+    rec: ProbeRecord, *, phase: str, status: str, baseline: ProbeRecord | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The JUnit properties of a probe item (the parity report reads the same names)."""
+    props = [
+        ("netparity.probe_id", rec.id),
+        ("netparity.phase", phase),
+        ("netparity.status", status),
+        ("netparity.source", rec.source.text),
+        ("netparity.destination", rec.destination.text),
+        ("netparity.port", str(rec.port)),
+        ("netparity.protocol", rec.protocol),
+        ("netparity.path_kind", rec.kind),
+        ("netparity.intent", rec.intent),
+        ("netparity.observed", f"{rec.verdict} ({observed_text(rec.tries)})"),
+        ("netparity.baseline", "" if baseline is None else str(baseline.verdict)),
+        ("netparity.predicted", ", ".join(f"{dp}={p.decision}" for dp, p in rec.predicted.items())),
+        ("netparity.scenario", rec.scenario or ""),
+        ("netparity.rule", rec.rule or ""),
+    ]
+    return tuple(props)
+
+
+def judge_pre(rec: ProbeRecord, dataplane: str, *, phase: str = "pre") -> ItemVerdict:
+    """Before the upgrade: the observation must agree with the prediction for this dataplane
+    (or with the probe file's expectation, which wins where given)."""
+    observed = f"{rec.verdict} ({observed_text(rec.tries)})"
+    pred = rec.prediction(dataplane)
+
+    def verdict(outcome: str, message: str, status: str) -> ItemVerdict:
+        return ItemVerdict(
+            outcome=outcome,
+            message=message,
+            properties=probe_properties(rec, phase=phase, status=status),
+        )
+
+    if rec.verdict is Outcome.ERROR:
+        why = rec.error or "no try completed"
+        return verdict(
+            "failed",
+            f"ERROR: the probe could not run ({why}); an error is never counted as a deny\n  {_describe(rec)}",
+            "error",
+        )
+    if rec.verdict is Outcome.FLAKY:
+        return verdict(
+            "failed",
+            f"FLAKY: the verdict changed between tries: {observed_text(rec.tries)}\n  {_describe(rec)}",
+            "flaky",
+        )
+    if rec.expect is not None:
+        if rec.expect != str(rec.verdict):
+            return verdict(
+                "failed",
+                f"the probe file expects {rec.expect} under {dataplane}; observed {observed}\n"
+                f"  engine: {pred.decision + ': ' + pred.explanation if pred else 'no prediction'}\n"
+                f"  {_describe(rec)}",
+                "unexpected",
+            )
+        return verdict("passed", f"observed {observed}, as the probe file expects", "agrees")
+    if pred is None or pred.decision not in ("allow", "deny"):
+        why = pred.explanation if pred is not None else f"no prediction for {dataplane}"
+        return verdict(
+            "passed", f"observed {observed}; the engine cannot predict it ({why})", "unpredicted"
+        )
+    if pred.decision != str(rec.verdict):
+        return verdict(
+            "failed",
+            f"observed {observed}, but the engine predicts {pred.decision} under {dataplane}\n"
+            f"  why the engine says {pred.decision}: {pred.explanation}\n"
+            f"  {_describe(rec)}\n"
+            "  the model or the cluster is surprising: look before trusting this baseline",
+            "disagrees",
+        )
+    return verdict("passed", f"observed {observed}, as predicted under {dataplane}", "agrees")
+
+
+def judge_post(pp: ProbeParity, *, after: str) -> ItemVerdict:
+    """After the upgrade: the probe's parity with the baseline decides (plus the probe file's
+    expectation for the new dataplane, where given)."""
+    rec = pp.current
+    assert rec is not None, "a missing probe has no item"
+    props = probe_properties(rec, phase="post", status=str(pp.status), baseline=pp.baseline)
+    if (
+        rec.expect is not None
+        and rec.verdict in (Outcome.ALLOW, Outcome.DENY)
+        and rec.expect != str(rec.verdict)
+    ):
+        return ItemVerdict(
+            outcome="failed",
+            message=f"the probe file expects {rec.expect} under {after}; observed {rec.verdict} "
+            f"({observed_text(rec.tries)})\n  parity: {pp.message}\n  {_describe(rec)}",
+            properties=props,
+        )
+    if pp.status is Status.NEW:
+        return ItemVerdict(outcome="skipped", message=pp.message, properties=props)
+    if pp.status is Status.ACCEPTED:
+        return ItemVerdict(outcome="passed", message=pp.message, properties=props)
+    if pp.failed:
+        return ItemVerdict(
+            outcome="failed", message=f"{pp.message}\n  {_describe(rec)}", properties=props
+        )
+    return ItemVerdict(outcome="passed", message=pp.message, properties=props)
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def param_ids(items: Iterable[tuple[str, str]]) -> list[str]:
+    """Readable, unique and stable pytest ids for (key, title) pairs: the title, with a
+    short key suffix where two titles are the same."""
+    pairs = list(items)
+    cleaned = [(key, _clean(title)) for key, title in pairs]
+    counts: dict[str, int] = {}
+    for _, t in cleaned:
+        counts[t] = counts.get(t, 0) + 1
+    out = []
+    seen: set[str] = set()
+    for key, t in cleaned:
+        pid = t if counts[t] == 1 else f"{t} #{key[:8]}"
+        n = 8
+        while pid in seen:  # two keys sharing a prefix: lengthen the suffix
+            n += 4
+            pid = f"{t} #{key[:n]}"
+        seen.add(pid)
+        out.append(pid)
+    return out
+
+
+def _clean(title: str) -> str:
+    t = re.sub(r"\s+", " ", title).strip().replace("::", ":")
+    return t or "probe"
+
+
+def counts_line(verdicts: Mapping[str, ItemVerdict]) -> str:
+    counts: dict[str, int] = {}
+    for v in verdicts.values():
+        counts[v.outcome] = counts.get(v.outcome, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))

@@ -1,0 +1,262 @@
+"""Parity: every status, predictions, accepts, the JSON, and `netparity compare`'s exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from netparity.accept import Acceptance, load_accept
+from netparity.backend import Observed
+from netparity.cli import main
+from netparity.compare import PARITY_SCHEMA_VERSION, Status, compare, parity_json, render_text
+from netparity.errors import InputError, RecordError
+from netparity.record import (
+    EndpointInfo,
+    Outcome,
+    PlanInfo,
+    PredictionRecord,
+    ProbeRecord,
+    Record,
+    Try,
+    judge,
+    write_record,
+)
+
+C, T, E = Observed.CONNECTED, Observed.TIMEOUT, Observed.ERROR
+
+
+def probe(
+    pid: str,
+    tries: list[Observed],
+    *,
+    npm: str = "allow",
+    cilium: str = "allow",
+    scenario: str | None = None,
+    expect: str | None = None,
+) -> ProbeRecord:
+    return ProbeRecord(
+        id=pid,
+        title=f"x[app=a] -> y[app={pid}] 80/TCP pod-pod",
+        kind="pod-pod",
+        intent="scenario" if scenario else "admit",
+        source=EndpointInfo(text="x/a-1", kind="pod", namespace="x"),
+        destination=EndpointInfo(text=f"y/{pid}-1", kind="pod", namespace="y"),
+        port=80,
+        protocol="TCP",
+        scenario=scenario,
+        rule="NetworkPolicy y/p ingress[0]" if scenario else None,
+        predicted=MappingProxyType(
+            {
+                "npm": PredictionRecord(decision=npm, explanation=f"npm says {npm}"),
+                "cilium": PredictionRecord(decision=cilium, explanation=f"cilium says {cilium}"),
+            }
+        ),
+        tries=tuple(Try(observed=o, error="boom" if o is E else None) for o in tries),
+        verdict=judge(tries),
+        expect=expect,
+    )
+
+
+def record(dataplane: str, *probes: ProbeRecord, cluster: str = "lab", digest: str = "d") -> Record:
+    return Record(
+        cluster=cluster,
+        backend="lab",
+        dataplane=dataplane,
+        dataplane_version=None,
+        phase="pre" if dataplane == "npm" else "post",
+        time="2026-01-01T00:00:00Z" if dataplane == "npm" else "2026-01-02T00:00:00Z",
+        plan=PlanInfo(digest=digest, version="1", current="npm", target="cilium", size=len(probes)),
+        probes=probes,
+    )
+
+
+def test_each_probe_gets_exactly_one_status() -> None:
+    base = record(
+        "npm",
+        probe("same", [C]),
+        probe("lost", [C]),
+        probe("gained", [T, T], npm="deny", cilium="deny"),
+        probe("pred", [C], cilium="deny", scenario="named-port"),
+        probe("flaky", [C]),
+        probe("err", [C]),
+        probe("gone", [C]),
+    )
+    cur = record(
+        "cilium",
+        probe("same", [C]),
+        probe("lost", [T, T]),
+        probe("gained", [C], npm="deny", cilium="deny"),
+        probe("pred", [T, T], cilium="deny", scenario="named-port"),
+        probe("flaky", [T, C]),
+        probe("err", [E, E]),
+        probe("fresh", [C]),
+    )
+    parity = compare(base, cur)
+    status = {p.id: p.status for p in parity.probes}
+    assert status == {
+        "same": Status.SAME,
+        "lost": Status.LOST,
+        "gained": Status.GAINED,
+        "pred": Status.PREDICTED,
+        "flaky": Status.FLAKY,
+        "err": Status.ERROR,
+        "fresh": Status.NEW,
+        "gone": Status.MISSING,
+    }
+    assert not parity.held and parity.exit_code == 1
+    assert parity.counts["predicted"] == 1 and parity.counts["accepted"] == 0
+    assert sum(parity.counts.values()) == 8
+    by = parity.by_id()
+    assert "NOT predicted" in by["lost"].message and "allowed in the baseline" in by["lost"].message
+    assert "predicted by the engine" in by["pred"].message
+    assert "scenario named-port" in by["pred"].message
+    assert "an error is never counted as a deny" in by["err"].message
+    assert "timeout, then connected" in by["flaky"].message
+
+
+def test_a_change_opposite_to_the_prediction_is_not_predicted() -> None:
+    base = record("npm", probe("p", [T, T], npm="allow", cilium="deny"))
+    cur = record("cilium", probe("p", [C], npm="allow", cilium="deny"))
+    (pp,) = compare(base, cur).probes
+    assert pp.status is Status.GAINED and not pp.predicted
+
+
+def test_a_predicted_change_that_did_not_happen_is_same_but_said() -> None:
+    base = record("npm", probe("p", [C], cilium="deny"))
+    cur = record("cilium", probe("p", [C], cilium="deny"))
+    (pp,) = compare(base, cur).probes
+    assert pp.status is Status.SAME
+    assert "predicted allow -> deny, which did not happen" in pp.message
+
+
+def test_an_accepted_change_passes_with_its_reason_and_unused_entries_are_noted() -> None:
+    base = record("npm", probe("p", [C], cilium="deny", scenario="endport"), probe("q", [C]))
+    cur = record("cilium", probe("p", [T, T], cilium="deny", scenario="endport"), probe("q", [C]))
+    accepts = {
+        "p": Acceptance(id="p", reason="fixed after the upgrade"),
+        "zzz": Acceptance(id="zzz", reason="old"),
+    }
+    parity = compare(base, cur, accepts=accepts)
+    pp = parity.by_id()["p"]
+    assert pp.status is Status.ACCEPTED and pp.change is Status.LOST and pp.predicted
+    assert pp.accepted is not None and pp.accepted.reason == "fixed after the upgrade"
+    assert parity.held and parity.exit_code == 0
+    assert parity.unused_accepts == ("zzz",)
+    assert any("zzz is not in either record" in n for n in parity.notes)
+
+
+def test_an_accept_entry_never_hides_an_error() -> None:
+    base = record("npm", probe("p", [C]))
+    cur = record("cilium", probe("p", [E]))
+    parity = compare(base, cur, accepts={"p": Acceptance(id="p", reason="r")})
+    assert parity.probes[0].status is Status.ERROR and not parity.held
+
+
+def test_a_probe_file_expectation_accepts_the_change_it_expects() -> None:
+    base = record("npm", probe("p", [C], expect="allow"))
+    cur = record("cilium", probe("p", [T, T], expect="deny"))
+    (pp,) = compare(base, cur).probes
+    assert pp.status is Status.ACCEPTED
+    assert pp.accepted is not None and "probe file expects deny under cilium" in pp.accepted.reason
+
+
+def test_records_of_another_cluster_cannot_be_compared() -> None:
+    with pytest.raises(RecordError, match="belongs to cluster 'a'"):
+        compare(record("npm", cluster="a"), record("cilium", cluster="b"))
+
+
+def test_the_parity_json_holds_counts_and_every_probe() -> None:
+    base = record("npm", probe("p", [C], cilium="deny", scenario="named-port"), probe("q", [C]))
+    cur = record("cilium", probe("p", [T, T], cilium="deny", scenario="named-port"), digest="other")
+    doc = parity_json(compare(base, cur), baseline_path="b.json", current_path="c.json")
+    assert doc["kind"] == "netparity.parity" and doc["schema_version"] == PARITY_SCHEMA_VERSION
+    assert doc["held"] is False and doc["exit_code"] == 1
+    assert doc["before"] == "npm" and doc["after"] == "cilium"
+    assert doc["counts"]["predicted"] == 1 and doc["counts"]["missing"] == 1
+    assert doc["baseline"]["path"] == "b.json" and doc["current"]["dataplane"] == "cilium"
+    p = doc["probes"][0]
+    assert p["status"] == "predicted" and p["change"] == "lost" and p["predicted_change"]
+    assert p["before"] == "allow" and p["after"] == "deny"
+    assert p["observed_after"][0]["observed"] == "timeout"
+    assert p["predicted"]["cilium"]["decision"] == "deny"
+    assert doc["probes"][1]["status"] == "missing" and doc["probes"][1]["observed_after"] == []
+    assert any("plan changed" in n for n in doc["notes"])
+    json.dumps(doc)  # JSON all the way down
+    assert "predicted (1):" in render_text(compare(base, cur))
+
+
+def write_pair(tmp_path: Path, base: Record, cur: Record) -> tuple[str, str]:
+    b, c = tmp_path / "baseline.json", tmp_path / "current.json"
+    write_record(base, b)
+    write_record(cur, c)
+    return str(b), str(c)
+
+
+def test_compare_exits_0_when_parity_held(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b, c = write_pair(tmp_path, record("npm", probe("p", [C])), record("cilium", probe("p", [C])))
+    assert main(["compare", b, c]) == 0
+    assert capsys.readouterr().out.startswith("parity held: 1 same")
+
+
+def test_compare_exits_1_on_a_change_and_0_once_it_is_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b, c = write_pair(
+        tmp_path, record("npm", probe("p", [C])), record("cilium", probe("p", [T, T]))
+    )
+    assert main(["compare", b, c, "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"]["lost"] == 1
+    accept = tmp_path / "accept.yaml"
+    accept.write_text("- id: p\n  reason: the team moved it behind the gateway\n")
+    assert main(["compare", b, c, "--accept", str(accept)]) == 0
+    assert "accepted (1):" in capsys.readouterr().out
+
+
+def test_compare_exits_2_on_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b, c = write_pair(
+        tmp_path, record("npm", probe("p", [C]), cluster="a"), record("cilium", cluster="b")
+    )
+    assert main(["compare", b, c]) == 2
+    assert "belongs to cluster 'a'" in capsys.readouterr().err
+    accept = tmp_path / "accept.yaml"
+    accept.write_text("- id: p\n")
+    assert main(["compare", b, b, "--accept", str(accept)]) == 2
+    assert "field reason: is required for p" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "none.json"), b]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- id: p\n", "field reason: is required"),
+        ("- id: p\n  reason: '  '\n", "field reason: is required"),
+        ("- reason: why\n", "field id: is required"),
+        ("- id: p\n  reason: a\n  when: now\n", "field when: is not a known field"),
+        ("- id: p\n  reason: a\n- id: p\n  reason: b\n", "listed twice"),
+        ("id: p\n", "must be a YAML list"),
+        ("- [p\n", "malformed YAML"),
+    ],
+)
+def test_a_bad_accept_file_names_the_entry_and_field(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "accept.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_accept(path)
+
+
+def test_an_accept_file_may_be_a_mapping_under_accept(tmp_path: Path) -> None:
+    path = tmp_path / "accept.yaml"
+    path.write_text("accept:\n  - id: 3f2a\n    reason: known\n    title: a -> b\n")
+    assert load_accept(path) == {"3f2a": Acceptance(id="3f2a", reason="known", title="a -> b")}
+
+
+def test_outcome_values_are_the_record_words() -> None:
+    assert [o.value for o in Outcome] == ["allow", "deny", "flaky", "error"]
