@@ -7,11 +7,14 @@ A probe the lab cannot run (unknown pod, unnamed port, a Service as a source) is
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import math
+import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
@@ -33,7 +36,7 @@ from netparity.lab.build import (
     check_lab_name,
     status,
 )
-from netparity.lab.state import READY, LabState, state_path
+from netparity.lab.state import READY, LabState, log_dir, state_path
 from netparity.lab.topology import LabNode, LabPod, LabTopology
 from netparity.model.objects import Protocol, Service, ServicePort
 from netparity.model.snapshot import Snapshot
@@ -338,7 +341,7 @@ class LabBackend:
         if groups:
             with ThreadPoolExecutor(max_workers=min(self.parallel, len(groups))) as pool:
                 futures = [
-                    pool.submit(_run_source, ns, subs, timeout, agent)
+                    pool.submit(_run_source, self.name, ns, subs, timeout, agent)
                     for ns, subs in groups.items()
                 ]
                 for f in as_completed(futures):
@@ -411,24 +414,38 @@ class _Raw:
     error: str | None = None
 
 
+@contextlib.contextmanager
+def _route_lock(lab: str, netns: str) -> Iterator[None]:
+    """Serialise LB-route sub-batches of one source namespace across processes."""
+    path = log_dir(lab) / f"{netns}.routes.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _run_source(
-    netns: str, subs: list[_SubBatch], timeout: float, agent: str
+    lab: str, netns: str, subs: list[_SubBatch], timeout: float, agent: str
 ) -> list[tuple[_Probe, _Raw]]:
     out: list[tuple[_Probe, _Raw]] = []
     for sub in subs:
-        try:
-            if sub.routes:
-                nx.ip_batch(
-                    [f"route replace {ip}/32 {spec}" for ip, spec in sub.routes.items()],
-                    netns=netns,
-                    what=f"LoadBalancer routes in {netns}",
-                )
-            raws = _agent_probe(netns, sub.probes, timeout, agent)
-        except NetparityError as e:
-            raws = [_Raw(observed=Observed.ERROR, error=str(e)) for _ in sub.probes]
-        finally:
-            if sub.routes:
-                nx.ip_batch_force([f"route del {ip}/32" for ip in sub.routes], netns=netns)
+        with _route_lock(lab, netns) if sub.routes else contextlib.nullcontext():
+            try:
+                if sub.routes:
+                    nx.ip_batch(
+                        [f"route replace {ip}/32 {spec}" for ip, spec in sub.routes.items()],
+                        netns=netns,
+                        what=f"LoadBalancer routes in {netns}",
+                    )
+                raws = _agent_probe(netns, sub.probes, timeout, agent)
+            except NetparityError as e:
+                raws = [_Raw(observed=Observed.ERROR, error=str(e)) for _ in sub.probes]
+            finally:
+                if sub.routes:
+                    nx.ip_batch_force([f"route del {ip}/32" for ip in sub.routes], netns=netns)
         out.extend(zip(sub.probes, raws, strict=True))
     return out
 
