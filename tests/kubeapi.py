@@ -3,11 +3,11 @@
 - list / get / create / delete / merge-patch for the kinds netparity uses, label selectors,
   `Status` bodies for 401/403/404/409/500, ownerReference garbage collection;
 - a restricted Pod Security admission check on every pod created (403 like the real one);
-- a fake scheduler and kubelet: a pod with a reachable node gets a loopback IP (127.0.1.N),
+- a fake scheduler and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
   its ConfigMap volumes are written to a temp folder and its command runs as a local
   process (the probe agent, bound to the pod IP) -- or it fails the way the test asked
   (image pull, unschedulable, rejected by the node, never started);
-- a fake kube-proxy for TCP: every Service port (ClusterIP 127.0.9.N, NodePort on the node
+- a fake kube-proxy for TCP: every Service port (ClusterIP 127.9.N.M, NodePort on the node
   IPs 127.0.2.N) forwards to the Service's endpoints, which honour `publishNotReadyAddresses`;
 - the pods/exec subresource over a websocket (v4.channel.k8s.io or v5.channel.k8s.io),
   running the command locally with its stdin, stdout, stderr and exit status.
@@ -22,6 +22,7 @@ import base64
 import contextlib
 import copy
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -222,6 +223,9 @@ def ws_frame(opcode: int, payload: bytes) -> bytes:
 class KubeAPI:
     """An in-memory API server with a fake kubelet and kube-proxy, on 127.0.0.1."""
 
+    # Addresses are handed out across instances, so that one test's sockets never meet the next's.
+    _addresses = itertools.count()
+
     def __init__(
         self,
         *,
@@ -249,10 +253,6 @@ class KubeAPI:
         self.proxies: dict[str, list[socket.socket]] = {}  # service uid -> listeners
         self.tmp = Path(tempfile.mkdtemp(prefix="kubeapi-"))
         self._rv = 100
-        self._next_pod_ip = 10
-        self._next_svc_ip = 10
-        self._next_node_port = 30000
-        self._next_lb_ip = 10
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -267,7 +267,9 @@ class KubeAPI:
         return f"http://{host!s}:{port}"
 
     def start(self) -> KubeAPI:
-        t = threading.Thread(target=self.httpd.serve_forever, name="kubeapi", daemon=True)
+        t = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.05,), name="kubeapi", daemon=True
+        )
         t.start()
         self._threads.append(t)
         return self
@@ -284,8 +286,7 @@ class KubeAPI:
         for rt in runtimes:
             self._kill(rt)
         for s in proxies:
-            with contextlib.suppress(OSError):
-                s.close()
+            _close_listener(s)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> KubeAPI:
@@ -442,8 +443,7 @@ class KubeAPI:
         if rt is not None:
             self._kill(rt)
         for s in self.proxies.pop(uid, []):
-            with contextlib.suppress(OSError):
-                s.close()
+            _close_listener(s)
         # Garbage collection: dependents whose ownerReferences name this uid.
         for dep_key, dep in list(self.store.items()):
             refs = dep.get("metadata", {}).get("ownerReferences") or ()
@@ -464,22 +464,24 @@ class KubeAPI:
             self.mutations.append(("PATCH", plural, copy.deepcopy(obj)))
             return 200, copy.deepcopy(obj)
 
+    @classmethod
+    def _address(cls, prefix: str) -> str:
+        n = next(cls._addresses) % 60000 + 10
+        return f"{prefix}.{n // 250}.{n % 250 + 1}"
+
     def _allocate_service(self, svc: dict[str, Any]) -> None:
         spec = svc.setdefault("spec", {})
         stype = spec.get("type", "ClusterIP")
         if not spec.get("clusterIP"):
-            spec["clusterIP"] = f"127.0.9.{self._next_svc_ip}"
+            spec["clusterIP"] = self._address("127.9")
             spec["clusterIPs"] = [spec["clusterIP"]]
-            self._next_svc_ip += 1
         for port in spec.get("ports") or ():
             port.setdefault("protocol", "TCP")
             port.setdefault("targetPort", port["port"])
             if stype in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
-                port["nodePort"] = self._next_node_port
-                self._next_node_port += 1
+                port["nodePort"] = 30000 + next(self._addresses) % 2700
         if stype == "LoadBalancer" and self.lb_ingress:
-            svc["status"] = {"loadBalancer": {"ingress": [{"ip": f"127.0.8.{self._next_lb_ip}"}]}}
-            self._next_lb_ip += 1
+            svc["status"] = {"loadBalancer": {"ingress": [{"ip": self._address("127.8")}]}}
 
     # ------------------------------------------------------------------ kubelet
 
@@ -582,9 +584,7 @@ class KubeAPI:
             )
             return
         self._update_pod(namespace, name, uid, waiting("ContainerCreating"))
-        with self.lock:
-            ip = f"127.0.1.{self._next_pod_ip}"
-            self._next_pod_ip += 1
+        ip = self._address("127.1")
         rt = PodRuntime(uid=uid, ip=ip)
         folder = self.tmp / uid
         for vol in spec.get("volumes") or ():
@@ -828,6 +828,14 @@ class KubeAPI:
         return argv
 
 
+def _close_listener(s: socket.socket) -> None:
+    # shutdown() wakes a thread blocked in accept(); close() alone would leave the port bound
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        s.close()
+
+
 def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
     for k, v in patch.items():
         if v is None:
@@ -841,6 +849,10 @@ def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Any
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -1056,7 +1068,10 @@ class _Handler(BaseHTTPRequestHandler):
             stdin = proc.stdin
             assert stdin is not None
             while True:
-                frame = ws_read_frame(self.rfile)
+                try:
+                    frame = ws_read_frame(self.rfile)
+                except OSError:
+                    frame = None
                 if frame is None or frame[0] == 0x8:
                     if proc.poll() is None:
                         proc.kill()

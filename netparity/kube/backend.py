@@ -101,7 +101,7 @@ class KubeBackend:
         self.pod_timeout = pod_timeout
         self.lb_timeout = lb_timeout
         self._override = dataplane
-        self._log = log or _stderr
+        self._log = log if log is not None else _stderr
         self.started = datetime.now(UTC).replace(microsecond=0)
         self.run_id = new_run_id(self.started)
         self._lock = threading.RLock()
@@ -150,6 +150,12 @@ class KubeBackend:
         if self._snapshot is None:
             self._snapshot, self._objects = read_snapshot(self.kube)
         return self._snapshot
+
+    def objects(self) -> list[dict[str, Any]]:
+        """The wire dicts the snapshot was read from (what `netparity snapshot` writes)."""
+        self.snapshot()
+        assert self._objects is not None
+        return self._objects
 
     def write_snapshot(self, path: Any) -> Snapshot:
         """Write what was read as a `kind: List` YAML file (atomically)."""
@@ -316,6 +322,7 @@ class KubeBackend:
         }
         total = len(layout.twins)
         deadline = time.monotonic() + self.pod_timeout
+        polls = 0
         while pending:
             by_ns: dict[str, list[str]] = {}
             for key in pending:
@@ -357,7 +364,8 @@ class KubeBackend:
                     )
                     self._log(twin.failure)
                 return
-            time.sleep(POLL)
+            time.sleep(min(POLL, 0.1 * 2**polls))
+            polls += 1
 
     def _twin_label(self, twin: _Twin) -> str:
         name = ((twin.obj or {}).get("metadata") or {}).get("name", "?")

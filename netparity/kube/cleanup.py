@@ -93,8 +93,8 @@ def prune_leftovers(kube: Kube, *, current: str, started: datetime) -> list[RunO
         if run_id == current:
             continue
         created = run.created
-        if created is not None and created >= started:
-            continue  # a run that started after this one: not a leftover
+        if created is not None and created > started:
+            continue  # made after this run started: another run's, still going
         remove(kube, run)
         removed.append(run)
     return removed

@@ -36,7 +36,7 @@ IN_CLUSTER = "in-cluster"
 REQUEST_TIMEOUT = (10.0, 60.0)
 # Reads are retried on these statuses, with these pauses (seconds).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-RETRY_PAUSES = (0.2, 0.6, 1.5)
+RETRY_PAUSES = (0.2, 0.5, 1.0)
 
 STDOUT_CHANNEL = 1
 STDERR_CHANNEL = 2
@@ -314,10 +314,7 @@ class Kube:
                     continue
                 raise self._fail(e, verb, res, name, namespace) from None
             except (urllib3.exceptions.HTTPError, OSError) as e:
-                if attempt < len(pauses):
-                    time.sleep(pauses[attempt])
-                    attempt += 1
-                    continue
+                # urllib3 has already retried the connection itself
                 raise self._fail(e, verb, res, name, namespace) from None
             except ValueError as e:
                 raise ClusterError(

@@ -188,8 +188,13 @@ class _Planner:
         if ep.via is Via.CLUSTER_IP:
             if not svc.cluster_ip or svc.cluster_ip == "None":
                 raise _NotRun(f"Service {svc.key} is headless: it has no ClusterIP")
-        elif svc.type not in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
-            raise _NotRun(f"Service {svc.key} is {svc.type}: it has no {ep.via} address")
+        elif ep.via is Via.NODE_PORT and svc.type not in (
+            ServiceType.NODE_PORT,
+            ServiceType.LOAD_BALANCER,
+        ):
+            raise _NotRun(f"Service {svc.key} is {svc.type}: it has no NodePort")
+        elif ep.via is Via.LOAD_BALANCER and svc.type is not ServiceType.LOAD_BALANCER:
+            raise _NotRun(f"Service {svc.key} is {svc.type}: it has no LoadBalancer address")
         if ep.via is Via.LOAD_BALANCER and not self.allow_load_balancer:
             raise _NotRun(
                 f"probing Service {svc.key} through a LoadBalancer needs --allow-load-balancer "

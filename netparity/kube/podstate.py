@@ -89,7 +89,7 @@ def pod_state(pod: Mapping[str, Any] | None) -> PodState:
                 detail += f": {str(term['message']).strip()}"
             return PodState(readiness=Readiness.FAILED, detail=detail, ip=ip, node=node)
     if phase == "Running" and ip and statuses:
-        if all(cs.get("ready") is True and _m(cs.get("state")).get("running") for cs in statuses):
+        if all(cs.get("ready") is True and "running" in _m(cs.get("state")) for cs in statuses):
             return PodState(readiness=Readiness.READY, detail=f"running{on}", ip=ip, node=node)
         return PodState(
             readiness=Readiness.WAITING,

@@ -1,0 +1,561 @@
+"""The kubernetes backend's run against a real API server on loopback: create, wait, exec,
+clean up, and its failures. The fake kubelet runs each twin's agent as a local process on
+a loopback address, and exec runs the real agent over the websocket protocol."""
+
+from __future__ import annotations
+
+import atexit
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubeapi import KubeAPI, demo_cluster
+
+from netparity.backend import Observed, Target
+from netparity.cli import main
+from netparity.engine.traffic import (
+    DEFAULT_EXTERNAL_IP,
+    ExternalEndpoint,
+    NodeEndpoint,
+    PodEndpoint,
+    ServiceEndpoint,
+    Traffic,
+    Via,
+)
+from netparity.errors import ClusterError
+from netparity.kube import RUN_LABEL, TWIN_LABEL
+from netparity.kube.backend import KubeBackend
+from netparity.kube.render import anchor_name, short_hash
+from netparity.model.objects import Protocol
+from netparity.model.snapshot import Snapshot, load_snapshot
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=["v4.channel.k8s.io"])
+def api(request: pytest.FixtureRequest) -> Iterator[KubeAPI]:
+    server = KubeAPI(exec_protocol=request.param).start()
+    try:
+        demo_cluster(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kubeconfig(api: KubeAPI, tmp_path: Path) -> str:
+    return str(api.kubeconfig(tmp_path / "kubeconfig"))
+
+
+class Log(list[str]):
+    def __call__(self, message: str) -> None:
+        self.append(message)
+
+
+def backend(kubeconfig: str, log: Log | None = None, **kw: Any) -> KubeBackend:
+    return KubeBackend("test", kubeconfig=kubeconfig, log=log if log is not None else Log(), **kw)
+
+
+def targets(snap: Snapshot) -> list[Target]:
+    web, client = snap.pod("shop", "web-1"), snap.pod("shop", "client-1")
+    svc, node1 = snap.service("shop", "web"), snap.node("node-1")
+    assert web and client and svc and node1
+
+    def t(tid: str, src: Any, dst: Any, port: int | str, proto: Protocol = Protocol.TCP) -> Target:
+        return Target(
+            id=tid, traffic=Traffic(source=src, destination=dst, port=port, protocol=proto)
+        )
+
+    return [
+        t("pod-pod", PodEndpoint(pod=client), PodEndpoint(pod=web), "http"),
+        t("pod-pod-udp", PodEndpoint(pod=client), PodEndpoint(pod=web), "dns", Protocol.UDP),
+        t("pod-svc", PodEndpoint(pod=client), ServiceEndpoint(service=svc), 80),
+        t(
+            "ext-nodeport",
+            ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP),
+            ServiceEndpoint(service=svc, via=Via.NODE_PORT, node=node1),
+            80,
+        ),
+        t("node-pod", NodeEndpoint(node=node1), PodEndpoint(pod=web), 8080),
+        t(
+            "ext-lb",
+            ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP),
+            ServiceEndpoint(service=svc, via=Via.LOAD_BALANCER),
+            80,
+        ),
+        t("pod-doc-ip", PodEndpoint(pod=client), ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP), 443),
+        t("web-client", PodEndpoint(pod=web), PodEndpoint(pod=client), 7000),
+    ]
+
+
+def ours(api: KubeAPI) -> list[str]:
+    """Every object in the cluster that carries the run label."""
+    found = []
+    for kind in ("Pod", "Service", "ConfigMap"):
+        for obj in api.objects(kind):
+            if RUN_LABEL in (obj["metadata"].get("labels") or {}):
+                found.append(f"{kind}/{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+    return found
+
+
+def assert_only_ours_touched(api: KubeAPI) -> None:
+    for method, plural, obj in api.mutations:
+        assert RUN_LABEL in (obj["metadata"].get("labels") or {}), (
+            method,
+            plural,
+            obj["metadata"]["name"],
+        )
+    for name in ("web-1", "client-1"):
+        assert api.find("Pod", "shop", name) is not None
+
+
+@pytest.mark.parametrize("api", ["v4.channel.k8s.io", "v5.channel.k8s.io"], indirect=True)
+def test_a_run_probes_through_twins_and_leaves_nothing_behind(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    seen: dict[str, Any] = {}
+    sigterm = signal.getsignal(signal.SIGTERM)
+
+    def progress(what: str, done: int, total: int) -> None:
+        if what == "probes" and done == 0:  # twins up, probes not yet run
+            seen["sigterm"] = signal.getsignal(signal.SIGTERM)
+            seen["pods"] = {p["metadata"]["name"]: p for p in api.objects("Pod")}
+            seen["real endpoints"] = api.endpoints("shop", "web")
+            run_svc = [s for s in api.objects("Service") if s["metadata"]["name"] != "web"]
+            seen["run services"] = run_svc
+            seen["run endpoints"] = api.endpoints("shop", run_svc[0]["metadata"]["name"])
+
+    log = Log()
+    with backend(kubeconfig, log) as b:
+        results = b.run(targets(b.snapshot()), timeout=1.0, progress=progress)
+        run_id = b.run_id
+    by_id = {r.id: r for r in results}
+    assert [r.id for r in results] == [t.id for t in targets(_snap(api, kubeconfig))]
+    for tid in ("pod-pod", "pod-pod-udp", "pod-svc", "ext-nodeport"):
+        assert by_id[tid].observed is Observed.CONNECTED, by_id[tid]
+        assert by_id[tid].token == "shop/web-1"  # the twin of web-1 answered, nobody else
+    assert (
+        by_id["web-client"].observed is Observed.CONNECTED
+        and by_id["web-client"].token == "shop/client-1"
+    )
+    assert (
+        by_id["pod-pod"].source is not None and "twin of shop/client-1" in by_id["pod-pod"].source
+    )
+    assert by_id["pod-pod"].source.endswith("@node-2")
+    assert by_id["ext-nodeport"].source == "this machine (where pytest runs)"
+    assert by_id["ext-nodeport"].address is not None and by_id["ext-nodeport"].address.startswith(
+        "127.0.2.1:"
+    )
+    assert by_id["node-pod"].observed is Observed.NOT_RUN and "hostNetwork" in (
+        by_id["node-pod"].error or ""
+    )
+    assert by_id["ext-lb"].observed is Observed.NOT_RUN and "LoadBalancer" in (
+        by_id["ext-lb"].error or ""
+    )
+    assert by_id["pod-doc-ip"].observed is Observed.NOT_RUN
+
+    # while it ran: twins in place of the real pods, inert towards the real Service
+    twins = {n: p for n, p in seen["pods"].items() if n.startswith("netparity-")}
+    web_twin = twins[f"netparity-{run_id}-{short_hash('shop/web-1')}"]
+    assert web_twin["spec"]["nodeName"] == "node-1"
+    assert web_twin["metadata"]["labels"]["app"] == "web"
+    assert web_twin["metadata"]["ownerReferences"][0]["name"] == anchor_name(run_id)
+    assert seen["real endpoints"] == []  # never Ready: not an endpoint of the real Service
+    (run_svc,) = seen["run services"]
+    assert run_svc["spec"]["selector"] == {RUN_LABEL: run_id, TWIN_LABEL: short_hash("shop/web-1")}
+    assert run_svc["spec"]["type"] == "NodePort"
+    assert seen["run endpoints"] == [web_twin["status"]["podIP"]]
+    # one exec per source twin, with the one-line command
+    assert sorted(name for _, name, _ in api.execs) == sorted(
+        f"netparity-{run_id}-{short_hash(k)}" for k in ("shop/client-1", "shop/web-1")
+    )
+    # while objects existed, SIGTERM became an interrupt (so cleanup runs); then restored
+    assert seen["sigterm"] is not sigterm and callable(seen["sigterm"])
+    assert signal.getsignal(signal.SIGTERM) is sigterm
+    # afterwards: nothing of the run is left, nothing else was touched
+    assert ours(api) == []
+    assert_only_ours_touched(api)
+    assert any("removed its" in m for m in log), log
+
+
+def _snap(api: KubeAPI, kubeconfig: str) -> Snapshot:
+    with backend(kubeconfig) as b:
+        return b.snapshot()
+
+
+def test_twins_are_reused_by_a_second_run_call(api: KubeAPI, kubeconfig: str) -> None:
+    with backend(kubeconfig) as b:
+        tt = targets(b.snapshot())[:1]
+        first = b.run(tt, timeout=1.0)
+        created = len([m for m in api.mutations if m[0] == "POST"])
+        second = b.run(tt, timeout=1.0)  # a retry of a deny goes through the same twins
+        assert len([m for m in api.mutations if m[0] == "POST"]) == created
+    assert first[0].observed is second[0].observed is Observed.CONNECTED
+    assert ours(api) == []
+
+
+def test_a_load_balancer_is_used_only_when_allowed(api: KubeAPI, kubeconfig: str) -> None:
+    with backend(kubeconfig, allow_load_balancer=True) as b:
+        snap = b.snapshot()
+        lb = [t for t in targets(snap) if t.id == "ext-lb"]
+        (result,) = b.run(lb, timeout=1.0)
+    # the demo Service is a NodePort: a LoadBalancer probe of it cannot run
+    assert result.observed is Observed.NOT_RUN and "has no LoadBalancer address" in (
+        result.error or ""
+    )
+    svc = api.find("Service", "shop", "web")
+    assert svc is not None
+    svc["spec"]["type"] = "LoadBalancer"
+    api.add(svc)
+    with backend(kubeconfig, allow_load_balancer=True) as b:
+        lb = [t for t in targets(b.snapshot()) if t.id == "ext-lb"]
+        (result,) = b.run(lb, timeout=1.0)
+        kinds = [
+            s["spec"]["type"]
+            for s in api.objects("Service")
+            if RUN_LABEL in (s["metadata"].get("labels") or {})
+        ]
+    assert kinds == ["LoadBalancer"]
+    assert result.observed is Observed.CONNECTED and result.token == "shop/web-1"
+    assert result.address is not None and result.address.startswith("127.8.")
+    assert ours(api) == []
+
+
+def test_a_pod_a_real_service_would_publish_unready_is_not_twinned(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    svc = api.find("Service", "shop", "web")
+    assert svc is not None
+    svc["spec"]["publishNotReadyAddresses"] = True
+    api.add(svc)
+    with backend(kubeconfig) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.NOT_RUN
+    assert "publishNotReadyAddresses" in (result.error or "") and "shop/web" in (result.error or "")
+    assert not any(m[1] == "pods" for m in api.mutations)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_an_image_that_cannot_be_pulled_names_the_image_and_the_option(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.pull_fail_images.add("registry.example/python:3.12")
+    with (
+        backend(kubeconfig, probe_image="registry.example/python:3.12") as b,
+        pytest.raises(ClusterError) as e,
+    ):
+        b.run(targets(b.snapshot())[:1], timeout=1.0)
+    message = str(e.value)
+    assert "cannot pull the image registry.example/python:3.12" in message
+    assert "--probe-image" in message and (
+        "ErrImagePull" in message or "ImagePullBackOff" in message
+    )
+    assert ours(api) == []  # cleaned up on failure
+
+
+def test_a_pod_that_never_starts_times_out_naming_the_pod_node_and_state(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.stuck_nodes.add("node-1")
+    log = Log()
+    with backend(kubeconfig, log, pod_timeout=1.0) as b:
+        results = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    (result,) = results
+    assert result.observed is Observed.ERROR
+    error = result.error or ""
+    assert "(twin of shop/web-1, node node-1) was not running after 1 s: ContainerCreating" in error
+    assert any("was not running after" in m for m in log)
+    assert ours(api) == []
+
+
+def test_a_pod_the_node_rejects_makes_its_probes_errors(api: KubeAPI, kubeconfig: str) -> None:
+    api.reject_nodes["node-1"] = (
+        "OutOfcpu",
+        "Pod was rejected: Node didn't have enough resource: cpu",
+    )
+    with backend(kubeconfig) as b:
+        snap = b.snapshot()
+        results = {r.id: r for r in b.run(targets(snap), timeout=1.0)}
+    assert results["pod-pod"].observed is Observed.ERROR
+    assert "failed: OutOfcpu on node node-1" in (results["pod-pod"].error or "")
+    assert results["pod-svc"].observed is Observed.ERROR  # its backend twin is the rejected one
+
+
+def test_an_unschedulable_pod_names_the_schedulers_message(api: KubeAPI, kubeconfig: str) -> None:
+    api.unschedulable = "0/2 nodes are available: 2 Insufficient memory."
+    web = api.find("Pod", "shop", "web-1")
+    assert web is not None
+    del web["spec"]["nodeName"]  # a pending real pod: its twin goes through the scheduler
+    web["status"] = {"phase": "Pending"}
+    api.add(web)
+    with backend(kubeconfig, pod_timeout=1.0) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.ERROR
+    assert "Unschedulable: 0/2 nodes are available: 2 Insufficient memory." in (result.error or "")
+    assert "node any node" in (result.error or "")
+
+
+def test_403_on_create_names_the_verb_and_resource_and_cleans_up(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.fail(
+        "POST",
+        r"/namespaces/shop/pods$",
+        403,
+        message='pods is forbidden: User "ci" cannot create resource "pods" in API group "" in the namespace "shop"',
+    )
+    with backend(kubeconfig) as b, pytest.raises(ClusterError) as e:
+        b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert "not allowed to create pods" in str(e.value) and "in namespace shop" in str(e.value)
+    assert "probes/rbac.yaml" in str(e.value)
+    assert ours(api) == []  # the anchor made before the failure is gone
+
+
+def test_403_on_exec_is_an_error_naming_pods_exec(api: KubeAPI, kubeconfig: str) -> None:
+    api.fail(
+        "GET",
+        r"/exec\?",
+        403,
+        message='pods "x" is forbidden: User "ci" cannot get resource "pods/exec"',
+    )
+    with backend(kubeconfig) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.ERROR
+    assert "not allowed to create pods/exec in namespace shop" in (result.error or "")
+
+
+def test_a_500_on_create_is_a_clear_error(api: KubeAPI, kubeconfig: str) -> None:
+    api.fail(
+        "POST", r"/services$", 500, message="Internal error occurred: failed to allocate a nodePort"
+    )
+    with (
+        backend(kubeconfig) as b,
+        pytest.raises(
+            ClusterError,
+            match=r"failed to create services 'np-.*' in namespace shop \(500 .*nodePort",
+        ),
+    ):
+        b.run(targets(b.snapshot())[2:3], timeout=1.0)
+    assert ours(api) == []
+
+
+def test_409_on_an_anchor_of_this_run_reuses_it(api: KubeAPI, kubeconfig: str) -> None:
+    with backend(kubeconfig) as b:
+        api.add(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": anchor_name(b.run_id),
+                    "namespace": "shop",
+                    "labels": {RUN_LABEL: b.run_id},
+                },
+                "data": {"agent.py": (REPO / "probes" / "agent.py").read_text()},
+            }
+        )
+        uid = api.find("ConfigMap", "shop", anchor_name(b.run_id))["metadata"]["uid"]  # type: ignore[index]
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+        twin = next(p for p in api.objects("Pod") if p["metadata"]["name"].startswith("netparity-"))
+    assert result.observed is Observed.CONNECTED
+    assert twin["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert ours(api) == []
+
+
+def test_409_on_an_object_that_is_not_this_runs_is_a_clear_error(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    with backend(kubeconfig) as b:
+        api.add(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": anchor_name(b.run_id),
+                    "namespace": "shop",
+                    "labels": {"app": "someone-elses"},
+                },
+            }
+        )
+        with pytest.raises(
+            ClusterError,
+            match=r"ConfigMap shop/netparity-run-.* already exists and is not this run's",
+        ):
+            b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert api.find("ConfigMap", "shop", anchor_name(b.run_id)) is not None  # not ours: left alone
+
+
+# --------------------------------------------------------------------------- interruptions
+
+
+def test_ctrl_c_during_a_run_removes_everything(api: KubeAPI, kubeconfig: str) -> None:
+    def interrupt(what: str, done: int, total: int) -> None:
+        if what == "probes":
+            raise KeyboardInterrupt
+
+    b = backend(kubeconfig)
+    with pytest.raises(KeyboardInterrupt):
+        b.run(targets(b.snapshot())[:3], timeout=1.0, progress=interrupt)
+    assert ours(api) == []
+    assert b.cleanup_errors == []
+
+
+def test_an_interrupted_runs_leftovers_are_removed_by_the_next_run(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    dead = backend(kubeconfig)
+    dead.run(targets(dead.snapshot())[:3], timeout=1.0)
+    atexit.unregister(dead.close)  # as if the process had been killed
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert len(ours(api)) == 4  # the anchor, two twins, the run's Service
+    # a run that started later (still going) must not be touched
+    api.add(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "netparity-run-20991231-235959-ffff",
+                "namespace": "shop",
+                "labels": {RUN_LABEL: "20991231-235959-ffff"},
+                "creationTimestamp": "2099-12-31T23:59:59Z",
+            },
+        }
+    )
+    log = Log()
+    with backend(kubeconfig, log) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.CONNECTED
+    assert any(
+        f"removed the leftovers of an earlier interrupted run: run {dead.run_id}" in m for m in log
+    )
+    assert ours(api) == ["ConfigMap/shop/netparity-run-20991231-235959-ffff"]
+    assert_only_ours_touched(api)
+    dead.kube.close()
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_netparity_cleanup_removes_every_trace_and_nothing_else(
+    api: KubeAPI, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    left = backend(kubeconfig)
+    left.run(targets(left.snapshot())[:1], timeout=1.0)
+    atexit.unregister(left.close)  # as if killed
+    left.kube.close()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    api.add(  # an anchor of another run, labelled: must go
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "netparity-run-20200101-000000-aaaa",
+                "namespace": "shop",
+                "labels": {RUN_LABEL: "20200101-000000-aaaa"},
+            },
+        }
+    )
+    api.add(  # looks like ours, is not labelled: must survive
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "netparity-run-lookalike", "namespace": "shop"},
+        }
+    )
+    assert main(["cleanup", "--cluster", "test", "--kubeconfig", kubeconfig, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("would remove run ") == 2
+    assert len(ours(api)) == 4
+    assert main(["cleanup", "--cluster", "test", "--kubeconfig", kubeconfig]) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.count("removed run ") == 2
+        and "run 20200101-000000-aaaa: 1 anchor in namespace shop" in out
+    )
+    assert f"run {left.run_id}: 2 pods, 1 anchor in namespace shop" in out
+    assert ours(api) == []
+    assert api.find("ConfigMap", "shop", "netparity-run-lookalike") is not None
+    assert_only_ours_touched(api)
+    assert main(["cleanup", "--cluster", "test", "--kubeconfig", kubeconfig]) == 0
+    assert "no netparity objects" in capsys.readouterr().out
+
+
+def test_netparity_snapshot_writes_a_list_that_loads_back(
+    api: KubeAPI, kubeconfig: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "prod.yaml"
+    assert main(["snapshot", "--cluster", "test", "--kubeconfig", kubeconfig, "-o", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["kind"] == "List"
+    assert [p.key for p in load_snapshot([out]).pods] == ["shop/client-1", "shop/web-1"]
+    assert "2 pods, 2 nodes" in capsys.readouterr().err
+    assert api.mutations == []
+
+
+def test_a_failed_snapshot_writes_nothing_and_exits_2(
+    api: KubeAPI, kubeconfig: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.fail(
+        "GET",
+        r"^/api/v1/services",
+        403,
+        message='services is forbidden: User "ci" cannot list resource "services"',
+    )
+    out = tmp_path / "prod.yaml"
+    assert main(["snapshot", "--cluster", "test", "--kubeconfig", kubeconfig, "-o", str(out)]) == 2
+    assert not out.exists() and list(tmp_path.iterdir()) == [Path(kubeconfig)]
+    assert "not allowed to list services in all namespaces" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+def _granted() -> set[tuple[str, str, str]]:
+    grants: set[tuple[str, str, str]] = set()
+    for doc in yaml.safe_load_all((REPO / "probes" / "rbac.yaml").read_text()):
+        if doc and doc["kind"] in ("ClusterRole", "Role"):
+            for rule in doc["rules"]:
+                for group in rule["apiGroups"]:
+                    for res in rule["resources"]:
+                        for verb in rule["verbs"]:
+                            grants.add((verb, group, res))
+    return grants
+
+
+def _used(requests: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
+    used = set()
+    for method, raw in requests:
+        path = raw.split("?", 1)[0]
+        parts = [p for p in path.split("/") if p]
+        group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            rest = rest[2:]
+        resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+        named = len(rest) > 1
+        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(method) or (
+            "get" if named else "list"
+        )
+        used.add((verb, group, resource))
+    return used
+
+
+def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig: str) -> None:
+    with backend(kubeconfig) as b:
+        b.facts()
+        b.run(targets(b.snapshot()), timeout=1.0)
+    api.cilium_crds = True
+    with backend(kubeconfig) as b:
+        b.snapshot()
+    assert main(["cleanup", "--cluster", "test", "--kubeconfig", kubeconfig]) == 0
+    used = _used(api.requests)
+    granted = _granted()
+    assert used - granted == set()
+    # granted but not exercised here, each for a stated reason (see the comments in rbac.yaml):
+    assert granted - used == {
+        ("update", "", "configmaps/finalizers"),  # OwnerReferencesPermissionEnforcement clusters
+        ("create", "", "pods/exec"),  # websocket exec is authorized as `create` from 1.35
+        ("get", "", "pods"),  # after a retried create (409)
+        ("get", "", "services"),  # a LoadBalancer's address; after a retried create (409)
+    }

@@ -1,0 +1,287 @@
+"""Reading a cluster through the official client, against a real API server on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubeapi import KubeAPI, demo_cluster
+
+from netparity.errors import ClusterError, InputError
+from netparity.kube import RUN_LABEL
+from netparity.kube.backend import KubeBackend
+from netparity.kube.client import CONFIG_MAPS, PODS, Kube
+from netparity.model.snapshot import load_snapshot
+
+RBAC_403 = (
+    'pods is forbidden: User "ci" cannot list resource "pods" in API group "" at the cluster scope'
+)
+
+
+@pytest.fixture
+def api() -> Iterator[KubeAPI]:
+    server = KubeAPI().start()
+    try:
+        demo_cluster(server)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kubeconfig(api: KubeAPI, tmp_path: Path) -> str:
+    return str(api.kubeconfig(tmp_path / "kubeconfig"))
+
+
+def backend(kubeconfig: str, **kw: object) -> KubeBackend:
+    return KubeBackend("test", kubeconfig=kubeconfig, log=lambda m: None, **kw)  # type: ignore[arg-type]
+
+
+def test_a_snapshot_written_to_a_file_reads_back_equal(kubeconfig: str, tmp_path: Path) -> None:
+    out = tmp_path / "cluster.yaml"
+    with backend(kubeconfig) as b:
+        live = b.write_snapshot(out)
+    doc = yaml.safe_load(out.read_text())
+    assert doc["kind"] == "List" and doc["apiVersion"] == "v1"
+    assert all("managedFields" not in item["metadata"] for item in doc["items"])
+    back = load_snapshot([out])
+    assert dataclasses.replace(back, sources=()) == dataclasses.replace(live, sources=())
+    assert [p.key for p in live.pods] == ["shop/client-1", "shop/web-1"]
+    assert live.service("shop", "web") is not None and len(live.network_policies) == 1
+    assert dict(live.config["kube-system/cilium-config"]) == {"enable-policy": "default"}
+    assert [
+        tmp for tmp in tmp_path.iterdir() if tmp.name.startswith(".")
+    ] == []  # atomic: no temp left
+
+
+def test_the_snapshot_leaves_out_netparitys_own_objects(api: KubeAPI, kubeconfig: str) -> None:
+    api.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "netparity-x",
+                "namespace": "shop",
+                "labels": {"app": "web", RUN_LABEL: "r"},
+            },
+            "spec": {"containers": [{"name": "agent", "image": "python:3.12-slim"}]},
+            "status": {"phase": "Running", "podIP": "127.0.1.200"},
+        }
+    )
+    with backend(kubeconfig) as b:
+        assert [p.name for p in b.snapshot().pods] == ["client-1", "web-1"]
+    assert ("GET", "/api/v1/pods?labelSelector=%21netparity.io/run") in api.requests
+
+
+def test_cilium_policies_are_read_where_the_crds_exist(api: KubeAPI, kubeconfig: str) -> None:
+    api.cilium_crds = True
+    api.add(
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "allow-web", "namespace": "shop"},
+            "spec": {
+                "endpointSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}]}],
+            },
+        }
+    )
+    with backend(kubeconfig) as b:
+        snap = b.snapshot()
+    assert [c.key for c in snap.cilium_policies] == ["shop/allow-web"]
+
+
+def test_absent_cilium_crds_are_skipped_quietly(api: KubeAPI, kubeconfig: str) -> None:
+    with backend(kubeconfig) as b:
+        assert b.snapshot().cilium_policies == ()
+    assert ("GET", "/apis/cilium.io/v2/ciliumnetworkpolicies") in api.requests
+
+
+def test_enforcement_configmaps_that_rbac_hides_are_skipped(api: KubeAPI, kubeconfig: str) -> None:
+    api.fail(
+        "GET",
+        r"/configmaps/",
+        403,
+        message='configmaps "cilium-config" is forbidden: User "ci" cannot get resource "configmaps"',
+    )
+    with backend(kubeconfig) as b:
+        snap = b.snapshot()
+    assert dict(snap.config) == {} and len(snap.pods) == 2
+
+
+def test_403_names_the_verb_the_resource_and_the_rbac_file(api: KubeAPI, kubeconfig: str) -> None:
+    api.fail("GET", r"^/api/v1/pods", 403, message=RBAC_403)
+    with backend(kubeconfig) as b, pytest.raises(ClusterError) as e:
+        b.snapshot()
+    message = str(e.value)
+    assert "not allowed to list pods in all namespaces" in message
+    assert "probes/rbac.yaml" in message and "403" in message
+
+
+def test_a_passing_500_is_retried(api: KubeAPI, kubeconfig: str) -> None:
+    fault = api.fail("GET", r"^/api/v1/nodes", 500, times=1)
+    with backend(kubeconfig) as b:
+        assert len(b.snapshot().nodes) == 2
+    assert fault.hits == 1
+
+
+def test_a_lasting_500_is_a_cluster_error_naming_the_request(api: KubeAPI, kubeconfig: str) -> None:
+    api.fail(
+        "GET",
+        r"^/apis/networking.k8s.io/v1/networkpolicies",
+        500,
+        message="etcdserver: request timed out",
+    )
+    with (
+        backend(kubeconfig) as b,
+        pytest.raises(
+            ClusterError,
+            match=r"failed to list networkpolicies.networking.k8s.io in all namespaces \(500 .*etcdserver",
+        ),
+    ):
+        b.snapshot()
+
+
+def test_wrong_credentials_are_a_401_cluster_error(api: KubeAPI, tmp_path: Path) -> None:
+    config = api.kubeconfig(tmp_path / "kc", token="expired")
+    with (
+        backend(str(config)) as b,
+        pytest.raises(ClusterError, match=r"rejected the credentials \(401"),
+    ):
+        b.snapshot()
+
+
+def test_a_missing_context_lists_the_contexts_there_are(kubeconfig: str) -> None:
+    with pytest.raises(ClusterError, match=r"has no context 'prod' \(contexts: test\)"):
+        KubeBackend("prod", kubeconfig=kubeconfig)
+
+
+def test_a_missing_kubeconfig_says_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="no kubeconfig at"):
+        KubeBackend("prod", kubeconfig=str(tmp_path / "nope"))
+
+
+def test_in_cluster_configuration_outside_a_cluster_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ClusterError, match="in-cluster configuration"):
+        KubeBackend("in-cluster")
+
+
+def test_an_unreachable_api_server_is_one_sentence(api: KubeAPI, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "kc"
+    api.kubeconfig(config)
+    config.write_text(config.read_text().replace(api.url, f"http://127.0.0.1:{port}"))
+    with (
+        backend(str(config)) as b,
+        pytest.raises(
+            ClusterError,
+            match=f"cannot reach the API server at http://127.0.0.1:{port} to list namespaces",
+        ),
+    ):
+        b.snapshot()
+
+
+def test_bad_options_are_input_errors(kubeconfig: str) -> None:
+    with pytest.raises(InputError, match="--dataplane"):
+        backend(kubeconfig, dataplane="calico")
+    with pytest.raises(InputError, match="--probe-image"):
+        backend(kubeconfig, probe_image="not an image")
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def test_cilium_before_1_17_is_detected_with_its_version(kubeconfig: str) -> None:
+    with backend(kubeconfig) as b:
+        facts = b.facts()
+        assert (facts.dataplane, facts.version, facts.backend, facts.name) == (
+            "cilium-1.16",
+            "1.16.5",
+            "kubernetes",
+            "test",
+        )
+        assert "cilium" in b.evidence
+
+
+def test_current_cilium_is_detected(tmp_path: Path) -> None:
+    with KubeAPI() as server:
+        demo_cluster(server, cilium_version="v1.17.3")
+        with backend(str(server.kubeconfig(tmp_path / "kc"))) as b:
+            assert (b.facts().dataplane, b.facts().version) == ("cilium", "1.17.3")
+
+
+def test_azure_npm_is_detected_with_its_version(tmp_path: Path) -> None:
+    with KubeAPI() as server:
+        demo_cluster(server, dataplane="npm")
+        with backend(str(server.kubeconfig(tmp_path / "kc"))) as b:
+            assert (b.facts().dataplane, b.facts().version) == ("npm", "1.5.45")
+
+
+def test_npm_pods_without_their_daemonset_are_detected(tmp_path: Path) -> None:
+    with KubeAPI() as server:
+        demo_cluster(server, dataplane="none")
+        server.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "azure-npm-x7f2q",
+                    "namespace": "kube-system",
+                    "labels": {"k8s-app": "azure-npm"},
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "azure-npm",
+                            "image": "mcr.microsoft.com/containernetworking/azure-npm:v1.4.32",
+                        }
+                    ]
+                },
+            }
+        )
+        with backend(str(server.kubeconfig(tmp_path / "kc"))) as b:
+            assert (b.facts().dataplane, b.facts().version) == ("npm", "1.4.32")
+
+
+def test_no_known_agent_is_unknown(tmp_path: Path) -> None:
+    with KubeAPI() as server:
+        demo_cluster(server, dataplane="none")
+        with backend(str(server.kubeconfig(tmp_path / "kc"))) as b:
+            assert b.facts().dataplane == "unknown" and b.facts().version is None
+
+
+def test_a_dataplane_override_wins_without_asking_the_cluster(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    with backend(kubeconfig, dataplane="npm") as b:
+        assert b.facts().dataplane == "npm"
+    assert not any("daemonsets" in path for _, path in api.requests)
+
+
+# --------------------------------------------------------------------------- the client's own guard
+
+
+def test_the_client_refuses_to_delete_or_create_anything_not_labelled_as_netparitys(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    kube = Kube.connect("test", kubeconfig=kubeconfig)
+    try:
+        real = kube.get(PODS, "web-1", namespace="shop")
+        assert real is not None
+        with pytest.raises(ClusterError, match="refusing to delete Pod 'web-1'"):
+            kube.delete(PODS, real)
+        with pytest.raises(ClusterError, match=r"not labelled netparity\.io/run"):
+            kube.create(CONFIG_MAPS, {"metadata": {"name": "x", "namespace": "shop"}})
+    finally:
+        kube.close()
+    assert api.mutations == []
+    assert api.find("Pod", "shop", "web-1") is not None
