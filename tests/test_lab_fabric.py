@@ -13,6 +13,7 @@ import os
 import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lab_fixtures
@@ -631,15 +632,33 @@ def test_orphan_namespaces_without_state_are_removed_by_down(
         down(name)
 
 
-def test_a_build_that_fails_leaves_nothing_behind(lab_factory: LabFactory) -> None:
+def test_a_build_that_fails_leaves_nothing_behind() -> None:
     def broken(topology: LabTopology) -> Mapping[str, NodeRules]:
         return {"n1": NodeRules(iptables="*filter\n-A NO-SUCH-CHAIN -j ACCEPT\nCOMMIT\n")}
 
     name = unique_lab_name()
-    with pytest.raises(ClusterError, match="node n1"):
-        up(SNAP, name=name, render=broken)
-    assert list_netns(f"np-{name}-") == []
-    assert not state_path(name).exists()
+    try:
+        with pytest.raises(ClusterError, match="node n1"):
+            up(SNAP, name=name, render=broken)
+        assert list_netns(f"np-{name}-") == []
+        assert not state_path(name).exists()
+    finally:
+        down(name)
+
+
+def test_an_agent_that_cannot_start_fails_the_build_naming_the_pod(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = tmp_path / "agent.py"
+    fake.write_text("import sys\nprint('cannot bind TCP port 80', file=sys.stderr)\nsys.exit(2)\n")
+    monkeypatch.setenv("NETPARITY_AGENT", str(fake))
+    name = unique_lab_name()
+    try:
+        with pytest.raises(ClusterError, match=r"probe agent of .*exited.*cannot bind TCP port 80"):
+            up(SNAP, name=name, render=empty_render)
+        assert list_netns(f"np-{name}-") == []
+    finally:
+        down(name)
 
 
 def test_an_existing_lab_is_not_rebuilt_over(base: Lab) -> None:
