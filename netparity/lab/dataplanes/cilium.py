@@ -288,6 +288,8 @@ class Compiler:
                 Endpoint(pod=p, ip=p.ip, pod_labels=pod_labels, labels=labels, namespace_labels=nsl)
             )
         self.by_key = {e.pod.key: e for e in self.endpoints}
+        self._np_peers: dict[tuple[str, PolicyPeer], L3 | None] = {}
+        self._cnp_l3: dict[tuple[str | None, CiliumRule], list[L3]] = {}
         # egress named ports resolve against every pod of the cluster (D3)
         self.named: dict[tuple[str, Protocol], set[int]] = {}
         for p in snap.pods:
@@ -301,6 +303,12 @@ class Compiler:
         return L3(kind="pods", ips=tuple(ip_sorted(e.ip for e in match)))
 
     def np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> L3 | None:
+        key = (policy.namespace, peer)
+        if key not in self._np_peers:
+            self._np_peers[key] = self._np_peer(policy, peer)
+        return self._np_peers[key]
+
+    def _np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> L3 | None:
         if peer.ip_block is not None:
             return _world(peer.ip_block)
         eps = self.endpoints
@@ -485,6 +493,12 @@ class Compiler:
         return ingress, egress
 
     def cnp_l3(self, policy: CiliumPolicy, rule: CiliumRule) -> list[L3]:
+        key = (policy.namespace, rule)
+        if key not in self._cnp_l3:
+            self._cnp_l3[key] = self._cnp_l3_uncached(policy, rule)
+        return self._cnp_l3[key]
+
+    def _cnp_l3_uncached(self, policy: CiliumPolicy, rule: CiliumRule) -> list[L3]:
         if not rule.has_l3:
             # ports only: a wildcard; an empty rule `{}` selects nothing (but still isolates)
             return [ALL] if rule.ports else []

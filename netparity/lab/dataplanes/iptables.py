@@ -46,6 +46,15 @@ class Table:
     def rules(self) -> tuple[str, ...]:
         return tuple(self._rules)
 
+    def extend(self, other: Table) -> None:
+        """Append another table's chains, rules and notes (same table name)."""
+        if other.name != self.name:
+            raise ValueError(f"cannot extend table {self.name} with table {other.name}")
+        for chain in other._chains:
+            self.chain(chain)
+        self._rules.extend(other._rules)
+        self._notes.extend(other._notes)
+
     def render(self) -> str:
         lines = [*self._notes, f"*{self.name}"]
         lines += [f":{c} ACCEPT [0:0]" for c in BUILTIN_CHAINS[self.name]]
@@ -78,6 +87,10 @@ class IpsetFile:
 
     def __contains__(self, name: str) -> bool:
         return name in self._sets
+
+    def extend(self, other: IpsetFile) -> None:
+        for name, (kind, members, note) in other._sets.items():
+            self.define(name, kind, members, note=note)
 
     def render(self) -> str:
         lines: list[str] = []

@@ -25,7 +25,7 @@ skipped whole (fail-open, D11) and listed in comment lines.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from netparity.lab.dataplanes.iptables import IpsetFile, Table, comment, render_tables
@@ -86,30 +86,31 @@ class Sets:
             if p.namespace not in self._ns_labels:
                 self._ns_labels[p.namespace] = snap.namespace(p.namespace).labels
 
-    def _hash_net(self, name: str, pods: list[Pod]) -> str:
-        ips = ip_sorted(p.ip for p in pods if p.ip is not None)
-        self._ipsets.define(hashed(name), "hash:net", ips, note=name)
+    def _hash_net(self, name: str, pods: Iterable[Pod]) -> str:
+        if hashed(name) not in self._ipsets:
+            ips = ip_sorted(p.ip for p in pods if p.ip is not None)
+            self._ipsets.define(hashed(name), "hash:net", ips, note=name)
         return name
 
     def ns(self, namespace: str) -> SetMatch:
         name = f"ns-{namespace}"
-        self._hash_net(name, [p for p in self._pods if p.namespace == namespace])
+        self._hash_net(name, (p for p in self._pods if p.namespace == namespace))
         return SetMatch(name=name)
 
     def all_namespaces(self) -> SetMatch:
-        self._hash_net("all-namespaces", list(self._pods))
+        self._hash_net("all-namespaces", self._pods)
         return SetMatch(name="all-namespaces")
 
     def pod_label(self, key: str, values: tuple[str, ...] | None, negate: bool = False) -> SetMatch:
         if values is None:
             name = f"podlabel-{key}"
-            members = [p for p in self._pods if key in p.labels]
+            members = (p for p in self._pods if key in p.labels)
         elif len(values) == 1:
             name = f"podlabel-{key}:{values[0]}"
-            members = [p for p in self._pods if p.labels.get(key) == values[0]]
+            members = (p for p in self._pods if p.labels.get(key) == values[0])
         else:
             name = f"nestedlabel-{key}:" + ":".join(values)
-            members = [p for p in self._pods if p.labels.get(key) in values]
+            members = (p for p in self._pods if p.labels.get(key) in values)
         self._hash_net(name, members)
         return SetMatch(name=name, negate=negate)
 
@@ -121,11 +122,13 @@ class Sets:
             return labels.get(key) in values
 
         name = f"nslabel-{key}" if values is None else f"nslabel-{key}:" + ":".join(values)
-        self._hash_net(name, [p for p in self._pods if ns_has(p.namespace)])
+        self._hash_net(name, (p for p in self._pods if ns_has(p.namespace)))
         return SetMatch(name=name, negate=negate)
 
     def named_port(self, port_name: str) -> SetMatch:
         name = f"namedport:{port_name}"
+        if hashed(name) in self._ipsets:
+            return SetMatch(name=name)
         members: set[tuple[str, str, int]] = set()
         for p in self._pods:
             assert p.ip is not None
@@ -343,12 +346,17 @@ def npm_filter(topology: LabTopology, filt: Table, ipsets: IpsetFile) -> list[st
 
 def render(topology: LabTopology) -> dict[str, NodeRules]:
     routes = service_routes(topology)
+    # NPM's sets and chains are cluster-wide: the same on every node, computed once
+    npm_sets = IpsetFile()
+    npm_chains = Table("filter")
+    npm_filter(topology, npm_chains, npm_sets)
     out: dict[str, NodeRules] = {}
     for node in topology.nodes:
         ipsets = IpsetFile()
         define_sets(topology, ipsets)
+        ipsets.extend(npm_sets)
         mangle, nat, filt = kube_proxy(topology, node, routes)
-        npm_filter(topology, filt, ipsets)
+        filt.extend(npm_chains)
         out[node.name] = NodeRules(
             ipset=ipsets.render(),
             iptables=render_tables(mangle, nat, filt),
