@@ -626,6 +626,24 @@ def test_cilium_policies_compile_entities_cidrs_and_denies_and_list_unsupported_
     assert "fib daddr type local return" in _pod_chain(nft, "egress", "np/a")
 
 
+def test_clusterwide_cilium_policies_select_pods_of_every_namespace_and_host_policies_are_listed() -> (
+    None
+):
+    ccnp = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": "all"},
+        "specs": [
+            {"endpointSelector": {}, "ingress": [{"fromEndpoints": [{}]}]},
+            {"nodeSelector": {}, "ingress": [{"fromEntities": ["cluster"]}]},
+        ],
+    }
+    nft = rules("cilium", small_snapshot(ccnp))
+    b = _pod_chain(nft["n2"].nft, "ingress", "np/b")
+    assert "ip saddr { 10.244.1.10, 10.244.2.10, 10.244.2.11 } return" in b
+    assert "# skipped CiliumClusterwideNetworkPolicy all#1: nodeSelector" in nft["n1"].nft
+
+
 def test_cilium_external_traffic_is_snated_only_toward_a_backend_on_another_node() -> None:
     n1 = rules("cilium")["n1"].nft
     assert re.search(r"meta l4proto tcp meta mark set .* dnat to 10\.244\.2\.20:8080", n1)  # svc-d2

@@ -712,6 +712,11 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
     body += _chain("input", inp, "type filter hook input priority filter; policy accept;")
     body += pod_chains
 
+    notes += [
+        f"skipped {cp.kind} {cp.key}: nodeSelector (host firewall) is not modelled"
+        for cp in topo.snapshot.cilium_policies
+        if cp.node_selector is not None
+    ]
     head = [f"# Cilium dataplane ({topo.dataplane}) for node {node.name} ({node.ip})"]
     head += [f"# {n}" for n in notes]
     head += [f"table ip {TABLE}", f"delete table ip {TABLE}", f"table ip {TABLE} {{"]
