@@ -949,7 +949,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if method == "GET":
             if name is None:
-                selector = (query.get("labelSelector") or [None])[0]
+                selector = (query.get("labelSelector") or [""])[0] or None
                 with api.lock:
                     items = [
                         copy.deepcopy(o)

@@ -559,3 +559,14 @@ def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig
         ("get", "", "pods"),  # after a retried create (409)
         ("get", "", "services"),  # a LoadBalancer's address; after a retried create (409)
     }
+
+
+def test_a_pod_on_a_windows_node_is_not_twinned(api: KubeAPI, kubeconfig: str) -> None:
+    node = api.find("Node", "", "node-1")
+    assert node is not None
+    node["metadata"]["labels"]["kubernetes.io/os"] = "windows"
+    api.add(node)
+    with backend(kubeconfig) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.NOT_RUN and "windows node node-1" in (result.error or "")
+    assert not any(m[1] == "pods" for m in api.mutations)

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -181,9 +181,15 @@ class KubeBackend:
             self._log(f"removed the leftovers of an earlier interrupted run: {run.summary()}")
 
     def _unsafe_twin(self, snap: Snapshot) -> Callable[[Pod], str | None]:
-        nodes = {n.name for n in snap.nodes}
+        nodes = {n.name: n for n in snap.nodes}
 
         def check(pod: Pod) -> str | None:
+            node = nodes.get(pod.node_name or "")
+            if node is not None and node.os != "linux":
+                return (
+                    f"pod {pod.key} runs on {node.os} node {node.name}: probe pods run the Linux "
+                    f"agent image, so it is not probed"
+                )
             for svc in snap.services:
                 if svc.publish_not_ready and svc.selects(pod):
                     return (
@@ -613,8 +619,3 @@ class KubeBackend:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def runs_present(kube: Kube) -> Mapping[str, int]:
-    """How many objects each run has in the cluster (for tests and `cleanup --dry-run`)."""
-    return {k: len(v.objects) for k, v in find_runs(kube).items()}
