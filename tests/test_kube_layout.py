@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from netparity.engine.traffic import (
     Via,
 )
 from netparity.kube.agentio import batch_document, parse_output
-from netparity.kube.client import exit_code_of
+from netparity.kube.client import Kube, exit_code_of
 from netparity.kube.detect import cilium_dataplane, image_version
 from netparity.kube.layout import LOCAL, Dest, Layout, address, plan_layout
 from netparity.kube.podstate import Readiness, pod_state
@@ -407,3 +408,62 @@ def test_cilium_before_1_17_is_the_1_16_model() -> None:
     assert cilium_dataplane("1.17.0") == "cilium"
     assert cilium_dataplane("2.0") == "cilium"
     assert cilium_dataplane(None) == "cilium"
+
+
+class StandInSocket:
+    """Plays the exec websocket's reading side: channel buffers, then a close or a break."""
+
+    def __init__(self, chunks: list[tuple[int, str]], *, then: str) -> None:
+        self.chunks = chunks
+        self.then = then  # "close", "hang" or "break"
+        self.channels: dict[int, str] = {}
+        self.open = True
+        self.stdin = ""
+
+    def write_stdin(self, data: str) -> None:
+        self.stdin += data
+
+    def is_open(self) -> bool:
+        return self.open
+
+    def update(self, timeout: float = 0) -> None:
+        if self.chunks:
+            channel, data = self.chunks.pop(0)
+            self.channels[channel] = self.channels.get(channel, "") + data
+        elif self.then == "close":
+            self.open = False
+        elif self.then == "break":
+            raise ConnectionResetError("connection reset by peer")
+        else:
+            time.sleep(min(timeout, 0.05))
+
+    def read_channel(self, channel: int, timeout: float = 0) -> str:
+        return self.channels.pop(channel, "")
+
+
+def test_an_exec_reads_its_output_and_exit_code() -> None:
+    ws = StandInSocket(
+        [(1, '{"id": "t0"'), (1, ', "observed": "refused"}\n'), (3, '{"status":"Success"}')],
+        then="close",
+    )
+    res = Kube._drive(ws, "batch\n", 5.0)
+    assert (res.stdout, res.exit_code, res.error) == (
+        '{"id": "t0", "observed": "refused"}\n',
+        0,
+        None,
+    )
+    assert ws.stdin == "batch\n"
+
+
+def test_an_exec_that_does_not_finish_in_time_is_an_error() -> None:
+    res = Kube._drive(StandInSocket([(1, "partial")], then="hang"), "batch\n", 0.3)
+    assert res.exit_code is None and res.error == "the command did not finish within 0.3 s"
+    assert res.stdout == "partial"
+
+
+def test_an_exec_whose_connection_breaks_keeps_the_output_it_got() -> None:
+    ws = StandInSocket([(1, '{"id": "t0", "observed": "connected"}\n')], then="break")
+    res = Kube._drive(ws, "batch\n", 5.0)
+    assert res.stdout.startswith('{"id": "t0"') and "connection reset" in (res.error or "")
+    got, _ = parse_output(res.stdout, ["t0"])
+    assert got["t0"].observed is Observed.CONNECTED

@@ -504,29 +504,42 @@ class Kube:
 
     @staticmethod
     def _drive(ws: Any, stdin: str, timeout: float) -> ExecResult:
-        ws.write_stdin(stdin)
-        if getattr(ws, "subprotocol", None) == V5_CHANNEL_PROTOCOL and hasattr(ws, "close_channel"):
-            ws.close_channel(
-                0
-            )  # v5 can say "stdin is over"; v4 cannot (the command reads one line)
+        broke: str | None = None
         deadline = time.monotonic() + timeout
-        while ws.is_open():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            ws.update(timeout=min(remaining, 1.0))
-        finished = not ws.is_open()
-        stdout = str(ws.read_channel(STDOUT_CHANNEL) or "")
-        stderr = str(ws.read_channel(STDERR_CHANNEL) or "")
-        status_text = str(ws.read_channel(ERROR_CHANNEL) or "")
-        if not finished:
-            return ExecResult(
-                stdout=stdout,
-                stderr=stderr,
-                exit_code=None,
-                error=f"the command did not finish within {timeout:g} s",
-            )
-        return ExecResult(stdout=stdout, stderr=stderr, exit_code=exit_code_of(status_text))
+        try:
+            ws.write_stdin(stdin)
+            if getattr(ws, "subprotocol", None) == V5_CHANNEL_PROTOCOL and hasattr(
+                ws, "close_channel"
+            ):
+                ws.close_channel(
+                    0
+                )  # v5 can say "stdin is over"; v4 cannot (the command reads one line)
+            while ws.is_open():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ws.update(timeout=min(remaining, 1.0))
+        except Exception as e:  # the connection broke: keep whatever output arrived
+            broke = f"the exec connection broke: {e}"
+        finished = broke is None and not ws.is_open()
+        stdout = _read_channel(ws, STDOUT_CHANNEL)
+        stderr = _read_channel(ws, STDERR_CHANNEL)
+        status_text = _read_channel(ws, ERROR_CHANNEL)
+        if broke is None and not finished:
+            broke = f"the command did not finish within {timeout:g} s"
+        return ExecResult(
+            stdout=stdout,
+            stderr=stderr,
+            exit_code=exit_code_of(status_text) if finished else None,
+            error=broke,
+        )
+
+
+def _read_channel(ws: Any, channel: int) -> str:
+    try:
+        return str(ws.read_channel(channel, timeout=0) or "")
+    except Exception:  # a broken socket: nothing more to read
+        return ""
 
 
 @contextmanager
