@@ -570,3 +570,18 @@ def test_a_pod_on_a_windows_node_is_not_twinned(api: KubeAPI, kubeconfig: str) -
         (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
     assert result.observed is Observed.NOT_RUN and "windows node node-1" in (result.error or "")
     assert not any(m[1] == "pods" for m in api.mutations)
+
+
+def test_an_admission_webhook_refusal_is_reported_as_such_not_as_rbac(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    message = (
+        'admission webhook "validation.gatekeeper.sh" denied the request: [azurepolicy-k8sazurev2'
+        "blockdefault] containers cannot run from images outside the allowed registries"
+    )
+    api.fail("POST", r"/namespaces/shop/pods$", 403, message=message)
+    with backend(kubeconfig) as b, pytest.raises(ClusterError) as e:
+        b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert "the API server refused to create pods" in str(e.value)
+    assert "denied the request" in str(e.value) and "rbac.yaml" not in str(e.value)
+    assert ours(api) == []

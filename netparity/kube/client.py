@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +43,9 @@ STDOUT_CHANNEL = 1
 STDERR_CHANNEL = 2
 ERROR_CHANNEL = 3
 V5_CHANNEL_PROTOCOL = "v5.channel.k8s.io"
+# How RBAC words a denial (`User "x" cannot create resource "pods" ...`), unlike an
+# admission plugin or webhook that refuses the object itself.
+_RBAC_DENIAL = re.compile(r'cannot [a-z]+ resource "')
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,7 +266,7 @@ class Kube:
                     f"(for AKS: az aks get-credentials, kubelogin)"
                 )
             if status == 403:
-                if "cannot " in message or "User " in message or not message:
+                if _RBAC_DENIAL.search(message) or not message:
                     return Forbidden(
                         f"{self.name}: not allowed to {verb} {where} (403 Forbidden: {message}); "
                         f"grant the verbs listed in {RBAC_FILE}"
