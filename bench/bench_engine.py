@@ -1,0 +1,62 @@
+"""Benchmark: load + compile a generated 5,000-pod / 100-namespace / 1,000-policy snapshot,
+then evaluate pod-to-pod probe verdicts on one core.
+
+    python3 bench/bench_engine.py [--pods 5000] [--namespaces 100] [--policies 1000]
+
+Goals (issue 2): load and compile under 2 s; at least 50,000 verdicts per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen import generate  # noqa: E402
+
+from netparity.engine.dataplane import get_dataplane  # noqa: E402
+from netparity.engine.evaluate import Engine  # noqa: E402
+from netparity.engine.traffic import PodEndpoint, Traffic  # noqa: E402
+from netparity.model.snapshot import load_snapshot  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pods", type=int, default=5000)
+    ap.add_argument("--namespaces", type=int, default=100)
+    ap.add_argument("--policies", type=int, default=1000)
+    ap.add_argument("--verdicts", type=int, default=200_000)
+    args = ap.parse_args()
+    docs = generate(pods=args.pods, namespaces=args.namespaces, policies=args.policies)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "cluster.yaml"
+        path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": docs}))
+        t0 = time.perf_counter()
+        snapshot = load_snapshot([path])
+        t1 = time.perf_counter()
+        engine = Engine(snapshot)
+        t2 = time.perf_counter()
+    pods = [p for p in snapshot.pods if not p.host_network and p.ports]
+    rng = random.Random(1)
+    traffic = []
+    for _ in range(args.verdicts):
+        a, b = rng.choice(pods), rng.choice(pods)
+        traffic.append(Traffic(source=PodEndpoint(pod=a), destination=PodEndpoint(pod=b), port=b.ports[0].port))
+    print(f"snapshot: {snapshot.summary()}")
+    print(f"load (YAML parse + model): {t1 - t0:.2f} s; compile: {t2 - t1:.3f} s; total {t2 - t0:.2f} s")
+    for name in ("npm", "cilium"):
+        dp = get_dataplane(name)
+        start = time.perf_counter()
+        allow = sum(engine.evaluate(t, dp).decision == "allow" for t in traffic)
+        took = time.perf_counter() - start
+        print(f"{name}: {len(traffic)} verdicts in {took:.2f} s = {len(traffic) / took:,.0f} verdicts/s ({allow} allow)")
+
+
+if __name__ == "__main__":
+    main()
