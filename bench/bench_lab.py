@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -102,6 +103,11 @@ def targets(snapshot: Snapshot, count: int, *, mixed: bool) -> list[Target]:
     return out
 
 
+def _child_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=3)
@@ -133,15 +139,22 @@ def main() -> int:
 
         allowed = targets(snap, args.probes, mixed=False)
         backend.run(allowed[:20], timeout=args.timeout)  # warm ARP/neighbour caches
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), _child_cpu()
         res = backend.run(allowed, timeout=args.timeout)
-        took = time.monotonic() - t0
+        took, cpu = time.monotonic() - t0, _child_cpu() - cpu0
         ok = sum(r.observed is Observed.CONNECTED for r in res)
         lat = [r.latency_ms for r in res if r.latency_ms is not None]
         figures.append(
             (
                 f"{len(allowed)} allowed probes ({ok} connected)",
                 f"{took:.2f} s = {len(allowed) / took:.0f} probes/s",
+            )
+        )
+        batches = len({str(t.traffic.source) for t in allowed})
+        figures.append(
+            (
+                f"  CPU of the {batches} probe processes",
+                f"{cpu:.2f} s = {cpu / batches * 1000:.0f} ms per batch",
             )
         )
         if lat:
@@ -174,7 +187,8 @@ def main() -> int:
         down(args.name)
         figures.append(("lab down", f"{time.monotonic() - t0:.2f} s"))
     width = max(len(k) for k, _ in figures)
-    print(f"bench_lab on {os.cpu_count()} CPUs, parallel={args.parallel}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"bench_lab on {os.cpu_count()} CPUs (load average {load}), parallel={args.parallel}")
     for k, v in figures:
         print(f"  {k.ljust(width)}  {v}")
     return 0
