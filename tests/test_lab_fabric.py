@@ -685,3 +685,30 @@ def _with_service(svc: Service) -> Snapshot:
     import dataclasses
 
     return dataclasses.replace(SNAP, services=(*SNAP.services, svc))
+
+
+def test_cli_status_and_probe_show_the_live_lab(
+    base: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netparity.cli import main
+
+    assert main(["lab", "status", "--name", base.name, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["dataplane"] == "npm" and doc["status"] == "ready"
+    assert {p["key"]: p["ip"] for p in doc["pods"]}["y/d"] == base.topology.pod("y/d").ip
+    probes = tmp_path / "probes.yaml"
+    probes.write_text(
+        "probes:\n"
+        "  - {from: x/a, to: y/c, port: 80, expect: allow}\n"
+        "  - {from: external, to: x/b, port: web, expect: allow}\n"
+        "  - {from: y/c, to: x/a, port: 81, expect: deny}\n"
+    )
+    code = main(["lab", "probe", "--name", base.name, "--probes", str(probes), "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["observed"], r["ok"]) for r in rows] == [
+        ("connected", True),
+        ("connected", True),
+        ("refused", False),  # refused means the network let it in: an allow, not the deny
+    ]
+    assert rows[1]["token"] == "x/b"
+    assert code == 1
