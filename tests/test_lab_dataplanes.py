@@ -644,6 +644,17 @@ def test_clusterwide_cilium_policies_select_pods_of_every_namespace_and_host_pol
     assert "# skipped CiliumClusterwideNetworkPolicy all#1: nodeSelector" in nft["n1"].nft
 
 
+def test_overlapping_excepts_load_in_both_dataplanes(scratch_netns: str) -> None:
+    snap = small_snapshot(
+        _np("x", "a", egress=[{"to": [_ipblock("10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24")]}])
+    )
+    assert "ip daddr != 10.1.0.0/16" in _pod_chain(
+        rules("cilium", snap)["n1"].nft, "egress", "np/a"
+    )
+    for dp in ("npm", "cilium"):
+        _apply(scratch_netns, rules(dp, snap)["n1"])
+
+
 def test_cilium_external_traffic_is_snated_only_toward_a_backend_on_another_node() -> None:
     n1 = rules("cilium")["n1"].nft
     assert re.search(r"meta l4proto tcp meta mark set .* dnat to 10\.244\.2\.20:8080", n1)  # svc-d2

@@ -241,7 +241,11 @@ def _l3_nft(l3: L3, addr: str, has_remote_nodes: bool) -> str | None:
 def _world(block: IPBlock) -> L3 | None:
     if block.cidr.version != 4:
         return None
-    excepts = tuple(e for e in block.excepts if isinstance(e, ipaddress.IPv4Network))
+    excepts = tuple(
+        ipaddress.collapse_addresses(
+            e for e in block.excepts if isinstance(e, ipaddress.IPv4Network)
+        )
+    )
     cidr = block.cidr if isinstance(block.cidr, ipaddress.IPv4Network) else None
     return L3(kind="world", cidr=cidr, excepts=excepts)
 
@@ -539,7 +543,10 @@ def _chain(name: str, body: Sequence[str], hook: str | None = None) -> list[str]
 def _vmap(key: str, entries: Sequence[tuple[str, str]]) -> str | None:
     if not entries:
         return None
-    return f"{key} vmap {{ " + ", ".join(f"{k} : {v}" for k, v in entries) + " }"
+    first: dict[str, str] = {}
+    for k, v in entries:
+        first.setdefault(k, v)  # an address, protocol and port served twice: the first wins
+    return f"{key} vmap {{ " + ", ".join(f"{k} : {v}" for k, v in first.items()) + " }"
 
 
 def _lb_chains(
@@ -608,13 +615,13 @@ def _lb_chains(
     from_local = "iifname @local_veths" if local_veths else None
     not_local = "iifname != @local_veths " if local_veths else ""
 
-    drops = [f"{svc_key} {{ {', '.join(drop_any)} }} drop"] if drop_any else []
-    drops += [f"{np_key} {{ {', '.join(drop_any_np)} }} drop"] if drop_any_np else []
+    drops = [f"{svc_key} {{ {', '.join(dict.fromkeys(drop_any))} }} drop"] if drop_any else []
+    drops += [f"{np_key} {{ {', '.join(dict.fromkeys(drop_any_np))} }} drop"] if drop_any_np else []
     out_drops = list(drops)
     if drop_outside:
-        drops.append(f"{not_local}{svc_key} {{ {', '.join(drop_outside)} }} drop")
+        drops.append(f"{not_local}{svc_key} {{ {', '.join(dict.fromkeys(drop_outside))} }} drop")
     if drop_outside_np:
-        drops.append(f"{not_local}{np_key} {{ {', '.join(drop_outside_np)} }} drop")
+        drops.append(f"{not_local}{np_key} {{ {', '.join(dict.fromkeys(drop_outside_np))} }} drop")
     lines += _chain(
         "lb_drop_pre", drops, "type filter hook prerouting priority mangle; policy accept;"
     )
