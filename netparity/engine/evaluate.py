@@ -47,6 +47,11 @@ from netparity.model.snapshot import Snapshot
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def _lit(text: str) -> str:
+    """Text to embed in a reason template: braces escaped."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Leg:
     """One side to judge: `subject`'s `direction` policy against `peer` on port/protocol."""
@@ -97,9 +102,12 @@ class Engine:
         self._label_cache: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
         self._cilium_label_cache: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
         self._select_cache: dict[
-            tuple[str, str, str], tuple[list[NPTarget], list[CiliumTarget], list[str]]
+            tuple[str, str, int],
+            tuple[list[NPTarget], list[CiliumTarget], list[str], tuple[str, ...]],
         ] = {}
         self._exclusion_re: dict[tuple[str, ...], re.Pattern[str] | None] = {}
+        self._dp_refs: dict[int, Dataplane] = {}  # keeps the ids used in cache keys alive
+        self._ips: dict[str, _IP] = {}
 
     # ---------------------------------------------------------------- labels
 
@@ -143,11 +151,15 @@ class Engine:
         self, pod: Pod, direction: str, dp: Dataplane
     ) -> tuple[list[NPTarget], list[CiliumTarget], list[str]]:
         """Policies that select `pod` and isolate it for `direction`, and notes on skipped ones."""
-        key = (
-            pod.key,
-            direction,
-            f"{dp.name}:{dp.label_exclusions!r}:{dp.skip_untranslatable}:{dp.cilium_policies}",
-        )
+        nps, cts, notes, _ = self._selection(pod, direction, dp)
+        return nps, cts, notes
+
+    def _selection(
+        self, pod: Pod, direction: str, dp: Dataplane
+    ) -> tuple[list[NPTarget], list[CiliumTarget], list[str], tuple[str, ...]]:
+        """`selecting` and the names of the selecting policies, cached per pod and direction."""
+        key = (pod.key, direction, id(dp))
+        self._dp_refs[id(dp)] = dp
         cached = self._select_cache.get(key)
         if cached is not None:
             return cached
@@ -171,7 +183,8 @@ class Engine:
                     continue
                 if direction in c.isolates and c.subject.matches(clabels):
                     cts.append(c)
-        result = (nps, cts, notes)
+        names = tuple(t.name for t in nps) + tuple(c.name for c in cts)
+        result = (nps, cts, notes, names)
         self._select_cache[key] = result
         return result
 
@@ -221,7 +234,6 @@ class Engine:
     def _judge(self, leg: _Leg, dp: Dataplane) -> tuple[DirectionResult, list[str]]:
         subject, peer, direction = leg.subject, leg.peer, leg.direction
         uncertain: list[str] = []
-        port_desc = f"{leg.port}/{leg.protocol}"
         if isinstance(peer, HostPeer) and peer.node.name == subject.node_name:
             if direction == INGRESS and dp.own_node_ingress_bypass:
                 return self._result(
@@ -231,25 +243,24 @@ class Engine:
                 return self._result(
                     leg,
                     Decision.ALLOW,
-                    f"traffic to the pod's own node is not policed by {dp.name} (D4a)",
+                    "traffic to the pod's own node is not policed by " + _lit(dp.name) + " (D4a)",
                 ), uncertain
         if subject.host_network:
             return self._result(
                 leg, Decision.ALLOW, "hostNetwork pods are never policy subjects"
             ), uncertain
-        nps, cts, skipped = self.selecting(subject, direction, dp)
+        nps, cts, skipped, selected = self._selection(subject, direction, dp)
         if not nps and not cts:
-            why = f"{subject.key} is not isolated for {direction}"
+            why = "{subject} is not isolated for {direction}"
             if skipped:
-                why += " (" + "; ".join(skipped) + ")"
+                why += " (" + _lit("; ".join(skipped)) + ")"
             return self._result(leg, Decision.ALLOW, why), uncertain
-        selected = tuple(t.name for t in nps) + tuple(c.name for c in cts)
         # Cilium deny rules win over every allow.
         for c in cts:
             for ref, rule in c.deny_rules.get(direction, ()):
                 if self._cilium_rule_matches(c, rule, leg, dp, uncertain):
                     return self._result(
-                        leg, Decision.DENY, f"denied by {ref}", selected=selected, rules=(ref,)
+                        leg, Decision.DENY, "denied by {rules}", selected=selected, rules=(ref,)
                     ), uncertain
         admitted: list[RuleRef] = []
         for t in nps:
@@ -265,12 +276,11 @@ class Engine:
                 ):
                     admitted.append(ref)
         if admitted:
+            word = "from" if direction == INGRESS else "to"
             return self._result(
                 leg,
                 Decision.ALLOW,
-                f"{subject.key} {direction} {'from' if direction == INGRESS else 'to'} {peer} "
-                f"on {port_desc} admitted by "
-                + ", ".join(str(r) for r in admitted),
+                "{subject} {direction} " + word + " {peer} on {port} admitted by {rules}",
                 selected=selected,
                 rules=tuple(admitted),
             ), uncertain
@@ -284,14 +294,13 @@ class Engine:
             return self._result(
                 leg,
                 Decision.UNKNOWN,
-                "not modelled: " + "; ".join(unmodelled),
+                "not modelled: " + _lit("; ".join(unmodelled)),
                 selected=selected,
             ), uncertain
         return self._result(
             leg,
             Decision.DENY,
-            f"{subject.key} is isolated for {direction} by {', '.join(selected)}; "
-            f"no rule admits {peer} on {port_desc}",
+            "{subject} is isolated for {direction} by {selected}; no rule admits {peer} on {port}",
             selected=selected,
         ), uncertain
 
@@ -299,7 +308,7 @@ class Engine:
     def _result(
         leg: _Leg,
         decision: Decision,
-        reason: str,
+        why: str,
         *,
         selected: tuple[str, ...] = (),
         rules: tuple[RuleRef, ...] = (),
@@ -308,10 +317,18 @@ class Engine:
             direction=leg.direction,
             subject=leg.subject.key,
             decision=decision,
-            reason=reason,
+            why=why,
+            peer=leg.peer,
+            port=f"{leg.port}/{leg.protocol}",
             selected_by=selected,
             rules=rules,
         )
+
+    def _address(self, ip: str) -> _IP:
+        parsed = self._ips.get(ip)
+        if parsed is None:
+            parsed = self._ips[ip] = ipaddress.ip_address(ip)
+        return parsed
 
     # ---------------------------------------------------------------- NetworkPolicy rules
 
@@ -326,7 +343,7 @@ class Engine:
                 if isinstance(peer, PodPeer | HostPeer) and not dp.ipblock_matches_cluster:
                     continue  # D2: Cilium's CIDR rules never match pods or nodes
                 ip = peer.ip
-                if ip is not None and p.ip_block.contains(ipaddress.ip_address(ip)):
+                if ip is not None and p.ip_block.contains(self._address(ip)):
                     return True
                 continue
             if not isinstance(peer, PodPeer) or peer.pod.host_network:

@@ -119,9 +119,23 @@ class DirectionResult:
     direction: str  # "ingress" or "egress"
     subject: str  # pod key, or a description of a non-pod end
     decision: Decision
-    reason: str  # one sentence
+    why: str  # the reason as a str.format template over the fields below (built lazily)
+    peer: object = ""  # what the subject saw at the other end (its str() is used)
+    port: str = ""  # e.g. "80/TCP"
     selected_by: tuple[str, ...] = ()
     rules: tuple[RuleRef, ...] = ()  # rules that admitted (allow) or denied (deny rules)
+
+    @property
+    def reason(self) -> str:
+        """One sentence: which policies selected the subject and what admitted it, or not."""
+        return self.why.format(
+            subject=self.subject,
+            peer=self.peer,
+            port=self.port,
+            direction=self.direction,
+            rules=", ".join(str(r) for r in self.rules),
+            selected=", ".join(self.selected_by),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -67,10 +67,10 @@ class Pod:
     host_network: bool = False
     ports: tuple[ContainerPort, ...] = ()
     owner: str | None = None  # "Kind/name" of the controller, for display
+    key: str = field(init=False, repr=False, compare=False)  # "namespace/name"
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}")
 
     def named_port(self, name: str, protocol: Protocol | None = None) -> ContainerPort | None:
         for cp in self.ports:
