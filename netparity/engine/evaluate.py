@@ -613,9 +613,8 @@ class Engine:
                 reason=f"Service {svc.key} has no nodePort",
             )
         receiving = dst.node
-        if receiving is None and dst.via is not Via.CLUSTER_IP:
-            if isinstance(client, PodPeer) and dst.via is Via.LOAD_BALANCER:
-                receiving = self._nodes.get(client.pod.node_name or "")
+        if receiving is None and isinstance(client, PodPeer) and dst.via is Via.LOAD_BALANCER:
+            receiving = self._nodes.get(client.pod.node_name or "")
         external = not isinstance(client, PodPeer)
         local_only = (
             dst.via is not Via.CLUSTER_IP and svc.external_traffic_policy == "Local" and external
