@@ -106,8 +106,11 @@ def _decision(probe: ProbeRecord | None, dp: str) -> str | None:
 
 def _where(probe: ProbeRecord) -> str:
     parts = []
-    if probe.scenario:
-        parts.append(f"scenario {probe.scenario}")
+    scenarios = list(
+        dict.fromkeys([*([probe.scenario] if probe.scenario else []), *probe.scenarios])
+    )
+    if scenarios:
+        parts.append(f"scenario {', '.join(scenarios)}")
     if probe.rule:
         parts.append(f"rule {probe.rule}")
     return ", ".join(parts) if parts else "no scenario or rule (a probe of the plan's classes)"
@@ -322,6 +325,10 @@ def parity_json(
                 "protocol": rec.protocol,
                 "scenario": rec.scenario,
                 "rule": rec.rule,
+                "scenarios": list(rec.scenarios),
+                "rules": list(rec.rules),
+                "source_class": rec.source_class,
+                "destination_class": rec.destination_class,
                 "stands_for": list(rec.stands_for),
                 "predicted": body["predicted"],
                 "observed_before": [] if p.baseline is None else probe_json(p.baseline)["observed"],

@@ -432,7 +432,7 @@ def _open(config: pytest.Config, state: State) -> None:
         return
     progress = TerminalProgress(config, prefix=f"lab {settings.cluster.value}: ")
     state.backend, state.cluster = open_backend(
-        settings.cluster, on_bring_up=progress.say, lab_progress=progress
+        settings.cluster, on_bring_up=progress.say, lab_progress=progress, log=progress.say
     )
 
 
@@ -879,9 +879,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except NetparityError as e:
             state.failure = f"the records could not be written: {e}"
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if state.backend is not None:
+    _close(state)
+
+
+def _close(state: State) -> None:
+    backend, state.backend = state.backend, None
+    if backend is not None:
         with contextlib.suppress(Exception):
-            state.backend.close()
+            backend.close()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Also when the session never started (an error or Ctrl-C while planning)."""
+    _close(_state(config))
 
 
 def _summary(state: State) -> list[str]:

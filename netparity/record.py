@@ -151,6 +151,10 @@ class ProbeRecord:
     protocol: str
     scenario: str | None = None
     rule: str | None = None
+    scenarios: tuple[str, ...] = ()  # every scenario the probe reveals, `scenario` first
+    rules: tuple[str, ...] = ()  # every rule it exercises, `rule` first
+    source_class: str | None = None  # the equivalence class a pod source stands for
+    destination_class: str | None = None
     stands_for: tuple[str, ...] = ()
     predicted: Mapping[str, PredictionRecord] = field(default_factory=lambda: MappingProxyType({}))
     tries: tuple[Try, ...] = ()
@@ -248,6 +252,10 @@ def probe_record(
         protocol=str(probe.traffic.protocol),
         scenario=str(probe.scenario) if probe.scenario is not None else None,
         rule=probe.rule,
+        scenarios=tuple(str(s) for s in getattr(probe, "scenarios", ()) or ()),
+        rules=tuple(str(r) for r in getattr(probe, "rules", ()) or ()),
+        source_class=getattr(probe, "source_class", None),
+        destination_class=getattr(probe, "destination_class", None),
         stands_for=tuple(probe.stands_for),
         predicted=MappingProxyType(
             {
@@ -324,6 +332,10 @@ def probe_json(p: ProbeRecord) -> dict[str, Any]:
         "protocol": p.protocol,
         "scenario": p.scenario,
         "rule": p.rule,
+        "scenarios": list(p.scenarios),
+        "rules": list(p.rules),
+        "source_class": p.source_class,
+        "destination_class": p.destination_class,
         "stands_for": list(p.stands_for),
         "predicted": {
             dp: {
@@ -472,6 +484,10 @@ def _probe_from(rd: _Reader, raw: Any, index: int) -> ProbeRecord:
         protocol=rd.string(m, "protocol", where),
         scenario=rd.string(m, "scenario", where, optional=True),
         rule=rd.string(m, "rule", where, optional=True),
+        scenarios=tuple(str(x) for x in rd.sequence(m, "scenarios", where)),
+        rules=tuple(str(x) for x in rd.sequence(m, "rules", where)),
+        source_class=rd.string(m, "source_class", where, optional=True),
+        destination_class=rd.string(m, "destination_class", where, optional=True),
         stands_for=tuple(str(x) for x in rd.sequence(m, "stands_for", where)),
         predicted=MappingProxyType(predicted),
         tries=tuple(tries),

@@ -21,6 +21,8 @@ from netparity.record import Outcome, ProbeRecord, needs_retry, observed_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXAMPLE = REPO_ROOT / "examples" / "aks-migration.yaml"
+# Sources probed at once in a lab (one agent process each; a deny costs the whole timeout).
+LAB_PARALLEL = 32
 
 
 # --------------------------------------------------------------------------- clusters
@@ -82,6 +84,7 @@ def open_backend(
     example: Path = DEFAULT_EXAMPLE,
     on_bring_up: Callable[[str], None] | None = None,
     lab_progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Backend, str]:
     """The backend for a cluster spec and the cluster's name in records.
 
@@ -103,20 +106,20 @@ def open_backend(
                 dataplane="npm",
                 progress=lab_progress,
             )
-        return LabBackend(spec.value), spec.text
+        return LabBackend(spec.value, parallel=LAB_PARALLEL), spec.text
     if spec.kind == "file":
         from netparity.dryrun import SnapshotBackend
 
         backend = SnapshotBackend.from_spec(spec.value)
         return backend, backend.facts().name
     try:
-        from netparity.kube.backend import KubeBackend  # type: ignore[import-not-found,unused-ignore]
+        from netparity.kube.backend import KubeBackend
     except ImportError as e:
         raise ClusterError(
             f"cluster {spec.text!r} would be a kubeconfig context, but the Kubernetes backend "
             f"cannot be loaded ({e})"
         ) from e
-    kube: Backend = KubeBackend(spec.value)
+    kube: Backend = KubeBackend(spec.value, log=log)
     return kube, spec.text
 
 

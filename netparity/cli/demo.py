@@ -85,7 +85,7 @@ def _explain(parity: dict[str, Any]) -> tuple[int, list[str]]:
         f"{len(predicted)} probes changed exactly as the engine predicted for "
         f"{parity.get('before')} -> {parity.get('after')}:"
     )
-    lines.extend(f"  {k}: {v} probes" for k, v in sorted(by.items()))
+    lines.extend(f"  {k}: {v} probe{'s' if v != 1 else ''}" for k, v in sorted(by.items()))
     if unexpected:
         lines.append(
             f"{unexpected} probes changed in a way nobody predicted "
