@@ -10,6 +10,7 @@ distort them. Goals (issue 2): load and compile under 2 s; at least 50,000 verdi
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import tempfile
@@ -19,12 +20,12 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen import generate  # noqa: E402
+from gen import generate
 
-from netparity.engine.dataplane import get_dataplane  # noqa: E402
-from netparity.engine.evaluate import Engine  # noqa: E402
-from netparity.engine.traffic import PodEndpoint, Traffic  # noqa: E402
-from netparity.model.snapshot import load_snapshot  # noqa: E402
+from netparity.engine.dataplane import get_dataplane
+from netparity.engine.evaluate import Engine
+from netparity.engine.traffic import PodEndpoint, Traffic
+from netparity.model.snapshot import load_snapshot
 
 
 def main() -> None:
@@ -35,28 +36,44 @@ def main() -> None:
     ap.add_argument("--verdicts", type=int, default=200_000)
     args = ap.parse_args()
     docs = generate(pods=args.pods, namespaces=args.namespaces, policies=args.policies)
+    dump = {"apiVersion": "v1", "kind": "List", "items": docs}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "cluster.yaml"
-        path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": docs}))
+        ypath = Path(tmp) / "cluster.yaml"
+        ypath.write_text(yaml.safe_dump(dump))
+        jpath = Path(tmp) / "cluster.json"
+        jpath.write_text(json.dumps(dump))
         t0 = time.process_time()
-        snapshot = load_snapshot([path])
+        load_snapshot([ypath])
+        ty = time.process_time() - t0
+        t0 = time.process_time()
+        snapshot = load_snapshot([jpath])
         t1 = time.process_time()
         engine = Engine(snapshot)
         t2 = time.process_time()
+        sizes = (
+            f"YAML {ypath.stat().st_size / 1e6:.1f} MB, JSON {jpath.stat().st_size / 1e6:.1f} MB"
+        )
     pods = [p for p in snapshot.pods if not p.host_network and p.ports]
     rng = random.Random(1)
     traffic = []
     for _ in range(args.verdicts):
         a, b = rng.choice(pods), rng.choice(pods)
-        traffic.append(Traffic(source=PodEndpoint(pod=a), destination=PodEndpoint(pod=b), port=b.ports[0].port))
+        traffic.append(
+            Traffic(source=PodEndpoint(pod=a), destination=PodEndpoint(pod=b), port=b.ports[0].port)
+        )
     print(f"snapshot: {snapshot.summary()}")
-    print(f"load (YAML parse + model): {t1 - t0:.2f} s; compile: {t2 - t1:.3f} s; total {t2 - t0:.2f} s")
+    print(f"dump: {sizes}; load from YAML: {ty:.2f} s")
+    print(
+        f"load from JSON (kubectl -o json): {t1 - t0:.2f} s; compile: {t2 - t1:.3f} s; total {t2 - t0:.2f} s"
+    )
     for name in ("npm", "cilium"):
         dp = get_dataplane(name)
         start = time.process_time()
         allow = sum(engine.evaluate(t, dp).decision == "allow" for t in traffic)
         took = time.process_time() - start
-        print(f"{name}: {len(traffic)} verdicts in {took:.2f} s = {len(traffic) / took:,.0f} verdicts/s ({allow} allow)")
+        print(
+            f"{name}: {len(traffic)} verdicts in {took:.2f} s = {len(traffic) / took:,.0f} verdicts/s ({allow} allow)"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,15 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot read the file ({e.strerror})", source=str(path)) from e
+    if text.lstrip().startswith("{"):
+        # `kubectl get -o json`: JSON is YAML too, but the json module reads it 10x faster.
+        try:
+            yield str(path), json.loads(text)
+            return
+        except json.JSONDecodeError as e:
+            raise InputError(
+                f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}", source=str(path)
+            ) from e
     try:
         for doc in yaml.load_all(text, Loader=_LOADER):
             if doc is not None:
