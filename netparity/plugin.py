@@ -377,14 +377,16 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 class TerminalProgress:
-    """One progress line on the terminal: `probing: 120/340`, rewritten in place on a tty."""
+    """Progress on the terminal: `probing: 120/340`, one line rewritten in place on a tty;
+    elsewhere (CI logs) a line when a count starts (if `starts`) and when it completes."""
 
-    def __init__(self, config: pytest.Config, prefix: str = "") -> None:
+    def __init__(self, config: pytest.Config, prefix: str = "", *, starts: bool = True) -> None:
         self.tr = config.pluginmanager.get_plugin("terminalreporter")
         self.prefix = prefix
+        self.starts = starts
         self.stopwatch = Stopwatch()
         self.counts: dict[str, tuple[int, int]] = {}
-        self._started: set[str] = set()
+        self._seen: set[str] = set()
         self._last = -1.0
 
     def say(self, line: str) -> None:
@@ -394,29 +396,28 @@ class TerminalProgress:
     def __call__(self, what: str, done: int, total: int) -> None:
         if self.tr is None:
             return
-        self.counts[what] = (done, total)
-        line = self.prefix + ", ".join(f"{w}: {d}/{t}" for w, (d, t) in self.counts.items())
-        tty = bool(self.tr.isatty)
+        first = what not in self._seen
+        self._seen.add(what)
         finished = done >= total
-        if tty:
-            now = self.stopwatch.seconds()
-            if not finished and now - self._last < 0.1:
-                return
-            self._last = now
-            if not self._started:
-                self.tr.ensure_newline()
-            self._started.add(what)
-            self.tr.rewrite(line + (f" ({self.stopwatch.seconds():.1f}s)" if finished else ""))
+        took = f" ({self.stopwatch.seconds():.1f}s)"
+        if not bool(self.tr.isatty):
             if finished:
-                self.tr.write("\n")
-                self.counts.pop(what)
-        elif what not in self._started or finished:
-            self._started.add(what)
-            if finished:
-                self.say(f"{line} ({self.stopwatch.seconds():.1f}s)")
-                self.counts.pop(what)
-            elif done == 0:
-                self.say(line)
+                self.say(f"{self.prefix}{what}: {done}/{total}{took}")
+            elif first and self.starts:
+                self.say(f"{self.prefix}{what}: {done}/{total}")
+            return
+        self.counts[what] = (done, total)
+        now = self.stopwatch.seconds()
+        if not finished and not first and now - self._last < 0.1:
+            return
+        self._last = now
+        line = self.prefix + ", ".join(f"{w}: {d}/{t}" for w, (d, t) in self.counts.items())
+        if len(self._seen) == 1 and first:
+            self.tr.ensure_newline()
+        self.tr.rewrite(line + (took if finished else ""), erase=True)
+        if finished:
+            self.tr.write("\n")
+            self.counts.pop(what)
 
 
 # --------------------------------------------------------------------------- preparing
@@ -430,7 +431,7 @@ def _open(config: pytest.Config, state: State) -> None:
         state.backend = hooked
         state.cluster = hooked.facts().name
         return
-    progress = TerminalProgress(config, prefix=f"lab {settings.cluster.value}: ")
+    progress = TerminalProgress(config, prefix=f"lab {settings.cluster.value}: ", starts=False)
     state.backend, state.cluster = open_backend(
         settings.cluster, on_bring_up=progress.say, lab_progress=progress, log=progress.say
     )
