@@ -921,10 +921,29 @@ def _summary(state: State) -> list[str]:
         probe_verdicts = {
             r.id: state.verdicts[r.id] for r in state.record.probes if r.id in state.verdicts
         }
+        by_status: dict[str, int] = {}
+        for v in probe_verdicts.values():
+            status = dict(v.properties).get("netparity.status", v.outcome)
+            by_status[status] = by_status.get(status, 0) + 1
+        words = {
+            "agrees": "agree with the predictions",
+            "disagrees": "disagree with the predictions",
+            "unexpected": "contradict their probe file",
+            "unpredicted": "had no prediction",
+            "error": "could not run",
+            "flaky": "flaky",
+        }
+        detail = ", ".join(f"{n} {words.get(k, k)}" for k, n in sorted(by_status.items()))
         lines.append(
             f"{state.phase}: {len(state.record.probes)} probes on {state.record.dataplane}: "
-            f"{counts_line(probe_verdicts)}"
+            f"{detail or counts_line(probe_verdicts)}"
         )
+        bad = sum(n for k, n in by_status.items() if k != "agrees" and k != "unpredicted")
+        if bad and state.phase == "pre":
+            lines.append(
+                f"the baseline holds what was observed: look at the {bad} failures above "
+                "before trusting it (--phase pre --force records it again)"
+            )
     lines.extend(state.written)
     return lines
 

@@ -249,3 +249,41 @@ def test_a_change_nobody_predicted_fails_as_unexpected(
         assert "NOT predicted" in p["message"]
         assert p["port"] == victim["port"] or p["destination"]["kind"] == "service"
     assert "parity BROKEN:" in done.stdout
+
+
+def test_the_demo_runs_the_migration_explains_it_and_removes_its_lab(tmp_path: Path) -> None:
+    from netparity.session import lab_is_up
+
+    name = "d" + lab_name()[1:]
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "netparity",
+                "demo",
+                "--name",
+                name,
+                "--report-dir",
+                str(tmp_path),
+                "--",
+                "-p",
+                "no:hypothesispytest",
+                "-p",
+                "no:benchmark",
+            ],
+            cwd=tmp_path,  # the demo runs the suites from the repository, wherever it starts
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        down(name)
+    sys.stdout.write(done.stdout[-4000:])
+    assert "changed exactly as the engine predicted for npm -> cilium" in done.stdout
+    assert "nothing else changed" in done.stdout
+    assert f"lab {name} removed" in done.stdout
+    assert done.returncode == 0
+    assert not lab_is_up(name)
+    assert (tmp_path / f"lab-{name}" / "parity.json").is_file()
+    assert (tmp_path / f"lab-{name}" / "baseline.json").is_file()

@@ -239,7 +239,7 @@ def test_pre_passes_where_observations_match_and_records_the_baseline(
     result.stdout.fnmatch_lines(
         [
             "*= netparity =*",
-            f"pre: {len(base['probes'])} probes on npm: {len(base['probes'])} passed",
+            f"pre: {len(base['probes'])} probes on npm: {len(base['probes'])} agree with the predictions",
             "record: reports/file-cluster/record-pre-*.json",
             "baseline: reports/file-cluster/baseline.json (written)",
         ]
