@@ -923,8 +923,8 @@ def _summary(state: State) -> list[str]:
         }
         by_status: dict[str, int] = {}
         for v in probe_verdicts.values():
-            status = dict(v.properties).get("netparity.status", v.outcome)
-            by_status[status] = by_status.get(status, 0) + 1
+            word = dict(v.properties).get("netparity.status", v.outcome)
+            by_status[word] = by_status.get(word, 0) + 1
         words = {
             "agrees": "agree with the predictions",
             "disagrees": "disagree with the predictions",
