@@ -1,0 +1,479 @@
+"""The pre-migration lint: findings derived from the engine, never from a second rule set.
+
+For every class of pods a NetworkPolicy isolates, and for every NodePort/LoadBalancer
+Service, the lint evaluates the connections they govern (see probes.py) under `npm` and
+under the target dataplane. Where the governed side's decision differs, the rules that
+decided under NPM (or, when nothing did, the policies that isolate under the target) get a
+finding whose kind is the SEMANTICS.md row the engine's explanation cites.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
+from netparity.engine.dataplane import TARGETS, Dataplane, get_dataplane
+from netparity.engine.evaluate import Engine
+from netparity.engine.traffic import (
+    Decision,
+    DirectionResult,
+    NodeEndpoint,
+    PathKind,
+    PodEndpoint,
+    RuleRef,
+    Verdict,
+)
+from netparity.errors import InputError
+from netparity.lint.classes import PodClasses
+from netparity.lint.findings import (
+    KIND_ROWS,
+    OTHER_KIND,
+    Change,
+    ChangedTraffic,
+    Expectation,
+    Finding,
+    LintReport,
+    PodGroup,
+    Probe,
+)
+from netparity.lint.probes import ProbeBuilder
+from netparity.model.objects import Protocol, Service
+from netparity.model.snapshot import Snapshot
+from netparity.plan.model import Scenario
+
+_TAG = re.compile(r"\((D\d+[a-z]?)\)")
+_NP = "NetworkPolicy "
+
+TITLES: dict[str, str] = {
+    Scenario.ENDPORT: "the endPort range is not honoured",
+    Scenario.IPBLOCK_PODS: "the ipBlock no longer matches pod IPs",
+    Scenario.IPBLOCK_NODES: "the ipBlock no longer matches node IPs",
+    Scenario.NAMED_PORT: "the named port resolves differently",
+    Scenario.NODE_EGRESS: "egress to the pod's own node is policed from now on",
+    Scenario.EXTERNAL_INGRESS: "outside traffic through NodePort/LoadBalancer is policed from now on",
+    Scenario.IDENTITY_LABELS: "a selector uses a label Cilium leaves out of identities",
+    Scenario.SCTP: "SCTP port rules do not match",
+    Scenario.LB_IN_CLUSTER: "in-cluster traffic to a LoadBalancer IP/NodePort is policed from now on",
+    Scenario.UNTRANSLATABLE: "NPM never enforced this policy; the target will",
+    OTHER_KIND: "the verdict changes",
+}
+
+_SERVICE_PATHS = frozenset(
+    {PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB, PathKind.POD_NODEPORT, PathKind.POD_LB}
+)
+
+
+def lint_snapshot(snapshot: Snapshot, *, target: str = "cilium", fixes: bool = True) -> LintReport:
+    """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`."""
+    if target not in TARGETS:
+        raise InputError(
+            f"unknown lint target {target!r} (expected one of {', '.join(TARGETS)})",
+            field="target",
+        )
+    npm = get_dataplane("npm").with_config(snapshot.config)
+    tgt = get_dataplane(target).with_config(snapshot.config)
+    engine = Engine(snapshot)
+    classes = PodClasses(snapshot, engine)
+    builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
+    linter = _Linter(engine, npm, tgt)
+    for cls in classes.classes:
+        for direction in (INGRESS, EGRESS):
+            governing = builder.governing(cls, direction)
+            if governing:
+                for probe in builder.subject_probes(cls, direction, governing):
+                    linter.observe(probe)
+    services = 0
+    for svc in snapshot.services:
+        probes = builder.service_probes(svc)
+        services += bool(probes)
+        for probe in probes:
+            linter.observe_service(probe, svc)
+    findings = linter.findings(target)
+    if fixes:
+        from netparity.lint.fixes import FixBuilder
+
+        findings = FixBuilder(builder).attach(findings)
+    findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
+    return LintReport(
+        target=target,
+        findings=tuple(findings),
+        sources=snapshot.sources,
+        summary=snapshot.summary(),
+        policies=len(snapshot.network_policies),
+        services=services,
+        connections=linter.connections,
+        notes=tuple(_notes(snapshot, engine, classes, linter, target)),
+    )
+
+
+def _notes(
+    snapshot: Snapshot, engine: Engine, classes: PodClasses, linter: _Linter, target: str
+) -> list[str]:
+    notes = []
+    if target == "cilium" and any(
+        pp.end_port is not None
+        for p in snapshot.network_policies
+        for r in (*p.ingress, *p.egress)
+        for pp in r.ports
+    ):
+        notes.append(
+            "endPort ranges are honoured by Cilium >= 1.17; lint with --target cilium-1.16 "
+            "for AKS on Kubernetes 1.31 (D1)"
+        )
+    if classes.windows_pods:
+        notes.append(
+            f"{classes.windows_pods} pods on Windows nodes are out of scope (Cilium is Linux-only, D15)"
+        )
+    if linter.unknown:
+        notes.append(
+            f"{len(linter.unknown)} connections have an unknown verdict and are not judged, "
+            f"e.g. {linter.unknown[0]}"
+        )
+    if linter.unattributed:
+        notes.append(
+            f"{len(linter.unattributed)} connections change because of Cilium policies already "
+            f"in the snapshot, e.g. {linter.unattributed[0]}"
+        )
+    return notes
+
+
+def _side(verdict: Verdict, direction: str | None) -> DirectionResult | None:
+    if direction == EGRESS:
+        return verdict.egress
+    if direction == INGRESS:
+        return verdict.ingress
+    return None
+
+
+def _nps(names: tuple[str, ...] | list[str]) -> list[str]:
+    return [n for n in names if n.startswith(_NP)]
+
+
+def _ns_name(policy: str) -> tuple[str, str]:
+    ns, _, name = policy.split(" ", 1)[1].partition("/")
+    return ns, name
+
+
+@dataclass(slots=True)
+class _Entry:
+    npm: str
+    target: str
+    others: tuple[PodGroup, ...] = ()
+    others_pods: int = 0
+    others_classes: int = 0
+    ports: dict[tuple[int, str], None] = field(default_factory=dict)
+    uncertain: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Acc:
+    kind: str
+    namespace: str
+    object: str
+    policies: dict[str, None] = field(default_factory=dict)
+    refs: dict[RuleRef, None] = field(default_factory=dict)
+    service: Service | None = None
+    entries: dict[tuple[Change, str, PathKind, PodGroup, str], _Entry] = field(default_factory=dict)
+    expectations: list[Expectation] = field(default_factory=list)
+    rows: dict[str, None] = field(default_factory=dict)
+    uncertain: dict[str, None] = field(default_factory=dict)
+
+
+class _Linter:
+    def __init__(self, engine: Engine, npm: Dataplane, target: Dataplane) -> None:
+        self.engine = engine
+        self.npm = npm
+        self.target = target
+        self.targets: dict[str, NPTarget] = {t.name: t for t in engine.np_targets}
+        self.acc: dict[tuple[str, str, tuple[str, ...]], _Acc] = {}
+        self.connections = 0
+        self.unknown: list[str] = []
+        self.unattributed: list[str] = []
+
+    # ---------------------------------------------------------------- observing
+
+    def observe(self, probe: Probe) -> None:
+        t = probe.traffic
+        vn = self.engine.evaluate(t, self.npm)
+        vt = self.engine.evaluate(t, self.target)
+        self.connections += 1
+        sn, st = _side(vn, probe.side), _side(vt, probe.side)
+        if sn is None or st is None:
+            if vn.decision is not vt.decision:
+                self.unknown.append(str(t))
+            return
+        dn, dt = sn.decision, st.decision
+        if dn is dt:
+            return
+        if Decision.UNKNOWN in (dn, dt):
+            self.unknown.append(str(t))
+            return
+        change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
+        policies, refs = self._attribute(change, sn, st)
+        if not policies:
+            self.unattributed.append(str(t))
+            return
+        kind = self._classify(change, probe, vt, sn, st, policies, refs)
+        ns = _ns_name(policies[0])[0]
+        obj = (
+            policies[0]
+            if len(policies) == 1
+            else "NetworkPolicies " + ", ".join(p.split(" ", 1)[1] for p in policies)
+        )
+        acc = self._acc(kind, ns, obj, tuple(policies))
+        acc.policies.update(dict.fromkeys(policies))
+        acc.refs.update(dict.fromkeys(refs))
+        self._record(acc, probe, change, probe.side or "", vn, vt, sn.reason, st.reason, dn)
+
+    def observe_service(self, probe: Probe, svc: Service) -> None:
+        t = probe.traffic
+        vn = self.engine.evaluate(t, self.npm)
+        vt = self.engine.evaluate(t, self.target)
+        self.connections += 1
+        dn, dt = vn.decision, vt.decision
+        if dn is dt:
+            return
+        if Decision.UNKNOWN in (dn, dt):
+            self.unknown.append(str(t))
+            return
+        change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
+        external = vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB)
+        kind: str = Scenario.EXTERNAL_INGRESS if external else Scenario.LB_IN_CLUSTER
+        if vt.path not in _SERVICE_PATHS:
+            kind = OTHER_KIND
+        policies: list[str] = []
+        refs: list[RuleRef] = []
+        direction = INGRESS
+        for side in (vn.egress, vn.ingress):
+            if side is not None and side.decision is not dt:
+                refs.extend(r for r in side.rules if r.policy.startswith(_NP))
+        for side in (vt.egress, vt.ingress):
+            if side is not None and side.decision is not dn:
+                policies.extend(_nps(side.selected_by))
+                direction = side.direction
+        policies.extend(r.policy for r in refs)
+        obj = f"Service {svc.key}"
+        acc = self._acc(str(kind), svc.namespace, obj, (obj,))
+        acc.service = svc
+        acc.policies.update(dict.fromkeys(sorted(set(policies))))
+        acc.refs.update(dict.fromkeys(refs))
+        self._record(acc, probe, change, direction, vn, vt, vn.explanation, vt.explanation, dn)
+
+    def _acc(self, kind: str, ns: str, obj: str, key: tuple[str, ...]) -> _Acc:
+        k = (kind, ns, key)
+        acc = self.acc.get(k)
+        if acc is None:
+            acc = self.acc[k] = _Acc(kind=kind, namespace=ns, object=obj)
+        return acc
+
+    def _record(
+        self,
+        acc: _Acc,
+        probe: Probe,
+        change: Change,
+        direction: str,
+        vn: Verdict,
+        vt: Verdict,
+        npm_reason: str,
+        target_reason: str,
+        expected: Decision,
+    ) -> None:
+        key = (change, direction, vt.path, probe.pods, probe.peer)
+        entry = acc.entries.get(key)
+        if entry is None:
+            entry = acc.entries[key] = _Entry(
+                npm=npm_reason,
+                target=target_reason,
+                others=probe.stands_for,
+                others_pods=probe.stands_for_pods,
+                others_classes=probe.stands_for_classes,
+            )
+        entry.ports[(probe.port, probe.port_label)] = None
+        entry.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
+        acc.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
+        acc.rows.update(dict.fromkeys(_TAG.findall(vn.explanation + " " + vt.explanation)))
+        acc.expectations.append(
+            Expectation(traffic=probe.traffic, side=probe.side, expected=expected)
+        )
+
+    # ---------------------------------------------------------------- attribution
+
+    @staticmethod
+    def _attribute(
+        change: Change, sn: DirectionResult, st: DirectionResult
+    ) -> tuple[list[str], list[RuleRef]]:
+        """The policies to blame: NPM's admitting rules for a cut, the target's for a hole;
+        when no rule decided (a bypass, a lost isolation), the policies that isolate."""
+        if change is Change.OUTAGE:
+            refs = [r for r in sn.rules if r.policy.startswith(_NP)]
+            if refs:
+                return sorted({r.policy for r in refs}), refs
+            if st.rules:  # a Cilium deny rule decided
+                return [], []
+            return sorted(set(_nps(st.selected_by))), []
+        refs = [r for r in st.rules if r.policy.startswith(_NP)]
+        if refs:
+            return sorted({r.policy for r in refs}), refs
+        if st.rules:  # a Cilium policy admits it
+            return [], []
+        lost = set(_nps(sn.selected_by)) - set(_nps(st.selected_by))
+        return sorted(lost or set(_nps(sn.selected_by))), []
+
+    def _rule(self, ref: RuleRef) -> NPRule | None:
+        t = self.targets.get(ref.policy)
+        if t is None or ref.index is None:
+            return None
+        for rule in t.rules.get(ref.direction, ()):
+            if rule.ref.index == ref.index:
+                return rule
+        return None
+
+    def _classify(
+        self,
+        change: Change,
+        probe: Probe,
+        vt: Verdict,
+        sn: DirectionResult,
+        st: DirectionResult,
+        policies: list[str],
+        refs: list[RuleRef],
+    ) -> str:
+        t = probe.traffic
+        if "(D11)" in sn.reason or (
+            self.npm.skip_untranslatable
+            and any(self.targets[p].untranslatable for p in policies if p in self.targets)
+        ):
+            return Scenario.UNTRANSLATABLE
+        subject_ep = t.destination if probe.side == INGRESS else t.source
+        if isinstance(subject_ep, PodEndpoint):
+            ln = self.engine.labels(subject_ep.pod, self.npm)
+            lt = self.engine.labels(subject_ep.pod, self.target)
+            if ln != lt and any(
+                p in self.targets
+                and self.targets[p].subject.matches(ln) != self.targets[p].subject.matches(lt)
+                for p in policies
+            ):
+                return Scenario.IDENTITY_LABELS
+        peer_ep = t.source if probe.side == INGRESS else t.destination
+        rules = [r for r in (self._rule(ref) for ref in refs) if r is not None]
+        if isinstance(peer_ep, PodEndpoint) and not peer_ep.pod.host_network:
+            pod = peer_ep.pod
+            ln, lt = self.engine.labels(pod, self.npm), self.engine.labels(pod, self.target)
+            if ln != lt:
+                for rule in rules:
+                    for pe in rule.peers:
+                        if pe.pod_selector is not None and (
+                            pe.pod_selector.matches(ln) != pe.pod_selector.matches(lt)
+                        ):
+                            return Scenario.IDENTITY_LABELS
+        if "(D4a)" in sn.reason:
+            return Scenario.NODE_EGRESS
+        target_text = " ".join((*vt.uncertain, st.reason))
+        if "(D8)" in target_text or (
+            t.protocol is Protocol.SCTP
+            and any(
+                pp.protocol is Protocol.SCTP and pp.port is not None
+                for r in rules
+                for pp in r.ports
+            )
+        ):
+            return Scenario.SCTP
+        if "(D1)" in target_text:
+            return Scenario.ENDPORT
+        for rule in rules:
+            numeric = any(
+                isinstance(pp.port, int)
+                and pp.protocol is t.protocol
+                and pp.port <= probe.port <= (pp.end_port or pp.port)
+                for pp in rule.ports
+            )
+            named = any(isinstance(pp.port, str) and pp.protocol is t.protocol for pp in rule.ports)
+            if named and not numeric:
+                return Scenario.NAMED_PORT
+        node_peer = isinstance(peer_ep, NodeEndpoint) or (
+            isinstance(peer_ep, PodEndpoint) and peer_ep.pod.host_network
+        )
+        for rule in rules:
+            if any(pe.ip_block is not None for pe in rule.peers):
+                return Scenario.IPBLOCK_NODES if node_peer else Scenario.IPBLOCK_PODS
+        return OTHER_KIND
+
+    # ---------------------------------------------------------------- findings
+
+    def findings(self, target: str) -> list[Finding]:
+        out = []
+        for (raw_kind, ns, key), acc in self.acc.items():
+            kind = str(raw_kind)
+            traffic = []
+            for (change, direction, path, pods, peer), e in acc.entries.items():
+                ports = sorted(e.ports)
+                traffic.append(
+                    ChangedTraffic(
+                        change=change,
+                        direction=direction,
+                        path=path,
+                        pods=pods,
+                        peer=peer,
+                        ports=tuple(label for _, label in ports),
+                        npm=e.npm,
+                        target=e.target,
+                        uncertain=tuple(e.uncertain),
+                        others=e.others,
+                        others_pods=e.others_pods,
+                        others_classes=e.others_classes,
+                    )
+                )
+            traffic.sort(
+                key=lambda c: (
+                    c.change.rank,
+                    c.direction,
+                    c.pods.namespace,
+                    c.pods.labels,
+                    c.pods.example,
+                    c.peer,
+                )
+            )
+            outages = sum(1 for c in traffic if c.change is Change.OUTAGE)
+            holes = len(traffic) - outages
+            parts = []
+            if outages:
+                parts.append(f"{outages} allowed connection group(s) will be cut")
+            if holes:
+                parts.append(f"{holes} denied connection group(s) will open")
+            message = (
+                f"{acc.object}: {TITLES.get(kind, kind)} under {target}; "
+                + " and ".join(parts)
+                + f", e.g. {traffic[0].describe()}"
+            )
+            rows = dict.fromkeys([KIND_ROWS[kind]] if kind in KIND_ROWS else [])
+            rows.update(acc.rows)
+            names = (
+                acc.service.name
+                if acc.service is not None
+                else "+".join(_ns_name(p)[1] for p in key)
+            )
+            out.append(
+                Finding(
+                    id=f"{kind}/{ns}/{names}",
+                    kind=kind,
+                    namespace=ns,
+                    object=acc.object,
+                    policies=tuple(acc.policies),
+                    rules=tuple(str(r) for r in acc.refs),
+                    rule_refs=tuple(acc.refs),
+                    service=None if acc.service is None else acc.service.key,
+                    title=TITLES.get(kind, kind),
+                    message=message,
+                    traffic=tuple(traffic),
+                    rows=tuple(sorted(rows, key=_row_key)),
+                    uncertain=tuple(acc.uncertain),
+                    expectations=tuple(acc.expectations),
+                )
+            )
+        return out
+
+
+def _row_key(row: str) -> tuple[int, str]:
+    m = re.match(r"D(\d+)(.*)", row)
+    return (int(m.group(1)), m.group(2)) if m else (999, row)
