@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from netparity.engine.traffic import Decision, PathKind, Traffic
+from netparity.model.objects import Service
 
 
 class Scenario(StrEnum):
@@ -65,6 +66,11 @@ class PlannedProbe:
     scenario: Scenario | None = None
     stands_for: tuple[str, ...] = ()  # real source pods the source class stands for
     predicted: Mapping[str, Prediction] = field(default_factory=dict)  # dataplane -> prediction
+    rules: tuple[str, ...] = ()  # every rule the probe exercises (merged duplicates), `rule` first
+    scenarios: tuple[Scenario, ...] = ()  # every scenario it reveals, `scenario` first
+    source_class: str | None = None  # the equivalence class of a pod source (Plan.classes)
+    destination_class: str | None = None  # the equivalence class of a pod destination
+    expect: Mapping[str, Decision] | None = None  # an explicit probe's expectation ("*": all)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +80,7 @@ class Coverage:
     rules_with_reject: int
     scenarios_present: tuple[str, ...]
     scenarios_probed: tuple[str, ...]
+    uncovered: tuple[str, ...] = ()  # "rule: why" for every rule without an admit probe
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,3 +91,5 @@ class Plan:
     current: str  # the dataplane the cluster runs now
     target: str  # the dataplane it moves to
     classes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # class -> pod keys
+    # run-owned NodePort Services the probes need (backends create them, then remove them)
+    synthetic_services: tuple[Service, ...] = ()
