@@ -114,7 +114,7 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=60)
     ap.add_argument("--probes", type=int, default=1000)
     ap.add_argument("--timeout", type=float, default=2.0)
-    ap.add_argument("--parallel", type=int, default=8, help="source batches run at once")
+    ap.add_argument("--parallel", type=int, default=32, help="source batches run at once")
     ap.add_argument("--rules", choices=("stub", "real"), default="stub")
     ap.add_argument("--name", default="bench")
     args = ap.parse_args()
@@ -164,6 +164,30 @@ def main() -> int:
                     f"{statistics.median(lat):.1f} / {sorted(lat)[int(len(lat) * 0.99) - 1]:.1f} ms",
                 )
             )
+
+        one = [
+            Target(
+                id=t.id,
+                traffic=Traffic(
+                    source=allowed[0].traffic.source,
+                    destination=t.traffic.destination,
+                    port=t.traffic.port,
+                    protocol=t.traffic.protocol,
+                ),
+            )
+            for t in allowed
+            if t.traffic.destination != allowed[0].traffic.source
+        ]
+        t0 = time.monotonic()
+        res = backend.run(one, timeout=args.timeout)
+        took = time.monotonic() - t0
+        ok = sum(r.observed is Observed.CONNECTED for r in res)
+        figures.append(
+            (
+                f"{len(one)} allowed probes from ONE source ({ok} connected)",
+                f"{took:.2f} s = {len(one) / took:.0f} probes/s",
+            )
+        )
 
         mixed = targets(snap, args.probes, mixed=True)
         t0 = time.monotonic()

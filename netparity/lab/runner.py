@@ -118,9 +118,13 @@ class _Index:
 
 
 class LabBackend:
-    """The `Backend` for a built lab; reads the lab's state on each call (upgrades show)."""
+    """The `Backend` for a built lab; reads the lab's state on each call (upgrades show).
 
-    def __init__(self, name: str = DEFAULT_LAB, *, parallel: int = 8) -> None:
+    `parallel` bounds the source batches (agent processes) running at once: a batch mostly
+    waits (on its timeout when something is dropped), so it is well above the CPU count.
+    """
+
+    def __init__(self, name: str = DEFAULT_LAB, *, parallel: int = 32) -> None:
         self.name = check_lab_name(name)
         self.parallel = max(1, parallel)
         self._cache: tuple[int, LabState] | None = None
