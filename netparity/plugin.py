@@ -586,7 +586,7 @@ def _prepare(config: pytest.Config, state: State) -> None:
     explicit = [p for p in plan.probes if p.id in explicit_ids]
     state.items["connectivity"] = _keyed([(p.id, p.title) for p in connectivity])
     state.items["explicit"] = _keyed([(p.id, p.title) for p in explicit])
-    state.findings = _lint(snapshot, settings.target, state.phase, state.header)
+    state.findings = _lint(snapshot, settings.target, state.phase)
     state.items["lint"] = _keyed([(key, title) for key, title, _ in state.findings])
 
 
@@ -602,11 +602,10 @@ def _explicit_expectations(state: State, resolved: Sequence[Any], dataplane: str
     assert state.plan is not None
     ids: set[str] = set()
     for p in state.plan.probes:
-        expect = getattr(p, "expect", None)
-        if str(p.intent) == "explicit" or expect is not None:
+        if str(p.intent) == "explicit" or p.expect is not None:
             ids.add(p.id)
-        if expect is not None:
-            expected = expect.get(dataplane, expect.get("*"))
+        if p.expect is not None:
+            expected = p.expect.get(dataplane, p.expect.get("*"))
             if expected is not None:
                 state.expects[p.id] = str(expected)
     for r in resolved:
@@ -620,21 +619,14 @@ def _explicit_expectations(state: State, resolved: Sequence[Any], dataplane: str
     return ids
 
 
-def _lint(
-    snapshot: Any, target: str, phase: str, notes: list[str]
-) -> list[tuple[str, str, ItemVerdict]]:
+def _lint(snapshot: Any, target: str, phase: str) -> list[tuple[str, str, ItemVerdict]]:
     """One item per lint finding: a known migration risk, reported as an expected failure."""
-    try:
-        from netparity.lint import lint_snapshot  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return []
+    from netparity.lint import lint_snapshot
+
     try:
         report = lint_snapshot(snapshot, target=target)
     except NetparityError as e:
         raise _usage(e) from None
-    except ImportError as e:  # a lint without all its parts: the suites run without it
-        notes.append(f"lint: unavailable ({e}); no lint items")
-        return []
     out: list[tuple[str, str, ItemVerdict]] = []
     for f in report.findings:
         lines = [f"migration risk ({f.kind}, {f.severity}): {f.message}"]

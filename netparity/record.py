@@ -34,9 +34,6 @@ from netparity.plan.model import Plan, PlannedProbe
 
 RECORD_KIND = "netparity.record"
 SCHEMA_VERSION = 1
-# The version of the planner whose probes a record holds: records of another planner
-# version cannot be compared probe by probe (their ids may mean other things).
-DEFAULT_PLAN_VERSION = "1"
 
 
 class Outcome(StrEnum):
@@ -210,12 +207,10 @@ def utc_now() -> str:
 
 
 def plan_version() -> str:
-    """The planner's version, if it declares one (PLAN_VERSION), else the default."""
-    try:
-        from netparity.plan import planner
-    except ImportError:  # pragma: no cover - the planner ships with netparity
-        return DEFAULT_PLAN_VERSION
-    return str(getattr(planner, "PLAN_VERSION", DEFAULT_PLAN_VERSION))
+    """The planner's version (PLAN_VERSION): which meaning its probe ids have."""
+    from netparity.plan.planner import PLAN_VERSION
+
+    return PLAN_VERSION
 
 
 def plan_info(plan: Plan, *, version: str | None = None) -> PlanInfo:
@@ -252,10 +247,10 @@ def probe_record(
         protocol=str(probe.traffic.protocol),
         scenario=str(probe.scenario) if probe.scenario is not None else None,
         rule=probe.rule,
-        scenarios=tuple(str(s) for s in getattr(probe, "scenarios", ()) or ()),
-        rules=tuple(str(r) for r in getattr(probe, "rules", ()) or ()),
-        source_class=getattr(probe, "source_class", None),
-        destination_class=getattr(probe, "destination_class", None),
+        scenarios=tuple(str(s) for s in probe.scenarios),
+        rules=tuple(probe.rules),
+        source_class=probe.source_class,
+        destination_class=probe.destination_class,
         stands_for=tuple(probe.stands_for),
         predicted=MappingProxyType(
             {

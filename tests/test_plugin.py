@@ -538,3 +538,15 @@ def test_xdist_gives_the_same_outcomes_as_one_process(suites: pytest.Pytester) -
     spread.stdout.fnmatch_lines(["netparity phase: post*", "*2 workers*", "probing: *"])
     done = [line for line in spread.stdout.lines if re.match(r"probing: \d+/\d+ \(", line)]
     assert len(done) == 1
+
+
+def test_each_lint_finding_is_an_expected_failure_with_its_fix(suites: pytest.Pytester) -> None:
+    result = suites.runpytest("suites/test_lint.py", "--cluster", NPM, "-rx")
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "XFAIL suites/test_lint.py::test_lint[ipblock-pods NetworkPolicy y/from-pod-cidr] - "
+            "migration risk (ipblock-pods, outage): *",
+            "  fix (*): *",
+        ]
+    )
