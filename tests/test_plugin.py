@@ -545,7 +545,7 @@ def test_each_lint_finding_is_an_expected_failure_with_its_fix(suites: pytest.Py
     result.assert_outcomes(xfailed=1)
     result.stdout.fnmatch_lines(
         [
-            "XFAIL suites/test_lint.py::test_lint[ipblock-pods NetworkPolicy y/from-pod-cidr] - "
+            "XFAIL suites/test_lint.py::test_lint?ipblock-pods NetworkPolicy y/from-pod-cidr? - "
             "migration risk (ipblock-pods, outage): *",
             "  fix (*): *",
         ]
