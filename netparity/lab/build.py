@@ -1011,10 +1011,15 @@ def up(
     _require_root()
     with lab_lock(name):
         _clear_leftovers(name, for_up=True)
-        topology = plan_topology(snapshot, lab=name, dataplane=dataplane, generation=generation)
-        return _up_locked(
-            topology, original=snapshot, generation=generation, render=render, progress=progress
-        )
+        try:
+            topology = plan_topology(snapshot, lab=name, dataplane=dataplane, generation=generation)
+            return _up_locked(
+                topology, original=snapshot, generation=generation, render=render, progress=progress
+            )
+        except BaseException:
+            if load_state(name) is None and not nx.list_netns(netns_prefix(name)):
+                unlink_lock(name)  # nothing of this lab is left: no lock file either
+            raise
 
 
 def down(name: str = DEFAULT_LAB) -> bool:
