@@ -164,9 +164,16 @@ class ChangedTraffic:
 class Expectation:
     """A connection a fix must restore: the target's decision must become `expected` (NPM's)."""
 
-    traffic: Traffic
-    side: str | None
+    probe: Probe
     expected: Decision
+
+    @property
+    def traffic(self) -> Traffic:
+        return self.probe.traffic
+
+    @property
+    def side(self) -> str | None:
+        return self.probe.side
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

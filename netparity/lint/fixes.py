@@ -40,6 +40,7 @@ from netparity.lint.findings import (
     FixAction,
     FixWhen,
 )
+from netparity.lint.lint import Linter
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.wire import network_policy_dict, selector_dict
 from netparity.model.networkpolicy import NetworkPolicy, PolicyPeer
@@ -136,7 +137,7 @@ def check_expectations(
 ) -> list[str]:
     """The connections whose verdict under `target` (and `npm`, if given) is not the expected
     one, described; empty when the snapshot restores parity for all of them."""
-    return _failures(Engine(snapshot), expectations, target, npm)
+    return [str(f) for f in _failures(Engine(snapshot), expectations, target, npm)]
 
 
 def _pack(
@@ -169,13 +170,28 @@ def _namespaces(expectations: Sequence[Expectation]) -> set[str]:
     return out
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Failure:
+    expectation: Expectation
+    dataplane: str
+    got: Decision
+    explanation: str
+
+    def __str__(self) -> str:
+        e = self.expectation
+        return (
+            f"{e.traffic} is {self.got} under {self.dataplane}, not {e.expected} "
+            f"({self.explanation})"
+        )
+
+
 def _failures(
     engine: Engine,
     expectations: Sequence[Expectation],
     target: Dataplane,
     npm: Dataplane | None,
-) -> list[str]:
-    failures: list[str] = []
+) -> list[_Failure]:
+    failures: list[_Failure] = []
     for e in expectations:
         for dp in (target, npm):
             if dp is None:
@@ -184,7 +200,12 @@ def _failures(
             got = _decision(verdict, e.side)
             if got is not e.expected:
                 failures.append(
-                    f"{e.traffic} is {got} under {dp.name}, not {e.expected} ({verdict.explanation})"
+                    _Failure(
+                        expectation=e,
+                        dataplane=dp.name,
+                        got=got,
+                        explanation=verdict.explanation,
+                    )
                 )
     return failures
 
@@ -278,6 +299,7 @@ class FixBuilder:
             fixed = apply_objects(fixed, proposal.objects, proposal.action)
             expectations.extend(f.expectations)
         engine = Engine(relevant_part(fixed, expectations))
+        linter = Linter(engine, self.npm, self.target)
         for f, proposal in batch:
             failures = _failures(
                 engine,
@@ -285,11 +307,31 @@ class FixBuilder:
                 self.target,
                 self.npm if proposal.when is FixWhen.BEFORE else None,
             )
-            done[f.id] = self._settle(f, proposal, failures)
+            # A connection that still changes for another reason (another row of SEMANTICS.md,
+            # e.g. an endPort range behind an ipBlock) is that reason's finding to fix.
+            real: list[_Failure] = []
+            others: dict[str, None] = {}
+            for failure in failures:
+                kind = (
+                    linter.kind_of(failure.expectation.probe)
+                    if failure.dataplane == self.target.name
+                    else None
+                )
+                if kind is None or kind == f.kind:
+                    real.append(failure)
+                else:
+                    others[kind] = None
+            done[f.id] = self._settle(f, proposal, real, tuple(others))
 
-    def _settle(self, finding: Finding, proposal: _Proposal, failures: list[str]) -> Finding:
+    def _settle(
+        self,
+        finding: Finding,
+        proposal: _Proposal,
+        failures: list[_Failure],
+        other_kinds: tuple[str, ...] = (),
+    ) -> Finding:
         if failures:
-            shown = "; ".join(failures[:MAX_FAILURES_SHOWN])
+            shown = "; ".join(str(x) for x in failures[:MAX_FAILURES_SHOWN])
             more = f" (and {len(failures) - MAX_FAILURES_SHOWN} more)" if len(failures) > 2 else ""
             return replace(
                 finding,
@@ -305,12 +347,19 @@ class FixBuilder:
             key = f"{obj['kind']} {meta['namespace']}/{meta['name']}"
             if key in proposal.edits:
                 self.current[key] = obj
+        explanation = proposal.explanation
+        if other_kinds:
+            explanation += (
+                f" Some of these connections also change for another reason "
+                f"({', '.join(other_kinds)}): the fix of that finding covers them (lint again "
+                "after applying this one)."
+            )
         fix = Fix(
             summary=proposal.summary,
             action=proposal.action,
             when=proposal.when,
             objects=proposal.objects,
-            explanation=proposal.explanation,
+            explanation=explanation,
             supersedes=tuple(dict.fromkeys(supersedes)),
         )
         return replace(finding, fix=fix, no_fix_reason=proposal.no_np_reason)

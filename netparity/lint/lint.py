@@ -76,7 +76,7 @@ def lint_snapshot(snapshot: Snapshot, *, target: str = "cilium", fixes: bool = T
     engine = Engine(snapshot)
     classes = PodClasses(snapshot, engine)
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
-    linter = _Linter(engine, npm, tgt)
+    linter = Linter(engine, npm, tgt)
     for cls in classes.classes:
         for direction in (INGRESS, EGRESS):
             governing = builder.governing(cls, direction)
@@ -108,7 +108,7 @@ def lint_snapshot(snapshot: Snapshot, *, target: str = "cilium", fixes: bool = T
 
 
 def _notes(
-    snapshot: Snapshot, engine: Engine, classes: PodClasses, linter: _Linter, target: str
+    snapshot: Snapshot, engine: Engine, classes: PodClasses, linter: Linter, target: str
 ) -> list[str]:
     notes = []
     if target == "cilium" and any(
@@ -180,7 +180,7 @@ class _Acc:
     uncertain: dict[str, None] = field(default_factory=dict)
 
 
-class _Linter:
+class Linter:
     def __init__(self, engine: Engine, npm: Dataplane, target: Dataplane) -> None:
         self.engine = engine
         self.npm = npm
@@ -192,6 +192,28 @@ class _Linter:
         self.unattributed: list[str] = []
 
     # ---------------------------------------------------------------- observing
+
+    def kind_of(self, probe: Probe) -> str | None:
+        """The kind of change a connection shows, None where both dataplanes agree (or
+        either does not know)."""
+        vn = self.engine.evaluate(probe.traffic, self.npm)
+        vt = self.engine.evaluate(probe.traffic, self.target)
+        sn, st = _side(vn, probe.side), _side(vt, probe.side)
+        if sn is None or st is None:
+            if vn.decision is vt.decision or Decision.UNKNOWN in (vn.decision, vt.decision):
+                return None
+            if vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB):
+                return str(Scenario.EXTERNAL_INGRESS)
+            if vt.path in _SERVICE_PATHS:
+                return str(Scenario.LB_IN_CLUSTER)
+            return OTHER_KIND
+        if sn.decision is st.decision or Decision.UNKNOWN in (sn.decision, st.decision):
+            return None
+        change = Change.OUTAGE if sn.decision is Decision.ALLOW else Change.HOLE
+        policies, refs = self._attribute(change, sn, st)
+        if not policies:
+            return OTHER_KIND
+        return str(self._classify(change, probe, vt, sn, st, policies, refs))
 
     def observe(self, probe: Probe) -> None:
         t = probe.traffic
@@ -293,9 +315,7 @@ class _Linter:
         entry.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
         acc.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
         acc.rows.update(dict.fromkeys(_TAG.findall(vn.explanation + " " + vt.explanation)))
-        acc.expectations.append(
-            Expectation(traffic=probe.traffic, side=probe.side, expected=expected)
-        )
+        acc.expectations.append(Expectation(probe=probe, expected=expected))
 
     # ---------------------------------------------------------------- attribution
 

@@ -21,6 +21,7 @@ from netparity.lint.findings import Finding, Fix, FixAction, FixWhen, LintReport
 SCHEMA_VERSION = 1
 INDEX = "index.yaml"
 MAX_TEXT_TRAFFIC = 6  # changed-traffic lines shown per finding in text (JSON has all)
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 FOLDERS = {
     (FixAction.APPLY, FixWhen.BEFORE): "before-migration",
@@ -222,7 +223,10 @@ def _fix_yaml(f: Finding, target: str) -> str:
     if fix.supersedes:
         header.append(f"It includes the changes of: {', '.join(fix.supersedes)}.")
     text = "".join(f"# {line}\n" for line in header)
-    docs = [yaml.safe_dump(obj, sort_keys=False, default_flow_style=False) for obj in fix.objects]
+    docs = [
+        yaml.dump(obj, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
+        for obj in fix.objects
+    ]
     return text + "---\n".join(docs)
 
 

@@ -69,6 +69,7 @@ class Peer:
     desc: str
     pod: Pod | None = None
     node: Node | None = None
+    spare: Pod | None = None  # another pod it stands for (when `pod` is the subject itself)
 
 
 def describe_pods(groups: Sequence[PodGroup], limit: int = 3) -> str:
@@ -183,6 +184,12 @@ class ProbeBuilder:
         for t in governing:
             for rule in t.rules.get(direction, ()):
                 for peer in self._rule_peers(t, rule, direction, s):
+                    if peer.pod is not None and peer.pod.key == s.key:
+                        if peer.spare is None:
+                            continue  # the subject alone: a pod cannot block itself
+                        peer = Peer(
+                            endpoint=PodEndpoint(pod=peer.spare), desc=peer.desc, pod=peer.spare
+                        )
                     for port, proto in self._ports(rule, direction, s, peer):
                         add(peer, port, proto)
                 for pp in rule.ports:
@@ -265,11 +272,13 @@ class ProbeBuilder:
             groups[tuple(key)].append(c)
         out = []
         for members in groups.values():
+            pods = [p for m in members[:2] for p in m.pods[:2]]
             out.append(
                 Peer(
-                    endpoint=PodEndpoint(pod=members[0].rep),
+                    endpoint=PodEndpoint(pod=pods[0]),
                     desc=describe_pods([m.group() for m in members]),
-                    pod=members[0].rep,
+                    pod=pods[0],
+                    spare=pods[1] if len(pods) > 1 else None,
                 )
             )
         return out
@@ -353,15 +362,18 @@ class ProbeBuilder:
                 cp = c.rep.named_port(name, proto)
                 nums.append(None if cp is None else cp.port)
             groups[tuple(nums)].append((c, pods))
-        result = [
-            Peer(
-                endpoint=PodEndpoint(pod=members[0][1][0]),
-                desc=describe_pods([c.group(pods) for c, pods in members])
-                + f" (pod IPs in ipBlock {block})",
-                pod=members[0][1][0],
+        result = []
+        for members in groups.values():
+            inside_pods = [p for _, pods in members[:2] for p in pods[:2]]
+            result.append(
+                Peer(
+                    endpoint=PodEndpoint(pod=inside_pods[0]),
+                    desc=describe_pods([c.group(pods) for c, pods in members])
+                    + f" (pod IPs in ipBlock {block})",
+                    pod=inside_pods[0],
+                    spare=inside_pods[1] if len(inside_pods) > 1 else None,
+                )
             )
-            for members in groups.values()
-        ]
         self._ipblock_cache[key] = result
         return result
 
