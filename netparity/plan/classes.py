@@ -110,7 +110,8 @@ def block_members(block: IPBlock, ips: Sequence[int], order: Sequence[int]) -> l
 
 
 def _label_text(labels: Iterable[tuple[str, str]]) -> str:
-    return ",".join(f"{k}={v}" for k, v in labels)
+    """`app=a,tier=web`; `*` where no selector reads any of the pods' labels."""
+    return ",".join(f"{k}={v}" for k, v in labels) or "*"
 
 
 def compute_classes(

@@ -616,7 +616,12 @@ class _Planner:
                 and self._name_conflicts(ps.port, ps.protocol or Protocol.TCP)
             ):
                 self._each_number(spec, rule, ps, subject, intent)
-            if first is None or rule.deny:
+            if rule.deny:
+                continue
+            if first is None:
+                # nothing the rule matches can be probed (an IPv6 ipBlock, say): what lies
+                # outside it still can
+                self._reject_peer(spec, rule, subject, self._subject_port(ps, subject, rule), tags)
                 continue
             src, dst, port, _ = first
             for rp in self._reject_ports(ps, port):
@@ -635,6 +640,14 @@ class _Planner:
                     if self._side_denies(s, d, ext_port, rule.direction):
                         self._add(s, d, ext_port, Intent.REJECT, rule=rule, scenarios=tags)
             self._reject_peer(spec, rule, subject, port, tags)
+
+    def _subject_port(self, ps: PortSpec, subject: PodClass, rule: RuleSpec) -> _Port | None:
+        if rule.direction == INGRESS:
+            ports = self._admit_ports(ps, subject, None, INGRESS)
+            return ports[0] if ports else None
+        if isinstance(ps.port, int):
+            return _Port(number=ps.port, name=None, protocol=ps.protocol or Protocol.TCP)
+        return None
 
     def _peer_ends(
         self,
@@ -994,7 +1007,8 @@ class _Planner:
             backends = self._backends(svc)
             if not backends:
                 continue
-            b = backends[0]
+            # the first backend of the first class (by name): pods of one class are alike
+            b = min(backends, key=lambda p: (self._class_name(p.key) or "", p.key))
             bcls = self.classes.of.get(b.key)
             bnode = self.node_by_name.get(b.node_name or "")
             if bcls is None or bnode is None or not self._restricted(bcls, INGRESS):
@@ -1031,30 +1045,50 @@ class _Planner:
                                 scenarios=(Scenario.EXTERNAL_INGRESS,),
                             )
                 if vias and not local:
-                    self._in_cluster_client(svc, vias[0], bnode, b, bcls, port)
+                    self._in_cluster_client(svc, vias[0], backends, bcls, port)
 
     def _in_cluster_client(
-        self, svc: Service, via: Via, recv: Node, backend: Pod, bcls: PodClass, port: _Port
+        self,
+        svc: Service,
+        via: Via,
+        backends: Sequence[Pod],
+        bcls: PodClass,
+        port: _Port,
     ) -> None:
-        dst = ServiceEndpoint(service=svc, via=via, node=recv, backend=backend)
-        first: PodEndpoint | None = None
+        """D5d: a pod of a class whose egress is open reaches the Service through the node
+        of a backend of the backend's class, preferably from that very node (SEMANTICS:
+        "pod -> NodePort of the local node"). Whether such a pair exists, not which pods
+        are first by name, decides the probe's meaning."""
+        members = [p for p in backends if self.classes.of.get(p.key) is bcls and p.node_name]
+        if not members:
+            return
+        chosen: tuple[Pod, Pod] | None = None
         tries = 0
         for c in self._other_namespaces_first(bcls):
             if c.name == bcls.name or self._restricted(c, EGRESS) or not c.rep.node_name:
                 continue
-            end = PodEndpoint(pod=c.rep)
-            first = first or end
+            pair = next(
+                ((b, p) for b in members for p in c.pods if p.node_name == b.node_name),
+                (members[0], c.rep),
+            )
+            chosen = chosen or pair
             tries += 1
-            direct_port = self._backend_port(svc, port, backend)
+            direct_port = self._backend_port(svc, port, pair[0])
             if direct_port is not None and self._side_denies(
-                end, PodEndpoint(pod=backend), direct_port, INGRESS
+                PodEndpoint(pod=pair[1]), PodEndpoint(pod=pair[0]), direct_port, INGRESS
             ):
-                first = end
+                chosen = pair
                 break
             if tries >= REJECT_TRIES:
                 break
-        if first is not None:
-            self._add(first, dst, port, Intent.SCENARIO, scenarios=(Scenario.LB_IN_CLUSTER,))
+        if chosen is None:
+            return
+        backend, client = chosen
+        recv = self.node_by_name.get(backend.node_name or "")
+        dst = ServiceEndpoint(service=svc, via=via, node=recv, backend=backend)
+        self._add(
+            PodEndpoint(pod=client), dst, port, Intent.SCENARIO, scenarios=(Scenario.LB_IN_CLUSTER,)
+        )
 
     @staticmethod
     def _backend_port(svc: Service, port: _Port, backend: Pod) -> _Port | None:

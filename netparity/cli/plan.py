@@ -1,0 +1,77 @@
+"""`netparity plan`: the probes the suites run, with predictions and coverage."""
+
+from __future__ import annotations
+
+import argparse
+
+from netparity.cli._common import print_json, snapshot_from_args, table
+from netparity.engine.dataplane import DATAPLANES, TARGETS
+from netparity.plan.export import changes, plan_json, table_rows
+from netparity.plan.model import Plan
+from netparity.plan.planner import make_plan
+from netparity.probefile import load_probe_file
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("plan", help="the probes for a snapshot, predicted per dataplane")
+    p.add_argument(
+        "snapshot",
+        nargs="*",
+        metavar="SNAPSHOT",
+        help="YAML files or folders (default: the shipped example)",
+    )
+    p.add_argument(
+        "--current",
+        default="npm",
+        choices=list(DATAPLANES),
+        help="the dataplane the cluster runs now (default: npm)",
+    )
+    p.add_argument(
+        "--target",
+        default="cilium",
+        choices=list(TARGETS),
+        help="the dataplane it moves to (default: cilium)",
+    )
+    p.add_argument("--probes", metavar="FILE", help="explicit probes to add (a probe file)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=run)
+
+
+def summary(plan: Plan) -> list[str]:
+    c = plan.coverage
+    pods = sum(len(v) for v in plan.classes.values())
+    changed = sum(changes(p, plan.current, plan.target) for p in plan.probes)
+    lines = [
+        f"{len(plan.probes)} probes for {pods} pods in {len(plan.classes)} classes"
+        + (
+            f", {len(plan.synthetic_services)} run-owned Services"
+            if plan.synthetic_services
+            else ""
+        )
+        + f"; plan {plan.digest}",
+        f"rules: {c.rules_with_admit}/{c.rules_total} with an admit probe, "
+        f"{c.rules_with_reject}/{c.rules_total} with a reject probe",
+        f"scenarios present: {', '.join(c.scenarios_present) or 'none'}; "
+        f"probed: {', '.join(c.scenarios_probed) or 'none'}",
+        f"{changed} probes are predicted to change between {plan.current} and a target (!)",
+    ]
+    if c.uncovered:
+        lines.append(f"{len(c.uncovered)} rules without an admit probe:")
+        lines.extend(f"  {u}" for u in c.uncovered[:20])
+        if len(c.uncovered) > 20:
+            lines.append(f"  ... and {len(c.uncovered) - 20} more (--format json lists them)")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    snapshot = snapshot_from_args(args.snapshot)
+    explicit = load_probe_file(args.probes) if args.probes else ()
+    plan = make_plan(snapshot, current=args.current, target=args.target, explicit=explicit)
+    if args.format == "json":
+        print_json(plan_json(plan))
+        return 0
+    headers = ["ID", "TITLE", "INTENT", "SCENARIO", "RULE", f"{plan.current} -> {plan.target}"]
+    print(table(headers, table_rows(plan)))
+    print()
+    print("\n".join(summary(plan)))
+    return 0
