@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from netparity.probefile import ProbeSpec
     from netparity.record import Record
 
+# The parity report (netparity/report/pytest_hook.py): JUnit by default, parity.html and .md.
+pytest_plugins = ("netparity.report.pytest_hook",)
+
 GROUP = "netparity"
 GROUP_DESCRIPTION = "netparity: NetworkPolicy parity probes (pytest suites/ --cluster NAME)"
 
@@ -321,6 +324,7 @@ class State:
     expects: dict[str, str] = field(default_factory=dict)
     plan: Plan | None = None
     findings: list[tuple[str, str, ItemVerdict]] = field(default_factory=list)
+    lint: Any = None  # the LintReport, whose fixes the parity report shows
     record: Record | None = None
     parity: Parity | None = None
     written: list[str] = field(default_factory=list)
@@ -573,6 +577,13 @@ def _prepare(config: pytest.Config, state: State) -> None:
             "plan: differs from the baseline's (the cluster's policies or workloads changed): "
             "probes only in one run are reported as new or missing"
         )
+    if state.phase == "post" and facts.dataplane != plan.target:
+        known = any(facts.dataplane in p.predicted for p in plan.probes)
+        after = facts.dataplane if known else plan.target
+        state.header.append(
+            f"plan: the cluster reports dataplane {facts.dataplane}, the plan's target is "
+            f"{plan.target} (--target): changes are judged against the predictions for {after}"
+        )
     extra = f", {len(specs)} explicit probes from {len(settings.probes)} files" if specs else ""
     accepted = (
         f", {len(accepts)} accepted changes from {settings.accept}" if settings.accept else ""
@@ -586,7 +597,7 @@ def _prepare(config: pytest.Config, state: State) -> None:
     explicit = [p for p in plan.probes if p.id in explicit_ids]
     state.items["connectivity"] = _keyed([(p.id, p.title) for p in connectivity])
     state.items["explicit"] = _keyed([(p.id, p.title) for p in explicit])
-    state.findings = _lint(snapshot, settings.target, state.phase)
+    state.findings = _lint(snapshot, settings.target, state.phase, keep=state)
     state.items["lint"] = _keyed([(key, title) for key, title, _ in state.findings])
 
 
@@ -619,7 +630,9 @@ def _explicit_expectations(state: State, resolved: Sequence[Any], dataplane: str
     return ids
 
 
-def _lint(snapshot: Any, target: str, phase: str) -> list[tuple[str, str, ItemVerdict]]:
+def _lint(
+    snapshot: Any, target: str, phase: str, keep: State | None = None
+) -> list[tuple[str, str, ItemVerdict]]:
     """One item per lint finding: a known migration risk, reported as an expected failure."""
     from netparity.lint import lint_snapshot
 
@@ -627,6 +640,8 @@ def _lint(snapshot: Any, target: str, phase: str) -> list[tuple[str, str, ItemVe
         report = lint_snapshot(snapshot, target=target)
     except NetparityError as e:
         raise _usage(e) from None
+    if keep is not None:
+        keep.lint = report
     out: list[tuple[str, str, ItemVerdict]] = []
     for f in report.findings:
         lines = [f"migration risk ({f.kind}, {f.severity}): {f.message}"]
