@@ -1,0 +1,427 @@
+"""parity.html: one self-contained page (inline CSS and JavaScript, nothing fetched).
+
+At the top the answer (parity held or not, the counts, the two dataplanes and times);
+then the connectivity matrix, one section per change category with the rules that
+decided each side and the lint's remediation YAML, and the full probe table (built in the
+browser from embedded JSON, sortable and filterable without a server).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from netparity import __version__
+from netparity.report.lintdata import (
+    CATEGORIES,
+    GUIDE,
+    PREDICTED_OTHER,
+    UNEXPLAINED,
+    FindingView,
+    LintView,
+)
+from netparity.report.matrix import SEVERITY, Matrix, build_matrix
+from netparity.report.model import FAILING, STATUSES, Report, Row
+
+# Section titles and one line on each cause: the guide's numbering for its five scenarios.
+CATEGORY_TITLES: dict[str, tuple[str, str]] = {
+    "endport": (
+        "Guide 1 · endPort port ranges",
+        "A rule with endPort admits a range of ports; Cilium before 1.17 reads only the "
+        "first port of the range (D1).",
+    ),
+    "ipblock-pods": (
+        "Guide 2 · ipBlock over pod addresses",
+        "Cilium matches pods by identity, never by ipBlock: an ipBlock that covers pod IPs "
+        "stops admitting those pods (D2).",
+    ),
+    "ipblock-nodes": (
+        "Guide 2 · ipBlock over node addresses",
+        "Under Cilium node addresses are the host / remote-node entities: an ipBlock "
+        "covering node IPs no longer matches them (D2).",
+    ),
+    "named-port": (
+        "Guide 3 · named ports",
+        "A named port resolves on the destination pods under Cilium, where NPM resolved it "
+        "differently (D3).",
+    ),
+    "node-egress": (
+        "Guide 4 · egress to the pod's own node",
+        "NPM never polices a pod's traffic to its own node; Cilium does, so egress policies "
+        "now need to admit the host (D4a).",
+    ),
+    "external-ingress": (
+        "Guide 5 · outside traffic through NodePort / LoadBalancer",
+        "NPM sees such traffic after SNAT to the node; Cilium sees the real client, so "
+        "ingress policies now judge it (D5).",
+    ),
+    "lb-in-cluster": (
+        "In-cluster traffic to a LoadBalancer IP or NodePort",
+        "NPM skipped policy when client and backend shared a node; Cilium always polices it (D5d).",
+    ),
+    "identity-labels": (
+        "Labels left out of Cilium identities",
+        "A selector uses a label Cilium does not put in identities (D6).",
+    ),
+    "sctp": ("SCTP port rules", "SCTP port rules behave differently (D8)."),
+    "untranslatable": (
+        "Policies NPM never enforced",
+        "NPM skipped these policies; the target enforces them (D11).",
+    ),
+    PREDICTED_OTHER: (
+        "Other predicted changes",
+        "The engine predicts these changes, but no scenario or lint finding names their cause.",
+    ),
+    UNEXPLAINED: (
+        "Unexplained changes",
+        "Nobody predicted these: an outage (lost) or a hole (gained) to look at first.",
+    ),
+}
+
+STATUS_HELP: dict[str, str] = {
+    "same": "the same verdict before and after",
+    "lost": "allowed before, denied now, not predicted: an outage",
+    "gained": "denied before, allowed now, not predicted: a hole",
+    "predicted": "a change the engine predicted for this migration (a known risk)",
+    "accepted": "a change listed in the accept file with a reason",
+    "flaky": "the verdict changed between tries",
+    "error": "the probe could not run (never counted as a deny)",
+    "new": "only in this run's plan",
+    "missing": "only in the baseline",
+}
+
+# The full probe table's columns (the JSON rows carry them in this order).
+TABLE_COLUMNS = (
+    "status",
+    "probe",
+    "source",
+    "destination",
+    "port",
+    "path",
+    "before",
+    "after",
+    "predicted",
+    "scenario",
+    "rule",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindingGroup:
+    finding: FindingView | None  # None: probes no finding explains
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Category:
+    key: str
+    title: str
+    why: str
+    rows: tuple[Row, ...]
+    groups: tuple[FindingGroup, ...]
+    unmatched_findings: tuple[FindingView, ...]  # the lint's findings of this kind no probe hit
+    guide: bool
+
+
+def _asset(name: str) -> str:
+    return resources.files("netparity.report").joinpath("templates", name).read_text("utf-8")
+
+
+_ENV: jinja2.Environment | None = None
+
+
+def environment() -> jinja2.Environment:
+    global _ENV
+    if _ENV is None:
+        env = jinja2.Environment(
+            loader=jinja2.PackageLoader("netparity.report", "templates"),
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        env.filters["when"] = when
+        env.filters["rules_or"] = rules_or
+        _ENV = env
+    return _ENV
+
+
+def when(time: str | None) -> str:
+    """2026-11-26T19:08:19Z -> 2026-11-26 19:08:19 UTC."""
+    if not time:
+        return "-"
+    return time.replace("T", " ").replace("Z", " UTC")
+
+
+def rules_or(side: Any, limit: int = 220) -> str:
+    """The rules that decided one side, or the explanation's gist where no rule decided."""
+    if side.rules:
+        return "; ".join(side.rules)
+    text: str = side.explanation or "-"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_script(data: Any) -> Markup:
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    text = text.replace("</", "<\\/").replace("<!--", "<\\!--")
+    return Markup(text)
+
+
+def _categories(report: Report, lint: LintView | None) -> list[Category]:
+    findings = lint.by_id() if lint is not None else {}
+    by_cat: dict[str, list[Row]] = {}
+    for r in report.rows:
+        if r.category is not None:
+            by_cat.setdefault(r.category, []).append(r)
+    out = []
+    for key in CATEGORIES:
+        rows = by_cat.get(key, [])
+        groups: dict[str | None, list[Row]] = {}
+        for r in rows:
+            groups.setdefault(r.findings[0] if r.findings else None, []).append(r)
+        hit = {k for k in groups if k is not None}
+        of_kind = tuple(f for f in (lint.findings if lint else ()) if f.kind == key)
+        if not rows and not of_kind and key not in GUIDE:
+            continue
+        ordered = [FindingGroup(finding=findings[k], rows=tuple(v)) for k, v in groups.items() if k]
+        ordered.sort(
+            key=lambda g: (
+                (g.finding.severity != "outage", g.finding.object) if g.finding else (True, "")
+            )
+        )
+        if None in groups:
+            ordered.append(FindingGroup(finding=None, rows=tuple(groups[None])))
+        title, why = CATEGORY_TITLES.get(key, (key, ""))
+        out.append(
+            Category(
+                key=key,
+                title=title,
+                why=why,
+                rows=tuple(rows),
+                groups=tuple(ordered),
+                unmatched_findings=tuple(f for f in of_kind if f.id not in hit),
+                guide=key in GUIDE,
+            )
+        )
+    return out
+
+
+def _table_rows(report: Report, matrix: Matrix) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    for r in report.rows:
+        predicted = (
+            f"{r.before.predicted or '?'} → {r.after.predicted or '?'}"
+            if (r.before.predicted or r.after.predicted)
+            else ""
+        )
+        out.append(
+            [
+                r.status,
+                r.id,
+                r.source.signature,
+                r.destination.signature,
+                r.port_protocol,
+                r.kind,
+                r.before.verdict or "",
+                r.after.verdict or "",
+                predicted,
+                ", ".join(dict.fromkeys(s for s in (r.scenario, *r.scenarios) if s)),
+                (r.rule or "").removeprefix("NetworkPolicy "),
+                matrix.cell_of.get(r.id, ""),
+                1 if r.category is not None else 0,
+                r.check or "",
+            ]
+        )
+    return out
+
+
+def _verdict(report: Report) -> dict[str, str]:
+    c = report.counts
+    if report.predictions_only:
+        flips = c.get("predicted", 0)
+        lost = sum(1 for r in report.rows if r.status == "predicted" and r.change == "lost")
+        gained = flips - lost
+        disagree = sum(report.checks.get(k, 0) for k in ("disagrees", "unexpected"))
+        problems = disagree + c.get("flaky", 0) + c.get("error", 0)
+        head = (
+            f"{flips} probe{'s' if flips != 1 else ''} predicted to change under {report.after}"
+            if flips
+            else f"No probe is predicted to change under {report.after}"
+        )
+        detail = (
+            f"Baseline on {report.baseline.dataplane} ({report.phase} phase): "
+            f"{lost} would be cut (allow → deny), {gained} would open (deny → allow). "
+        )
+        if problems:
+            detail += (
+                f"{problems} observation{'s' if problems != 1 else ''} need a look first "
+                f"({disagree} disagree with the engine, {c.get('flaky', 0)} flaky, "
+                f"{c.get('error', 0)} in error)."
+            )
+        else:
+            detail += "Every observation agrees with the engine."
+        tone = "warn" if problems else ("pre" if flips else "ok")
+        return {"head": head, "detail": detail, "tone": tone, "short": "prediction"}
+    failing = sum(c.get(s, 0) for s in FAILING)
+    if report.held:
+        accepted = c.get("accepted", 0)
+        extra = f" ({accepted} accepted change{'s' if accepted != 1 else ''})" if accepted else ""
+        return {
+            "head": f"Parity held{extra}",
+            "detail": f"Every probe kept its {report.before} verdict under {report.after}, "
+            "or its change was accepted.",
+            "tone": "ok",
+            "short": "held",
+        }
+    parts = [
+        f"{c.get(s, 0)} {s}"
+        for s in ("lost", "gained", "predicted", "flaky", "error")
+        if c.get(s, 0)
+    ]
+    return {
+        "head": "Parity broken",
+        "detail": f"{failing} probe{'s' if failing != 1 else ''} fail the gate: {', '.join(parts)}. "
+        + (
+            "Lost and gained changes were not predicted: look at them first. "
+            if c.get("lost", 0) or c.get("gained", 0)
+            else ""
+        )
+        + "Fix each change or accept it with a reason.",
+        "tone": "bad",
+        "short": "broken",
+    }
+
+
+CHECK_LABELS = {
+    "agrees": "agree",
+    "disagrees": "disagree",
+    "unexpected": "differ from the probe file's expect",
+    "unpredicted": "not predictable",
+    "error": "in error",
+    "flaky": "flaky",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tile:
+    css: str  # the status class that colours it
+    label: str
+    count: int
+    status: str  # what the table filter selects on a click
+    failing: bool
+    help: str
+
+
+def _tiles(report: Report) -> list[Tile]:
+    c = report.counts
+    if not report.predictions_only:
+        return [
+            Tile(
+                css=s,
+                label=s,
+                count=c.get(s, 0),
+                status=s,
+                failing=s in FAILING and c.get(s, 0) > 0,
+                help=STATUS_HELP[s],
+            )
+            for s in STATUSES
+        ]
+    lost = sum(1 for r in report.rows if r.status == "predicted" and r.change == "lost")
+    gained = c.get("predicted", 0) - lost
+    disagree = sum(report.checks.get(k, 0) for k in ("disagrees", "unexpected"))
+    after = report.after
+    return [
+        Tile(
+            css="lost",
+            label="predicted allow → deny",
+            count=lost,
+            status="predicted",
+            failing=lost > 0,
+            help=f"allowed now, {after} is predicted to deny: an outage to fix",
+        ),
+        Tile(
+            css="gained",
+            label="predicted deny → allow",
+            count=gained,
+            status="predicted",
+            failing=gained > 0,
+            help=f"denied now, {after} is predicted to allow: a hole to fix",
+        ),
+        Tile(
+            css="same",
+            label="same",
+            count=c.get("same", 0),
+            status="same",
+            failing=False,
+            help=f"the engine predicts the same verdict under {after}",
+        ),
+        Tile(
+            css="predicted",
+            label="disagree with the engine",
+            count=disagree,
+            status="text:disagrees",
+            failing=disagree > 0,
+            help="observed differently from the engine's prediction",
+        ),
+        Tile(
+            css="flaky",
+            label="flaky",
+            count=c.get("flaky", 0),
+            status="flaky",
+            failing=c.get("flaky", 0) > 0,
+            help=STATUS_HELP["flaky"],
+        ),
+        Tile(
+            css="error",
+            label="error",
+            count=c.get("error", 0),
+            status="error",
+            failing=c.get("error", 0) > 0,
+            help=STATUS_HELP["error"],
+        ),
+    ]
+
+
+def render_html(
+    report: Report,
+    *,
+    lint: LintView | None = None,
+    files: Mapping[str, str] | None = None,
+    max_axis: int | None = None,
+) -> str:
+    """The page, as text. `files` names the sibling files to link (label -> relative path)."""
+    matrix = build_matrix(report.rows, **({"max_axis": max_axis} if max_axis else {}))
+    categories = _categories(report, lint)
+    problems: Sequence[Row] = [r for r in report.rows if r.status in ("flaky", "error")]
+    disagreements = [r for r in report.rows if r.check in ("disagrees", "unexpected")]
+    findings = lint.by_id() if lint is not None else {}
+    template = environment().get_template("parity.html.j2")
+    return template.render(
+        r=report,
+        lint=lint,
+        findings=findings,
+        verdict=_verdict(report),
+        statuses=STATUSES,
+        tiles=_tiles(report),
+        check_labels=CHECK_LABELS,
+        status_help=STATUS_HELP,
+        failing=FAILING,
+        severity=SEVERITY,
+        matrix=matrix,
+        categories=categories,
+        changed_total=sum(len(c.rows) for c in categories),
+        problems=problems,
+        disagreements=disagreements,
+        files=dict(files or {}),
+        columns=TABLE_COLUMNS,
+        table_json=_json_script({"columns": TABLE_COLUMNS, "rows": _table_rows(report, matrix)}),
+        css=Markup(_asset("report.css")),
+        js=Markup(_asset("report.js")),
+        version=__version__,
+    )

@@ -1,0 +1,147 @@
+"""parity.md: the answer in Markdown, short enough for a pull-request comment.
+
+The verdict, the counts, the changes by cause and the first changed probes (the most
+serious first), each linking into parity.html by anchor. It stays far below GitHub's
+65,536-character limit for a comment however many probes changed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from netparity.report.lintdata import CATEGORIES, LintView
+from netparity.report.matrix import SEVERITY
+from netparity.report.model import FAILING, STATUSES, Report, Row
+
+MAX_ROWS = 30  # changed probes listed; the rest are counted and linked
+MAX_CELL = 90  # characters in one table cell
+
+
+def _cell(text: str) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _code(text: str) -> str:
+    body = _cell(text).replace("`", "'")
+    return f"`{body}`"
+
+
+def _when(time: str | None) -> str:
+    return (time or "-").replace("T", " ").replace("Z", " UTC")
+
+
+def _rank(row: Row) -> int:
+    return SEVERITY.index(row.status) if row.status in SEVERITY else len(SEVERITY)
+
+
+def render_markdown(
+    report: Report, *, html: str = "parity.html", lint: LintView | None = None
+) -> str:
+    """The Markdown page; `html` is where parity.html is (a relative path or a URL)."""
+    c = report.counts
+    lines: list[str] = []
+    if report.predictions_only:
+        flips = c.get("predicted", 0)
+        disagree = sum(report.checks.get(k, 0) for k in ("disagrees", "unexpected"))
+        icon = "⚠️" if disagree or c.get("flaky", 0) or c.get("error", 0) else "🔎"
+        lines.append(
+            f"## {icon} netparity: {flips} probe{'s' if flips != 1 else ''} predicted to change "
+            f"under {report.after} · `{report.cluster}`"
+        )
+        lines.append("")
+        lines.append(
+            f"Recorded on **{report.baseline.dataplane}** at {_when(report.baseline.time)} "
+            f"({report.phase} phase, {report.baseline.backend} backend); the **{report.after}** "
+            "side is the engine's prediction."
+        )
+        lines.append("")
+        lost = sum(1 for r in report.rows if r.status == "predicted" and r.change == "lost")
+        head = ["probes", "same", "predicted allow → deny", "predicted deny → allow"]
+        vals = [len(report.rows), c.get("same", 0), lost, flips - lost]
+        head += ["disagree with the engine", "flaky", "error"]
+        vals += [disagree, c.get("flaky", 0), c.get("error", 0)]
+    else:
+        icon = "✅" if report.held else "❌"
+        verdict = "Parity held" if report.held else "Parity broken"
+        lines.append(f"## {icon} netparity: {verdict} · `{report.cluster}`")
+        lines.append("")
+        assert report.current is not None
+        lines.append(
+            f"**{report.before}** (baseline, {_when(report.baseline.time)}) → "
+            f"**{report.after}** ({_when(report.current.time)})"
+        )
+        lines.append("")
+        head = list(STATUSES[-1:] + STATUSES[:-1])  # same first, then the failures
+        vals = [c.get(s, 0) for s in head]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---:|" * len(head))
+    lines.append("| " + " | ".join(str(v) for v in vals) + " |")
+    lines.append("")
+    if not report.predictions_only:
+        failing = sum(c.get(s, 0) for s in FAILING)
+        if failing:
+            lines.append(
+                f"**{failing} probe{'s' if failing != 1 else ''} fail the gate** (exit "
+                f"{report.exit_code if report.exit_code is not None else 1}). Fix each change "
+                "or accept it with a reason."
+            )
+            lines.append("")
+
+    changed = [r for r in report.rows if r.category is not None or r.status in ("flaky", "error")]
+    if report.predictions_only:
+        changed += [
+            r for r in report.rows if r.check in ("disagrees", "unexpected") and r not in changed
+        ]
+    if changed:
+        by_cat = Counter(r.category for r in changed if r.category is not None)
+        causes = [f"{k} {by_cat[k]}" for k in CATEGORIES if by_cat.get(k)]
+        if causes:
+            lines.append(f"**By cause:** {', '.join(causes)}")
+            lines.append("")
+        title = "Predicted changes" if report.predictions_only else "Changed probes"
+        lines.append(f"### {title}")
+        lines.append("")
+        arrow = f"{report.before} → {report.after}"
+        lines.append(f"| status | probe | source → destination | port | {arrow} | cause |")
+        lines.append("|---|---|---|---|---|---|")
+        ordered = sorted(changed, key=_rank)
+        for r in ordered[:MAX_ROWS]:
+            status = r.status
+            if report.predictions_only and r.status == "predicted":
+                status = f"predicted {r.change}"
+            if r.check in ("disagrees", "unexpected"):
+                status = f"{status}, {r.check}" if status != "same" else r.check
+            anchor = "p" if r.category is not None or r.status in ("flaky", "error") else "d"
+            lines.append(
+                f"| {status} | [`{r.id}`]({html}#{anchor}-{r.id}) | "
+                f"{_code(r.source.signature)} → {_code(r.destination.signature)} | "
+                f"{r.port_protocol} {r.kind} | {r.before.verdict or '-'} → {r.after.verdict or '-'} | "
+                f"{_cell(r.category or r.status)} |"
+            )
+        if len(ordered) > MAX_ROWS:
+            lines.append("")
+            lines.append(
+                f"… and {len(ordered) - MAX_ROWS} more in [the full report]({html}#changes)."
+            )
+        lines.append("")
+    else:
+        lines.append("No probe changed." if not report.predictions_only else "No change predicted.")
+        lines.append("")
+    if lint is not None and lint.findings:
+        fixes = sum(1 for f in lint.findings if f.fix is not None)
+        lines.append(
+            f"**Lint:** {len(lint.findings)} migration finding{'s' if len(lint.findings) != 1 else ''}"
+            f" for {lint.target}, {fixes} with remediation YAML "
+            f"([fixes by cause]({html}#changes))."
+        )
+        lines.append("")
+    for n in report.notes[:5]:
+        lines.append(f"> note: {_cell(n)}")
+    if report.notes:
+        lines.append("")
+    lines.append(
+        f"[Full report]({html}) · [matrix]({html}#matrix) · [all {len(report.rows)} probes]"
+        f"({html}#probes)"
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,542 @@
+"""What a report shows, read from a record (pre/check phase) or a parity.json (post phase).
+
+Both sources become one `Report`: the run facts, the counts, and one `Row` per probe with
+its verdict before and after (after = the engine's prediction for the target dataplane
+when the source is a record), the rules and explanations that decided each side, and the
+probe's meaning parsed from its title (the class or node role, never a pod name).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from netparity.compare import PARITY_KIND, PARITY_SCHEMA_VERSION
+from netparity.errors import RecordError
+from netparity.record import (
+    RECORD_KIND,
+    Outcome,
+    ProbeRecord,
+    Record,
+    load_json,
+    observed_text,
+    record_from_json,
+)
+
+# Every parity status, in the order the reports list them (the gate's failures first).
+STATUSES = (
+    "lost",
+    "gained",
+    "predicted",
+    "flaky",
+    "error",
+    "accepted",
+    "new",
+    "missing",
+    "same",
+)
+FAILING = frozenset({"lost", "gained", "predicted", "flaky", "error"})
+CHANGES = frozenset({"lost", "gained", "predicted", "accepted"})
+# How a pre-phase observation compares with the engine (session.judge_pre's statuses).
+CHECKS = ("disagrees", "unexpected", "error", "flaky", "unpredicted", "agrees")
+
+NODES_GROUP = "nodes"
+OUTSIDE_GROUP = "outside"
+_POLICY = re.compile(r"NetworkPolicy ([A-Za-z0-9.\-]+/[A-Za-z0-9.\-]+)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class End:
+    """One end of a probe as the matrix groups it: a namespace (or nodes, outside) and a
+    label that survives renumbering (the pod class, the node role, the Service)."""
+
+    signature: str  # from the title: "shop[app=api]", "node:own", "nodeport:web/x@backend-node"
+    text: str  # as probed this run (pod key, node name, address)
+    kind: str  # pod | node | external | service
+    group: str  # namespace, "nodes" or "outside"
+    label: str  # within the group
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}\x1f{self.label}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Side:
+    """One side of the comparison: the verdict, what was observed, what the engine said."""
+
+    dataplane: str
+    verdict: str | None  # allow | deny | flaky | error | unknown (a prediction) | None (absent)
+    observed: str = ""  # "connected, then timeout"; "" when not probed
+    predicted: str | None = None  # the engine's decision under this dataplane
+    explanation: str = ""
+    rules: tuple[str, ...] = ()
+    uncertain: tuple[str, ...] = ()
+    is_prediction: bool = False  # the verdict is the engine's prediction, not an observation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    id: str
+    title: str
+    kind: str  # path kind
+    intent: str
+    source: End
+    destination: End
+    port: str  # "8080", "8080(http)"
+    protocol: str
+    status: str  # a parity status (pre: "predicted" where the engine predicts a flip)
+    change: str  # same | lost | gained | flaky | error | new | missing
+    failed: bool
+    predicted_change: bool
+    before: Side
+    after: Side
+    scenario: str | None = None
+    scenarios: tuple[str, ...] = ()
+    rule: str | None = None
+    rules: tuple[str, ...] = ()
+    source_class: str | None = None
+    destination_class: str | None = None
+    stands_for: tuple[str, ...] = ()
+    accepted_reason: str | None = None
+    message: str = ""
+    check: str | None = None  # pre/check phase: agrees | disagrees | unexpected | ...
+    category: str | None = None  # the change's section (set with the lint's findings)
+    findings: tuple[str, ...] = ()  # ids of the lint findings that explain this probe
+
+    @property
+    def port_protocol(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+    @property
+    def changed(self) -> bool:
+        return self.status in CHANGES
+
+    def policies(self) -> tuple[str, ...]:
+        """Every NetworkPolicy the probe's rules and explanations name ("ns/name")."""
+        seen: dict[str, None] = {}
+        texts = [
+            *self.rules,
+            *([self.rule] if self.rule else []),
+            *self.before.rules,
+            *self.after.rules,
+            self.before.explanation,
+            self.after.explanation,
+        ]
+        for text in texts:
+            for m in _POLICY.finditer(text):
+                seen.setdefault(m.group(1), None)
+        return tuple(seen)
+
+    def service(self) -> str | None:
+        """The Service ("ns/name") a probe goes through, from its destination signature."""
+        sig = self.destination.signature
+        for prefix in ("svc:", "nodeport:", "lb:"):
+            if sig.startswith(prefix):
+                return sig[len(prefix) :].split("@", 1)[0]
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """The facts of one record: when, where, on what."""
+
+    time: str
+    phase: str
+    backend: str
+    dataplane: str
+    dataplane_version: str | None = None
+    netparity_version: str = ""
+    path: str | None = None
+    plan_digest: str = ""
+    plan_size: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    source_kind: str  # parity | record
+    phase: str  # pre | check | post
+    cluster: str
+    before: str  # dataplane names as the predictions use them
+    after: str
+    baseline: Run  # pre: the record itself
+    current: Run | None  # pre/check: None (the "after" side is the engine's prediction)
+    held: bool | None  # post only
+    exit_code: int | None
+    counts: Mapping[str, int]
+    checks: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    notes: tuple[str, ...] = ()
+    unused_accepts: tuple[str, ...] = ()
+    coverage: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    rows: tuple[Row, ...] = ()
+    source: str = ""
+
+    @property
+    def predictions_only(self) -> bool:
+        """The "after" side is the engine's prediction (a record before the upgrade)."""
+        return self.current is None
+
+    @property
+    def failing(self) -> int:
+        return sum(self.counts.get(s, 0) for s in FAILING)
+
+    def with_rows(self, rows: Sequence[Row]) -> Report:
+        return replace(self, rows=tuple(rows))
+
+
+# --------------------------------------------------------------------------- titles
+
+
+def split_title(title: str) -> tuple[str, str, str, str] | None:
+    """`SRC -> DST PORT/PROTO KIND` -> (SRC, DST, PORT/PROTO, KIND), or None."""
+    head, sep, rest = title.partition(" -> ")
+    if not sep:
+        return None
+    parts = rest.rsplit(" ", 2)
+    if len(parts) != 3 or "/" not in parts[1]:
+        return None
+    return head, parts[0], parts[1], parts[2]
+
+
+def end_of(signature: str, info: Mapping[str, Any]) -> End:
+    """Group and label an endpoint by its meaning (the title's words for it)."""
+    text = str(info.get("text") or signature)
+    kind = str(info.get("kind") or "pod")
+    sig = signature or text
+    if sig == "node" or sig.startswith("node:"):
+        return End(signature=sig, text=text, kind=kind, group=NODES_GROUP, label=sig)
+    if sig.startswith("external:") or sig.startswith("ip:") or sig == "external":
+        label = sig.partition(":")[2] or sig
+        return End(signature=sig, text=text, kind=kind, group=OUTSIDE_GROUP, label=label)
+    for prefix in ("svc:", "nodeport:", "lb:"):
+        if sig.startswith(prefix):
+            # one entry per Service: which node receives it is a variant the chips merge
+            ns, _, rest = sig[len(prefix) :].partition("/")
+            name = rest.split("@", 1)[0]
+            return End(signature=sig, text=text, kind=kind, group=ns, label=f"{prefix}{name}")
+    m = re.fullmatch(r"([^\[\]/ ]+)\[(.*)\]", sig)
+    if m:
+        return End(signature=sig, text=text, kind=kind, group=m.group(1), label=m.group(2) or "*")
+    namespace = info.get("namespace")
+    if isinstance(namespace, str) and namespace:
+        label = str(info.get("name") or sig)
+        return End(signature=sig, text=text, kind=kind, group=namespace, label=label)
+    group = NODES_GROUP if kind == "node" else OUTSIDE_GROUP
+    return End(signature=sig, text=text, kind=kind, group=group, label=sig)
+
+
+def _ends(title: str, source: Mapping[str, Any], destination: Mapping[str, Any]) -> tuple[End, End]:
+    parts = split_title(title)
+    src_sig = parts[0] if parts else str(source.get("text") or "?")
+    dst_sig = parts[1] if parts else str(destination.get("text") or "?")
+    return end_of(src_sig, source), end_of(dst_sig, destination)
+
+
+def _port(title: str, port: object) -> str:
+    parts = split_title(title)
+    if parts is not None:
+        return parts[2].rsplit("/", 1)[0]
+    return str(port)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _prediction(
+    rec: ProbeRecord, dp: str
+) -> tuple[str | None, str, tuple[str, ...], tuple[str, ...]]:
+    p = rec.prediction(dp)
+    if p is None:
+        return None, "", (), ()
+    return p.decision, p.explanation, tuple(p.rules), tuple(p.uncertain)
+
+
+def _endpoint_dict(rec: ProbeRecord, which: str) -> dict[str, Any]:
+    e = rec.source if which == "source" else rec.destination
+    return {"text": e.text, "kind": e.kind, "namespace": e.namespace, "name": e.name}
+
+
+def from_record(record: Record, *, source: str = "") -> Report:
+    """A record before (or without) the upgrade: observations, and what the engine predicts
+    the target dataplane will make of each probe."""
+    from netparity.session import judge_pre
+
+    before, after = record.plan.current, record.plan.target
+    rows: list[Row] = []
+    counts = dict.fromkeys(STATUSES, 0)
+    checks = dict.fromkeys(CHECKS, 0)
+    for rec in record.probes:
+        pb, eb, rb, ub = _prediction(rec, before)
+        pa, ea, ra, ua = _prediction(rec, after)
+        verdict = str(rec.verdict)
+        judged = judge_pre(rec, record.dataplane, phase=record.phase)
+        check = dict(judged.properties).get("netparity.status", "agrees")
+        checks[check] = checks.get(check, 0) + 1
+        flip = pb in ("allow", "deny") and pa in ("allow", "deny") and pb != pa
+        if rec.verdict is Outcome.ERROR:
+            status = change = "error"
+        elif rec.verdict is Outcome.FLAKY:
+            status = change = "flaky"
+        elif flip:
+            status, change = "predicted", ("lost" if pb == "allow" else "gained")
+        else:
+            status = change = "same"
+        counts[status] += 1
+        src, dst = _ends(
+            rec.title, _endpoint_dict(rec, "source"), _endpoint_dict(rec, "destination")
+        )
+        rows.append(
+            Row(
+                id=rec.id,
+                title=rec.title,
+                kind=rec.kind,
+                intent=rec.intent,
+                source=src,
+                destination=dst,
+                port=_port(rec.title, rec.port),
+                protocol=rec.protocol,
+                status=status,
+                change=change,
+                failed=judged.outcome == "failed",
+                predicted_change=flip,
+                before=Side(
+                    dataplane=record.dataplane,
+                    verdict=verdict,
+                    observed=observed_text(rec.tries),
+                    predicted=pb,
+                    explanation=eb,
+                    rules=rb,
+                    uncertain=ub,
+                ),
+                after=Side(
+                    dataplane=after,
+                    verdict=pa or "unknown",
+                    predicted=pa,
+                    explanation=ea,
+                    rules=ra,
+                    uncertain=ua,
+                    is_prediction=True,
+                ),
+                scenario=rec.scenario,
+                scenarios=rec.scenarios,
+                rule=rec.rule,
+                rules=rec.rules,
+                source_class=rec.source_class,
+                destination_class=rec.destination_class,
+                stands_for=rec.stands_for,
+                message=judged.message,
+                check=check,
+            )
+        )
+    notes = []
+    if record.dataplane != before:
+        notes.append(
+            f"the record was taken on {record.dataplane}; its predictions compare {before} "
+            f"with {after}"
+        )
+    return Report(
+        source_kind="record",
+        phase=record.phase,
+        cluster=record.cluster,
+        before=before,
+        after=after,
+        baseline=Run(
+            time=record.time,
+            phase=record.phase,
+            backend=record.backend,
+            dataplane=record.dataplane,
+            dataplane_version=record.dataplane_version,
+            netparity_version=record.netparity_version,
+            path=source or None,
+            plan_digest=record.plan.digest,
+            plan_size=record.plan.size,
+        ),
+        current=None,
+        held=None,
+        exit_code=None,
+        counts=MappingProxyType(counts),
+        checks=MappingProxyType({k: v for k, v in checks.items()}),
+        notes=tuple(notes),
+        coverage=MappingProxyType(dict(record.plan.coverage)),
+        rows=tuple(rows),
+        source=source,
+    )
+
+
+# --------------------------------------------------------------------------- parity
+
+
+class _Fields:
+    """Typed access to a decoded parity.json, raising RecordError naming the field."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, message: str) -> RecordError:
+        return RecordError(f"{self.source}: field {where}: {message}")
+
+    def map(self, raw: Any, where: str) -> Mapping[str, Any]:
+        if not isinstance(raw, Mapping):
+            raise self.fail(where, "must be a mapping")
+        return raw
+
+    def text(self, raw: Mapping[str, Any], key: str, where: str) -> str:
+        value = raw.get(key)
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{key}" if where else key, "must be a string")
+        return value
+
+    def opt(self, raw: Mapping[str, Any], key: str, where: str) -> str | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{key}" if where else key, "must be a string or null")
+        return value
+
+    def strs(self, raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+        value = raw.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise self.fail(f"{where}.{key}" if where else key, "must be a list of strings")
+        return tuple(value)
+
+
+def _tries_text(raw: Any) -> str:
+    if not isinstance(raw, list) or not raw:
+        return ""
+    return ", then ".join(str(t.get("observed")) for t in raw if isinstance(t, Mapping))
+
+
+def _run(f: _Fields, raw: Any, where: str) -> Run:
+    m = f.map(raw, where)
+    size = m.get("plan_size")
+    return Run(
+        time=f.text(m, "time", where),
+        phase=f.text(m, "phase", where),
+        backend=f.text(m, "backend", where),
+        dataplane=f.text(m, "dataplane", where),
+        dataplane_version=f.opt(m, "dataplane_version", where),
+        netparity_version=f.opt(m, "netparity_version", where) or "",
+        path=f.opt(m, "path", where),
+        plan_digest=f.opt(m, "plan_digest", where) or "",
+        plan_size=size if isinstance(size, int) else 0,
+    )
+
+
+def _parity_row(f: _Fields, raw: Any, index: int, before: str, after: str) -> Row:
+    where = f"probes[{index}]"
+    m = f.map(raw, where)
+    title = f.text(m, "title", where)
+    status = f.text(m, "status", where)
+    if status not in STATUSES:
+        raise f.fail(f"{where}.status", f"unknown status {status!r}")
+    predicted = f.map(m.get("predicted") or {}, f"{where}.predicted")
+
+    def side(dp: str, verdict: str | None, tries: Any) -> Side:
+        p = predicted.get(dp)
+        pm = p if isinstance(p, Mapping) else {}
+        decision = pm.get("decision")
+        return Side(
+            dataplane=dp,
+            verdict=verdict,
+            observed=_tries_text(tries),
+            predicted=decision if isinstance(decision, str) else None,
+            explanation=str(pm.get("explanation") or ""),
+            rules=tuple(str(x) for x in pm.get("rules") or ()),
+            uncertain=tuple(str(x) for x in pm.get("uncertain") or ()),
+        )
+
+    source = f.map(m.get("source"), f"{where}.source")
+    destination = f.map(m.get("destination"), f"{where}.destination")
+    src, dst = _ends(title, source, destination)
+    port = m.get("port")
+    if isinstance(port, bool) or not isinstance(port, int | str):
+        raise f.fail(f"{where}.port", "must be a number or a port name")
+    return Row(
+        id=f.text(m, "id", where),
+        title=title,
+        kind=f.text(m, "kind", where),
+        intent=f.opt(m, "intent", where) or "",
+        source=src,
+        destination=dst,
+        port=_port(title, port),
+        protocol=f.text(m, "protocol", where),
+        status=status,
+        change=f.opt(m, "change", where) or status,
+        failed=bool(m.get("failed", status in FAILING)),
+        predicted_change=bool(m.get("predicted_change")),
+        before=side(before, f.opt(m, "before", where), m.get("observed_before")),
+        after=side(after, f.opt(m, "after", where), m.get("observed_after")),
+        scenario=f.opt(m, "scenario", where),
+        scenarios=f.strs(m, "scenarios", where),
+        rule=f.opt(m, "rule", where),
+        rules=f.strs(m, "rules", where),
+        source_class=f.opt(m, "source_class", where),
+        destination_class=f.opt(m, "destination_class", where),
+        stands_for=f.strs(m, "stands_for", where),
+        accepted_reason=f.opt(m, "accepted_reason", where),
+        message=f.opt(m, "message", where) or "",
+    )
+
+
+def from_parity(data: Any, *, source: str = "<parity>") -> Report:
+    """A parity.json (docs/records.md) as a report."""
+    f = _Fields(source)
+    if not isinstance(data, Mapping) or data.get("kind") != PARITY_KIND:
+        raise RecordError(f"{source} is not a netparity parity report (no kind: {PARITY_KIND})")
+    if data.get("schema_version") != PARITY_SCHEMA_VERSION:
+        raise RecordError(
+            f"{source} has parity schema version {data.get('schema_version')!r}; "
+            f"this netparity reads version {PARITY_SCHEMA_VERSION}"
+        )
+    before, after = f.text(data, "before", ""), f.text(data, "after", "")
+    raw_probes = data.get("probes")
+    if not isinstance(raw_probes, list):
+        raise f.fail("probes", "must be a list")
+    rows = [_parity_row(f, p, i, before, after) for i, p in enumerate(raw_probes)]
+    counts = dict.fromkeys(STATUSES, 0)
+    raw_counts = f.map(data.get("counts") or {}, "counts")
+    for k, v in raw_counts.items():
+        if not isinstance(v, int):
+            raise f.fail(f"counts.{k}", "must be a whole number")
+        counts[str(k)] = v
+    held = data.get("held")
+    exit_code = data.get("exit_code")
+    return Report(
+        source_kind="parity",
+        phase="post",
+        cluster=f.text(data, "cluster", ""),
+        before=before,
+        after=after,
+        baseline=_run(f, data.get("baseline"), "baseline"),
+        current=_run(f, data.get("current"), "current"),
+        held=bool(held) if isinstance(held, bool) else not any(r.failed for r in rows),
+        exit_code=exit_code if isinstance(exit_code, int) else None,
+        counts=MappingProxyType(counts),
+        notes=f.strs(data, "notes", ""),
+        unused_accepts=f.strs(data, "unused_accepts", ""),
+        rows=tuple(rows),
+        source=source,
+    )
+
+
+def load_report(path: Path) -> Report:
+    """A record or a parity.json, told apart by its `kind`."""
+    data = load_json(path, "record or parity report")
+    return report_from_json(data, source=str(path))
+
+
+def report_from_json(data: Any, *, source: str) -> Report:
+    kind = data.get("kind") if isinstance(data, Mapping) else None
+    if kind == PARITY_KIND:
+        return from_parity(data, source=source)
+    if kind == RECORD_KIND:
+        return from_record(record_from_json(data, source), source=source)
+    raise RecordError(
+        f"{source} is neither a netparity record nor a parity report "
+        f"(its kind is {kind!r}, expected {RECORD_KIND} or {PARITY_KIND})"
+    )
