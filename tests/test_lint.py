@@ -14,6 +14,7 @@ from builders import base_cluster, netpol, node, ns, pod, service
 
 from netparity.cli import main
 from netparity.engine.dataplane import get_dataplane
+from netparity.errors import InputError
 from netparity.lint import Finding, LintReport, lint_snapshot
 from netparity.lint.findings import Change, FixAction, FixWhen
 from netparity.lint.fixes import apply_fix, apply_fixes, apply_objects, check_expectations
@@ -781,6 +782,32 @@ def small_docs() -> list[dict[str, Any]]:
     ]
 
 
+def test_a_failure_while_writing_the_fix_folder_leaves_the_previous_one_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import netparity.lint.output as output
+
+    _, report = lint(*everything())
+    out = tmp_path / "fixes"
+    write_fix_dir(report, out)
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    calls = 0
+    real = output._fix_yaml
+
+    def failing(f: Finding, target: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(28, "No space left on device")
+        return real(f, target)
+
+    monkeypatch.setattr(output, "_fix_yaml", failing)
+    with pytest.raises(InputError, match="cannot write the fixes"):
+        write_fix_dir(report, out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["fixes"]  # no temporary folder left
+
+
 def test_the_fix_folder_is_replaced_whole_and_never_overwrites_a_foreign_folder(
     tmp_path: Path,
 ) -> None:
@@ -841,6 +868,7 @@ def test_json_output_has_the_documented_keys() -> None:
             assert set(t) == {
                 "change",
                 "direction",
+                "from_pods",
                 "path",
                 "pods",
                 "more_pods",
@@ -918,6 +946,20 @@ def test_exit_codes_are_0_clean_1_findings_2_bad_input(
     assert main(["lint", str(bad)]) == 2
     assert "malformed YAML" in capsys.readouterr().err
     assert main(["lint", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_the_cli_writes_junit_and_the_fix_folder_for_the_default_example(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "fixes"
+    assert (
+        main(["lint", "--format", "junit", "--fix-dir", str(out), "--target", "cilium-1.16"]) == 1
+    )
+    root = ET.fromstring(capsys.readouterr().out)
+    index = yaml.safe_load((out / INDEX).read_text())
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == len(index["fixes"]) + len(index["without_fix"])
+    assert any("endport" in (c.get("name") or "") for c in cases)
 
 
 # --- the example cluster ----------------------------------------------------------------------

@@ -105,6 +105,7 @@ class Probe:
     peer: str  # the other end, described (with a count where it stands for several)
     port: int  # the port number on the pod (after Service translation where known)
     port_label: str  # how a reader sees it: "8080/TCP", "80/TCP (targetPort 8080)"
+    from_pods: bool | None = None  # `pods` start the connection (None: egress side does)
     stands_for: tuple[PodGroup, ...] = ()  # more classes every policy sees as `pods` (capped)
     stands_for_pods: int = 0  # pods in all of those classes
     stands_for_classes: int = 0  # how many classes (stands_for lists the first ones)
@@ -123,6 +124,7 @@ class ChangedTraffic:
     npm: str  # why NPM decides as it does (the engine's explanation)
     target: str  # why the target dataplane decides differently
     uncertain: tuple[str, ...] = ()
+    from_pods: bool = True  # the pods start the connection (else the peer does)
     others: tuple[PodGroup, ...] = ()  # more pod classes the same holds for (first ones)
     others_pods: int = 0  # pods in all of those classes
     others_classes: int = 0
@@ -138,13 +140,14 @@ class ChangedTraffic:
         )
 
     def describe(self) -> str:
-        arrow = "->" if self.direction == "egress" else "<-"
+        arrow = "->" if self.from_pods else "<-"
         return f"{self.change} {self.who()} {arrow} {self.peer} on {', '.join(self.ports)} ({self.path})"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "change": str(self.change),
             "direction": self.direction,
+            "from_pods": self.from_pods,
             "path": str(self.path),
             "pods": self.pods.to_json(),
             "more_pods": {

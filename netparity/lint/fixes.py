@@ -576,6 +576,16 @@ class FixBuilder:
                 numbers[(pp.port, str(pp.protocol))] = dict(sorted(by_number.items()))
                 if len(by_number) != 1:
                     plain = False
+                else:  # a pod the rule reaches that serves the number under another name
+                    number = next(iter(by_number))
+                    named_keys = {p.key for p in by_number[number]}
+                    if any(
+                        cp.port == number and cp.protocol is pp.protocol
+                        for p in reach
+                        if p.key not in named_keys
+                        for cp in p.ports
+                    ):
+                        plain = False
             for (pname, proto), by_number in numbers.items():
                 if not by_number:
                     raise NoFix(f"no pod the rule reaches names a {proto} port {pname!r}")

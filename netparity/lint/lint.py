@@ -157,6 +157,7 @@ def _ns_name(policy: str) -> tuple[str, str]:
 
 @dataclass(slots=True)
 class _Entry:
+    from_pods: bool
     npm: str
     target: str
     others: tuple[PodGroup, ...] = ()
@@ -304,7 +305,9 @@ class Linter:
         key = (change, direction, vt.path, probe.pods, probe.peer)
         entry = acc.entries.get(key)
         if entry is None:
+            from_pods = probe.from_pods
             entry = acc.entries[key] = _Entry(
+                from_pods=(probe.side == EGRESS) if from_pods is None else from_pods,
                 npm=npm_reason,
                 target=target_reason,
                 others=probe.stands_for,
@@ -439,6 +442,7 @@ class Linter:
                         npm=e.npm,
                         target=e.target,
                         uncertain=tuple(e.uncertain),
+                        from_pods=e.from_pods,
                         others=e.others,
                         others_pods=e.others_pods,
                         others_classes=e.others_classes,

@@ -577,6 +577,7 @@ class ProbeBuilder:
                                         protocol=sp.protocol,
                                     ),
                                     side=None,
+                                    from_pods=False,
                                     pods=backend_group,
                                     peer=f"outside address {ip} through the {where} of "
                                     f"Service {svc.key}, received by node {recv.name} ({what})",
@@ -647,6 +648,7 @@ class ProbeBuilder:
                             protocol=protocol,
                         ),
                         side=None,
+                        from_pods=True,
                         pods=cls.group(on_node),
                         stands_for=tuple(
                             k.group(self._on_backend_nodes(k, reps))
