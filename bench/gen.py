@@ -251,6 +251,13 @@ def generate(
     return docs
 
 
+def _two(rng: random.Random, apps: list[_App]) -> tuple[_App, _App]:
+    """Two apps of a namespace, distinct where it has two (a pod cannot probe itself)."""
+    a = apps[rng.randrange(len(apps))]
+    others = [x for x in apps if x is not a]
+    return a, (others[rng.randrange(len(others))] if others else a)
+
+
 def _policies(
     rng: random.Random,
     count: int,
@@ -294,8 +301,7 @@ def _policies(
             form = "allow-same-ns"  # D11 is rare
         ns = namespaces[(i * 7 + i // len(namespaces)) % len(namespaces)]
         local = apps[ns]
-        a = local[rng.randrange(len(local))]
-        b = local[rng.randrange(len(local))]
+        a, b = _two(rng, local)
         name = f"{form}-{i}"
         i += 1
         if form == "deny-ingress":
@@ -562,6 +568,8 @@ def _policies(
                     },
                 )
             )
+        elif form == "monitoring" and not any("monitoring" in x.labels for x in local):
+            out.append(_netpol(ns, name, {"podSelector": _sel(app=a.name), "ingress": [{}]}))
         elif form == "monitoring":
             out.append(
                 _netpol(
@@ -622,8 +630,7 @@ def _cilium_policies(
     out: list[Doc] = []
     for i in range(count):
         ns = namespaces[(i * 13) % len(namespaces)]
-        a = apps[ns][rng.randrange(len(apps[ns]))]
-        b = apps[ns][rng.randrange(len(apps[ns]))]
+        a, b = _two(rng, apps[ns])
         spec: Doc = {
             "endpointSelector": _sel(app=a.name),
             "ingress": [

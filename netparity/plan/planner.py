@@ -364,9 +364,10 @@ class _Planner:
         return self.hostnet_port.get(node.name, KUBELET_PORT)
 
     def _pod_end(self, cls: PodClass, other: Pod | None) -> PodEndpoint | None:
-        """The class's representative, or another member when `other` is that pod."""
+        """The class's representative, or another member when `other` is that pod; never
+        a pod that is not scheduled (no node to probe it on)."""
         for p in cls.pods:
-            if other is None or p.key != other.key:
+            if p.node_name and (other is None or p.key != other.key):
                 return PodEndpoint(pod=p)
         return None
 
