@@ -82,7 +82,7 @@ class Classes:
         return tuple(c for c in self.classes if c.namespace == namespace)
 
 
-def _ip_int(ip: str | None) -> int | None:
+def ip_int(ip: str | None) -> int | None:
     if ip is None:
         return None
     try:
@@ -165,7 +165,7 @@ def compute_classes(
 
     # --- ipBlock memberships (only blocks holding some but not all pods tell pods apart)
     distinct_blocks = tuple(dict.fromkeys(blocks))
-    with_ip = sorted((ip, i) for i, p in enumerate(pods) if (ip := _ip_int(p.ip)) is not None)
+    with_ip = sorted((ip, i) for i, p in enumerate(pods) if (ip := ip_int(p.ip)) is not None)
     ips = [ip for ip, _ in with_ip]
     order = [i for _, i in with_ip]
     member_of: dict[int, list[str]] = defaultdict(list)
@@ -222,8 +222,8 @@ def compute_classes(
 
 
 def _unique_names(classes: list[PodClass]) -> list[PodClass]:
-    """Last resort for classes that still share a name (selectors tell apart labels the
-    shown set does not): append every label set's digest-free text of the members."""
+    """Last resort for classes that still share a name: append the smallest full label
+    set among their pods (labels only, never names or IPs)."""
     count: dict[str, int] = defaultdict(int)
     for c in classes:
         count[c.name] += 1

@@ -7,6 +7,7 @@ its own text already touches (D6 excluded label keys, D11 untranslatable).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -282,3 +283,26 @@ def ip_blocks(specs: Sequence[PolicySpec]) -> list[IPBlock]:
         for peer in rule.peers
         if peer.block is not None
     ]
+
+
+def reaches_nodes(
+    rule: RuleSpec, node_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]
+) -> bool:
+    """Whether some dataplane could let this rule match a node (D4)."""
+    if rule.selects_nothing:
+        return False
+    if not rule.peers:
+        return True
+    for peer in rule.peers:
+        if peer.kind in (PeerKind.ALL, PeerKind.HOST, PeerKind.REMOTE_NODE, PeerKind.CLUSTER):
+            return True
+        if peer.block is not None and any(peer.block.contains(ip) for ip in node_ips):
+            return True
+    return False
+
+
+def admits_outside(rule: RuleSpec) -> bool:
+    """Whether some dataplane could let this rule match a non-pod source (D5)."""
+    if rule.selects_nothing:
+        return False
+    return not rule.peers or any(p.kind is not PeerKind.PODS for p in rule.peers)
