@@ -32,6 +32,18 @@ class Entry:
     key: str
     group: str
     label: str  # "" at namespace level
+    title: str  # the endpoint's signature (a Service without its receiving node), or the group
+
+
+def _title(e: End) -> str:
+    if e.group == NODES_GROUP:
+        return e.label
+    if e.group == OUTSIDE_GROUP:
+        return f"external:{e.label}"
+    if ":" in e.label and e.kind == "service":
+        via, _, name = e.label.partition(":")
+        return f"{via}:{e.group}/{name}"
+    return f"{e.group}[{e.label}]"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,9 +93,9 @@ def _axis(ends: Sequence[End], max_axis: int) -> tuple[list[Entry], dict[str, in
     entries: dict[str, Entry] = {}
     for e in distinct.values():
         if level == "class":
-            entries[e.key] = Entry(key=e.key, group=e.group, label=e.label)
+            entries[e.key] = Entry(key=e.key, group=e.group, label=e.label, title=_title(e))
         else:
-            entries.setdefault(e.group, Entry(key=e.group, group=e.group, label=""))
+            entries.setdefault(e.group, Entry(key=e.group, group=e.group, label="", title=e.group))
     ordered = sorted(entries.values(), key=lambda x: (_group_order(x.group), x.label))
     index = {x.key: i for i, x in enumerate(ordered)}
     of_end = {k: index[k if level == "class" else e.group] for k, e in distinct.items()}
@@ -129,9 +141,7 @@ def _cell(rows: Sequence[Row], src: Entry, dst: Entry) -> Cell:
         key=lambda c: (_RANK.get(c.status, 99), c.label),
     )
     status = chips[0].status
-    where = f"{src.group}{'[' + src.label + ']' if src.label else ''} -> "
-    where += f"{dst.group}{'[' + dst.label + ']' if dst.label else ''}"
-    lines = [where]
+    lines = [f"{src.title} -> {dst.title}"]
     ordered = sorted(rows, key=lambda r: (_RANK.get(r.status, 99), r.port_protocol))
     for r in ordered[:MAX_TOOLTIP]:
         lines.append(
