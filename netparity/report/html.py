@@ -212,6 +212,16 @@ def _categories(report: Report, lint: LintView | None) -> list[Category]:
     return out
 
 
+def _anchor(r: Row) -> str:
+    """The prefix of the probe's entry above the table: p (a change, a flaky probe or an
+    error), d (a pre-phase disagreement), or "" (none)."""
+    if r.category is not None or r.status in ("flaky", "error"):
+        return "p"
+    if r.check in ("disagrees", "unexpected"):
+        return "d"
+    return ""
+
+
 def _table_rows(report: Report, matrix: Matrix) -> list[list[Any]]:
     out: list[list[Any]] = []
     for r in report.rows:
@@ -234,7 +244,7 @@ def _table_rows(report: Report, matrix: Matrix) -> list[list[Any]]:
                 ", ".join(dict.fromkeys(s for s in (r.scenario, *r.scenarios) if s)),
                 (r.rule or "").removeprefix("NetworkPolicy "),
                 matrix.cell_of.get(r.id, ""),
-                1 if r.category is not None else 0,
+                _anchor(r),
                 r.check or "",
             ]
         )

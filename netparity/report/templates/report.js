@@ -3,7 +3,7 @@
   var data = JSON.parse(document.getElementById("probe-data").textContent);
   var rows = data.rows;
   var NCOL = data.columns.length;
-  var C_STATUS = 0, C_ID = 1, C_PORT = 4, C_CELL = NCOL, C_CHANGED = NCOL + 1, C_CHECK = NCOL + 2;
+  var C_STATUS = 0, C_ID = 1, C_PORT = 4, C_CELL = NCOL, C_ANCHOR = NCOL + 1, C_CHECK = NCOL + 2;
   var tbody = document.getElementById("probe-rows");
   var shown = document.getElementById("shown");
   var filter = document.getElementById("filter");
@@ -23,7 +23,7 @@
   for (var i = 0; i < rows.length; i++) {
     var r = rows[i];
     var id = esc(r[C_ID]);
-    var link = r[C_CHANGED] ? '<a href="#p-' + id + '">' + id + "</a>" : id;
+    var link = r[C_ANCHOR] ? '<a href="#' + r[C_ANCHOR] + "-" + id + '">' + id + "</a>" : id;
     var st = esc(r[C_STATUS]);
     var check = r[C_CHECK] && r[C_CHECK] !== "agrees" ? ' <small>' + esc(r[C_CHECK]) + "</small>" : "";
     html.push(
