@@ -41,7 +41,7 @@ from netparity.engine.traffic import (
 )
 from netparity.model.ciliumpolicy import CiliumPort, CiliumProtocol, CiliumRule, Entity
 from netparity.model.networkpolicy import PolicyPeer, PolicyPort
-from netparity.model.objects import Node, Pod, Protocol, Service
+from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort
 from netparity.model.snapshot import Snapshot
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -613,12 +613,27 @@ class Engine:
                 reason=f"Service {svc.key} has no nodePort",
             )
         receiving = dst.node
-        if receiving is None and isinstance(client, PodPeer) and dst.via is Via.LOAD_BALANCER:
+        if dst.via is Via.LOAD_BALANCER and isinstance(client, PodPeer):
+            # a pod's packets to a LoadBalancer IP leave through, and are taken by, its own node
             receiving = self._nodes.get(client.pod.node_name or "")
+        elif dst.via is Via.LOAD_BALANCER and isinstance(client, HostPeer):
+            receiving = client.node  # a node translates its own traffic to an LB IP
         external = not isinstance(client, PodPeer)
         local_only = (
             dst.via is not Via.CLUSTER_IP and svc.external_traffic_policy == "Local" and external
         )
+        if (
+            not external
+            and dst.via is Via.NODE_PORT
+            and svc.external_traffic_policy == "Local"
+            and not dp.masquerade_bypass
+            and receiving is not None
+            and isinstance(client, PodPeer)
+            and client.pod.node_name != receiving.name
+        ):
+            # Cilium translates only its own node's NodePorts at the pod; another node's
+            # NodePort is handled there like outside traffic: Local keeps local backends.
+            local_only = True
         backend = dst.backend or self._backend(svc, receiving if local_only else None)
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
@@ -664,7 +679,7 @@ class Engine:
             )
         if not external:
             return self._in_cluster_external_ip(
-                client, backend, receiving, port, sp.protocol, dp, kind, notes
+                client, backend, receiving, port, sp, svc, dp, kind, notes, via=dst.via
             )
         # external client, externalTrafficPolicy Cluster (D5 / D5b)
         if dp.masquerade_bypass and same_node:
@@ -693,52 +708,102 @@ class Engine:
         backend: Pod,
         receiving: Node,
         port: int,
-        protocol: Protocol,
+        sp: ServicePort,
+        svc: Service,
         dp: Dataplane,
         kind: PathKind,
         notes: list[str],
+        *,
+        via: Via,
     ) -> _Path:
-        """D5d: a pod reaching a Service through a NodePort or LoadBalancer IP."""
+        """A pod reaching a Service through a NodePort or a LoadBalancer IP (D5d)."""
         assert isinstance(client, PodPeer)
-        svc_local = False
-        if not dp.masquerade_bypass:
-            notes.append("translated at the client like pod-to-pod, both sides evaluated (D5d)")
-            return self._with_notes(
-                self._to_pod(client, backend, port, protocol, dp, kind=kind), notes
-            )
+        protocol = sp.protocol
         legs: list[_Leg] = []
-        if client.pod.node_name != receiving.name:
-            # the packet first leaves the client's node towards the receiving node's IP
+        remote = client.pod.node_name != receiving.name
+        if remote and via is Via.NODE_PORT and sp.node_port is not None:
+            # the packet first leaves the client's node towards another node's address
             legs.append(
                 _Leg(
                     direction=EGRESS,
                     subject=client.pod,
                     peer=HostPeer(node=receiving),
+                    port=sp.node_port,
+                    protocol=protocol,
+                )
+            )
+            notes.append(f"egress to {receiving.name}:{sp.node_port} is judged before translation")
+        pod_to_pod = (
+            _Leg(
+                direction=EGRESS,
+                subject=client.pod,
+                peer=PodPeer(pod=backend),
+                port=port,
+                protocol=protocol,
+            ),
+            _Leg(direction=INGRESS, subject=backend, peer=client, port=port, protocol=protocol),
+        )
+        if dp.masquerade_bypass:
+            if svc.external_traffic_policy == "Local":
+                notes.append(
+                    "externalTrafficPolicy Local: kube-proxy sends pods' traffic like "
+                    "ClusterIP traffic, unmarked"
+                )
+                if remote and backend.node_name != receiving.name:
+                    return _Path(
+                        kind=kind,
+                        decided=Decision.DENY,
+                        notes=tuple(notes),
+                        backend=backend,
+                        port=port,
+                        reason=(
+                            f"without SNAT the backend on {backend.node_name} answers the client "
+                            f"directly, not through {receiving.name}: the reply does not match "
+                            "the connection (a routing failure, not a policy)"
+                        ),
+                    )
+                return _Path(
+                    kind=kind,
+                    legs=(*legs, *pod_to_pod),
+                    notes=tuple(notes),
+                    backend=backend,
+                    port=port,
+                )
+            if backend.node_name == receiving.name:
+                notes.append("kube-proxy's masquerade mark skips NPM on the receiving node (D5d)")
+                return _Path(
+                    kind=kind,
+                    legs=tuple(legs),
+                    notes=tuple(notes),
+                    backend=backend,
+                    port=port,
+                    reason="masquerade-marked traffic is accepted before NPM (D5d)",
+                )
+            legs.append(
+                _Leg(
+                    direction=INGRESS,
+                    subject=backend,
+                    peer=HostPeer(node=receiving, via="SNAT by the receiving node"),
                     port=port,
                     protocol=protocol,
                 )
             )
-            notes.append(f"egress to {receiving.name}'s address is judged before translation")
-        if backend.node_name == receiving.name or svc_local:
-            notes.append("kube-proxy's masquerade mark skips NPM on the receiving node (D5d)")
+            notes.append(f"SNAT to {receiving.name}; the backend's node judges its ingress (D5d)")
             return _Path(
-                kind=kind,
-                legs=tuple(legs),
-                notes=tuple(notes),
-                backend=backend,
-                port=port,
-                reason="masquerade-marked traffic is accepted before NPM (D5d)",
+                kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port
             )
+        if not legs:
+            notes.append("translated at the client like pod-to-pod, both sides evaluated (D5d)")
+            return _Path(kind=kind, legs=pod_to_pod, notes=tuple(notes), backend=backend, port=port)
+        # another node's NodePort: that node translates it like outside traffic
+        if backend.node_name == receiving.name or not dp.snat_to_receiving_node:
+            peer: Peer = client
+        else:
+            peer = HostPeer(node=receiving, via="SNAT by the receiving node")
+            notes.append(f"SNAT to {receiving.name} (D5b)")
         legs.append(
-            _Leg(
-                direction=INGRESS,
-                subject=backend,
-                peer=HostPeer(node=receiving, via="SNAT by the receiving node"),
-                port=port,
-                protocol=protocol,
-            )
+            _Leg(direction=INGRESS, subject=backend, peer=peer, port=port, protocol=protocol)
         )
-        notes.append(f"SNAT to {receiving.name}; the backend's node judges its ingress (D5d)")
         return _Path(kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port)
 
     def _cluster_ip(

@@ -685,6 +685,19 @@ def _node_lines(topology: LabTopology, node: LabNode) -> list[str]:
     for host in topology.hosts:
         if ipaddress.IPv4Address(host.ip) not in net:
             lines.append(f"route add {host.ip}/32 dev eth0 scope link")
+    # The node's own traffic to a ClusterIP needs a route before nat OUTPUT translates it.
+    lines.extend(_service_routes(topology.snapshot.services, net))
+    return lines
+
+
+def _service_routes(services: Iterable[Service], net: _Net) -> list[str]:
+    lines = [f"route replace {SERVICE_CIDR} dev eth0 scope link"]
+    for svc in services:
+        ip = svc.cluster_ip
+        if ip and ip != "None":
+            addr = ipaddress.IPv4Address(ip)
+            if addr not in SERVICE_CIDR and addr not in net:
+                lines.append(f"route replace {ip}/32 dev eth0 scope link")
     return lines
 
 
@@ -1154,4 +1167,49 @@ def add_hosts(name: str, ips: Sequence[str]) -> LabTopology:
             nx.sysctl(h.netns, _HOST_SYSCTLS)
         agents = start_agents(name, [host_agent(h, topology.snapshot) for h in new])
         save_state(dataclasses.replace(state, topology=updated, agents=(*state.agents, *agents)))
+        return updated
+
+
+def add_services(name: str, services: Sequence[Service]) -> LabTopology:
+    """Add Services a run creates for itself (the planner's run-owned NodePorts) to a ready
+    lab: allocate their addresses, then re-render and re-apply every node's rules, as
+    kube-proxy or Cilium would on a Service event. Returns the new topology."""
+    check_lab_name(name)
+    _require_root()
+    with lab_lock(name):
+        state = status(name)
+        assert state.topology is not None
+        topology = state.topology
+        known = {s.key for s in topology.snapshot.services}
+        wanted = [s for s in services if s.key not in known]
+        if not wanted:
+            return topology
+        snap = topology.snapshot
+        used = {_v4(n.ip, kind="Node", name=n.name, field="ip") for n in topology.nodes}
+        used |= {_v4(p.ip, kind="Pod", name=p.key, field="ip") for p in topology.pods}
+        used |= {_v4(h.ip, kind="Host", name=h.name, field="ip") for h in topology.hosts}
+        for svc in snap.services:
+            for addr in (svc.cluster_ip, *svc.load_balancer_ips):
+                if addr and addr != "None":
+                    used.add(_v4(addr, kind="Service", name=svc.key, field="clusterIP"))
+        taken = {sp.node_port for s in snap.services for sp in s.ports if sp.node_port}
+        for svc in wanted:
+            for sp in svc.ports:
+                if sp.node_port is not None and sp.node_port in taken:
+                    raise InputError(
+                        f"nodePort {sp.node_port} is already used in lab {name}",
+                        kind="Service",
+                        name=svc.key,
+                        field="spec.ports.nodePort",
+                    )
+        added = _plan_services(wanted, used)
+        new_snapshot = dataclasses.replace(
+            snap, services=tuple(sorted((*snap.services, *added), key=lambda s: s.key))
+        )
+        updated = dataclasses.replace(topology, snapshot=new_snapshot)
+        routes = _service_routes(added, _node_net(topology))
+        for node in topology.nodes:
+            nx.ip_batch(routes, netns=node.netns, what=f"node {node.name}: Service routes")
+        _apply_rules(updated, _default_render()(updated), lambda: None)
+        save_state(dataclasses.replace(state, topology=updated))
         return updated

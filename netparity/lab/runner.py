@@ -31,6 +31,7 @@ from netparity.lab import netns as nx
 from netparity.lab.build import (
     DEFAULT_LAB,
     add_hosts,
+    add_services,
     agent_path,
     agent_python,
     check_lab_name,
@@ -268,14 +269,19 @@ class LabBackend:
         raise _Unresolved(f"unknown destination endpoint {dst!r}")
 
     def _receiving(self, ix: _Index, dst: ServiceEndpoint, src: _Source) -> LabNode:
-        """The node that receives NodePort/LB traffic: the one named, else the source's own
-        node, else the chosen backend's node, else the first node."""
+        """The node that receives NodePort/LB traffic (docs/probes.md): the one named; else,
+        for a LoadBalancer IP reached from a pod or node, the source's own node (its packets
+        leave through it); else the node of the Service's first backend by pod key."""
         if dst.node is not None:
             return ix.node(dst.node.name)
-        if src.node is not None:
+        if dst.via is Via.LOAD_BALANCER and src.node is not None:
             return ix.node(src.node)
-        if dst.backend is not None and dst.backend.key in ix.pods:
-            return ix.node(ix.pods[dst.backend.key].node)
+        backend = dst.backend
+        if backend is None:
+            svc = ix.services.get(dst.service.key, dst.service)
+            backend = next(iter(ix.topo.snapshot.backends(svc)), None)
+        if backend is not None and backend.key in ix.pods:
+            return ix.node(ix.pods[backend.key].node)
         return ix.topo.nodes[0]
 
     # -- running
@@ -285,9 +291,25 @@ class LabBackend:
     ) -> list[_Probe]:
         """Resolve every target not yet answered; unknown external addresses get a host."""
         ix = _Index(self.topology())
+        extra = {
+            t.traffic.destination.service.key: t.traffic.destination.service
+            for t in targets
+            if isinstance(t.traffic.destination, ServiceEndpoint)
+            and t.traffic.destination.service.key not in ix.services
+        }
+        if extra:  # the run's own Services (the planner's): created like a run would
+            try:
+                ix = _Index(add_services(self.name, [extra[k] for k in sorted(extra)]))
+            except NetparityError as e:
+                for i, t in enumerate(targets):
+                    dst = t.traffic.destination
+                    if isinstance(dst, ServiceEndpoint) and dst.service.key in extra:
+                        results[i] = _error(t, f"cannot create Service {dst.service.key}: {e}")
         probes: list[_Probe] = []
         missing: dict[int, str] = {}
         for i, target in enumerate(targets):
+            if results[i] is not None:
+                continue
             try:
                 probes.append(self._probe(ix, i, target))
             except _NeedHost as need:
