@@ -84,7 +84,7 @@ class ScenarioProbes(PlannerBase):
                 number, proto = c.ports[0]
             else:
                 number, proto = 8080, Protocol.TCP
-            sig = (*behaviour, number, proto)
+            sig = (*behaviour, number, proto, c.named_ports)  # ingress names resolve here
             if sig in seen:
                 continue  # another class already shows how this behaviour meets outside traffic
             seen.add(sig)
