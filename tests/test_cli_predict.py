@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builders import netpol, node, ns, pod
 from netparity.cli import main
+
+from builders import netpol, node, ns, pod
 
 
 @pytest.fixture

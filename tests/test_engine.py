@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
-from builders import base_cluster, cnp, netpol, pod, service
 from netparity.engine.dataplane import get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Decision, Traffic, Verdict
 from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot
 from netparity.probefile import resolve_endpoint
+
+from builders import base_cluster, cnp, netpol, pod, service
 
 
 def judge(

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab_fixtures import LabFactory, module_lab_factory  # noqa: F401
-
 from netparity.backend import Observed, Target
 from netparity.engine.dataplane import get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Traffic
 from netparity.model.snapshot import Snapshot, load_snapshot, snapshot_from_dicts
 from netparity.probefile import load_probe_file, resolve_endpoint, resolve_probes
+
+from lab_fixtures import LabFactory, module_lab_factory  # noqa: F401
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from builders import netpol, ns, pod
 
 from netparity.cli import main
 from netparity.errors import InputError
 from netparity.model import load_snapshot, snapshot_from_dicts
+
+from builders import netpol, ns, pod
 
 LIST = """\
 apiVersion: v1

@@ -108,6 +108,7 @@ class Engine:
         self._exclusion_re: dict[tuple[str, ...], re.Pattern[str] | None] = {}
         self._dp_refs: dict[int, Dataplane] = {}  # keeps the ids used in cache keys alive
         self._ips: dict[str, _IP] = {}
+        self._backends: dict[str, tuple[Pod, ...]] = {}
 
     # ---------------------------------------------------------------- labels
 
@@ -856,7 +857,10 @@ class Engine:
 
     def _backend(self, svc: Service, on_node: Node | None) -> Pod | None:
         """The first ready backend by pod key (the lab sends to it too); for Local, on the node."""
-        for pod in self.snapshot.backends(svc):
+        backends = self._backends.get(svc.key)
+        if backends is None:
+            backends = self._backends[svc.key] = self.snapshot.backends(svc)
+        for pod in backends:
             if on_node is None or pod.node_name == on_node.name:
                 return pod
         return None
