@@ -77,7 +77,7 @@ def cluster_docs() -> list[dict[str, Any]]:
 @pytest.fixture
 def suites(pytester: pytest.Pytester) -> pytest.Pytester:
     (pytester.path / "suites").mkdir()
-    for name in ("test_connectivity.py", "test_explicit.py", "test_lint.py"):
+    for name in ("__init__.py", "test_connectivity.py", "test_explicit.py", "test_lint.py"):
         shutil.copy(REPO / "suites" / name, pytester.path / "suites" / name)
     pytester.makeconftest(CONFTEST)
     (pytester.path / "cluster.yaml").write_text(
