@@ -70,6 +70,7 @@ class Chromium:
             self.send("Page.enable")
             self.send("Network.enable")
             self.send("Runtime.enable")
+            self.send("Performance.enable")
             self.viewport(width, height)
         except BaseException:
             self.close()
@@ -119,11 +120,12 @@ class Chromium:
     def wait_event(self, method: str, timeout: float = 60) -> dict[str, Any]:
         for i, e in enumerate(self.events):
             if e.get("method") == method:
-                return self.events.pop(i)
+                found: dict[str, Any] = self.events.pop(i)
+                return found
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.ws.settimeout(max(0.1, deadline - time.monotonic()))
-            msg = json.loads(self.ws.recv())
+            msg: dict[str, Any] = json.loads(self.ws.recv())
             if msg.get("method") == method:
                 return msg
             self.events.append(msg)
@@ -144,6 +146,12 @@ class Chromium:
         self.send("Page.navigate", {"url": path.resolve().as_uri()})
         self.wait_event("Page.loadEventFired", timeout)
         return time.monotonic() - start
+
+    def metrics(self) -> dict[str, float]:
+        """The renderer's counters: TaskDuration, ScriptDuration, LayoutDuration (seconds of
+        main-thread work), Nodes, JSHeapUsedSize, ..."""
+        raw = self.send("Performance.getMetrics")["metrics"]
+        return {m["name"]: float(m["value"]) for m in raw}
 
     def eval(self, expression: str) -> Any:
         result = self.send(

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import xmlschema
 import yaml
@@ -182,7 +182,7 @@ def test_the_remediation_yaml_is_the_lints_objects_ready_to_apply(
     report = lint_snapshot(runs.snapshot, target="cilium")
     fixes = {f.id: f.fix for f in report.findings if f.fix is not None}
     shown = re.findall(
-        r'<article class="finding" id="f-([^"]+)">.*?<pre class="yaml"[^>]*><code>(.*?)</code></pre>',
+        r'<details class="finding" id="f-([^"]+)"[^>]*>.*?<pre class="yaml"[^>]*><code>(.*?)</code></pre>',
         text,
         re.S,
     )
@@ -196,9 +196,10 @@ def test_the_remediation_yaml_is_the_lints_objects_ready_to_apply(
 
 def test_a_lint_finding_is_shown_with_the_probes_of_its_policy(written: Path, runs: Runs) -> None:
     text = page(written)
-    article = text[text.index('id="f-ipblock-pods/ipblock-test/allow-from-pod-cidr"') :]
-    article = article[: article.index("</article>")]
-    probes = ids_in(article)
+    finding = "ipblock-pods/ipblock-test/allow-from-pod-cidr"
+    assert f'<details class="finding" id="f-{finding}" open>' in text
+    rows = re.findall(r'<tr id="p-([0-9a-f]+)">(.*?)</tr>', text, re.S)
+    probes = {pid for pid, body in rows if f'href="#f-{finding}"' in body}
     assert probes
     for pid in probes:
         p = runs.parity.by_id()[pid]
@@ -239,10 +240,11 @@ def test_the_probe_table_data_holds_every_probe_once(written: Path, runs: Runs) 
     raw = text[text.index('<script type="application/json" id="probe-data">') :]
     raw = raw[raw.index(">") + 1 : raw.index("</script>")]
     data = json.loads(raw)
-    assert [r[1] for r in data["rows"]] == [p.id for p in runs.parity.probes]
-    assert Counter(r[0] for r in data["rows"]) == Counter(
-        p.status.value for p in runs.parity.probes
-    )
+    strings = data["strings"]
+    rows = [[strings[i] for i in r] for r in data["rows"]]
+    assert [r[1] for r in rows] == [p.id for p in runs.parity.probes]
+    assert Counter(r[0] for r in rows) == Counter(p.status.value for p in runs.parity.probes)
+    assert len(strings) == len(set(strings))
 
 
 def test_a_record_before_the_upgrade_gives_the_predictions_and_the_fixes(
@@ -620,7 +622,7 @@ def test_the_runs_junit_is_schema_valid_named_by_phase_with_every_probe_property
     for phase in ("pre", "post"):
         path = suite_runs / f"junit-{phase}.xml"
         junit_schema.validate(str(path))
-        tree = junit_schema.to_dict(str(path))
+        tree: Any = junit_schema.to_dict(str(path))
         (suite,) = tree["testsuite"]
         assert suite["@name"] == f"netparity-{phase}"
         cases = [c for c in suite["testcase"] if "properties" in c]
@@ -644,7 +646,8 @@ def test_the_runs_junit_is_schema_valid_named_by_phase_with_every_probe_property
                 "netparity.predicted",
                 "netparity.scenario",
             } <= names
-    post = junit_schema.to_dict(str(suite_runs / "junit-post.xml"))["testsuite"][0]
+    post_tree: Any = junit_schema.to_dict(str(suite_runs / "junit-post.xml"))
+    post = post_tree["testsuite"][0]
     assert int(post["@failures"]) == sum(1 for p in parity["probes"] if p["failed"])
 
 

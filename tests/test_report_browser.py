@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_chromium import Chromium
 from report_records import Runs, make_runs, write_runs
 
 from netparity.lint import lint_snapshot
 from netparity.report import write_reports
 from netparity.report.lintdata import LINT_FILE, lint_view, write_lint
+
+from report_chromium import Chromium
 
 # The order of seriousness a cell's colour follows (docs/report.md).
 SEVERITY = ("lost", "gained", "predicted", "error", "flaky", "accepted", "missing", "new", "same")
@@ -107,7 +108,7 @@ def test_the_parity_page_shows_the_verdict_the_changed_cells_and_a_working_table
     changed = {k: v for k, v in expected.items() if v != "same"}
     cells = browser.eval(
         "Array.from(document.querySelectorAll('#mx td.c')).map(td => {"
-        " const tr = td.parentElement, col = td.cellIndex;"
+        " const tr = td.parentElement, col = +td.dataset.cell.split('-')[1] + 1;"
         " const th = document.querySelector('#mx thead tr').cells[col];"
         " return [tr.cells[0].title, th.title, td.dataset.status, td.dataset.cell]; })"
     )
@@ -195,3 +196,41 @@ def test_the_pre_migration_page_shows_the_predictions_in_chromium(
     assert yaml_blocks and all("kind: CiliumNetworkPolicy" in y for y in yaml_blocks)
     data = json.loads(browser.eval("document.getElementById('probe-data').textContent"))
     assert len(data["rows"]) == len(runs.plan.probes)
+
+
+def test_changed_probes_beyond_the_first_few_appear_on_a_click_or_a_link(
+    browser: Chromium, folder: Path, runs: Runs, tmp_path: Path
+) -> None:
+    from netparity.report.html import render_html
+    from netparity.report.lintdata import categorize, load_lint
+    from netparity.report.model import load_report
+
+    lint = load_lint(folder / LINT_FILE)
+    report = load_report(folder / "parity.json")
+    report = report.with_rows(categorize(report.rows, lint))
+    page = tmp_path / "capped.html"
+    page.write_text(render_html(report, lint=lint, cap=2), encoding="utf-8")
+    browser.open(page)
+    drawn = browser.eval(
+        "Array.from(document.querySelectorAll('#cat-external-ingress table.changes tbody tr'))"
+        ".map(tr => tr.id.slice(2))"
+    )
+    assert len(drawn) == 2
+    hidden = [r.id for r in report.rows if r.category == "external-ingress" and r.id not in drawn]
+    assert hidden and browser.eval(f"document.getElementById('p-{hidden[-1]}') === null")
+    # a link to a probe not drawn yet draws it and goes there
+    browser.eval(f"location.hash = 'p-{hidden[-1]}'")
+    time.sleep(0.2)
+    assert browser.eval(f"document.getElementById('p-{hidden[-1]}').offsetParent !== null")
+    assert browser.eval(
+        "document.querySelectorAll('#cat-external-ingress table.changes tbody tr').length"
+    ) == 2 + len(hidden)
+    # the button of another section draws the rest of it
+    browser.click("#cat-lb-in-cluster button.show-more")
+    total = sum(1 for r in report.rows if r.category == "lb-in-cluster")
+    assert (
+        browser.eval(
+            "document.querySelectorAll('#cat-lb-in-cluster table.changes tbody tr').length"
+        )
+        == total
+    )

@@ -112,10 +112,8 @@ TABLE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FindingGroup:
-    finding: FindingView | None  # None: probes no finding explains
-    rows: tuple[Row, ...]
+OPEN_FIXES = 8  # a cause with at most this many findings shows their YAML unfolded
+CAP = 40  # changed probes drawn per section when the page opens; the rest on a click
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,10 +121,14 @@ class Category:
     key: str
     title: str
     why: str
-    rows: tuple[Row, ...]
-    groups: tuple[FindingGroup, ...]
+    rows: tuple[Row, ...]  # grouped by the finding that explains them, most severe first
+    findings: tuple[tuple[FindingView, int], ...]  # the findings these probes hit, and how many
     unmatched_findings: tuple[FindingView, ...]  # the lint's findings of this kind no probe hit
     guide: bool
+
+    @property
+    def open_fixes(self) -> bool:
+        return len(self.findings) <= OPEN_FIXES
 
 
 def _asset(name: str) -> str:
@@ -148,6 +150,7 @@ def environment() -> jinja2.Environment:
         )
         env.filters["when"] = when
         env.filters["rules_or"] = rules_or
+        env.filters["decisive"] = decisive
         _ENV = env
     return _ENV
 
@@ -165,6 +168,21 @@ def rules_or(side: Any, limit: int = 220) -> str:
         return "; ".join(side.rules)
     text: str = side.explanation or "-"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def decisive(side: Any) -> str:
+    """The explanation with the side that decided first: for a deny the direction no rule
+    admits, for an allow the rules that admit (the engine writes egress first)."""
+    text: str = side.explanation or ""
+    head, sep, tail = text.partition("; ingress: ")
+    if not sep or not head.startswith("egress: "):
+        return text or "no prediction"
+    egress, ingress = head, "ingress: " + tail
+    verdict = side.predicted if side.is_prediction else side.verdict
+    key = "admitted by" if verdict == "allow" else "no rule admits"
+    if key in ingress and key not in egress:
+        return f"{ingress}; {egress}"
+    return text
 
 
 def _json_script(data: Any) -> Markup:
@@ -189,22 +207,19 @@ def _categories(report: Report, lint: LintView | None) -> list[Category]:
         of_kind = tuple(f for f in (lint.findings if lint else ()) if f.kind == key)
         if not rows and not of_kind and key not in GUIDE:
             continue
-        ordered = [FindingGroup(finding=findings[k], rows=tuple(v)) for k, v in groups.items() if k]
-        ordered.sort(
-            key=lambda g: (
-                (g.finding.severity != "outage", g.finding.object) if g.finding else (True, "")
-            )
+        hits = sorted(
+            ((findings[k], len(v)) for k, v in groups.items() if k is not None),
+            key=lambda fn: (fn[0].severity != "outage", fn[0].object),
         )
-        if None in groups:
-            ordered.append(FindingGroup(finding=None, rows=tuple(groups[None])))
+        ordered = [r for f, _ in hits for r in groups[f.id]] + list(groups.get(None, []))
         title, why = CATEGORY_TITLES.get(key, (key, ""))
         out.append(
             Category(
                 key=key,
                 title=title,
                 why=why,
-                rows=tuple(rows),
-                groups=tuple(ordered),
+                rows=tuple(ordered),
+                findings=tuple(hits),
                 unmatched_findings=tuple(f for f in of_kind if f.id not in hit),
                 guide=key in GUIDE,
             )
@@ -249,6 +264,14 @@ def _table_rows(report: Report, matrix: Matrix) -> list[list[Any]]:
             ]
         )
     return out
+
+
+def _interned(rows: list[list[Any]]) -> dict[str, Any]:
+    """The table's rows with every cell an index into one list of strings (half the bytes:
+    sources, destinations, rules and verdicts repeat)."""
+    strings: dict[str, int] = {}
+    out = [[strings.setdefault(str(cell), len(strings)) for cell in r] for r in rows]
+    return {"columns": TABLE_COLUMNS, "strings": list(strings), "rows": out}
 
 
 def _verdict(report: Report) -> dict[str, str]:
@@ -404,6 +427,7 @@ def render_html(
     lint: LintView | None = None,
     files: Mapping[str, str] | None = None,
     max_axis: int | None = None,
+    cap: int = CAP,
 ) -> str:
     """The page, as text. `files` names the sibling files to link (label -> relative path)."""
     matrix = build_matrix(report.rows, **({"max_axis": max_axis} if max_axis else {}))
@@ -430,7 +454,8 @@ def render_html(
         disagreements=disagreements,
         files=dict(files or {}),
         columns=TABLE_COLUMNS,
-        table_json=_json_script({"columns": TABLE_COLUMNS, "rows": _table_rows(report, matrix)}),
+        cap=cap,
+        table_json=_json_script(_interned(_table_rows(report, matrix))),
         css=Markup(_asset("report.css")),
         js=Markup(_asset("report.js")),
         version=__version__,

@@ -292,7 +292,9 @@ class Matcher:
             if of_kind:
                 found = of_kind
         port = f"{_port_number(row.port)}/{row.protocol}"
-        found.sort(key=lambda f: (port not in f.ports, f.severity != "outage"))
+        found.sort(
+            key=lambda f: (f.kind != row.scenario, port not in f.ports, f.severity != "outage")
+        )
         return found
 
 

@@ -82,6 +82,42 @@ class Matrix:
     def size(self) -> int:
         return len(self.rows) * len(self.cols)
 
+    def col_starts(self) -> frozenset[int]:
+        """Columns that open a namespace (drawn with a thicker line), at class level."""
+        if self.col_level != "class":
+            return frozenset()
+        return frozenset(
+            j for j, c in enumerate(self.cols) if j == 0 or c.group != self.cols[j - 1].group
+        )
+
+    def row_starts(self) -> frozenset[int]:
+        if self.row_level != "class":
+            return frozenset()
+        return frozenset(
+            i for i, r in enumerate(self.rows) if i == 0 or r.group != self.rows[i - 1].group
+        )
+
+    def segments(self, i: int, starts: frozenset[int]) -> list[Segment]:
+        """Row i as cells and runs of empty columns (one <td colspan> each: a sparse
+        matrix of thousands of cells stays a few hundred elements)."""
+        out: list[Segment] = []
+        for j in range(len(self.cols)):
+            cell = self.cells.get((i, j))
+            if cell is None and out and out[-1].cell is None and j not in starts:
+                last = out[-1]
+                out[-1] = Segment(col=last.col, span=last.span + 1, cell=None, start=last.start)
+            else:
+                out.append(Segment(col=j, span=1, cell=cell, start=j in starts))
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    col: int
+    span: int
+    cell: Cell | None
+    start: bool  # opens a namespace
+
 
 def _group_order(group: str) -> tuple[int, str]:
     return ({NODES_GROUP: 1, OUTSIDE_GROUP: 2}.get(group, 0), group)

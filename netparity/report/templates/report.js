@@ -1,16 +1,27 @@
 (function () {
   "use strict";
+  // the probe table: rows arrive as indices into one list of strings
   var data = JSON.parse(document.getElementById("probe-data").textContent);
-  var rows = data.rows;
+  var S = data.strings;
+  var rows = data.rows.map(function (r) { return r.map(function (i) { return S[i]; }); });
   var NCOL = data.columns.length;
   var C_STATUS = 0, C_ID = 1, C_PORT = 4, C_CELL = NCOL, C_ANCHOR = NCOL + 1, C_CHECK = NCOL + 2;
+  var LIMIT = 200; // rows drawn at once; the rest on request
   var tbody = document.getElementById("probe-rows");
   var shown = document.getElementById("shown");
+  var more = document.getElementById("more-rows");
   var filter = document.getElementById("filter");
   var status = document.getElementById("status");
   var cellBox = document.getElementById("cellfilter");
   var cellText = document.getElementById("celltext");
   var cell = "";
+  var only = ""; // one probe id, when a link leads to a probe the filter hid
+  var limit = LIMIT;
+  var text = rows.map(function (r) {
+    return r.slice(0, NCOL).join(" ").toLowerCase() + " " + r[C_CHECK];
+  });
+  var order = rows.map(function (_, i) { return i; });
+  var view = order;
 
   function esc(s) {
     return String(s).replace(/[&<>"]/g, function (c) {
@@ -18,56 +29,59 @@
     });
   }
 
-  // one <tr> per probe, built once; filtering hides rows, sorting moves them
-  var html = [];
-  for (var i = 0; i < rows.length; i++) {
-    var r = rows[i];
+  function rowHtml(r) {
     var id = esc(r[C_ID]);
     var link = r[C_ANCHOR] ? '<a href="#' + r[C_ANCHOR] + "-" + id + '">' + id + "</a>" : id;
     var st = esc(r[C_STATUS]);
-    var check = r[C_CHECK] && r[C_CHECK] !== "agrees" ? ' <small>' + esc(r[C_CHECK]) + "</small>" : "";
-    html.push(
-      '<tr id="t-' + id + '" data-status="' + st + '" data-cell="' + esc(r[C_CELL]) + '">' +
-      '<td><span class="badge st-' + st + '">' + st + "</span>" + check + "</td><td>" + link + "</td>" +
-      "<td>" + esc(r[2]) + "</td><td>" + esc(r[3]) + "</td><td>" + esc(r[4]) + "</td><td>" + esc(r[5]) +
-      '</td><td><span class="v v-' + esc(r[6]) + '">' + esc(r[6]) + '</span></td><td><span class="v v-' +
-      esc(r[7]) + '">' + esc(r[7]) + "</span></td><td>" + esc(r[8]) + "</td><td>" + esc(r[9]) +
-      "</td><td>" + esc(r[10]) + "</td></tr>"
-    );
+    var check = r[C_CHECK] && r[C_CHECK] !== "agrees" ? " <small>" + esc(r[C_CHECK]) + "</small>" : "";
+    var cells = "";
+    for (var c = 2; c < NCOL; c++) {
+      var v = esc(r[c]);
+      cells += c === 6 || c === 7 ? '<td><span class="v v-' + v + '">' + v + "</span></td>" : '<td title="' + v + '">' + v + "</td>";
+    }
+    return '<tr id="t-' + id + '" data-status="' + st + '" data-cell="' + esc(r[C_CELL]) + '">' +
+      '<td><span class="badge st-' + st + '">' + st + "</span>" + check + "</td><td>" + link + "</td>" + cells + "</tr>";
   }
-  tbody.innerHTML = html.join("");
-  var trs = Array.prototype.slice.call(tbody.rows);
-  var text = rows.map(function (r) {
-    return r.slice(0, NCOL).join(" ").toLowerCase() + " " + (r[C_CHECK] || "");
-  });
+
+  function draw() {
+    var n = Math.min(view.length, limit), html = new Array(n);
+    for (var i = 0; i < n; i++) html[i] = rowHtml(rows[view[i]]);
+    tbody.innerHTML = html.join("");
+    shown.textContent = view.length === rows.length ? rows.length + " probes" : view.length + " of " + rows.length + " probes";
+    if (view.length > n) {
+      more.hidden = false;
+      more.innerHTML = "Showing the first " + n + ' of these; <button type="button" id="all-rows">show all ' + view.length + "</button> (or narrow the filter).";
+      document.getElementById("all-rows").addEventListener("click", function () { limit = Infinity; draw(); });
+    } else {
+      more.hidden = true;
+    }
+    document.body.setAttribute("data-shown", String(view.length));
+  }
 
   function apply() {
     var terms = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
     var want = status.value;
-    var n = 0;
-    for (var i = 0; i < rows.length; i++) {
-      var ok = true;
+    view = order.filter(function (i) {
       var st = rows[i][C_STATUS];
-      if (want === "!same") ok = st !== "same";
-      else if (want) ok = st === want;
-      if (ok && cell) ok = rows[i][C_CELL] === cell;
-      for (var t = 0; ok && t < terms.length; t++) ok = text[i].indexOf(terms[t]) !== -1;
-      trs[i].hidden = !ok;
-      if (ok) n++;
-    }
-    shown.textContent = n === rows.length ? rows.length + " probes" : n + " of " + rows.length + " probes";
-    document.body.setAttribute("data-shown", String(n));
+      if (only) return rows[i][C_ID] === only;
+      if (want === "!same" ? st === "same" : want && st !== want) return false;
+      if (cell && rows[i][C_CELL] !== cell) return false;
+      for (var t = 0; t < terms.length; t++) if (text[i].indexOf(terms[t]) === -1) return false;
+      return true;
+    });
+    limit = LIMIT;
+    draw();
   }
 
   var timer = null;
   filter.addEventListener("input", function () {
+    only = "";
     clearTimeout(timer);
     timer = setTimeout(apply, 60);
   });
-  status.addEventListener("change", apply);
+  status.addEventListener("change", function () { only = ""; apply(); });
 
-  // sorting: click a header; numbers sort as numbers
-  var order = rows.map(function (_, i) { return i; });
+  // sorting: click a header (again: the other way); numbers sort as numbers
   var heads = document.querySelectorAll("#probe-table thead th");
   var sortCol = -1, sortDir = 1;
   var rank = { lost: 0, gained: 1, predicted: 2, error: 3, flaky: 4, accepted: 5, missing: 6, "new": 7, same: 8 };
@@ -75,19 +89,17 @@
     var v = rows[i][c];
     if (c === C_STATUS) return rank[v] === undefined ? 9 : rank[v];
     if (c === C_PORT) { var m = /^(\d+)/.exec(v); return m ? +m[1] : 1e9; }
-    return String(v).toLowerCase();
+    return v.toLowerCase();
   }
   function sortBy(c) {
     sortDir = c === sortCol ? -sortDir : 1;
     sortCol = c;
-    order.sort(function (a, b) {
+    order = order.slice().sort(function (a, b) {
       var x = key(a, c), y = key(b, c);
       return (x < y ? -1 : x > y ? 1 : a - b) * sortDir;
     });
-    var frag = document.createDocumentFragment();
-    for (var i = 0; i < order.length; i++) frag.appendChild(trs[order[i]]);
-    tbody.appendChild(frag);
     for (var h = 0; h < heads.length; h++) heads[h].className = h === c ? (sortDir > 0 ? "asc" : "desc") : "";
+    apply();
   }
   Array.prototype.forEach.call(heads, function (th) {
     var c = +th.getAttribute("data-col");
@@ -99,6 +111,7 @@
   var selected = null;
   function showCell(td) {
     cell = td.getAttribute("data-cell");
+    only = "";
     if (selected) selected.classList.remove("sel");
     selected = td;
     td.classList.add("sel");
@@ -122,11 +135,12 @@
     showCell(td);
   });
 
-  // the count tiles filter the table by status
+  // the count tiles filter the table
   Array.prototype.forEach.call(document.querySelectorAll(".tile"), function (a) {
     a.addEventListener("click", function () {
       var s = a.getAttribute("data-status");
       if (!s) return;
+      only = "";
       if (s.indexOf("text:") === 0) {
         status.value = "";
         filter.value = s.slice(5);
@@ -137,6 +151,24 @@
       }
       apply();
     });
+  });
+
+  // a section's other changed probes wait as text (no elements to build) until asked for
+  function expand(tpl) {
+    var table = tpl.previousElementSibling;
+    table.tBodies[0].insertAdjacentHTML("beforeend", tpl.textContent);
+    var p = tpl.nextElementSibling;
+    if (p && p.classList.contains("more-rows")) p.remove();
+    tpl.remove();
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("button.show-more"), function (b) {
+    b.addEventListener("click", function () { expand(b.parentElement.previousElementSibling); });
+  });
+
+  // long explanations: three lines, a click shows the rest
+  document.addEventListener("click", function (e) {
+    var c = e.target.closest && e.target.closest(".clamp");
+    if (c) c.classList.toggle("open");
   });
 
   // copy buttons: the clipboard API where allowed, else a selection and execCommand
@@ -151,28 +183,47 @@
         var sel = window.getSelection();
         sel.removeAllRanges();
         sel.addRange(range);
-        try { document.execCommand("copy"); done(); } catch (err) { b.textContent = "Selected: press Ctrl+C"; }
+        try { if (document.execCommand("copy")) done(); else b.textContent = "Selected: press Ctrl+C"; } catch (err) { b.textContent = "Selected: press Ctrl+C"; }
       }
       if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(t).then(done, fallback);
       else fallback();
     });
   });
 
-  // following a link to a probe hidden by the filter shows it again
-  window.addEventListener("hashchange", function () {
-    var el = document.getElementById(location.hash.slice(1));
-    if (el && el.hidden) {
-      filter.value = ""; status.value = ""; cell = ""; cellBox.hidden = true;
-      apply();
-      el.scrollIntoView();
+  // a link to a probe the page does not show (filtered out, or not drawn): show it in the table
+  function reveal() {
+    var id = decodeURIComponent(location.hash.slice(1));
+    if (!id) return;
+    var el = document.getElementById(id);
+    if (el && el.offsetParent !== null) return;
+    var m = /^[tpd]-([0-9a-f]+)$/.exec(id);
+    if (!el) { // a changed probe not drawn yet
+      var tpls = document.querySelectorAll("script.more");
+      for (var i = 0; i < tpls.length && !el; i++) {
+        if (tpls[i].textContent.indexOf('id="' + id + '"') !== -1) { expand(tpls[i]); el = document.getElementById(id); }
+      }
     }
-  });
+    if (el) { // inside a closed <details>: open it
+      for (var d = el.closest("details"); d; d = d.parentElement.closest("details")) d.open = true;
+      el.scrollIntoView();
+      return;
+    }
+    if (!m) return;
+    only = m[1];
+    filter.value = ""; status.value = ""; cell = ""; cellBox.hidden = true;
+    apply();
+    var row = document.getElementById("t-" + m[1]);
+    if (row) row.scrollIntoView();
+  }
+  window.addEventListener("hashchange", reveal);
 
-  // print: open every "why, in full"
+  // print: open the fixes and unfold every explanation
   window.addEventListener("beforeprint", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("script.more"), expand);
     Array.prototype.forEach.call(document.querySelectorAll("details"), function (d) { d.open = true; });
   });
 
   apply();
+  reveal();
   document.body.setAttribute("data-ready", "1");
 })();
