@@ -668,3 +668,16 @@ def test_the_planner_is_pure() -> None:
     source = Path(planner.__file__).read_text(encoding="utf-8")
     for module in ("subprocess", "kubernetes", "pytest", "jinja2"):
         assert f"import {module}" not in source
+
+
+def test_every_change_the_engine_predicts_carries_a_scenario_on_the_example() -> None:
+    from netparity.cli._common import DEFAULT_EXAMPLE
+    from netparity.model.snapshot import load_snapshot as _load
+    from netparity.plan.planner import make_plan as _make_plan
+
+    plan = _make_plan(_load([DEFAULT_EXAMPLE]))
+    changed = [
+        p for p in plan.probes if p.predicted["npm"].decision != p.predicted["cilium"].decision
+    ]
+    assert len(changed) >= 10
+    assert [p.title for p in changed if p.scenario is None] == []

@@ -39,6 +39,7 @@ from netparity.model.snapshot import Snapshot
 from netparity.plan.base import Draft, Port
 from netparity.plan.classes import block_members, ip_int
 from netparity.plan.ids import plan_digest
+from netparity.plan.infer import infer_scenario
 from netparity.plan.model import Coverage, Intent, Plan, PlannedProbe, Prediction, Scenario
 from netparity.plan.rule_probes import RuleProbes
 from netparity.plan.scenario_probes import ScenarioProbes
@@ -249,13 +250,14 @@ class _Planner(RuleProbes, ScenarioProbes):
 
     def _probe(self, d: Draft) -> PlannedProbe:
         predicted: dict[str, Prediction] = {}
+        verdicts: dict[str, Verdict] = {}
         for name, dp in self.dps.items():
             twin = self.twins[name]
             if twin is not None and (d.meaning.id, dp.name) not in self.verdicts:
                 tv = self._verdict(d.meaning.id, d.traffic, twin)
                 if not self._in_a_range(tv, d.traffic.protocol):
                     self.verdicts[(d.meaning.id, dp.name)] = tv  # endPort cannot matter here
-            v = self._verdict(d.meaning.id, d.traffic, dp)
+            v = verdicts[name] = self._verdict(d.meaning.id, d.traffic, dp)
             rules = tuple(
                 str(r) for side in (v.egress, v.ingress) if side is not None for r in side.rules
             )
@@ -265,6 +267,13 @@ class _Planner(RuleProbes, ScenarioProbes):
                 rules=rules,
                 uncertain=v.uncertain,
             )
+        scenarios = list(d.scenarios)
+        if not scenarios and self.current in verdicts and self.target in verdicts:
+            inferred = infer_scenario(
+                self.engine, d.traffic, verdicts[self.current], verdicts[self.target]
+            )
+            if inferred is not None:
+                scenarios.append(inferred)
         return PlannedProbe(
             id=d.meaning.id,
             title=d.title,
@@ -272,11 +281,11 @@ class _Planner(RuleProbes, ScenarioProbes):
             traffic=d.traffic,
             intent=d.intent,
             rule=d.rule or (d.rules[0] if d.rules else None),
-            scenario=d.scenarios[0] if d.scenarios else None,
+            scenario=scenarios[0] if scenarios else None,
             stands_for=d.stands_for,
             predicted=predicted,
             rules=tuple(d.rules),
-            scenarios=tuple(d.scenarios),
+            scenarios=tuple(scenarios),
             source_class=d.source_class,
             destination_class=d.destination_class,
             expect=d.expect,
