@@ -5,20 +5,25 @@ engine-backed backend, with a lost, a gained, a flaky, an error and an accepted 
 forced in) is opened from disk; the test reads the rendered page over the DevTools
 protocol: the verdict at the top, the changed cells of the matrix, the probe table after
 typing in its filter, after clicking a cell and after sorting, and every request the page
-made. Screenshots go to the test's tmp folder.
+made. Screenshots go to the test's tmp folder. The last test does the same with the lab
+demo's own report: the suites run on a lab under npm, the lab upgraded to cilium, the
+suites run again (root; the lab is removed at the end).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from report_records import Runs, make_runs, write_runs
+from report_records import REPO, Runs, make_runs, write_runs
 
 from netparity.lint import lint_snapshot
 from netparity.report import write_reports
@@ -148,6 +153,7 @@ def test_the_parity_page_shows_the_verdict_the_changed_cells_and_a_working_table
         browser.eval("document.getElementById('shown').innerText")
         == f"{len(rows)} of {total} probes"
     )
+    browser.eval("document.getElementById('probes').scrollIntoView()")
     browser.screenshot(tmp_path / "parity-filtered.png")
 
     # status select and sorting by port, as numbers
@@ -234,3 +240,91 @@ def test_changed_probes_beyond_the_first_few_appear_on_a_click_or_a_link(
         )
         == total
     )
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+def lab_name() -> str:
+    digits, pid = "", os.getpid()
+    while pid:
+        pid, r = divmod(pid, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
+    return ("r" + digits)[:8]
+
+
+@pytest.fixture(scope="module")
+def lab_reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The lab demo: `pytest suites/` on a lab under npm, `netparity lab upgrade` to cilium,
+    `pytest suites/` again; the lab is removed at the end, also on failure."""
+    if os.geteuid() != 0:
+        pytest.fail("the lab report test needs root (it builds network namespaces)")
+    from netparity.lab import down
+
+    name = lab_name()
+    reports = tmp_path_factory.mktemp("lab-reports")
+    down(name)  # a leftover of a killed run with the same pid
+    suites = [sys.executable, "-m", "pytest", "suites/", "--cluster", f"lab:{name}"]
+    suites += ["--report-dir", str(reports), "-p", "no:cacheprovider", "-q", "--tb=no"]
+    try:
+        for step in (
+            suites,
+            [
+                sys.executable,
+                "-m",
+                "netparity",
+                "lab",
+                "upgrade",
+                "--name",
+                name,
+                "--dataplane",
+                "cilium",
+            ],
+            suites,
+        ):
+            done = subprocess.run(step, cwd=REPO, capture_output=True, text=True, timeout=900)
+            assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
+        yield reports / f"lab-{name}"
+    finally:
+        down(name)
+
+
+@pytest.mark.lab
+def test_the_lab_demos_report_renders_what_its_parity_json_says(
+    browser: Chromium, lab_reports: Path, tmp_path: Path
+) -> None:
+    parity = json.loads((lab_reports / "parity.json").read_text())
+    assert parity["baseline"]["backend"] == "lab" and parity["after"] == "cilium"
+    browser.open(lab_reports / "parity.html")
+    browser.screenshot(tmp_path / "lab-top.png")
+    browser.screenshot(tmp_path / "lab-full.png", full_page=True)
+    print(f"\nscreenshots: {tmp_path}/lab-top.png, lab-full.png")
+    verdict = browser.eval("document.getElementById('verdict').innerText")
+    assert verdict == ("Parity held" if parity["held"] else "Parity broken")
+    tiles = browser.eval(
+        "Object.fromEntries(Array.from(document.querySelectorAll('.tile'))"
+        ".map(t => [t.dataset.status, +t.querySelector('b').innerText]))"
+    )
+    assert tiles == parity["counts"]
+    expected: dict[tuple[str, str], str] = {}
+    for p in parity["probes"]:
+        key = ends(p["title"])
+        expected[key] = min(expected.get(key, "same"), p["status"], key=SEVERITY.index)
+    cells = browser.eval(
+        "Array.from(document.querySelectorAll('#mx td.c')).map(td => {"
+        " const col = +td.dataset.cell.split('-')[1] + 1;"
+        " const th = document.querySelector('#mx thead tr').cells[col];"
+        " return [td.parentElement.cells[0].title, th.title, td.dataset.status]; })"
+    )
+    assert {(r, c): s for r, c, s in cells if s != "same"} == {
+        k: v for k, v in expected.items() if v != "same"
+    }
+    assert parity["counts"]["predicted"] > 0  # the lab shows the guide's scenarios
+    browser.type_into("#filter", "node:own")
+    time.sleep(0.3)
+    rows = visible_rows(browser)
+    assert rows and all("node:own" in r["text"] for r in rows)
+    assert len(rows) == sum(1 for p in parity["probes"] if "node:own" in p["title"])
+    browser.eval("document.getElementById('probes').scrollIntoView()")
+    browser.screenshot(tmp_path / "lab-filtered.png")
+    assert browser.requests() == [(lab_reports / "parity.html").resolve().as_uri()]
