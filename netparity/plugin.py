@@ -25,6 +25,7 @@ from netparity.errors import InputError, NetparityError, RecordError
 from netparity.session import (
     ClusterSpec,
     ItemVerdict,
+    KubeOptions,
     Stopwatch,
     counts_line,
     judge_post,
@@ -67,6 +68,19 @@ HELP_PROBE_TIMEOUT = "seconds a probe waits before it counts as dropped (default
 HELP_RETRIES = "how many times a deny is probed again before it is believed (default 1)"
 HELP_REPORT_DIR = "where records, the baseline and the parity report go (default reports/)"
 HELP_FORCE = "with --phase pre: replace an existing baseline"
+HELP_DATAPLANE = (
+    "the dataplane the cluster runs, overriding what is detected in kube-system "
+    "(npm, cilium, cilium-1.16, spec)"
+)
+HELP_PROBE_IMAGE = (
+    "Kubernetes: the image of the probe pods (needs python3; mirrors and digest pins "
+    "such as registry/python@sha256:... are fine; default python:3.12-slim)"
+)
+HELP_MAX_PARALLEL = "Kubernetes: how many probe batches run at once (default 8)"
+HELP_ALLOW_LB = (
+    "Kubernetes: let the run create its own LoadBalancer Services (they cost money and "
+    "minutes on AKS); without it, LoadBalancer probes are reported as not run"
+)
 
 PHASES = ("auto", "pre", "post")
 DEFAULT_TARGET = "cilium"
@@ -116,6 +130,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--force", dest="netparity_force", action="store_true", default=False, help=HELP_FORCE
     )
+    group.addoption("--dataplane", dest="netparity_dataplane", metavar="NAME", help=HELP_DATAPLANE)
+    group.addoption(
+        "--probe-image", dest="netparity_probe_image", metavar="IMAGE", help=HELP_PROBE_IMAGE
+    )
+    group.addoption(
+        "--max-parallel", dest="netparity_max_parallel", metavar="N", help=HELP_MAX_PARALLEL
+    )
+    group.addoption(
+        "--allow-load-balancer",
+        dest="netparity_allow_lb",
+        action="store_true",
+        default=False,
+        help=HELP_ALLOW_LB,
+    )
+    parser.addini("netparity_probe_image", HELP_PROBE_IMAGE)
     parser.addini("netparity_target", HELP_TARGET)
     parser.addini("netparity_accept", HELP_ACCEPT)
     parser.addini("netparity_probe_timeout", HELP_PROBE_TIMEOUT)
@@ -148,6 +177,7 @@ class Settings:
     retries: int
     report_dir: Path
     force: bool
+    kube: KubeOptions = field(default_factory=KubeOptions)
 
 
 def _value(config: pytest.Config, dest: str, ini: str | None) -> tuple[str | None, str]:
@@ -266,7 +296,39 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
             raise pytest.UsageError(f"netparity: --probes {raw!r}: no such file")
         probes.append(p)
 
+    dataplane = config.getoption("netparity_dataplane")
+    from netparity.engine.dataplane import DATAPLANES
+
+    if dataplane is not None and dataplane not in DATAPLANES:
+        raise pytest.UsageError(
+            f"netparity: --dataplane {dataplane!r} is not one of {', '.join(DATAPLANES)}"
+        )
+    if dataplane is not None and cluster.kind != "kubernetes":
+        raise pytest.UsageError(
+            f"netparity: --dataplane applies to a Kubernetes cluster; {cluster.text!r} says "
+            "its own (a lab's is set by `netparity lab up/upgrade`, a file's by @DATAPLANE)"
+        )
+    raw_parallel = config.getoption("netparity_max_parallel")
+    max_parallel = 8
+    if raw_parallel is not None:
+        try:
+            max_parallel = int(raw_parallel)
+        except ValueError:
+            max_parallel = 0
+        if not 1 <= max_parallel <= 256:
+            raise pytest.UsageError(
+                f"netparity: --max-parallel {raw_parallel!r} must be a whole number from 1 to 256"
+            )
+    image, _ = _value(config, "netparity_probe_image", "netparity_probe_image")
+    kube = KubeOptions(
+        probe_image=image,
+        max_parallel=max_parallel,
+        allow_load_balancer=bool(config.getoption("netparity_allow_lb")),
+        dataplane=dataplane,
+    )
+
     return Settings(
+        kube=kube,
         cluster=cluster,
         phase=phase,
         baseline=baseline,
@@ -437,7 +499,11 @@ def _open(config: pytest.Config, state: State) -> None:
         return
     progress = TerminalProgress(config, prefix=f"lab {settings.cluster.value}: ", starts=False)
     state.backend, state.cluster = open_backend(
-        settings.cluster, on_bring_up=progress.say, lab_progress=progress, log=progress.say
+        settings.cluster,
+        on_bring_up=progress.say,
+        lab_progress=progress,
+        log=progress.say,
+        kube=settings.kube,
     )
 
 

@@ -78,9 +78,20 @@ def lab_is_up(name: str) -> bool:
     return state is not None and state.status == READY and state.topology is not None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KubeOptions:
+    """The Kubernetes backend's settings (the plugin's --probe-image, --max-parallel, ...)."""
+
+    probe_image: str | None = None
+    max_parallel: int = 8
+    allow_load_balancer: bool = False
+    dataplane: str | None = None
+
+
 def open_backend(
     spec: ClusterSpec,
     *,
+    kube: KubeOptions | None = None,
     example: Path = DEFAULT_EXAMPLE,
     on_bring_up: Callable[[str], None] | None = None,
     lab_progress: Progress | None = None,
@@ -114,13 +125,22 @@ def open_backend(
         return backend, backend.facts().name
     try:
         from netparity.kube.backend import KubeBackend
+        from netparity.kube.render import DEFAULT_IMAGE
     except ImportError as e:
         raise ClusterError(
             f"cluster {spec.text!r} would be a kubeconfig context, but the Kubernetes backend "
             f"cannot be loaded ({e})"
         ) from e
-    kube: Backend = KubeBackend(spec.value, log=log)
-    return kube, spec.text
+    options = kube or KubeOptions()
+    kube_backend: Backend = KubeBackend(
+        spec.value,
+        probe_image=options.probe_image or DEFAULT_IMAGE,
+        max_parallel=options.max_parallel,
+        allow_load_balancer=options.allow_load_balancer,
+        dataplane=options.dataplane,
+        log=log,
+    )
+    return kube_backend, spec.text
 
 
 # --------------------------------------------------------------------------- probing

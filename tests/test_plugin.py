@@ -550,3 +550,14 @@ def test_each_lint_finding_is_an_expected_failure_with_its_fix(suites: pytest.Py
             "  fix (*): *",
         ]
     )
+
+
+def test_kubernetes_options_are_checked_before_anything_runs(suites: pytest.Pytester) -> None:
+    result = suites.runpytest("suites", "--cluster", "lab:np", "--dataplane", "cilium")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--dataplane applies to a Kubernetes cluster*"])
+    result = suites.runpytest("suites", "--cluster", "prod", "--max-parallel", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--max-parallel '0' must be a whole number from 1 to 256*"])
+    result = suites.runpytest("suites", "--cluster", "prod", "--dataplane", "calico")
+    result.stderr.fnmatch_lines(["*--dataplane 'calico' is not one of*"])
