@@ -689,3 +689,28 @@ def test_an_explicit_junitxml_keeps_its_path_and_gets_the_phase_as_suite_name(
     assert done.returncode == 0, done.stdout[-2000:]
     assert 'name="netparity-pre"' in (tmp_path / "mine.xml").read_text()
     assert not list((tmp_path / "r").rglob("junit-*.xml"))
+
+
+def test_probes_only_in_one_run_are_new_or_missing_in_the_table_and_the_matrix(
+    runs: Runs, tmp_path: Path
+) -> None:
+    from netparity.compare import compare, parity_json
+    from netparity.record import write_json_atomic
+
+    kept = runs.baseline.probes[5:]
+    baseline = replace(
+        runs.baseline, probes=kept, plan=replace(runs.baseline.plan, digest="0" * 16)
+    )
+    current = replace(runs.current, probes=runs.current.probes[:-3])
+    parity = compare(baseline, current)
+    assert parity.counts["new"] == 5 and parity.counts["missing"] == 3
+    write_json_atomic(tmp_path / "parity.json", parity_json(parity))
+    write_reports(tmp_path / "parity.json", tmp_path)
+    text = page(tmp_path)
+    assert re.search(r'data-status="new"[^>]*><b>5</b>', text)
+    assert re.search(r'data-status="missing"[^>]*><b>3</b>', text)
+    assert "the plan changed since the baseline" in text
+    matrix = text[
+        text.index('<table class="mx"') : text.index("</table>", text.index('<table class="mx"'))
+    ]
+    assert 'class="k b-none a-' in matrix or 'a-none"' in matrix
