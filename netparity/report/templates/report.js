@@ -119,7 +119,7 @@
     cellBox.hidden = false;
     status.value = "";
     apply();
-    document.getElementById("probes").scrollIntoView();
+    settle(document.getElementById("probes"));
   }
   document.getElementById("clearcell").addEventListener("click", function () {
     cell = "";
@@ -190,12 +190,20 @@
     });
   });
 
+  // sections far from the screen are laid out only when they come near it (content-visibility):
+  // after a jump, scroll again once the sections around the target have their real height
+  function settle(el) {
+    el.scrollIntoView();
+    requestAnimationFrame(function () { requestAnimationFrame(function () { el.scrollIntoView(); }); });
+    setTimeout(function () { el.scrollIntoView(); }, 120);
+  }
+
   // a link to a probe the page does not show (filtered out, or not drawn): show it in the table
   function reveal() {
     var id = decodeURIComponent(location.hash.slice(1));
     if (!id) return;
     var el = document.getElementById(id);
-    if (el && el.offsetParent !== null) return;
+    if (el && el.offsetParent !== null) { settle(el); return; }
     var m = /^[tpd]-([0-9a-f]+)$/.exec(id);
     if (!el) { // a changed probe not drawn yet
       var tpls = document.querySelectorAll("script.more");
@@ -205,7 +213,7 @@
     }
     if (el) { // inside a closed <details>: open it
       for (var d = el.closest("details"); d; d = d.parentElement.closest("details")) d.open = true;
-      el.scrollIntoView();
+      settle(el);
       return;
     }
     if (!m) return;
@@ -213,9 +221,13 @@
     filter.value = ""; status.value = ""; cell = ""; cellBox.hidden = true;
     apply();
     var row = document.getElementById("t-" + m[1]);
-    if (row) row.scrollIntoView();
+    if (row) settle(row);
   }
   window.addEventListener("hashchange", reveal);
+  document.addEventListener("click", function (e) {
+    var a = e.target.closest && e.target.closest('a[href^="#"]');
+    if (a && a.getAttribute("href") === location.hash) reveal();
+  });
 
   // print: open the fixes and unfold every explanation
   window.addEventListener("beforeprint", function () {
