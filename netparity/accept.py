@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from netparity.errors import InputError
+from netparity.yamlio import read_yaml
 
 _FIELDS = frozenset({"id", "reason", "title"})
 
@@ -86,18 +87,7 @@ def parse_accept(data: Any, origin: str = "<accept>") -> Mapping[str, Acceptance
 
 
 def load_accept(path: str | Path) -> Mapping[str, Acceptance]:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read the accept file ({e.strerror})", source=str(p)) from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"malformed YAML{where}", source=str(p)) from e
-    return parse_accept(data, str(p))
+    return parse_accept(read_yaml(path, "the accept file"), str(path))
 
 
 def accept_yaml(entries: list[Acceptance]) -> str:

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from netparity.engine.dataplane import DATAPLANES
 from netparity.engine.traffic import (
     DEFAULT_EXTERNAL_IP,
@@ -38,6 +36,7 @@ from netparity.engine.traffic import (
 from netparity.errors import InputError
 from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot
+from netparity.yamlio import read_yaml
 
 _FIELDS = frozenset({"from", "to", "port", "protocol", "expect", "name"})
 
@@ -152,18 +151,7 @@ def _parse_expect(raw: Any, origin: str, index: int) -> Mapping[str, Decision] |
 
 
 def load_probe_file(path: str | Path) -> tuple[ProbeSpec, ...]:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read the probe file ({e.strerror})", source=str(p)) from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"malformed YAML{where}", source=str(p)) from e
-    return parse_probes(data, str(p))
+    return parse_probes(read_yaml(path, "the probe file"), str(path))
 
 
 def resolve_endpoint(text: str, snapshot: Snapshot, *, as_source: bool) -> Endpoint:
@@ -214,7 +202,9 @@ def resolve_endpoint(text: str, snapshot: Snapshot, *, as_source: bool) -> Endpo
                 raise ValueError(f"bad label selector {name!r}")
             wanted[k] = v
         for candidate in snapshot.pods:
-            if candidate.namespace == ns and all(candidate.labels.get(k) == v for k, v in wanted.items()):
+            if candidate.namespace == ns and all(
+                candidate.labels.get(k) == v for k, v in wanted.items()
+            ):
                 return PodEndpoint(pod=candidate)
         raise ValueError(f"no pod in namespace {ns!r} has labels {name}")
     pod = snapshot.pod(ns, name)
