@@ -15,7 +15,18 @@ from netparity import __version__
 from netparity.errors import NetparityError
 
 # Subcommand modules, in the order `netparity --help` lists them.
-COMMANDS = ("predict", "explain", "plan", "lint", "lab", "snapshot", "cleanup", "compare", "report", "demo")
+COMMANDS = (
+    "predict",
+    "explain",
+    "plan",
+    "lint",
+    "lab",
+    "snapshot",
+    "cleanup",
+    "compare",
+    "report",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
