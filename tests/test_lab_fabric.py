@@ -704,7 +704,8 @@ def test_cli_status_and_probe_show_the_live_lab(
         "  - {from: y/c, to: x/a, port: 81, expect: deny}\n"
     )
     code = main(["lab", "probe", "--name", base.name, "--probes", str(probes), "--format", "json"])
-    rows = json.loads(capsys.readouterr().out)["results"]
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["dataplane"] for r in rows} == {"npm"}
     assert [(r["observed"], r["ok"]) for r in rows] == [
         ("connected", True),
         ("connected", True),

@@ -227,6 +227,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         rows.append(
             {
                 "probe": rp.spec.label(),
+                "lab": args.name,
+                "dataplane": facts.dataplane,
                 "from": rp.spec.source,
                 "to": rp.spec.destination,
                 "port": rp.spec.port,
@@ -243,7 +245,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
             }
         )
     if args.format == "json":
-        print_json({"lab": args.name, "dataplane": facts.dataplane, "results": rows})
+        print_json(rows)  # one object per probe, in order, as `netparity predict` prints
     else:
         print(
             table(
