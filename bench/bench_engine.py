@@ -20,12 +20,12 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gen import generate
-
 from netparity.engine.dataplane import get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import PodEndpoint, Traffic
 from netparity.model.snapshot import load_snapshot
+
+from gen import generate
 
 
 def main() -> None:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gen import generate
-
 from netparity.engine.dataplane import TARGETS
 from netparity.lint import lint_snapshot
 from netparity.lint.output import write_fix_dir
 from netparity.model.snapshot import snapshot_from_dicts
+
+from gen import generate
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gen import generate
-
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 from netparity.plan.model import Plan
 from netparity.plan.planner import make_plan
+
+from gen import generate
 
 GOAL_SECONDS = 5.0
 GOAL_RATIO = 0.02

@@ -119,7 +119,9 @@ def netns() -> Iterator[list[str]]:
     if os.geteuid() != 0:
         pytest.fail("a real drop needs a network namespace, which needs root", pytrace=False)
     if shutil.which("ip") is None or shutil.which("iptables") is None:
-        pytest.fail("ip and iptables are needed for a real drop (bash scripts/setup)", pytrace=False)
+        pytest.fail(
+            "ip and iptables are needed for a real drop (bash scripts/setup)", pytrace=False
+        )
     name = f"np-agent-test-{os.getpid()}"
     prefix = ["ip", "netns", "exec", name]
     try:

@@ -16,7 +16,14 @@ from builders import netpol, node, ns, pod
 @pytest.fixture
 def cluster(tmp_path: Path) -> Path:
     snap_docs = [
-        netpol("x/e", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}),
+        netpol(
+            "x/e",
+            {
+                "podSelector": {"matchLabels": {"app": "a"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
+            },
+        ),
     ]
     docs = [
         ns("x", team="a"),
@@ -38,12 +45,36 @@ def probes(tmp_path: Path, items: list[dict[str, object]]) -> Path:
     return path
 
 
-def test_predict_prints_json_verdicts_with_explanations(cluster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    p = probes(tmp_path, [
-        {"from": "x/a", "to": "y/c", "port": "http", "expect": {"npm": "allow", "cilium": "deny"}},
-        {"from": "x/app=a", "to": "ip:198.51.100.20", "port": 443},
-    ])
-    assert main(["predict", str(cluster), "--probes", str(p), "--dataplane", "cilium", "--format", "json"]) == 0
+def test_predict_prints_json_verdicts_with_explanations(
+    cluster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = probes(
+        tmp_path,
+        [
+            {
+                "from": "x/a",
+                "to": "y/c",
+                "port": "http",
+                "expect": {"npm": "allow", "cilium": "deny"},
+            },
+            {"from": "x/app=a", "to": "ip:198.51.100.20", "port": 443},
+        ],
+    )
+    assert (
+        main(
+            [
+                "predict",
+                str(cluster),
+                "--probes",
+                str(p),
+                "--dataplane",
+                "cilium",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert [o["verdict"] for o in out] == ["deny", "allow"]
     assert out[0]["from"] == "x/a" and out[0]["port"] == "http" and out[0]["protocol"] == "TCP"
@@ -51,7 +82,9 @@ def test_predict_prints_json_verdicts_with_explanations(cluster: Path, tmp_path:
     assert out[1]["egress"]["rules"] == ["NetworkPolicy x/e egress[0]"]
 
 
-def test_predict_exits_1_when_an_expectation_disagrees(cluster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_exits_1_when_an_expectation_disagrees(
+    cluster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = probes(tmp_path, [{"from": "x/a", "to": "y/c", "port": 80, "expect": "allow"}])
     assert main(["predict", str(cluster), "--probes", str(p), "--dataplane", "npm"]) == 0
     assert main(["predict", str(cluster), "--probes", str(p), "--dataplane", "cilium"]) == 1
@@ -61,19 +94,36 @@ def test_predict_exits_1_when_an_expectation_disagrees(cluster: Path, tmp_path: 
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ({"from": "x/nope", "to": "y/c", "port": 80}, "probe #1: field from: names pod 'x/nope', which does not exist"),
-        ({"from": "x/a", "to": "y/c", "port": "grpc"}, "field port: pod y/c has no TCP container port named 'grpc'"),
-        ({"from": "x/a", "to": "y/c", "port": 80, "expect": "maybe"}, "field expect: must be allow or deny"),
+        (
+            {"from": "x/nope", "to": "y/c", "port": 80},
+            "probe #1: field from: names pod 'x/nope', which does not exist",
+        ),
+        (
+            {"from": "x/a", "to": "y/c", "port": "grpc"},
+            "field port: pod y/c has no TCP container port named 'grpc'",
+        ),
+        (
+            {"from": "x/a", "to": "y/c", "port": 80, "expect": "maybe"},
+            "field expect: must be allow or deny",
+        ),
         ({"from": "x/a", "to": "lb:y/none", "port": 80}, "names Service 'y/none'"),
     ],
 )
-def test_predict_rejects_bad_probes_with_exit_2(cluster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], item: dict[str, object], message: str) -> None:
+def test_predict_rejects_bad_probes_with_exit_2(
+    cluster: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    item: dict[str, object],
+    message: str,
+) -> None:
     p = probes(tmp_path, [item])
     assert main(["predict", str(cluster), "--probes", str(p)]) == 2
     assert message in capsys.readouterr().err
 
 
-def test_explain_lists_each_policy_with_its_rules(cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_lists_each_policy_with_its_rules(
+    cluster: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["explain", str(cluster), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out[0]["policy"] == "x/e"

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubeapi import KubeAPI, demo_cluster
 
 from netparity.backend import Observed, Target
 from netparity.cli import main
@@ -31,6 +30,8 @@ from netparity.kube.backend import KubeBackend
 from netparity.kube.render import anchor_name, short_hash
 from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot, load_snapshot
+
+from kubeapi import KubeAPI, demo_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubeapi import KubeAPI, demo_cluster
 
 from netparity.errors import ClusterError, InputError
 from netparity.kube import RUN_LABEL
 from netparity.kube.backend import KubeBackend
 from netparity.kube.client import CONFIG_MAPS, PODS, Kube
 from netparity.model.snapshot import load_snapshot
+
+from kubeapi import KubeAPI, demo_cluster
 
 RBAC_403 = (
     'pods is forbidden: User "ci" cannot list resource "pods" in API group "" at the cluster scope'

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from lab_fixtures import Lab, LabFactory, lab_factory, module_lab_factory  # noqa: F401
 
 from netparity.backend import Observed, Target
 from netparity.engine.traffic import (
@@ -36,6 +35,8 @@ from netparity.lab.dataplanes.services import service_routes
 from netparity.lab.topology import LabTopology, NodeRules
 from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
+
+from lab_fixtures import Lab, LabFactory, lab_factory, module_lab_factory  # noqa: F401
 
 DATAPLANES = ("npm", "cilium", "cilium-1.16")
 E = "203.0.113.10"  # the lab's default external host (client E, server X)

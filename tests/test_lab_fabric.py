@@ -16,9 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lab_fixtures
 import pytest
-from lab_fixtures import Lab, LabFactory, connected, unique_lab_name
 
 from netparity.backend import Observed
 from netparity.engine.traffic import (
@@ -45,6 +43,9 @@ from netparity.lab.state import (
 from netparity.lab.topology import LabTopology, NodeRules
 from netparity.model.objects import Node, Pod, Protocol, Service
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
+
+import lab_fixtures
+from lab_fixtures import Lab, LabFactory, connected, unique_lab_name
 
 # --------------------------------------------------------------------------- snapshot
 

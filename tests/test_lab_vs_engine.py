@@ -149,7 +149,13 @@ def test_lab_and_engine_agree_on_in_cluster_nodeport_and_lb_paths(
         for src in ("c/free", "c/locked", "c/stranger", "external", "node:n2")
         for etp in ("cluster", "local")
         for where in ("n1", "n2")
-        for via, at in (("lb", ""), ("nodeport", "@n1"), ("nodeport", "@n2"), ("nodeport", "@n3"), ("svc", ""))
+        for via, at in (
+            ("lb", ""),
+            ("nodeport", "@n1"),
+            ("nodeport", "@n2"),
+            ("nodeport", "@n3"),
+            ("svc", ""),
+        )
         if not (src.startswith(("external", "node")) and via == "svc")
     ]
     problems: list[str] = []

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from builders import base_cluster, netpol, node, ns, pod, service
 
 from netparity.cli import main
 from netparity.engine.dataplane import get_dataplane
@@ -20,6 +19,8 @@ from netparity.lint.findings import Change, FixAction, FixWhen
 from netparity.lint.fixes import apply_fix, apply_fixes, apply_objects, check_expectations
 from netparity.lint.output import INDEX, render_json, render_junit, render_text, write_fix_dir
 from netparity.model.snapshot import Snapshot, load_snapshot
+
+from builders import base_cluster, netpol, node, ns, pod, service
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "aks-migration.yaml"
 FORMS = ("matchLabels", "matchExpressions")

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-from builders import base_cluster, netpol, ns, pod, service
 
 from netparity.cli import main
 from netparity.engine.traffic import Decision, PathKind, PodEndpoint, ServiceEndpoint
@@ -20,6 +19,8 @@ from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 from netparity.plan.model import Intent, Plan, PlannedProbe, Scenario
 from netparity.plan.planner import make_plan
 from netparity.probefile import parse_probes
+
+from builders import base_cluster, netpol, ns, pod, service
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "aks-migration.yaml"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
