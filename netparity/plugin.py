@@ -759,7 +759,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def _probe_and_judge(config: pytest.Config, state: State) -> None:
     """Probe the whole plan once, build the record (and the parity), judge every item."""
     from netparity.compare import compare
-    from netparity.record import build_record
+    from netparity.record import build_record, not_run
 
     if state.verdicts is not None or state.failure is not None:
         return
@@ -778,6 +778,7 @@ def _probe_and_judge(config: pytest.Config, state: State) -> None:
         state.failure = f"probing failed: {e}"
         state.verdicts = {}
         return
+    skipped = {pid: why for pid, results in tries.items() if (why := not_run(results))}
     record = build_record(
         facts=facts,
         cluster=state.cluster,
@@ -787,6 +788,7 @@ def _probe_and_judge(config: pytest.Config, state: State) -> None:
         probe_timeout=settings.probe_timeout,
         retries=settings.retries,
         expects=state.expects,
+        exclude=skipped,
     )
     state.record = record
     verdicts: dict[str, ItemVerdict] = {}
@@ -805,6 +807,12 @@ def _probe_and_judge(config: pytest.Config, state: State) -> None:
     else:
         for rec in record.probes:
             verdicts[rec.id] = judge_pre(rec, plan.current, phase=state.phase)
+    for pid, why in skipped.items():
+        verdicts[pid] = ItemVerdict(
+            outcome="skipped",
+            message=f"not run on the {facts.backend} backend: {why}",
+            properties=(("probe_id", pid), ("status", "not-run")),
+        )
     for key, _, verdict in state.findings:
         verdicts[key] = verdict
     state.verdicts = verdicts

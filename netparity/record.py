@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -56,6 +56,16 @@ def judge(tries: Sequence[Observed]) -> Outcome:
     if tries and all(t is Observed.TIMEOUT for t in tries):
         return Outcome.DENY
     return Outcome.ERROR
+
+
+def not_run(results: Sequence[ProbeResult]) -> str | None:
+    """Why the backend cannot run a probe at all (every try `not-run`), or None.
+
+    Such a probe is no observation: it is reported as skipped, kept out of the record, and
+    so out of every comparison; a probe that ran and failed is an `error` instead."""
+    if results and all(r.observed is Observed.NOT_RUN for r in results):
+        return results[-1].error or "the backend cannot run this probe"
+    return None
 
 
 def needs_retry(tries: Sequence[Observed]) -> bool:
@@ -280,8 +290,10 @@ def build_record(
     retries: int,
     expects: Mapping[str, str] | None = None,
     time: str | None = None,
+    exclude: Collection[str] = (),
 ) -> Record:
-    """The record of one run: every planned probe, in plan order, with all its tries."""
+    """The record of one run: every planned probe, in plan order, with all its tries;
+    `exclude` leaves out probes this backend cannot run (see `not_run`)."""
     expects = expects or {}
     return Record(
         cluster=cluster,
@@ -292,7 +304,9 @@ def build_record(
         time=time or utc_now(),
         plan=plan_info(plan),
         probes=tuple(
-            probe_record(p, results.get(p.id, ()), expect=expects.get(p.id)) for p in plan.probes
+            probe_record(p, results.get(p.id, ()), expect=expects.get(p.id))
+            for p in plan.probes
+            if p.id not in exclude
         ),
         probe_timeout=probe_timeout,
         retries=retries,

@@ -561,3 +561,21 @@ def test_kubernetes_options_are_checked_before_anything_runs(suites: pytest.Pyte
     result.stderr.fnmatch_lines(["*--max-parallel '0' must be a whole number from 1 to 256*"])
     result = suites.runpytest("suites", "--cluster", "prod", "--dataplane", "calico")
     result.stderr.fnmatch_lines(["*--dataplane 'calico' is not one of*"])
+
+
+def test_a_probe_the_backend_cannot_run_is_skipped_and_kept_out_of_the_record(
+    suites: pytest.Pytester,
+) -> None:
+    run(suites, NPM)
+    probe = first_probe(suites, verdict="allow")
+    (suites.path / "overrides.json").write_text(json.dumps({probe["id"]: ["not-run", "not-run"]}))
+    result = run(suites, NPM, "--phase", "pre", "--force")
+    assert result.ret == 0
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped") == 1 and "failed" not in outcomes
+    assert probe["id"] not in {p["id"] for p in baseline(suites)["probes"]}
+    # After the upgrade the same probe cannot run either: neither new nor missing.
+    result = run(suites, CILIUM)
+    parity = json.loads((suites.path / "reports" / "file-cluster" / "parity.json").read_text())
+    assert parity["counts"]["new"] == 0 and parity["counts"]["missing"] == 0
+    assert probe["id"] not in {p["id"] for p in parity["probes"]}
