@@ -13,6 +13,7 @@ through `workerinput`, so the output is the same with and without `-n`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,11 @@ HELP_PROBE_IMAGE = (
     "such as registry/python@sha256:... are fine; default python:3.12-slim)"
 )
 HELP_MAX_PARALLEL = "Kubernetes: how many probe batches run at once (default 8)"
+HELP_EXTERNAL_IP = (
+    "the address the cluster sees when the machine running pytest connects from outside "
+    "(after any NAT): the planner predicts outside traffic from it; default 203.0.113.10, "
+    "a documentation address that suits the lab"
+)
 HELP_ALLOW_LB = (
     "Kubernetes: let the run create its own LoadBalancer Services (they cost money and "
     "minutes on AKS); without it, LoadBalancer probes are reported as not run"
@@ -138,6 +144,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--max-parallel", dest="netparity_max_parallel", metavar="N", help=HELP_MAX_PARALLEL
     )
     group.addoption(
+        "--external-ip", dest="netparity_external_ip", metavar="ADDRESS", help=HELP_EXTERNAL_IP
+    )
+    group.addoption(
         "--allow-load-balancer",
         dest="netparity_allow_lb",
         action="store_true",
@@ -177,6 +186,7 @@ class Settings:
     retries: int
     report_dir: Path
     force: bool
+    external_ip: str = "203.0.113.10"
     kube: KubeOptions = field(default_factory=KubeOptions)
 
 
@@ -320,6 +330,15 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
                 f"netparity: --max-parallel {raw_parallel!r} must be a whole number from 1 to 256"
             )
     image, _ = _value(config, "netparity_probe_image", "netparity_probe_image")
+    from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
+
+    external_ip = str(config.getoption("netparity_external_ip") or DEFAULT_EXTERNAL_IP)
+    try:
+        ipaddress.IPv4Address(external_ip)
+    except ValueError:
+        raise pytest.UsageError(
+            f"netparity: --external-ip {external_ip!r} is not an IPv4 address"
+        ) from None
     kube = KubeOptions(
         probe_image=image,
         max_parallel=max_parallel,
@@ -328,6 +347,7 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
     )
 
     return Settings(
+        external_ip=external_ip,
         kube=kube,
         cluster=cluster,
         phase=phase,
@@ -617,7 +637,13 @@ def _prepare(config: pytest.Config, state: State) -> None:
         )
     try:
         resolved = resolve_probes(specs, snapshot)
-        plan = make_plan(snapshot, current=current, target=settings.target, explicit=resolved)
+        plan = make_plan(
+            snapshot,
+            current=current,
+            target=settings.target,
+            explicit=resolved,
+            external_ip=settings.external_ip,
+        )
     except NetparityError as e:
         raise _usage(e) from None
     state.plan = plan

@@ -682,3 +682,27 @@ def test_every_change_the_engine_predicts_carries_a_scenario_on_the_example() ->
     ]
     assert len(changed) >= 10
     assert [p.title for p in changed if p.scenario is None] == []
+
+
+def test_the_outside_client_address_changes_predictions_not_ids() -> None:
+    from netparity.cli._common import DEFAULT_EXAMPLE
+    from netparity.engine.traffic import ExternalEndpoint
+    from netparity.model.snapshot import load_snapshot as _load
+    from netparity.plan.planner import make_plan as _make_plan
+
+    snap = _load([DEFAULT_EXAMPLE])
+    default = _make_plan(snap)
+    # 198.51.100.77 is outside web/allow-partner-range's 203.0.113.0/24, so the planner
+    # picks other peers around that rule; the default client's probes keep their ids.
+    moved = {p.id: p for p in _make_plan(snap, external_ip="198.51.100.77").probes}
+    outside = [
+        p
+        for p in default.probes
+        if isinstance(p.traffic.source, ExternalEndpoint) and p.traffic.source.ip == "203.0.113.10"
+    ]
+    shared = [p for p in outside if p.id in moved]
+    assert shared, "the default client's probes are found again by id"
+    assert all(moved[p.id].traffic.source == ExternalEndpoint(ip="198.51.100.77") for p in shared)
+    assert any(
+        p.predicted["npm"].decision != moved[p.id].predicted["npm"].decision for p in shared
+    ), "the partner range admits 203.0.113.10 and not 198.51.100.77"

@@ -579,3 +579,9 @@ def test_a_probe_the_backend_cannot_run_is_skipped_and_kept_out_of_the_record(
     parity = json.loads((suites.path / "reports" / "file-cluster" / "parity.json").read_text())
     assert parity["counts"]["new"] == 0 and parity["counts"]["missing"] == 0
     assert probe["id"] not in {p["id"] for p in parity["probes"]}
+
+
+def test_a_bad_external_ip_is_a_usage_error(suites: pytest.Pytester) -> None:
+    result = suites.runpytest("suites", "--cluster", NPM, "--external-ip", "10.0.0.300")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--external-ip '10.0.0.300' is not an IPv4 address*"])

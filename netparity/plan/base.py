@@ -17,6 +17,7 @@ from netparity.engine.compile import EGRESS, INGRESS
 from netparity.engine.dataplane import Dataplane, get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import (
+    DEFAULT_EXTERNAL_IP,
     Decision,
     DirectionResult,
     Endpoint,
@@ -98,7 +99,17 @@ class PlannerBase:
     engine: Engine  # over `snapshot`
     synthetic: tuple[Service, ...]
 
-    def __init__(self, snapshot: Snapshot, *, current: str, target: str) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        current: str,
+        target: str,
+        external_ip: str = DEFAULT_EXTERNAL_IP,
+    ) -> None:
+        # The outside client: where the machine running the probes is seen from (its id
+        # stays `external:default` whatever the address, so records stay comparable).
+        self.external_ip = external_ip
         names = [current, target]
         if target == "cilium":
             names.append("cilium-1.16")
@@ -335,7 +346,14 @@ class PlannerBase:
                 b = pods[0] if pods else None
             backend_node = b.node_name if b is not None else None
         return meaning(
-            src, dst, number, name, proto, class_name=self._class_name, backend_node=backend_node
+            src,
+            dst,
+            number,
+            name,
+            proto,
+            class_name=self._class_name,
+            backend_node=backend_node,
+            default_external=self.external_ip,
         )
 
     def _verdict(self, pid: str, traffic: Traffic, dp: Dataplane) -> Verdict:

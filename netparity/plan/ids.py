@@ -125,12 +125,13 @@ def meaning(
     *,
     class_name: Callable[[str], str | None],
     backend_node: str | None = None,
+    default_external: str = DEFAULT_EXTERNAL_IP,
 ) -> Meaning:
     """`class_name(pod key)` names a pod's class; `backend_node` is where a Service's
     traffic lands (for NodePort/LoadBalancer: is the receiving node the backend's node?)."""
     return Meaning(
-        source=_signature(source, destination, class_name, backend_node),
-        destination=_signature(destination, source, class_name, backend_node),
+        source=_signature(source, destination, class_name, backend_node, default_external),
+        destination=_signature(destination, source, class_name, backend_node, default_external),
         port=port,
         port_name=port_name,
         protocol=protocol,
@@ -143,9 +144,10 @@ def _signature(
     other: Endpoint,
     class_name: Callable[[str], str | None],
     backend_node: str | None,
+    default_external: str = DEFAULT_EXTERNAL_IP,
 ) -> str:
     if isinstance(end, ExternalEndpoint):
-        return "external:default" if end.ip == DEFAULT_EXTERNAL_IP else f"external:{end.ip}"
+        return "external:default" if end.ip == default_external else f"external:{end.ip}"
     if isinstance(end, ServiceEndpoint):
         svc = end.service
         if end.via is Via.CLUSTER_IP:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from netparity.engine.compile import EGRESS, INGRESS
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.evaluate import Engine
-from netparity.engine.traffic import PodEndpoint, Verdict
+from netparity.engine.traffic import DEFAULT_EXTERNAL_IP, PodEndpoint, Verdict
 from netparity.model.networkpolicy import IPBlock
 from netparity.model.objects import Protocol, ServiceType
 from netparity.model.snapshot import Snapshot
@@ -57,14 +57,18 @@ def make_plan(
     current: str = "npm",
     target: str = "cilium",
     explicit: Iterable[ProbeSpec | ResolvedProbe] = (),
+    external_ip: str = DEFAULT_EXTERNAL_IP,
 ) -> Plan:
-    """Plan the probes for `snapshot` moving from `current` to `target` (deterministic)."""
-    return _Planner(snapshot, current=current, target=target).plan(tuple(explicit))
+    """Plan the probes for `snapshot` moving from `current` to `target` (deterministic).
+    `external_ip` is the outside client's address as the cluster sees it."""
+    return _Planner(snapshot, current=current, target=target, external_ip=external_ip).plan(
+        tuple(explicit)
+    )
 
 
 class _Planner(RuleProbes, ScenarioProbes):
-    def __init__(self, snapshot: Snapshot, *, current: str, target: str) -> None:
-        super().__init__(snapshot, current=current, target=target)
+    def __init__(self, snapshot: Snapshot, *, current: str, target: str, external_ip: str) -> None:
+        super().__init__(snapshot, current=current, target=target, external_ip=external_ip)
         self.synthetic = self._synthetic_services(snapshot)
         self.snapshot = dataclasses.replace(
             snapshot, services=(*snapshot.services, *self.synthetic)

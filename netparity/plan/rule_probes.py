@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from netparity.engine.compile import EGRESS, INGRESS
 from netparity.engine.traffic import (
-    DEFAULT_EXTERNAL_IP,
     Decision,
     Endpoint,
     ExternalEndpoint,
@@ -207,10 +206,10 @@ class RuleProbes(PlannerBase):
             if chosen is not None:
                 yield chosen[0], (), chosen[1], None
             if peer.kind is PeerKind.ALL:
-                yield ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP), (), None, None
+                yield ExternalEndpoint(ip=self.external_ip), (), None, None
             return
         if peer.kind is PeerKind.WORLD:
-            yield ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP), (), None, None
+            yield ExternalEndpoint(ip=self.external_ip), (), None, None
             return
         if peer.kind is PeerKind.HOST:
             if own is not None:
@@ -366,7 +365,7 @@ class RuleProbes(PlannerBase):
                 candidates.append((pe, cand))
             if len(candidates) >= REJECT_TRIES - 1:
                 break
-        candidates.append((ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP), None))
+        candidates.append((ExternalEndpoint(ip=self.external_ip), None))
         best: tuple[Endpoint, Endpoint, Port] | None = None
         best_score = 0
         src: Endpoint

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from netparity.engine.compile import EGRESS, INGRESS
 from netparity.engine.traffic import (
-    DEFAULT_EXTERNAL_IP,
     ExternalEndpoint,
     NodeEndpoint,
     PodEndpoint,
@@ -116,7 +115,7 @@ class ScenarioProbes(PlannerBase):
 
     def _client_addresses(self, cls: PodClass) -> list[str]:
         """The default outside client, then one address per client ipBlock of its ingress."""
-        out = [DEFAULT_EXTERNAL_IP]
+        out = [self.external_ip]
         for spec in self.policies_of.get(cls.name, []):
             for rule in spec.rules:
                 if rule.direction != INGRESS or rule.deny:
