@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 
 from netparity.cli._common import print_json, snapshot_from_args, table
 from netparity.engine.dataplane import DATAPLANES, TARGETS
+from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
+from netparity.errors import InputError
 from netparity.plan.export import changes, plan_json, table_rows
 from netparity.plan.model import Plan
 from netparity.plan.planner import make_plan
@@ -33,6 +36,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the dataplane it moves to (default: cilium)",
     )
     p.add_argument("--probes", metavar="FILE", help="explicit probes to add (a probe file)")
+    p.add_argument(
+        "--external-ip",
+        metavar="ADDRESS",
+        default=DEFAULT_EXTERNAL_IP,
+        help="the outside client's address as the cluster sees it (default %(default)s)",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=run)
 
@@ -66,7 +75,19 @@ def summary(plan: Plan) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     snapshot = snapshot_from_args(args.snapshot)
     explicit = load_probe_file(args.probes) if args.probes else ()
-    plan = make_plan(snapshot, current=args.current, target=args.target, explicit=explicit)
+    try:
+        ipaddress.IPv4Address(args.external_ip)
+    except ValueError:
+        raise InputError(
+            f"{args.external_ip!r} is not an IPv4 address", field="--external-ip"
+        ) from None
+    plan = make_plan(
+        snapshot,
+        current=args.current,
+        target=args.target,
+        explicit=explicit,
+        external_ip=args.external_ip,
+    )
     if args.format == "json":
         print_json(plan_json(plan))
         return 0
