@@ -375,21 +375,29 @@ class Engine:
     ) -> bool:
         if not ports:
             return True
-        for pp in ports:
-            if pp.protocol is not leg.protocol:
-                continue
-            if leg.protocol is Protocol.SCTP and not dp.sctp_port_rules:
-                uncertain.append("SCTP port rules under Cilium without enable-sctp (D8)")
-                continue
-            if pp.port is None:
-                return True
-            if isinstance(pp.port, str):
-                if self._named_port_matches(pp.port, leg, dp):
-                    return True
-                continue
-            if self._number_matches(pp.port, pp.end_port, leg, dp, uncertain):
-                return True
-        return False
+        return any(
+            self._port_matches(pp.port, pp.end_port, leg, dp, uncertain)
+            for pp in ports
+            if pp.protocol is leg.protocol
+        )
+
+    def _port_matches(
+        self,
+        port: int | str | None,
+        end: int | None,
+        leg: _Leg,
+        dp: Dataplane,
+        uncertain: list[str],
+    ) -> bool:
+        """One ports entry of the leg's protocol: every port (None), a name or a number."""
+        if leg.protocol is Protocol.SCTP and not dp.sctp_port_rules:
+            uncertain.append("SCTP port rules under Cilium without enable-sctp (D8)")
+            return False
+        if port is None:
+            return True
+        if isinstance(port, str):
+            return self._named_port_matches(port, leg, dp)
+        return self._number_matches(port, end, leg, dp, uncertain)
 
     def _number_matches(
         self, port: int, end: int | None, leg: _Leg, dp: Dataplane, uncertain: list[str]
@@ -472,19 +480,10 @@ class Engine:
         for cp in ports:
             if cp.protocol is CiliumProtocol.ANY:
                 if leg.protocol is Protocol.SCTP and not dp.sctp_port_rules:
-                    continue
+                    continue  # ANY means the protocols the datapath parses
             elif cp.protocol.value != leg.protocol.value:
                 continue
-            if leg.protocol is Protocol.SCTP and not dp.sctp_port_rules:
-                uncertain.append("SCTP port rules under Cilium without enable-sctp (D8)")
-                continue
-            if cp.port is None:
-                return True
-            if isinstance(cp.port, str):
-                if self._named_port_matches(cp.port, leg, dp):
-                    return True
-                continue
-            if self._number_matches(cp.port, cp.end_port, leg, dp, uncertain):
+            if self._port_matches(cp.port, cp.end_port, leg, dp, uncertain):
                 return True
         return False
 
