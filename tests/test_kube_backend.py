@@ -5,6 +5,7 @@ a loopback address, and exec runs the real agent over the websocket protocol."""
 from __future__ import annotations
 
 import atexit
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -493,6 +494,12 @@ def test_netparity_snapshot_writes_a_list_that_loads_back(
     assert [p.key for p in load_snapshot([out]).pods] == ["shop/client-1", "shop/web-1"]
     assert "2 pods, 2 nodes" in capsys.readouterr().err
     assert api.mutations == []
+    as_json = tmp_path / "prod.json"
+    assert (
+        main(["snapshot", "--cluster", "test", "--kubeconfig", kubeconfig, "-o", str(as_json)]) == 0
+    )
+    assert json.loads(as_json.read_text())["kind"] == "List"
+    assert load_snapshot([as_json]).pods == load_snapshot([out]).pods
 
 
 def test_a_failed_snapshot_writes_nothing_and_exits_2(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -73,9 +74,14 @@ def as_list_document(objs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def write_list(objs: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Write objects as one `kind: List` YAML document, atomically (all or nothing)."""
-    text = yaml.safe_dump(as_list_document(objs), sort_keys=False, allow_unicode=True)
+    """Write objects as one `kind: List` document, atomically (all or nothing): JSON where
+    the file name ends in .json (it loads many times faster), YAML otherwise."""
     path = Path(path)
+    doc = as_list_document(objs)
+    if path.suffix == ".json":
+        text = json.dumps(doc, indent=1) + "\n"
+    else:
+        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
