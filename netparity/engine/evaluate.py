@@ -8,6 +8,7 @@ verdict names the policies and rules that decided it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections import defaultdict
@@ -45,6 +46,11 @@ from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort
 from netparity.model.snapshot import Snapshot
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@functools.lru_cache(maxsize=4096)
+def _port_text(port: int, protocol: Protocol) -> str:
+    return f"{port}/{protocol}"
 
 
 def _lit(text: str) -> str:
@@ -170,10 +176,10 @@ class Engine:
             group = self._label_groups.setdefault(raw, len(self._label_groups))
             self._label_group[pod.key] = group
         key = (group, direction, id(dp))
-        self._dp_refs[id(dp)] = dp
         cached = self._select_cache.get(key)
         if cached is not None:
             return cached
+        self._dp_refs[id(dp)] = dp
         nps: list[NPTarget] = []
         notes: list[str] = []
         if not pod.host_network:
@@ -202,6 +208,16 @@ class Engine:
     # ---------------------------------------------------------------- evaluation
 
     def evaluate(self, traffic: Traffic, dp: Dataplane) -> Verdict:
+        src, dst, port = traffic.source, traffic.destination, traffic.port
+        if (
+            type(src) is PodEndpoint
+            and type(dst) is PodEndpoint
+            and type(port) is int
+            and not src.pod.host_network
+            and not dst.pod.host_network
+            and src.pod.key != dst.pod.key
+        ):
+            return self._pod_to_pod(src.pod, dst.pod, port, traffic.protocol, dp)
         path = self._resolve(traffic, dp)
         if path.decided is not None:
             return Verdict(
@@ -240,6 +256,47 @@ class Engine:
             uncertain=tuple(dict.fromkeys(uncertain)),
             backend=path.backend.key if path.backend else None,
             port=path.port,
+        )
+
+    def _pod_to_pod(
+        self, client: Pod, server: Pod, port: int, protocol: Protocol, dp: Dataplane
+    ) -> Verdict:
+        """The common path, without the general resolution: the same two legs `_to_pod`
+        makes for a pod reaching another pod on a numbered port."""
+        egress, u1 = self._judge(
+            _Leg(
+                direction=EGRESS,
+                subject=client,
+                peer=PodPeer(pod=server),
+                port=port,
+                protocol=protocol,
+            ),
+            dp,
+        )
+        ingress, u2 = self._judge(
+            _Leg(
+                direction=INGRESS,
+                subject=server,
+                peer=PodPeer(pod=client),
+                port=port,
+                protocol=protocol,
+            ),
+            dp,
+        )
+        if Decision.DENY in (egress.decision, ingress.decision):
+            decision = Decision.DENY
+        elif Decision.UNKNOWN in (egress.decision, ingress.decision):
+            decision = Decision.UNKNOWN
+        else:
+            decision = Decision.ALLOW
+        return Verdict(
+            decision=decision,
+            path=PathKind.POD_POD,
+            egress=egress,
+            ingress=ingress,
+            uncertain=tuple(dict.fromkeys(u1 + u2)) if u1 or u2 else (),
+            backend=server.key,
+            port=port,
         )
 
     def _judge(self, leg: _Leg, dp: Dataplane) -> tuple[DirectionResult, list[str]]:
@@ -330,7 +387,7 @@ class Engine:
             decision=decision,
             why=why,
             peer=leg.peer,
-            port=f"{leg.port}/{leg.protocol}",
+            port=_port_text(leg.port, leg.protocol),
             selected_by=selected,
             rules=rules,
         )
