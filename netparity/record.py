@@ -395,7 +395,7 @@ def record_json(r: Record) -> dict[str, Any]:
     }
 
 
-class _Reader:
+class JsonReader:
     """Typed field access on a decoded record, raising RecordError naming the field."""
 
     def __init__(self, source: str) -> None:
@@ -426,7 +426,7 @@ class _Reader:
         return value
 
 
-def _endpoint_from(rd: _Reader, raw: Any, where: str) -> EndpointInfo:
+def _endpoint_from(rd: JsonReader, raw: Any, where: str) -> EndpointInfo:
     m = rd.map(raw, where)
     labels = rd.map(m.get("labels") or {}, f"{where}.labels")
     return EndpointInfo(
@@ -441,7 +441,7 @@ def _endpoint_from(rd: _Reader, raw: Any, where: str) -> EndpointInfo:
     )
 
 
-def _probe_from(rd: _Reader, raw: Any, index: int) -> ProbeRecord:
+def _probe_from(rd: JsonReader, raw: Any, index: int) -> ProbeRecord:
     where = f"probes[{index}]"
     m = rd.map(raw, where)
     predicted = {}
@@ -506,7 +506,7 @@ def _probe_from(rd: _Reader, raw: Any, index: int) -> ProbeRecord:
 
 
 def record_from_json(data: Any, source: str = "<record>") -> Record:
-    rd = _Reader(source)
+    rd = JsonReader(source)
     if not isinstance(data, Mapping) or data.get("kind") != RECORD_KIND:
         raise RecordError(f"{source} is not a netparity record (no kind: {RECORD_KIND})")
     version = data.get("schema_version")

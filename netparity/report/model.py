@@ -19,6 +19,7 @@ from netparity.compare import PARITY_KIND, PARITY_SCHEMA_VERSION
 from netparity.errors import RecordError
 from netparity.record import (
     RECORD_KIND,
+    JsonReader,
     Outcome,
     ProbeRecord,
     Record,
@@ -370,19 +371,8 @@ def from_record(record: Record, *, source: str = "") -> Report:
 # --------------------------------------------------------------------------- parity
 
 
-class _Fields:
+class _Fields(JsonReader):
     """Typed access to a decoded parity.json, raising RecordError naming the field."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, where: str, message: str) -> RecordError:
-        return RecordError(f"{self.source}: field {where}: {message}")
-
-    def map(self, raw: Any, where: str) -> Mapping[str, Any]:
-        if not isinstance(raw, Mapping):
-            raise self.fail(where, "must be a mapping")
-        return raw
 
     def text(self, raw: Mapping[str, Any], key: str, where: str) -> str:
         value = raw.get(key)
