@@ -12,7 +12,7 @@ import functools
 import ipaddress
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from netparity.engine.compile import (
@@ -51,6 +51,15 @@ _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 @functools.lru_cache(maxsize=4096)
 def _port_text(port: int, protocol: Protocol) -> str:
     return f"{port}/{protocol}"
+
+
+def _combine(decisions: Sequence[Decision]) -> Decision:
+    """Every side must admit: a deny anywhere denies; else an unknown side leaves it unknown."""
+    if Decision.DENY in decisions:
+        return Decision.DENY
+    if Decision.UNKNOWN in decisions:
+        return Decision.UNKNOWN
+    return Decision.ALLOW
 
 
 def _lit(text: str) -> str:
@@ -239,12 +248,7 @@ class Engine:
             if leg.direction in sides:  # a second hop of the same direction: keep both reasons
                 notes.append(f"{leg.direction} (first hop): {sides[leg.direction].reason}")
             sides[leg.direction] = result
-        if Decision.DENY in decisions:
-            decision = Decision.DENY
-        elif Decision.UNKNOWN in decisions:
-            decision = Decision.UNKNOWN
-        else:
-            decision = Decision.ALLOW
+        decision = _combine(decisions)
         if not path.legs:
             notes.append(path.reason or "no pod policy applies to this path")
         return Verdict(
@@ -283,12 +287,7 @@ class Engine:
             ),
             dp,
         )
-        if Decision.DENY in (egress.decision, ingress.decision):
-            decision = Decision.DENY
-        elif Decision.UNKNOWN in (egress.decision, ingress.decision):
-            decision = Decision.UNKNOWN
-        else:
-            decision = Decision.ALLOW
+        decision = _combine((egress.decision, ingress.decision))
         return Verdict(
             decision=decision,
             path=PathKind.POD_POD,
