@@ -609,6 +609,10 @@ def load_json(path: Path, what: str) -> Any:
         raise RecordError(f"{path}: no such {what}") from None
     except OSError as e:
         raise RecordError(f"{path}: cannot read the {what} ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise RecordError(
+            f"{path}: the {what} is not UTF-8 text (byte offset {e.start}): not a netparity file"
+        ) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

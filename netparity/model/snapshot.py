@@ -11,8 +11,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from netparity.errors import InputError
 from netparity.model._wire import Ctx, as_map, str_map
 from netparity.model.ciliumpolicy import CiliumPolicy
@@ -25,9 +23,7 @@ from netparity.model.objects import (
     Service,
     frozen_labels,
 )
-
-# libyaml's parser when PyYAML was built with it (10x faster on large dumps)
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from netparity.yamlio import load_all, read_text
 
 # kind -> accepted apiVersions
 _KINDS: dict[str, frozenset[str]] = {
@@ -100,10 +96,7 @@ class Snapshot:
 
 
 def _documents(path: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read the file ({e.strerror})", source=str(path)) from e
+    text = read_text(path)
     if text.lstrip().startswith("{"):
         # `kubectl get -o json`: JSON is YAML too, but the json module reads it 10x faster.
         try:
@@ -113,15 +106,9 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
             raise InputError(
                 f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}", source=str(path)
             ) from e
-    try:
-        for doc in yaml.load_all(text, Loader=_LOADER):
-            if doc is not None:
-                yield str(path), doc
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError(f"malformed YAML{where}: {problem}", source=str(path)) from e
+    for doc in load_all(text, str(path)):
+        if doc is not None:
+            yield str(path), doc
 
 
 def _files(paths: Sequence[str | Path]) -> Iterator[Path]:
