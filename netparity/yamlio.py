@@ -86,7 +86,7 @@ def _loader(text: str, source: str) -> type[Any]:
     if not _MAYBE_ALIAS.search(text):
         return _BASE_LOADER
 
-    class BoundedLoader(_BASE_LOADER):  # type: ignore[misc,valid-type]
+    class BoundedLoader(_BASE_LOADER):  # type: ignore[misc]
         """The safe loader (libyaml where present) that checks each composed document."""
 
         def get_node(self) -> Any:

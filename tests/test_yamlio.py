@@ -17,8 +17,14 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "aks-migration.yaml"
 
 # The "billion laughs" shape of CVE-2019-11253: 342 bytes, about 490 million nodes expanded.
-LAUGHS = "a: &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
-    f"{b}: &{b} [" + ",".join([f"*{a}"] * 9) + "]\n" for a, b in zip("abcdefgh", "bcdefghi")
+LAUGHS = (
+    "a: &a ["
+    + ",".join(['"lol"'] * 9)
+    + "]\n"
+    + "".join(
+        f"{b}: &{b} [" + ",".join([f"*{a}"] * 9) + "]\n"
+        for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+    )
 )
 
 
