@@ -78,6 +78,13 @@ def parse_probes(data: Any, origin: str = "<probes>") -> tuple[ProbeSpec, ...]:
         raise InputError(
             "must be a mapping with a list under `probes`", source=origin, field="probes"
         )
+    for key in data:
+        if key != "probes":
+            raise InputError(
+                "is not a known top-level key (a probe file has only `probes`)",
+                source=origin,
+                field=str(key),
+            )
     specs = []
     for i, raw in enumerate(data["probes"]):
         if not isinstance(raw, Mapping):

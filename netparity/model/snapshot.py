@@ -159,9 +159,11 @@ def snapshot_from_dicts(
     cilium: dict[str, CiliumPolicy] = {}
     config: dict[str, Mapping[str, str]] = {}
     skipped: Counter[str] = Counter()
+    seen: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> where it was read
     for entry in docs:
         source, doc = entry if isinstance(entry, tuple) else ("<input>", entry)
         for src, obj in _flatten(source, doc):
+            _check_once(obj, src, seen)
             try:
                 _add(obj, namespaces, pods, nodes, services, policies, cilium, config, skipped)
             except InputError as e:
@@ -183,6 +185,28 @@ def snapshot_from_dicts(
         skipped=MappingProxyType(dict(sorted(skipped.items()))),
         sources=sources,
     )
+
+
+def _check_once(obj: Mapping[str, Any], source: str, seen: dict[tuple[str, str, str], str]) -> None:
+    """The API server holds one object per kind, namespace and name: a second one is an error."""
+    kind = obj.get("kind")
+    meta = obj.get("metadata")
+    if not isinstance(kind, str) or kind not in _KINDS or not isinstance(meta, Mapping):
+        return
+    name, ns = meta.get("name"), meta.get("namespace")
+    if not isinstance(name, str):
+        return
+    key = (kind, ns if isinstance(ns, str) else "", name)
+    if key in seen:
+        where = "earlier in the same file" if seen[key] == source else f"also in {seen[key]}"
+        raise InputError(
+            f"is defined twice ({where}); a cluster holds one {kind} of that name",
+            source=source,
+            kind=kind,
+            name=f"{ns}/{name}" if ns else name,
+            field="metadata.name",
+        )
+    seen[key] = source
 
 
 def _add(
@@ -208,6 +232,13 @@ def _add(
         skipped[kind] += 1
         return
     api = obj.get("apiVersion")
+    if api is None:
+        raise InputError(
+            f"has no apiVersion (expected {', '.join(sorted(_KINDS[kind]))})",
+            kind=kind,
+            name=label,
+            field="apiVersion",
+        )
     if api not in _KINDS[kind]:
         raise InputError(
             f"unsupported apiVersion {api!r} (expected {', '.join(sorted(_KINDS[kind]))})",
