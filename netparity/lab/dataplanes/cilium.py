@@ -352,7 +352,10 @@ class Compiler:
                 continue  # D8, as above
             protos: tuple[Protocol, ...]
             if p.protocol is CiliumProtocol.ANY:
+                # ANY: the protocols the datapath parses, SCTP among them only when enabled
                 protos = (Protocol.TCP, Protocol.UDP)
+                if self.settings.enable_sctp:
+                    protos += (Protocol.SCTP,)
             else:
                 protos = (Protocol(p.protocol.value),)
             if p.port is None:
