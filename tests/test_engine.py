@@ -9,6 +9,7 @@ import pytest
 from netparity.engine.dataplane import get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Decision, Traffic, Verdict
+from netparity.errors import InputError
 from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot
 from netparity.probefile import resolve_endpoint
@@ -518,3 +519,141 @@ def test_cilium_world_entity_and_cidr_match_only_outside_addresses() -> None:
     assert decision(snap, "x/a", "ip:198.51.100.20", 443, "cilium") == "allow"
     assert decision(snap, "x/a", "ip:10.9.9.9", 443, "cilium") == "allow"
     assert decision(snap, "x/a", "y/c", 80, "cilium") == "deny"
+
+
+# --- cilium-config (netparity/facts/cilium_config.py) ------------------------------------
+
+
+def cilium_config(**data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cilium-config", "namespace": "kube-system"},
+        "data": data,
+    }
+
+
+def configured(snap: Snapshot, src: str, dst: str, port: int, dp: str, proto: str = "TCP") -> str:
+    traffic = Traffic(
+        source=resolve_endpoint(src, snap, as_source=True),
+        destination=resolve_endpoint(dst, snap, as_source=False),
+        port=port,
+        protocol=Protocol(proto),
+    )
+    return str(Engine(snap).evaluate(traffic, get_dataplane(dp).with_config(snap.config)).decision)
+
+
+def labelled_and_denied(labels: dict[str, str], *config: dict[str, Any]) -> Snapshot:
+    """Pod y/t carries `labels`; a deny-all ingress policy selects it by exactly those labels."""
+    return base_cluster(
+        *config,
+        pod("y/t", "10.244.1.50", "n2", labels, [(None, 8080, "TCP")]),
+        netpol("y/t", {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"]}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "label", "cilium"),
+    [
+        ("!spark-role", "spark-role", "allow"),  # excluded: the policy selects nothing
+        ("!spark-role", "park-role", "deny"),  # a prefix of the key is not the key
+        ("k8s:!spark-role", "spark-role", "allow"),  # the k8s: source is every pod label's
+        ("k8s:!spark-role", "spark-role-x", "allow"),  # patterns match at the key's start
+        ("k8s:!spark-role", "my-spark-role", "deny"),  # ... and only there
+        ("container:!spark-role", "spark-role", "deny"),  # another source: no pod label
+        ("!k8s:spark-role", "spark-role", "allow"),  # an include of source `!k8s`: matches none
+        ("k8s:app", "team", "allow"),  # include-only: team is dropped
+        ("k8s:te", "team", "deny"),  # an include is a prefix too
+        ("k8s:te k8s:!team", "team", "allow"),  # the longer exclusion wins
+        ("k8s:!te k8s:team", "team", "deny"),  # the longer include wins
+        (None, "failure-domain.beta.kubernetes.io/zone", "allow"),  # the default `.*beta...`
+        (None, "statefulset.kubernetes.io/pod-name", "allow"),
+        (None, "app.kubernetes.io/name", "deny"),  # a default include
+    ],
+)
+def test_d6_cilium_reads_the_labels_setting_as_cilium_does(
+    setting: str | None, label: str, cilium: str
+) -> None:
+    config = [] if setting is None else [cilium_config(labels=setting)]
+    snap = labelled_and_denied({label: "v"}, *config)
+    assert configured(snap, "x/a", "y/t", 8080, "npm") == "deny"
+    assert configured(snap, "x/a", "y/t", 8080, "cilium") == cilium
+
+
+def test_d6_under_an_include_list_namespace_selectors_still_select() -> None:
+    snap = base_cluster(
+        cilium_config(labels="k8s:app"),
+        netpol(
+            "y/from-a",
+            {
+                "podSelector": {"matchLabels": {"app": "c"}},
+                "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}],
+            },
+        ),
+        netpol(
+            "x/tier",
+            {"podSelector": {"matchLabels": {"tier": "web"}}, "policyTypes": ["Ingress"]},
+        ),
+    )
+    assert configured(snap, "x/a", "y/c", 80, "cilium") == "allow"
+    assert configured(snap, "y/c", "x/b", 8080, "cilium") == "allow"  # tier is not included
+    assert configured(snap, "y/c", "x/b", 8080, "npm") == "deny"
+
+
+def test_d4c_allow_localhost_policy_subjects_the_own_node_to_policy() -> None:
+    snap = base_cluster(
+        cilium_config(**{"allow-localhost": "policy"}),
+        netpol("x/deny", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+        netpol("y/open", {"podSelector": {}, "ingress": [{}]}),
+    )
+    assert configured(snap, "node:n1", "x/a", 80, "npm") == "allow"  # NPM: no such setting
+    assert configured(snap, "node:n1", "x/a", 80, "cilium") == "deny"
+    assert configured(snap, "node:n2", "y/c", 80, "cilium") == "allow"
+    for value in ("auto", "always"):
+        snap2 = base_cluster(
+            cilium_config(**{"allow-localhost": value}),
+            netpol("x/deny", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+        )
+        assert configured(snap2, "node:n1", "x/a", 80, "cilium") == "allow"
+
+
+def test_d8_enable_sctp_makes_cilium_match_sctp_port_rules() -> None:
+    policy = netpol(
+        "y/s", {"podSelector": {}, "ingress": [{"ports": [{"protocol": "SCTP", "port": 9999}]}]}
+    )
+    for value, want in (("true", "allow"), ("True", "allow"), ("false", "deny"), ("on", "deny")):
+        snap = base_cluster(cilium_config(**{"enable-sctp": value}), policy)
+        assert configured(snap, "x/a", "y/c", 9999, "cilium", "SCTP") == want, value
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"labels": "k8s:!team("}, "data.labels"),
+        ({"labels": "k8s:"}, "data.labels"),
+        ({"allow-localhost": "sometimes"}, "data.allow-localhost"),
+    ],
+)
+def test_cilium_config_values_the_agent_refuses_are_input_errors(
+    data: dict[str, str], field: str
+) -> None:
+    snap = base_cluster(cilium_config(**data))
+    with pytest.raises(InputError) as e:
+        get_dataplane("cilium").with_config(snap.config)
+    assert e.value.field == field and e.value.name == "kube-system/cilium-config"
+    get_dataplane("npm").with_config(snap.config)  # NPM does not read Cilium's settings
+
+
+def test_one_table_of_cilium_default_label_exclusions() -> None:
+    """The engine's default filter is the neutral module's, whose table cites Cilium's source."""
+    from netparity.facts import cilium_config as facts
+
+    assert get_dataplane("cilium").label_filter is facts.DEFAULT_LABEL_FILTER
+    assert get_dataplane("npm").label_filter is None
+    assert r".*beta\.kubernetes\.io" in facts.DEFAULT_LABEL_EXCLUSIONS
+    assert "pkg/labelsfilter/filter.go" in (facts.__doc__ or "")
+    kept = facts.DEFAULT_LABEL_FILTER
+    for key in ("io.kubernetes.pod.namespace", "io.cilium.k8s.policy.cluster", "app"):
+        assert kept.keeps(key), key
+    for key in ("io.kubernetes.pod.name", "controller-uid", "annotation.x", "k8s.io/x"):
+        assert kept.excludes(key), key

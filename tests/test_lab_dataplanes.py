@@ -1227,3 +1227,85 @@ def test_a_lab_upgraded_from_npm_to_cilium_and_back_enforces_the_new_dataplane_o
     check(lab, "npm", rows)
     check(lab_factory.upgrade(lab, "cilium"), "cilium", rows)
     check(lab_factory.upgrade(lab, "npm"), "npm", rows)
+
+
+# ---------------------------------------------------------------------------- cilium-config
+
+
+def _cilium_config(**data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cilium-config", "namespace": "kube-system"},
+        "data": data,
+    }
+
+
+def test_cilium_reads_the_label_filter_the_engine_reads() -> None:
+    """One table of Cilium's defaults and one reading of `labels`, for the lab and the engine."""
+    from netparity.engine.dataplane import get_dataplane
+    from netparity.facts.cilium_config import DEFAULT_LABEL_FILTER
+    from netparity.lab.dataplanes.cilium import Compiler
+
+    for setting in (None, "!spark-role k8s:app"):
+        extra = [] if setting is None else [_cilium_config(labels=setting)]
+        snap = small_snapshot(*extra)
+        lab = Compiler(topology("cilium", snap), honour_end_port=True).filter
+        engine = get_dataplane("cilium").with_config(snap.config).label_filter
+        assert lab == engine
+        assert (lab == DEFAULT_LABEL_FILTER) is (setting is None)
+        assert lab.keeps("app") and not lab.keeps("failure-domain.beta.kubernetes.io/zone")
+
+
+def test_cilium_an_unreadable_labels_pattern_or_allow_localhost_is_an_input_error() -> None:
+    for data in ({"labels": "k8s:!team("}, {"labels": "k8s:"}, {"allow-localhost": "never"}):
+        with pytest.raises(InputError, match="ConfigMap kube-system/cilium-config"):
+            rules("cilium", small_snapshot(_cilium_config(**data)))
+
+
+def test_cilium_enable_sctp_compiles_sctp_port_rules_that_load() -> None:
+    """The kernel here has no SCTP, so no SCTP packet can be sent: this checks the nft rules
+    the lab renders under `enable-sctp: "true"` (and that nft accepts them), not packets."""
+    policies = (
+        _np("s", "a", ingress=[{"ports": [{"protocol": "SCTP", "port": 9999}]}]),
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "any", "namespace": "np"},
+            "spec": {
+                "endpointSelector": {"matchLabels": {"app": "b"}},
+                "ingress": [{"toPorts": [{"ports": [{"port": "7000", "protocol": "ANY"}]}]}],
+            },
+        },
+    )
+    on = rules("cilium", small_snapshot(_cilium_config(**{"enable-sctp": "true"}), *policies))
+    a = _pod_chain(on["n1"].nft, "ingress", "np/a")
+    assert 'sctp dport 9999 return comment "NetworkPolicy np/s ingress[0]"' in a
+    b = _pod_chain(on["n2"].nft, "ingress", "np/b")
+    assert all(f"{p} dport 7000 return" in b for p in ("tcp", "udp", "sctp"))
+    for value in ("false", "yes"):  # the agent reads anything but Go's true spellings as false
+        off = rules("cilium", small_snapshot(_cilium_config(**{"enable-sctp": value}), *policies))
+        assert "sctp" not in off["n1"].nft + off["n2"].nft
+    name = f"np-sctp-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for node_rules in on.values():
+            _apply(name, node_rules)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def test_cilium_allow_localhost_policy_sends_the_nodes_own_packets_through_ingress() -> None:
+    """Under `allow-localhost: policy` the host's packets to a local pod pass the pod's ingress
+    chain from an output hook, and that chain no longer returns early for the host."""
+    policy = _np("w", "a", ingress=[{"from": [{"podSelector": {}}]}])
+    default = rules("cilium", small_snapshot(policy))["n1"].nft
+    assert "allow-localhost" in _pod_chain(default, "ingress", "np/a")
+    assert "hook output priority filter" not in default
+    config = _cilium_config(**{"allow-localhost": "policy"})
+    policed = rules("cilium", small_snapshot(config, policy))["n1"].nft
+    assert "allow-localhost" not in _pod_chain(policed, "ingress", "np/a")
+    output = policed.split("\tchain output {\n", 1)[1].split("\n\t}", 1)[0]
+    assert "type filter hook output priority filter; policy accept;" in output
+    assert "ct direction reply accept" in output
+    assert "ip daddr vmap { 10.244.1.10 : jump ingress_0 }" in output

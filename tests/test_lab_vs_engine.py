@@ -10,6 +10,7 @@ An `error` from the lab fails the test: it is never a pass and never a deny.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from netparity.backend import Observed, Target
 from netparity.engine.dataplane import get_dataplane
@@ -187,3 +188,201 @@ def test_lab_and_engine_agree_on_in_cluster_nodeport_and_lb_paths(
                     f"engine {verdict.decision}: {verdict.explanation}"
                 )
     assert problems == [], "\n".join(problems)
+
+
+# ---------------------------------------------------------------- cilium-config settings
+#
+# The same comparison under non-default `kube-system/cilium-config` settings: the engine and
+# the lab read them through netparity/facts/cilium_config.py, and each acts on them with its
+# own code. Each row also states the verdict Cilium gives, so neither test passes by the two
+# sides agreeing on a wrong answer.
+
+
+def cilium_config(**data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cilium-config", "namespace": "kube-system"},
+        "data": data,
+    }
+
+
+def deny_all(key: str, selector: dict[str, str]) -> dict[str, Any]:
+    from builders import netpol
+
+    return netpol(key, {"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress"]})
+
+
+def check_rows(
+    lab_factory: LabFactory, snapshot: Snapshot, rows: list[tuple[str, str, str]]
+) -> None:
+    """Build `snapshot` as a Cilium lab; for each (source, destination, Cilium's verdict) the
+    lab must observe that verdict and the engine must predict it."""
+    lab = lab_factory(snapshot, dataplane="cilium")
+    live = lab.snapshot
+    engine = Engine(live)
+    dp = get_dataplane("cilium").with_config(live.config)
+    traffic = [
+        Traffic(
+            source=resolve_endpoint(src, live, as_source=True),
+            destination=resolve_endpoint(dst, live, as_source=False),
+            port=8080,
+        )
+        for src, dst, _ in rows
+    ]
+    results = lab.run(traffic, timeout=1.5)
+    problems: list[str] = []
+    for (src, dst, want), t, result in zip(rows, traffic, results, strict=True):
+        verdict = engine.evaluate(t, dp)
+        if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+            problems.append(f"{src} -> {dst}: the lab could not run it: {result.error}")
+            continue
+        observed = "allow" if result.allowed else "deny"
+        if (observed, str(verdict.decision)) != (want, want):
+            problems.append(
+                f"{src} -> {dst}: Cilium {want}, lab {observed} ({result.observed}), "
+                f"engine {verdict.decision}: {verdict.explanation}"
+            )
+    assert problems == [], "\n".join(problems)
+
+
+def test_exclusions_the_k8s_prefix_beta_labels_and_allow_localhost_policy(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """`labels: "!spark-role k8s:!job-name"` excludes exactly those keys (not `park-role`),
+    Cilium's default `.*beta\\.kubernetes\\.io` exclusion matches inside a key, and under
+    `allow-localhost: policy` a pod's own node is subject to the pod's ingress policy."""
+    from builders import cnp, netpol, node, ns, pod
+
+    http = [("http", 8080, "TCP")]
+    snapshot = snapshot_from_dicts(
+        [
+            cilium_config(labels="!spark-role k8s:!job-name", **{"allow-localhost": "policy"}),
+            ns("a"),
+            node("n1", "10.224.0.4", "10.244.0.0/24"),
+            node("n2", "10.224.0.5", "10.244.1.0/24"),
+            pod("a/client", "10.244.0.10", "n1", {"app": "client"}, http),
+            pod("a/spark", "10.244.0.11", "n1", {"app": "spark", "spark-role": "driver"}, http),
+            pod("a/park", "10.244.0.12", "n1", {"app": "park", "park-role": "x"}, http),
+            pod("a/job", "10.244.1.11", "n2", {"app": "job", "job-name": "j1"}, http),
+            pod(
+                "a/zone",
+                "10.244.1.12",
+                "n2",
+                {"app": "zone", "failure-domain.beta.kubernetes.io/zone": "z1"},
+                http,
+            ),
+            pod("a/web", "10.244.0.13", "n1", {"app": "web"}, http),
+            pod("a/open", "10.244.0.14", "n1", {"app": "open"}, http),
+            pod("a/hostok", "10.244.0.15", "n1", {"app": "hostok"}, http),
+            deny_all("a/spark", {"spark-role": "driver"}),
+            deny_all("a/park", {"park-role": "x"}),
+            deny_all("a/job", {"job-name": "j1"}),
+            deny_all("a/zone", {"failure-domain.beta.kubernetes.io/zone": "z1"}),
+            netpol(
+                "a/web",
+                {
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}],
+                },
+            ),
+            netpol("a/open", {"podSelector": {"matchLabels": {"app": "open"}}, "ingress": [{}]}),
+            cnp(
+                "a/hostok",
+                {
+                    "endpointSelector": {"matchLabels": {"app": "hostok"}},
+                    "ingress": [{"fromEntities": ["host"]}],
+                },
+            ),
+        ]
+    )
+    check_rows(
+        module_lab_factory,
+        snapshot,
+        [
+            ("a/client", "a/spark", "allow"),  # spark-role excluded: the policy selects nothing
+            ("a/client", "a/park", "deny"),  # park-role is not spark-role
+            ("a/client", "a/job", "allow"),  # k8s:!job-name
+            ("a/client", "a/zone", "allow"),  # failure-domain.beta.kubernetes.io/zone
+            ("a/client", "a/web", "allow"),
+            ("node:n1", "a/web", "deny"),  # allow-localhost: policy
+            ("node:n2", "a/web", "deny"),
+            ("node:n1", "a/park", "deny"),
+            ("node:n1", "a/spark", "allow"),  # not isolated
+            ("node:n1", "a/open", "allow"),  # a rule without peers admits the host too
+            ("node:n1", "a/hostok", "allow"),  # fromEntities: host
+            ("a/client", "a/hostok", "deny"),
+        ],
+    )
+
+
+def test_an_include_list_keeps_only_the_included_keys_and_cilium_own_labels(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """`labels: "k8s:app k8s:!app-version"`: once one include is given only included keys make
+    identities (`tier` is dropped), the longer exclusion beats the shorter include
+    (`app-version`), and the default includes (namespace labels, `app.kubernetes.io`) stay."""
+    from builders import netpol, node, ns, pod
+
+    http = [("http", 8080, "TCP")]
+
+    def ingress_from(key: str, peer: dict[str, Any]) -> dict[str, Any]:
+        app = key.split("/")[1]
+        return netpol(
+            key, {"podSelector": {"matchLabels": {"app": app}}, "ingress": [{"from": [peer]}]}
+        )
+
+    every_ns = {"namespaceSelector": {}}
+    snapshot = snapshot_from_dicts(
+        [
+            cilium_config(labels="k8s:app k8s:!app-version"),
+            ns("a", team="a"),
+            ns("b", team="b"),
+            node("n1", "10.224.0.4", "10.244.0.0/24"),
+            node("n2", "10.224.0.5", "10.244.1.0/24"),
+            pod(
+                "a/client",
+                "10.244.0.10",
+                "n1",
+                {"app": "client", "tier": "front", "app.kubernetes.io/name": "cl"},
+                http,
+            ),
+            pod("b/client", "10.244.1.20", "n2", {"app": "client", "tier": "front"}, http),
+            pod("b/tiered", "10.244.1.10", "n2", {"app": "tiered", "tier": "back"}, http),
+            pod(
+                "b/versioned", "10.244.1.11", "n2", {"app": "versioned", "app-version": "v2"}, http
+            ),
+            pod("b/web", "10.244.1.12", "n2", {"app": "web"}, http),
+            pod("b/fronted", "10.244.1.13", "n2", {"app": "fronted"}, http),
+            pod("b/named", "10.244.1.14", "n2", {"app": "named"}, http),
+            deny_all("b/tiered", {"tier": "back"}),
+            deny_all("b/versioned", {"app-version": "v2"}),
+            ingress_from(
+                "b/web",
+                {
+                    "namespaceSelector": {"matchLabels": {"team": "a"}},
+                    "podSelector": {"matchLabels": {"app": "client"}},
+                },
+            ),
+            ingress_from(
+                "b/fronted", {**every_ns, "podSelector": {"matchLabels": {"tier": "front"}}}
+            ),
+            ingress_from(
+                "b/named",
+                {**every_ns, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "cl"}}},
+            ),
+        ]
+    )
+    check_rows(
+        module_lab_factory,
+        snapshot,
+        [
+            ("a/client", "b/tiered", "allow"),  # tier is not included: the policy selects nothing
+            ("a/client", "b/versioned", "allow"),  # app-version excluded although `app` includes
+            ("a/client", "b/web", "allow"),  # namespace labels and `app` still select
+            ("b/client", "b/web", "deny"),
+            ("a/client", "b/fronted", "deny"),  # a peer selector on `tier` matches no identity
+            ("a/client", "b/named", "allow"),  # app.kubernetes.io is a default include
+            ("b/client", "b/named", "deny"),
+        ],
+    )

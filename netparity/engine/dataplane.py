@@ -12,6 +12,12 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from netparity.errors import InputError
+from netparity.facts.cilium_config import (
+    CILIUM_CONFIG,
+    DEFAULT_LABEL_FILTER,
+    LabelFilter,
+    cilium_settings,
+)
 
 
 class EndPortMode(StrEnum):
@@ -22,25 +28,6 @@ class EndPortMode(StrEnum):
 class NamedPortEgress(StrEnum):
     PER_DESTINATION = "per-destination"  # resolved on each destination pod (spec, NPM)
     CLUSTER_WIDE = "cluster-wide"  # one number cluster-wide or the rule is void (Cilium < 1.20)
-
-
-# Cilium's default identity-label exclusions (identity-relevant-labels.rst), anchored at the key start.
-CILIUM_DEFAULT_LABEL_EXCLUSIONS: tuple[str, ...] = (
-    r"io\.kubernetes",
-    r"kubernetes\.io",
-    r"statefulset\.kubernetes\.io/pod-name",
-    r"apps\.kubernetes\.io/pod-index",
-    r"batch\.kubernetes\.io/job-completion-index",
-    r"batch\.kubernetes\.io/controller-uid",
-    r"beta\.kubernetes\.io",
-    r"k8s\.io",
-    r"pod-template-generation",
-    r"pod-template-hash",
-    r"controller-revision-hash",
-    r"annotation\.",
-    r"controller-uid",
-    r"etcd_node",
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,8 +52,9 @@ class Dataplane:
     # D5: external NodePort/LB traffic with eTP=Cluster and a remote backend is seen as coming
     # from the receiving node (NPM: its IP; Cilium: remote-node). spec: the client's address.
     snat_to_receiving_node: bool = False
-    # D6: Cilium builds identities from filtered labels.
-    label_exclusions: tuple[str, ...] = ()
+    # D6: Cilium builds identities from filtered labels (None: every label counts). The
+    # filter is Cilium's defaults plus cilium-config `labels` (netparity/facts/cilium_config.py).
+    label_filter: LabelFilter | None = None
     # D8: SCTP port rules match (NPM Linux) or never (Cilium without enable-sctp).
     sctp_port_rules: bool = True
     # D11: NPM skips policies it cannot translate (IPv6 ipBlock, invalid values): fail-open.
@@ -84,18 +72,13 @@ class Dataplane:
             raw = " ".join(npm.values())
             if re.search(r'"?PlaceAzureChainFirst"?\s*:\s*true', raw):
                 dp = replace(dp, masquerade_bypass=False)
-        cilium = config.get("kube-system/cilium-config")
-        if self.cilium_policies and cilium is not None:
-            extra = tuple(
-                e[1:].lstrip("k8s:") if e.startswith("!") else e
-                for e in cilium.get("labels", "").split()
-                if e.startswith("!")
-            )
-            if extra:
-                dp = replace(dp, label_exclusions=dp.label_exclusions + extra)
-            if cilium.get("enable-sctp", "false").lower() == "true":
+        if self.cilium_policies and CILIUM_CONFIG in config:
+            cilium = cilium_settings(config)
+            if self.label_filter is not None:
+                dp = replace(dp, label_filter=cilium.labels)
+            if cilium.enable_sctp:
                 dp = replace(dp, sctp_port_rules=True)
-            if cilium.get("allow-localhost", "auto") == "policy":
+            if cilium.host_policed:
                 dp = replace(dp, own_node_ingress_bypass=False)
         return dp
 
@@ -120,7 +103,7 @@ CILIUM = Dataplane(
     ipblock_matches_cluster=False,
     named_port_egress=NamedPortEgress.CLUSTER_WIDE,
     snat_to_receiving_node=True,
-    label_exclusions=CILIUM_DEFAULT_LABEL_EXCLUSIONS,
+    label_filter=DEFAULT_LABEL_FILTER,
     sctp_port_rules=False,
     cilium_policies=True,
     hairpin_uncertain=True,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from netparity.engine.traffic import (
     Verdict,
     Via,
 )
+from netparity.facts.cilium_config import LabelFilter
 from netparity.model.ciliumpolicy import CiliumPort, CiliumProtocol, CiliumRule, Entity
 from netparity.model.networkpolicy import PolicyPeer, PolicyPort
 from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort
@@ -116,15 +116,14 @@ class Engine:
         self.named_ports: Mapping[str, frozenset[tuple[int, Protocol]]] = {
             k: frozenset(v) for k, v in named.items()
         }
-        self._label_cache: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
-        self._cilium_label_cache: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
+        self._label_cache: dict[tuple[str, LabelFilter | None], Mapping[str, str]] = {}
+        self._cilium_label_cache: dict[tuple[str, LabelFilter | None], Mapping[str, str]] = {}
         self._select_cache: dict[
             tuple[int, str, int],
             tuple[list[NPTarget], list[CiliumTarget], list[str], tuple[str, ...]],
         ] = {}
         self._label_group: dict[str, int] = {}  # pod key -> its (namespace, labels) group
         self._label_groups: dict[object, int] = {}
-        self._exclusion_re: dict[tuple[str, ...], re.Pattern[str] | None] = {}
         self._dp_refs: dict[int, Dataplane] = {}  # keeps the ids used in cache keys alive
         self._ips: dict[str, _IP] = {}
         self._backends: dict[str, tuple[Pod, ...]] = {}
@@ -133,26 +132,18 @@ class Engine:
 
     def labels(self, pod: Pod, dp: Dataplane) -> Mapping[str, str]:
         """The pod labels a dataplane's selectors see (D6: Cilium drops some keys)."""
-        if not dp.label_exclusions:
+        if dp.label_filter is None:
             return pod.labels
-        key = (pod.key, dp.label_exclusions)
+        key = (pod.key, dp.label_filter)
         cached = self._label_cache.get(key)
         if cached is None:
-            rx = self._exclusions(dp.label_exclusions)
-            cached = {k: v for k, v in pod.labels.items() if rx is None or not rx.match(k)}
+            cached = dp.label_filter.identity(pod.labels)
             self._label_cache[key] = cached
         return cached
 
-    def _exclusions(self, patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-        if patterns not in self._exclusion_re:
-            self._exclusion_re[patterns] = (
-                re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
-            )
-        return self._exclusion_re[patterns]
-
     def cilium_labels(self, pod: Pod, dp: Dataplane) -> Mapping[str, str]:
         """Identity labels: filtered pod labels, the namespace, and the namespace's labels."""
-        key = (pod.key, dp.label_exclusions)
+        key = (pod.key, dp.label_filter)
         cached = self._cilium_label_cache.get(key)
         if cached is None:
             out = dict(self.labels(pod, dp))

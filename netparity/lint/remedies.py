@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import Dataplane, EndPortMode
 from netparity.engine.traffic import Decision, ExternalEndpoint, ServiceEndpoint
+from netparity.facts.cilium_config import LabelFilter
 from netparity.lint.classes import exact_selectors
 from netparity.lint.findings import Change, Finding, FixAction, FixWhen
 from netparity.lint.probes import ProbeBuilder
@@ -76,11 +76,7 @@ class Remedies:
         self.id_labels = {p.key: engine.labels(p, target) for p in classes.all_pods}
         self.all_keys = frozenset(p.key for p in classes.all_pods)
         self._ranges: list[str] | None = None
-        self.excluded: re.Pattern[str] | None = (
-            re.compile("|".join(f"(?:{x})" for x in target.label_exclusions))
-            if target.label_exclusions
-            else None
-        )
+        self.excluded: LabelFilter | None = target.label_filter
         self.builders: dict[str, Callable[[Finding], Proposal]] = {
             Scenario.ENDPORT: self._endport,
             Scenario.NAMED_PORT: self._named_port,
@@ -201,7 +197,7 @@ class Remedies:
         return out
 
     def _is_excluded(self, key: str) -> bool:
-        return self.excluded is not None and self.excluded.match(key) is not None
+        return self.excluded is not None and self.excluded.excludes(key)
 
     @staticmethod
     def _cnp(namespace: str, name: str, specs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -47,7 +47,6 @@ from netparity.plan.rules import (
     PolicySpec,
     RuleSpec,
     admits_outside,
-    exclusion_pattern,
     ip_blocks,
     named_port_uses,
     policy_specs,
@@ -122,7 +121,7 @@ class PlannerBase:
         self.tgt = self.dps[target]
         base = Engine(snapshot)
         cilium_view = next((d for d in self.dps.values() if d.cilium_policies), None)
-        excluded = exclusion_pattern(cilium_view.label_exclusions) if cilium_view else None
+        excluded = cilium_view.label_filter if cilium_view else None
         self.specs = policy_specs(base, excluded)
         self.classes: Classes = compute_classes(
             base,

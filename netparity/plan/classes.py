@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from netparity.engine.compile import NAMESPACE_KEY
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.evaluate import Engine
+from netparity.facts.cilium_config import LabelFilter
 from netparity.model.networkpolicy import IPBlock
 from netparity.model.objects import Pod, Protocol
 from netparity.model.selectors import LabelSelector
@@ -250,11 +251,11 @@ def _unique_names(classes: list[PodClass]) -> list[PodClass]:
 
 
 def _distinct_views(views: Sequence[Dataplane]) -> list[Dataplane]:
-    seen: set[tuple[str, ...]] = set()
+    seen: set[LabelFilter | None] = set()
     out = []
     for v in views:
-        if v.label_exclusions not in seen:
-            seen.add(v.label_exclusions)
+        if v.label_filter not in seen:
+            seen.add(v.label_filter)
             out.append(v)
     return out
 

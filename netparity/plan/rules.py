@@ -8,13 +8,13 @@ its own text already touches (D6 excluded label keys, D11 untranslatable).
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from netparity.engine.compile import EGRESS, INGRESS
 from netparity.engine.evaluate import Engine
+from netparity.facts.cilium_config import LabelFilter
 from netparity.model.ciliumpolicy import CiliumPolicy, CiliumProtocol, CiliumRule, Entity
 from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPort
 from netparity.model.objects import Protocol
@@ -77,10 +77,6 @@ class PolicySpec:
     tags: tuple[Scenario, ...] = ()  # rows the policy's text touches (D6, D11)
 
 
-def exclusion_pattern(patterns: Sequence[str]) -> re.Pattern[str] | None:
-    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
-
-
 def _np_port(pp: PolicyPort) -> PortSpec:
     return PortSpec(protocol=pp.protocol, port=pp.port, end_port=pp.end_port)
 
@@ -91,7 +87,7 @@ def _cilium_port(protocol: CiliumProtocol, port: int | str | None, end: int | No
 
 
 def network_policy_spec(
-    policy: NetworkPolicy, order: int, engine: Engine, excluded: re.Pattern[str] | None
+    policy: NetworkPolicy, order: int, engine: Engine, excluded: LabelFilter | None
 ) -> PolicySpec:
     name = f"NetworkPolicy {policy.key}"
     rules: list[RuleSpec] = []
@@ -126,7 +122,7 @@ def network_policy_spec(
                 )
             )
     if excluded is not None:
-        uses_excluded = any(excluded.match(k) for s in selectors for k in s.keys())  # noqa: SIM118
+        uses_excluded = any(excluded.excludes(k) for s in selectors for k in s.keys())  # noqa: SIM118
     tags: list[Scenario] = []
     if uses_excluded:
         tags.append(Scenario.IDENTITY_LABELS)
@@ -215,7 +211,7 @@ def cilium_policy_spec(policy: CiliumPolicy, order: int, engine: Engine) -> Poli
     )
 
 
-def policy_specs(engine: Engine, excluded: re.Pattern[str] | None) -> tuple[PolicySpec, ...]:
+def policy_specs(engine: Engine, excluded: LabelFilter | None) -> tuple[PolicySpec, ...]:
     snap = engine.snapshot
     out = [network_policy_spec(p, i, engine, excluded) for i, p in enumerate(snap.network_policies)]
     base = len(out)

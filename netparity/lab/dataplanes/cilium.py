@@ -1,8 +1,11 @@
 """Cilium as AKS runs it, compiled into one nft table per node (`table ip cilium`).
 
 Configuration modelled (SEMANTICS 0.1 `cilium` row): kube-proxy replacement, native
-routing, SNAT load-balancing, `allow-localhost` default, no `policy-cidr-match-mode`, SCTP
-off, the default identity-label filter plus `cilium-config` `labels`.
+routing, SNAT load-balancing, no `policy-cidr-match-mode`, and from `kube-system/cilium-config`
+(read by `netparity/facts/cilium_config.py`, as the engine reads it): `labels` (the identity
+label filter, D6: Cilium's defaults plus the cluster's patterns), `enable-sctp` (D8: SCTP
+port rules are compiled only when it is true) and `allow-localhost` (D4c: `policy` puts the
+host's traffic to its local pods through their ingress chains).
 
 Service translation (nat chains, before any filtering):
 - `lb_pre` (prerouting, dstnat): traffic from a local pod's veth is translated like
@@ -22,7 +25,9 @@ own since SNAT comes later in postrouting):
 - `forward`: replies and related packets pass; a packet from a local pod's veth jumps to
   that pod's `egress_N` chain, a packet to a local pod's veth to its `ingress_N` chain;
 - `input`: a local pod's packets to the node itself (D4a) jump to its `egress_N` chain;
-- no output chain: the host reaching its local pods is always allowed (allow-localhost, D4c).
+- `output`, only under `allow-localhost: policy`: the node's own packets to a local pod jump
+  to that pod's `ingress_N` chain; otherwise the host reaching its local pods is always
+  allowed (the `allow-localhost` rule in each ingress chain, D4c).
 Peers are classified by IP at enforcement time: a pod IP is that pod's identity (selectors
 match its filtered labels plus its namespace labels), a local address is `host`, another
 node's IP is `remote-node`, anything else is `world`, the only class CIDR rules (ipBlock,
@@ -34,10 +39,10 @@ packet is checked, not only the first (D7).
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from netparity.facts.cilium_config import cilium_settings
 from netparity.lab.dataplanes.iptables import Table, render_tables
 from netparity.lab.dataplanes.services import (
     ServicePortRoute,
@@ -66,64 +71,12 @@ NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
 CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
 
-# identity-relevant-labels.rst: label keys left out of identities (regexes anchored at the start).
-DEFAULT_EXCLUDED_LABELS = (
-    r"io\.kubernetes",
-    r"kubernetes\.io",
-    r"statefulset\.kubernetes\.io/pod-name",
-    r"apps\.kubernetes\.io/pod-index",
-    r"batch\.kubernetes\.io/job-completion-index",
-    r"batch\.kubernetes\.io/controller-uid",
-    r".*beta\.kubernetes\.io",
-    r"k8s\.io",
-    r"pod-template-generation",
-    r"pod-template-hash",
-    r"controller-revision-hash",
-    r"annotation\.",
-    r"controller-uid",
-    r"etcd_node",
-)
-
 # On an NPM node, nothing of Cilium; on a Cilium node, the iptables tables NPM and
 # kube-proxy used are emptied so that `lab upgrade` leaves no trace of them.
 RESET_IPTABLES = render_tables(Table("mangle"), Table("nat"), Table("filter"))
 
 
 # ---------------------------------------------------------------------------- identities
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error:
-        return re.compile(re.escape(pattern))
-
-
-class LabelFilter:
-    """Which pod label keys take part in a Cilium identity (D6)."""
-
-    def __init__(self, config: str | None = None) -> None:
-        self.excluded = [_compile(p) for p in DEFAULT_EXCLUDED_LABELS]
-        self.included: list[re.Pattern[str]] = []
-        for token in (config or "").split():
-            negate = token.startswith("!")
-            token = token.lstrip("!")
-            for source in ("k8s:", "any:"):
-                if token.startswith(source):
-                    token = token[len(source) :]
-            if token.startswith("!"):
-                negate, token = True, token[1:]
-            if not token:
-                continue
-            (self.excluded if negate else self.included).append(_compile(token))
-
-    def keeps(self, key: str) -> bool:
-        if any(p.match(key) for p in self.excluded):
-            return False
-        return not self.included or any(p.match(key) for p in self.included)
-
-    def identity(self, labels: Mapping[str, str]) -> dict[str, str]:
-        return {k: v for k, v in labels.items() if self.keeps(k)}
 
 
 def _normalize(selector: LabelSelector) -> LabelSelector | None:
@@ -274,8 +227,8 @@ class Compiler:
         snap = topology.snapshot
         self.topology = topology
         self.honour_end_port = honour_end_port
-        cfg = snap.config.get("kube-system/cilium-config", {})
-        self.filter = LabelFilter(cfg.get("labels"))
+        self.settings = cilium_settings(snap.config)
+        self.filter = self.settings.labels
         ns_labels = {ns.name: dict(ns.labels) for ns in snap.namespaces}
         self.endpoints: list[Endpoint] = []
         for p in snap.pods:
@@ -376,7 +329,7 @@ class Compiler:
             return [ANY_L4]
         out: list[L4] = []
         for p in ports:
-            if p.protocol is Protocol.SCTP:
+            if p.protocol is Protocol.SCTP and not self.settings.enable_sctp:
                 continue  # SCTP is off: SCTP port rules never match (D8)
             proto = p.protocol.lower()
             if p.port is None:
@@ -395,11 +348,14 @@ class Compiler:
             return [ANY_L4]
         out: list[L4] = []
         for p in ports:
-            if p.protocol is CiliumProtocol.SCTP:
-                continue
+            if p.protocol is CiliumProtocol.SCTP and not self.settings.enable_sctp:
+                continue  # D8, as above
             protos: tuple[Protocol, ...]
             if p.protocol is CiliumProtocol.ANY:
+                # ANY: the protocols the datapath parses, SCTP among them only when enabled
                 protos = (Protocol.TCP, Protocol.UDP)
+                if self.settings.enable_sctp:
+                    protos += (Protocol.SCTP,)
             else:
                 protos = (Protocol(p.protocol.value),)
             if p.port is None:
@@ -684,6 +640,7 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
 
     egress_jumps: list[tuple[str, str]] = []
     ingress_jumps: list[tuple[str, str]] = []
+    host_jumps: list[tuple[str, str]] = []  # the node's own packets to a local pod (D4c)
     pod_chains: list[str] = []
     for n, (lp, ep) in enumerate(local):
         ing, egr = compiler.pod_rules(ep, has_remote_nodes=bool(remote))
@@ -701,7 +658,8 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
             name = f"ingress_{n}"
             body_lines = [f'ip saddr {ep.ip} return comment "hairpin through a Service (loopback)"']
             body_lines += ing.deny
-            body_lines.append('fib saddr type local return comment "allow-localhost"')
+            if not compiler.settings.host_policed:
+                body_lines.append('fib saddr type local return comment "allow-localhost"')
             body_lines += ing.allow
             if ing.isolated:
                 body_lines.append(f'drop comment "{ep.pod.key} ingress isolated"')
@@ -709,6 +667,7 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
                 body_lines.append("return")
             pod_chains += [f"\t# ingress of {ep.pod.key}", *_chain(name, body_lines)]
             ingress_jumps.append((f'"{lp.host_ifname}"', f"jump {name}"))
+            host_jumps.append((ep.ip, f"jump {name}"))
 
     replies = ["ct state related accept", "ct direction reply accept"]
     forward = list(replies)
@@ -717,6 +676,10 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
     inp = list(replies)
     inp += [x for x in (_vmap("iifname", egress_jumps),) if x]
     body += _chain("input", inp, "type filter hook input priority filter; policy accept;")
+    if compiler.settings.host_policed:
+        out = list(replies)
+        out += [x for x in (_vmap("ip daddr", host_jumps),) if x]
+        body += _chain("output", out, "type filter hook output priority filter; policy accept;")
     body += pod_chains
 
     notes += [
