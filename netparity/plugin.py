@@ -968,7 +968,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     v = case.verdict()
     if v is not None:
-        item.user_properties.extend(v.properties)
+        # once: pytest-retry and pytest-rerunfailures set an item up again for each retry
+        present = set(item.user_properties)
+        item.user_properties.extend(p for p in v.properties if p not in present)
 
 
 # --------------------------------------------------------------------------- the end
