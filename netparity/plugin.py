@@ -66,7 +66,10 @@ HELP_TARGET = "the dataplane the cluster moves to: cilium (default) or cilium-1.
 HELP_ACCEPT = "accept file: a YAML list of {id, reason}, changes reviewed and accepted (they pass)"
 HELP_PROBES = "an explicit probe file (docs/probes.md); may be given more than once"
 HELP_PROBE_TIMEOUT = "seconds a probe waits before it counts as dropped (default 2)"
-HELP_RETRIES = "how many times a deny is probed again before it is believed (default 1)"
+HELP_PROBE_RETRIES = (
+    "how many times a deny is probed again before it is believed (default 1); "
+    "was --retries, which pytest-retry defines"
+)
 HELP_REPORT_DIR = "where records, the baseline and the parity report go (default reports/)"
 HELP_FORCE = "with --phase pre: replace an existing baseline"
 HELP_DATAPLANE = (
@@ -91,7 +94,7 @@ HELP_ALLOW_LB = (
 PHASES = ("auto", "pre", "post")
 DEFAULT_TARGET = "cilium"
 DEFAULT_PROBE_TIMEOUT = 2.0
-DEFAULT_RETRIES = 1
+DEFAULT_PROBE_RETRIES = 1
 DEFAULT_REPORT_DIR = "reports"
 SUITES = ("connectivity", "explicit", "lint")
 # The argument each suite's test function takes, one item per value.
@@ -101,6 +104,8 @@ FIXTURES = {
     "netparity_finding": "lint",
 }
 WORKERINPUT_KEY = "netparity"
+RETRIES_INI = "netparity_probe_retries"
+OLD_RETRIES_INI = "netparity_retries"  # the ini twin of --retries, before --probe-retries
 
 
 # --------------------------------------------------------------------------- options
@@ -129,7 +134,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="SECONDS",
         help=HELP_PROBE_TIMEOUT,
     )
-    group.addoption("--retries", dest="netparity_retries", metavar="N", help=HELP_RETRIES)
+    # Not --retries: pytest-retry defines it, and argparse refuses a second definition,
+    # so pytest could not start at all with both plugins installed (README: renamed options).
+    group.addoption(
+        "--probe-retries", dest="netparity_probe_retries", metavar="N", help=HELP_PROBE_RETRIES
+    )
     group.addoption(
         "--report-dir", dest="netparity_report_dir", metavar="DIR", help=HELP_REPORT_DIR
     )
@@ -157,7 +166,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("netparity_target", HELP_TARGET)
     parser.addini("netparity_accept", HELP_ACCEPT)
     parser.addini("netparity_probe_timeout", HELP_PROBE_TIMEOUT)
-    parser.addini("netparity_retries", HELP_RETRIES)
+    parser.addini("netparity_probe_retries", HELP_PROBE_RETRIES)
+    # The ini twin's old name collides with nothing: still read, with a warning.
+    parser.addini(OLD_RETRIES_INI, f"renamed {RETRIES_INI} (still read, with a warning)")
     parser.addini("netparity_report_dir", HELP_REPORT_DIR)
 
 
@@ -200,6 +211,27 @@ def _value(config: pytest.Config, dest: str, ini: str | None) -> tuple[str | Non
         if isinstance(value, str) and value.strip():
             return value.strip(), f"ini option {ini}"
     return None, ""
+
+
+def _retries_ini(config: pytest.Config) -> str:
+    """The ini option that holds the probe retries: its old name only where the new one is
+    not set (both set is an error); the old name is read with a deprecation warning."""
+    new, old = (config.getini(n) for n in (RETRIES_INI, OLD_RETRIES_INI))
+    if not (isinstance(old, str) and old.strip()):
+        return RETRIES_INI
+    if isinstance(new, str) and new.strip():
+        raise pytest.UsageError(
+            f"netparity: ini options {OLD_RETRIES_INI} and {RETRIES_INI} are both set; "
+            f"{OLD_RETRIES_INI} is the old name of {RETRIES_INI}: keep only {RETRIES_INI}"
+        )
+    config.issue_config_time_warning(
+        pytest.PytestDeprecationWarning(
+            f"netparity: ini option {OLD_RETRIES_INI} is renamed {RETRIES_INI} "
+            "(like --retries, now --probe-retries); rename it in your ini file"
+        ),
+        stacklevel=2,
+    )
+    return OLD_RETRIES_INI
 
 
 def resolve_settings(config: pytest.Config) -> Settings | None:
@@ -254,8 +286,8 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
                 "and at most 300"
             )
 
-    raw_retries, where = _value(config, "netparity_retries", "netparity_retries")
-    retries = DEFAULT_RETRIES
+    raw_retries, where = _value(config, "netparity_probe_retries", _retries_ini(config))
+    retries = DEFAULT_PROBE_RETRIES
     if raw_retries is not None:
         try:
             retries = int(raw_retries)
@@ -936,7 +968,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     v = case.verdict()
     if v is not None:
-        item.user_properties.extend(v.properties)
+        # once: pytest-retry and pytest-rerunfailures set an item up again for each retry
+        present = set(item.user_properties)
+        item.user_properties.extend(p for p in v.properties if p not in present)
 
 
 # --------------------------------------------------------------------------- the end

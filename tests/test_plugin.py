@@ -129,19 +129,19 @@ def test_help_shows_every_option_in_one_group(suites: pytest.Pytester) -> None:
         "--accept=FILE",
         "--probes=FILE",
         "--probe-timeout=SECONDS",
-        "--retries=N",
+        "--probe-retries=N",
         "--report-dir=DIR",
         "--force",
     ):
         assert option in group, option
-    result.stdout.fnmatch_lines(["*netparity_retries (string):*"])
+    result.stdout.fnmatch_lines(["*netparity_probe_retries (string):*"])
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--phase", "later"], "*--phase 'later' is not one of auto, pre, post*"),
-        (["--retries", "-1"], "*--retries '-1' must be a whole number from 0 to 10*"),
+        (["--probe-retries", "-1"], "*--probe-retries '-1' must be a whole number from 0 to 10*"),
         (["--probe-timeout", "0"], "*--probe-timeout '0' must be a number of seconds above 0*"),
         (["--target", "calico"], "*--target 'calico' is not a target dataplane*"),
         (["--baseline", "nope.json"], "*--baseline 'nope.json' does not exist*"),
@@ -161,17 +161,19 @@ def test_a_bad_option_is_a_usage_error_naming_the_value(
 
 
 def test_a_bad_ini_twin_is_named_as_such(suites: pytest.Pytester) -> None:
-    suites.makeini(f"[pytest]\naddopts = {QUIET_PLUGINS}\nnetparity_retries = many\n")
+    suites.makeini(f"[pytest]\naddopts = {QUIET_PLUGINS}\nnetparity_probe_retries = many\n")
     result = run(suites, NPM)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini option netparity_retries 'many' must be a whole number*"])
+    result.stderr.fnmatch_lines(
+        ["*ini option netparity_probe_retries 'many' must be a whole number*"]
+    )
 
 
 def test_the_command_line_wins_over_the_ini_file(suites: pytest.Pytester) -> None:
     suites.makeini(
-        f"[pytest]\naddopts = {QUIET_PLUGINS}\nnetparity_retries = 3\nnetparity_probe_timeout = 7\n"
+        f"[pytest]\naddopts = {QUIET_PLUGINS}\nnetparity_probe_retries = 3\nnetparity_probe_timeout = 7\n"
     )
-    result = run(suites, NPM, "--retries", "0")
+    result = run(suites, NPM, "--probe-retries", "0")
     result.stdout.fnmatch_lines(["netparity probes: timeout 7s, 0 retries of each deny*"])
 
 
@@ -338,8 +340,8 @@ def test_an_error_is_never_a_deny_and_a_changing_verdict_is_flaky(
     assert probes[allowed["id"]]["verdict"] == "flaky"
 
 
-def test_retries_zero_believes_the_first_deny(suites: pytest.Pytester) -> None:
-    result = run(suites, NPM, "--retries", "0")
+def test_probe_retries_zero_believes_the_first_deny(suites: pytest.Pytester) -> None:
+    result = run(suites, NPM, "--probe-retries", "0")
     assert "retry 1:" not in result.stdout.str()
     denied = first_probe(suites, verdict="deny")
     assert len(denied["observed"]) == 1
