@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from netparity.cli import main
 
-from builders import node, ns, pod
+from builders import netpol, node, ns, pod
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "aks-migration.yaml"
@@ -74,3 +75,77 @@ def test_an_unknown_top_level_key_in_a_probe_file_is_refused(
     err = capsys.readouterr().err
     assert code == 2
     assert str(probes) in err and "probe" in err and "top-level" in err
+
+
+def test_an_empty_snapshot_is_refused_rather_than_passing_every_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("apiVersion: v1\nkind: List\nitems: []\n")
+    code, err = _lint(empty, capsys)
+    assert code == 2 and "holds no object netparity reads" in err and str(empty) in err
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "words"),
+    [
+        (
+            lambda d: d["metadata"]["labels"].update({"bad key!": "x"}),
+            "metadata.labels",
+            "label key",
+        ),
+        (lambda d: d["metadata"]["labels"].update({"app": "-x-"}), "metadata.labels.app", "value"),
+        (
+            lambda d: d["metadata"]["labels"].update({"Example.com/a": "x"}),
+            "metadata.labels",
+            "prefix",
+        ),
+        (
+            lambda d: d["spec"]["containers"][0]["ports"][0].update({"name": "http!!"}),
+            "spec.containers[0].ports[0].name",
+            "IANA service name",
+        ),
+        (lambda d: d["metadata"].update({"name": "Web_1"}), "metadata.name", "DNS subdomain"),
+    ],
+    ids=["label-key", "label-value", "label-prefix", "port-name", "pod-name"],
+)
+def test_what_the_api_server_rejects_in_a_pod_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate: Any, field: str, words: str
+) -> None:
+    p = pod("x/web", "10.244.0.10", "n1", {"app": "web"}, [("http", 80, "TCP")])
+    mutate(p)
+    snap = tmp_path / "s.yaml"
+    snap.write_text(yaml.safe_dump_all([ns("x"), node("n1", "10.224.0.4", "10.244.0.0/24"), p]))
+    code, err = _lint(snap, capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Pod x/" in err and field in err and words in err
+
+
+def test_a_policy_port_name_outside_the_iana_syntax_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pol = netpol(
+        "x/p",
+        {"podSelector": {}, "ingress": [{"ports": [{"port": "http!!"}]}]},
+    )
+    snap = tmp_path / "s.yaml"
+    snap.write_text(yaml.safe_dump_all([ns("x"), pol]))
+    code, err = _lint(snap, capsys)
+    assert code == 2 and "NetworkPolicy x/p" in err and "ingress[0].ports[0].port" in err
+
+
+def test_cilium_selectors_keep_their_source_prefixes(tmp_path: Path) -> None:
+    cnp = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "c", "namespace": "x"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"k8s:app": "web"}},
+            "ingress": [
+                {"fromEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "x"}}]}
+            ],
+        },
+    }
+    snap = tmp_path / "s.yaml"
+    snap.write_text(yaml.safe_dump_all([ns("x"), cnp]))
+    assert main(["lint", str(snap)]) in (0, 1)

@@ -98,7 +98,7 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
     endpoints = None
     if ep_f in data and data[ep_f] is not None:
         endpoints = tuple(
-            LabelSelector.from_dict(s, ctx.sub(ep_f).sub(i))
+            LabelSelector.from_dict(s, ctx.sub(ep_f).sub(i), kubernetes_keys=False)
             for i, s in enumerate(as_list(data[ep_f], ctx.sub(ep_f)))
         )
     entities = []
@@ -257,10 +257,14 @@ class CiliumPolicy:
                     spec_index=index,
                     endpoint_selector=None
                     if ep is None
-                    else LabelSelector.from_dict(ep, sctx.sub("endpointSelector")),
+                    else LabelSelector.from_dict(
+                        ep, sctx.sub("endpointSelector"), kubernetes_keys=False
+                    ),
                     node_selector=None
                     if nodesel is None
-                    else LabelSelector.from_dict(nodesel, sctx.sub("nodeSelector")),
+                    else LabelSelector.from_dict(
+                        nodesel, sctx.sub("nodeSelector"), kubernetes_keys=False
+                    ),
                     ingress=rules("ingress", "ingress"),
                     egress=rules("egress", "egress"),
                     ingress_deny=rules("ingressDeny", "ingress") or (),

@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netparity.model._wire import Ctx, as_list, as_map, as_port_number, as_str, check_fields
+from netparity.model._wire import (
+    Ctx,
+    as_list,
+    as_map,
+    as_name,
+    as_port_number,
+    check_fields,
+    port_name_problem,
+)
 from netparity.model.objects import Protocol
 from netparity.model.selectors import LabelSelector
 
@@ -121,8 +129,9 @@ class PolicyPort:
         if port_raw is None:
             port = None
         elif isinstance(port_raw, str) and not port_raw.isdigit():
-            if not port_raw or len(port_raw) > 15:
-                raise ctx.sub("port").error(f"invalid port name {port_raw!r}")
+            problem = port_name_problem(port_raw)
+            if problem:
+                raise ctx.sub("port").error(problem)
             port = port_raw
         else:
             port = as_port_number(
@@ -186,9 +195,11 @@ class NetworkPolicy:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], ctx: Ctx) -> NetworkPolicy:
         meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
-        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        name = as_name(meta.get("name"), ctx.sub("metadata.name"))
         assert name is not None
-        namespace = as_str(meta.get("namespace"), ctx.sub("metadata.namespace")) or "default"
+        namespace = as_name(
+            meta.get("namespace") or "default", ctx.sub("metadata.namespace"), label=True
+        )
         spec_ctx = ctx.sub("spec")
         spec = as_map(raw.get("spec"), spec_ctx)
         check_fields(spec, frozenset({"podSelector", "policyTypes", "ingress", "egress"}), spec_ctx)

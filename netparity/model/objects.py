@@ -9,7 +9,16 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from netparity.model._wire import Ctx, as_list, as_map, as_port_number, as_str, str_map
+from netparity.model._wire import (
+    Ctx,
+    as_list,
+    as_map,
+    as_name,
+    as_port_name,
+    as_port_number,
+    as_str,
+    label_map,
+)
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -43,9 +52,9 @@ class Namespace:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], ctx: Ctx) -> Namespace:
         meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
-        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        name = as_name(meta.get("name"), ctx.sub("metadata.name"), label=True)
         assert name is not None
-        labels = str_map(meta.get("labels"), ctx.sub("metadata.labels"))
+        labels = label_map(meta.get("labels"), ctx.sub("metadata.labels"))
         labels.setdefault(NAMESPACE_NAME_LABEL, name)
         return cls(name=name, labels=frozen_labels(labels))
 
@@ -83,8 +92,10 @@ class Pod:
         meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
         spec = as_map(raw.get("spec"), ctx.sub("spec"))
         status = as_map(raw.get("status"), ctx.sub("status"))
-        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
-        namespace = as_str(meta.get("namespace"), ctx.sub("metadata.namespace")) or "default"
+        name = as_name(meta.get("name"), ctx.sub("metadata.name"))
+        namespace = as_name(
+            meta.get("namespace") or "default", ctx.sub("metadata.namespace"), label=True
+        )
         assert name is not None
         ports: list[ContainerPort] = []
         for ci, container in enumerate(as_list(spec.get("containers"), ctx.sub("spec.containers"))):
@@ -104,7 +115,7 @@ class Pod:
                     )
                 ports.append(
                     ContainerPort(
-                        name=as_str(pmap.get("name"), pctx.sub("name")),
+                        name=as_port_name(pmap.get("name"), pctx.sub("name")),
                         port=number,
                         protocol=Protocol.parse(pmap.get("protocol"), pctx.sub("protocol")),
                     )
@@ -119,7 +130,7 @@ class Pod:
         return cls(
             namespace=namespace,
             name=name,
-            labels=frozen_labels(str_map(meta.get("labels"), ctx.sub("metadata.labels"))),
+            labels=frozen_labels(label_map(meta.get("labels"), ctx.sub("metadata.labels"))),
             node_name=as_str(spec.get("nodeName"), ctx.sub("spec.nodeName")),
             ip=ip or None,
             host_network=bool(spec.get("hostNetwork", False)),
@@ -144,7 +155,7 @@ class Node:
         meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
         spec = as_map(raw.get("spec"), ctx.sub("spec"))
         status = as_map(raw.get("status"), ctx.sub("status"))
-        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        name = as_name(meta.get("name"), ctx.sub("metadata.name"))
         assert name is not None
         ip = None
         for i, addr in enumerate(as_list(status.get("addresses"), ctx.sub("status.addresses"))):
@@ -164,7 +175,7 @@ class Node:
             name=name,
             ip=ip,
             pod_cidr=pod_cidr,
-            labels=frozen_labels(str_map(meta.get("labels"), ctx.sub("metadata.labels"))),
+            labels=frozen_labels(label_map(meta.get("labels"), ctx.sub("metadata.labels"))),
         )
 
 
@@ -218,7 +229,7 @@ class Service:
         meta = as_map(raw.get("metadata"), ctx.sub("metadata"))
         spec = as_map(raw.get("spec"), ctx.sub("spec"))
         status = as_map(raw.get("status"), ctx.sub("status"))
-        name = as_str(meta.get("name"), ctx.sub("metadata.name"), required=True)
+        name = as_name(meta.get("name"), ctx.sub("metadata.name"), label=True)
         assert name is not None
         type_raw = as_str(spec.get("type"), ctx.sub("spec.type")) or "ClusterIP"
         try:
@@ -258,10 +269,12 @@ class Service:
         selector = spec.get("selector")
         etp = as_str(spec.get("externalTrafficPolicy"), ctx.sub("spec.externalTrafficPolicy"))
         return cls(
-            namespace=as_str(meta.get("namespace"), ctx.sub("metadata.namespace")) or "default",
+            namespace=as_name(
+                meta.get("namespace") or "default", ctx.sub("metadata.namespace"), label=True
+            ),
             name=name,
             type=stype,
-            selector=frozen_labels(str_map(selector, ctx.sub("spec.selector")))
+            selector=frozen_labels(label_map(selector, ctx.sub("spec.selector")))
             if selector
             else None,
             cluster_ip=as_str(spec.get("clusterIP"), ctx.sub("spec.clusterIP")),

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from netparity.model._wire import Ctx, as_list, as_map, as_str, check_fields, str_map
+from netparity.model._wire import (
+    Ctx,
+    as_list,
+    as_map,
+    as_str,
+    check_fields,
+    label_key_problem,
+    label_map,
+    str_map,
+)
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -84,10 +93,17 @@ class LabelSelector:
         return ",".join(parts)
 
     @classmethod
-    def from_dict(cls, raw: Any, ctx: Ctx) -> LabelSelector:
+    def from_dict(cls, raw: Any, ctx: Ctx, *, kubernetes_keys: bool = True) -> LabelSelector:
+        """Parse a selector; `kubernetes_keys` checks keys and values as the API server does
+        (Cilium's selectors may carry a source prefix such as `k8s:`, so they skip it)."""
         data = as_map(raw, ctx)
         check_fields(data, frozenset({"matchLabels", "matchExpressions"}), ctx)
-        labels = str_map(data.get("matchLabels"), ctx.sub("matchLabels"))
+        mctx = ctx.sub("matchLabels")
+        labels = (
+            label_map(data.get("matchLabels"), mctx)
+            if kubernetes_keys
+            else str_map(data.get("matchLabels"), mctx)
+        )
         exprs: list[Requirement] = []
         for i, item in enumerate(
             as_list(data.get("matchExpressions"), ctx.sub("matchExpressions"))
@@ -109,5 +125,11 @@ class LabelSelector:
             if op in (Operator.EXISTS, Operator.DOES_NOT_EXIST) and values:
                 raise ictx.sub("values").error(f"must be empty for operator {op}")
             assert key is not None
+            # Keys are checked; values are not: the API server keeps accepting invalid
+            # values in selectors of objects that already hold them, and NPM skips such a
+            # policy (SEMANTICS D11), which the lint reports: modelling it is the point.
+            problem = label_key_problem(key) if kubernetes_keys else None
+            if problem:
+                raise ictx.sub("key").error(problem)
             exprs.append(Requirement(key=key, operator=op, values=frozenset(values)))
         return cls(match_labels=tuple(sorted(labels.items())), match_expressions=tuple(exprs))

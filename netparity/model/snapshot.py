@@ -129,7 +129,18 @@ def load_snapshot(paths: Sequence[str | Path]) -> Snapshot:
     docs: list[tuple[str, Any]] = []
     for f in _files(paths):
         docs.extend(_documents(f))
-    return snapshot_from_dicts(docs, sources=tuple(str(p) for p in paths))
+    snap = snapshot_from_dicts(docs, sources=tuple(str(p) for p in paths))
+    if not (snap.namespaces or snap.nodes or snap.services or snap.network_policies) and not (
+        snap.cilium_policies
+    ):
+        read = ", ".join(f"{n} {k}" for k, n in snap.skipped.items()) or "nothing"
+        raise InputError(
+            "holds no object netparity reads (Namespaces, Pods, Nodes, Services, "
+            f"NetworkPolicies, Cilium policies; read: {read}): an empty snapshot would pass "
+            "every check without checking anything",
+            source=", ".join(str(p) for p in paths) or None,
+        )
+    return snap
 
 
 def _flatten(source: str, doc: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
