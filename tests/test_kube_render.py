@@ -14,14 +14,18 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
-from netparity.errors import InputError
+from netparity.errors import ClusterError, InputError
 from netparity.kube import READINESS_GATE, RUN_LABEL, TWIN_LABEL
 from netparity.kube.render import (
     CONTROL_PORT,
+    DEFAULT_DEADLINE,
     DEFAULT_IMAGE,
+    MESH_OPT_OUT_ANNOTATIONS,
+    SAFE_TO_EVICT,
     PROBE_COMMAND,
     agent_source,
     anchor_manifest,
+    changed_labels,
     check_image,
     is_run_id,
     new_run_id,
@@ -164,6 +168,8 @@ def test_a_twin_carries_the_real_labels_plus_the_run_and_twin_labels() -> None:
         "pod-template-hash": "7d4b9",
         RUN_LABEL: RUN,
         TWIN_LABEL: short_hash("shop/web-7d4b9-x2x"),
+        "sidecar.istio.io/inject": "false",
+        "kuma.io/sidecar-injection": "disabled",
     }
     assert twin()["metadata"]["namespace"] == "shop"
     assert twin()["metadata"]["annotations"]["netparity.io/twin-of"] == "shop/web-7d4b9-x2x"
@@ -201,15 +207,126 @@ def test_a_twin_serves_its_ports_and_the_probed_ones_under_the_real_pod_key() ->
 def test_a_twin_without_tcp_ports_serves_a_control_port_for_its_startup_probe() -> None:
     container = twin(UDP_ONLY)["spec"]["containers"][0]
     assert container["command"][-4:] == ["--tcp", str(CONTROL_PORT), "--udp", "5353"]
-    assert str(CONTROL_PORT) in container["startupProbe"]["exec"]["command"][-1]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == [
+            "python3",
+            "/agent/agent.py",
+            "health",
+            "--tcp",
+            str(CONTROL_PORT),
+            "--name",
+            "infra/dns-0",
+        ]
     assert container["ports"] == [{"containerPort": 5353, "protocol": "UDP", "name": "dns"}]
 
 
-def test_a_twin_is_placed_on_the_real_pods_node_and_never_becomes_ready() -> None:
+def test_a_twin_is_placed_by_the_scheduler_on_the_real_pods_linux_node_and_never_ready() -> None:
     spec = twin()["spec"]
-    assert spec["nodeName"] == "aks-nodepool1-1"
+    assert "nodeName" not in spec  # the scheduler places it, and says why it cannot
+    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {e["key"]: (e["operator"], e["values"]) for e in term["matchExpressions"]} == {
+        "kubernetes.io/hostname": ("In", ["aks-nodepool1-1"]),
+        "kubernetes.io/os": ("In", ["linux"]),
+        "type": ("NotIn", ["virtual-kubelet"]),
+    }
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert spec["readinessGates"] == [{"conditionType": READINESS_GATE}]
-    assert "readinessProbe" not in spec["containers"][0]
+
+
+def test_a_twin_follows_the_nodes_hostname_label_not_its_name() -> None:
+    manifest = twin_manifest(
+        run_id=RUN,
+        pod=WEB,
+        anchor_uid="u",
+        image=DEFAULT_IMAGE,
+        ports=serve_ports(WEB),
+        hostname="host-17",
+    )
+    (term,) = manifest["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert term["matchExpressions"][0]["values"] == ["host-17"]
+
+
+def test_a_twin_without_a_node_is_refused() -> None:
+    pending = Pod(namespace="shop", name="web-pending", labels=WEB.labels)
+    with pytest.raises(ClusterError, match="no node"):
+        twin(pending)
+
+
+def test_a_twin_has_exec_readiness_and_liveness_probes_and_no_extra_port() -> None:
+    container = twin()["spec"]["containers"][0]
+    health = ["python3", "/agent/agent.py", "health", "--tcp", "9090", "--name", WEB.key]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == health
+        assert not {"httpGet", "tcpSocket", "grpc"} & set(container[probe])
+    assert [p["containerPort"] for p in container["ports"]] == [80, 9090, 53, 9999]
+
+
+def test_a_twin_gets_the_deadline_it_is_given() -> None:
+    manifest = twin_manifest(
+        run_id=RUN,
+        pod=WEB,
+        anchor_uid="u",
+        image=DEFAULT_IMAGE,
+        ports=serve_ports(WEB),
+        deadline=1234,
+    )
+    assert manifest["spec"]["activeDeadlineSeconds"] == 1234
+    assert twin()["spec"]["activeDeadlineSeconds"] == DEFAULT_DEADLINE
+
+
+def test_a_twin_is_safe_to_evict_and_opts_out_of_every_mesh() -> None:
+    meta = twin()["metadata"]
+    assert meta["annotations"][SAFE_TO_EVICT] == "true"
+    for key, value in MESH_OPT_OUT_ANNOTATIONS.items():
+        assert meta["annotations"][key] == value
+    assert meta["annotations"]["linkerd.io/inject"] == "disabled"
+    assert meta["annotations"]["openservicemesh.io/sidecar-injection"] == "disabled"
+    assert meta["annotations"]["consul.hashicorp.com/connect-inject"] == "false"
+    assert meta["labels"]["sidecar.istio.io/inject"] == "false"
+    assert meta["labels"]["kuma.io/sidecar-injection"] == "disabled"
+
+
+def test_a_pods_own_mesh_labels_never_reach_its_twin() -> None:
+    meshed = Pod(
+        namespace="shop",
+        name="web-meshed",
+        node_name="aks-nodepool1-1",
+        labels=frozen_labels(
+            {
+                "app": "web",
+                "sidecar.istio.io/inject": "true",
+                "istio.io/rev": "asm-1-22",
+                "kuma.io/sidecar-injection": "enabled",
+            }
+        ),
+    )
+    labels = twin(meshed)["metadata"]["labels"]
+    assert labels["sidecar.istio.io/inject"] == "false"
+    assert labels["kuma.io/sidecar-injection"] == "disabled"
+    assert "istio.io/rev" not in labels
+    assert labels["app"] == "web"
+    assert changed_labels(meshed) == {
+        "istio.io/rev": "",
+        "kuma.io/sidecar-injection": "disabled",
+        "sidecar.istio.io/inject": "false",
+    }
+
+
+def test_a_twin_leaves_out_the_labels_it_is_told_to() -> None:
+    manifest = twin_manifest(
+        run_id=RUN,
+        pod=WEB,
+        anchor_uid="u",
+        image=DEFAULT_IMAGE,
+        ports=serve_ports(WEB),
+        leave_out=frozenset({"tier"}),
+    )
+    assert "tier" not in manifest["metadata"]["labels"]
+    assert manifest["metadata"]["labels"]["app"] == "web"
 
 
 def test_a_twin_is_controlled_by_the_run_anchor_so_no_replicaset_adopts_it() -> None:
@@ -278,6 +395,7 @@ def test_labels_with_yaml_special_characters_survive_rendering() -> None:
         namespace="x",
         name="p",
         labels=frozen_labels({"a": "yes", "b": "1.0", "c": "null", "example.com/d": "on"}),
+        node_name="n1",
         ports=(ContainerPort(name="x", port=8080),),
     )
     labels = twin(odd)["metadata"]["labels"]
