@@ -21,8 +21,8 @@ from netparity.kube.render import (
     DEFAULT_DEADLINE,
     DEFAULT_IMAGE,
     MESH_OPT_OUT_ANNOTATIONS,
-    SAFE_TO_EVICT,
     PROBE_COMMAND,
+    SAFE_TO_EVICT,
     agent_source,
     anchor_manifest,
     changed_labels,
@@ -34,6 +34,7 @@ from netparity.kube.render import (
     short_hash,
     twin_manifest,
 )
+from netparity.model._wire import Ctx
 from netparity.model.objects import (
     ContainerPort,
     Pod,
@@ -85,6 +86,42 @@ SVC = Service(
 )
 
 
+AZ = "service.beta.kubernetes.io/"
+INTERNAL_LB = Service.from_dict(
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web-internal",
+            "namespace": "shop",
+            "annotations": {
+                f"{AZ}azure-load-balancer-internal": "true",
+                f"{AZ}azure-load-balancer-internal-subnet": "apps-subnet",
+                f"{AZ}azure-load-balancer-health-probe-request-path": "/healthz",
+                f"{AZ}port_80_health-probe_protocol": "http",
+                f"{AZ}azure-load-balancer-ipv4": "10.240.0.25",
+                f"{AZ}azure-pip-name": "web-pip",
+                f"{AZ}azure-dns-label-name": "myweb",
+                f"{AZ}azure-pls-create": "true",
+                f"{AZ}azure-pls-name": "web-pls",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            },
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "web"},
+            "loadBalancerIP": "10.240.0.25",
+            "loadBalancerClass": "service.k8s.aws/nlb-like",
+            "loadBalancerSourceRanges": ["10.0.0.0/8", "192.168.1.0/24"],
+            "internalTrafficPolicy": "Local",
+            "externalTrafficPolicy": "Local",
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    },
+    Ctx("Service", "shop/web-internal"),
+)
+
+
 def twin(pod: Pod = WEB, extra: list[tuple[int, Protocol]] | None = None) -> dict[str, Any]:
     return twin_manifest(
         run_id=RUN,
@@ -103,9 +140,10 @@ def all_manifests() -> list[dict[str, Any]]:
         twin(WEB, [(8080, Protocol.TCP), (5000, Protocol.UDP)]),
     ]
     for stype in (ServiceType.CLUSTER_IP, ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
-        out.append(
-            service_manifest(run_id=RUN, service=SVC, backend=WEB, anchor_uid="u", type=stype)
-        )
+        for svc in (SVC, INTERNAL_LB):
+            out.append(
+                service_manifest(run_id=RUN, service=svc, backend=WEB, anchor_uid="u", type=stype)
+            )
     return out
 
 
@@ -388,6 +426,58 @@ def test_a_cluster_ip_service_sets_no_external_traffic_policy() -> None:
         run_id=RUN, service=SVC, backend=WEB, anchor_uid="u", type=ServiceType.CLUSTER_IP
     )
     assert "externalTrafficPolicy" not in svc["spec"]
+
+
+def test_a_load_balancer_twin_copies_the_allow_list_and_nothing_that_claims_a_resource() -> None:
+    svc = service_manifest(
+        run_id=RUN,
+        service=INTERNAL_LB,
+        backend=WEB,
+        anchor_uid="u",
+        type=ServiceType.LOAD_BALANCER,
+    )
+    annotations = svc["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k.startswith(AZ)} == {
+        f"{AZ}azure-load-balancer-internal": "true",
+        f"{AZ}azure-load-balancer-internal-subnet": "apps-subnet",
+        f"{AZ}azure-load-balancer-health-probe-request-path": "/healthz",
+        f"{AZ}port_80_health-probe_protocol": "http",
+    }
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in annotations
+    spec = svc["spec"]
+    assert "loadBalancerIP" not in spec
+    assert spec["loadBalancerClass"] == "service.k8s.aws/nlb-like"
+    assert spec["loadBalancerSourceRanges"] == ["10.0.0.0/8", "192.168.1.0/24"]
+    assert spec["internalTrafficPolicy"] == "Local"
+    assert spec["externalTrafficPolicy"] == "Local"
+
+
+def test_load_balancer_settings_are_not_put_on_a_cluster_ip_twin() -> None:
+    spec = service_manifest(
+        run_id=RUN, service=INTERNAL_LB, backend=WEB, anchor_uid="u", type=ServiceType.CLUSTER_IP
+    )
+    assert not {"loadBalancerClass", "loadBalancerSourceRanges"} & set(spec["spec"])
+    assert not [k for k in spec["metadata"]["annotations"] if k.startswith(AZ)]
+    assert spec["spec"]["internalTrafficPolicy"] == "Local"
+
+
+def test_absent_and_empty_source_ranges_are_told_apart() -> None:
+    def parse(spec: dict[str, Any]) -> Service:
+        raw = {"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer", **spec}}
+        return Service.from_dict(raw, Ctx("Service", "default/s"))
+
+    assert parse({}).load_balancer_source_ranges is None
+    assert parse({"loadBalancerSourceRanges": []}).load_balancer_source_ranges == ()
+    empty = service_manifest(
+        run_id=RUN,
+        service=parse({"loadBalancerSourceRanges": [], "selector": {"a": "b"}}),
+        backend=WEB,
+        anchor_uid="u",
+        type=ServiceType.LOAD_BALANCER,
+    )
+    assert empty["spec"]["loadBalancerSourceRanges"] == []
+    with pytest.raises(InputError, match=r"loadBalancerSourceRanges\[0\].*invalid CIDR"):
+        parse({"loadBalancerSourceRanges": ["10.0.0.0/33"]})
 
 
 def test_labels_with_yaml_special_characters_survive_rendering() -> None:

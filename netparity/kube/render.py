@@ -149,6 +149,35 @@ def service_name(run_id: str, service_key: str, backend_key: str) -> str:
     return f"np-{run_id}-{short_hash(service_key + '|' + backend_key, 8)}"
 
 
+# A LoadBalancer Service of the run copies what decides its path and exposure, from an
+# allow-list: internal or not and in which subnet, the health probe, the addresses allowed
+# in. Never what claims an Azure resource (a static IP: loadBalancerIP,
+# azure-load-balancer-ipv4/ipv6; a public IP name or prefix: azure-pip-*; a DNS label:
+# azure-dns-label-name; a Private Link Service: azure-pls-*), which the real one holds.
+_AZ = "service.beta.kubernetes.io/"
+LB_ANNOTATIONS_COPIED = frozenset(
+    {
+        f"{_AZ}azure-load-balancer-internal",
+        f"{_AZ}azure-load-balancer-internal-subnet",
+        f"{_AZ}azure-allowed-service-tags",
+        f"{_AZ}azure-allowed-ip-ranges",
+    }
+)
+_LB_ANNOTATION_PATTERNS = (
+    re.compile(re.escape(_AZ) + r"azure-load-balancer-health-probe-[a-z-]+"),
+    re.compile(re.escape(_AZ) + r"port_\d+_(health-probe_[a-z-]+|no_probe_rule|no_lb_rule)"),
+)
+
+
+def copied_lb_annotations(service: Service) -> dict[str, str]:
+    """The real Service's load balancer annotations that its run twin carries."""
+    return {
+        k: v
+        for k, v in service.load_balancer_annotations.items()
+        if k in LB_ANNOTATIONS_COPIED or any(p.fullmatch(k) for p in _LB_ANNOTATION_PATTERNS)
+    }
+
+
 # --------------------------------------------------------------------------- manifests
 
 
@@ -301,6 +330,7 @@ def service_manifest(
 ) -> dict[str, Any]:
     """The run's own Service for a real one, selecting only the backend's twin."""
     external = type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
+    lb = type is ServiceType.LOAD_BALANCER
     return render(
         "service.yaml.j2",
         name=service_name(run_id, service.key, backend.key),
@@ -312,6 +342,10 @@ def service_manifest(
         anchor_uid=anchor_uid,
         type=str(type),
         external_traffic_policy=service.external_traffic_policy if external else None,
+        internal_traffic_policy=service.internal_traffic_policy,
+        annotations=copied_lb_annotations(service) if lb else {},
+        load_balancer_class=service.load_balancer_class if lb else None,
+        source_ranges=service.load_balancer_source_ranges if lb else None,
         ports=[_service_port(sp) for sp in service.ports],
     )
 
