@@ -35,7 +35,7 @@ VIRTUAL_KUBELET_LABEL = ("type", "virtual-kubelet")
 VIRTUAL_KUBELET_TAINT = "virtual-kubelet.io/provider"
 POLICY_KINDS = frozenset({"NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"})
 _CILIUM_SOURCE = re.compile(r"^(k8s|any|reserved|cidr|fqdn|container)[:.]")
-_SUFFIXES = {
+_SUFFIXES: dict[str, Decimal | int] = {
     "Ki": 2**10,
     "Mi": 2**20,
     "Gi": 2**30,
@@ -214,8 +214,8 @@ class Placement:
                     selector = None  # an API server never stores an invalid one
                 placement.budgets.append(Budget(key=key, namespace=ns, selector=selector))
             elif kind in POLICY_KINDS:
-                ns = meta.get("namespace")
-                name = f"{kind} {ns}/{meta.get('name')}" if ns else f"{kind} {meta.get('name')}"
+                pns = meta.get("namespace")
+                name = f"{kind} {pns}/{meta.get('name')}" if pns else f"{kind} {meta.get('name')}"
                 for key in sorted(
                     set(map(_plain, _selector_keys(obj.get("spec"))))
                     | set(map(_plain, _selector_keys(obj.get("specs"))))
@@ -224,13 +224,13 @@ class Placement:
         for pod in pods:
             spec = _m(pod.get("spec"))
             phase = _m(pod.get("status")).get("phase")
-            node = placement.nodes.get(str(spec.get("nodeName") or ""))
-            if node is None or phase in ("Succeeded", "Failed"):
+            room = placement.nodes.get(str(spec.get("nodeName") or ""))
+            if room is None or phase in ("Succeeded", "Failed"):
                 continue
             cpu, mem = _requests(spec)
-            node.pods += 1
-            node.cpu_requested += cpu
-            node.memory_requested += mem
+            room.pods += 1
+            room.cpu_requested += cpu
+            room.memory_requested += mem
         return placement
 
     # ------------------------------------------------------------------ nodes
@@ -338,7 +338,7 @@ class Placement:
                     break
             if not done:
                 used = sorted(set(budget.selector.keys()) & set(self.policy_keys))
-                if budget.selector.is_empty():
+                if budget.selector.is_empty:
                     why = "it selects every pod of the namespace"
                 elif used:
                     why = (
