@@ -3,7 +3,9 @@
 - list / get / create / delete / merge-patch for the kinds netparity uses, label selectors,
   `Status` bodies for 401/403/404/409/500, ownerReference garbage collection;
 - a restricted Pod Security admission check on every pod created (403 like the real one);
-- a fake scheduler and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
+- with `safeguards = True`, a Deployment-Safeguards-like admission (Gatekeeper's 403);
+- a fake scheduler (nodeSelector, required node affinity, cordoned nodes, `full_nodes`
+  reported as Unschedulable) and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
   its ConfigMap volumes are written to a temp folder and its command runs as a local
   process (the probe agent, bound to the pod IP) -- or it fails the way the test asked
   (image pull, unschedulable, rejected by the node, never started);
