@@ -4,8 +4,8 @@
   `Status` bodies for 401/403/404/409/500, ownerReference garbage collection;
 - a restricted Pod Security admission check on every pod created (403 like the real one);
 - with `safeguards = True`, a Deployment-Safeguards-like admission (Gatekeeper's 403);
-- a fake scheduler (nodeSelector, required node affinity, cordoned nodes, `full_nodes`
-  reported as Unschedulable) and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
+- a fake scheduler (nodeSelector, required node affinity, `full_nodes` reported as
+  Unschedulable; twins tolerate every taint, so a cordon does not stop it) and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
   its ConfigMap volumes are written to a temp folder and its command runs as a local
   process (the probe agent, bound to the pod IP) -- or it fails the way the test asked
   (image pull, unschedulable, rejected by the node, never started);
@@ -601,9 +601,7 @@ class KubeAPI:
                 candidates = [
                     k[2]
                     for k, obj in sorted(self.store.items())
-                    if k[0] == "nodes"
-                    and node_matches(spec, obj)
-                    and not (obj.get("spec") or {}).get("unschedulable")
+                    if k[0] == "nodes" and node_matches(spec, obj)
                 ]
             full = [n for n in candidates if n in self.full_nodes]
             node = next((n for n in candidates if n not in self.full_nodes), None)

@@ -267,7 +267,7 @@ class Placement:
         if node.cordoned:
             return (
                 f"node {node.name} (where pod {pod.key} runs) is cordoned (spec.unschedulable): "
-                f"the scheduler places no twin there, so it is not probed"
+                f"it is being drained or reimaged, so no twin is placed there and it is not probed"
             )
         if pod.key in planned:
             return None
