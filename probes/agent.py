@@ -577,7 +577,9 @@ def run_health(args: argparse.Namespace) -> int:
                     break
                 data += chunk
     except OSError as exc:
-        print(f"{PROG}: no agent answers on TCP port {args.tcp}: {errno_text(exc)}", file=sys.stderr)
+        print(
+            f"{PROG}: no agent answers on TCP port {args.tcp}: {errno_text(exc)}", file=sys.stderr
+        )
         return EXIT_FAIL
     token = data.split(b"\n", 1)[0].decode("utf-8", "replace")
     if args.name is not None and token != args.name:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -550,3 +551,46 @@ def test_the_exec_command_needs_no_end_of_stdin(tmp_path: Path) -> None:
         proc.stdin.close()
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_health_command_checks_that_the_serving_agent_answers_with_its_token(
+    tmp_path: Path,
+) -> None:
+    agent = tmp_path / "agent.py"
+    agent.write_text(agent_source())
+    with socket.socket() as s:  # a free port, closed again before the agent binds it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    health = twin(UDP_ONLY)["spec"]["containers"][0]["livenessProbe"]["exec"]["command"]
+    health = [sys.executable, str(agent), *health[2:]]
+    health[health.index("--tcp") + 1] = str(port)
+
+    def check(argv: list[str]) -> int:
+        return subprocess.run(argv, capture_output=True, timeout=20).returncode
+
+    assert check(health) == 2  # nothing serving yet
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            str(agent),
+            "serve",
+            "--name",
+            UDP_ONLY.key,
+            "--tcp",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stdout is not None and serve.stdout.readline().strip() == "ready"
+        assert check(health) == 0
+        wrong = [*health[: health.index("--name") + 1], "someone/else"]
+        assert check(wrong) == 2  # another pod's agent (or a proxy) answering is not health
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
+        if serve.stdout is not None:
+            serve.stdout.close()
