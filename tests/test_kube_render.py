@@ -48,8 +48,11 @@ from netparity.model.objects import (
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "20260101-120000-abcd"
-# The Kubernetes versions AKS supports, as far as kubernetes-validate bundles them.
-AKS_VERSIONS = [v for v in ("1.31.0", "1.32.0", "1.33.0", "1.34.0") if v in kv_utils.all_versions()]
+# The Kubernetes versions AKS supports (1.31-1.34 GA, 1.35 arriving; LTS keeps older minors
+# longer), as far as kubernetes-validate bundles them.
+AKS_VERSIONS = [
+    v for v in ("1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0") if v in kv_utils.all_versions()
+]
 
 WEB = Pod(
     namespace="shop",
@@ -149,7 +152,7 @@ def all_manifests() -> list[dict[str, Any]]:
 
 
 def test_kubernetes_validate_bundles_the_aks_versions() -> None:
-    assert AKS_VERSIONS == ["1.31.0", "1.32.0", "1.33.0", "1.34.0"]
+    assert AKS_VERSIONS == ["1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0"]
 
 
 @pytest.mark.parametrize("version", AKS_VERSIONS)
