@@ -81,6 +81,11 @@ HELP_PROBE_IMAGE = (
     "such as registry/python@sha256:... are fine; default python:3.12-slim)"
 )
 HELP_MAX_PARALLEL = "Kubernetes: how many probe batches run at once (default 8)"
+HELP_MAX_DURATION = (
+    "Kubernetes: the longest the run may take, in seconds; probe pods are removed by the "
+    "cluster after it even if pytest is killed (their activeDeadlineSeconds; default: the "
+    "run's planned length plus 10 minutes). Give it for long runs"
+)
 HELP_EXTERNAL_IP = (
     "the address the cluster sees when the machine running pytest connects from outside "
     "(after any NAT): the planner predicts outside traffic from it; default 203.0.113.10, "
@@ -153,6 +158,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--max-parallel", dest="netparity_max_parallel", metavar="N", help=HELP_MAX_PARALLEL
     )
     group.addoption(
+        "--max-duration", dest="netparity_max_duration", metavar="SECONDS", help=HELP_MAX_DURATION
+    )
+    group.addoption(
         "--external-ip", dest="netparity_external_ip", metavar="ADDRESS", help=HELP_EXTERNAL_IP
     )
     group.addoption(
@@ -170,6 +178,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     # The ini twin's old name collides with nothing: still read, with a warning.
     parser.addini(OLD_RETRIES_INI, f"renamed {RETRIES_INI} (still read, with a warning)")
     parser.addini("netparity_report_dir", HELP_REPORT_DIR)
+    parser.addini("netparity_max_duration", HELP_MAX_DURATION)
 
 
 class NetparityHookspecs:
@@ -362,6 +371,18 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
                 f"netparity: --max-parallel {raw_parallel!r} must be a whole number from 1 to 256"
             )
     image, _ = _value(config, "netparity_probe_image", "netparity_probe_image")
+    raw_duration, where = _value(config, "netparity_max_duration", "netparity_max_duration")
+    max_duration: float | None = None
+    if raw_duration is not None:
+        try:
+            max_duration = float(raw_duration)
+        except ValueError:
+            max_duration = 0.0
+        if not 60 <= max_duration <= 7 * 24 * 3600:
+            raise pytest.UsageError(
+                f"netparity: {where} {raw_duration!r} must be a number of seconds "
+                "from 60 to 604800 (a week)"
+            )
     from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 
     external_ip = str(config.getoption("netparity_external_ip") or DEFAULT_EXTERNAL_IP)
@@ -376,6 +397,7 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
         max_parallel=max_parallel,
         allow_load_balancer=bool(config.getoption("netparity_allow_lb")),
         dataplane=dataplane,
+        max_duration=max_duration,
     )
 
     return Settings(

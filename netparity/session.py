@@ -86,6 +86,7 @@ class KubeOptions:
     max_parallel: int = 8
     allow_load_balancer: bool = False
     dataplane: str | None = None
+    max_duration: float | None = None  # seconds; None: the run's planned length + a margin
 
 
 def open_backend(
@@ -139,6 +140,7 @@ def open_backend(
         allow_load_balancer=options.allow_load_balancer,
         dataplane=options.dataplane,
         log=log,
+        max_duration=options.max_duration,
     )
     return kube_backend, spec.text
 

@@ -15,6 +15,10 @@ of ports and ranges (``80,8080,9000-9005``); each option may be repeated.
 - A TCP/UDP/SCTP port that cannot be bound: one stderr line, exit 2.  A kernel
   without SCTP: one stderr line, the other ports are still served.
 
+``agent.py health --tcp PORT [--name TOKEN]`` exits 0 when the agent serving on
+this host answers on loopback TCP PORT (with TOKEN), 2 otherwise: the exec
+readiness and liveness probes of Kubernetes probe pods.
+
 ``agent.py probe [--timeout SECONDS]`` reads one JSON document on stdin::
 
     {"timeout": 2.0,
@@ -558,6 +562,32 @@ def run_probe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- health
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the serving agent answers on loopback with the expected token."""
+    try:
+        with socket.create_connection(("127.0.0.1", args.tcp), timeout=args.timeout) as sock:
+            sock.settimeout(args.timeout)
+            data = b""
+            while b"\n" not in data and len(data) < TOKEN_MAX_BYTES:
+                chunk = sock.recv(TOKEN_MAX_BYTES)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as exc:
+        print(
+            f"{PROG}: no agent answers on TCP port {args.tcp}: {errno_text(exc)}", file=sys.stderr
+        )
+        return EXIT_FAIL
+    token = data.split(b"\n", 1)[0].decode("utf-8", "replace")
+    if args.name is not None and token != args.name:
+        print(f"{PROG}: TCP port {args.tcp} answered {token!r}, not {args.name!r}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -581,6 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=2.0, help="seconds per target (default 2.0)"
     )
     probe_p.set_defaults(func=run_probe)
+
+    health_p = sub.add_parser(
+        "health", help="exit 0 if the agent serving on this host answers with its token"
+    )
+    health_p.add_argument("--tcp", type=int, required=True, metavar="PORT")
+    health_p.add_argument("--name", help="the token it must answer (default: any)")
+    health_p.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2.0)")
+    health_p.set_defaults(func=run_health)
     return parser
 
 

@@ -3,7 +3,9 @@
 - list / get / create / delete / merge-patch for the kinds netparity uses, label selectors,
   `Status` bodies for 401/403/404/409/500, ownerReference garbage collection;
 - a restricted Pod Security admission check on every pod created (403 like the real one);
-- a fake scheduler and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
+- with `safeguards = True`, a Deployment-Safeguards-like admission (Gatekeeper's 403);
+- a fake scheduler (nodeSelector, required node affinity, `full_nodes` reported as
+  Unschedulable; twins tolerate every taint, so a cordon does not stop it) and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
   its ConfigMap volumes are written to a temp folder and its command runs as a local
   process (the probe agent, bound to the pod IP) -- or it fails the way the test asked
   (image pull, unschedulable, rejected by the node, never started);
@@ -55,6 +57,7 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("", "v1", "configmaps"): ("ConfigMap", True),
     ("networking.k8s.io", "v1", "networkpolicies"): ("NetworkPolicy", True),
     ("apps", "v1", "daemonsets"): ("DaemonSet", True),
+    ("policy", "v1", "poddisruptionbudgets"): ("PodDisruptionBudget", True),
     ("cilium.io", "v2", "ciliumnetworkpolicies"): ("CiliumNetworkPolicy", True),
     ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"): (
         "CiliumClusterwideNetworkPolicy",
@@ -167,6 +170,65 @@ def restricted_violations(pod: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def safeguards_violations(pod: Mapping[str, Any]) -> list[str]:
+    """What AKS Deployment Safeguards (Enforcement; Azure Policy's Gatekeeper constraints)
+    deny in a pod, as far as it applies to pods that netparity creates: readiness and
+    liveness probes, CPU and memory requests and limits, a pinned image (no `:latest`, no
+    missing tag), no host namespaces, no privileged containers."""
+    spec = pod.get("spec") or {}
+    out: list[str] = []
+    for field_name in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field_name):
+            out.append(f"{field_name} is not allowed")
+    for c in spec.get("containers") or ():
+        name = c.get("name")
+        for probe in ("readinessProbe", "livenessProbe"):
+            p = c.get(probe) or {}
+            if not {"exec", "httpGet", "tcpSocket", "grpc"} & set(p):
+                out.append(f"Container <{name}> in your Pod has no <{probe}>")
+        resources = c.get("resources") or {}
+        for kind in ("requests", "limits"):
+            for res in ("cpu", "memory"):
+                if not (resources.get(kind) or {}).get(res):
+                    out.append(f"container <{name}> has no resource {kind[:-1]} for {res}")
+        image = str(c.get("image") or "")
+        tail = image.rsplit("/", 1)[-1]
+        if "@sha256:" not in image and (":" not in tail or tail.endswith(":latest")):
+            out.append(f"container <{name}> uses an image without a pinned tag: {image}")
+        if (c.get("securityContext") or {}).get("privileged"):
+            out.append(f"container <{name}> is privileged")
+    return out
+
+
+def node_matches(pod_spec: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """nodeSelector and required node affinity (In, NotIn, Exists, DoesNotExist) on labels."""
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    for k, v in (pod_spec.get("nodeSelector") or {}).items():
+        if labels.get(k) != v:
+            return False
+    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    if not terms:
+        return True
+
+    def term_ok(term: Mapping[str, Any]) -> bool:
+        for e in term.get("matchExpressions") or ():
+            key, op, values = e["key"], e["operator"], e.get("values") or []
+            if op == "In" and labels.get(key) not in values:
+                return False
+            if op == "NotIn" and labels.get(key) in values:
+                return False
+            if op == "Exists" and key not in labels:
+                return False
+            if op == "DoesNotExist" and key in labels:
+                return False
+        return True
+
+    return any(term_ok(t) for t in terms)
+
+
 @dataclass
 class Fault:
     method: str
@@ -248,6 +310,8 @@ class KubeAPI:
         self.stuck_nodes: set[str] = set()
         self.reject_nodes: dict[str, tuple[str, str]] = {}
         self.unschedulable: str | None = None
+        self.full_nodes: dict[str, str] = {}  # node -> the scheduler's message for it
+        self.safeguards = False  # AKS Deployment Safeguards (Enforcement) on pods
         self.lb_ingress = True
         self.runtimes: dict[str, PodRuntime] = {}  # pod uid -> runtime
         self.proxies: dict[str, list[socket.socket]] = {}  # service uid -> listeners
@@ -402,6 +466,15 @@ class KubeAPI:
                         f'pods "{name}" is forbidden: violates PodSecurity "restricted:latest": '
                         + ", ".join(problems),
                     )
+                if self.safeguards:
+                    denied = safeguards_violations(body)
+                    if denied:
+                        return 403, status_body(
+                            403,
+                            "Forbidden",
+                            'admission webhook "validation.gatekeeper.sh" denied the request: '
+                            + "; ".join(f"[azurepolicy-safeguards] {d}" for d in denied),
+                        )
                 body["status"] = {"phase": "Pending", "qosClass": "Burstable"}
             if plural == "services":
                 self._allocate_service(body)
@@ -524,9 +597,34 @@ class KubeAPI:
 
                 self._update_pod(namespace, name, uid, unschedulable)
                 return
-            nodes = [k[2] for k in sorted(self.store) if k[0] == "nodes"]
-            node = nodes[0] if nodes else None
+            with self.lock:
+                candidates = [
+                    k[2]
+                    for k, obj in sorted(self.store.items())
+                    if k[0] == "nodes" and node_matches(spec, obj)
+                ]
+            full = [n for n in candidates if n in self.full_nodes]
+            node = next((n for n in candidates if n not in self.full_nodes), None)
             if node is None:
+                total = sum(1 for k in list(self.store) if k[0] == "nodes")
+                why = (
+                    self.full_nodes[full[0]]
+                    if full
+                    else f"0/{total} nodes are available: {total} node(s) didn't match "
+                    "Pod's node affinity/selector."
+                )
+
+                def unplaced(p: dict[str, Any]) -> None:
+                    p["status"]["conditions"] = [
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": why,
+                        }
+                    ]
+
+                self._update_pod(namespace, name, uid, unplaced)
                 return
 
             def bind(p: dict[str, Any]) -> None:

@@ -288,18 +288,16 @@ def test_a_pod_the_node_rejects_makes_its_probes_errors(api: KubeAPI, kubeconfig
     assert results["pod-svc"].observed is Observed.ERROR  # its backend twin is the rejected one
 
 
-def test_an_unschedulable_pod_names_the_schedulers_message(api: KubeAPI, kubeconfig: str) -> None:
-    api.unschedulable = "0/2 nodes are available: 2 Insufficient memory."
-    web = api.find("Pod", "shop", "web-1")
-    assert web is not None
-    del web["spec"]["nodeName"]  # a pending real pod: its twin goes through the scheduler
-    web["status"] = {"phase": "Pending"}
-    api.add(web)
+def test_an_unschedulable_twin_names_its_node_and_the_schedulers_message(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    # full in a way the snapshot does not show (it has no allocatable): the scheduler says
+    api.full_nodes["node-1"] = "0/2 nodes are available: 1 Insufficient memory."
     with backend(kubeconfig, pod_timeout=1.0) as b:
         (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
     assert result.observed is Observed.ERROR
-    assert "Unschedulable: 0/2 nodes are available: 2 Insufficient memory." in (result.error or "")
-    assert "node any node" in (result.error or "")
+    assert "Unschedulable: 0/2 nodes are available: 1 Insufficient memory." in (result.error or "")
+    assert "(twin of shop/web-1, node node-1)" in (result.error or "")
 
 
 def test_403_on_create_names_the_verb_and_resource_and_cleans_up(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -14,14 +15,18 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
-from netparity.errors import InputError
+from netparity.errors import ClusterError, InputError
 from netparity.kube import READINESS_GATE, RUN_LABEL, TWIN_LABEL
 from netparity.kube.render import (
     CONTROL_PORT,
+    DEFAULT_DEADLINE,
     DEFAULT_IMAGE,
+    MESH_OPT_OUT_ANNOTATIONS,
     PROBE_COMMAND,
+    SAFE_TO_EVICT,
     agent_source,
     anchor_manifest,
+    changed_labels,
     check_image,
     is_run_id,
     new_run_id,
@@ -30,6 +35,7 @@ from netparity.kube.render import (
     short_hash,
     twin_manifest,
 )
+from netparity.model._wire import Ctx
 from netparity.model.objects import (
     ContainerPort,
     Pod,
@@ -42,8 +48,11 @@ from netparity.model.objects import (
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "20260101-120000-abcd"
-# The Kubernetes versions AKS supports, as far as kubernetes-validate bundles them.
-AKS_VERSIONS = [v for v in ("1.31.0", "1.32.0", "1.33.0", "1.34.0") if v in kv_utils.all_versions()]
+# The Kubernetes versions AKS supports (1.31-1.34 GA, 1.35 arriving; LTS keeps older minors
+# longer), as far as kubernetes-validate bundles them.
+AKS_VERSIONS = [
+    v for v in ("1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0") if v in kv_utils.all_versions()
+]
 
 WEB = Pod(
     namespace="shop",
@@ -81,6 +90,42 @@ SVC = Service(
 )
 
 
+AZ = "service.beta.kubernetes.io/"
+INTERNAL_LB = Service.from_dict(
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web-internal",
+            "namespace": "shop",
+            "annotations": {
+                f"{AZ}azure-load-balancer-internal": "true",
+                f"{AZ}azure-load-balancer-internal-subnet": "apps-subnet",
+                f"{AZ}azure-load-balancer-health-probe-request-path": "/healthz",
+                f"{AZ}port_80_health-probe_protocol": "http",
+                f"{AZ}azure-load-balancer-ipv4": "10.240.0.25",
+                f"{AZ}azure-pip-name": "web-pip",
+                f"{AZ}azure-dns-label-name": "myweb",
+                f"{AZ}azure-pls-create": "true",
+                f"{AZ}azure-pls-name": "web-pls",
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            },
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {"app": "web"},
+            "loadBalancerIP": "10.240.0.25",
+            "loadBalancerClass": "service.k8s.aws/nlb-like",
+            "loadBalancerSourceRanges": ["10.0.0.0/8", "192.168.1.0/24"],
+            "internalTrafficPolicy": "Local",
+            "externalTrafficPolicy": "Local",
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    },
+    Ctx("Service", "shop/web-internal"),
+)
+
+
 def twin(pod: Pod = WEB, extra: list[tuple[int, Protocol]] | None = None) -> dict[str, Any]:
     return twin_manifest(
         run_id=RUN,
@@ -99,14 +144,15 @@ def all_manifests() -> list[dict[str, Any]]:
         twin(WEB, [(8080, Protocol.TCP), (5000, Protocol.UDP)]),
     ]
     for stype in (ServiceType.CLUSTER_IP, ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
-        out.append(
-            service_manifest(run_id=RUN, service=SVC, backend=WEB, anchor_uid="u", type=stype)
-        )
+        for svc in (SVC, INTERNAL_LB):
+            out.append(
+                service_manifest(run_id=RUN, service=svc, backend=WEB, anchor_uid="u", type=stype)
+            )
     return out
 
 
 def test_kubernetes_validate_bundles_the_aks_versions() -> None:
-    assert AKS_VERSIONS == ["1.31.0", "1.32.0", "1.33.0", "1.34.0"]
+    assert AKS_VERSIONS == ["1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0"]
 
 
 @pytest.mark.parametrize("version", AKS_VERSIONS)
@@ -164,6 +210,8 @@ def test_a_twin_carries_the_real_labels_plus_the_run_and_twin_labels() -> None:
         "pod-template-hash": "7d4b9",
         RUN_LABEL: RUN,
         TWIN_LABEL: short_hash("shop/web-7d4b9-x2x"),
+        "sidecar.istio.io/inject": "false",
+        "kuma.io/sidecar-injection": "disabled",
     }
     assert twin()["metadata"]["namespace"] == "shop"
     assert twin()["metadata"]["annotations"]["netparity.io/twin-of"] == "shop/web-7d4b9-x2x"
@@ -201,15 +249,126 @@ def test_a_twin_serves_its_ports_and_the_probed_ones_under_the_real_pod_key() ->
 def test_a_twin_without_tcp_ports_serves_a_control_port_for_its_startup_probe() -> None:
     container = twin(UDP_ONLY)["spec"]["containers"][0]
     assert container["command"][-4:] == ["--tcp", str(CONTROL_PORT), "--udp", "5353"]
-    assert str(CONTROL_PORT) in container["startupProbe"]["exec"]["command"][-1]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == [
+            "python3",
+            "/agent/agent.py",
+            "health",
+            "--tcp",
+            str(CONTROL_PORT),
+            "--name",
+            "infra/dns-0",
+        ]
     assert container["ports"] == [{"containerPort": 5353, "protocol": "UDP", "name": "dns"}]
 
 
-def test_a_twin_is_placed_on_the_real_pods_node_and_never_becomes_ready() -> None:
+def test_a_twin_is_placed_by_the_scheduler_on_the_real_pods_linux_node_and_never_ready() -> None:
     spec = twin()["spec"]
-    assert spec["nodeName"] == "aks-nodepool1-1"
+    assert "nodeName" not in spec  # the scheduler places it, and says why it cannot
+    (term,) = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {e["key"]: (e["operator"], e["values"]) for e in term["matchExpressions"]} == {
+        "kubernetes.io/hostname": ("In", ["aks-nodepool1-1"]),
+        "kubernetes.io/os": ("In", ["linux"]),
+        "type": ("NotIn", ["virtual-kubelet"]),
+    }
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert spec["readinessGates"] == [{"conditionType": READINESS_GATE}]
-    assert "readinessProbe" not in spec["containers"][0]
+
+
+def test_a_twin_follows_the_nodes_hostname_label_not_its_name() -> None:
+    manifest = twin_manifest(
+        run_id=RUN,
+        pod=WEB,
+        anchor_uid="u",
+        image=DEFAULT_IMAGE,
+        ports=serve_ports(WEB),
+        hostname="host-17",
+    )
+    (term,) = manifest["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert term["matchExpressions"][0]["values"] == ["host-17"]
+
+
+def test_a_twin_without_a_node_is_refused() -> None:
+    pending = Pod(namespace="shop", name="web-pending", labels=WEB.labels)
+    with pytest.raises(ClusterError, match="no node"):
+        twin(pending)
+
+
+def test_a_twin_has_exec_readiness_and_liveness_probes_and_no_extra_port() -> None:
+    container = twin()["spec"]["containers"][0]
+    health = ["python3", "/agent/agent.py", "health", "--tcp", "9090", "--name", WEB.key]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == health
+        assert not {"httpGet", "tcpSocket", "grpc"} & set(container[probe])
+    assert [p["containerPort"] for p in container["ports"]] == [80, 9090, 53, 9999]
+
+
+def test_a_twin_gets_the_deadline_it_is_given() -> None:
+    manifest = twin_manifest(
+        run_id=RUN,
+        pod=WEB,
+        anchor_uid="u",
+        image=DEFAULT_IMAGE,
+        ports=serve_ports(WEB),
+        deadline=1234,
+    )
+    assert manifest["spec"]["activeDeadlineSeconds"] == 1234
+    assert twin()["spec"]["activeDeadlineSeconds"] == DEFAULT_DEADLINE
+
+
+def test_a_twin_is_safe_to_evict_and_opts_out_of_every_mesh() -> None:
+    meta = twin()["metadata"]
+    assert meta["annotations"][SAFE_TO_EVICT] == "true"
+    for key, value in MESH_OPT_OUT_ANNOTATIONS.items():
+        assert meta["annotations"][key] == value
+    assert meta["annotations"]["linkerd.io/inject"] == "disabled"
+    assert meta["annotations"]["openservicemesh.io/sidecar-injection"] == "disabled"
+    assert meta["annotations"]["consul.hashicorp.com/connect-inject"] == "false"
+    assert meta["labels"]["sidecar.istio.io/inject"] == "false"
+    assert meta["labels"]["kuma.io/sidecar-injection"] == "disabled"
+
+
+def test_a_pods_own_mesh_labels_never_reach_its_twin() -> None:
+    meshed = Pod(
+        namespace="shop",
+        name="web-meshed",
+        node_name="aks-nodepool1-1",
+        labels=frozen_labels(
+            {
+                "app": "web",
+                "sidecar.istio.io/inject": "true",
+                "istio.io/rev": "asm-1-22",
+                "kuma.io/sidecar-injection": "enabled",
+            }
+        ),
+    )
+    labels = twin(meshed)["metadata"]["labels"]
+    assert labels["sidecar.istio.io/inject"] == "false"
+    assert labels["kuma.io/sidecar-injection"] == "disabled"
+    assert "istio.io/rev" not in labels
+    assert labels["app"] == "web"
+    assert changed_labels(meshed) == {
+        "istio.io/rev": "",
+        "kuma.io/sidecar-injection": "disabled",
+        "sidecar.istio.io/inject": "false",
+    }
+
+
+def test_a_twin_leaves_out_the_labels_it_is_told_to() -> None:
+    manifest = twin_manifest(
+        run_id=RUN,
+        pod=WEB,
+        anchor_uid="u",
+        image=DEFAULT_IMAGE,
+        ports=serve_ports(WEB),
+        leave_out=frozenset({"tier"}),
+    )
+    assert "tier" not in manifest["metadata"]["labels"]
+    assert manifest["metadata"]["labels"]["app"] == "web"
 
 
 def test_a_twin_is_controlled_by_the_run_anchor_so_no_replicaset_adopts_it() -> None:
@@ -273,11 +432,64 @@ def test_a_cluster_ip_service_sets_no_external_traffic_policy() -> None:
     assert "externalTrafficPolicy" not in svc["spec"]
 
 
+def test_a_load_balancer_twin_copies_the_allow_list_and_nothing_that_claims_a_resource() -> None:
+    svc = service_manifest(
+        run_id=RUN,
+        service=INTERNAL_LB,
+        backend=WEB,
+        anchor_uid="u",
+        type=ServiceType.LOAD_BALANCER,
+    )
+    annotations = svc["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k.startswith(AZ)} == {
+        f"{AZ}azure-load-balancer-internal": "true",
+        f"{AZ}azure-load-balancer-internal-subnet": "apps-subnet",
+        f"{AZ}azure-load-balancer-health-probe-request-path": "/healthz",
+        f"{AZ}port_80_health-probe_protocol": "http",
+    }
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in annotations
+    spec = svc["spec"]
+    assert "loadBalancerIP" not in spec
+    assert spec["loadBalancerClass"] == "service.k8s.aws/nlb-like"
+    assert spec["loadBalancerSourceRanges"] == ["10.0.0.0/8", "192.168.1.0/24"]
+    assert spec["internalTrafficPolicy"] == "Local"
+    assert spec["externalTrafficPolicy"] == "Local"
+
+
+def test_load_balancer_settings_are_not_put_on_a_cluster_ip_twin() -> None:
+    spec = service_manifest(
+        run_id=RUN, service=INTERNAL_LB, backend=WEB, anchor_uid="u", type=ServiceType.CLUSTER_IP
+    )
+    assert not {"loadBalancerClass", "loadBalancerSourceRanges"} & set(spec["spec"])
+    assert not [k for k in spec["metadata"]["annotations"] if k.startswith(AZ)]
+    assert spec["spec"]["internalTrafficPolicy"] == "Local"
+
+
+def test_absent_and_empty_source_ranges_are_told_apart() -> None:
+    def parse(spec: dict[str, Any]) -> Service:
+        raw = {"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer", **spec}}
+        return Service.from_dict(raw, Ctx("Service", "default/s"))
+
+    assert parse({}).load_balancer_source_ranges is None
+    assert parse({"loadBalancerSourceRanges": []}).load_balancer_source_ranges == ()
+    empty = service_manifest(
+        run_id=RUN,
+        service=parse({"loadBalancerSourceRanges": [], "selector": {"a": "b"}}),
+        backend=WEB,
+        anchor_uid="u",
+        type=ServiceType.LOAD_BALANCER,
+    )
+    assert empty["spec"]["loadBalancerSourceRanges"] == []
+    with pytest.raises(InputError, match=r"loadBalancerSourceRanges\[0\].*invalid CIDR"):
+        parse({"loadBalancerSourceRanges": ["10.0.0.0/33"]})
+
+
 def test_labels_with_yaml_special_characters_survive_rendering() -> None:
     odd = Pod(
         namespace="x",
         name="p",
         labels=frozen_labels({"a": "yes", "b": "1.0", "c": "null", "example.com/d": "on"}),
+        node_name="n1",
         ports=(ContainerPort(name="x", port=8080),),
     )
     labels = twin(odd)["metadata"]["labels"]
@@ -342,3 +554,46 @@ def test_the_exec_command_needs_no_end_of_stdin(tmp_path: Path) -> None:
         proc.stdin.close()
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_health_command_checks_that_the_serving_agent_answers_with_its_token(
+    tmp_path: Path,
+) -> None:
+    agent = tmp_path / "agent.py"
+    agent.write_text(agent_source())
+    with socket.socket() as s:  # a free port, closed again before the agent binds it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    health = twin(UDP_ONLY)["spec"]["containers"][0]["livenessProbe"]["exec"]["command"]
+    health = [sys.executable, str(agent), *health[2:]]
+    health[health.index("--tcp") + 1] = str(port)
+
+    def check(argv: list[str]) -> int:
+        return subprocess.run(argv, capture_output=True, timeout=20).returncode
+
+    assert check(health) == 2  # nothing serving yet
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            str(agent),
+            "serve",
+            "--name",
+            UDP_ONLY.key,
+            "--tcp",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stdout is not None and serve.stdout.readline().strip() == "ready"
+        assert check(health) == 0
+        wrong = [*health[: health.index("--name") + 1], "someone/else"]
+        assert check(wrong) == 2  # another pod's agent (or a proxy) answering is not health
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
+        if serve.stdout is not None:
+            serve.stdout.close()

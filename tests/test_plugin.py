@@ -563,6 +563,9 @@ def test_kubernetes_options_are_checked_before_anything_runs(suites: pytest.Pyte
     result.stderr.fnmatch_lines(["*--max-parallel '0' must be a whole number from 1 to 256*"])
     result = suites.runpytest("suites", "--cluster", "prod", "--dataplane", "calico")
     result.stderr.fnmatch_lines(["*--dataplane 'calico' is not one of*"])
+    result = suites.runpytest("suites", "--cluster", "prod", "--max-duration", "10")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--max-duration '10' must be a number of seconds from 60*"])
 
 
 def test_a_probe_the_backend_cannot_run_is_skipped_and_kept_out_of_the_record(

@@ -10,6 +10,7 @@ on failure, on Ctrl-C / SIGTERM, and by the next run if this one died.
 from __future__ import annotations
 
 import atexit
+import math
 import signal
 import sys
 import threading
@@ -29,7 +30,16 @@ from netparity.kube.agentio import Outcome, batch_document, parse_output, run_lo
 from netparity.kube.cleanup import find_runs, prune_leftovers, remove, remove_all
 from netparity.kube.client import CONFIG_MAPS, PODS, SERVICES, Conflict, Kube, Resource
 from netparity.kube.detect import DATAPLANES, Detected, detect
-from netparity.kube.layout import LOCAL, Layout, Step, address, plan_layout
+from netparity.kube.layout import (
+    LOCAL,
+    Layout,
+    Step,
+    active_deadline,
+    address,
+    plan_layout,
+    planned_seconds,
+)
+from netparity.kube.placement import Placement
 from netparity.kube.podstate import PodState, Readiness, pod_state
 from netparity.kube.read import read_snapshot, write_list
 from netparity.kube.render import (
@@ -86,6 +96,7 @@ class KubeBackend:
         pod_timeout: float = 180.0,
         lb_timeout: float = 300.0,
         log: Callable[[str], None] | None = None,
+        max_duration: float | None = None,
     ) -> None:
         if dataplane is not None and dataplane not in DATAPLANES:
             raise InputError(
@@ -100,6 +111,11 @@ class KubeBackend:
         self.allow_load_balancer = allow_load_balancer
         self.pod_timeout = pod_timeout
         self.lb_timeout = lb_timeout
+        if max_duration is not None and max_duration <= 0:
+            raise InputError(f"must be positive, got {max_duration:g}", field="--max-duration")
+        self.max_duration = max_duration
+        self._placement: Placement | None = None
+        self._deadline_at: float | None = None  # monotonic time every twin is gone by
         self._override = dataplane
         self._log = log if log is not None else _stderr
         self.started = datetime.now(UTC).replace(microsecond=0)
@@ -221,6 +237,9 @@ class KubeBackend:
         self, targets: Sequence[Target], timeout: float, progress: Progress | None
     ) -> list[ProbeResult]:
         snap = self.snapshot()
+        if self._placement is None:
+            self._placement = Placement.from_objects(self.objects())
+        placement = self._placement
         layout = plan_layout(
             targets,
             run_id=self.run_id,
@@ -228,7 +247,20 @@ class KubeBackend:
             node_named=snap.node,
             unsafe_twin=self._unsafe_twin(snap),
             allow_load_balancer=self.allow_load_balancer,
+            place=placement.refuse,
         )
+        for note in placement.notes([p for k, p in layout.twins.items() if k not in self._twins]):
+            self._log(note)
+        if self._deadline_at is None:
+            planned = planned_seconds(
+                layout,
+                timeout=timeout,
+                exec_seconds=timeout * 3 + EXEC_SLACK,
+                max_parallel=self.max_parallel,
+                pod_timeout=self.pod_timeout,
+                lb_timeout=self.lb_timeout,
+            )
+            self._deadline_at = time.monotonic() + active_deadline(planned, self.max_duration)
         results: dict[int, ProbeResult] = {}
         for step in layout.steps:
             if step.reason is not None:
@@ -259,12 +291,16 @@ class KubeBackend:
             if key in self._twins:
                 continue
             self._twins[key] = _Twin(pod=pod)
+            placement = self._placement or Placement()
             manifest = twin_manifest(
                 run_id=self.run_id,
                 pod=pod,
                 anchor_uid=self._anchor_uid(pod.namespace),
                 image=self.image,
                 ports=serve_ports(pod, sorted(layout.probed_ports.get(key, ()))),
+                hostname=placement.hostname(pod),
+                deadline=self._deadline(),
+                leave_out=placement.leave_out(pod),
             )
             todo.append((PODS, manifest, key))
         for key, rs in layout.services.items():
@@ -289,6 +325,12 @@ class KubeBackend:
                 self._twins[key].obj = obj
             else:
                 self._services[key] = obj
+
+    def _deadline(self) -> int:
+        """activeDeadlineSeconds for a twin made now: what is left of the run's planned length."""
+        if self._deadline_at is None:
+            return active_deadline(0.0, self.max_duration)
+        return max(60, math.ceil(self._deadline_at - time.monotonic()))
 
     def _anchor_uid(self, namespace: str) -> str:
         return str(self._anchors[namespace]["metadata"]["uid"])

@@ -7,6 +7,7 @@ targets cannot run here and why); addresses are filled in once the objects exist
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -99,16 +100,20 @@ class _Planner:
     node_named: Callable[[str], Node | None]
     unsafe_twin: Callable[[Pod], str | None]
     allow_load_balancer: bool
+    place: Callable[[Pod, Mapping[str, Pod]], str | None]
     layout: Layout = field(default_factory=Layout)
     needs: dict[str, set[Via]] = field(default_factory=dict)
 
-    def twin(self, pod: Pod, role: str) -> str:
+    def why_not(self, pod: Pod, role: str) -> str | None:
         if pod.host_network:
-            raise _NotRun(
+            return (
                 f"{role} pod {pod.key} uses the host network: its twin would need hostNetwork, "
                 f"which the restricted Pod Security Standard forbids"
             )
-        why = self.unsafe_twin(pod)
+        return self.unsafe_twin(pod) or self.place(pod, self.layout.twins)
+
+    def twin(self, pod: Pod, role: str) -> str:
+        why = self.why_not(pod, role)
         if why:
             raise _NotRun(why)
         self.layout.twins.setdefault(pod.key, pod)
@@ -176,7 +181,11 @@ class _Planner:
                 raise _NotRun(
                     f"Service {svc.key} selects no pod: nothing to stand in for its backend"
                 )
-            backend = candidates[0]
+            # the first backend whose twin can be placed (a Pending pod's cannot), else the
+            # first, whose reason is then the probe's
+            backend = next(
+                (p for p in candidates if self.why_not(p, "backend") is None), candidates[0]
+            )
         target_port = sp.target_port
         if isinstance(target_port, str):
             cp = backend.named_port(target_port, sp.protocol)
@@ -249,9 +258,13 @@ def plan_layout(
     node_named: Callable[[str], Node | None],
     unsafe_twin: Callable[[Pod], str | None] = lambda pod: None,
     allow_load_balancer: bool = False,
+    place: Callable[[Pod, Mapping[str, Pod]], str | None] = lambda pod, planned: None,
 ) -> Layout:
-    """The twins, Services and steps that run `targets` (steps in the order of targets)."""
-    planner = _Planner(run_id, backends_of, node_named, unsafe_twin, allow_load_balancer)
+    """The twins, Services and steps that run `targets` (steps in the order of targets).
+
+    `place(pod, planned_twins)` says why the twin of `pod` cannot be placed (its node, a
+    PodDisruptionBudget: netparity.kube.placement), or None."""
+    planner = _Planner(run_id, backends_of, node_named, unsafe_twin, allow_load_balancer, place)
     for index, target in enumerate(targets):
         # Plan into a scratch copy so that a target which cannot run adds no twin or Service.
         saved = (
@@ -274,6 +287,37 @@ def plan_layout(
             continue
         planner.layout.steps.append(Step(index=index, target=target, source=source, dest=dest))
     return planner.finish()
+
+
+DEADLINE_MARGIN = 600.0  # seconds added to a run's planned length for a twin's deadline
+PROBE_TRIES = 3  # the first try, a re-probe of denies, a re-probe of disagreements
+
+
+def planned_seconds(
+    layout: Layout,
+    *,
+    timeout: float,
+    exec_seconds: float,
+    max_parallel: int,
+    pod_timeout: float,
+    lb_timeout: float,
+) -> float:
+    """How long a run of this layout may take: twins starting, LoadBalancers, and every
+    try of every batch (one exec per source, `max_parallel` at once, `exec_seconds` at most)."""
+    sources = {s.source for s in layout.steps if s.reason is None}
+    waves = math.ceil(len(sources) / max(1, max_parallel))
+    lb = any(rs.type is ServiceType.LOAD_BALANCER for rs in layout.services.values())
+    return (
+        pod_timeout + (lb_timeout if lb else 0.0) + PROBE_TRIES * waves * (exec_seconds + timeout)
+    )
+
+
+def active_deadline(planned: float, max_duration: float | None = None) -> int:
+    """A twin's activeDeadlineSeconds: --max-duration when given, else the planned length
+    plus a margin (the API lets a deadline be lowered, never raised: choose it up front)."""
+    if max_duration is not None:
+        return max(1, math.ceil(max_duration))
+    return math.ceil(planned + DEADLINE_MARGIN)
 
 
 def address(

@@ -24,11 +24,20 @@ from netparity.kube.client import (
     SERVICES,
     Forbidden,
     Kube,
+    Resource,
 )
 from netparity.model.snapshot import CONFIG_MAPS as ENFORCEMENT_CONFIG_MAPS
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 
 NOT_OURS = f"!{RUN_LABEL}"
+# Read through the generic path (any group/version); 404 where the API is absent.
+POD_DISRUPTION_BUDGETS = Resource(
+    kind="PodDisruptionBudget",
+    plural="poddisruptionbudgets",
+    group="policy",
+    version="v1",
+    namespaced=True,
+)
 
 
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +64,10 @@ def read_objects(kube: Kube) -> list[dict[str, Any]]:
     # The Cilium CRDs exist only where Cilium is (or was) installed: 404 -> none.
     objs += kube.list(CILIUM_NETWORK_POLICIES, missing_ok=True) or []
     objs += kube.list(CILIUM_CLUSTERWIDE_POLICIES, missing_ok=True) or []
+    # PodDisruptionBudgets decide which twins may carry which labels (placement.py); a
+    # snapshot file keeps them too. RBAC that hides them: read as none.
+    with contextlib.suppress(Forbidden):
+        objs += kube.list(POD_DISRUPTION_BUDGETS, missing_ok=True) or []
     for key in sorted(ENFORCEMENT_CONFIG_MAPS):
         namespace, name = key.split("/", 1)
         with contextlib.suppress(Forbidden):  # read when readable; RBAC may hide kube-system

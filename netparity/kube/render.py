@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +46,50 @@ PROBE_COMMAND: tuple[str, ...] = (
 )
 
 
-def probes_dir() -> Path:
-    """The repository's probes/ folder (the agent and the manifests)."""
-    here = Path(__file__).resolve().parents[2] / "probes"
-    if not (here / "agent.py").is_file() or not (here / "templates").is_dir():
-        raise ClusterError(f"the probe agent and manifests are missing: expected them in {here}")
-    return here
+# Every mesh's own opt-out, forced on every twin: a sidecar would answer (or refuse) in
+# the agent's place and change the traffic. Istio reads the label before the annotation,
+# Kuma prefers the label; Linkerd, OSM and Consul read annotations.
+MESH_OPT_OUT_LABELS: Mapping[str, str] = {
+    "sidecar.istio.io/inject": "false",
+    "kuma.io/sidecar-injection": "disabled",
+}
+MESH_OPT_OUT_ANNOTATIONS: Mapping[str, str] = {
+    "sidecar.istio.io/inject": "false",
+    "linkerd.io/inject": "disabled",
+    "openservicemesh.io/sidecar-injection": "disabled",
+    "kuma.io/sidecar-injection": "disabled",
+    "consul.hashicorp.com/connect-inject": "false",
+}
+# Labels that opt a pod into a mesh revision (injection by revision): never copied.
+MESH_DROPPED_LABELS = frozenset({"istio.io/rev"})
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+# What a twin asks of its node (the template's requests): for the room check before creating.
+TWIN_CPU_MILLI = 10
+TWIN_MEMORY_BYTES = 32 * 1024 * 1024
+
+
+def probes_dir() -> Traversable:
+    """probes/ (the agent and the manifests): the package data `netparity/probes/` of an
+    installed netparity, or the repository's own probes/ folder in a checkout."""
+    root: Traversable
+    try:
+        root = importlib.resources.files("netparity.probes")
+    except ModuleNotFoundError:  # a checkout on sys.path: probes/ beside the package
+        root = Path(__file__).resolve().parents[2] / "probes"
+    if not root.joinpath("agent.py").is_file() or not root.joinpath("templates").is_dir():
+        raise ClusterError(f"the probe agent and manifests are missing: expected them in {root}")
+    return root
+
+
+def _template_source(name: str) -> str:
+    return probes_dir().joinpath("templates").joinpath(name).read_text(encoding="utf-8")
 
 
 @cache
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(probes_dir() / "templates")),
+        loader=jinja2.FunctionLoader(_template_source),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -72,7 +106,12 @@ def render(template: str, **values: Any) -> dict[str, Any]:
 
 
 def agent_source() -> str:
-    return (probes_dir() / "agent.py").read_text(encoding="utf-8")
+    return probes_dir().joinpath("agent.py").read_text(encoding="utf-8")
+
+
+def rbac_source() -> str:
+    """probes/rbac.yaml, as shipped."""
+    return probes_dir().joinpath("rbac.yaml").read_text(encoding="utf-8")
 
 
 def short_hash(text: str, n: int = 10) -> str:
@@ -108,6 +147,35 @@ def twin_name(run_id: str, pod_key: str) -> str:
 
 def service_name(run_id: str, service_key: str, backend_key: str) -> str:
     return f"np-{run_id}-{short_hash(service_key + '|' + backend_key, 8)}"
+
+
+# A LoadBalancer Service of the run copies what decides its path and exposure, from an
+# allow-list: internal or not and in which subnet, the health probe, the addresses allowed
+# in. Never what claims an Azure resource (a static IP: loadBalancerIP,
+# azure-load-balancer-ipv4/ipv6; a public IP name or prefix: azure-pip-*; a DNS label:
+# azure-dns-label-name; a Private Link Service: azure-pls-*), which the real one holds.
+_AZ = "service.beta.kubernetes.io/"
+LB_ANNOTATIONS_COPIED = frozenset(
+    {
+        f"{_AZ}azure-load-balancer-internal",
+        f"{_AZ}azure-load-balancer-internal-subnet",
+        f"{_AZ}azure-allowed-service-tags",
+        f"{_AZ}azure-allowed-ip-ranges",
+    }
+)
+_LB_ANNOTATION_PATTERNS = (
+    re.compile(re.escape(_AZ) + r"azure-load-balancer-health-probe-[a-z-]+"),
+    re.compile(re.escape(_AZ) + r"port_\d+_(health-probe_[a-z-]+|no_probe_rule|no_lb_rule)"),
+)
+
+
+def copied_lb_annotations(service: Service) -> dict[str, str]:
+    """The real Service's load balancer annotations that its run twin carries."""
+    return {
+        k: v
+        for k, v in service.load_balancer_annotations.items()
+        if k in LB_ANNOTATIONS_COPIED or any(p.fullmatch(k) for p in _LB_ANNOTATION_PATTERNS)
+    }
 
 
 # --------------------------------------------------------------------------- manifests
@@ -163,15 +231,33 @@ def serve_command(pod: Pod, ports: ServePorts) -> list[str]:
     return cmd
 
 
-def startup_command(ports: ServePorts) -> list[str]:
-    # The agent binds TCP ports in ascending order before any other: once the highest
-    # accepts, every TCP listener is bound (UDP and SCTP follow within microseconds).
-    port = max(ports.tcp)
-    return [
-        "python3",
-        "-c",
-        f"import socket;socket.create_connection(('127.0.0.1',{port}),2).close()",
-    ]
+def health_command(pod: Pod, ports: ServePorts) -> list[str]:
+    """The exec command of the twin's startup, readiness and liveness probes: the agent's
+    `health`, which asks the serving agent on loopback for its token (no policy sees
+    loopback, and the twin gets no extra port). The agent binds TCP ports in ascending
+    order before any other: once the highest answers, every TCP listener is bound (UDP
+    and SCTP follow within microseconds)."""
+    return ["python3", AGENT_PATH, "health", "--tcp", str(max(ports.tcp)), "--name", pod.key]
+
+
+def twin_labels(pod: Pod, *, leave_out: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The real pod's labels less mesh revisions and `leave_out`, with every mesh's
+    opt-out forced (the run and twin labels are added by twin_manifest)."""
+    labels = {
+        k: v for k, v in pod.labels.items() if k not in MESH_DROPPED_LABELS and k not in leave_out
+    }
+    labels.update(MESH_OPT_OUT_LABELS)
+    return labels
+
+
+def changed_labels(pod: Pod, *, leave_out: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Label key -> what the twin carries instead of the real pod's value ("" = left out)."""
+    twin = twin_labels(pod, leave_out=leave_out)
+    out: dict[str, str] = {}
+    for key in sorted(set(pod.labels) | set(twin)):
+        if pod.labels.get(key) != twin.get(key):
+            out[key] = twin.get(key, "")
+    return out
 
 
 def _container_ports(ports: Sequence[ContainerPort]) -> list[ContainerPort]:
@@ -184,6 +270,9 @@ def _container_ports(ports: Sequence[ContainerPort]) -> list[ContainerPort]:
     return out
 
 
+DEFAULT_DEADLINE = 3600  # seconds: a twin's activeDeadlineSeconds when none is given
+
+
 def twin_manifest(
     *,
     run_id: str,
@@ -191,24 +280,38 @@ def twin_manifest(
     anchor_uid: str,
     image: str,
     ports: ServePorts,
+    hostname: str | None = None,
+    deadline: int = DEFAULT_DEADLINE,
+    leave_out: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """The twin of a real pod: its labels, containerPorts and node; the agent serving."""
-    labels: dict[str, str] = dict(pod.labels)
+    """The twin of a real pod: its labels (less `leave_out`, with every mesh's opt-out),
+    containerPorts and node (required node affinity on the node's `hostname` label, so
+    the scheduler places it and says why not); the agent serving until `deadline` s."""
+    host = hostname or pod.node_name
+    if not host:
+        raise ClusterError(f"pod {pod.key} has no node: a twin needs the node to stand on")
+    if deadline < 1:
+        raise ClusterError(f"activeDeadlineSeconds must be positive, got {deadline}")
+    labels = twin_labels(pod, leave_out=leave_out)
     labels[RUN_LABEL] = run_id
     labels[TWIN_LABEL] = short_hash(pod.key)
+    annotations = dict(MESH_OPT_OUT_ANNOTATIONS)
+    annotations[SAFE_TO_EVICT] = "true"
     every_port = [*ports.tcp, *ports.udp, *ports.sctp]
     return render(
         "twin-pod.yaml.j2",
         name=twin_name(run_id, pod.key),
         namespace=pod.namespace,
         labels=labels,
+        annotations=annotations,
         twin_of=pod.key,
         anchor_name=anchor_name(run_id),
         anchor_uid=anchor_uid,
-        node_name=pod.node_name,
+        hostname=host,
+        deadline=int(deadline),
         image=image,
         command=serve_command(pod, ports),
-        startup_command=startup_command(ports),
+        health_command=health_command(pod, ports),
         ports=[
             {"port": cp.port, "protocol": str(cp.protocol), "name": cp.name}
             for cp in _container_ports(pod.ports)
@@ -227,6 +330,7 @@ def service_manifest(
 ) -> dict[str, Any]:
     """The run's own Service for a real one, selecting only the backend's twin."""
     external = type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
+    lb = type is ServiceType.LOAD_BALANCER
     return render(
         "service.yaml.j2",
         name=service_name(run_id, service.key, backend.key),
@@ -238,6 +342,10 @@ def service_manifest(
         anchor_uid=anchor_uid,
         type=str(type),
         external_traffic_policy=service.external_traffic_policy if external else None,
+        internal_traffic_policy=service.internal_traffic_policy,
+        annotations=copied_lb_annotations(service) if lb else {},
+        load_balancer_class=service.load_balancer_class if lb else None,
+        source_ranges=service.load_balancer_source_ranges if lb else None,
         ports=[_service_port(sp) for sp in service.ports],
     )
 

@@ -21,6 +21,8 @@ from netparity.model._wire import (
 )
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# The cloud provider's load balancer settings live in annotations under this prefix.
+CLOUD_LB_ANNOTATION_PREFIX = "service.beta.kubernetes.io/"
 
 
 class Protocol(StrEnum):
@@ -206,6 +208,13 @@ class Service:
     external_traffic_policy: str = "Cluster"
     load_balancer_ips: tuple[str, ...] = ()
     publish_not_ready: bool = False
+    # What decides a load balancer's path and exposure (None: the field is absent).
+    load_balancer_annotations: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({})
+    )  # the service.beta.kubernetes.io/* annotations, as written
+    load_balancer_class: str | None = None
+    load_balancer_source_ranges: tuple[str, ...] | None = None  # () : present and empty
+    internal_traffic_policy: str | None = None
 
     @property
     def key(self) -> str:
@@ -268,6 +277,24 @@ class Service:
                 lb_ips.append(ip)
         selector = spec.get("selector")
         etp = as_str(spec.get("externalTrafficPolicy"), ctx.sub("spec.externalTrafficPolicy"))
+        annotations = {
+            k: v
+            for k, v in as_map(meta.get("annotations"), ctx.sub("metadata.annotations")).items()
+            if isinstance(k, str) and k.startswith(CLOUD_LB_ANNOTATION_PREFIX)
+        }
+        ranges_raw = spec.get("loadBalancerSourceRanges")
+        ranges = None
+        if ranges_raw is not None:
+            rctx = ctx.sub("spec.loadBalancerSourceRanges")
+            ranges = []
+            for i, item in enumerate(as_list(ranges_raw, rctx)):
+                cidr = as_str(item, rctx.sub(i), required=True)
+                assert cidr is not None
+                try:
+                    ipaddress.ip_network(cidr.strip(), strict=False)
+                except ValueError:
+                    raise rctx.sub(i).error(f"invalid CIDR {cidr!r}") from None
+                ranges.append(cidr.strip())
         return cls(
             namespace=as_name(
                 meta.get("namespace") or "default", ctx.sub("metadata.namespace"), label=True
@@ -282,6 +309,16 @@ class Service:
             external_traffic_policy=etp or "Cluster",
             load_balancer_ips=tuple(lb_ips),
             publish_not_ready=bool(spec.get("publishNotReadyAddresses", False)),
+            load_balancer_annotations=frozen_labels(
+                str_map(annotations, ctx.sub("metadata.annotations"))
+            ),
+            load_balancer_class=as_str(
+                spec.get("loadBalancerClass"), ctx.sub("spec.loadBalancerClass")
+            ),
+            load_balancer_source_ranges=tuple(ranges) if ranges is not None else None,
+            internal_traffic_policy=as_str(
+                spec.get("internalTrafficPolicy"), ctx.sub("spec.internalTrafficPolicy")
+            ),
         )
 
 
