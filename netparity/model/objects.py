@@ -18,6 +18,7 @@ from netparity.model._wire import (
     as_port_number,
     as_str,
     label_map,
+    str_map,
 )
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
