@@ -574,8 +574,7 @@ def record_from_json(data: Any, source: str = "<record>") -> Record:
     # version 1 kept the probes the backend could not run out of the record altogether
     skipped = (
         tuple(
-            _probe_from(rd, p, i, "not_run")
-            for i, p in enumerate(rd.sequence(data, "not_run", ""))
+            _probe_from(rd, p, i, "not_run") for i, p in enumerate(rd.sequence(data, "not_run", ""))
         )
         if version >= 2
         else ()

@@ -314,9 +314,7 @@ def judge_post(pp: ProbeParity, *, after: str) -> ItemVerdict:
     rec = pp.probe
     props = probe_properties(rec, phase="post", status=str(pp.status), baseline=pp.baseline)
     if pp.current is None:  # the baseline's probe: this run did not plan it
-        props = tuple(
-            (k, "not planned" if k == "netparity.observed" else v) for k, v in props
-        )
+        props = tuple((k, "not planned" if k == "netparity.observed" else v) for k, v in props)
     if pp.status is Status.NOT_RUN:
         return ItemVerdict(outcome="skipped", message=pp.message, properties=props)
     if pp.status is Status.MISSING:

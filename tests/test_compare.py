@@ -358,3 +358,24 @@ def test_an_accept_file_may_be_a_mapping_under_accept(tmp_path: Path) -> None:
 
 def test_outcome_values_are_the_record_words() -> None:
     assert [o.value for o in Outcome] == ["allow", "deny", "flaky", "error", "not-run"]
+
+
+def test_the_demo_never_says_exactly_as_predicted_when_a_predicted_change_did_not_happen() -> None:
+    from report_records import make_runs
+
+    from netparity.cli.demo import _explain
+
+    runs = make_runs()  # real records: one predicted change did not happen, one probe missing
+    unexpected, lines = _explain(parity_json(runs.parity))
+    text = "\n".join(lines)
+    assert "exactly as the engine predicted" not in text
+    assert "23 probes changed as the engine predicted for npm -> cilium, but 1 predicted " in text
+    assert "change did not happen (unrealized" in text
+    assert f"did not change: {runs.forced.unrealized}" in text
+    assert "1 probes could be run by neither run (not-run)" in text
+    assert unexpected == 5  # lost, gained, flaky, error, missing
+    assert "1 missing" in text
+    held = compare(runs.baseline, runs.baseline)
+    assert _explain(parity_json(held))[1][0].startswith(
+        "0 probes changed exactly as the engine predicted"
+    )

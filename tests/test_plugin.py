@@ -708,7 +708,9 @@ def test_a_pre_probe_the_engine_cannot_predict_is_an_expected_failure_and_counte
     (suites.path / "cluster.yaml").write_text(
         yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": docs})
     )
-    (suites.path / "probes.yaml").write_text("probes:\n  - from: x/a\n    to: svc:y/web\n    port: 80\n")
+    (suites.path / "probes.yaml").write_text(
+        "probes:\n  - from: x/a\n    to: svc:y/web\n    port: 80\n"
+    )
     args = ("suites/test_explicit.py", "--cluster", NPM, "--probes", "probes.yaml", "-rx")
     suites.runpytest(*args)
     (unknown,) = [p for p in baseline(suites)["probes"] if p["intent"] == "explicit"]

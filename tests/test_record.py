@@ -173,7 +173,9 @@ def test_a_record_survives_its_json_unchanged(tmp_path: Path) -> None:
     assert record_json(again) == json.loads(path.read_text())
 
 
-def not_run_results(reason: str = "no hostNetwork pod on this backend") -> dict[str, list[ProbeResult]]:
+def not_run_results(
+    reason: str = "no hostNetwork pod on this backend",
+) -> dict[str, list[ProbeResult]]:
     out = results(p1=[C])
     out["bbbb00000002"] = [ProbeResult(id="bbbb00000002", observed=N, error=reason)]
     return out

@@ -163,9 +163,7 @@ def test_a_predicted_change_sits_under_its_scenario_with_the_rules_of_both_sides
     assert "timeout, then timeout" in row  # what was observed after
 
 
-def test_flaky_error_and_missing_probes_have_their_own_section(
-    written: Path, runs: Runs
-) -> None:
+def test_flaky_error_and_missing_probes_have_their_own_section(written: Path, runs: Runs) -> None:
     body = section(page(written), "problems")
     assert ids_in(body) == {runs.forced.flaky, runs.forced.error, runs.forced.missing}
     assert "timeout, then connected" in body
