@@ -308,7 +308,10 @@ def test_the_demo_exits_1_when_the_pre_run_fails(tmp_path: Path) -> None:
     )
     name = "f" + lab_name()[1:]
     done = demo(name, tmp_path, "--probes", str(probes))
-    assert "the probe file expects deny under npm; observed allow" in done.stdout
+    assert (
+        "FAILED suites/test_explicit.py::test_explicit[egress-lockdown[app=report-worker] -> "
+        "kube-system[k8s-app=kube-dns] 53/TCP pod-pod]" in done.stdout
+    )
     assert "the pre run failed: the lab disagrees with the engine (or with a probe file)" in (
         done.stdout
     )

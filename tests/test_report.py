@@ -495,6 +495,26 @@ def test_the_cli_names_the_bad_field_of_a_broken_parity(
     assert "field probes[3].status: unknown status 'vanished'" in capsys.readouterr().err
 
 
+def test_a_version_1_parity_is_still_reported_and_an_unknown_version_refused(
+    runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netparity.compare import compare, parity_json
+
+    old = parity_json(compare(runs.baseline, runs.baseline))
+    old["schema_version"] = 1
+    for key in ("unrealized", "not-run"):
+        del old["counts"][key]
+    (tmp_path / "parity.json").write_text(json.dumps(old))
+    assert main(["report", str(tmp_path / "parity.json")]) == 0
+    assert 'data-verdict="held">Parity held</h1>' in page(tmp_path)
+    old["schema_version"] = 3
+    (tmp_path / "parity.json").write_text(json.dumps(old))
+    assert main(["report", str(tmp_path / "parity.json")]) == 2
+    assert "parity schema version 3; this netparity reads versions 1, 2" in (
+        capsys.readouterr().err
+    )
+
+
 # --------------------------------------------------------------------------- schemas
 
 
