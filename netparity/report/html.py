@@ -351,7 +351,8 @@ CHECK_LABELS = {
     "agrees": "agree",
     "disagrees": "disagree",
     "unexpected": "differ from the probe file's expect",
-    "unpredicted": "not predictable",
+    "unpredicted": "not predictable (xfail)",
+    "not-run": "not run by the backend",
     "error": "in error",
     "flaky": "flaky",
 }
