@@ -1,12 +1,16 @@
 """Parity: a baseline record against a current record, probe by probe, matched by id.
 
-Each probe gets one status: `same`; `lost` (allowed before, denied now) and `gained`
-(denied before, allowed now) that nobody predicted or accepted; `predicted` (a lost or
-gained change the engine predicted for this migration: the baseline matched the
-prediction for the old dataplane and the current run the prediction for the new one);
-`accepted` (listed in the accept file, with its reason); `flaky` and `error` (either
-side could not establish a verdict); `new` and `missing` (in one record only). Parity
-holds when nothing is lost, gained, predicted, flaky or in error. Pure: no I/O.
+Each probe gets one status: `same`; `unrealized` (the same verdict, though the engine
+predicted a change: parity holds, the model was wrong); `lost` (allowed before, denied
+now) and `gained` (denied before, allowed now) that nobody predicted or accepted;
+`predicted` (a lost or gained change the engine predicted for this migration: the
+baseline matched the prediction for the old dataplane and the current run the prediction
+for the new one); `accepted` (listed in the accept file, with its reason); `flaky` and
+`error` (either side could not establish a verdict); `missing` (observed in the baseline,
+not observed now: not run, with the backend's reason, or not planned); `new` (observed
+now, not in the baseline's observations); `not-run` (observed by neither run: the backend
+could not run it). Parity holds when nothing is lost, gained, predicted, flaky, in error
+or missing. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from netparity.accept import Acceptance
 from netparity.record import Outcome, ProbeRecord, Record, check_comparable, observed_text
 
 PARITY_KIND = "netparity.parity"
-PARITY_SCHEMA_VERSION = 1
+# Version 2 added the statuses `unrealized` and `not-run`, and `missing` fails the gate.
+PARITY_SCHEMA_VERSION = 2
+PARITY_READS_VERSIONS = (1, 2)
 
 
 class Status(StrEnum):
     SAME = "same"
+    UNREALIZED = "unrealized"  # predicted to change, did not
     LOST = "lost"
     GAINED = "gained"
     PREDICTED = "predicted"
@@ -34,10 +41,20 @@ class Status(StrEnum):
     ERROR = "error"
     NEW = "new"
     MISSING = "missing"
+    NOT_RUN = "not-run"
 
 
 # The statuses that break parity (the CI gate), in the order reports list them.
-FAILING = (Status.LOST, Status.GAINED, Status.PREDICTED, Status.FLAKY, Status.ERROR)
+FAILING = (
+    Status.LOST,
+    Status.GAINED,
+    Status.PREDICTED,
+    Status.FLAKY,
+    Status.ERROR,
+    Status.MISSING,
+)
+# The statuses that pass, in the order reports list them (after FAILING).
+PASSING = (Status.UNREALIZED, Status.ACCEPTED, Status.NEW, Status.NOT_RUN, Status.SAME)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +140,41 @@ def _explain(probe: ProbeRecord, dp: str) -> str:
     return f"{dp} predicts {p.decision}" + (f": {p.explanation}" if p.explanation else "")
 
 
+def _not_planned(base: ProbeRecord, baseline: Record, current: Record) -> str:
+    """Why a baseline probe is not in the current run's plan, as far as the records say."""
+    if current.schema_version < 2:
+        return (
+            "not in this run's record, a version-1 record, which leaves out the probes its "
+            "backend could not run: not planned or not run"
+        )
+    planned = [*current.probes, *current.not_run]
+    classes = {c for p in planned for c in (p.source_class, p.destination_class) if c}
+    rules = {r for p in planned for r in (*([p.rule] if p.rule else []), *p.rules)}
+    why = []
+    for end, cls in (("source", base.source_class), ("destination", base.destination_class)):
+        if cls and cls not in classes:
+            why.append(
+                f"no probe of this run's plan has its {end} class {cls} "
+                "(its pods are gone or relabelled)"
+            )
+    if base.rule and base.rule not in rules:
+        why.append(f"no probe of this run's plan exercises its rule {base.rule}")
+    present = current.plan.coverage.get("scenarios_present")
+    if base.scenario and isinstance(present, list) and base.scenario not in present:
+        why.append(f"scenario {base.scenario} is no longer present in the cluster")
+    if why:
+        return "; ".join(why)
+    if baseline.plan.digest == current.plan.digest:
+        return (
+            "this run's plan has the baseline's digest, yet its record lacks the probe "
+            "(the record is incomplete)"
+        )
+    return (
+        f"the plan changed since the baseline (digest {baseline.plan.digest[:12]} -> "
+        f"{current.plan.digest[:12]}) and no longer has this probe"
+    )
+
+
 def _judge_one(
     pid: str,
     base: ProbeRecord | None,
@@ -131,7 +183,10 @@ def _judge_one(
     before: str,
     after: str,
     accepts: Mapping[str, Acceptance],
+    not_planned: str = "",
 ) -> ProbeParity:
+    """One probe's status. `base`/`cur` may be probes their backend could not run
+    (`ProbeRecord.not_run`); `not_planned` says why a baseline probe has no `cur`."""
     probe = cur or base
     assert probe is not None
     # Predictions come from the current run's plan (made for this migration), else the baseline's.
@@ -164,15 +219,63 @@ def _judge_one(
             message=message,
         )
 
-    if base is None:
+    base_ran = base is not None and base.not_run is None
+    cur_ran = cur is not None and cur.not_run is None
+    if not base_ran and not cur_ran:
+        if base is not None and cur is not None:
+            why = (
+                f"not run: {cur.not_run}"
+                if base.not_run == cur.not_run
+                else f"not run in the baseline: {base.not_run}; not run now: {cur.not_run}"
+            )
+            text = f"neither run could run it ({why})"
+        elif cur is not None:
+            text = f"not in the baseline, and this run could not run it (not run: {cur.not_run})"
+        else:
+            assert base is not None
+            text = (
+                f"the baseline could not run it (not run: {base.not_run}), and this run's "
+                f"plan no longer has it ({not_planned})"
+            )
+        return make(
+            Status.NOT_RUN,
+            Status.NOT_RUN,
+            f"not-run: {text}; no verdict to compare, nobody checked this connection",
+        )
+    if not base_ran:
         assert cur is not None
-        return make(Status.NEW, Status.NEW, f"new: not in the baseline; observed {cur.verdict} now")
-    if cur is None:
+        if base is None:
+            return make(
+                Status.NEW, Status.NEW, f"new: not in the baseline; observed {cur.verdict} now"
+            )
+        return make(
+            Status.NEW,
+            Status.NEW,
+            f"new: the baseline could not run it (not run: {base.not_run}); "
+            f"observed {cur.verdict} now",
+        )
+    assert base is not None
+    if not cur_ran:
+        why = f"not run: {cur.not_run}" if cur is not None else f"not planned: {not_planned}"
+        what = (
+            f"MISSING: observed {base.verdict} in the baseline ({before}), not checked now "
+            f"({after}): {why}"
+        )
+        acceptance = accepts.get(pid)
+        if acceptance is not None:
+            return make(
+                Status.ACCEPTED,
+                Status.MISSING,
+                f"accepted ({acceptance.reason}): {what}",
+                acceptance=acceptance,
+            )
         return make(
             Status.MISSING,
             Status.MISSING,
-            f"missing: in the baseline ({base.verdict}) but not in this run's plan",
+            f"{what}\n  nobody checked this connection after the upgrade: it fails the gate "
+            "unless an accept entry covers it",
         )
+    assert cur is not None
     if Outcome.ERROR in (b, a):
         side, rec = ("the baseline", base) if b is Outcome.ERROR else ("this run", cur)
         why = rec.error or observed_text(rec.tries)
@@ -189,10 +292,16 @@ def _judge_one(
             f"flaky: the verdict changed between tries in {side} ({observed_text(rec.tries)})",
         )
     if b == a:
-        msg = f"same: {a} before ({before}) and now ({after})"
-        if pb is not None and pa is not None and pb != pa:
-            msg += f"; the engine predicted {pb} -> {pa}, which did not happen"
-        return make(Status.SAME, Status.SAME, msg)
+        decided = ("allow", "deny")
+        if pb in decided and pa in decided and pb != pa:
+            return make(
+                Status.UNREALIZED,
+                Status.SAME,
+                f"unrealized: {a} before ({before}) and now ({after}); the engine predicted "
+                f"{pb} -> {pa}, which did not happen: parity holds, the model was wrong "
+                f"({_where(probe)})\n  {_explain(probe, before)}\n  {_explain(probe, after)}",
+            )
+        return make(Status.SAME, Status.SAME, f"same: {a} before ({before}) and now ({after})")
     change = Status.LOST if b is Outcome.ALLOW else Status.GAINED
     what = (
         f"{change.upper()}: {'allowed' if change is Status.LOST else 'denied'} in the baseline "
@@ -233,18 +342,28 @@ def compare(
     if check:
         check_comparable(baseline, current)
     accepts = accepts or {}
-    base_by = baseline.by_id()
-    cur_by = current.by_id()
-    every = list(current.probes) + list(baseline.probes)
+    base_all = [*baseline.probes, *baseline.not_run]
+    cur_all = [*current.probes, *current.not_run]
+    base_by = {p.id: p for p in base_all}
+    cur_by = {p.id: p for p in cur_all}
+    every = cur_all + base_all
     before = _dataplane(baseline.dataplane, current.plan.current, every)
     after = _dataplane(current.dataplane, current.plan.target, every)
     out = [
         _judge_one(p.id, base_by.get(p.id), p, before=before, after=after, accepts=accepts)
-        for p in current.probes
+        for p in cur_all
     ]
     out += [
-        _judge_one(p.id, p, None, before=before, after=after, accepts=accepts)
-        for p in baseline.probes
+        _judge_one(
+            p.id,
+            p,
+            None,
+            before=before,
+            after=after,
+            accepts=accepts,
+            not_planned=_not_planned(p, baseline, current),
+        )
+        for p in base_all
         if p.id not in cur_by
     ]
     used = {p.id for p in out if p.status is Status.ACCEPTED}
@@ -261,6 +380,10 @@ def compare(
         where = (
             "is not in either record" if a not in base_by and a not in cur_by else "did not change"
         )
+        if a in base_by or a in cur_by:
+            st = next(p.status for p in out if p.id == a)
+            if st in (Status.FLAKY, Status.ERROR):
+                where = f"is {st}, which an accept entry never hides"
         notes.append(f"accept entry {a} {where}: it was not needed")
     counts = {s.value: 0 for s in Status}
     for p in out:
@@ -352,9 +475,21 @@ def parity_json(
     }
 
 
+# What a status means, where its name alone does not say it.
+MEANING = {
+    Status.UNREALIZED: "predicted to change, did not",
+    Status.MISSING: "observed in the baseline, not checked now",
+    Status.NOT_RUN: "run by neither: the backend cannot run them",
+}
+
+
 def summary_line(parity: Parity) -> str:
     held = "parity held" if parity.held else "parity BROKEN"
-    counts = ", ".join(f"{v} {k}" for k, v in parity.counts.items() if v)
+    counts = ", ".join(
+        f"{v} {k}" + (f" ({MEANING[Status(k)]})" if Status(k) in MEANING else "")
+        for k, v in parity.counts.items()
+        if v
+    )
     return f"{held}: {counts or 'no probes'} ({parity.before} -> {parity.after})"
 
 
@@ -367,13 +502,14 @@ def render_text(parity: Parity) -> str:
         f"cluster {parity.current.cluster}"
     )
     lines.extend(f"note: {n}" for n in parity.notes)
-    order = [*FAILING, Status.ACCEPTED, Status.NEW, Status.MISSING]
+    order = [s for s in (*FAILING, *PASSING) if s is not Status.SAME]
     for status in order:
         group = [p for p in parity.probes if p.status is status]
         if not group:
             continue
         lines.append("")
-        lines.append(f"{status} ({len(group)}):")
+        meaning = f" {MEANING[status]}" if status in MEANING else ""
+        lines.append(f"{status} ({len(group)}):{meaning}")
         for p in group:
             lines.append(f"  {p.id}  {p.title}")
             lines.append(f"      {p.message}")

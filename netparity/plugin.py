@@ -35,6 +35,7 @@ from netparity.session import (
     param_ids,
     parse_cluster,
     probe_all,
+    probe_properties,
 )
 
 if TYPE_CHECKING:
@@ -739,10 +740,16 @@ def _prepare(config: pytest.Config, state: State) -> None:
         f"{'retry' if settings.retries == 1 else 'retries'} of each deny{extra}{accepted}; "
         f"reports in {_show(settings.report_dir)}"
     )
-    connectivity = [p for p in plan.probes if p.id not in explicit_ids]
-    explicit = [p for p in plan.probes if p.id in explicit_ids]
-    state.items["connectivity"] = _keyed([(p.id, p.title) for p in connectivity])
-    state.items["explicit"] = _keyed([(p.id, p.title) for p in explicit])
+    connectivity = [(p.id, p.title) for p in plan.probes if p.id not in explicit_ids]
+    explicit = [(p.id, p.title) for p in plan.probes if p.id in explicit_ids]
+    if state.phase == "post" and state.baseline is not None:
+        # A baseline probe this plan no longer has is missing: it gets an item, which fails.
+        planned = {p.id for p in plan.probes}
+        for rec in (*state.baseline.probes, *state.baseline.not_run):
+            if rec.id not in planned:
+                (explicit if rec.intent == "explicit" else connectivity).append((rec.id, rec.title))
+    state.items["connectivity"] = _keyed(connectivity)
+    state.items["explicit"] = _keyed(explicit)
     state.findings = _lint(snapshot, settings.target, state.phase, keep=state)
     state.items["lint"] = _keyed([(key, title) for key, title, _ in state.findings])
 
@@ -882,17 +889,16 @@ def _probe_and_judge(config: pytest.Config, state: State) -> None:
             return
         state.parity = parity
         for pp in parity.probes:
-            if pp.current is not None:
-                verdicts[pp.id] = judge_post(pp, after=parity.after)
+            verdicts[pp.id] = judge_post(pp, after=parity.after)
     else:
         for rec in record.probes:
             verdicts[rec.id] = judge_pre(rec, plan.current, phase=state.phase)
-    for pid, why in skipped.items():
-        verdicts[pid] = ItemVerdict(
-            outcome="skipped",
-            message=f"not run on the {facts.backend} backend: {why}",
-            properties=(("probe_id", pid), ("status", "not-run")),
-        )
+        for rec in record.not_run:
+            verdicts[rec.id] = ItemVerdict(
+                outcome="skipped",
+                message=f"not run on the {facts.backend} backend: {rec.not_run}",
+                properties=probe_properties(rec, phase=state.phase, status="not-run"),
+            )
     for key, _, verdict in state.findings:
         verdicts[key] = verdict
     state.verdicts = verdicts
@@ -957,6 +963,25 @@ class Case:
             raise pytest.skip.Exception(v.message, _use_item_location=True)
         if v.outcome == "xfailed":
             pytest.xfail(v.message)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> list[Any] | None:
+    """No cases, no item: a suite with nothing to check (no `--probes`, no lint finding)
+    collects nothing, instead of pytest's empty-parameter-set item (`[NOTSET]`)."""
+    state = _state(collector.config)
+    if not state.active or not callable(obj) or not collector.funcnamefilter(name):
+        return None
+    import inspect
+
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return None
+    for argname, suite in FIXTURES.items():
+        if argname in params and not state.items.get(suite):
+            return []
+    return None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -1059,7 +1084,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _summary(state: State) -> list[str]:
-    from netparity.compare import FAILING, Status, summary_line
+    from netparity.compare import FAILING, MEANING, PASSING, Status, summary_line
 
     lines: list[str] = []
     if state.failure is not None:
@@ -1067,23 +1092,27 @@ def _summary(state: State) -> list[str]:
     if state.parity is not None:
         parity = state.parity
         lines.append(summary_line(parity))
-        for status in (*FAILING, Status.ACCEPTED, Status.NEW, Status.MISSING):
+        for status in (*FAILING, *PASSING):
             group = [p for p in parity.probes if p.status is status]
-            if not group:
+            if not group or status is Status.SAME:
                 continue
             by: dict[str, int] = {}
             for p in group:
                 key = p.probe.scenario or "no scenario"
                 by[key] = by.get(key, 0) + 1
             detail = ", ".join(f"{k} {v}" for k, v in sorted(by.items()))
-            lines.append(f"  {status}: {len(group)} ({detail})")
-            if status is Status.MISSING:
-                lines.extend(f"    {p.id} {p.title}" for p in group[:20])
+            meaning = f", {MEANING[status]}" if status in MEANING else ""
+            lines.append(f"  {status}: {len(group)} ({detail}{meaning})")
+            if status in (Status.MISSING, Status.NOT_RUN):
+                lines.extend(
+                    f"    {p.id} {p.title}: {p.message.splitlines()[0]}" for p in group[:20]
+                )
+                if len(group) > 20:
+                    lines.append(f"    ... and {len(group) - 20} more (parity.json)")
         lines.extend(f"  note: {n}" for n in parity.notes)
     elif state.record is not None and state.verdicts is not None:
-        probe_verdicts = {
-            r.id: state.verdicts[r.id] for r in state.record.probes if r.id in state.verdicts
-        }
+        every = (*state.record.probes, *state.record.not_run)
+        probe_verdicts = {r.id: state.verdicts[r.id] for r in every if r.id in state.verdicts}
         by_status: dict[str, int] = {}
         for v in probe_verdicts.values():
             word = dict(v.properties).get("netparity.status", v.outcome)
@@ -1092,16 +1121,17 @@ def _summary(state: State) -> list[str]:
             "agrees": "agree with the predictions",
             "disagrees": "disagree with the predictions",
             "unexpected": "contradict their probe file",
-            "unpredicted": "had no prediction",
+            "unpredicted": "cannot be predicted by the engine (xfail)",
+            "not-run": "could not be run by the backend (skipped)",
             "error": "could not run",
             "flaky": "flaky",
         }
         detail = ", ".join(f"{n} {words.get(k, k)}" for k, n in sorted(by_status.items()))
         lines.append(
-            f"{state.phase}: {len(state.record.probes)} probes on {state.record.dataplane}: "
+            f"{state.phase}: {len(every)} probes on {state.record.dataplane}: "
             f"{detail or counts_line(probe_verdicts)}"
         )
-        bad = sum(n for k, n in by_status.items() if k != "agrees" and k != "unpredicted")
+        bad = sum(n for k, n in by_status.items() if k not in ("agrees", "unpredicted", "not-run"))
         if bad and state.phase == "pre":
             lines.append(
                 f"the baseline holds what was observed: look at the {bad} failures above "

@@ -33,7 +33,9 @@ from netparity.errors import RecordError
 from netparity.plan.model import Plan, PlannedProbe
 
 RECORD_KIND = "netparity.record"
-SCHEMA_VERSION = 1
+# Version 2 added `not_run`: the planned probes the backend could not run, each with why.
+SCHEMA_VERSION = 2
+READS_VERSIONS = (1, 2)
 
 
 class Outcome(StrEnum):
@@ -43,6 +45,7 @@ class Outcome(StrEnum):
     DENY = "deny"  # every try timed out (the first deny was confirmed by the retries)
     FLAKY = "flaky"  # some tries were let through and some dropped
     ERROR = "error"  # the probe could not run (never counted as a deny)
+    NOT_RUN = "not-run"  # the backend cannot run it here (every try `not-run`): no observation
 
 
 def judge(tries: Sequence[Observed]) -> Outcome:
@@ -55,14 +58,18 @@ def judge(tries: Sequence[Observed]) -> Outcome:
         return Outcome.ALLOW
     if tries and all(t is Observed.TIMEOUT for t in tries):
         return Outcome.DENY
+    if tries and all(t is Observed.NOT_RUN for t in tries):
+        return Outcome.NOT_RUN
     return Outcome.ERROR
 
 
 def not_run(results: Sequence[ProbeResult]) -> str | None:
     """Why the backend cannot run a probe at all (every try `not-run`), or None.
 
-    Such a probe is no observation: it is reported as skipped, kept out of the record, and
-    so out of every comparison; a probe that ran and failed is an `error` instead."""
+    Such a probe is no observation: it is reported as skipped and kept apart in the record
+    (`Record.not_run`, with this reason), so that a comparison can tell a connection
+    nobody checked from one that kept its verdict; a probe that ran and failed is an
+    `error` instead."""
     if results and all(r.observed is Observed.NOT_RUN for r in results):
         return results[-1].error or "the backend cannot run this probe"
     return None
@@ -167,6 +174,7 @@ class ProbeRecord:
     tries: tuple[Try, ...] = ()
     verdict: Outcome = Outcome.ERROR
     expect: str | None = None  # an explicit probe's expectation for the recorded dataplane
+    not_run: str | None = None  # why the backend could not run it (a probe of Record.not_run)
 
     def prediction(self, dataplane: str) -> PredictionRecord | None:
         return self.predicted.get(dataplane)
@@ -199,14 +207,19 @@ class Record:
     phase: str  # pre | post | check
     time: str  # UTC, ISO 8601 with a Z
     plan: PlanInfo
-    probes: tuple[ProbeRecord, ...]
+    probes: tuple[ProbeRecord, ...]  # the probes this run observed, in plan order
+    not_run: tuple[ProbeRecord, ...] = ()  # the planned probes the backend could not run
     netparity_version: str = __version__
     probe_timeout: float = 2.0
     retries: int = 1
     schema_version: int = SCHEMA_VERSION
 
     def by_id(self) -> Mapping[str, ProbeRecord]:
+        """The observed probes by id (not the ones the backend could not run)."""
         return {p.id: p for p in self.probes}
+
+    def not_run_by_id(self) -> Mapping[str, ProbeRecord]:
+        return {p.id: p for p in self.not_run}
 
 
 # --------------------------------------------------------------------------- building
@@ -243,7 +256,11 @@ def plan_info(plan: Plan, *, version: str | None = None) -> PlanInfo:
 
 
 def probe_record(
-    probe: PlannedProbe, tries: Sequence[ProbeResult], *, expect: str | None = None
+    probe: PlannedProbe,
+    tries: Sequence[ProbeResult],
+    *,
+    expect: str | None = None,
+    why_not_run: str | None = None,
 ) -> ProbeRecord:
     observed = [r.observed for r in tries]
     return ProbeRecord(
@@ -274,8 +291,9 @@ def probe_record(
             }
         ),
         tries=tuple(Try.of(r) for r in tries),
-        verdict=judge(observed),
+        verdict=Outcome.NOT_RUN if why_not_run is not None else judge(observed),
         expect=expect,
+        not_run=why_not_run,
     )
 
 
@@ -290,11 +308,18 @@ def build_record(
     retries: int,
     expects: Mapping[str, str] | None = None,
     time: str | None = None,
-    exclude: Collection[str] = (),
+    exclude: Collection[str] | Mapping[str, str] = (),
 ) -> Record:
-    """The record of one run: every planned probe, in plan order, with all its tries;
-    `exclude` leaves out probes this backend cannot run (see `not_run`)."""
+    """The record of one run: every planned probe, in plan order, with all its tries.
+
+    The probes in `exclude` (this backend cannot run them, see `not_run`; a mapping gives
+    each one's reason) go to `Record.not_run` instead of `Record.probes`."""
     expects = expects or {}
+    reasons: Mapping[str, str] = (
+        exclude
+        if isinstance(exclude, Mapping)
+        else dict.fromkeys(exclude, "the backend cannot run this probe")
+    )
     return Record(
         cluster=cluster,
         backend=facts.backend,
@@ -306,7 +331,14 @@ def build_record(
         probes=tuple(
             probe_record(p, results.get(p.id, ()), expect=expects.get(p.id))
             for p in plan.probes
-            if p.id not in exclude
+            if p.id not in reasons
+        ),
+        not_run=tuple(
+            probe_record(
+                p, results.get(p.id, ()), expect=expects.get(p.id), why_not_run=reasons[p.id]
+            )
+            for p in plan.probes
+            if p.id in reasons
         ),
         probe_timeout=probe_timeout,
         retries=retries,
@@ -371,8 +403,15 @@ def probe_json(p: ProbeRecord) -> dict[str, Any]:
     }
 
 
+def not_run_json(p: ProbeRecord) -> dict[str, Any]:
+    """A probe of `Record.not_run`: the probe's fields and `reason`."""
+    return {**probe_json(p), "reason": p.not_run or "the backend cannot run this probe"}
+
+
 def record_json(r: Record) -> dict[str, Any]:
-    return {
+    """The record as JSON; a version-1 record read earlier stays version 1 (it cannot say
+    which probes its backend could not run)."""
+    doc: dict[str, Any] = {
         "kind": RECORD_KIND,
         "schema_version": r.schema_version,
         "cluster": r.cluster,
@@ -393,6 +432,9 @@ def record_json(r: Record) -> dict[str, Any]:
         },
         "probes": [probe_json(p) for p in r.probes],
     }
+    if r.schema_version >= 2:
+        doc["not_run"] = [not_run_json(p) for p in r.not_run]
+    return doc
 
 
 class JsonReader:
@@ -441,8 +483,8 @@ def _endpoint_from(rd: JsonReader, raw: Any, where: str) -> EndpointInfo:
     )
 
 
-def _probe_from(rd: JsonReader, raw: Any, index: int) -> ProbeRecord:
-    where = f"probes[{index}]"
+def _probe_from(rd: JsonReader, raw: Any, index: int, key: str = "probes") -> ProbeRecord:
+    where = f"{key}[{index}]"
     m = rd.map(raw, where)
     predicted = {}
     for dp, pr in rd.map(m.get("predicted") or {}, f"{where}.predicted").items():
@@ -482,6 +524,14 @@ def _probe_from(rd: JsonReader, raw: Any, index: int) -> ProbeRecord:
     port = m.get("port")
     if isinstance(port, bool) or not isinstance(port, int | str):
         raise rd.fail(f"{where}.port", "must be a number or a port name")
+    reason = rd.string(m, "reason", where) if key == "not_run" else None
+    if (verdict is Outcome.NOT_RUN) != (key == "not_run"):
+        raise rd.fail(
+            f"{where}.verdict",
+            "is not-run, which only the probes under not_run have"
+            if key != "not_run"
+            else f"must be not-run for a probe the backend could not run, not {verdict}",
+        )
     return ProbeRecord(
         id=rd.string(m, "id", where),
         title=rd.string(m, "title", where),
@@ -502,6 +552,7 @@ def _probe_from(rd: JsonReader, raw: Any, index: int) -> ProbeRecord:
         tries=tuple(tries),
         verdict=verdict,
         expect=rd.string(m, "expect", where, optional=True),
+        not_run=reason,
     )
 
 
@@ -510,17 +561,26 @@ def record_from_json(data: Any, source: str = "<record>") -> Record:
     if not isinstance(data, Mapping) or data.get("kind") != RECORD_KIND:
         raise RecordError(f"{source} is not a netparity record (no kind: {RECORD_KIND})")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in READS_VERSIONS:
         raise RecordError(
             f"{source} has record schema version {version!r}; "
-            f"this netparity ({__version__}) reads version {SCHEMA_VERSION}"
+            f"this netparity ({__version__}) reads versions "
+            f"{', '.join(str(v) for v in READS_VERSIONS)}"
         )
     plan = rd.map(data.get("plan"), "plan")
     settings = rd.map(data.get("settings") or {}, "settings")
     size = plan.get("size")
     probes = tuple(_probe_from(rd, p, i) for i, p in enumerate(rd.sequence(data, "probes", "")))
+    # version 1 kept the probes the backend could not run out of the record altogether
+    skipped = (
+        tuple(
+            _probe_from(rd, p, i, "not_run") for i, p in enumerate(rd.sequence(data, "not_run", ""))
+        )
+        if version >= 2
+        else ()
+    )
     seen: set[str] = set()
-    for p in probes:
+    for p in (*probes, *skipped):
         if p.id in seen:
             raise rd.fail("probes", f"probe id {p.id} appears twice")
         seen.add(p.id)
@@ -537,12 +597,14 @@ def record_from_json(data: Any, source: str = "<record>") -> Record:
             version=rd.string(plan, "version", "plan"),
             current=rd.string(plan, "current", "plan"),
             target=rd.string(plan, "target", "plan"),
-            size=size if isinstance(size, int) else len(probes),
+            size=size if isinstance(size, int) else len(probes) + len(skipped),
             coverage=MappingProxyType(dict(rd.map(plan.get("coverage") or {}, "plan.coverage"))),
         ),
         probes=probes,
+        not_run=skipped,
         probe_timeout=float(settings.get("probe_timeout", 2.0)),
         retries=int(settings.get("retries", 1)),
+        schema_version=version,
     )
 
 

@@ -290,9 +290,13 @@ def judge_pre(rec: ProbeRecord, dataplane: str, *, phase: str = "pre") -> ItemVe
             )
         return verdict("passed", f"observed {observed}, as the probe file expects", "agrees")
     if pred is None or pred.decision not in ("allow", "deny"):
+        # observed and recorded, but not green: nothing checked the observation
         why = pred.explanation if pred is not None else f"no prediction for {dataplane}"
         return verdict(
-            "passed", f"observed {observed}; the engine cannot predict it ({why})", "unpredicted"
+            "xfailed",
+            f"unpredicted: observed {observed}; the engine cannot predict it under {dataplane} "
+            f"({why}), so nothing checked this observation\n  {_describe(rec)}",
+            "unpredicted",
         )
     if pred.decision != str(rec.verdict):
         return verdict(
@@ -309,9 +313,17 @@ def judge_pre(rec: ProbeRecord, dataplane: str, *, phase: str = "pre") -> ItemVe
 def judge_post(pp: ProbeParity, *, after: str) -> ItemVerdict:
     """After the upgrade: the probe's parity with the baseline decides (plus the probe file's
     expectation for the new dataplane, where given)."""
-    rec = pp.current
-    assert rec is not None, "a missing probe has no item"
+    rec = pp.probe
     props = probe_properties(rec, phase="post", status=str(pp.status), baseline=pp.baseline)
+    if pp.current is None:  # the baseline's probe: this run did not plan it
+        props = tuple((k, "not planned" if k == "netparity.observed" else v) for k, v in props)
+    if pp.status is Status.NOT_RUN:
+        return ItemVerdict(outcome="skipped", message=pp.message, properties=props)
+    if pp.status is Status.MISSING:
+        where = _describe(rec).replace("\n  probed from", "\n  probed in the baseline from")
+        return ItemVerdict(outcome="failed", message=f"{pp.message}\n  {where}", properties=props)
+    if pp.current is None or pp.current.not_run is not None:  # missing, and accepted
+        return ItemVerdict(outcome="passed", message=pp.message, properties=props)
     if (
         rec.expect is not None
         and rec.verdict in (Outcome.ALLOW, Outcome.DENY)

@@ -2,8 +2,9 @@
 
 The baseline is the example under npm; the current run is the same cluster under cilium
 with a few observations forced (a lost, a gained, a flaky and an error probe nobody
-predicted) and one predicted change accepted, so that every status and every section of
-the report has something in it.
+predicted; a predicted change that did not happen; a probe not run after the upgrade,
+which is missing; a probe neither run could run) and one predicted change accepted, so
+that every status and every section of the report has something in it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from netparity.dryrun import SnapshotBackend
 from netparity.model.snapshot import Snapshot, load_snapshot
 from netparity.plan.model import Plan
 from netparity.plan.planner import make_plan
-from netparity.record import Record, build_record, record_json, write_json_atomic
+from netparity.record import Record, build_record, not_run, record_json, write_json_atomic
 from netparity.session import probe_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +35,9 @@ class Forced:
     flaky: str
     error: str
     accepted: str  # a predicted change, accepted
+    unrealized: str  # a predicted change that did not happen
+    missing: str  # observed in the baseline, not run now
+    not_run: str  # run by neither
 
 
 def probe_run(
@@ -44,9 +48,14 @@ def probe_run(
     phase: str,
     time: str,
     overrides: dict[str, list[Observed]] | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> Record:
     backend = SnapshotBackend(snapshot, dataplane=dataplane, name=CLUSTER, overrides=overrides)
     tries = probe_all(backend, plan.probes, timeout=1.0, retries=1)
+    said = reasons or {}
+    skipped = {
+        pid: said.get(pid, why) for pid, results in tries.items() if (why := not_run(results))
+    }
     return build_record(
         facts=backend.facts(),
         cluster=CLUSTER,
@@ -56,6 +65,7 @@ def probe_run(
         probe_timeout=1.0,
         retries=1,
         time=time,
+        exclude=skipped,
     )
 
 
@@ -72,6 +82,9 @@ def choose(plan: Plan) -> Forced:
         flaky=same_allow[1],
         error=same_allow[2],
         accepted=changes[-1],
+        unrealized=changes[0],
+        missing=same_allow[3],
+        not_run=same_allow[4],
     )
 
 
@@ -89,7 +102,16 @@ def make_runs() -> Runs:
     snapshot = load_snapshot([str(EXAMPLE)])
     plan = make_plan(snapshot, current="npm", target="cilium")
     forced = choose(plan)
-    baseline = probe_run(snapshot, plan, "npm", phase="pre", time="2026-11-20T08:00:00Z")
+    no_host = "no hostNetwork pod can be made on this cluster"
+    baseline = probe_run(
+        snapshot,
+        plan,
+        "npm",
+        phase="pre",
+        time="2026-11-20T08:00:00Z",
+        overrides={forced.not_run: [Observed.NOT_RUN]},
+        reasons={forced.not_run: no_host},
+    )
     current = probe_run(
         snapshot,
         plan,
@@ -101,7 +123,11 @@ def make_runs() -> Runs:
             forced.gained: [Observed.CONNECTED],
             forced.flaky: [Observed.TIMEOUT, Observed.CONNECTED],
             forced.error: [Observed.ERROR],
+            forced.unrealized: [Observed.CONNECTED],
+            forced.missing: [Observed.NOT_RUN],
+            forced.not_run: [Observed.NOT_RUN],
         },
+        reasons={forced.missing: no_host, forced.not_run: no_host},
     )
     accepts = {
         forced.accepted: Acceptance(id=forced.accepted, reason="fixed by PR #123 after the upgrade")

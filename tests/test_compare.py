@@ -25,7 +25,7 @@ from netparity.record import (
     write_record,
 )
 
-C, T, E = Observed.CONNECTED, Observed.TIMEOUT, Observed.ERROR
+C, T, E, N = Observed.CONNECTED, Observed.TIMEOUT, Observed.ERROR, Observed.NOT_RUN
 
 
 def probe(
@@ -36,7 +36,9 @@ def probe(
     cilium: str = "allow",
     scenario: str | None = None,
     expect: str | None = None,
+    dst_class: str | None = None,
 ) -> ProbeRecord:
+    not_run = "no hostNetwork pod here" if tries and all(t is N for t in tries) else None
     return ProbeRecord(
         id=pid,
         title=f"x[app=a] -> y[app={pid}] 80/TCP pod-pod",
@@ -54,9 +56,14 @@ def probe(
                 "cilium": PredictionRecord(decision=cilium, explanation=f"cilium says {cilium}"),
             }
         ),
-        tries=tuple(Try(observed=o, error="boom" if o is E else None) for o in tries),
+        destination_class=dst_class,
+        tries=tuple(
+            Try(observed=o, error="boom" if o is E else (not_run if o is N else None))
+            for o in tries
+        ),
         verdict=judge(tries),
         expect=expect,
+        not_run=not_run,
     )
 
 
@@ -69,7 +76,8 @@ def record(dataplane: str, *probes: ProbeRecord, cluster: str = "lab", digest: s
         phase="pre" if dataplane == "npm" else "post",
         time="2026-01-01T00:00:00Z" if dataplane == "npm" else "2026-01-02T00:00:00Z",
         plan=PlanInfo(digest=digest, version="1", current="npm", target="cilium", size=len(probes)),
-        probes=probes,
+        probes=tuple(p for p in probes if p.not_run is None),
+        not_run=tuple(p for p in probes if p.not_run is not None),
     )
 
 
@@ -83,6 +91,9 @@ def test_each_probe_gets_exactly_one_status() -> None:
         probe("flaky", [C]),
         probe("err", [C]),
         probe("gone", [C]),
+        probe("unreal", [C], cilium="deny"),
+        probe("skipped", [C]),
+        probe("never", [N]),
     )
     cur = record(
         "cilium",
@@ -93,6 +104,9 @@ def test_each_probe_gets_exactly_one_status() -> None:
         probe("flaky", [T, C]),
         probe("err", [E, E]),
         probe("fresh", [C]),
+        probe("unreal", [C], cilium="deny"),
+        probe("skipped", [N]),
+        probe("never", [N]),
     )
     parity = compare(base, cur)
     status = {p.id: p.status for p in parity.probes}
@@ -105,10 +119,15 @@ def test_each_probe_gets_exactly_one_status() -> None:
         "err": Status.ERROR,
         "fresh": Status.NEW,
         "gone": Status.MISSING,
+        "unreal": Status.UNREALIZED,
+        "skipped": Status.MISSING,
+        "never": Status.NOT_RUN,
     }
     assert not parity.held and parity.exit_code == 1
     assert parity.counts["predicted"] == 1 and parity.counts["accepted"] == 0
-    assert sum(parity.counts.values()) == 8
+    assert parity.counts["missing"] == 2 and parity.counts["not-run"] == 1
+    assert parity.counts["unrealized"] == 1
+    assert sum(parity.counts.values()) == len(parity.probes) == 11
     by = parity.by_id()
     assert "NOT predicted" in by["lost"].message and "allowed in the baseline" in by["lost"].message
     assert "predicted by the engine" in by["pred"].message
@@ -124,12 +143,24 @@ def test_a_change_opposite_to_the_prediction_is_not_predicted() -> None:
     assert pp.status is Status.GAINED and not pp.predicted
 
 
-def test_a_predicted_change_that_did_not_happen_is_same_but_said() -> None:
-    base = record("npm", probe("p", [C], cilium="deny"))
-    cur = record("cilium", probe("p", [C], cilium="deny"))
-    (pp,) = compare(base, cur).probes
-    assert pp.status is Status.SAME
+def test_a_predicted_change_that_did_not_happen_is_unrealized_and_passes() -> None:
+    base = record("npm", probe("p", [C], cilium="deny"), probe("q", [C]))
+    cur = record("cilium", probe("p", [C], cilium="deny"), probe("q", [C]))
+    parity = compare(base, cur)
+    pp = parity.by_id()["p"]
+    assert pp.status is Status.UNREALIZED and pp.change is Status.SAME and not pp.failed
     assert "predicted allow -> deny, which did not happen" in pp.message
+    assert parity.by_id()["q"].status is Status.SAME
+    assert parity.held and parity.counts["unrealized"] == 1 and parity.counts["same"] == 1
+    text = render_text(parity)
+    assert "1 unrealized (predicted to change, did not)" in text.splitlines()[0]
+    assert "unrealized (1): predicted to change, did not" in text
+
+
+def test_an_unknown_prediction_is_no_predicted_change() -> None:
+    base = record("npm", probe("p", [C], cilium="unknown"))
+    cur = record("cilium", probe("p", [C], cilium="unknown"))
+    assert compare(base, cur).probes[0].status is Status.SAME
 
 
 def test_an_accepted_change_passes_with_its_reason_and_unused_entries_are_noted() -> None:
@@ -193,6 +224,73 @@ def write_pair(tmp_path: Path, base: Record, cur: Record) -> tuple[str, str]:
     write_record(base, b)
     write_record(cur, c)
     return str(b), str(c)
+
+
+def test_a_probe_not_run_after_the_upgrade_is_missing_and_fails_unless_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b, c = write_pair(
+        tmp_path,
+        record("npm", probe("p", [C]), probe("q", [C])),
+        record("cilium", probe("p", [N]), probe("q", [C])),
+    )
+    assert main(["compare", b, c]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("parity BROKEN: 1 same, 1 missing")
+    assert "missing (1):" in out
+    assert "not checked now (cilium): not run: no hostNetwork pod here" in out
+    accept = tmp_path / "accept.yaml"
+    accept.write_text("- id: p\n  reason: node probes are checked by hand on this cluster\n")
+    assert main(["compare", b, c, "--accept", str(accept), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (p,) = [x for x in doc["probes"] if x["id"] == "p"]
+    assert p["status"] == "accepted" and p["change"] == "missing" and not p["failed"]
+    assert p["before"] == "allow" and p["after"] == "not-run"
+    assert p["observed_after"][0]["observed"] == "not-run"
+
+
+def test_a_probe_removed_from_the_record_fails_the_gate_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's reproduction: the baseline with one probe taken out."""
+    base = record("npm", *(probe(f"p{i}", [C]) for i in range(5)))
+    cur = record("cilium", *(probe(f"p{i}", [C]) for i in range(4)))
+    b, c = write_pair(tmp_path, base, cur)
+    assert main(["compare", b, c]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("parity BROKEN: 4 same, 1 missing")
+    assert "not planned: this run's plan has the baseline's digest, yet its record lacks" in out
+
+
+def test_a_probe_the_plan_no_longer_has_says_what_went_away() -> None:
+    base = record("npm", probe("p", [C], dst_class="y[app=gone]"), probe("q", [C]))
+    cur = record("cilium", probe("q", [C], dst_class="y[app=q]"), digest="other")
+    pp = compare(base, cur).by_id()["p"]
+    assert pp.status is Status.MISSING and pp.failed
+    assert "not planned: no probe of this run's plan has its destination class y[app=gone]" in (
+        pp.message
+    )
+    cur = record("cilium", probe("q", [C], dst_class="y[app=gone]"), digest="other")
+    assert "not planned: the plan changed since the baseline (digest d -> other)" in (
+        compare(base, cur).by_id()["p"].message
+    )
+
+
+def test_a_probe_neither_run_could_run_passes_but_is_counted_and_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b, c = write_pair(
+        tmp_path,
+        record("npm", probe("p", [N]), probe("q", [C]), probe("r", [N])),
+        record("cilium", probe("p", [N]), probe("q", [C]), probe("r", [C]), probe("s", [N])),
+    )
+    assert main(["compare", b, c]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("parity held: 1 same, 1 new, 2 not-run")
+    assert "not-run (2):" in out
+    assert "neither run could run it (not run: no hostNetwork pod here)" in out
+    assert "not in the baseline, and this run could not run it" in out
+    assert "new: the baseline could not run it (not run: no hostNetwork pod here)" in out
 
 
 def test_compare_exits_0_when_parity_held(
@@ -259,4 +357,25 @@ def test_an_accept_file_may_be_a_mapping_under_accept(tmp_path: Path) -> None:
 
 
 def test_outcome_values_are_the_record_words() -> None:
-    assert [o.value for o in Outcome] == ["allow", "deny", "flaky", "error"]
+    assert [o.value for o in Outcome] == ["allow", "deny", "flaky", "error", "not-run"]
+
+
+def test_the_demo_never_says_exactly_as_predicted_when_a_predicted_change_did_not_happen() -> None:
+    from report_records import make_runs
+
+    from netparity.cli.demo import _explain
+
+    runs = make_runs()  # real records: one predicted change did not happen, one probe missing
+    unexpected, lines = _explain(parity_json(runs.parity))
+    text = "\n".join(lines)
+    assert "exactly as the engine predicted" not in text
+    assert "23 probes changed as the engine predicted for npm -> cilium, but 1 predicted " in text
+    assert "change did not happen (unrealized" in text
+    assert f"did not change: {runs.forced.unrealized}" in text
+    assert "1 probes could be run by neither run (not-run)" in text
+    assert unexpected == 5  # lost, gained, flaky, error, missing
+    assert "1 missing" in text
+    held = compare(runs.baseline, runs.baseline)
+    assert _explain(parity_json(held))[1][0].startswith(
+        "0 probes changed exactly as the engine predicted"
+    )

@@ -251,10 +251,7 @@ def test_a_change_nobody_predicted_fails_as_unexpected(
     assert "parity BROKEN:" in done.stdout
 
 
-def test_the_demo_runs_the_migration_explains_it_and_removes_its_lab(tmp_path: Path) -> None:
-    from netparity.session import lab_is_up
-
-    name = "d" + lab_name()[1:]
+def demo(name: str, reports: Path, *pytest_args: str) -> subprocess.CompletedProcess[str]:
     try:
         done = subprocess.run(
             [
@@ -265,14 +262,15 @@ def test_the_demo_runs_the_migration_explains_it_and_removes_its_lab(tmp_path: P
                 "--name",
                 name,
                 "--report-dir",
-                str(tmp_path),
+                str(reports),
                 "--",
                 "-p",
                 "no:hypothesispytest",
                 "-p",
                 "no:benchmark",
+                *pytest_args,
             ],
-            cwd=tmp_path,  # the demo runs the suites from the repository, wherever it starts
+            cwd=reports,  # the demo runs the suites from the repository, wherever it starts
             capture_output=True,
             text=True,
             timeout=600,
@@ -280,6 +278,14 @@ def test_the_demo_runs_the_migration_explains_it_and_removes_its_lab(tmp_path: P
     finally:
         down(name)
     sys.stdout.write(done.stdout[-4000:])
+    return done
+
+
+def test_the_demo_runs_the_migration_explains_it_and_removes_its_lab(tmp_path: Path) -> None:
+    from netparity.session import lab_is_up
+
+    name = "d" + lab_name()[1:]
+    done = demo(name, tmp_path)
     assert "changed exactly as the engine predicted for npm -> cilium" in done.stdout
     assert "nothing else changed" in done.stdout
     assert f"lab {name} removed" in done.stdout
@@ -287,3 +293,29 @@ def test_the_demo_runs_the_migration_explains_it_and_removes_its_lab(tmp_path: P
     assert not lab_is_up(name)
     assert (tmp_path / f"lab-{name}" / "parity.json").is_file()
     assert (tmp_path / f"lab-{name}" / "baseline.json").is_file()
+
+
+def test_the_demo_exits_1_when_the_pre_run_fails(tmp_path: Path) -> None:
+    """A probe file that expects deny under npm where the lab allows: the pre run fails,
+    the post run only has the predicted changes; the demo must not exit 0."""
+    probes = tmp_path / "probes.yaml"
+    probes.write_text(
+        "probes:\n"
+        "  - from: egress-lockdown/app=report-worker\n"
+        "    to: kube-system/k8s-app=kube-dns\n"
+        "    port: 53\n"
+        "    expect: {npm: deny}\n"
+    )
+    name = "f" + lab_name()[1:]
+    done = demo(name, tmp_path, "--probes", str(probes))
+    assert (
+        "FAILED suites/test_explicit.py::test_explicit[egress-lockdown[app=report-worker] -> "
+        "kube-system[k8s-app=kube-dns] 53/TCP pod-pod]" in done.stdout
+    )
+    assert "the pre run failed: the lab disagrees with the engine (or with a probe file)" in (
+        done.stdout
+    )
+    assert "changed exactly as the engine predicted for npm -> cilium" in done.stdout
+    assert "FAILED: the pre run failed" in done.stdout
+    assert done.stdout.rstrip().endswith("exit 1")
+    assert done.returncode == 1

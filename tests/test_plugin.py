@@ -568,22 +568,185 @@ def test_kubernetes_options_are_checked_before_anything_runs(suites: pytest.Pyte
     result.stderr.fnmatch_lines(["*--max-duration '10' must be a number of seconds from 60*"])
 
 
-def test_a_probe_the_backend_cannot_run_is_skipped_and_kept_out_of_the_record(
+def test_a_probe_the_backend_cannot_run_is_skipped_and_kept_apart_in_the_record(
     suites: pytest.Pytester,
 ) -> None:
     run(suites, NPM)
     probe = first_probe(suites, verdict="allow")
     (suites.path / "overrides.json").write_text(json.dumps({probe["id"]: ["not-run", "not-run"]}))
-    result = run(suites, NPM, "--phase", "pre", "--force")
+    result = run(suites, NPM, "--phase", "pre", "--force", "-rs")
     assert result.ret == 0
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped") == 1 and "failed" not in outcomes
-    assert probe["id"] not in {p["id"] for p in baseline(suites)["probes"]}
-    # After the upgrade the same probe cannot run either: neither new nor missing.
+    result.stdout.fnmatch_lines(["SKIPPED * not run on the file backend: *"])
+    base = baseline(suites)
+    assert probe["id"] not in {p["id"] for p in base["probes"]}
+    assert [p["id"] for p in base["not_run"]] == [probe["id"]]
+    assert base["not_run"][0]["reason"] and base["not_run"][0]["verdict"] == "not-run"
+    # After the upgrade the same probe cannot run either: it passes, and is counted and shown.
+    result = run(suites, CILIUM, "--junitxml", "junit.xml")
+    doc = parity(suites)
+    assert doc["counts"]["new"] == 0 and doc["counts"]["missing"] == 0
+    assert doc["counts"]["not-run"] == 1 and len(doc["probes"]) == sum(doc["counts"].values())
+    (p,) = [x for x in doc["probes"] if x["id"] == probe["id"]]
+    assert p["status"] == "not-run" and not p["failed"]
+    assert result.ret == 1  # the predicted changes, not the probe neither run could run
+    result.assert_outcomes(
+        failed=doc["counts"]["predicted"], passed=doc["counts"]["same"], skipped=1
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "parity BROKEN: * 1 not-run (run by neither: the backend cannot run them) *",
+            "  not-run: 1 (*)",
+            f"    {probe['id']} *: not-run: neither run could run it (not run: *",
+        ]
+    )
+    xml = (suites.path / "junit.xml").read_text()
+    assert '<property name="netparity.status" value="not-run" />' in xml
+
+
+def test_a_probe_observed_before_and_not_run_after_fails_the_post_run(
+    suites: pytest.Pytester,
+) -> None:
+    run(suites, NPM)
+    steady = next(
+        p
+        for p in baseline(suites)["probes"]
+        if p["verdict"] == "allow" and p["predicted"]["cilium"]["decision"] == "allow"
+    )
+    (suites.path / "overrides.json").write_text(json.dumps({steady["id"]: ["not-run"]}))
+    result = run(suites, CILIUM, "--junitxml", "junit.xml")
+    assert result.ret == 1
+    doc = parity(suites)
+    assert doc["counts"]["missing"] == 1 and doc["held"] is False
+    result.assert_outcomes(failed=doc["counts"]["predicted"] + 1, passed=doc["counts"]["same"])
+    result.stdout.fnmatch_lines(
+        [
+            "MISSING: observed allow in the baseline (npm), not checked now (cilium): not run: *",
+            "  nobody checked this connection after the upgrade: it fails the gate unless an "
+            "accept entry covers it",
+        ]
+    )
+    result.stdout.fnmatch_lines(["parity BROKEN: * 1 missing (*", "  missing: 1 (*"])
+    xml = (suites.path / "junit.xml").read_text()
+    case = xml[xml.index(steady["title"].replace(">", "&gt;")) :]
+    case = case[: case.index("</testcase>")]
+    assert "<failure" in case and "MISSING: observed allow" in case
+    accept = suites.path / "accept.yaml"
+    accept.write_text(yaml.safe_dump([{"id": steady["id"], "reason": "checked by hand"}]))
+    result = run(suites, CILIUM, "--accept", "accept.yaml")
+    assert parity(suites)["counts"]["missing"] == 0
+    result.assert_outcomes(failed=doc["counts"]["predicted"], passed=doc["counts"]["same"] + 1)
+
+
+def test_a_baseline_probe_the_post_plan_no_longer_has_is_a_failing_item(
+    suites: pytest.Pytester,
+) -> None:
+    run(suites, NPM)
+    gone = [p for p in baseline(suites)["probes"] if p["source_class"] == "x[app=a]"]
+    assert gone
+    docs = [
+        d
+        for d in cluster_docs()
+        if not (d["kind"] == "Pod" and d["metadata"].get("namespace") == "x")
+    ]
+    (suites.path / "cluster.yaml").write_text(
+        yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": docs})
+    )
+    result = run(suites, CILIUM, "-rf", "--junitxml", "junit.xml")
+    assert result.ret == 1
+    doc = parity(suites)
+    assert doc["counts"]["missing"] == len(gone)
+    result.stdout.fnmatch_lines(
+        [
+            "MISSING: observed * in the baseline (npm), not checked now (cilium): not planned: "
+            "no probe of this run's plan has its source class x?app=a? (its pods are gone or "
+            "relabelled)",
+        ]
+    )
+    failed = [line for line in result.stdout.lines if line.startswith("FAILED ")]
+    for p in gone:
+        assert any(p["title"] in line for line in failed), p["title"]
+    xml = (suites.path / "junit.xml").read_text()
+    assert xml.count('value="not planned"') == len(gone)
+
+
+def test_a_predicted_change_that_did_not_happen_passes_and_is_counted(
+    suites: pytest.Pytester,
+) -> None:
+    run(suites, NPM)
+    run(suites, CILIUM)
+    changed = next(p for p in parity(suites)["probes"] if p["status"] == "predicted")
+    tries = ["connected"] if changed["before"] == "allow" else ["timeout", "timeout"]
+    (suites.path / "overrides.json").write_text(json.dumps({changed["id"]: tries}))
     result = run(suites, CILIUM)
-    parity = json.loads((suites.path / "reports" / "file-cluster" / "parity.json").read_text())
-    assert parity["counts"]["new"] == 0 and parity["counts"]["missing"] == 0
-    assert probe["id"] not in {p["id"] for p in parity["probes"]}
+    doc = parity(suites)
+    assert doc["counts"]["unrealized"] == 1
+    (p,) = [x for x in doc["probes"] if x["id"] == changed["id"]]
+    assert p["status"] == "unrealized" and p["change"] == "same" and not p["failed"]
+    result.assert_outcomes(failed=doc["counts"]["predicted"], passed=doc["counts"]["same"] + 1)
+    result.stdout.fnmatch_lines(
+        [
+            "parity BROKEN: * 1 unrealized (predicted to change, did not), *",
+            "  unrealized: 1 (*, predicted to change, did not)",
+        ]
+    )
+
+
+def test_a_pre_probe_the_engine_cannot_predict_is_an_expected_failure_and_counted(
+    suites: pytest.Pytester,
+) -> None:
+    docs = [
+        *cluster_docs(),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "y"},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {"app": "c"},
+                "clusterIP": "10.0.0.10",
+                "ports": [{"port": 80, "targetPort": "nope", "protocol": "TCP"}],
+            },
+        },
+    ]
+    (suites.path / "cluster.yaml").write_text(
+        yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": docs})
+    )
+    (suites.path / "probes.yaml").write_text(
+        "probes:\n  - from: x/a\n    to: svc:y/web\n    port: 80\n"
+    )
+    args = ("suites/test_explicit.py", "--cluster", NPM, "--probes", "probes.yaml", "-rx")
+    suites.runpytest(*args)
+    (unknown,) = [p for p in baseline(suites)["probes"] if p["intent"] == "explicit"]
+    assert unknown["predicted"]["npm"]["decision"] == "unknown"
+    (suites.path / "overrides.json").write_text(json.dumps({unknown["id"]: ["connected"]}))
+    result = suites.runpytest(*args, "--phase", "pre", "--force", "--junitxml", "junit.xml")
+    assert result.ret == 0
+    result.assert_outcomes(xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "XFAIL *test_explicit* - unpredicted: observed allow (connected); the engine cannot "
+            "predict it under npm (*no port named 'nope'*), so nothing checked this observation",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["pre: * probes on npm: * 1 cannot be predicted by the engine (xfail)*"]
+    )
+    xml = (suites.path / "junit.xml").read_text()
+    assert 'type="pytest.xfail"' in xml and 'value="unpredicted"' in xml
+
+
+def test_no_explicit_probes_no_explicit_item(suites: pytest.Pytester) -> None:
+    result = suites.runpytest("suites", "--cluster", NPM, "-rA", "--junitxml", "junit.xml")
+    assert "NOTSET" not in result.stdout.str()
+    xml = (suites.path / "junit.xml").read_text()
+    assert "NOTSET" not in xml and "test_explicit" not in xml
+    assert "test_connectivity" in xml and "test_lint" in xml
+    outcomes = result.parseoutcomes()
+    assert "skipped" not in outcomes and outcomes["xfailed"] == 1
+    collected = suites.runpytest("suites", "--cluster", NPM, "--collect-only", "-q")
+    assert not [line for line in collected.stdout.lines if "test_explicit" in line]
 
 
 def test_a_bad_external_ip_is_a_usage_error(suites: pytest.Pytester) -> None:

@@ -46,7 +46,8 @@ C, R, T, E, N = (
         ([T, C], Outcome.FLAKY),
         ([T, R], Outcome.FLAKY),
         ([E, E], Outcome.ERROR),
-        ([N], Outcome.ERROR),
+        ([N], Outcome.NOT_RUN),
+        ([N, T], Outcome.ERROR),
         ([E, C], Outcome.ALLOW),
         ([T, E], Outcome.ERROR),  # the deny was not confirmed: never counted as a deny
         ([], Outcome.ERROR),
@@ -170,6 +171,91 @@ def test_a_record_survives_its_json_unchanged(tmp_path: Path) -> None:
     again = load_record(path)
     assert again == rec
     assert record_json(again) == json.loads(path.read_text())
+
+
+def not_run_results(
+    reason: str = "no hostNetwork pod on this backend",
+) -> dict[str, list[ProbeResult]]:
+    out = results(p1=[C])
+    out["bbbb00000002"] = [ProbeResult(id="bbbb00000002", observed=N, error=reason)]
+    return out
+
+
+def test_a_record_keeps_the_probes_it_could_not_run_with_their_reason(tmp_path: Path) -> None:
+    rec = build_record(
+        facts=FACTS,
+        cluster="lab",
+        plan=plan_of_two(),
+        results=not_run_results(),
+        phase="post",
+        probe_timeout=2.0,
+        retries=1,
+        exclude={"bbbb00000002": "no hostNetwork pod on this backend"},
+    )
+    assert [p.id for p in rec.probes] == ["aaaa00000001"]
+    (skipped,) = rec.not_run
+    assert skipped.id == "bbbb00000002" and skipped.verdict is Outcome.NOT_RUN
+    assert skipped.not_run == "no hostNetwork pod on this backend"
+    assert len(rec.probes) + len(rec.not_run) == rec.plan.size
+    path = tmp_path / "r.json"
+    write_record(rec, path)
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == 2
+    assert doc["not_run"][0]["reason"] == "no hostNetwork pod on this backend"
+    assert doc["not_run"][0]["verdict"] == "not-run"
+    assert doc["not_run"][0]["title"] == "x[app=b] -> y[app=c] http/TCP pod-pod"
+    assert load_record(path) == rec
+
+
+def test_a_version_1_record_is_still_read_and_stays_version_1(tmp_path: Path) -> None:
+    rec = build_record(
+        facts=FACTS,
+        cluster="lab",
+        plan=plan_of_two(),
+        results=results(p1=[C], p2=[T, T]),
+        phase="pre",
+        probe_timeout=2.0,
+        retries=1,
+    )
+    doc = record_json(rec)
+    doc["schema_version"] = 1
+    del doc["not_run"]
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(doc))
+    old = load_record(path)
+    assert old.schema_version == 1 and old.not_run == () and len(old.probes) == 2
+    assert record_json(old) == doc  # written again as what it is
+
+
+@pytest.mark.parametrize(
+    ("where", "verdict", "message"),
+    [
+        ("probes", "not-run", r"probes\[1\].verdict: is not-run, which only the probes under"),
+        ("not_run", "deny", r"not_run\[0\].verdict: must be not-run"),
+    ],
+)
+def test_a_not_run_verdict_belongs_under_not_run(
+    tmp_path: Path, where: str, verdict: str, message: str
+) -> None:
+    rec = build_record(
+        facts=FACTS,
+        cluster="lab",
+        plan=plan_of_two(),
+        results=not_run_results(),
+        phase="post",
+        probe_timeout=2.0,
+        retries=1,
+        exclude={"bbbb00000002": "why"},
+    )
+    doc = record_json(rec)
+    if where == "probes":
+        doc["probes"].append({**doc["not_run"].pop(), "verdict": verdict})
+    else:
+        doc["not_run"][0]["verdict"] = verdict
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RecordError, match=message):
+        load_record(path)
 
 
 def test_a_record_is_never_overwritten_unless_asked(tmp_path: Path) -> None:

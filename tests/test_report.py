@@ -163,10 +163,28 @@ def test_a_predicted_change_sits_under_its_scenario_with_the_rules_of_both_sides
     assert "timeout, then timeout" in row  # what was observed after
 
 
-def test_flaky_and_error_probes_have_their_own_section(written: Path, runs: Runs) -> None:
+def test_flaky_error_and_missing_probes_have_their_own_section(written: Path, runs: Runs) -> None:
     body = section(page(written), "problems")
-    assert ids_in(body) == {runs.forced.flaky, runs.forced.error}
+    assert ids_in(body) == {runs.forced.flaky, runs.forced.error, runs.forced.missing}
     assert "timeout, then connected" in body
+    assert "not checked now (cilium): not run: no hostNetwork pod can be made" in body
+
+
+def test_a_predicted_change_that_did_not_happen_and_probes_nobody_ran_are_shown(
+    written: Path, runs: Runs
+) -> None:
+    text = page(written)
+    top = text[: text.index('<nav class="toc">')]
+    assert "1 probe predicted to change did not (unrealized)" in top
+    assert "1 probe could be run by neither run (not-run)" in top
+    assert re.search(r'data-status="unrealized"[^>]*title="predicted to change, did not', top)
+    table = json.loads(
+        text[text.index('id="probe-data"') :].split(">", 1)[1].split("</script>", 1)[0]
+    )
+    status = {table["strings"][r[1]]: table["strings"][r[0]] for r in table["rows"]}
+    assert status[runs.forced.unrealized] == "unrealized"
+    assert status[runs.forced.not_run] == "not-run"
+    assert status[runs.forced.missing] == "missing"
 
 
 def test_an_accepted_change_shows_its_reason(written: Path, runs: Runs) -> None:
@@ -373,11 +391,19 @@ def test_markdown_links_each_changed_probe_into_the_page_by_an_anchor_that_exist
     md = (written / "parity.md").read_text()
     text = page(written)
     anchors = re.findall(r"\(parity\.html#([a-z]-[0-9a-f]+)\)", md)
-    assert len(anchors) == 1 + 1 + 1 + 1 + 1 + 24  # lost, gained, flaky, error, accepted, predicted
+    # lost, gained, flaky, error, missing, accepted, predicted
+    assert len(anchors) == 1 + 1 + 1 + 1 + 1 + 1 + 23
     for a in anchors:
         assert f'id="{a}"' in text, a
     assert md.startswith("## ❌ netparity: Parity broken · `file:aks-migration`")
-    assert "| 57 | 1 | 1 | 24 | 1 | 1 | 1 | 0 | 0 |" in md
+    assert (
+        "| same | lost | gained | predicted | flaky | error | missing | accepted | unrealized "
+        "| new | not-run |" in md
+    )
+    assert "| 55 | 1 | 1 | 23 | 1 | 1 | 1 | 1 | 1 | 0 | 1 |" in md
+    assert "1 was observed in the baseline and not checked now (missing: not run" in md
+    assert "**1 predicted change did not happen** (unrealized)" in md
+    assert "**1 probe could be run by neither run** (not-run)" in md
 
 
 def test_markdown_stays_a_pull_request_comment_however_many_probes_changed(
@@ -467,6 +493,26 @@ def test_the_cli_names_the_bad_field_of_a_broken_parity(
     (tmp_path / "parity.json").write_text(json.dumps(data))
     assert main(["report", str(tmp_path / "parity.json")]) == 2
     assert "field probes[3].status: unknown status 'vanished'" in capsys.readouterr().err
+
+
+def test_a_version_1_parity_is_still_reported_and_an_unknown_version_refused(
+    runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netparity.compare import compare, parity_json
+
+    old = parity_json(compare(runs.baseline, runs.baseline))
+    old["schema_version"] = 1
+    for key in ("unrealized", "not-run"):
+        del old["counts"][key]
+    (tmp_path / "parity.json").write_text(json.dumps(old))
+    assert main(["report", str(tmp_path / "parity.json")]) == 0
+    assert 'data-verdict="held">Parity held</h1>' in page(tmp_path)
+    old["schema_version"] = 3
+    (tmp_path / "parity.json").write_text(json.dumps(old))
+    assert main(["report", str(tmp_path / "parity.json")]) == 2
+    assert "parity schema version 3; this netparity reads versions 1, 2" in (
+        capsys.readouterr().err
+    )
 
 
 # --------------------------------------------------------------------------- schemas
@@ -703,12 +749,13 @@ def test_probes_only_in_one_run_are_new_or_missing_in_the_table_and_the_matrix(
     )
     current = replace(runs.current, probes=runs.current.probes[:-3])
     parity = compare(baseline, current)
-    assert parity.counts["new"] == 5 and parity.counts["missing"] == 3
+    # 3 probes left out of the current record, and the one its backend could not run
+    assert parity.counts["new"] == 5 and parity.counts["missing"] == 3 + 1
     write_json_atomic(tmp_path / "parity.json", parity_json(parity))
     write_reports(tmp_path / "parity.json", tmp_path)
     text = page(tmp_path)
     assert re.search(r'data-status="new"[^>]*><b>5</b>', text)
-    assert re.search(r'data-status="missing"[^>]*><b>3</b>', text)
+    assert re.search(r'data-status="missing"[^>]*><b>4</b>', text)
     assert "the plan changed since the baseline" in text
     matrix = text[
         text.index('<table class="mx"') : text.index("</table>", text.index('<table class="mx"'))

@@ -32,7 +32,19 @@ from netparity.report.lintdata import LINT_FILE, lint_view, write_lint
 from report_chromium import Chromium
 
 # The order of seriousness a cell's colour follows (docs/report.md).
-SEVERITY = ("lost", "gained", "predicted", "error", "flaky", "accepted", "missing", "new", "same")
+SEVERITY = (
+    "lost",
+    "gained",
+    "predicted",
+    "error",
+    "flaky",
+    "missing",
+    "accepted",
+    "unrealized",
+    "new",
+    "not-run",
+    "same",
+)
 
 
 @pytest.fixture(scope="module")

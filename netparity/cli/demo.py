@@ -3,7 +3,9 @@
 Builds the lab from the example under npm, runs the suites (pre: the baseline), upgrades
 the lab to cilium (every pod recreated with a new IP, as `az aks update` does), runs the
 suites again (post: the parity gate), explains the result and tears the lab down, also
-on Ctrl-C. Exit 0 when every post failure is a change the engine predicted, else 1.
+on Ctrl-C. Exit 0 when the pre run passed and every post failure is a change the engine
+predicted; else 1 (the pre run disagreeing with the engine, a change nobody predicted, a
+flaky, failed or missing probe, any other failing item), saying which phase failed and why.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from netparity.record import cluster_dirname
 from netparity.session import DEFAULT_EXAMPLE, REPO_ROOT, lab_is_up
 
 DEMO_LAB = "demo"
-UNEXPECTED = ("lost", "gained", "flaky", "error")
+UNEXPECTED = ("lost", "gained", "flaky", "error", "missing")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,20 +75,51 @@ def _pytest(args: list[str]) -> int:
     return subprocess.call(cmd, cwd=REPO_ROOT, env=env)
 
 
+def _other_failures(junit: Path) -> list[str]:
+    """The post run's failing items that are not a predicted change (from its JUnit XML):
+    a probe file's expectation, a record that could not be written, a broken item."""
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError) as e:
+        return [f"the post run's JUnit file {junit} cannot be read ({e})"]
+    out = []
+    for case in root.iter("testcase"):
+        if case.find("failure") is None and case.find("error") is None:
+            continue
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        if props.get("netparity.status") != "predicted":
+            out.append(f"{case.get('name')} ({props.get('netparity.status') or 'no status'})")
+    return out
+
+
 def _explain(parity: dict[str, Any]) -> tuple[int, list[str]]:
+    """What changed, in words, and how many probes failed for another reason than a
+    predicted change."""
     counts = parity.get("counts", {})
     unexpected = sum(int(counts.get(k, 0)) for k in UNEXPECTED)
     lines = []
     predicted = [p for p in parity.get("probes", []) if p.get("status") == "predicted"]
+    unrealized = [p for p in parity.get("probes", []) if p.get("status") == "unrealized"]
     by: dict[str, int] = {}
     for p in predicted:
         key = p.get("scenario") or "no scenario"
         by[key] = by.get(key, 0) + 1
-    lines.append(
-        f"{len(predicted)} probes changed exactly as the engine predicted for "
-        f"{parity.get('before')} -> {parity.get('after')}:"
-    )
+    migration = f"{parity.get('before')} -> {parity.get('after')}"
+    if unrealized:
+        lines.append(
+            f"{len(predicted)} probes changed as the engine predicted for {migration}, but "
+            f"{len(unrealized)} predicted change{'s' if len(unrealized) != 1 else ''} did not "
+            "happen (unrealized: parity holds there, the engine was wrong):"
+        )
+    else:
+        lines.append(
+            f"{len(predicted)} probes changed exactly as the engine predicted for {migration}:"
+        )
     lines.extend(f"  {k}: {v} probe{'s' if v != 1 else ''}" for k, v in sorted(by.items()))
+    lines.extend(f"  did not change: {p.get('id')} {p.get('title')}" for p in unrealized[:10])
+    not_run = int(counts.get("not-run", 0))
+    if not_run:
+        lines.append(f"{not_run} probes could be run by neither run (not-run): nobody checked them")
     if unexpected:
         lines.append(
             f"{unexpected} probes changed in a way nobody predicted "
@@ -134,12 +168,17 @@ def run(args: argparse.Namespace) -> int:
         progress.finish()
 
         _say("1/2 before the upgrade: probe every planned connection and record the baseline")
+        failures: list[str] = []
         pre = _pytest([*common, "--phase", "pre", "--force"])
         if pre not in (0, 1):
             _say(f"the pre run stopped with exit code {pre}")
             return 1
         if pre == 1:
-            _say("the pre run found probes where the lab disagrees with the engine (above)")
+            failures.append(
+                "the pre run failed: the lab disagrees with the engine (or with a probe file) "
+                "before the upgrade, so the baseline is not trustworthy"
+            )
+            _say(f"{failures[-1]} (above); the demo goes on, and exits 1")
 
         _say(f"upgrading lab {name} to {args.target} (every pod recreated with a new IP)")
         progress = StderrProgress(name)
@@ -157,7 +196,25 @@ def run(args: argparse.Namespace) -> int:
         _say("what changed")
         for line in lines:
             print(line)
-        code = 0 if unexpected == 0 else 1
+        if unexpected:
+            failures.append(f"the post run found {unexpected} probes that fail for another reason")
+        junit = folder / "junit-post.xml"
+        others = _other_failures(junit) if post == 1 and junit.is_file() else []
+        if others and not unexpected:
+            failures.append(
+                f"the post run failed {len(others)} items that are not predicted changes: "
+                + "; ".join(others[:5])
+                + (" ..." if len(others) > 5 else "")
+            )
+        if (
+            post == 1
+            and not junit.is_file()
+            and int(parity.get("counts", {}).get("predicted", 0)) == 0
+        ):
+            failures.append("the post run failed, and no predicted change explains it")
+        if failures:
+            _say("FAILED: " + "; ".join(failures))
+        code = 1 if failures else 0
         return code
     except KeyboardInterrupt:
         _say("interrupted")

@@ -27,7 +27,7 @@ from netparity.report.lintdata import (
     LintView,
 )
 from netparity.report.matrix import SEVERITY, Matrix, build_matrix
-from netparity.report.model import FAILING, STATUSES, Report, Row
+from netparity.report.model import FAILING, STATUSES, Report, Row, is_problem
 
 # Section titles and one line on each cause: the guide's numbering for its five scenarios.
 CATEGORY_TITLES: dict[str, tuple[str, str]] = {
@@ -92,8 +92,10 @@ STATUS_HELP: dict[str, str] = {
     "accepted": "a change listed in the accept file with a reason",
     "flaky": "the verdict changed between tries",
     "error": "the probe could not run (never counted as a deny)",
-    "new": "only in this run's plan",
-    "missing": "only in the baseline",
+    "unrealized": "predicted to change, did not: parity holds, the engine was wrong",
+    "new": "observed now, not in the baseline's observations",
+    "missing": "observed in the baseline, not checked now (not run or not planned)",
+    "not-run": "observed by neither run: the backend cannot run it",
 }
 
 # The full probe table's columns (the JSON rows carry them in this order).
@@ -230,7 +232,7 @@ def _categories(report: Report, lint: LintView | None) -> list[Category]:
 def _anchor(r: Row) -> str:
     """The prefix of the probe's entry above the table: p (a change, a flaky probe or an
     error), d (a pre-phase disagreement), or "" (none)."""
-    if r.category is not None or r.status in ("flaky", "error"):
+    if r.category is not None or is_problem(r):
         return "p"
     if r.check in ("disagrees", "unexpected"):
         return "d"
@@ -302,19 +304,32 @@ def _verdict(report: Report) -> dict[str, str]:
         tone = "warn" if problems else ("pre" if flips else "ok")
         return {"head": head, "detail": detail, "tone": tone, "short": "prediction"}
     failing = sum(c.get(s, 0) for s in FAILING)
+    unrealized = c.get("unrealized", 0)
+    not_run = c.get("not-run", 0)
+    aside = ""
+    if unrealized:
+        aside += (
+            f" {unrealized} probe{'s' if unrealized != 1 else ''} predicted to change did not "
+            "(unrealized): parity holds there, the engine was wrong."
+        )
+    if not_run:
+        aside += (
+            f" {not_run} probe{'s' if not_run != 1 else ''} could be run by neither run "
+            "(not-run): nobody checked them."
+        )
     if report.held:
         accepted = c.get("accepted", 0)
         extra = f" ({accepted} accepted change{'s' if accepted != 1 else ''})" if accepted else ""
         return {
             "head": f"Parity held{extra}",
             "detail": f"Every probe kept its {report.before} verdict under {report.after}, "
-            "or its change was accepted.",
+            "or its change was accepted." + aside,
             "tone": "ok",
             "short": "held",
         }
     parts = [
         f"{c.get(s, 0)} {s}"
-        for s in ("lost", "gained", "predicted", "flaky", "error")
+        for s in ("lost", "gained", "predicted", "flaky", "error", "missing")
         if c.get(s, 0)
     ]
     return {
@@ -325,7 +340,8 @@ def _verdict(report: Report) -> dict[str, str]:
             if c.get("lost", 0) or c.get("gained", 0)
             else ""
         )
-        + "Fix each change or accept it with a reason.",
+        + "Fix each change or accept it with a reason."
+        + aside,
         "tone": "bad",
         "short": "broken",
     }
@@ -335,7 +351,8 @@ CHECK_LABELS = {
     "agrees": "agree",
     "disagrees": "disagree",
     "unexpected": "differ from the probe file's expect",
-    "unpredicted": "not predictable",
+    "unpredicted": "not predictable (xfail)",
+    "not-run": "not run by the backend",
     "error": "in error",
     "flaky": "flaky",
 }
@@ -432,7 +449,7 @@ def render_html(
     """The page, as text. `files` names the sibling files to link (label -> relative path)."""
     matrix = build_matrix(report.rows, **({"max_axis": max_axis} if max_axis else {}))
     categories = _categories(report, lint)
-    problems: Sequence[Row] = [r for r in report.rows if r.status in ("flaky", "error")]
+    problems: Sequence[Row] = [r for r in report.rows if is_problem(r)]
     disagreements = [r for r in report.rows if r.check in ("disagrees", "unexpected")]
     findings = lint.by_id() if lint is not None else {}
     template = environment().get_template("parity.html.j2")

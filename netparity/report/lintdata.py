@@ -303,7 +303,7 @@ def categorize(rows: Iterable[Row], lint: LintView | None) -> list[Row]:
     matcher = Matcher(lint)
     out = []
     for row in rows:
-        if not row.changed:
+        if not row.changed or row.change == "missing":  # an accepted missing probe: no change
             out.append(row)
             continue
         found = matcher.findings(row)

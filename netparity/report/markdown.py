@@ -11,7 +11,7 @@ from collections import Counter
 
 from netparity.report.lintdata import CATEGORIES, LintView
 from netparity.report.matrix import SEVERITY
-from netparity.report.model import FAILING, STATUSES, Report, Row
+from netparity.report.model import FAILING, STATUSES, Report, Row, is_problem
 
 MAX_ROWS = 30  # changed probes listed; the rest are counted and linked
 MAX_CELL = 90  # characters in one table cell
@@ -81,14 +81,35 @@ def render_markdown(
     if not report.predictions_only:
         failing = sum(c.get(s, 0) for s in FAILING)
         if failing:
+            missing = c.get("missing", 0)
             lines.append(
                 f"**{failing} probe{'s' if failing != 1 else ''} fail the gate** (exit "
                 f"{report.exit_code if report.exit_code is not None else 1}). Fix each change "
                 "or accept it with a reason."
+                + (
+                    f" {missing} {'were' if missing != 1 else 'was'} observed in the baseline "
+                    "and not checked now (missing: not run, or not planned)."
+                    if missing
+                    else ""
+                )
+            )
+            lines.append("")
+        unrealized = c.get("unrealized", 0)
+        if unrealized:
+            lines.append(
+                f"**{unrealized} predicted change{'s' if unrealized != 1 else ''} did not "
+                "happen** (unrealized): parity holds there, the engine was wrong."
+            )
+            lines.append("")
+        not_run = c.get("not-run", 0)
+        if not_run:
+            lines.append(
+                f"**{not_run} probe{'s' if not_run != 1 else ''} could be run by neither "
+                "run** (not-run): nobody checked them."
             )
             lines.append("")
 
-    changed = [r for r in report.rows if r.category is not None or r.status in ("flaky", "error")]
+    changed = [r for r in report.rows if r.category is not None or is_problem(r)]
     if report.predictions_only:
         changed += [
             r for r in report.rows if r.check in ("disagrees", "unexpected") and r not in changed
@@ -112,7 +133,7 @@ def render_markdown(
                 status = f"predicted {r.change}"
             if r.check in ("disagrees", "unexpected"):
                 status = f"{status}, {r.check}" if status != "same" else r.check
-            anchor = "p" if r.category is not None or r.status in ("flaky", "error") else "d"
+            anchor = "p" if r.category is not None or is_problem(r) else "d"
             lines.append(
                 f"| {status} | [`{r.id}`]({html}#{anchor}-{r.id}) | "
                 f"{_code(r.source.signature)} → {_code(r.destination.signature)} | "

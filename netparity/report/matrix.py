@@ -19,7 +19,19 @@ MAX_CHIPS = 6  # chips shown per cell; the rest are counted
 MAX_TOOLTIP = 12  # probes listed in a cell's tooltip
 
 # The most serious first: a cell takes the colour of its first status in this order.
-SEVERITY = ("lost", "gained", "predicted", "error", "flaky", "accepted", "missing", "new", "same")
+SEVERITY = (
+    "lost",
+    "gained",
+    "predicted",
+    "error",
+    "flaky",
+    "missing",
+    "accepted",
+    "unrealized",
+    "new",
+    "not-run",
+    "same",
+)
 _RANK = {s: i for i, s in enumerate(SEVERITY)}
 
 
@@ -62,7 +74,7 @@ class Cell:
     more: int  # chips not shown
     status: str
     count: int
-    changed: int  # probes whose status is not same/new/missing
+    changed: int  # probes whose verdict changed (not same/unrealized/new/missing/not-run)
     tooltip: str
     target: str  # the first probe of the most serious status
 
@@ -191,7 +203,9 @@ def _cell(rows: Sequence[Row], src: Entry, dst: Entry) -> Cell:
         more=max(0, len(chips) - MAX_CHIPS),
         status=status,
         count=len(rows),
-        changed=sum(1 for r in rows if r.status not in ("same", "new", "missing")),
+        changed=sum(
+            1 for r in rows if r.status not in ("same", "unrealized", "new", "missing", "not-run")
+        ),
         tooltip="\n".join(lines),
         target=chips[0].target,
     )

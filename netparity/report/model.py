@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from netparity.compare import PARITY_KIND, PARITY_SCHEMA_VERSION
+from netparity.compare import PARITY_KIND, PARITY_READS_VERSIONS, PARITY_SCHEMA_VERSION
 from netparity.errors import RecordError
 from netparity.record import (
     RECORD_KIND,
@@ -35,15 +35,17 @@ STATUSES = (
     "predicted",
     "flaky",
     "error",
-    "accepted",
-    "new",
     "missing",
+    "accepted",
+    "unrealized",
+    "new",
+    "not-run",
     "same",
 )
-FAILING = frozenset({"lost", "gained", "predicted", "flaky", "error"})
+FAILING = frozenset({"lost", "gained", "predicted", "flaky", "error", "missing"})
 CHANGES = frozenset({"lost", "gained", "predicted", "accepted"})
 # How a pre-phase observation compares with the engine (session.judge_pre's statuses).
-CHECKS = ("disagrees", "unexpected", "error", "flaky", "unpredicted", "agrees")
+CHECKS = ("disagrees", "unexpected", "error", "flaky", "unpredicted", "not-run", "agrees")
 
 NODES_GROUP = "nodes"
 OUTSIDE_GROUP = "outside"
@@ -71,7 +73,7 @@ class Side:
     """One side of the comparison: the verdict, what was observed, what the engine said."""
 
     dataplane: str
-    verdict: str | None  # allow | deny | flaky | error | unknown (a prediction) | None (absent)
+    verdict: str | None  # allow | deny | flaky | error | not-run | unknown (a prediction) | None
     observed: str = ""  # "connected, then timeout"; "" when not probed
     predicted: str | None = None  # the engine's decision under this dataplane
     explanation: str = ""
@@ -91,7 +93,7 @@ class Row:
     port: str  # "8080", "8080(http)"
     protocol: str
     status: str  # a parity status (pre: "predicted" where the engine predicts a flip)
-    change: str  # same | lost | gained | flaky | error | new | missing
+    change: str  # same | lost | gained | flaky | error | new | missing | not-run
     failed: bool
     predicted_change: bool
     before: Side
@@ -140,6 +142,12 @@ class Row:
             if sig.startswith(prefix):
                 return sig[len(prefix) :].split("@", 1)[0]
         return None
+
+
+def is_problem(r: Row) -> bool:
+    """A probe the reports list apart, beside the changes: flaky, in error, or missing
+    (observed in the baseline, not checked now; accepted or not)."""
+    return r.status in ("flaky", "error", "missing") or r.change == "missing"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,21 +272,30 @@ def _endpoint_dict(rec: ProbeRecord, which: str) -> dict[str, Any]:
 def from_record(record: Record, *, source: str = "") -> Report:
     """A record before (or without) the upgrade: observations, and what the engine predicts
     the target dataplane will make of each probe."""
-    from netparity.session import judge_pre
+    from netparity.session import ItemVerdict, judge_pre
 
     before, after = record.plan.current, record.plan.target
     rows: list[Row] = []
     counts = dict.fromkeys(STATUSES, 0)
     checks = dict.fromkeys(CHECKS, 0)
-    for rec in record.probes:
+    for rec in (*record.probes, *record.not_run):
         pb, eb, rb, ub = _prediction(rec, before)
         pa, ea, ra, ua = _prediction(rec, after)
         verdict = str(rec.verdict)
-        judged = judge_pre(rec, record.dataplane, phase=record.phase)
-        check = dict(judged.properties).get("netparity.status", "agrees")
+        if rec.not_run is not None:
+            judged = ItemVerdict(
+                outcome="skipped",
+                message=f"not run on the {record.backend} backend: {rec.not_run}",
+            )
+            check = "not-run"
+        else:
+            judged = judge_pre(rec, record.dataplane, phase=record.phase)
+            check = dict(judged.properties).get("netparity.status", "agrees")
         checks[check] = checks.get(check, 0) + 1
         flip = pb in ("allow", "deny") and pa in ("allow", "deny") and pb != pa
-        if rec.verdict is Outcome.ERROR:
+        if rec.not_run is not None:
+            status = change = "not-run"
+        elif rec.verdict is Outcome.ERROR:
             status = change = "error"
         elif rec.verdict is Outcome.FLAKY:
             status = change = "flaky"
@@ -478,10 +495,11 @@ def from_parity(data: Any, *, source: str = "<parity>") -> Report:
     f = _Fields(source)
     if not isinstance(data, Mapping) or data.get("kind") != PARITY_KIND:
         raise RecordError(f"{source} is not a netparity parity report (no kind: {PARITY_KIND})")
-    if data.get("schema_version") != PARITY_SCHEMA_VERSION:
+    version = data.get("schema_version")
+    if isinstance(version, bool) or version not in PARITY_READS_VERSIONS:
         raise RecordError(
-            f"{source} has parity schema version {data.get('schema_version')!r}; "
-            f"this netparity reads version {PARITY_SCHEMA_VERSION}"
+            f"{source} has parity schema version {version!r}; this netparity reads versions "
+            f"{', '.join(str(v) for v in PARITY_READS_VERSIONS)} (writes {PARITY_SCHEMA_VERSION})"
         )
     before, after = f.text(data, "before", ""), f.text(data, "after", "")
     raw_probes = data.get("probes")

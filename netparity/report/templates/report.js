@@ -84,10 +84,10 @@
   // sorting: click a header (again: the other way); numbers sort as numbers
   var heads = document.querySelectorAll("#probe-table thead th");
   var sortCol = -1, sortDir = 1;
-  var rank = { lost: 0, gained: 1, predicted: 2, error: 3, flaky: 4, accepted: 5, missing: 6, "new": 7, same: 8 };
+  var rank = { lost: 0, gained: 1, predicted: 2, error: 3, flaky: 4, missing: 5, accepted: 6, unrealized: 7, "new": 8, "not-run": 9, same: 10 };
   function key(i, c) {
     var v = rows[i][c];
-    if (c === C_STATUS) return rank[v] === undefined ? 9 : rank[v];
+    if (c === C_STATUS) return rank[v] === undefined ? 11 : rank[v];
     if (c === C_PORT) { var m = /^(\d+)/.exec(v); return m ? +m[1] : 1e9; }
     return v.toLowerCase();
   }
