@@ -39,6 +39,14 @@ def parse_file_cluster(spec: str) -> tuple[Path, str]:
     return Path(path), dp
 
 
+def file_cluster_name(path: Path) -> str:
+    """The cluster a snapshot file stands for: its path as given, without the suffix.
+
+    `file:/a/x.yaml` and `file:/b/x.yaml` are two clusters (two report folders, two
+    baselines); `file:x.yaml@npm` and `file:x.yaml@cilium` are one, before and after."""
+    return f"file:{path.with_suffix('').as_posix()}"
+
+
 class SnapshotBackend:
     """A Backend whose observations are the engine's predictions (plus optional overrides)."""
 
@@ -66,7 +74,7 @@ class SnapshotBackend:
         return cls(
             load_snapshot([str(path)]),
             dataplane=dp,
-            name=f"file:{path.stem}",
+            name=file_cluster_name(path),
             overrides=overrides,
         )
 

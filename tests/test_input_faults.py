@@ -149,3 +149,26 @@ def test_cilium_selectors_keep_their_source_prefixes(tmp_path: Path) -> None:
     snap = tmp_path / "s.yaml"
     snap.write_text(yaml.safe_dump_all([ns("x"), cnp]))
     assert main(["lint", str(snap)]) in (0, 1)
+
+
+def test_snapshots_of_one_name_in_two_folders_are_two_clusters_and_dataplanes_are_one(
+    tmp_path: Path,
+) -> None:
+    from netparity.dryrun import SnapshotBackend
+    from netparity.record import cluster_dirname
+
+    docs = [ns("x"), node("n1", "10.224.0.4", "10.244.0.0/24")]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.yaml").write_text(yaml.safe_dump_all(docs))
+    names = {
+        spec: SnapshotBackend.from_spec(spec).facts().name
+        for spec in (
+            f"file:{tmp_path}/a/x.yaml",
+            f"file:{tmp_path}/a/x.yaml@cilium",
+            f"file:{tmp_path}/b/x.yaml@npm",
+        )
+    }
+    a, a_cilium, b = names.values()
+    assert a == a_cilium and a != b
+    assert cluster_dirname(a) != cluster_dirname(b) and cluster_dirname(a).endswith("-a-x")

@@ -26,7 +26,9 @@ import yaml
 from report_records import REPO, Runs, make_runs, write_runs
 
 from netparity.cli import main
+from netparity.dryrun import file_cluster_name
 from netparity.lint import lint_snapshot
+from netparity.record import cluster_dirname
 from netparity.report import write_reports
 from netparity.report.lintdata import (
     LINT_FILE,
@@ -641,7 +643,7 @@ def suite_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         )
         assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
         assert "report: " in done.stdout and "not written" not in done.stdout, done.stdout[-2000:]
-    yield reports / "file-demo"
+    yield reports / cluster_dirname(file_cluster_name(snapshot))
 
 
 def test_a_pytest_run_writes_every_report_into_the_cluster_folder(suite_runs: Path) -> None:
