@@ -12,6 +12,14 @@ from typing import Any
 from netparity.model._wire import Ctx, as_list, as_map, as_port_number, as_str, str_map
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Every object a run creates (twins, anchors, the run's Services, the planner's own
+# Services) carries this label; nothing carrying it is ever read as part of the cluster.
+RUN_LABEL = "netparity.io/run"
+
+
+def run_owned(labels: Mapping[str, str] | None) -> bool:
+    """Whether an object with these labels is netparity's own (a run created it)."""
+    return labels is not None and RUN_LABEL in labels
 
 
 class Protocol(StrEnum):
@@ -195,6 +203,7 @@ class Service:
     external_traffic_policy: str = "Cluster"
     load_balancer_ips: tuple[str, ...] = ()
     publish_not_ready: bool = False
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def key(self) -> str:
@@ -269,6 +278,7 @@ class Service:
             external_traffic_policy=etp or "Cluster",
             load_balancer_ips=tuple(lb_ips),
             publish_not_ready=bool(spec.get("publishNotReadyAddresses", False)),
+            labels=frozen_labels(str_map(meta.get("labels"), ctx.sub("metadata.labels"))),
         )
 
 

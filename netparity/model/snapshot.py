@@ -24,6 +24,7 @@ from netparity.model.objects import (
     Pod,
     Service,
     frozen_labels,
+    run_owned,
 )
 
 # libyaml's parser when PyYAML was built with it (10x faster on large dumps)
@@ -229,6 +230,10 @@ def _add(
             field="apiVersion",
         )
     ctx = Ctx(kind, label)
+    labels = meta.get("labels")
+    if isinstance(labels, Mapping) and run_owned(labels):
+        skipped[f"{kind} (netparity's own)"] += 1  # a run's object, never the cluster's
+        return
     if kind == "Namespace":
         n = Namespace.from_dict(obj, ctx)
         namespaces[n.name] = n
