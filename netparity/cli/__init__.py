@@ -23,6 +23,7 @@ COMMANDS = (
     "lab",
     "snapshot",
     "cleanup",
+    "rbac",
     "compare",
     "report",
     "demo",
