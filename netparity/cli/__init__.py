@@ -24,6 +24,7 @@ COMMANDS = (
     "lab",
     "snapshot",
     "cleanup",
+    "rbac",
     "compare",
     "report",
     "demo",

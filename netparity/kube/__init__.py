@@ -6,7 +6,8 @@ works on plain wire dicts.
 
 from __future__ import annotations
 
-RUN_LABEL = "netparity.io/run"
+from netparity.model.objects import RUN_LABEL as RUN_LABEL
+
 TWIN_LABEL = "netparity.io/twin"
 TWIN_OF_ANNOTATION = "netparity.io/twin-of"
 READINESS_GATE = "netparity.io/never-ready"

@@ -38,6 +38,8 @@ POD_DISRUPTION_BUDGETS = Resource(
     version="v1",
     namespaced=True,
 )
+# The pod running the suites in the cluster (probes/job.yaml): netparity's, not a workload.
+RUNNER_LABEL = "netparity.io/runner"
 
 
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def _clean(obj: dict[str, Any]) -> dict[str, Any]:
 def _ours(obj: Mapping[str, Any]) -> bool:
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") if isinstance(meta, Mapping) else None
-    return isinstance(labels, Mapping) and RUN_LABEL in labels
+    return isinstance(labels, Mapping) and (RUN_LABEL in labels or RUNNER_LABEL in labels)
 
 
 def read_objects(kube: Kube) -> list[dict[str, Any]]:

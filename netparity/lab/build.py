@@ -46,7 +46,7 @@ from netparity.lab.state import (
 )
 from netparity.lab.topology import LabHost, LabNode, LabPod, LabTopology, NodeRules
 from netparity.model.networkpolicy import IPBlock
-from netparity.model.objects import Pod, Protocol, Service, ServiceType
+from netparity.model.objects import Pod, Protocol, Service, ServiceType, run_owned
 from netparity.model.snapshot import Snapshot
 
 DEFAULT_LAB = "lab"
@@ -1167,6 +1167,30 @@ def add_hosts(name: str, ips: Sequence[str]) -> LabTopology:
             nx.sysctl(h.netns, _HOST_SYSCTLS)
         agents = start_agents(name, [host_agent(h, topology.snapshot) for h in new])
         save_state(dataclasses.replace(state, topology=updated, agents=(*state.agents, *agents)))
+        return updated
+
+
+def remove_services(name: str, keys: Iterable[str]) -> LabTopology:
+    """Remove Services a run created for itself (labelled netparity.io/run) from a ready
+    lab and re-apply every node's rules without them, as `kubectl delete` would on a
+    cluster. Services without the run label are never removed. Returns the new topology."""
+    check_lab_name(name)
+    _require_root()
+    with lab_lock(name):
+        state = status(name)
+        assert state.topology is not None
+        topology = state.topology
+        snap = topology.snapshot
+        wanted = set(keys)
+        gone = [s for s in snap.services if s.key in wanted and run_owned(s.labels)]
+        if not gone:
+            return topology
+        keep = tuple(s for s in snap.services if s not in gone)
+        updated = dataclasses.replace(topology, snapshot=dataclasses.replace(snap, services=keep))
+        # The run's Services take their addresses from the Service range, whose one route
+        # stays; only the packet filters change.
+        _apply_rules(updated, _default_render()(updated), lambda: None)
+        save_state(dataclasses.replace(state, topology=updated))
         return updated
 
 

@@ -8,6 +8,7 @@ A probe the lab cannot run (unknown pod, unnamed port, a Service as a source) is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import json
@@ -35,11 +36,12 @@ from netparity.lab.build import (
     agent_path,
     agent_python,
     check_lab_name,
+    remove_services,
     status,
 )
 from netparity.lab.state import READY, LabState, log_dir, state_path
 from netparity.lab.topology import LabNode, LabPod, LabTopology
-from netparity.model.objects import Protocol, Service, ServicePort
+from netparity.model.objects import Protocol, Service, ServicePort, run_owned
 from netparity.model.snapshot import Snapshot
 
 # Addresses the lab never places an on-demand host at.
@@ -129,6 +131,7 @@ class LabBackend:
         self.name = check_lab_name(name)
         self.parallel = max(1, parallel)
         self._cache: tuple[int, LabState] | None = None
+        self._run_services: set[str] = set()  # the run's own Services this backend probed
 
     # -- state
 
@@ -151,10 +154,23 @@ class LabBackend:
         return ClusterFacts(name=self.name, backend="lab", dataplane=st.dataplane, version=None)
 
     def snapshot(self) -> Snapshot:
-        return self.topology().snapshot
+        """The lab as the cluster: without the Services a run created for itself
+        (labelled netparity.io/run), which are never the cluster's own."""
+        snap = self.topology().snapshot
+        if not any(run_owned(s.labels) for s in snap.services):
+            return snap
+        return dataclasses.replace(
+            snap, services=tuple(s for s in snap.services if not run_owned(s.labels))
+        )
 
     def close(self) -> None:
+        """Remove the run's own Services this backend created or probed, as the
+        Kubernetes backend removes its run's objects at the end."""
+        keys, self._run_services = sorted(self._run_services), set()
         self._cache = None
+        if keys:
+            with contextlib.suppress(ClusterError):  # the lab is gone: nothing to remove
+                remove_services(self.name, keys)
 
     # -- resolution
 
@@ -291,6 +307,12 @@ class LabBackend:
     ) -> list[_Probe]:
         """Resolve every target not yet answered; unknown external addresses get a host."""
         ix = _Index(self.topology())
+        self._run_services.update(
+            t.traffic.destination.service.key
+            for t in targets
+            if isinstance(t.traffic.destination, ServiceEndpoint)
+            and run_owned(t.traffic.destination.service.labels)
+        )
         extra = {
             t.traffic.destination.service.key: t.traffic.destination.service
             for t in targets

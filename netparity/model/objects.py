@@ -26,6 +26,16 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 CLOUD_LB_ANNOTATION_PREFIX = "service.beta.kubernetes.io/"
 
 
+# Every object a run creates (twins, anchors, the run's Services, the planner's own
+# Services) carries this label; nothing carrying it is ever read as part of the cluster.
+RUN_LABEL = "netparity.io/run"
+
+
+def run_owned(labels: Mapping[str, str] | None) -> bool:
+    """Whether an object with these labels is netparity's own (a run created it)."""
+    return labels is not None and RUN_LABEL in labels
+
+
 class Protocol(StrEnum):
     TCP = "TCP"
     UDP = "UDP"
@@ -216,6 +226,7 @@ class Service:
     load_balancer_class: str | None = None
     load_balancer_source_ranges: tuple[str, ...] | None = None  # () : present and empty
     internal_traffic_policy: str | None = None
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def key(self) -> str:
@@ -320,6 +331,7 @@ class Service:
             internal_traffic_policy=as_str(
                 spec.get("internalTrafficPolicy"), ctx.sub("spec.internalTrafficPolicy")
             ),
+            labels=frozen_labels(label_map(meta.get("labels"), ctx.sub("metadata.labels"))),
         )
 
 

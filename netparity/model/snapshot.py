@@ -22,6 +22,7 @@ from netparity.model.objects import (
     Pod,
     Service,
     frozen_labels,
+    run_owned,
 )
 from netparity.yamlio import load_all, read_text
 
@@ -258,6 +259,10 @@ def _add(
             field="apiVersion",
         )
     ctx = Ctx(kind, label)
+    labels = meta.get("labels")
+    if isinstance(labels, Mapping) and run_owned(labels):
+        skipped[f"{kind} (netparity's own)"] += 1  # a run's object, never the cluster's
+        return
     if kind == "Namespace":
         n = Namespace.from_dict(obj, ctx)
         namespaces[n.name] = n

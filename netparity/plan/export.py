@@ -71,7 +71,11 @@ def service_json(svc: Service) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": svc.name, "namespace": svc.namespace},
+        "metadata": {
+            "name": svc.name,
+            "namespace": svc.namespace,
+            **({"labels": dict(svc.labels)} if svc.labels else {}),
+        },
         "spec": {
             "type": str(svc.type),
             "selector": dict(svc.selector or {}),

@@ -13,13 +13,24 @@ from netparity.engine.traffic import (
     ServiceEndpoint,
     Via,
 )
-from netparity.model.objects import Pod, Protocol, Service, ServicePort, ServiceType, frozen_labels
+from netparity.model.objects import (
+    RUN_LABEL,
+    Pod,
+    Protocol,
+    Service,
+    ServicePort,
+    ServiceType,
+    frozen_labels,
+)
 from netparity.model.snapshot import Snapshot
 from netparity.plan.addresses import outside_address
 from netparity.plan.base import NODE_PORT_RANGE, REJECT_TRIES, SYNTHETIC_PREFIX, PlannerBase, Port
 from netparity.plan.classes import PodClass
 from netparity.plan.ids import digest
 from netparity.plan.model import Intent, Scenario
+
+# The run label's value on the planner's Services until a backend creates them for a run.
+PLANNED_RUN = "planned"
 
 
 class ScenarioProbes(PlannerBase):
@@ -109,6 +120,8 @@ class ScenarioProbes(PlannerBase):
                     ),
                     external_traffic_policy="Cluster",
                     publish_not_ready=True,
+                    # the run's own: a backend that creates it never reads it back
+                    labels=frozen_labels({RUN_LABEL: PLANNED_RUN}),
                 )
             )
         return tuple(out)
