@@ -75,6 +75,12 @@ READ_RULES: tuple[Rule, ...] = (
         verbs=("list",),
         why="the snapshot (absent CRDs read as none)",
     ),
+    Rule(
+        group="policy",
+        resources=("poddisruptionbudgets",),
+        verbs=("list",),
+        why="which twins a PodDisruptionBudget would select",
+    ),
 )
 
 # kube-system, named objects only: the dataplane detection and the enforcement ConfigMaps.
