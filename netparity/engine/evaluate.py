@@ -665,8 +665,8 @@ class Engine:
         self, traffic: Traffic, client: Peer, dst: ServiceEndpoint, dp: Dataplane
     ) -> _Path:
         svc = dst.service
-        sp = svc.port_named(traffic.port)
-        if sp is None or (sp.protocol is not traffic.protocol):
+        sp = svc.port_named(traffic.port, traffic.protocol)
+        if sp is None:
             return _Path(
                 kind=PathKind.OTHER,
                 decided=Decision.UNKNOWN,

@@ -423,13 +423,10 @@ def _service_port(svc: Service, ref: int | str, protocol: Protocol) -> ServicePo
             isinstance(ref, str) and sp.name == ref
         )
 
-    found = [sp for sp in svc.ports if matches(sp)]
-    for sp in found:
-        if sp.protocol is protocol:
+    for sp in svc.ports:
+        if matches(sp) and sp.protocol is protocol:
             return sp
-    if found:
-        return found[0]
-    raise _Unresolved(f"Service {svc.key} has no port {ref!r}")
+    raise _Unresolved(f"Service {svc.key} has no {protocol} port {ref!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
