@@ -210,11 +210,9 @@ class Service:
         exposed over several protocols (kube-dns: 53/UDP and 53/TCP), so a lookup by
         number names the protocol; without one, the first entry with the number."""
         for sp in self.ports:
-            if (isinstance(ref, int) and sp.port == ref) or (
-                isinstance(ref, str) and sp.name == ref
-            ):
-                if protocol is None or sp.protocol is protocol:
-                    return sp
+            named = sp.port == ref if isinstance(ref, int) else sp.name == ref
+            if named and (protocol is None or sp.protocol is protocol):
+                return sp
         return None
 
     @classmethod
