@@ -213,8 +213,41 @@ def test_place_first_turns_off_the_masquerade_bypass_but_not_kube_proxy_nat() ->
 
 
 def place_first_cluster() -> Snapshot:
+    """service_paths_cluster, NPM placed first, and t/nodes-only on n2: a backend that admits
+    only the node subnet (an ipBlock, D5b) behind an eTP=Cluster NodePort."""
+    base = service_paths_cluster()
+    extra = snapshot_from_dicts(
+        [
+            PLACE_FIRST,
+            ns("t"),
+            pod(
+                "t/nodes-only", "10.244.1.60", "n2", {"app": "nodes-only"}, [("http", 8080, "TCP")]
+            ),
+            service(
+                "t/nodes-only",
+                {"app": "nodes-only"},
+                80,
+                8080,
+                type_="NodePort",
+                cluster_ip="10.0.1.60",
+                node_port=30160,
+            ),
+            netpol(
+                "t/nodes-only",
+                {
+                    "podSelector": {},
+                    "ingress": [{"from": [{"ipBlock": {"cidr": "10.224.0.0/16"}}]}],
+                },
+            ),
+        ]
+    )
     return dataclasses.replace(
-        service_paths_cluster(), config=snapshot_from_dicts([PLACE_FIRST]).config
+        base,
+        namespaces=(*base.namespaces, *extra.namespaces),
+        pods=(*base.pods, *extra.pods),
+        services=(*base.services, *extra.services),
+        network_policies=(*base.network_policies, *extra.network_policies),
+        config=extra.config,
     )
 
 
@@ -349,7 +382,11 @@ SERVICE_TEXTS = [
         ("svc", ""),
     )
     if not (src.startswith(("external", "node")) and via == "svc")
-] + [("s/cluster-n1", "svc:s/cluster-n1", 80, Protocol.TCP)]  # hairpin
+] + [
+    ("s/cluster-n1", "svc:s/cluster-n1", 80, Protocol.TCP),  # hairpin
+    ("external", "nodeport:t/nodes-only@n1", 80, Protocol.TCP),  # judged on n1, then on n2
+    ("external", "nodeport:t/nodes-only@n2", 80, Protocol.TCP),
+]
 
 
 def test_lab_and_engine_agree_under_place_first_npm_on_every_service_path(
@@ -367,9 +404,13 @@ def test_lab_and_engine_agree_under_place_first_npm_on_every_service_path(
         destination=resolve_endpoint("lb:s/cluster-n1", live, as_source=False),
         port=80,
     )
-    (result,) = lab.run([stranger_to_local_backend])
-    assert result.observed is Observed.TIMEOUT
-    assert (
-        Engine(live).evaluate(stranger_to_local_backend, get_dataplane("npm")).decision
-        is Decision.ALLOW
+    outside_via_other_node = Traffic(
+        source=resolve_endpoint("external", live, as_source=True),
+        destination=resolve_endpoint("nodeport:t/nodes-only@n1", live, as_source=False),
+        port=80,
     )
+    results = lab.run([stranger_to_local_backend, outside_via_other_node])
+    assert [r.observed for r in results] == [Observed.TIMEOUT, Observed.TIMEOUT]
+    default = get_dataplane("npm")
+    assert Engine(live).evaluate(stranger_to_local_backend, default).decision is Decision.ALLOW
+    assert Engine(live).evaluate(outside_via_other_node, default).decision is Decision.ALLOW
