@@ -414,3 +414,116 @@ def test_lab_and_engine_agree_under_place_first_npm_on_every_service_path(
     default = get_dataplane("npm")
     assert Engine(live).evaluate(stranger_to_local_backend, default).decision is Decision.ALLOW
     assert Engine(live).evaluate(outside_via_other_node, default).decision is Decision.ALLOW
+
+
+# ------------------------------------------------------------------ which backend a probe reaches
+
+
+def two_backend_cluster() -> Snapshot:
+    """s/web has a backend on each node; the first by key (s/a-far) is on n2, away from the
+    clients on n1. Only role=client pods are admitted."""
+    return snapshot_from_dicts(
+        [
+            ns("c"),
+            ns("s"),
+            node("n1", "10.224.0.4", "10.244.0.0/24"),
+            node("n2", "10.224.0.5", "10.244.1.0/24"),
+            pod("c/client", "10.244.0.10", "n1", {"role": "client"}),
+            pod("c/stranger", "10.244.0.11", "n1", {"role": "other"}),
+            pod("s/a-far", "10.244.1.20", "n2", {"app": "web"}, [("http", 8080, "TCP")]),
+            pod("s/b-near", "10.244.0.20", "n1", {"app": "web"}, [("http", 8080, "TCP")]),
+            service(
+                "s/web",
+                {"app": "web"},
+                80,
+                8080,
+                type_="LoadBalancer",
+                cluster_ip="10.0.3.10",
+                node_port=30200,
+                lb_ip="192.0.2.80",
+            ),
+            netpol(
+                "s/clients-only",
+                {
+                    "podSelector": {},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {},
+                                    "podSelector": {"matchLabels": {"role": "client"}},
+                                }
+                            ]
+                        }
+                    ],
+                },
+            ),
+        ]
+    )
+
+
+def _pinned_traffic(snap: Snapshot) -> list[tuple[str, Traffic]]:
+    out = []
+    for client in ("c/client", "c/stranger"):
+        for dst in ("nodeport:s/web@n1", "nodeport:s/web@n2", "lb:s/web@n1", "svc:s/web"):
+            ep = resolve_endpoint(dst, snap, as_source=False)
+            assert isinstance(ep, ServiceEndpoint)
+            for backend in ("s/a-far", "s/b-near"):
+                out.append(
+                    (
+                        f"{client} -> {dst} (backend {backend})",
+                        Traffic(
+                            source=PodEndpoint(pod=_pod(snap, client)),
+                            destination=dataclasses.replace(ep, backend=_pod(snap, backend)),
+                            port=80,
+                        ),
+                    )
+                )
+    return out
+
+
+def test_a_probe_meant_for_one_backend_reaches_that_backend_in_the_lab(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    lab = module_lab_factory(two_backend_cluster(), dataplane="npm")
+    problems: list[str] = []
+    for dataplane in ("npm", "cilium"):
+        if dataplane != "npm":
+            module_lab_factory.upgrade(lab, dataplane)
+        live = lab.snapshot
+        engine = Engine(live)
+        dp = get_dataplane(dataplane)
+        probes = _pinned_traffic(live)
+        results = lab.run([t for _, t in probes], timeout=1.5)
+        for (label, t), result in zip(probes, results, strict=True):
+            verdict = engine.evaluate(t, dp)
+            observed = "allow" if result.allowed else "deny"
+            if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+                problems.append(f"{dataplane} {label}: lab error {result.error}")
+            elif observed != verdict.decision:
+                problems.append(
+                    f"{dataplane} {label}: lab {observed}, engine {verdict.decision}: "
+                    f"{verdict.explanation}"
+                )
+            elif result.allowed:
+                assert isinstance(t.destination, ServiceEndpoint)
+                assert t.destination.backend is not None
+                if result.token != t.destination.backend.key:
+                    problems.append(f"{dataplane} {label}: answered by {result.token}")
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_engine_names_each_backend_when_their_verdicts_differ() -> None:
+    snap = two_backend_cluster()
+    engine = Engine(snap)
+    t = Traffic(
+        source=PodEndpoint(pod=_pod(snap, "c/stranger")),
+        destination=resolve_endpoint("nodeport:s/web@n1", snap, as_source=False),
+        port=80,
+    )
+    verdict = engine.evaluate(t, get_dataplane("npm"))
+    assert verdict.decision is Decision.UNKNOWN
+    assert "backend s/a-far on n2: deny" in verdict.explanation
+    assert "backend s/b-near on n1: allow" in verdict.explanation
+    # the backends agree under Cilium (a stranger is denied by both): one verdict stands
+    assert engine.evaluate(t, get_dataplane("cilium")).decision is Decision.DENY

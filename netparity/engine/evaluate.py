@@ -227,6 +227,10 @@ class Engine:
             and src.pod.key != dst.pod.key
         ):
             return self._pod_to_pod(src.pod, dst.pod, port, traffic.protocol, dp)
+        if type(dst) is ServiceEndpoint and dst.backend is None:
+            several = self._each_backend(traffic, dst, dp)
+            if several is not None:
+                return several
         path = self._resolve(traffic, dp)
         if path.decided is not None:
             return Verdict(
@@ -260,6 +264,58 @@ class Engine:
             uncertain=tuple(dict.fromkeys(uncertain)),
             backend=path.backend.key if path.backend else None,
             port=path.port,
+        )
+
+    def _each_backend(
+        self, traffic: Traffic, dst: ServiceEndpoint, dp: Dataplane
+    ) -> Verdict | None:
+        """A Service probed without naming a backend reaches any of them. When their verdicts
+        differ the engine says so, backend by backend, and picks none (`unknown`); when they
+        agree, None: the usual verdict (for the first backend) stands."""
+        svc = dst.service
+        backends = self._backends.get(svc.key)
+        if backends is None:
+            backends = self._backends[svc.key] = self.snapshot.backends(svc)
+        if len(backends) < 2:
+            return None
+        src = traffic.source
+        if (
+            dst.via is not Via.CLUSTER_IP
+            and svc.external_traffic_policy == "Local"
+            and not isinstance(src, PodEndpoint)
+        ):
+            # outside traffic with Local stays on the receiving node (D5c)
+            backends = tuple(b for b in backends if dst.node and b.node_name == dst.node.name)
+            if len(backends) < 2:
+                return None
+        verdicts = [
+            self.evaluate(
+                Traffic(
+                    source=src,
+                    destination=ServiceEndpoint(service=svc, via=dst.via, node=dst.node, backend=b),
+                    port=traffic.port,
+                    protocol=traffic.protocol,
+                ),
+                dp,
+            )
+            for b in backends
+        ]
+        if len({v.decision for v in verdicts}) == 1:
+            return None
+        first = verdicts[0]
+        return Verdict(
+            decision=Decision.UNKNOWN,
+            path=first.path,
+            notes=(
+                f"Service {svc.key} has {len(backends)} backends and their verdicts differ; "
+                "which one a connection reaches is the Service's choice",
+                *(
+                    f"backend {b.key} on {b.node_name}: {v.decision} ({v.explanation})"
+                    for b, v in zip(backends, verdicts, strict=True)
+                ),
+            ),
+            uncertain=tuple(dict.fromkeys(u for v in verdicts for u in v.uncertain)),
+            port=first.port if len({v.port for v in verdicts}) == 1 else None,
         )
 
     def _pod_to_pod(

@@ -37,9 +37,10 @@ from netparity.lab.build import (
     check_lab_name,
     status,
 )
+from netparity.lab.dataplanes.services import pinned_service, selected_pods
 from netparity.lab.state import READY, LabState, log_dir, state_path
 from netparity.lab.topology import LabNode, LabPod, LabTopology
-from netparity.model.objects import Protocol, Service, ServicePort
+from netparity.model.objects import Protocol, Service, ServicePort, ServiceType
 from netparity.model.snapshot import Snapshot
 
 # Addresses the lab never places an on-demand host at.
@@ -228,6 +229,11 @@ class LabBackend:
             svc = ix.services.get(dst.service.key)
             if svc is None:
                 raise _Unresolved(f"Service {dst.service.key} is not in the lab")
+            pinned = _pinned(ix, dst)
+            if pinned is not None:  # the run's own Service, reaching exactly the backend meant
+                svc = ix.services.get(pinned.key)
+                if svc is None:
+                    raise _Unresolved(f"the run Service for {dst.service.key} is not in the lab")
             sp = _service_port(svc, t.port, protocol)
             if dst.via is Via.CLUSTER_IP:
                 if svc.cluster_ip in (None, "", "None"):
@@ -297,13 +303,20 @@ class LabBackend:
             if isinstance(t.traffic.destination, ServiceEndpoint)
             and t.traffic.destination.service.key not in ix.services
         }
+        for t in targets:  # a user's Service with several backends: one run Service each
+            dst = t.traffic.destination
+            if isinstance(dst, ServiceEndpoint):
+                pinned = _pinned(ix, dst)
+                if pinned is not None and pinned.key not in ix.services:
+                    extra.setdefault(dst.service.key + "|" + pinned.key, pinned)
         if extra:  # the run's own Services (the planner's): created like a run would
             try:
                 ix = _Index(add_services(self.name, [extra[k] for k in sorted(extra)]))
             except NetparityError as e:
+                wanted = {k.split("|")[0] for k in extra}
                 for i, t in enumerate(targets):
                     dst = t.traffic.destination
-                    if isinstance(dst, ServiceEndpoint) and dst.service.key in extra:
+                    if isinstance(dst, ServiceEndpoint) and dst.service.key in wanted:
                         results[i] = _error(t, f"cannot create Service {dst.service.key}: {e}")
         probes: list[_Probe] = []
         missing: dict[int, str] = {}
@@ -415,6 +428,21 @@ def _placeable(ip: str) -> str:
     if addr.version != 4 or any(addr in n for n in _NO_HOST):
         raise _Unresolved(f"the lab cannot place an external host at {ip}")
     return ip
+
+
+def _pinned(ix: _Index, dst: ServiceEndpoint) -> Service | None:
+    """The run Service a probe through `dst` goes to when the Service has several backends
+    and the probe means one of them (the lab's kube-proxy would pick its own); else None,
+    and the probe goes through the Service itself."""
+    if dst.backend is None:
+        return None
+    svc = ix.services.get(dst.service.key)
+    if svc is None or svc.type is ServiceType.EXTERNAL_NAME:
+        return None
+    backends = selected_pods(ix.topo.snapshot, svc)
+    if len(backends) < 2 or dst.backend.key not in {p.key for p in backends}:
+        return None
+    return pinned_service(svc, dst.backend)
 
 
 def _service_port(svc: Service, ref: int | str, protocol: Protocol) -> ServicePort:
