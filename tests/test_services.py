@@ -527,3 +527,24 @@ def test_the_engine_names_each_backend_when_their_verdicts_differ() -> None:
     assert "backend s/b-near on n1: allow" in verdict.explanation
     # the backends agree under Cilium (a stranger is denied by both): one verdict stands
     assert engine.evaluate(t, get_dataplane("cilium")).decision is Decision.DENY
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_the_lab_places_npms_forward_jump_where_the_config_says(first: bool) -> None:
+    from netparity.lab.build import plan_topology
+    from netparity.lab.dataplanes import render
+
+    snap = service_paths_cluster()
+    if first:
+        snap = dataclasses.replace(snap, config=snapshot_from_dicts([PLACE_FIRST]).config)
+    text = render(plan_topology(snap, lab="t", dataplane="npm"))["n1"].iptables
+    forward = [line for line in text.splitlines() if line.startswith("-A FORWARD ")]
+    assert (
+        forward
+        == (
+            [
+                "-A FORWARD -m conntrack --ctstate NEW -j AZURE-NPM",
+                '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+            ][:: 1 if first else -1]
+        )
+    )
