@@ -22,7 +22,7 @@ from netparity.engine.traffic import (
     Via,
 )
 from netparity.model.npmconfig import place_azure_chain_first
-from netparity.model.objects import Node, Pod, Protocol, Service
+from netparity.model.objects import Node, Pod, Protocol, Service, ServiceType
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 from netparity.probefile import resolve_endpoint
 
@@ -155,7 +155,7 @@ def test_the_engine_answers_for_each_protocol_of_one_port_number(via: Via, datap
 
 def test_a_lab_nodeport_is_shared_by_the_protocols_of_one_port_number() -> None:
     from netparity.lab.build import _plan_services
-    from netparity.model.objects import ServicePort, ServiceType
+    from netparity.model.objects import ServicePort
 
     svc = Service(
         namespace="k",
@@ -463,7 +463,32 @@ def two_backend_cluster() -> Snapshot:
 
 
 def _pinned_traffic(snap: Snapshot) -> list[tuple[str, Traffic]]:
-    out = []
+    # a Service of the run's own (the planner's), not in the lab yet, with two backends too
+    web = _svc(snap, "s/web")
+    own = dataclasses.replace(
+        web,
+        name="netparity-own",
+        type=ServiceType.NODE_PORT,
+        cluster_ip=None,
+        load_balancer_ips=(),
+        ports=tuple(dataclasses.replace(sp, node_port=30300) for sp in web.ports),
+    )
+    out = [
+        (
+            f"c/client -> nodeport:s/netparity-own@n1 (backend {backend})",
+            Traffic(
+                source=PodEndpoint(pod=_pod(snap, "c/client")),
+                destination=ServiceEndpoint(
+                    service=own,
+                    via=Via.NODE_PORT,
+                    node=_node(snap, "n1"),
+                    backend=_pod(snap, backend),
+                ),
+                port=80,
+            ),
+        )
+        for backend in ("s/a-far", "s/b-near")
+    ]
     for client in ("c/client", "c/stranger"):
         for dst in ("nodeport:s/web@n1", "nodeport:s/web@n2", "lb:s/web@n1", "svc:s/web"):
             ep = resolve_endpoint(dst, snap, as_source=False)

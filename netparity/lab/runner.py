@@ -436,8 +436,8 @@ def _pinned(ix: _Index, dst: ServiceEndpoint) -> Service | None:
     and the probe goes through the Service itself."""
     if dst.backend is None:
         return None
-    svc = ix.services.get(dst.service.key)
-    if svc is None or svc.type is ServiceType.EXTERNAL_NAME:
+    svc = ix.services.get(dst.service.key, dst.service)  # the planner's: not added yet
+    if svc.type is ServiceType.EXTERNAL_NAME:
         return None
     backends = selected_pods(ix.topo.snapshot, svc)
     if len(backends) < 2 or dst.backend.key not in {p.key for p in backends}:
