@@ -249,12 +249,15 @@ def resolve_probes(specs: Sequence[ProbeSpec], snapshot: Snapshot) -> tuple[Reso
                     "port",
                     f"pod {dst.pod.key} has no {spec.protocol} container port named {spec.port!r}",
                 )
-        if isinstance(dst, ServiceEndpoint) and dst.service.port_named(spec.port) is None:
+        if (
+            isinstance(dst, ServiceEndpoint)
+            and dst.service.port_named(spec.port, spec.protocol) is None
+        ):
             raise _err(
                 spec.origin,
                 spec.index,
                 "port",
-                f"Service {dst.service.key} has no port {spec.port!r}",
+                f"Service {dst.service.key} has no {spec.protocol} port {spec.port!r}",
             )
         out.append(
             ResolvedProbe(

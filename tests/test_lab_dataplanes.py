@@ -424,11 +424,11 @@ def test_npm_default_drop_only_marks_and_the_base_chain_drops_on_the_mark() -> N
         + text.split("INGRESS-POLICY-np/srv-deny")[1].split("-j AZURE-NPM-INGRESS-")[1].split()[0]
     )
     lines = [line for line in text.splitlines() if line.startswith(f"-A {chain} ")]
-    assert lines == [
-        f'-A {chain} -m comment --comment "DROP-ALL" -j MARK --set-xmark 0x400/0xffffffff'
-    ]
-    assert "-A AZURE-NPM-INGRESS -m mark --mark 0x400 " in text
-    assert "-A AZURE-NPM-EGRESS -m mark --mark 0x800 " in text
+    # marks under their own bit, never the whole mark (NPM PR #1313): kube-proxy's 0x4000 stays
+    assert lines == [f'-A {chain} -m comment --comment "DROP-ALL" -j MARK --set-xmark 0x400/0x400']
+    assert "-A AZURE-NPM-INGRESS -m mark --mark 0x400/0x400 " in text
+    assert "-A AZURE-NPM-EGRESS -m mark --mark 0x800/0x800 " in text
+    assert "0xffffffff" not in text
     assert " -j DROP" not in "\n".join(lines)
 
 

@@ -6,7 +6,6 @@ A profile says how one enforcement model differs from the Kubernetes API semanti
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -18,6 +17,7 @@ from netparity.facts.cilium_config import (
     LabelFilter,
     cilium_settings,
 )
+from netparity.model.npmconfig import place_azure_chain_first
 
 
 class EndPortMode(StrEnum):
@@ -49,6 +49,12 @@ class Dataplane:
     named_port_egress: NamedPortEgress = NamedPortEgress.PER_DESTINATION
     # D5/D5d/D10: kube-proxy's masquerade mark is accepted before NPM (PlaceAzureChainFirst false).
     masquerade_bypass: bool = False
+    # D5/D5d/D10: Services are translated by kube-proxy in the node's iptables, so a pod's
+    # packet to a LoadBalancer IP or NodePort (eTP=Cluster) is marked and masqueraded to the
+    # translating node's IP when its backend is elsewhere; and that node's filter sees the
+    # translated packet with the original source first (cluster-wide ipsets, SEMANTICS 2.1).
+    # False: translated at the pod's veth without SNAT (Cilium KPR) or the spec (no SNAT).
+    service_nat_in_node: bool = False
     # D5: external NodePort/LB traffic with eTP=Cluster and a remote backend is seen as coming
     # from the receiving node (NPM: its IP; Cilium: remote-node). spec: the client's address.
     snat_to_receiving_node: bool = False
@@ -67,11 +73,10 @@ class Dataplane:
     def with_config(self, config: Mapping[str, Mapping[str, str]]) -> Dataplane:
         """Apply the cluster's ConfigMaps (SEMANTICS 0.1): azure-npm-config, cilium-config."""
         dp = self
-        npm = config.get("kube-system/azure-npm-config")
-        if self.masquerade_bypass and npm is not None:
-            raw = " ".join(npm.values())
-            if re.search(r'"?PlaceAzureChainFirst"?\s*:\s*true', raw):
-                dp = replace(dp, masquerade_bypass=False)
+        # D5/D5d/D10: with PlaceAzureChainFirst NPM's jump precedes KUBE-FORWARD, so the
+        # masquerade mark no longer skips NPM; kube-proxy's SNAT stays (service_nat_in_node).
+        if self.masquerade_bypass and place_azure_chain_first(config):
+            dp = replace(dp, masquerade_bypass=False)
         if self.cilium_policies and CILIUM_CONFIG in config:
             cilium = cilium_settings(config)
             if self.label_filter is not None:
@@ -93,6 +98,7 @@ NPM = Dataplane(
     description="Azure NPM v2 on Linux, kube-proxy iptables, PlaceAzureChainFirst false",
     own_node_egress_bypass=True,
     masquerade_bypass=True,
+    service_nat_in_node=True,
     snat_to_receiving_node=True,
     skip_untranslatable=True,
 )

@@ -218,6 +218,10 @@ class Engine:
             and src.pod.key != dst.pod.key
         ):
             return self._pod_to_pod(src.pod, dst.pod, port, traffic.protocol, dp)
+        if type(dst) is ServiceEndpoint and dst.backend is None:
+            several = self._each_backend(traffic, dst, dp)
+            if several is not None:
+                return several
         path = self._resolve(traffic, dp)
         if path.decided is not None:
             return Verdict(
@@ -251,6 +255,58 @@ class Engine:
             uncertain=tuple(dict.fromkeys(uncertain)),
             backend=path.backend.key if path.backend else None,
             port=path.port,
+        )
+
+    def _each_backend(
+        self, traffic: Traffic, dst: ServiceEndpoint, dp: Dataplane
+    ) -> Verdict | None:
+        """A Service probed without naming a backend reaches any of them. When their verdicts
+        differ the engine says so, backend by backend, and picks none (`unknown`); when they
+        agree, None: the usual verdict (for the first backend) stands."""
+        svc = dst.service
+        backends = self._backends.get(svc.key)
+        if backends is None:
+            backends = self._backends[svc.key] = self.snapshot.backends(svc)
+        if len(backends) < 2:
+            return None
+        src = traffic.source
+        if (
+            dst.via is not Via.CLUSTER_IP
+            and svc.external_traffic_policy == "Local"
+            and not isinstance(src, PodEndpoint)
+        ):
+            # outside traffic with Local stays on the receiving node (D5c)
+            backends = tuple(b for b in backends if dst.node and b.node_name == dst.node.name)
+            if len(backends) < 2:
+                return None
+        verdicts = [
+            self.evaluate(
+                Traffic(
+                    source=src,
+                    destination=ServiceEndpoint(service=svc, via=dst.via, node=dst.node, backend=b),
+                    port=traffic.port,
+                    protocol=traffic.protocol,
+                ),
+                dp,
+            )
+            for b in backends
+        ]
+        if len({v.decision for v in verdicts}) == 1:
+            return None
+        first = verdicts[0]
+        return Verdict(
+            decision=Decision.UNKNOWN,
+            path=first.path,
+            notes=(
+                f"Service {svc.key} has {len(backends)} backends and their verdicts differ; "
+                "which one a connection reaches is the Service's choice",
+                *(
+                    f"backend {b.key} on {b.node_name}: {v.decision} ({v.explanation})"
+                    for b, v in zip(backends, verdicts, strict=True)
+                ),
+            ),
+            uncertain=tuple(dict.fromkeys(u for v in verdicts for u in v.uncertain)),
+            port=first.port if len({v.port for v in verdicts}) == 1 else None,
         )
 
     def _pod_to_pod(
@@ -656,8 +712,8 @@ class Engine:
         self, traffic: Traffic, client: Peer, dst: ServiceEndpoint, dp: Dataplane
     ) -> _Path:
         svc = dst.service
-        sp = svc.port_named(traffic.port)
-        if sp is None or (sp.protocol is not traffic.protocol):
+        sp = svc.port_named(traffic.port, traffic.protocol)
+        if sp is None:
             return _Path(
                 kind=PathKind.OTHER,
                 decided=Decision.UNKNOWN,
@@ -683,7 +739,7 @@ class Engine:
             not external
             and dst.via is Via.NODE_PORT
             and svc.external_traffic_policy == "Local"
-            and not dp.masquerade_bypass
+            and not dp.service_nat_in_node
             and receiving is not None
             and isinstance(client, PodPeer)
             and client.pod.node_name != receiving.name
@@ -747,16 +803,37 @@ class Engine:
                 kind=kind, decided=Decision.ALLOW, notes=tuple(notes), backend=backend, port=port
             )
         if dp.snat_to_receiving_node and not same_node:
-            notes.append(f"SNAT to the receiving node {receiving.name} (D5b)")
-            peer: Peer = HostPeer(node=receiving, via="SNAT by the receiving node")
-        else:
-            peer = client
-            if dp.snat_to_receiving_node:
+            first: tuple[_Leg, ...] = ()
+            if (
+                dp.service_nat_in_node
+                and not dp.masquerade_bypass
+                and not (isinstance(client, HostPeer) and client.node.name == receiving.name)
+            ):
+                # PlaceAzureChainFirst: NPM on the receiving node judges the translated packet
+                # before KUBE-FORWARD's accept and before the SNAT (D5, D5b)
                 notes.append(
-                    "the backend is on the receiving node: the client address is kept (D5)"
+                    f"NPM runs before KUBE-FORWARD on {receiving.name}: it judges the client's "
+                    "address there, before the SNAT (D5)"
                 )
+                first = (
+                    _Leg(
+                        direction=INGRESS,
+                        subject=backend,
+                        peer=client,
+                        port=port,
+                        protocol=sp.protocol,
+                    ),
+                )
+            notes.append(f"SNAT to the receiving node {receiving.name} (D5b)")
+            snat = HostPeer(node=receiving, via="SNAT by the receiving node")
+            path = self._to_pod(snat, backend, port, sp.protocol, dp, kind=kind)
+            if first and path.decided is None:
+                path.legs = (*first, *path.legs)
+            return self._with_notes(path, notes)
+        if dp.snat_to_receiving_node:
+            notes.append("the backend is on the receiving node: the client address is kept (D5)")
         return self._with_notes(
-            self._to_pod(peer, backend, port, sp.protocol, dp, kind=kind), notes
+            self._to_pod(client, backend, port, sp.protocol, dp, kind=kind), notes
         )
 
     def _in_cluster_external_ip(
@@ -800,54 +877,9 @@ class Engine:
             ),
             _Leg(direction=INGRESS, subject=backend, peer=client, port=port, protocol=protocol),
         )
-        if dp.masquerade_bypass:
-            if svc.external_traffic_policy == "Local":
-                notes.append(
-                    "externalTrafficPolicy Local: kube-proxy sends pods' traffic like "
-                    "ClusterIP traffic, unmarked"
-                )
-                if remote and backend.node_name != receiving.name:
-                    return _Path(
-                        kind=kind,
-                        decided=Decision.DENY,
-                        notes=tuple(notes),
-                        backend=backend,
-                        port=port,
-                        reason=(
-                            f"without SNAT the backend on {backend.node_name} answers the client "
-                            f"directly, not through {receiving.name}: the reply does not match "
-                            "the connection (a routing failure, not a policy)"
-                        ),
-                    )
-                return _Path(
-                    kind=kind,
-                    legs=(*legs, *pod_to_pod),
-                    notes=tuple(notes),
-                    backend=backend,
-                    port=port,
-                )
-            if backend.node_name == receiving.name:
-                notes.append("kube-proxy's masquerade mark skips NPM on the receiving node (D5d)")
-                return _Path(
-                    kind=kind,
-                    legs=tuple(legs),
-                    notes=tuple(notes),
-                    backend=backend,
-                    port=port,
-                    reason="masquerade-marked traffic is accepted before NPM (D5d)",
-                )
-            legs.append(
-                _Leg(
-                    direction=INGRESS,
-                    subject=backend,
-                    peer=HostPeer(node=receiving, via="SNAT by the receiving node"),
-                    port=port,
-                    protocol=protocol,
-                )
-            )
-            notes.append(f"SNAT to {receiving.name}; the backend's node judges its ingress (D5d)")
-            return _Path(
-                kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port
+        if dp.service_nat_in_node:
+            return self._kube_proxy_external_ip(
+                client, backend, receiving, port, svc, dp, kind, notes, legs, pod_to_pod
             )
         if not legs:
             notes.append("translated at the client like pod-to-pod, both sides evaluated (D5d)")
@@ -863,6 +895,81 @@ class Engine:
         )
         return _Path(kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port)
 
+    @staticmethod
+    def _kube_proxy_external_ip(
+        client: PodPeer,
+        backend: Pod,
+        receiving: Node,
+        port: int,
+        svc: Service,
+        dp: Dataplane,
+        kind: PathKind,
+        notes: list[str],
+        legs: list[_Leg],
+        pod_to_pod: tuple[_Leg, _Leg],
+    ) -> _Path:
+        """A pod's packet to a NodePort or LoadBalancer IP that kube-proxy translates on
+        `receiving` (D5d). Two effects, modelled apart:
+        - where NPM judges it: kube-proxy marks eTP=Cluster traffic for masquerade; with the
+          default placement KUBE-FORWARD accepts the mark before NPM (masquerade_bypass), with
+          PlaceAzureChainFirst NPM judges the translated packet first, with the client's
+          address (egress and, ipsets being cluster-wide, the backend's ingress);
+        - what address the backend sees: the mark masquerades it to `receiving`'s IP, so a
+          backend on another node is judged there against that node (D5b), either way."""
+        protocol = pod_to_pod[0].protocol
+        if svc.external_traffic_policy == "Local":
+            notes.append(
+                "externalTrafficPolicy Local: kube-proxy sends pods' traffic like "
+                "ClusterIP traffic, unmarked"
+            )
+            remote = client.pod.node_name != receiving.name
+            if remote and backend.node_name != receiving.name:
+                return _Path(
+                    kind=kind,
+                    decided=Decision.DENY,
+                    notes=tuple(notes),
+                    backend=backend,
+                    port=port,
+                    reason=(
+                        f"without SNAT the backend on {backend.node_name} answers the client "
+                        f"directly, not through {receiving.name}: the reply does not match "
+                        "the connection (a routing failure, not a policy)"
+                    ),
+                )
+            return _Path(
+                kind=kind, legs=(*legs, *pod_to_pod), notes=tuple(notes), backend=backend, port=port
+            )
+        same = backend.node_name == receiving.name
+        if dp.masquerade_bypass:
+            notes.append("kube-proxy's masquerade mark skips NPM on the receiving node (D5d)")
+            if same:
+                return _Path(
+                    kind=kind,
+                    legs=tuple(legs),
+                    notes=tuple(notes),
+                    backend=backend,
+                    port=port,
+                    reason="masquerade-marked traffic is accepted before NPM (D5d)",
+                )
+        else:
+            notes.append(
+                f"PlaceAzureChainFirst: NPM judges the translated packet on {receiving.name} "
+                "before KUBE-FORWARD accepts the masquerade mark (D5d)"
+            )
+            legs.extend(pod_to_pod)
+        if not same:
+            legs.append(
+                _Leg(
+                    direction=INGRESS,
+                    subject=backend,
+                    peer=HostPeer(node=receiving, via="SNAT by the receiving node"),
+                    port=port,
+                    protocol=protocol,
+                )
+            )
+            notes.append(f"SNAT to {receiving.name}; the backend's node judges its ingress (D5d)")
+        return _Path(kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port)
+
     def _cluster_ip(
         self,
         client: Peer,
@@ -874,6 +981,30 @@ class Engine:
         notes: list[str],
     ) -> _Path:
         if isinstance(client, PodPeer) and client.pod.key == backend.key:
+            if dp.service_nat_in_node and not dp.masquerade_bypass:
+                # PlaceAzureChainFirst: the hairpin is forwarded by the node, and NPM judges it
+                # before KUBE-FORWARD accepts its masquerade mark (D10, D25)
+                notes.append(
+                    "hairpin: NPM runs before KUBE-FORWARD (PlaceAzureChainFirst) and judges "
+                    "the pod's own traffic (D10)"
+                )
+                legs = (
+                    _Leg(
+                        direction=EGRESS,
+                        subject=backend,
+                        peer=PodPeer(pod=backend),
+                        port=port,
+                        protocol=protocol,
+                    ),
+                    _Leg(
+                        direction=INGRESS,
+                        subject=backend,
+                        peer=PodPeer(pod=backend),
+                        port=port,
+                        protocol=protocol,
+                    ),
+                )
+                return _Path(kind=kind, legs=legs, notes=tuple(notes), backend=backend, port=port)
             if dp.masquerade_bypass:
                 notes.append(
                     "hairpin: kube-proxy marks it for masquerade, accepted before NPM (D10)"

@@ -426,7 +426,12 @@ def _plan_services(services: Sequence[Service], used: set[int]) -> tuple[Service
             changes["load_balancer_ips"] = (_ip(addr),)
         if svc.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
             ports = []
+            # one nodePort per port number: TCP and UDP of one number share it, as the API
+            # server's initNodePorts allocates (a requested one is reused by the twin entry)
+            by_number = {sp.port: sp.node_port for sp in svc.ports if sp.node_port is not None}
             for sp in svc.ports:
+                if sp.node_port is None and sp.port in by_number:
+                    sp = dataclasses.replace(sp, node_port=by_number[sp.port])
                 if sp.node_port is None:
                     while next_port in node_ports:
                         next_port += 1
@@ -434,6 +439,7 @@ def _plan_services(services: Sequence[Service], used: set[int]) -> tuple[Service
                         raise InputError("no free nodePort left", kind="Service", name=svc.key)
                     node_ports.add(next_port)
                     sp = dataclasses.replace(sp, node_port=next_port)
+                    by_number[sp.port] = next_port
                 ports.append(sp)
             changes["ports"] = tuple(ports)
         out.append(dataclasses.replace(svc, **changes) if changes else svc)  # type: ignore[arg-type]

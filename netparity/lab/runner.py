@@ -39,9 +39,10 @@ from netparity.lab.build import (
     remove_services,
     status,
 )
+from netparity.lab.dataplanes.services import pinned_service, selected_pods
 from netparity.lab.state import READY, LabState, log_dir, state_path
 from netparity.lab.topology import LabNode, LabPod, LabTopology
-from netparity.model.objects import Protocol, Service, ServicePort, run_owned
+from netparity.model.objects import Protocol, Service, ServicePort, ServiceType, run_owned
 from netparity.model.snapshot import Snapshot
 
 # Addresses the lab never places an on-demand host at.
@@ -244,6 +245,11 @@ class LabBackend:
             svc = ix.services.get(dst.service.key)
             if svc is None:
                 raise _Unresolved(f"Service {dst.service.key} is not in the lab")
+            pinned = _pinned(ix, dst)
+            if pinned is not None:  # the run's own Service, reaching exactly the backend meant
+                svc = ix.services.get(pinned.key)
+                if svc is None:
+                    raise _Unresolved(f"the run Service for {dst.service.key} is not in the lab")
             sp = _service_port(svc, t.port, protocol)
             if dst.via is Via.CLUSTER_IP:
                 if svc.cluster_ip in (None, "", "None"):
@@ -319,13 +325,22 @@ class LabBackend:
             if isinstance(t.traffic.destination, ServiceEndpoint)
             and t.traffic.destination.service.key not in ix.services
         }
+        for t in targets:  # a user's Service with several backends: one run Service each
+            dst = t.traffic.destination
+            if isinstance(dst, ServiceEndpoint):
+                pinned = _pinned(ix, dst)
+                if pinned is not None:
+                    self._run_services.add(pinned.key)  # removed at the end, as any run's
+                    if pinned.key not in ix.services:
+                        extra.setdefault(dst.service.key + "|" + pinned.key, pinned)
         if extra:  # the run's own Services (the planner's): created like a run would
             try:
                 ix = _Index(add_services(self.name, [extra[k] for k in sorted(extra)]))
             except NetparityError as e:
+                wanted = {k.split("|")[0] for k in extra}
                 for i, t in enumerate(targets):
                     dst = t.traffic.destination
-                    if isinstance(dst, ServiceEndpoint) and dst.service.key in extra:
+                    if isinstance(dst, ServiceEndpoint) and dst.service.key in wanted:
                         results[i] = _error(t, f"cannot create Service {dst.service.key}: {e}")
         probes: list[_Probe] = []
         missing: dict[int, str] = {}
@@ -439,19 +454,31 @@ def _placeable(ip: str) -> str:
     return ip
 
 
+def _pinned(ix: _Index, dst: ServiceEndpoint) -> Service | None:
+    """The run Service a probe through `dst` goes to when the Service has several backends
+    and the probe means one of them (the lab's kube-proxy would pick its own); else None,
+    and the probe goes through the Service itself."""
+    if dst.backend is None:
+        return None
+    svc = ix.services.get(dst.service.key, dst.service)  # the planner's: not added yet
+    if svc.type is ServiceType.EXTERNAL_NAME:
+        return None
+    backends = selected_pods(ix.topo.snapshot, svc)
+    if len(backends) < 2 or dst.backend.key not in {p.key for p in backends}:
+        return None
+    return pinned_service(svc, dst.backend)
+
+
 def _service_port(svc: Service, ref: int | str, protocol: Protocol) -> ServicePort:
     def matches(sp: ServicePort) -> bool:
         return (isinstance(ref, int) and sp.port == ref) or (
             isinstance(ref, str) and sp.name == ref
         )
 
-    found = [sp for sp in svc.ports if matches(sp)]
-    for sp in found:
-        if sp.protocol is protocol:
+    for sp in svc.ports:
+        if matches(sp) and sp.protocol is protocol:
             return sp
-    if found:
-        return found[0]
-    raise _Unresolved(f"Service {svc.key} has no port {ref!r}")
+    raise _Unresolved(f"Service {svc.key} has no {protocol} port {ref!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

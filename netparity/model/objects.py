@@ -237,11 +237,13 @@ class Service:
             return False
         return all(pod.labels.get(k) == v for k, v in self.selector.items())
 
-    def port_named(self, ref: int | str) -> ServicePort | None:
+    def port_named(self, ref: int | str, protocol: Protocol | None = None) -> ServicePort | None:
+        """The port entry with this number (or name) and protocol. One number may be
+        exposed over several protocols (kube-dns: 53/UDP and 53/TCP), so a lookup by
+        number names the protocol; without one, the first entry with the number."""
         for sp in self.ports:
-            if (isinstance(ref, int) and sp.port == ref) or (
-                isinstance(ref, str) and sp.name == ref
-            ):
+            named = sp.port == ref if isinstance(ref, int) else sp.name == ref
+            if named and (protocol is None or sp.protocol is protocol):
                 return sp
         return None
 

@@ -238,7 +238,7 @@ class ScenarioProbes(PlannerBase):
 
     @staticmethod
     def _backend_port(svc: Service, port: Port, backend: Pod) -> Port | None:
-        sp = svc.port_named(port.number)
+        sp = svc.port_named(port.number, port.protocol)
         if sp is None:
             return None
         if isinstance(sp.target_port, str):

@@ -7,7 +7,9 @@ does, the readable name in a comment line): `ns-<ns>`, `podlabel-<k>[:<v>]`,
 per ipBlock peer (`nomatch` entries for `except`, 0.0.0.0/0 as two /1 halves) and
 `namedport:<name>` (hash:ip,port of podIP,<proto>:<port>).
 
-Chains (filter; FORWARD only, NEW only, after kube-proxy's KUBE-FORWARD):
+Chains (filter; FORWARD only, NEW only, after kube-proxy's KUBE-FORWARD, or before it when
+`azure-npm-config` sets `PlaceAzureChainFirst`, as positionAzureChainJumpRule in
+npm/pkg/dataplane/policies/chain-management_linux.go places it):
   FORWARD -m conntrack --ctstate NEW -j AZURE-NPM
   AZURE-NPM -> AZURE-NPM-INGRESS, AZURE-NPM-EGRESS, AZURE-NPM-ACCEPT
   AZURE-NPM-INGRESS: dst in a policy's subject sets -> AZURE-NPM-INGRESS-<hash>; drop on 0x400
@@ -16,7 +18,10 @@ Chains (filter; FORWARD only, NEW only, after kube-proxy's KUBE-FORWARD):
   AZURE-NPM-EGRESS: src in subject sets -> AZURE-NPM-EGRESS-<hash>; drop on 0x800;
                     0x200 -> AZURE-NPM-ACCEPT
   AZURE-NPM-EGRESS-<hash>: allow ACLs -> AZURE-NPM-ACCEPT; last: mark 0x800
-  AZURE-NPM-ACCEPT: clear the marks, ACCEPT
+  AZURE-NPM-ACCEPT: ACCEPT
+Marks are set and matched under their own bit (0x200/0x200, ...), never the whole mark, as NPM
+has done since PR #1313 ("updating NPM marks with a mask to not clash with kube-proxy"): with
+PlaceAzureChainFirst a packet NPM accepts still carries kube-proxy's 0x4000 and is SNATed.
 A default drop only marks, so a later policy can still allow: the union of policies.
 Policies NPM cannot translate (non-IPv4 ipBlock, invalid matchExpression values) are
 skipped whole (fail-open, D11) and listed in comment lines.
@@ -33,6 +38,7 @@ from netparity.lab.dataplanes.kubeproxy import define_sets, kube_proxy
 from netparity.lab.dataplanes.services import ip_sorted, service_routes
 from netparity.lab.topology import LabTopology, NodeRules
 from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
+from netparity.model.npmconfig import place_azure_chain_first
 from netparity.model.objects import Pod
 from netparity.model.selectors import LabelSelector, Operator
 
@@ -284,7 +290,7 @@ def _policy_chains(policy: NetworkPolicy, sets: Sets, filt: Table) -> None:
                     spec = " ".join(s for s in (port_spec, peer_spec, comment(text), allow) if s)
                     filt.add(chain, spec)
         mark = INGRESS_DROP_MARK if ingress else EGRESS_DROP_MARK
-        filt.add(chain, f"{comment('DROP-ALL')} -j MARK --set-xmark 0x{mark:x}/0xffffffff")
+        filt.add(chain, f"{comment('DROP-ALL')} -j MARK --set-xmark 0x{mark:x}/0x{mark:x}")
         label = "TO" if ingress else "FROM"
         filt.add(
             base,
@@ -306,7 +312,6 @@ def npm_filter(topology: LabTopology, filt: Table, ipsets: IpsetFile) -> list[st
             continue
         policy_tables.append(policy)
 
-    filt.add("FORWARD", f"-m conntrack --ctstate NEW -j {AZURE_NPM}")
     for name in (AZURE_NPM, INGRESS, INGRESS_ALLOW, EGRESS, ACCEPT):
         filt.chain(name)
     for policy in policy_tables:
@@ -318,30 +323,32 @@ def npm_filter(topology: LabTopology, filt: Table, ipsets: IpsetFile) -> list[st
         filt.add(AZURE_NPM, f"-j {ACCEPT}")
     filt.add(
         INGRESS,
-        f"-m mark --mark 0x{INGRESS_DROP_MARK:x} "
+        f"-m mark --mark 0x{INGRESS_DROP_MARK:x}/0x{INGRESS_DROP_MARK:x} "
         f"{comment(f'DROP-ON-INGRESS-DROP-MARK-0x{INGRESS_DROP_MARK:x}')} -j DROP",
     )
     filt.add(
         INGRESS_ALLOW,
         f"{comment(f'SET-INGRESS-ALLOW-MARK-0x{INGRESS_ALLOW_MARK:x}')} "
-        f"-j MARK --set-xmark 0x{INGRESS_ALLOW_MARK:x}/0xffffffff",
+        f"-j MARK --set-xmark 0x{INGRESS_ALLOW_MARK:x}/0x{INGRESS_ALLOW_MARK:x}",
     )
     filt.add(INGRESS_ALLOW, f"-j {EGRESS}")
     filt.add(
         EGRESS,
-        f"-m mark --mark 0x{EGRESS_DROP_MARK:x} "
+        f"-m mark --mark 0x{EGRESS_DROP_MARK:x}/0x{EGRESS_DROP_MARK:x} "
         f"{comment(f'DROP-ON-EGRESS-DROP-MARK-0x{EGRESS_DROP_MARK:x}')} -j DROP",
     )
     filt.add(
         EGRESS,
-        f"-m mark --mark 0x{INGRESS_ALLOW_MARK:x} "
+        f"-m mark --mark 0x{INGRESS_ALLOW_MARK:x}/0x{INGRESS_ALLOW_MARK:x} "
         f"{comment(f'ACCEPT-ON-INGRESS-ALLOW-MARK-0x{INGRESS_ALLOW_MARK:x}')} -j {ACCEPT}",
     )
-    filt.add(ACCEPT, f"{comment('CLEAR-AZURE-NPM-MARKS')} -j MARK --set-xmark 0x0/0xffffffff")
     filt.add(ACCEPT, "-j ACCEPT")
     for s in skipped:
         filt.note(f"NPM skips {s} (fail-open)")
     return skipped
+
+
+JUMP = f"-m conntrack --ctstate NEW -j {AZURE_NPM}"
 
 
 def render(topology: LabTopology) -> dict[str, NodeRules]:
@@ -350,12 +357,21 @@ def render(topology: LabTopology) -> dict[str, NodeRules]:
     npm_sets = IpsetFile()
     npm_chains = Table("filter")
     npm_filter(topology, npm_chains, npm_sets)
+    first = place_azure_chain_first(topology.snapshot.config)
     out: dict[str, NodeRules] = {}
     for node in topology.nodes:
         ipsets = IpsetFile()
         define_sets(topology, ipsets)
         ipsets.extend(npm_sets)
-        mangle, nat, filt = kube_proxy(topology, node, routes)
+        mangle, nat, kp_filter = kube_proxy(topology, node, routes)
+        # positionAzureChainJumpRule: first in FORWARD, or right after kube-proxy's jumps
+        filt = Table("filter")
+        if first:
+            filt.add("FORWARD", JUMP)
+            filt.note("PlaceAzureChainFirst: AZURE-NPM is jumped to before KUBE-FORWARD")
+        filt.extend(kp_filter)
+        if not first:
+            filt.add("FORWARD", JUMP)
         filt.extend(npm_chains)
         out[node.name] = NodeRules(
             ipset=ipsets.render(),

@@ -8,13 +8,15 @@ on the receiving node. Also the address ranges kube-proxy calls "the cluster".
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from netparity.lab.topology import LabTopology
-from netparity.model.objects import Pod, Protocol, Service, ServicePort, ServiceType
+from netparity.model.objects import RUN_LABEL, Pod, Protocol, Service, ServicePort, ServiceType
+from netparity.model.snapshot import Snapshot
 
 IPv4Net = ipaddress.IPv4Network
 
@@ -70,6 +72,40 @@ class ServicePortRoute:
         return self.local.get(node)
 
 
+# The run's own Service standing in for a user's Service selects one pod by name with this
+# key (the lab's pods are their own twins; on Kubernetes the twin carries a run label,
+# probes/templates/service.yaml.j2). Policies never see it: it is not a pod label.
+PINNED_POD = "netparity.io/pod"
+
+
+def pinned_service(svc: Service, backend: Pod) -> Service:
+    """A run Service like `svc` (type, ports, externalTrafficPolicy) that reaches exactly
+    `backend`; its addresses and nodePorts are allocated when the lab adds it."""
+    digest = hashlib.sha256(f"{svc.key}|{backend.key}".encode()).hexdigest()[:10]
+    return Service(
+        namespace=svc.namespace,
+        name=f"netparity-pin-{digest}",
+        type=svc.type,
+        selector=MappingProxyType({PINNED_POD: backend.name}),
+        ports=tuple(replace(sp, node_port=None) for sp in svc.ports),
+        external_traffic_policy=svc.external_traffic_policy,
+        publish_not_ready=True,
+        labels=MappingProxyType({RUN_LABEL: "pinned"}),  # the run's own: never the cluster's
+    )
+
+
+def selected_pods(snapshot: Snapshot, svc: Service) -> tuple[Pod, ...]:
+    """The pods a Service sends to: its selector's, or the one pod a run Service pins."""
+    if svc.selector and PINNED_POD in svc.selector:
+        name = svc.selector[PINNED_POD]
+        return tuple(
+            p
+            for p in snapshot.pods
+            if p.namespace == svc.namespace and p.name == name and not p.host_network
+        )
+    return snapshot.backends(svc)
+
+
 def _target(pod: Pod, sp: ServicePort) -> int | None:
     if isinstance(sp.target_port, int):
         return sp.target_port
@@ -96,7 +132,7 @@ def service_routes(topology: LabTopology) -> tuple[ServicePortRoute, ...]:
         if svc.type is ServiceType.EXTERNAL_NAME:
             continue
         candidates = sorted(
-            (p for p in snap.backends(svc) if p.ip is not None and _valid_ipv4(p.ip)),
+            (p for p in selected_pods(snap, svc) if p.ip is not None and _valid_ipv4(p.ip)),
             key=lambda p: p.key,
         )
         exposed = svc.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
