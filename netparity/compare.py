@@ -376,9 +376,26 @@ def compare(
         )
     if baseline.dataplane == current.dataplane:
         notes.append(f"both records were taken on the same dataplane ({current.dataplane})")
+    if baseline.time > current.time:
+        notes.append(
+            f"WARNING: the baseline ({baseline.time}) is newer than the current record "
+            f"({current.time}): are the two records swapped?"
+        )
+    if (
+        baseline.dataplane != current.dataplane
+        and baseline.dataplane == current.plan.target
+        and current.dataplane == current.plan.current
+    ):
+        notes.append(
+            f"WARNING: the baseline was taken on {baseline.dataplane}, the migration's target, "
+            f"and the current record on {current.dataplane}, its start: are the two records "
+            "swapped?"
+        )
     for a in unused:
         where = (
-            "is not in either record" if a not in base_by and a not in cur_by else "did not change"
+            "matches no probe of either record (a typo, or a probe no longer planned?)"
+            if a not in base_by and a not in cur_by
+            else "did not change"
         )
         if a in base_by or a in cur_by:
             st = next(p.status for p in out if p.id == a)

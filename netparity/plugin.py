@@ -650,12 +650,20 @@ def _choose_phase(state: State) -> str:
 def _prepare(config: pytest.Config, state: State) -> None:
     """Read the cluster, choose the phase, plan; fills the header and the item lists."""
     from netparity.accept import load_accept
+    from netparity.outdir import check_output_dir
     from netparity.plan.planner import make_plan
     from netparity.probefile import load_probe_file, resolve_probes
-    from netparity.record import plan_version
+    from netparity.record import cluster_dirname, plan_version
 
     settings = state.settings
     assert settings is not None
+    try:  # where results go, before a lab is built or anything is placed or probed
+        check_output_dir(settings.report_dir, "the report folder (--report-dir)")
+        xml = getattr(config.option, "xmlpath", None)
+        if xml:
+            check_output_dir(Path(xml).resolve().parent, "the JUnit file's folder (--junitxml)")
+    except NetparityError as e:
+        raise _usage(e) from None
     try:
         accepts = load_accept(settings.accept) if settings.accept else {}
         specs: list[ProbeSpec] = []
@@ -670,6 +678,9 @@ def _prepare(config: pytest.Config, state: State) -> None:
         assert state.backend is not None
         state.facts = facts = state.backend.facts()
         snapshot = state.backend.snapshot()
+        check_output_dir(
+            settings.report_dir / cluster_dirname(state.cluster), "the cluster's report folder"
+        )
     except NetparityError as e:
         raise _usage(e) from None
     version = f" {facts.version}" if facts.version else ""

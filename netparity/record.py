@@ -687,7 +687,8 @@ def load_record(path: str | Path) -> Record:
 
 
 def check_comparable(baseline: Record, current: Record, *, source: str = "the baseline") -> None:
-    """Refuse, in one sentence, a baseline of another cluster or another plan version."""
+    """Refuse, in one sentence, a baseline of another cluster or another plan version, or
+    the same record given twice."""
     if baseline.cluster != current.cluster:
         raise RecordError(
             f"{source} belongs to cluster {baseline.cluster!r}, not {current.cluster!r}; "
@@ -698,6 +699,16 @@ def check_comparable(baseline: Record, current: Record, *, source: str = "the ba
             f"{source} was planned by plan version {baseline.plan.version} "
             f"(netparity {baseline.netparity_version}), this run by plan version "
             f"{current.plan.version}: record a new baseline before the upgrade"
+        )
+    if (
+        baseline.time == current.time
+        and baseline.phase == current.phase
+        and baseline.dataplane == current.dataplane
+        and baseline.probes == current.probes
+    ):
+        raise RecordError(
+            f"{source} and the current record are the same record (taken {current.time} on "
+            f"{current.dataplane}): compare the baseline with a later record"
         )
 
 

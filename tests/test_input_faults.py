@@ -172,3 +172,20 @@ def test_snapshots_of_one_name_in_two_folders_are_two_clusters_and_dataplanes_ar
     a, a_cilium, b = names.values()
     assert a == a_cilium and a != b
     assert cluster_dirname(a) != cluster_dirname(b) and cluster_dirname(a).endswith("-a-x")
+
+
+def test_report_out_into_a_file_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from report_records import make_runs
+
+    from netparity.record import write_record
+
+    record = tmp_path / "baseline.json"
+    write_record(make_runs().baseline, record)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    code = main(["report", str(record), "--out", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be written" in err and "is a file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json", "blocker"]

@@ -753,3 +753,22 @@ def test_a_bad_external_ip_is_a_usage_error(suites: pytest.Pytester) -> None:
     result = suites.runpytest("suites", "--cluster", NPM, "--external-ip", "10.0.0.300")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--external-ip '10.0.0.300' is not an IPv4 address*"])
+
+
+@pytest.mark.parametrize("where", ["a-file", "under-a-file", "junit-under-a-file"])
+def test_an_unwritable_report_place_is_a_usage_error_before_anything_is_probed(
+    suites: pytest.Pytester, where: str
+) -> None:
+    (suites.path / "blocker").write_text("a regular file\n")
+    args = {
+        "a-file": ["--report-dir", "blocker"],
+        "under-a-file": ["--report-dir", "blocker/reports"],
+        "junit-under-a-file": ["--junitxml", "blocker/junit.xml"],
+    }[where]
+    result = run(suites, NPM, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*cannot be written*blocker*is a file, not a folder*"])
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
+    result.stdout.no_fnmatch_line("*passed*")
+    assert not (suites.path / "reports").exists() or where != "a-file"
+    assert (suites.path / "blocker").read_text() == "a regular file\n"

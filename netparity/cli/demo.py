@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from netparity.errors import ClusterError
+from netparity.outdir import check_output_dir
 from netparity.record import cluster_dirname
 from netparity.session import DEFAULT_EXAMPLE, REPO_ROOT, lab_is_up
 
@@ -143,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     report_dir = Path(args.report_dir).resolve()
     cluster = f"lab:{name}"
     folder = report_dir / cluster_dirname(cluster)
+    check_output_dir(folder, "the demo's report folder (--report-dir)")
     common = [
         "--cluster",
         cluster,

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from netparity.errors import InputError
+from netparity.outdir import check_output_dir
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either --lint or --snapshot, not both", field="--lint")
     report = load_report(source)
     out = Path(args.out) if args.out else source.parent
+    check_output_dir(out, "the report folder (--out)")
     lint: LintView | None = None
     if args.snapshot:
         from netparity.engine.dataplane import TARGETS
