@@ -245,6 +245,12 @@ class KubeAPI:
         self.mutations: list[tuple[str, str, dict[str, Any]]] = []  # (method, plural, object)
         self.execs: list[tuple[str, str, list[str]]] = []  # (namespace, pod, command)
         self.pull_fail_images: set[str] = set()
+        # image -> pulls that fail (429 Too Many Requests) before one succeeds
+        self.pull_flaky: dict[str, int] = {}
+        # exec: the handshake never completes (a stuck API-server-to-kubelet tunnel)
+        self.exec_hang = False
+        # exec: executables the image lacks (the command fails as containerd says)
+        self.exec_missing: set[str] = set()
         self.stuck_nodes: set[str] = set()
         self.reject_nodes: dict[str, tuple[str, str]] = {}
         self.unschedulable: str | None = None
@@ -1017,7 +1023,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Upgrade", "").lower() != "websocket":
             self._send(400, status_body(400, "BadRequest", "Upgrade request required"))
             return
-        argv = api.exec_argv(namespace, name, query.get("command") or [])
+        if api.exec_hang:
+            # the API server took the request and never answers: its tunnel to the kubelet hangs
+            api._stopping.wait()
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        command = query.get("command") or []
+        argv = api.exec_argv(namespace, name, command)
         if isinstance(argv, str):
             self._send(
                 400 if "not running" in argv or "container" in argv else 404,
@@ -1052,6 +1066,20 @@ class _Handler(BaseHTTPRequestHandler):
             with lock, contextlib.suppress(OSError):
                 self.connection.sendall(ws_frame(opcode, payload))
 
+        if command and command[0] in api.exec_missing:
+            # what containerd's kubelet sends when the executable is not in the image
+            message = (
+                "Internal error occurred: error executing command in container: failed to exec "
+                f"in container: failed to start exec: OCI runtime exec failed: exec failed: "
+                f'unable to start container process: exec: "{command[0]}": executable file not '
+                "found in $PATH: unknown"
+            )
+            failure = status_body(500, "InternalError", message, {"causes": [{"message": message}]})
+            send(0x2, bytes([3]) + json.dumps(failure).encode())
+            send(0x8, struct.pack(">H", 1000))
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )

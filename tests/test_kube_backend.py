@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -593,3 +594,34 @@ def test_an_admission_webhook_refusal_is_reported_as_such_not_as_rbac(
     assert "the API server refused to create pods" in str(e.value)
     assert "denied the request" in str(e.value) and "rbac.yaml" not in str(e.value)
     assert ours(api) == []
+
+
+# --------------------------------------------------------------------------- exec that hangs or fails
+
+
+def test_an_exec_whose_handshake_never_completes_ends_as_errors_naming_the_cause(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.exec_hang = True
+    start = time.monotonic()
+    with backend(kubeconfig, exec_handshake_timeout=1.0) as b:
+        results = b.run(targets(b.snapshot())[:3], timeout=1.0)
+    took = time.monotonic() - start
+    for r in results:
+        assert r.observed is Observed.ERROR, r
+        assert "did not complete the exec handshake within 1 s" in (r.error or ""), r.error
+        assert "konnectivity" in (r.error or "")
+    assert took < 30, took  # bounded by the handshake timeout, not by the server
+    assert ours(api) == []
+
+
+def test_an_image_without_python3_says_what_the_exec_status_said(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.exec_missing.add("python3")
+    with backend(kubeconfig) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.ERROR
+    error = result.error or ""
+    assert 'exec: "python3": executable file not found in $PATH' in error, error
+    assert "no result" not in error

@@ -27,7 +27,15 @@ from netparity.errors import ClusterError, InputError
 from netparity.kube import RUN_LABEL, TWIN_LABEL
 from netparity.kube.agentio import Outcome, batch_document, parse_output, run_local
 from netparity.kube.cleanup import find_runs, prune_leftovers, remove, remove_all
-from netparity.kube.client import CONFIG_MAPS, PODS, SERVICES, Conflict, Kube, Resource
+from netparity.kube.client import (
+    CONFIG_MAPS,
+    EXEC_HANDSHAKE_TIMEOUT,
+    PODS,
+    SERVICES,
+    Conflict,
+    Kube,
+    Resource,
+)
 from netparity.kube.detect import DATAPLANES, Detected, detect
 from netparity.kube.layout import LOCAL, Layout, Step, address, plan_layout
 from netparity.kube.podstate import PodState, Readiness, pod_state
@@ -85,6 +93,7 @@ class KubeBackend:
         dataplane: str | None = None,
         pod_timeout: float = 180.0,
         lb_timeout: float = 300.0,
+        exec_handshake_timeout: float = EXEC_HANDSHAKE_TIMEOUT,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if dataplane is not None and dataplane not in DATAPLANES:
@@ -100,6 +109,7 @@ class KubeBackend:
         self.allow_load_balancer = allow_load_balancer
         self.pod_timeout = pod_timeout
         self.lb_timeout = lb_timeout
+        self.exec_handshake_timeout = exec_handshake_timeout
         self._override = dataplane
         self._log = log if log is not None else _stderr
         self.started = datetime.now(UTC).replace(microsecond=0)
@@ -481,6 +491,7 @@ class KubeBackend:
             source = "this machine (where pytest runs)"
             stdout, stderr, code = run_local(document, timeout=limit)
             failure = None if code is not None else stderr
+            status: str | None = None
         else:
             twin = self._twins[batch.source]
             assert twin.obj is not None
@@ -493,8 +504,10 @@ class KubeBackend:
                 stdin=document,
                 timeout=limit,
                 container="agent",
+                handshake_timeout=self.exec_handshake_timeout,
             )
             stdout, stderr, code, failure = res.stdout, res.stderr, res.exit_code, res.error
+            status = res.message
         outcomes, complaint = parse_output(stdout, [str(it["id"]) for it in items])
         out: dict[int, ProbeResult] = {}
         for step in batch.steps:
@@ -502,7 +515,11 @@ class KubeBackend:
             where = f"{host}:{port}/{step.target.traffic.protocol}"
             outcome = outcomes.get(f"t{step.index}")
             if outcome is None:
-                why = failure or complaint or (stderr.strip().splitlines() or ["no result"])[-1]
+                why = (
+                    failure
+                    or complaint
+                    or (stderr.strip().splitlines() or [status or "no result"])[-1]
+                )
                 if code not in (0, None) and not failure:
                     why = f"the agent exited with code {code}: {why}"
                 outcome = Outcome(observed=Observed.ERROR, error=f"the probe did not run: {why}")
