@@ -251,6 +251,8 @@ class KubeAPI:
         self.exec_hang = False
         # exec: executables the image lacks (the command fails as containerd says)
         self.exec_missing: set[str] = set()
+        # agent name (`serve --name`) -> the name it answers with instead (someone else answers)
+        self.answer_as: dict[str, str] = {}
         self.stuck_nodes: set[str] = set()
         self.reject_nodes: dict[str, tuple[str, str]] = {}
         self.unschedulable: str | None = None
@@ -615,6 +617,9 @@ class KubeAPI:
         )
         if "serve" in argv:
             argv += ["--bind", ip]
+            if "--name" in argv:
+                at = argv.index("--name") + 1
+                argv[at] = self.answer_as.get(argv[at], argv[at])
         with self.lock:
             if ("pods", namespace, name) not in self.store:
                 return

@@ -625,3 +625,18 @@ def test_an_image_without_python3_says_what_the_exec_status_said(
     error = result.error or ""
     assert 'exec: "python3": executable file not found in $PATH' in error, error
     assert "no result" not in error
+
+
+def test_an_answer_from_anyone_but_the_destination_is_an_error_naming_who_answered(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.answer_as["shop/web-1"] = "istio-proxy"  # something else answers on web-1's twin
+    with backend(kubeconfig) as b:
+        results = {r.id: r for r in b.run(targets(b.snapshot()), timeout=1.0)}
+    for tid in ("pod-pod", "pod-svc", "ext-nodeport"):
+        r = results[tid]
+        assert r.observed is Observed.ERROR, r
+        assert "answered by 'istio-proxy', not by 'shop/web-1'" in (r.error or ""), r.error
+        assert r.token == "istio-proxy"
+    # the other twin answers as itself: still connected
+    assert results["web-client"].observed is Observed.CONNECTED

@@ -25,7 +25,13 @@ from typing import Any
 from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
 from netparity.errors import ClusterError, InputError
 from netparity.kube import RUN_LABEL, TWIN_LABEL
-from netparity.kube.agentio import Outcome, batch_document, parse_output, run_local
+from netparity.kube.agentio import (
+    Outcome,
+    batch_document,
+    check_token,
+    parse_output,
+    run_local,
+)
 from netparity.kube.cleanup import find_runs, prune_leftovers, remove, remove_all
 from netparity.kube.client import (
     CONFIG_MAPS,
@@ -523,6 +529,7 @@ class KubeBackend:
                 if code not in (0, None) and not failure:
                     why = f"the agent exited with code {code}: {why}"
                 outcome = Outcome(observed=Observed.ERROR, error=f"the probe did not run: {why}")
+            outcome = check_token(outcome, self._expected_token(step), where)
             out[step.index] = ProbeResult(
                 id=step.target.id,
                 observed=outcome.observed,
@@ -535,6 +542,16 @@ class KubeBackend:
         if batch.source == LOCAL:
             out = self._reachability(batch, out, timeout)
         return out
+
+    def _expected_token(self, step: Step) -> str | None:
+        """The name the destination's agent answers with (the real pod a twin stands in for);
+        None where the answer comes from outside (an IP that no twin holds)."""
+        assert step.dest is not None
+        if step.dest.kind == "pod":
+            return step.dest.pod
+        if step.dest.service:
+            return self._service_backends.get(step.dest.service)
+        return None
 
     def _reachability(
         self, batch: _Batch, out: dict[int, ProbeResult], timeout: float

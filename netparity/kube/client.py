@@ -485,7 +485,10 @@ class Kube:
                 )
             except Exception as e:  # never let a thread die silently
                 box["result"] = ExecResult(
-                    stdout="", stderr="", exit_code=None, error=f"exec in pod {namespace}/{pod} failed: {e}"
+                    stdout="",
+                    stderr="",
+                    exit_code=None,
+                    error=f"exec in pod {namespace}/{pod} failed: {e}",
                 )
             finally:
                 shaken.set()
