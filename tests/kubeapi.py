@@ -55,6 +55,8 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("", "v1", "configmaps"): ("ConfigMap", True),
     ("networking.k8s.io", "v1", "networkpolicies"): ("NetworkPolicy", True),
     ("apps", "v1", "daemonsets"): ("DaemonSet", True),
+    ("coordination.k8s.io", "v1", "leases"): ("Lease", True),
+    ("cilium.io", "v2", "ciliumendpoints"): ("CiliumEndpoint", True),
     ("cilium.io", "v2", "ciliumnetworkpolicies"): ("CiliumNetworkPolicy", True),
     ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"): (
         "CiliumClusterwideNetworkPolicy",
@@ -457,6 +459,35 @@ class KubeAPI:
             refs = dep.get("metadata", {}).get("ownerReferences") or ()
             if dep_key in self.store and any(r.get("uid") == uid for r in refs):
                 self._remove(dep_key)
+
+    def do_replace(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """PUT: the whole object, guarded by its resourceVersion (409 if it changed)."""
+        with self.lock:
+            obj = self.store.get((plural, namespace, name))
+            if obj is None:
+                return 404, status_body(
+                    404, "NotFound", f'{plural} "{name}" not found', {"name": name, "kind": plural}
+                )
+            meta = body.setdefault("metadata", {})
+            want = meta.get("resourceVersion")
+            if want and want != obj["metadata"]["resourceVersion"]:
+                return 409, status_body(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {plural} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                )
+            for keep in ("uid", "creationTimestamp"):
+                meta[keep] = obj["metadata"][keep]
+            meta["namespace"] = namespace
+            body.setdefault("kind", obj.get("kind"))
+            body.setdefault("apiVersion", obj.get("apiVersion"))
+            self._stamp(body)
+            self.store[(plural, namespace, name)] = body
+            self.mutations.append(("PUT", plural, copy.deepcopy(body)))
+            return 200, copy.deepcopy(body)
 
     def do_patch(
         self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
@@ -1005,6 +1036,8 @@ class _Handler(BaseHTTPRequestHandler):
             code, doc = api.do_delete(plural, namespace, name, body)
         elif method == "PATCH" and name is not None:
             code, doc = api.do_patch(plural, namespace, name, body)
+        elif method == "PUT" and name is not None:
+            code, doc = api.do_replace(plural, namespace, name, body)
         else:
             code, doc = 405, status_body(405, "MethodNotAllowed", f"{method} is not supported here")
         self._send(code, doc)
@@ -1020,6 +1053,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         self._handle("PATCH")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
 
     # ------------------------------------------------------------------ exec over websocket
 

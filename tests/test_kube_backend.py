@@ -4,10 +4,14 @@ a loopback address, and exec runs the real agent over the websocket protocol."""
 
 from __future__ import annotations
 
-import atexit
 import json
+import os
 import signal
+import subprocess
+import sys
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -407,15 +411,53 @@ def test_ctrl_c_during_a_run_removes_everything(api: KubeAPI, kubeconfig: str) -
     assert b.cleanup_errors == []
 
 
-def test_an_interrupted_runs_leftovers_are_removed_by_the_next_run(
+# A run in a process of its own, killed with SIGKILL once it has probed: no cleanup runs.
+KILLED_RUN = """
+import sys, time
+from netparity.backend import Target
+from netparity.engine.traffic import PodEndpoint, Traffic
+from netparity.kube.backend import KubeBackend
+b = KubeBackend("test", kubeconfig=sys.argv[1], lease_seconds=int(sys.argv[2]), log=print)
+snap = b.snapshot()
+web, client = snap.pod("shop", "web-1"), snap.pod("shop", "client-1")
+traffic = Traffic(source=PodEndpoint(pod=client), destination=PodEndpoint(pod=web), port="http")
+(r,) = b.run([Target(id="x", traffic=traffic)], timeout=1.0)
+print("RAN", b.run_id, r.observed, flush=True)
+time.sleep(600)
+"""
+
+
+def killed_run(kubeconfig: str, *, lease_seconds: int) -> str:
+    """Start a run in another process, let it probe, SIGKILL it; its run id."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, kubeconfig, str(lease_seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("RAN "):
+                _, run_id, observed = line.split()
+                assert observed == "connected", line
+                return run_id
+        raise AssertionError("the run in the other process did not get to probe")
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_a_killed_runs_leftovers_are_removed_once_its_heartbeat_is_stale(
     api: KubeAPI, kubeconfig: str
 ) -> None:
-    dead = backend(kubeconfig)
-    dead.run(targets(dead.snapshot())[:3], timeout=1.0)
-    atexit.unregister(dead.close)  # as if the process had been killed
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    assert len(ours(api)) == 4  # the anchor, two twins, the run's Service
-    # a run that started later (still going) must not be touched
+    dead = killed_run(kubeconfig, lease_seconds=1)
+    assert {o.split("/")[0] for o in ours(api)} == {"ConfigMap", "Pod"}
+    assert [lease["metadata"]["name"] for lease in api.objects("Lease")] == [anchor_name(dead)]
+    # a run that started later, without a heartbeat yet: young, so left alone
     api.add(
         {
             "apiVersion": "v1",
@@ -424,20 +466,110 @@ def test_an_interrupted_runs_leftovers_are_removed_by_the_next_run(
                 "name": "netparity-run-20991231-235959-ffff",
                 "namespace": "shop",
                 "labels": {RUN_LABEL: "20991231-235959-ffff"},
-                "creationTimestamp": "2099-12-31T23:59:59Z",
             },
         }
     )
+    time.sleep(1.5)  # the killed run's heartbeat (1 s) is stale now
     log = Log()
     with backend(kubeconfig, log) as b:
         (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
     assert result.observed is Observed.CONNECTED
     assert any(
-        f"removed the leftovers of an earlier interrupted run: run {dead.run_id}" in m for m in log
-    )
+        f"removed the leftovers of an earlier interrupted run: run {dead}" in m
+        and "its heartbeat stopped" in m
+        for m in log
+    ), log
     assert ours(api) == ["ConfigMap/shop/netparity-run-20991231-235959-ffff"]
+    assert api.objects("Lease") == []
     assert_only_ours_touched(api)
-    dead.kube.close()
+
+
+def test_two_runs_at_once_both_finish_with_correct_results(api: KubeAPI, kubeconfig: str) -> None:
+    log_a, log_b = Log(), Log()
+    with backend(kubeconfig, log_a) as a, backend(kubeconfig, log_b) as b:
+        tt = targets(a.snapshot())[:3]
+        first = a.run(tt, timeout=1.0)  # a's twins and Services exist from here on
+        made_by_a = set(ours(api))
+        results: dict[str, list[Any]] = {}
+        errors: list[BaseException] = []
+
+        def go(name: str, which: KubeBackend) -> None:
+            try:
+                results[name] = which.run(tt, timeout=1.0)
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=go, args=(n, w)) for n, w in (("a", a), ("b", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        assert made_by_a <= set(ours(api))  # b removed nothing of a's
+        leases = sorted(lease["metadata"]["name"] for lease in api.objects("Lease"))
+        assert leases == sorted([anchor_name(a.run_id), anchor_name(b.run_id)])
+    for got in (first, results["a"], results["b"]):
+        by_id = {r.id: r for r in got}
+        for tid in ("pod-pod", "pod-pod-udp", "pod-svc"):
+            assert by_id[tid].observed is Observed.CONNECTED, by_id[tid]
+            assert by_id[tid].token == "shop/web-1"
+    assert not any("leftovers" in m for m in [*log_a, *log_b])
+    assert ours(api) == [] and api.objects("Lease") == []
+
+
+def test_a_heartbeat_is_renewed_while_the_run_lasts(api: KubeAPI, kubeconfig: str) -> None:
+    with backend(kubeconfig, lease_seconds=1) as b:
+        b.run(targets(b.snapshot())[:1], timeout=1.0)
+        (lease,) = api.objects("Lease")
+        time.sleep(1.2)
+        (renewed,) = api.objects("Lease")
+        anchor = api.find("ConfigMap", "shop", anchor_name(b.run_id))
+        assert anchor is not None
+        expires = anchor["metadata"]["annotations"]["netparity.io/expires"]
+    assert renewed["spec"]["renewTime"] > lease["spec"]["renewTime"]
+    assert renewed["spec"]["holderIdentity"].endswith(b.run_id)
+    assert lease["metadata"]["annotations"]["netparity.io/expires"] == expires
+    # the planned length (2 h by default) plus the margin (15 min)
+    assert expires == (b.started + timedelta(hours=2, minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert any(m[0] == "PUT" and m[1] == "leases" for m in api.mutations)
+
+
+def test_an_expired_run_is_removed_even_with_a_fresh_heartbeat(
+    api: KubeAPI, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def fake_run(run_id: str, expires: datetime) -> None:
+        when = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta = {
+            "name": anchor_name(run_id),
+            "namespace": "shop",
+            "labels": {RUN_LABEL: run_id},
+            "annotations": {"netparity.io/expires": when},
+        }
+        api.add(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": dict(meta)},
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": dict(meta),
+                "spec": {"leaseDurationSeconds": 120, "renewTime": stamp},
+            },
+        )
+
+    fake_run("20200101-000000-aaaa", now - timedelta(minutes=1))
+    fake_run("20200101-000000-bbbb", now + timedelta(hours=1))
+    assert main(["cleanup", "--cluster", "test", "--kubeconfig", kubeconfig]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "removed run 20200101-000000-aaaa: 1 heartbeat, 1 anchor in namespace shop (expired" in out
+    )
+    assert "left alone run 20200101-000000-bbbb" in out and "--force removes it" in out
+    assert ours(api) == ["ConfigMap/shop/netparity-run-20200101-000000-bbbb"]
+    assert main(["cleanup", "--cluster", "test", "--kubeconfig", kubeconfig, "--force"]) == 0
+    assert "removed run 20200101-000000-bbbb" in capsys.readouterr().out
+    assert ours(api) == [] and api.objects("Lease") == []
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -446,11 +578,8 @@ def test_an_interrupted_runs_leftovers_are_removed_by_the_next_run(
 def test_netparity_cleanup_removes_every_trace_and_nothing_else(
     api: KubeAPI, kubeconfig: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    left = backend(kubeconfig)
-    left.run(targets(left.snapshot())[:1], timeout=1.0)
-    atexit.unregister(left.close)  # as if killed
-    left.kube.close()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    left = killed_run(kubeconfig, lease_seconds=1)
+    time.sleep(1.5)  # its heartbeat is stale now
     api.add(  # an anchor of another run, labelled: must go
         {
             "apiVersion": "v1",
@@ -478,7 +607,7 @@ def test_netparity_cleanup_removes_every_trace_and_nothing_else(
         out.count("removed run ") == 2
         and "run 20200101-000000-aaaa: 1 anchor in namespace shop" in out
     )
-    assert f"run {left.run_id}: 2 pods, 1 anchor in namespace shop" in out
+    assert f"run {left}: 2 pods, 1 heartbeat, 1 anchor in namespace shop" in out
     assert ours(api) == []
     assert api.find("ConfigMap", "shop", "netparity-run-lookalike") is not None
     assert_only_ours_touched(api)
@@ -543,9 +672,9 @@ def _used(requests: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
             rest = rest[2:]
         resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
         named = len(rest) > 1
-        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(method) or (
-            "get" if named else "list"
-        )
+        verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}.get(
+            method
+        ) or ("get" if named else "list")
         used.add((verb, group, resource))
     return used
 
@@ -567,6 +696,9 @@ def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig
         ("create", "", "pods/exec"),  # websocket exec is authorized as `create` from 1.35
         ("get", "", "pods"),  # after a retried create (409)
         ("get", "", "services"),  # a LoadBalancer's address; after a retried create (409)
+        ("get", "coordination.k8s.io", "leases"),  # after a conflicting renewal (409)
+        ("update", "coordination.k8s.io", "leases"),  # renewals: runs here are shorter
+        ("list", "cilium.io", "ciliumendpoints"),  # settling on Cilium: this cluster is npm
     }
 
 

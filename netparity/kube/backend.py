@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import FrameType
 from typing import Any
 
 from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
 from netparity.errors import ClusterError, InputError
-from netparity.kube import RUN_LABEL, TWIN_LABEL
+from netparity.kube import EXPIRES_ANNOTATION, RUN_LABEL, TWIN_LABEL
 from netparity.kube.agentio import (
     Outcome,
     batch_document,
@@ -32,10 +32,20 @@ from netparity.kube.agentio import (
     parse_output,
     run_local,
 )
-from netparity.kube.cleanup import find_runs, prune_leftovers, remove, remove_all
+from netparity.kube.cleanup import (
+    LEASE_SECONDS,
+    Heartbeat,
+    api_time,
+    find_runs,
+    lease_manifest,
+    prune_leftovers,
+    remove,
+    remove_all,
+)
 from netparity.kube.client import (
     CONFIG_MAPS,
     EXEC_HANDSHAKE_TIMEOUT,
+    LEASES,
     PODS,
     SERVICES,
     Conflict,
@@ -63,6 +73,9 @@ from netparity.model.snapshot import Snapshot
 
 EXEC_SLACK = 30.0  # seconds an exec may take beyond the probe timeout (API, Python start)
 POLL = 1.0
+# A run's planned length when nobody says (--max-duration), and the margin its expiry adds.
+DEFAULT_MAX_DURATION = 2 * 3600.0
+EXPIRY_MARGIN = 15 * 60.0
 KUBELET_PORT = 10250  # answers on every node: tells whether this machine reaches a node at all
 
 
@@ -100,6 +113,8 @@ class KubeBackend:
         pod_timeout: float = 180.0,
         lb_timeout: float = 300.0,
         exec_handshake_timeout: float = EXEC_HANDSHAKE_TIMEOUT,
+        max_duration: float = DEFAULT_MAX_DURATION,
+        lease_seconds: int = LEASE_SECONDS,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if dataplane is not None and dataplane not in DATAPLANES:
@@ -120,6 +135,15 @@ class KubeBackend:
         self._log = log if log is not None else _stderr
         self.started = datetime.now(UTC).replace(microsecond=0)
         self.run_id = new_run_id(self.started)
+        if not max_duration > 0:
+            raise InputError(f"must be positive, got {max_duration:g}", field="--max-duration")
+        # Anchors, Services and heartbeats carry this expiry; twins get the same bound as
+        # activeDeadlineSeconds (`active_deadline_seconds`).
+        self.expires = self.started + timedelta(seconds=max_duration + EXPIRY_MARGIN)
+        self.lease_seconds = lease_seconds
+        self._heartbeat = Heartbeat(
+            self.kube, expires=self.expires, seconds=lease_seconds, log=self._log
+        )
         self._lock = threading.RLock()
         self._snapshot: Snapshot | None = None
         self._objects: list[dict[str, Any]] | None = None
@@ -132,6 +156,16 @@ class KubeBackend:
         self._closed = False
         self._prev_sigterm: Any = None
         self.cleanup_errors: list[str] = []
+
+    def active_deadline_seconds(self) -> int:
+        """What is left of the run's planned length plus margin (a twin's deadline)."""
+        return max(1, int((self.expires - datetime.now(UTC)).total_seconds()))
+
+    def _expiring(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest.setdefault("metadata", {})
+        annotations = meta.get("annotations") or {}
+        meta["annotations"] = {**annotations, EXPIRES_ANNOTATION: api_time(self.expires)}
+        return manifest
 
     def __enter__(self) -> KubeBackend:
         return self
@@ -193,8 +227,10 @@ class KubeBackend:
             if prev in (signal.SIG_DFL, None):
                 self._prev_sigterm = prev
                 signal.signal(signal.SIGTERM, _interrupt)
-        for run in prune_leftovers(self.kube, current=self.run_id, started=self.started):
-            self._log(f"removed the leftovers of an earlier interrupted run: {run.summary()}")
+        for run, why in prune_leftovers(self.kube, current=self.run_id):
+            self._log(
+                f"removed the leftovers of an earlier interrupted run: {run.summary()} ({why})"
+            )
 
     def _unsafe_twin(self, snap: Snapshot) -> Callable[[Pod], str | None]:
         nodes = {n.name: n for n in snap.nodes}
@@ -264,10 +300,26 @@ class KubeBackend:
     def _ensure_objects(self, layout: Layout) -> None:
         for ns in layout.namespaces:
             if ns not in self._anchors:
+                # the heartbeat first: an anchor is never seen without it
+                now = datetime.now(UTC)
+                lease = self._create_owned(
+                    LEASES,
+                    lease_manifest(
+                        name=anchor_name(self.run_id),
+                        namespace=ns,
+                        run_id=self.run_id,
+                        now=now,
+                        expires=self.expires,
+                        seconds=self.lease_seconds,
+                    ),
+                )
+                self._heartbeat.add(lease)
                 self._anchors[ns] = self._create_owned(
                     CONFIG_MAPS,
-                    anchor_manifest(
-                        run_id=self.run_id, namespace=ns, started=self.started.isoformat()
+                    self._expiring(
+                        anchor_manifest(
+                            run_id=self.run_id, namespace=ns, started=self.started.isoformat()
+                        )
                     ),
                 )
         todo: list[tuple[Resource, dict[str, Any], str]] = []
@@ -287,12 +339,14 @@ class KubeBackend:
             self._service_backends[key] = rs.backend.key
             if key in self._services:
                 continue
-            manifest = service_manifest(
-                run_id=self.run_id,
-                service=rs.service,
-                backend=rs.backend,
-                anchor_uid=self._anchor_uid(rs.service.namespace),
-                type=rs.type,
+            manifest = self._expiring(
+                service_manifest(
+                    run_id=self.run_id,
+                    service=rs.service,
+                    backend=rs.backend,
+                    anchor_uid=self._anchor_uid(rs.service.namespace),
+                    type=rs.type,
+                )
             )
             todo.append((SERVICES, manifest, key))
         if todo:
@@ -608,6 +662,7 @@ class KubeBackend:
                 return
             self._closed = True
         try:
+            self._heartbeat.stop()
             if self._armed:
                 self._remove_own()
         finally:
@@ -629,7 +684,13 @@ class KubeBackend:
                 deleted += remove(self.kube, run, on_error=failed)
         except ClusterError as e:
             failed(str(e))
-        # Whatever the listing missed: the anchors made (their deletion collects the rest).
+        # Whatever the listing missed: the heartbeats and the anchors made (the anchors'
+        # deletion collects the rest).
+        for lease in self._heartbeat.leases():
+            try:
+                self.kube.delete(LEASES, lease)
+            except ClusterError as e:
+                failed(f"{e} (the heartbeat in {lease['metadata'].get('namespace')})")
         for ns, anchor in sorted(self._anchors.items()):
             try:
                 self.kube.delete(CONFIG_MAPS, anchor)
@@ -643,10 +704,15 @@ class KubeBackend:
         elif deleted:
             self._log(f"run {self.run_id}: removed its {deleted} probe objects")
 
-    def cleanup_all(self) -> list[str]:
-        """Remove every netparity object of every run; one line per run removed."""
+    def cleanup_all(self, *, force: bool = False) -> tuple[list[str], list[str]]:
+        """Remove the objects of every run that is not running (with `force`: of every run);
+        one line per run removed, and one per run left alone, each saying why."""
         try:
-            return [run.summary() for run in remove_all(self.kube)]
+            removed, kept = remove_all(self.kube, force=force)
+            return (
+                [f"{run.summary()} ({why})" for run, why in removed],
+                [f"{run.summary()} ({why})" for run, why in kept],
+            )
         finally:
             self.close()
 

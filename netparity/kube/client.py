@@ -113,6 +113,21 @@ DAEMON_SETS = Resource(
     namespaced=True,
     stem="daemon_set",
 )
+LEASES = Resource(
+    kind="Lease",
+    plural="leases",
+    group="coordination.k8s.io",
+    version="v1",
+    namespaced=True,
+    stem="lease",
+)
+CILIUM_ENDPOINTS = Resource(
+    kind="CiliumEndpoint",
+    plural="ciliumendpoints",
+    group="cilium.io",
+    version="v2",
+    namespaced=True,
+)
 CILIUM_NETWORK_POLICIES = Resource(
     kind="CiliumNetworkPolicy",
     plural="ciliumnetworkpolicies",
@@ -132,6 +147,7 @@ _API_CLASSES: dict[str, str] = {
     "": "CoreV1Api",
     "networking.k8s.io": "NetworkingV1Api",
     "apps": "AppsV1Api",
+    "coordination.k8s.io": "CoordinationV1Api",
 }
 
 
@@ -422,6 +438,21 @@ class Kube:
         api = self._api_for(res.group)
         fn = getattr(api, f"create_namespaced_{res.stem}")
         doc = self._call("create", res, fn, namespace, dict(body), name=name, namespace=namespace)
+        assert doc is not None
+        return doc
+
+    def replace(self, res: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace one object this tool made (PUT: its resourceVersion guards the write);
+        Conflict if it changed since it was read."""
+        meta = body.get("metadata") or {}
+        _require_run_label(meta, f"replace {res.kind}")
+        namespace = meta.get("namespace")
+        name = meta.get("name")
+        api = self._api_for(res.group)
+        fn = getattr(api, f"replace_namespaced_{res.stem}")
+        doc = self._call(
+            "replace", res, fn, name, namespace, dict(body), name=name, namespace=namespace
+        )
         assert doc is not None
         return doc
 
