@@ -6,10 +6,9 @@ expiry); such runs are left alone unless `--force` says otherwise."""
 from __future__ import annotations
 
 import argparse
-
-from netparity.kube.backend import KubeBackend
 from datetime import UTC, datetime
 
+from netparity.kube.backend import KubeBackend
 from netparity.kube.cleanup import find_runs
 
 
