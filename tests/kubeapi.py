@@ -255,6 +255,12 @@ class KubeAPI:
         self.exec_missing: set[str] = set()
         # agent name (`serve --name`) -> the name it answers with instead (someone else answers)
         self.answer_as: dict[str, str] = {}
+        # Cilium (with cilium_crds): seconds until a running pod's CiliumEndpoint is ready
+        # with an identity (None: never); when that happened, and when pods ran and execs began
+        self.cep_ready_delay: float | None = 0.0
+        self.cep_ready_at: dict[str, float] = {}
+        self.running_at: dict[str, float] = {}
+        self.exec_at: list[tuple[float, str]] = []
         self.stuck_nodes: set[str] = set()
         self.reject_nodes: dict[str, tuple[str, str]] = {}
         self.unschedulable: str | None = None
@@ -695,6 +701,9 @@ class KubeAPI:
                 )
 
             self._update_pod(namespace, name, uid, running)
+            self.running_at[name] = time.monotonic()
+            if self.cilium_crds:
+                self._cilium_endpoint(namespace, name, uid)
             return
         rt.proc.kill()
         _, err = rt.proc.communicate(timeout=5)
@@ -722,6 +731,40 @@ class KubeAPI:
             )
 
         self._update_pod(namespace, name, uid, crashed)
+
+    def _cilium_endpoint(self, namespace: str, name: str, uid: str) -> None:
+        """What the Cilium agent does for a new pod: a CiliumEndpoint (same name), first
+        waiting for its identity, then ready after `cep_ready_delay`."""
+        cep = {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumEndpoint",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}],
+            },
+            "status": {"state": "waiting-for-identity"},
+        }
+        with self.lock:
+            if ("pods", namespace, name) not in self.store:
+                return
+            self._stamp(cep)
+            self.store[("ciliumendpoints", namespace, name)] = cep
+        delay = self.cep_ready_delay
+        if delay is None:
+            return
+
+        def ready() -> None:
+            time.sleep(delay)
+            with self.lock:
+                obj = self.store.get(("ciliumendpoints", namespace, name))
+                if obj is None:
+                    return
+                obj["status"] = {"state": "ready", "identity": {"id": 12345}}
+                self._stamp(obj)
+                self.cep_ready_at[name] = time.monotonic()
+
+        self._spawn(ready, ())
 
     def local_argv(self, rt: PodRuntime, argv: list[str]) -> list[str]:
         """A container command as it runs here: python3 -> this Python, mounts -> temp folders."""
@@ -865,6 +908,7 @@ class KubeAPI:
         if rt is None:
             return "unable to upgrade connection: container not found"
         self.execs.append((namespace, name, list(command)))
+        self.exec_at.append((time.monotonic(), name))
         argv = self.local_argv(rt, command)
         # the code passed with -c names the mounted agent too
         return argv

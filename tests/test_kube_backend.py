@@ -30,7 +30,7 @@ from netparity.engine.traffic import (
     Traffic,
     Via,
 )
-from netparity.errors import ClusterError
+from netparity.errors import ClusterError, InputError
 from netparity.kube import RUN_LABEL, TWIN_LABEL
 from netparity.kube.backend import KubeBackend
 from netparity.kube.render import anchor_name, short_hash
@@ -63,6 +63,7 @@ class Log(list[str]):
 
 
 def backend(kubeconfig: str, log: Log | None = None, **kw: Any) -> KubeBackend:
+    kw.setdefault("settle", 0.0)  # the settle tests set it
     return KubeBackend("test", kubeconfig=kubeconfig, log=log if log is not None else Log(), **kw)
 
 
@@ -698,7 +699,6 @@ def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig
         ("get", "", "services"),  # a LoadBalancer's address; after a retried create (409)
         ("get", "coordination.k8s.io", "leases"),  # after a conflicting renewal (409)
         ("update", "coordination.k8s.io", "leases"),  # renewals: runs here are shorter
-        ("list", "cilium.io", "ciliumendpoints"),  # settling on Cilium: this cluster is npm
     }
 
 
@@ -772,3 +772,55 @@ def test_an_answer_from_anyone_but_the_destination_is_an_error_naming_who_answer
         assert r.token == "istio-proxy"
     # the other twin answers as itself: still connected
     assert results["web-client"].observed is Observed.CONNECTED
+
+
+# --------------------------------------------------------------------------- settling
+
+
+def test_on_cilium_probes_wait_for_each_twins_ciliumendpoint(api: KubeAPI, kubeconfig: str) -> None:
+    api.cilium_crds = True
+    api.cep_ready_delay = 1.0
+    with backend(kubeconfig) as b:
+        results = {r.id: r for r in b.run(targets(b.snapshot())[:3], timeout=1.0)}
+    assert results["pod-pod"].observed is Observed.CONNECTED
+    twins = set(api.cep_ready_at)
+    assert len(twins) == 2 and api.exec_at
+    for at, _ in api.exec_at:
+        assert at >= max(api.cep_ready_at.values())  # no probe before both endpoints were ready
+    assert ours(api) == [] and api.objects("CiliumEndpoint") == []
+
+
+def test_a_ciliumendpoint_that_never_gets_an_identity_makes_its_probes_errors(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.cilium_crds = True
+    api.cep_ready_delay = None
+    log = Log()
+    with backend(kubeconfig, log, pod_timeout=1.0) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.ERROR
+    assert "CiliumEndpoint of probe pod" in (result.error or "")
+    assert "(state: waiting-for-identity)" in (result.error or "")
+    assert api.exec_at == []
+
+
+def test_on_npm_probes_wait_the_settle_interval_after_the_twins_ips_are_known(
+    tmp_path: Path,
+) -> None:
+    with KubeAPI() as server:
+        demo_cluster(server, dataplane="npm")
+        config = str(server.kubeconfig(tmp_path / "kc"))
+        with backend(config, settle=1.5) as b:
+            tt = targets(b.snapshot())[:1]
+            (first,) = b.run(tt, timeout=1.0)
+            n = len(server.exec_at)
+            (again,) = b.run(tt, timeout=1.0)  # a retry: the settle interval since the last try
+        assert first.observed is again.observed is Observed.CONNECTED
+        start = server.exec_at[0][0]
+        assert start - max(server.running_at.values()) >= 1.4
+        assert server.exec_at[n][0] - server.exec_at[n - 1][0] >= 1.4
+
+
+def test_settle_must_not_be_negative(kubeconfig: str) -> None:
+    with pytest.raises(InputError, match="--settle"):
+        backend(kubeconfig, settle=-1.0)

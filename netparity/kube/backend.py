@@ -43,6 +43,7 @@ from netparity.kube.cleanup import (
     remove_all,
 )
 from netparity.kube.client import (
+    CILIUM_ENDPOINTS,
     CONFIG_MAPS,
     EXEC_HANDSHAKE_TIMEOUT,
     LEASES,
@@ -73,6 +74,12 @@ from netparity.model.snapshot import Snapshot
 
 EXEC_SLACK = 30.0  # seconds an exec may take beyond the probe timeout (API, Python start)
 POLL = 1.0
+# Seconds to let NPM program a new pod IP (it shows no per-pod state) before probing, and
+# between a probe and its retry. NPM learns a pod's IP from its pod informer and applies
+# ipset and iptables changes in batches, within about a second on a quiet cluster; five
+# seconds leave room for a busy API server and NPM's batching, and are paid once per run
+# (all twins settle together) and once before each retry round.
+DEFAULT_SETTLE = 5.0
 # A run's planned length when nobody says (--max-duration), and the margin its expiry adds.
 DEFAULT_MAX_DURATION = 2 * 3600.0
 EXPIRY_MARGIN = 15 * 60.0
@@ -89,6 +96,8 @@ class _Twin:
     obj: dict[str, Any] | None = None
     state: PodState | None = None
     failure: str | None = None  # set: this twin will not come; its probes are errors
+    ready_at: float | None = None  # time.monotonic() when its IP was known and it listened
+    settled: bool = False  # the dataplane has it (Cilium: its endpoint is ready)
 
 
 @dataclass(slots=True)
@@ -114,6 +123,7 @@ class KubeBackend:
         lb_timeout: float = 300.0,
         exec_handshake_timeout: float = EXEC_HANDSHAKE_TIMEOUT,
         max_duration: float = DEFAULT_MAX_DURATION,
+        settle: float = DEFAULT_SETTLE,
         lease_seconds: int = LEASE_SECONDS,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -131,6 +141,11 @@ class KubeBackend:
         self.pod_timeout = pod_timeout
         self.lb_timeout = lb_timeout
         self.exec_handshake_timeout = exec_handshake_timeout
+        if not settle >= 0:
+            raise InputError(f"must be 0 or more seconds, got {settle:g}", field="--settle")
+        self.settle = settle
+        self._probed: set[str] = set()  # target ids probed already: a second try is a retry
+        self._last_probe = 0.0  # time.monotonic() when the last probing round ended
         self._override = dataplane
         self._log = log if log is not None else _stderr
         self.started = datetime.now(UTC).replace(microsecond=0)
@@ -293,9 +308,81 @@ class KubeBackend:
             self._ensure_objects(layout)
             self._wait_twins(layout, progress)
             self._wait_load_balancers(layout)
+            self._settle(layout)
         batches = self._batches(runnable, results)
+        if any(t.id in self._probed for t in targets):
+            # a retry: give the dataplane the settle interval since the last try
+            wait = self._last_probe + self.settle - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
         self._probe(batches, timeout, results, progress)
+        self._probed.update(t.id for t in targets)
+        self._last_probe = time.monotonic()
         return [results[i] for i in range(len(targets))]
+
+    # ------------------------------------------------------------------ settling
+
+    def _settle(self, layout: Layout) -> None:
+        """Probe only once the dataplane has the twins: on Cilium each twin's CiliumEndpoint
+        is ready with an identity; elsewhere (NPM shows no per-pod state) the settle
+        interval has passed since the twin's IP was known."""
+        todo = [
+            self._twins[k]
+            for k in sorted(layout.twins)
+            if k in self._twins
+            and self._twins[k].failure is None
+            and not self._twins[k].settled
+            and self._twins[k].ready_at is not None
+        ]
+        if not todo:
+            return
+        if self.facts().dataplane.startswith("cilium") and self._settle_cilium(todo):
+            return
+        latest = max(t.ready_at or 0.0 for t in todo)
+        wait = latest + self.settle - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        for twin in todo:
+            twin.settled = True
+
+    def _settle_cilium(self, todo: list[_Twin]) -> bool:
+        """Wait for each twin's CiliumEndpoint; False if there are none to read (no CRD)."""
+        deadline = time.monotonic() + self.pod_timeout
+        pending = {id(t): t for t in todo}
+        seen: dict[int, str] = {}
+        polls = 0
+        while pending:
+            for ns in sorted({t.pod.namespace for t in pending.values()}):
+                endpoints = self.kube.list(CILIUM_ENDPOINTS, namespace=ns, missing_ok=True)
+                if endpoints is None:
+                    self._log(
+                        "no CiliumEndpoints to read (the cilium.io/v2 CRD is absent): "
+                        f"waiting {self.settle:g} s (--settle) instead"
+                    )
+                    return False
+                by_name = {str((e.get("metadata") or {}).get("name")): e for e in endpoints}
+                for key, twin in list(pending.items()):
+                    if twin.pod.namespace != ns or twin.obj is None:
+                        continue
+                    state, identity = _endpoint_state(by_name.get(twin.obj["metadata"]["name"]))
+                    seen[key] = state
+                    if state == "ready" and identity is not None:
+                        twin.settled = True
+                        del pending[key]
+            if not pending:
+                return True
+            if time.monotonic() >= deadline:
+                for key, twin in pending.items():
+                    twin.failure = (
+                        f"the CiliumEndpoint of probe pod {self._twin_label(twin)} was not ready "
+                        f"with an identity after {self.pod_timeout:g} s (state: {seen.get(key)}): "
+                        f"Cilium does not enforce policy for it yet"
+                    )
+                    self._log(twin.failure)
+                return True
+            time.sleep(min(POLL, 0.1 * 2**polls))
+            polls += 1
+        return True
 
     def _ensure_objects(self, layout: Layout) -> None:
         for ns in layout.namespaces:
@@ -424,6 +511,8 @@ class KubeBackend:
                     if state.readiness is Readiness.FAILED:
                         twin.failure = f"probe pod {self._twin_label(twin)} failed: {state.detail}"
                         self._log(twin.failure)
+                    if state.readiness is Readiness.READY and twin.ready_at is None:
+                        twin.ready_at = time.monotonic()
                     if state.readiness is not Readiness.WAITING:
                         pending.discard(key)
             if progress is not None:
@@ -715,6 +804,18 @@ class KubeBackend:
             )
         finally:
             self.close()
+
+
+def _endpoint_state(cep: dict[str, Any] | None) -> tuple[str, int | None]:
+    """A CiliumEndpoint's status.state and identity id ("missing" when there is none yet)."""
+    if cep is None:
+        return "missing", None
+    status = cep.get("status") if isinstance(cep.get("status"), dict) else {}
+    assert isinstance(status, dict)
+    identity = status.get("identity") if isinstance(status.get("identity"), dict) else {}
+    assert isinstance(identity, dict)
+    ident = identity.get("id")
+    return str(status.get("state") or "no state"), ident if isinstance(ident, int) else None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
