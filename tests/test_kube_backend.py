@@ -699,6 +699,7 @@ def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig
         ("get", "", "services"),  # a LoadBalancer's address; after a retried create (409)
         ("get", "coordination.k8s.io", "leases"),  # after a conflicting renewal (409)
         ("update", "coordination.k8s.io", "leases"),  # renewals: runs here are shorter
+        ("list", "apps", "daemonsets"),  # evidence when no dataplane is detected
     }
 
 
@@ -824,3 +825,43 @@ def test_on_npm_probes_wait_the_settle_interval_after_the_twins_ips_are_known(
 def test_settle_must_not_be_negative(kubeconfig: str) -> None:
     with pytest.raises(InputError, match="--settle"):
         backend(kubeconfig, settle=-1.0)
+
+
+def test_an_allow_where_a_deny_was_predicted_is_probed_again_after_the_settle_interval(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    from netparity.engine.traffic import Decision, PathKind
+    from netparity.plan.model import Intent, PlannedProbe, Prediction
+    from netparity.record import Outcome, judge
+    from netparity.session import probe_all
+
+    with backend(kubeconfig, settle=1.0) as b:
+        t = targets(b.snapshot())
+        dataplane = b.facts().dataplane
+
+        def planned(tid: str, decision: Decision) -> PlannedProbe:
+            (target,) = [x for x in t if x.id == tid]
+            return PlannedProbe(
+                id=tid,
+                title=tid,
+                kind=PathKind.POD_POD,
+                traffic=target.traffic,
+                intent=Intent.REJECT,
+                predicted={dataplane: Prediction(decision=decision, explanation="test")},
+            )
+
+        tries = probe_all(
+            b,
+            [planned("pod-pod", Decision.DENY), planned("web-client", Decision.ALLOW)],
+            timeout=1.0,
+            retries=1,
+            dataplane=dataplane,
+        )
+    # the disagreeing allow got a second try (agreeing again: an allow, a finding, not flaky)
+    assert [r.observed for r in tries["pod-pod"]] == [Observed.CONNECTED, Observed.CONNECTED]
+    assert [r.observed for r in tries["web-client"]] == [Observed.CONNECTED]
+    assert judge([r.observed for r in tries["pod-pod"]]) is Outcome.ALLOW
+    # had the second try been dropped, the verdict would be flaky, never a result
+    assert judge([Observed.CONNECTED, Observed.TIMEOUT]) is Outcome.FLAKY
+    (first, second) = [at for at, name in api.exec_at if name.endswith(short_hash("shop/client-1"))]
+    assert second - first >= 1.0

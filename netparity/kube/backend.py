@@ -195,6 +195,12 @@ class KubeBackend:
             return ClusterFacts(name=self.kube.name, backend="kubernetes", dataplane=self._override)
         if self._detected is None:
             self._detected = detect(self.kube)
+        if self._detected.dataplane == "unknown":
+            raise ClusterError(
+                f"{self.kube.name}: cannot tell which dataplane enforces NetworkPolicy: "
+                f"{self._detected.evidence}. Say it with --dataplane "
+                f"(npm, cilium, or cilium-1.16 for Cilium before 1.17)"
+            )
         return ClusterFacts(
             name=self.kube.name,
             backend="kubernetes",
