@@ -125,7 +125,7 @@ def open_backend(
         backend = SnapshotBackend.from_spec(spec.value)
         return backend, backend.facts().name
     try:
-        from netparity.kube.backend import KubeBackend
+        from netparity.kube.backend import DEFAULT_SETTLE, KubeBackend
         from netparity.kube.render import DEFAULT_IMAGE
     except ImportError as e:
         raise ClusterError(
@@ -140,7 +140,7 @@ def open_backend(
         allow_load_balancer=options.allow_load_balancer,
         dataplane=options.dataplane,
         log=log,
-        **({"settle": options.settle} if options.settle is not None else {}),
+        settle=options.settle if options.settle is not None else DEFAULT_SETTLE,
     )
     return kube_backend, spec.text
 
