@@ -59,6 +59,23 @@ class ClusterFacts:
     version: str | None = None  # e.g. the Cilium or NPM version
 
 
+def token_mismatch(token: str | None, expected: str, where: str) -> str | None:
+    """Why a connection that answered with `token` is not one to `expected` (the agent's
+    name there), or None. Both backends count a connection only when this is None."""
+    if token == expected:
+        return None
+    if token is None:
+        return (
+            f"{where} accepted the connection but did not answer with the probe agent's name "
+            f"(expected {expected!r}): something else answered there (a sidecar proxy, another "
+            f"pod on a reused IP), so it is not counted as connected"
+        )
+    return (
+        f"{where} was answered by {token!r}, not by {expected!r}: another agent holds that "
+        f"address or the traffic went elsewhere, so it is not counted as connected"
+    )
+
+
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 

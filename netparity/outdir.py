@@ -2,34 +2,36 @@
 and that this process can write into.
 
 A run that probes a production cluster for minutes and then cannot write its record has
-lost its evidence; so every command that writes results checks its folder first."""
+lost its evidence; so every command that writes results checks its folder first. The check
+writes nothing: a run that stops early (a usage error, `--collect-only`) leaves no folder."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from netparity.errors import InputError
 
 
 def check_output_dir(path: Path, what: str) -> None:
-    """Make `path` (and its parents) and prove it writable with a temporary file; raise
-    InputError naming the folder and the reason otherwise. Nothing is left behind, apart from
-    the folders made (where the results are about to go anyway)."""
+    """Raise InputError naming the folder and the reason unless `path` is a folder this
+    process can write into, or can be made inside the nearest existing folder above it."""
+    path = Path(os.path.abspath(path))
     for p in (path, *path.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise InputError(
-                    f"{what} cannot be written: {p} is a file, not a folder", source=str(path)
-                )
-            break
+        if not p.exists():
+            continue
+        if not p.is_dir():
+            raise InputError(
+                f"{what} cannot be written: {p} is a file, not a folder", source=str(path)
+            )
+        if not os.access(p, os.W_OK | os.X_OK):
+            why = "read-only file system" if _read_only(p) else "permission denied"
+            raise InputError(f"{what} cannot be written: {p}: {why}", source=str(path))
+        return
+
+
+def _read_only(p: Path) -> bool:
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".netparity-write-check-", dir=path)
-    except OSError as e:
-        raise InputError(
-            f"{what} cannot be written ({e.strerror or e})", source=str(path)
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
+        return bool(os.statvfs(p).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

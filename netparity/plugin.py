@@ -81,6 +81,11 @@ HELP_PROBE_IMAGE = (
     "Kubernetes: the image of the probe pods (needs python3; mirrors and digest pins "
     "such as registry/python@sha256:... are fine; default python:3.12-slim)"
 )
+HELP_SETTLE = (
+    "Kubernetes: seconds to let the dataplane program new probe pods before probing when it "
+    "shows no per-pod state (NPM; Cilium is waited for through its CiliumEndpoints), and "
+    "between a probe and its retry (default 5)"
+)
 HELP_MAX_PARALLEL = "Kubernetes: how many probe batches run at once (default 8)"
 HELP_MAX_DURATION = (
     "Kubernetes: the longest the run may take, in seconds; probe pods are removed by the "
@@ -158,6 +163,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--max-parallel", dest="netparity_max_parallel", metavar="N", help=HELP_MAX_PARALLEL
     )
+    group.addoption("--settle", dest="netparity_settle", metavar="SECONDS", help=HELP_SETTLE)
     group.addoption(
         "--max-duration", dest="netparity_max_duration", metavar="SECONDS", help=HELP_MAX_DURATION
     )
@@ -180,6 +186,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(OLD_RETRIES_INI, f"renamed {RETRIES_INI} (still read, with a warning)")
     parser.addini("netparity_report_dir", HELP_REPORT_DIR)
     parser.addini("netparity_max_duration", HELP_MAX_DURATION)
+    parser.addini("netparity_settle", HELP_SETTLE)
 
 
 class NetparityHookspecs:
@@ -393,7 +400,19 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
         raise pytest.UsageError(
             f"netparity: --external-ip {external_ip!r} is not an IPv4 address"
         ) from None
+    raw_settle, where = _value(config, "netparity_settle", "netparity_settle")
+    settle: float | None = None
+    if raw_settle is not None:
+        try:
+            settle = float(raw_settle)
+        except ValueError:
+            settle = -1.0
+        if not 0 <= settle <= 600:
+            raise pytest.UsageError(
+                f"netparity: {where} {raw_settle!r} must be a number of seconds from 0 to 600"
+            )
     kube = KubeOptions(
+        settle=settle,
         probe_image=image,
         max_parallel=max_parallel,
         allow_load_balancer=bool(config.getoption("netparity_allow_lb")),
@@ -871,6 +890,7 @@ def _probe_and_judge(config: pytest.Config, state: State) -> None:
             timeout=settings.probe_timeout,
             retries=settings.retries,
             progress=progress,
+            dataplane=facts.dataplane,
         )
     except NetparityError as e:
         state.failure = f"probing failed: {e}"

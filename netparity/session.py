@@ -87,6 +87,7 @@ class KubeOptions:
     allow_load_balancer: bool = False
     dataplane: str | None = None
     max_duration: float | None = None  # seconds; None: the run's planned length + a margin
+    settle: float | None = None  # None: the backend's default
 
 
 def open_backend(
@@ -125,7 +126,7 @@ def open_backend(
         backend = SnapshotBackend.from_spec(spec.value)
         return backend, backend.facts().name
     try:
-        from netparity.kube.backend import KubeBackend
+        from netparity.kube.backend import DEFAULT_SETTLE, KubeBackend
         from netparity.kube.render import DEFAULT_IMAGE
     except ImportError as e:
         raise ClusterError(
@@ -141,6 +142,7 @@ def open_backend(
         dataplane=options.dataplane,
         log=log,
         max_duration=options.max_duration,
+        settle=options.settle if options.settle is not None else DEFAULT_SETTLE,
     )
     return kube_backend, spec.text
 
@@ -155,9 +157,18 @@ def probe_all(
     timeout: float,
     retries: int,
     progress: Progress | None = None,
+    dataplane: str | None = None,
 ) -> dict[str, list[ProbeResult]]:
     """Run every probe once (one batch per source, by the backend), then re-probe every deny
-    and error up to `retries` times, in batches again. Returns every try per probe id."""
+    and error up to `retries` times, in batches again; with `dataplane`, a first allow that
+    the prediction for it says is a deny is probed again too (a dataplane that had not yet
+    programmed a new pod lets it through; a verdict that then changes is flaky).
+    Returns every try per probe id."""
+    predicted = {
+        p.id: p.predicted[dataplane].decision
+        for p in probes
+        if dataplane is not None and dataplane in p.predicted
+    }
     tries: dict[str, list[ProbeResult]] = {p.id: [] for p in probes}
     todo = [Target(id=p.id, traffic=p.traffic) for p in probes]
     for attempt in range(retries + 1):
@@ -180,8 +191,19 @@ def probe_all(
                     id=t.id, observed=Observed.ERROR, error="the backend returned no result"
                 )
             )
-        todo = [t for t in todo if needs_retry([r.observed for r in tries[t.id]])]
+        todo = [
+            t
+            for t in todo
+            if needs_retry([r.observed for r in tries[t.id]])
+            or (len(tries[t.id]) == 1 and _disagrees(tries[t.id][0], predicted.get(t.id)))
+        ]
     return tries
+
+
+def _disagrees(result: ProbeResult, decision: object) -> bool:
+    """An allow observed where a deny was predicted (the other way round is a deny, which
+    is probed again anyway)."""
+    return result.allowed is True and str(decision) == "deny"
 
 
 class Stopwatch:

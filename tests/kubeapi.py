@@ -58,6 +58,8 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("networking.k8s.io", "v1", "networkpolicies"): ("NetworkPolicy", True),
     ("apps", "v1", "daemonsets"): ("DaemonSet", True),
     ("policy", "v1", "poddisruptionbudgets"): ("PodDisruptionBudget", True),
+    ("coordination.k8s.io", "v1", "leases"): ("Lease", True),
+    ("cilium.io", "v2", "ciliumendpoints"): ("CiliumEndpoint", True),
     ("cilium.io", "v2", "ciliumnetworkpolicies"): ("CiliumNetworkPolicy", True),
     ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies"): (
         "CiliumClusterwideNetworkPolicy",
@@ -307,6 +309,20 @@ class KubeAPI:
         self.mutations: list[tuple[str, str, dict[str, Any]]] = []  # (method, plural, object)
         self.execs: list[tuple[str, str, list[str]]] = []  # (namespace, pod, command)
         self.pull_fail_images: set[str] = set()
+        # image -> pulls that fail (429 Too Many Requests) before one succeeds
+        self.pull_flaky: dict[str, int] = {}
+        # exec: the handshake never completes (a stuck API-server-to-kubelet tunnel)
+        self.exec_hang = False
+        # exec: executables the image lacks (the command fails as containerd says)
+        self.exec_missing: set[str] = set()
+        # agent name (`serve --name`) -> the name it answers with instead (someone else answers)
+        self.answer_as: dict[str, str] = {}
+        # Cilium (with cilium_crds): seconds until a running pod's CiliumEndpoint is ready
+        # with an identity (None: never); when that happened, and when pods ran and execs began
+        self.cep_ready_delay: float | None = 0.0
+        self.cep_ready_at: dict[str, float] = {}
+        self.running_at: dict[str, float] = {}
+        self.exec_at: list[tuple[float, str]] = []
         self.stuck_nodes: set[str] = set()
         self.reject_nodes: dict[str, tuple[str, str]] = {}
         self.unschedulable: str | None = None
@@ -523,6 +539,35 @@ class KubeAPI:
             if dep_key in self.store and any(r.get("uid") == uid for r in refs):
                 self._remove(dep_key)
 
+    def do_replace(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """PUT: the whole object, guarded by its resourceVersion (409 if it changed)."""
+        with self.lock:
+            obj = self.store.get((plural, namespace, name))
+            if obj is None:
+                return 404, status_body(
+                    404, "NotFound", f'{plural} "{name}" not found', {"name": name, "kind": plural}
+                )
+            meta = body.setdefault("metadata", {})
+            want = meta.get("resourceVersion")
+            if want and want != obj["metadata"]["resourceVersion"]:
+                return 409, status_body(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {plural} "{name}": the object has been '
+                    "modified; please apply your changes to the latest version and try again",
+                )
+            for keep in ("uid", "creationTimestamp"):
+                meta[keep] = obj["metadata"][keep]
+            meta["namespace"] = namespace
+            body.setdefault("kind", obj.get("kind"))
+            body.setdefault("apiVersion", obj.get("apiVersion"))
+            self._stamp(body)
+            self.store[(plural, namespace, name)] = body
+            self.mutations.append(("PUT", plural, copy.deepcopy(body)))
+            return 200, copy.deepcopy(body)
+
     def do_patch(
         self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> tuple[int, dict[str, Any]]:
@@ -707,6 +752,9 @@ class KubeAPI:
         )
         if "serve" in argv:
             argv += ["--bind", ip]
+            if "--name" in argv:
+                at = argv.index("--name") + 1
+                argv[at] = self.answer_as.get(argv[at], argv[at])
         with self.lock:
             if ("pods", namespace, name) not in self.store:
                 return
@@ -751,6 +799,9 @@ class KubeAPI:
                 )
 
             self._update_pod(namespace, name, uid, running)
+            self.running_at[name] = time.monotonic()
+            if self.cilium_crds:
+                self._cilium_endpoint(namespace, name, uid)
             return
         rt.proc.kill()
         _, err = rt.proc.communicate(timeout=5)
@@ -778,6 +829,40 @@ class KubeAPI:
             )
 
         self._update_pod(namespace, name, uid, crashed)
+
+    def _cilium_endpoint(self, namespace: str, name: str, uid: str) -> None:
+        """What the Cilium agent does for a new pod: a CiliumEndpoint (same name), first
+        waiting for its identity, then ready after `cep_ready_delay`."""
+        cep = {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumEndpoint",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}],
+            },
+            "status": {"state": "waiting-for-identity"},
+        }
+        with self.lock:
+            if ("pods", namespace, name) not in self.store:
+                return
+            self._stamp(cep)
+            self.store[("ciliumendpoints", namespace, name)] = cep
+        delay = self.cep_ready_delay
+        if delay is None:
+            return
+
+        def ready() -> None:
+            time.sleep(delay)
+            with self.lock:
+                obj = self.store.get(("ciliumendpoints", namespace, name))
+                if obj is None:
+                    return
+                obj["status"] = {"state": "ready", "identity": {"id": 12345}}
+                self._stamp(obj)
+                self.cep_ready_at[name] = time.monotonic()
+
+        self._spawn(ready, ())
 
     def local_argv(self, rt: PodRuntime, argv: list[str]) -> list[str]:
         """A container command as it runs here: python3 -> this Python, mounts -> temp folders."""
@@ -921,6 +1006,7 @@ class KubeAPI:
         if rt is None:
             return "unable to upgrade connection: container not found"
         self.execs.append((namespace, name, list(command)))
+        self.exec_at.append((time.monotonic(), name))
         argv = self.local_argv(rt, command)
         # the code passed with -c names the mounted agent too
         return argv
@@ -1092,6 +1178,8 @@ class _Handler(BaseHTTPRequestHandler):
             code, doc = api.do_delete(plural, namespace, name, body)
         elif method == "PATCH" and name is not None:
             code, doc = api.do_patch(plural, namespace, name, body)
+        elif method == "PUT" and name is not None:
+            code, doc = api.do_replace(plural, namespace, name, body)
         else:
             code, doc = 405, status_body(405, "MethodNotAllowed", f"{method} is not supported here")
         self._send(code, doc)
@@ -1108,6 +1196,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._handle("PATCH")
 
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
     # ------------------------------------------------------------------ exec over websocket
 
     def _exec(self, namespace: str, name: str, query: dict[str, list[str]]) -> None:
@@ -1115,7 +1206,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Upgrade", "").lower() != "websocket":
             self._send(400, status_body(400, "BadRequest", "Upgrade request required"))
             return
-        argv = api.exec_argv(namespace, name, query.get("command") or [])
+        if api.exec_hang:
+            # the API server took the request and never answers: its tunnel to the kubelet hangs
+            api._stopping.wait()
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        command = query.get("command") or []
+        argv = api.exec_argv(namespace, name, command)
         if isinstance(argv, str):
             self._send(
                 400 if "not running" in argv or "container" in argv else 404,
@@ -1150,6 +1249,20 @@ class _Handler(BaseHTTPRequestHandler):
             with lock, contextlib.suppress(OSError):
                 self.connection.sendall(ws_frame(opcode, payload))
 
+        if command and command[0] in api.exec_missing:
+            # what containerd's kubelet sends when the executable is not in the image
+            message = (
+                "Internal error occurred: error executing command in container: failed to exec "
+                f"in container: failed to start exec: OCI runtime exec failed: exec failed: "
+                f'unable to start container process: exec: "{command[0]}": executable file not '
+                "found in $PATH: unknown"
+            )
+            failure = status_body(500, "InternalError", message, {"causes": [{"message": message}]})
+            send(0x2, bytes([3]) + json.dumps(failure).encode())
+            send(0x8, struct.pack(">H", 1000))
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )

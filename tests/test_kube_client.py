@@ -253,11 +253,60 @@ def test_npm_pods_without_their_daemonset_are_detected(tmp_path: Path) -> None:
             assert (b.facts().dataplane, b.facts().version) == ("npm", "1.4.32")
 
 
-def test_no_known_agent_is_unknown(tmp_path: Path) -> None:
+def test_no_known_agent_is_an_error_showing_the_evidence_and_pointing_at_dataplane(
+    tmp_path: Path,
+) -> None:
     with KubeAPI() as server:
         demo_cluster(server, dataplane="none")
-        with backend(str(server.kubeconfig(tmp_path / "kc"))) as b:
-            assert b.facts().dataplane == "unknown" and b.facts().version is None
+        server.add(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": "calico-node", "namespace": "kube-system"},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [{"name": "calico-node", "image": "calico/node:v3.28"}]
+                        }
+                    }
+                },
+            }
+        )
+        with (
+            backend(str(server.kubeconfig(tmp_path / "kc"))) as b,
+            pytest.raises(ClusterError) as e,
+        ):
+            b.facts()
+    message = str(e.value)
+    assert "neither azure-npm nor cilium runs in kube-system" in message
+    assert "DaemonSets in kube-system: calico-node (calico/node:v3.28)" in message
+    assert "--dataplane" in message and "'unknown'" not in message
+
+
+def test_azure_npm_and_cilium_both_running_is_an_error_naming_both(tmp_path: Path) -> None:
+    with KubeAPI() as server:
+        demo_cluster(server, dataplane="npm")
+        server.add(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": "cilium", "namespace": "kube-system"},
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {"name": "cilium-agent", "image": "quay.io/cilium/cilium:v1.17.3"}
+                            ]
+                        }
+                    }
+                },
+            }
+        )
+        with (
+            backend(str(server.kubeconfig(tmp_path / "kc"))) as b,
+            pytest.raises(ClusterError, match=r"both azure-npm \(.*azure-npm:v1.5.45\) and cilium"),
+        ):
+            b.facts()
 
 
 def test_a_dataplane_override_wins_without_asking_the_cluster(

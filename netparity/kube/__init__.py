@@ -12,3 +12,5 @@ TWIN_LABEL = "netparity.io/twin"
 TWIN_OF_ANNOTATION = "netparity.io/twin-of"
 READINESS_GATE = "netparity.io/never-ready"
 RBAC_FILE = "probes/rbac.yaml"
+# When a run's objects may be removed by anyone even if its heartbeat still beats (UTC, ISO).
+EXPIRES_ANNOTATION = "netparity.io/expires"

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netparity.backend import Observed
+from netparity.backend import Observed, token_mismatch
 from netparity.kube.render import probes_dir
 
 _OBSERVED = {
@@ -70,6 +70,19 @@ def parse_output(stdout: str, ids: Sequence[str]) -> tuple[dict[str, Outcome], s
             error=str(err) if err is not None else None,
         )
     return out, complaint
+
+
+def check_token(outcome: Outcome, expected: str | None, where: str) -> Outcome:
+    """A connection counts only when the answer names the expected destination; anything
+    else is an error that says who answered. Nothing to check without an expectation."""
+    if outcome.observed is not Observed.CONNECTED or expected is None:
+        return outcome
+    why = token_mismatch(outcome.token, expected, where)
+    if why is None:
+        return outcome
+    return Outcome(
+        observed=Observed.ERROR, token=outcome.token, latency_ms=outcome.latency_ms, error=why
+    )
 
 
 def run_local(document: str, *, timeout: float) -> tuple[str, str, int | None]:

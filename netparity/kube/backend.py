@@ -18,17 +18,42 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import FrameType
 from typing import Any
 
 from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
 from netparity.errors import ClusterError, InputError
-from netparity.kube import RUN_LABEL, TWIN_LABEL
-from netparity.kube.agentio import Outcome, batch_document, parse_output, run_local
-from netparity.kube.cleanup import find_runs, prune_leftovers, remove, remove_all
-from netparity.kube.client import CONFIG_MAPS, PODS, SERVICES, Conflict, Kube, Resource
+from netparity.kube import EXPIRES_ANNOTATION, RUN_LABEL, TWIN_LABEL
+from netparity.kube.agentio import (
+    Outcome,
+    batch_document,
+    check_token,
+    parse_output,
+    run_local,
+)
+from netparity.kube.cleanup import (
+    LEASE_SECONDS,
+    Heartbeat,
+    api_time,
+    find_runs,
+    lease_manifest,
+    prune_leftovers,
+    remove,
+    remove_all,
+)
+from netparity.kube.client import (
+    CILIUM_ENDPOINTS,
+    CONFIG_MAPS,
+    EXEC_HANDSHAKE_TIMEOUT,
+    LEASES,
+    PODS,
+    SERVICES,
+    Conflict,
+    Kube,
+    Resource,
+)
 from netparity.kube.detect import DATAPLANES, Detected, detect
 from netparity.kube.layout import (
     LOCAL,
@@ -59,6 +84,15 @@ from netparity.model.snapshot import Snapshot
 
 EXEC_SLACK = 30.0  # seconds an exec may take beyond the probe timeout (API, Python start)
 POLL = 1.0
+# Seconds to let NPM program a new pod IP (it shows no per-pod state) before probing, and
+# between a probe and its retry. NPM learns a pod's IP from its pod informer and applies
+# ipset and iptables changes in batches, within about a second on a quiet cluster; five
+# seconds leave room for a busy API server and NPM's batching, and are paid once per run
+# (all twins settle together) and once before each retry round.
+DEFAULT_SETTLE = 5.0
+# A run's planned length when nobody says (--max-duration), and the margin its expiry adds.
+DEFAULT_MAX_DURATION = 2 * 3600.0
+EXPIRY_MARGIN = 15 * 60.0
 KUBELET_PORT = 10250  # answers on every node: tells whether this machine reaches a node at all
 
 
@@ -72,6 +106,8 @@ class _Twin:
     obj: dict[str, Any] | None = None
     state: PodState | None = None
     failure: str | None = None  # set: this twin will not come; its probes are errors
+    ready_at: float | None = None  # time.monotonic() when its IP was known and it listened
+    settled: bool = False  # the dataplane has it (Cilium: its endpoint is ready)
 
 
 @dataclass(slots=True)
@@ -95,6 +131,9 @@ class KubeBackend:
         dataplane: str | None = None,
         pod_timeout: float = 180.0,
         lb_timeout: float = 300.0,
+        exec_handshake_timeout: float = EXEC_HANDSHAKE_TIMEOUT,
+        settle: float = DEFAULT_SETTLE,
+        lease_seconds: int = LEASE_SECONDS,
         log: Callable[[str], None] | None = None,
         max_duration: float | None = None,
     ) -> None:
@@ -116,10 +155,25 @@ class KubeBackend:
         self.max_duration = max_duration
         self._placement: Placement | None = None
         self._deadline_at: float | None = None  # monotonic time every twin is gone by
+        self.exec_handshake_timeout = exec_handshake_timeout
+        if not settle >= 0:
+            raise InputError(f"must be 0 or more seconds, got {settle:g}", field="--settle")
+        self.settle = settle
+        self._probed: set[str] = set()  # target ids probed already: a second try is a retry
+        self._last_probe = 0.0  # time.monotonic() when the last probing round ended
         self._override = dataplane
         self._log = log if log is not None else _stderr
         self.started = datetime.now(UTC).replace(microsecond=0)
         self.run_id = new_run_id(self.started)
+        # Anchors, Services and heartbeats carry this expiry (the heartbeat keeps a live run's
+        # objects from being removed before it); twins get activeDeadlineSeconds from the
+        # planned length (`_deadline`), never past it.
+        longest = max_duration if max_duration is not None else DEFAULT_MAX_DURATION
+        self.expires = self.started + timedelta(seconds=longest + EXPIRY_MARGIN)
+        self.lease_seconds = lease_seconds
+        self._heartbeat = Heartbeat(
+            self.kube, expires=self.expires, seconds=lease_seconds, log=self._log
+        )
         self._lock = threading.RLock()
         self._snapshot: Snapshot | None = None
         self._objects: list[dict[str, Any]] | None = None
@@ -132,6 +186,12 @@ class KubeBackend:
         self._closed = False
         self._prev_sigterm: Any = None
         self.cleanup_errors: list[str] = []
+
+    def _expiring(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest.setdefault("metadata", {})
+        annotations = meta.get("annotations") or {}
+        meta["annotations"] = {**annotations, EXPIRES_ANNOTATION: api_time(self.expires)}
+        return manifest
 
     def __enter__(self) -> KubeBackend:
         return self
@@ -146,6 +206,12 @@ class KubeBackend:
             return ClusterFacts(name=self.kube.name, backend="kubernetes", dataplane=self._override)
         if self._detected is None:
             self._detected = detect(self.kube)
+        if self._detected.dataplane == "unknown":
+            raise ClusterError(
+                f"{self.kube.name}: cannot tell which dataplane enforces NetworkPolicy: "
+                f"{self._detected.evidence}. Say it with --dataplane "
+                f"(npm, cilium, or cilium-1.16 for Cilium before 1.17)"
+            )
         return ClusterFacts(
             name=self.kube.name,
             backend="kubernetes",
@@ -193,8 +259,10 @@ class KubeBackend:
             if prev in (signal.SIG_DFL, None):
                 self._prev_sigterm = prev
                 signal.signal(signal.SIGTERM, _interrupt)
-        for run in prune_leftovers(self.kube, current=self.run_id, started=self.started):
-            self._log(f"removed the leftovers of an earlier interrupted run: {run.summary()}")
+        for run, why in prune_leftovers(self.kube, current=self.run_id):
+            self._log(
+                f"removed the leftovers of an earlier interrupted run: {run.summary()} ({why})"
+            )
 
     def _unsafe_twin(self, snap: Snapshot) -> Callable[[Pod], str | None]:
         nodes = {n.name: n for n in snap.nodes}
@@ -273,17 +341,105 @@ class KubeBackend:
             self._ensure_objects(layout)
             self._wait_twins(layout, progress)
             self._wait_load_balancers(layout)
+            self._settle(layout)
         batches = self._batches(runnable, results)
+        if any(t.id in self._probed for t in targets):
+            # a retry: give the dataplane the settle interval since the last try
+            wait = self._last_probe + self.settle - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
         self._probe(batches, timeout, results, progress)
+        self._probed.update(t.id for t in targets)
+        self._last_probe = time.monotonic()
         return [results[i] for i in range(len(targets))]
+
+    # ------------------------------------------------------------------ settling
+
+    def _settle(self, layout: Layout) -> None:
+        """Probe only once the dataplane has the twins: on Cilium each twin's CiliumEndpoint
+        is ready with an identity; elsewhere (NPM shows no per-pod state) the settle
+        interval has passed since the twin's IP was known."""
+        todo = [
+            self._twins[k]
+            for k in sorted(layout.twins)
+            if k in self._twins
+            and self._twins[k].failure is None
+            and not self._twins[k].settled
+            and self._twins[k].ready_at is not None
+        ]
+        if not todo:
+            return
+        if self.facts().dataplane.startswith("cilium") and self._settle_cilium(todo):
+            return
+        latest = max(t.ready_at or 0.0 for t in todo)
+        wait = latest + self.settle - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        for twin in todo:
+            twin.settled = True
+
+    def _settle_cilium(self, todo: list[_Twin]) -> bool:
+        """Wait for each twin's CiliumEndpoint; False if there are none to read (no CRD)."""
+        deadline = time.monotonic() + self.pod_timeout
+        pending = {id(t): t for t in todo}
+        seen: dict[int, str] = {}
+        polls = 0
+        while pending:
+            for ns in sorted({t.pod.namespace for t in pending.values()}):
+                endpoints = self.kube.list(CILIUM_ENDPOINTS, namespace=ns, missing_ok=True)
+                if endpoints is None:
+                    self._log(
+                        "no CiliumEndpoints to read (the cilium.io/v2 CRD is absent): "
+                        f"waiting {self.settle:g} s (--settle) instead"
+                    )
+                    return False
+                by_name = {str((e.get("metadata") or {}).get("name")): e for e in endpoints}
+                for key, twin in list(pending.items()):
+                    if twin.pod.namespace != ns or twin.obj is None:
+                        continue
+                    state, identity = _endpoint_state(by_name.get(twin.obj["metadata"]["name"]))
+                    seen[key] = state
+                    if state == "ready" and identity is not None:
+                        twin.settled = True
+                        del pending[key]
+            if not pending:
+                return True
+            if time.monotonic() >= deadline:
+                for key, twin in pending.items():
+                    twin.failure = (
+                        f"the CiliumEndpoint of probe pod {self._twin_label(twin)} was not ready "
+                        f"with an identity after {self.pod_timeout:g} s (state: {seen.get(key)}): "
+                        f"Cilium does not enforce policy for it yet"
+                    )
+                    self._log(twin.failure)
+                return True
+            time.sleep(min(POLL, 0.1 * 2**polls))
+            polls += 1
+        return True
 
     def _ensure_objects(self, layout: Layout) -> None:
         for ns in layout.namespaces:
             if ns not in self._anchors:
+                # the heartbeat first: an anchor is never seen without it
+                now = datetime.now(UTC)
+                lease = self._create_owned(
+                    LEASES,
+                    lease_manifest(
+                        name=anchor_name(self.run_id),
+                        namespace=ns,
+                        run_id=self.run_id,
+                        now=now,
+                        expires=self.expires,
+                        seconds=self.lease_seconds,
+                    ),
+                )
+                self._heartbeat.add(lease)
                 self._anchors[ns] = self._create_owned(
                     CONFIG_MAPS,
-                    anchor_manifest(
-                        run_id=self.run_id, namespace=ns, started=self.started.isoformat()
+                    self._expiring(
+                        anchor_manifest(
+                            run_id=self.run_id, namespace=ns, started=self.started.isoformat()
+                        )
                     ),
                 )
         todo: list[tuple[Resource, dict[str, Any], str]] = []
@@ -307,12 +463,14 @@ class KubeBackend:
             self._service_backends[key] = rs.backend.key
             if key in self._services:
                 continue
-            manifest = service_manifest(
-                run_id=self.run_id,
-                service=rs.service,
-                backend=rs.backend,
-                anchor_uid=self._anchor_uid(rs.service.namespace),
-                type=rs.type,
+            manifest = self._expiring(
+                service_manifest(
+                    run_id=self.run_id,
+                    service=rs.service,
+                    backend=rs.backend,
+                    anchor_uid=self._anchor_uid(rs.service.namespace),
+                    type=rs.type,
+                )
             )
             todo.append((SERVICES, manifest, key))
         if todo:
@@ -328,9 +486,10 @@ class KubeBackend:
 
     def _deadline(self) -> int:
         """activeDeadlineSeconds for a twin made now: what is left of the run's planned length."""
+        left_to_expiry = max(60, int((self.expires - datetime.now(UTC)).total_seconds()))
         if self._deadline_at is None:
-            return active_deadline(0.0, self.max_duration)
-        return max(60, math.ceil(self._deadline_at - time.monotonic()))
+            return min(active_deadline(0.0, self.max_duration), left_to_expiry)
+        return min(max(60, math.ceil(self._deadline_at - time.monotonic())), left_to_expiry)
 
     def _anchor_uid(self, namespace: str) -> str:
         return str(self._anchors[namespace]["metadata"]["uid"])
@@ -396,6 +555,8 @@ class KubeBackend:
                     if state.readiness is Readiness.FAILED:
                         twin.failure = f"probe pod {self._twin_label(twin)} failed: {state.detail}"
                         self._log(twin.failure)
+                    if state.readiness is Readiness.READY and twin.ready_at is None:
+                        twin.ready_at = time.monotonic()
                     if state.readiness is not Readiness.WAITING:
                         pending.discard(key)
             if progress is not None:
@@ -523,6 +684,7 @@ class KubeBackend:
             source = "this machine (where pytest runs)"
             stdout, stderr, code = run_local(document, timeout=limit)
             failure = None if code is not None else stderr
+            status: str | None = None
         else:
             twin = self._twins[batch.source]
             assert twin.obj is not None
@@ -535,8 +697,10 @@ class KubeBackend:
                 stdin=document,
                 timeout=limit,
                 container="agent",
+                handshake_timeout=self.exec_handshake_timeout,
             )
             stdout, stderr, code, failure = res.stdout, res.stderr, res.exit_code, res.error
+            status = res.message
         outcomes, complaint = parse_output(stdout, [str(it["id"]) for it in items])
         out: dict[int, ProbeResult] = {}
         for step in batch.steps:
@@ -544,10 +708,15 @@ class KubeBackend:
             where = f"{host}:{port}/{step.target.traffic.protocol}"
             outcome = outcomes.get(f"t{step.index}")
             if outcome is None:
-                why = failure or complaint or (stderr.strip().splitlines() or ["no result"])[-1]
+                why = (
+                    failure
+                    or complaint
+                    or (stderr.strip().splitlines() or [status or "no result"])[-1]
+                )
                 if code not in (0, None) and not failure:
                     why = f"the agent exited with code {code}: {why}"
                 outcome = Outcome(observed=Observed.ERROR, error=f"the probe did not run: {why}")
+            outcome = check_token(outcome, self._expected_token(step), where)
             out[step.index] = ProbeResult(
                 id=step.target.id,
                 observed=outcome.observed,
@@ -560,6 +729,16 @@ class KubeBackend:
         if batch.source == LOCAL:
             out = self._reachability(batch, out, timeout)
         return out
+
+    def _expected_token(self, step: Step) -> str | None:
+        """The name the destination's agent answers with (the real pod a twin stands in for);
+        None where the answer comes from outside (an IP that no twin holds)."""
+        assert step.dest is not None
+        if step.dest.kind == "pod":
+            return step.dest.pod
+        if step.dest.service:
+            return self._service_backends.get(step.dest.service)
+        return None
 
     def _reachability(
         self, batch: _Batch, out: dict[int, ProbeResult], timeout: float
@@ -616,6 +795,7 @@ class KubeBackend:
                 return
             self._closed = True
         try:
+            self._heartbeat.stop()
             if self._armed:
                 self._remove_own()
         finally:
@@ -637,7 +817,13 @@ class KubeBackend:
                 deleted += remove(self.kube, run, on_error=failed)
         except ClusterError as e:
             failed(str(e))
-        # Whatever the listing missed: the anchors made (their deletion collects the rest).
+        # Whatever the listing missed: the heartbeats and the anchors made (the anchors'
+        # deletion collects the rest).
+        for lease in self._heartbeat.leases():
+            try:
+                self.kube.delete(LEASES, lease)
+            except ClusterError as e:
+                failed(f"{e} (the heartbeat in {lease['metadata'].get('namespace')})")
         for ns, anchor in sorted(self._anchors.items()):
             try:
                 self.kube.delete(CONFIG_MAPS, anchor)
@@ -651,12 +837,29 @@ class KubeBackend:
         elif deleted:
             self._log(f"run {self.run_id}: removed its {deleted} probe objects")
 
-    def cleanup_all(self) -> list[str]:
-        """Remove every netparity object of every run; one line per run removed."""
+    def cleanup_all(self, *, force: bool = False) -> tuple[list[str], list[str]]:
+        """Remove the objects of every run that is not running (with `force`: of every run);
+        one line per run removed, and one per run left alone, each saying why."""
         try:
-            return [run.summary() for run in remove_all(self.kube)]
+            removed, kept = remove_all(self.kube, force=force)
+            return (
+                [f"{run.summary()} ({why})" for run, why in removed],
+                [f"{run.summary()} ({why})" for run, why in kept],
+            )
         finally:
             self.close()
+
+
+def _endpoint_state(cep: dict[str, Any] | None) -> tuple[str, int | None]:
+    """A CiliumEndpoint's status.state and identity id ("missing" when there is none yet)."""
+    if cep is None:
+        return "missing", None
+    status = cep.get("status") if isinstance(cep.get("status"), dict) else {}
+    assert isinstance(status, dict)
+    identity = status.get("identity") if isinstance(status.get("identity"), dict) else {}
+    assert isinstance(identity, dict)
+    ident = identity.get("id")
+    return str(status.get("state") or "no state"), ident if isinstance(ident, int) else None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -12,6 +12,7 @@ import builtins
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,12 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 # Reads are retried on these statuses, with these pauses (seconds).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_PAUSES = (0.2, 0.5, 1.0)
+
+# Seconds the exec websocket handshake may take: the API server dials the kubelet (on AKS
+# through the konnectivity tunnel) before it answers 101; a stuck tunnel never answers.
+EXEC_HANDSHAKE_TIMEOUT = 30.0
+# Seconds an exec may take beyond its command's limit to close its socket.
+EXEC_CLOSE_SLACK = 10.0
 
 STDOUT_CHANNEL = 1
 STDERR_CHANNEL = 2
@@ -106,6 +113,21 @@ DAEMON_SETS = Resource(
     namespaced=True,
     stem="daemon_set",
 )
+LEASES = Resource(
+    kind="Lease",
+    plural="leases",
+    group="coordination.k8s.io",
+    version="v1",
+    namespaced=True,
+    stem="lease",
+)
+CILIUM_ENDPOINTS = Resource(
+    kind="CiliumEndpoint",
+    plural="ciliumendpoints",
+    group="cilium.io",
+    version="v2",
+    namespaced=True,
+)
 CILIUM_NETWORK_POLICIES = Resource(
     kind="CiliumNetworkPolicy",
     plural="ciliumnetworkpolicies",
@@ -125,6 +147,7 @@ _API_CLASSES: dict[str, str] = {
     "": "CoreV1Api",
     "networking.k8s.io": "NetworkingV1Api",
     "apps": "AppsV1Api",
+    "coordination.k8s.io": "CoordinationV1Api",
 }
 
 
@@ -136,6 +159,7 @@ class ExecResult:
     stderr: str
     exit_code: int | None
     error: str | None = None
+    message: str | None = None  # what a failed exec's Status said (why the command failed)
 
 
 class Conflict(ClusterError):
@@ -417,6 +441,21 @@ class Kube:
         assert doc is not None
         return doc
 
+    def replace(self, res: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace one object this tool made (PUT: its resourceVersion guards the write);
+        Conflict if it changed since it was read."""
+        meta = body.get("metadata") or {}
+        _require_run_label(meta, f"replace {res.kind}")
+        namespace = meta.get("namespace")
+        name = meta.get("name")
+        api = self._api_for(res.group)
+        fn = getattr(api, f"replace_namespaced_{res.stem}")
+        doc = self._call(
+            "replace", res, fn, name, namespace, dict(body), name=name, namespace=namespace
+        )
+        assert doc is not None
+        return doc
+
     def delete(self, res: Resource, obj: Mapping[str, Any]) -> bool:
         """Delete one object this tool made (it must carry the run label); False if gone."""
         meta = obj.get("metadata") or {}
@@ -456,8 +495,76 @@ class Kube:
         stdin: str,
         timeout: float,
         container: str | None = None,
+        handshake_timeout: float = EXEC_HANDSHAKE_TIMEOUT,
     ) -> ExecResult:
-        """Run `command` in a pod over the exec websocket, feed it `stdin`, collect its output."""
+        """Run `command` in a pod over the exec websocket, feed it `stdin`, collect its output.
+
+        Never hangs: the handshake is bounded by `handshake_timeout` and the command by
+        `timeout`. The official client's handshake has no timeout of its own, so the exec runs
+        in a thread of its own; one that is still stuck when its time is up is abandoned
+        (it closes its socket when the server lets go, at the latest when the pod is deleted)
+        and the caller gets an error that says which stage hung."""
+        shaken = threading.Event()
+        finished = threading.Event()
+        abandoned = threading.Event()
+        box: dict[str, ExecResult] = {}
+
+        def work() -> None:
+            try:
+                box["result"] = self._exec(
+                    namespace, pod, command, stdin, timeout, container, shaken, abandoned
+                )
+            except Exception as e:  # never let a thread die silently
+                box["result"] = ExecResult(
+                    stdout="",
+                    stderr="",
+                    exit_code=None,
+                    error=f"exec in pod {namespace}/{pod} failed: {e}",
+                )
+            finally:
+                shaken.set()
+                finished.set()
+
+        worker = threading.Thread(target=work, name=f"exec {namespace}/{pod}", daemon=True)
+        worker.start()
+        if not shaken.wait(handshake_timeout):
+            abandoned.set()
+            return ExecResult(
+                stdout="",
+                stderr="",
+                exit_code=None,
+                error=(
+                    f"exec in pod {namespace}/{pod}: the API server did not complete the exec "
+                    f"handshake within {handshake_timeout:g} s (its connection to the kubelet "
+                    f"of the pod's node hangs; on AKS check the konnectivity-agent pods in "
+                    f"kube-system)"
+                ),
+            )
+        if not finished.wait(timeout + EXEC_CLOSE_SLACK):
+            abandoned.set()
+            return ExecResult(
+                stdout="",
+                stderr="",
+                exit_code=None,
+                error=(
+                    f"exec in pod {namespace}/{pod}: the connection gave no end within "
+                    f"{timeout + EXEC_CLOSE_SLACK:g} s (the command's limit plus "
+                    f"{EXEC_CLOSE_SLACK:g} s to close)"
+                ),
+            )
+        return box["result"]
+
+    def _exec(
+        self,
+        namespace: str,
+        pod: str,
+        command: builtins.list[str],
+        stdin: str,
+        timeout: float,
+        container: str | None,
+        shaken: threading.Event,
+        abandoned: threading.Event,
+    ) -> ExecResult:
         # A client of its own: stream() swaps the ApiClient's transport while it runs,
         # which is not safe to share between threads.
         api: Any = k8s.ApiClient(self._api.configuration)
@@ -484,8 +591,12 @@ class Kube:
                     exit_code=None,
                     error=self._exec_failure(e, namespace, pod),
                 )
+            finally:
+                shaken.set()
             try:
                 with _closing(ws):
+                    if abandoned.is_set():  # the caller gave up on the handshake
+                        return ExecResult(stdout="", stderr="", exit_code=None, error="abandoned")
                     return self._drive(ws, stdin, timeout)
             except Exception as e:  # the socket broke mid-way
                 return ExecResult(
@@ -531,11 +642,18 @@ class Kube:
         status_text = _read_channel(ws, ERROR_CHANNEL)
         if broke is None and not finished:
             broke = f"the command did not finish within {timeout:g} s"
+        code = exit_code_of(status_text) if finished else None
+        message = status_message_of(status_text)
+        if code is None and message is not None:
+            # a Failure without an exit code: the command never ran (e.g. no such executable);
+            # the server then closes at once, so feeding stdin may have broken the socket too
+            broke = f"the exec failed: {message}"
         return ExecResult(
             stdout=stdout,
             stderr=stderr,
-            exit_code=exit_code_of(status_text) if finished else None,
+            exit_code=code,
             error=broke,
+            message=message,
         )
 
 
@@ -575,6 +693,21 @@ def exit_code_of(status_text: str) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def status_message_of(status_text: str) -> str | None:
+    """What a failed exec's Status (its error channel) says, None on success or silence."""
+    try:
+        status = json.loads(status_text) if status_text.strip() else None
+    except ValueError:
+        return status_text.strip()[:500] or None
+    if not isinstance(status, dict) or status.get("status") == "Success":
+        return None
+    message = status.get("message")
+    if isinstance(message, str) and message.strip():
+        return message.strip()
+    reason = status.get("reason")
+    return str(reason) if reason else None
 
 
 def _require_run_label(meta: Any, what: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from netparity.errors import ClusterError
 from netparity.kube.client import DAEMON_SETS, PODS, Kube
 
 KUBE_SYSTEM = "kube-system"
@@ -63,13 +64,37 @@ def _find(kube: Kube, name: str, container: str) -> tuple[bool, str | None]:
     return False, None
 
 
+def seen_in_kube_system(kube: Kube) -> str:
+    """The DaemonSets of kube-system and their images, as evidence for a person to read."""
+    try:
+        found = kube.list(DAEMON_SETS, namespace=KUBE_SYSTEM, missing_ok=True) or []
+    except ClusterError as e:
+        return f"the DaemonSets of kube-system could not be listed ({e})"
+    parts = []
+    for ds in sorted(found, key=lambda d: str((d.get("metadata") or {}).get("name"))):
+        template = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+        images = sorted(
+            str(c.get("image"))
+            for c in template.get("containers") or ()
+            if isinstance(c, Mapping) and c.get("image")
+        )
+        parts.append(
+            f"{(ds.get('metadata') or {}).get('name')} ({', '.join(images) or 'no image'})"
+        )
+    return "DaemonSets in kube-system: " + ("; ".join(parts) if parts else "none")
+
+
 def detect(kube: Kube) -> Detected:
     npm, npm_image = _find(kube, "azure-npm", "azure-npm")
     cilium, cilium_image = _find(kube, "cilium", "cilium-agent")
     if npm and cilium:
         return Detected(
             dataplane="unknown",
-            evidence="both azure-npm and cilium run in kube-system: which one enforces is unclear",
+            evidence=(
+                f"both azure-npm ({npm_image}) and cilium ({cilium_image}) run in kube-system: "
+                f"which one enforces is unclear (a migration in progress?); "
+                f"{seen_in_kube_system(kube)}"
+            ),
         )
     if npm:
         version = image_version(npm_image or "")
@@ -82,5 +107,10 @@ def detect(kube: Kube) -> Detected:
             evidence=f"cilium ({cilium_image})",
         )
     return Detected(
-        dataplane="unknown", evidence="neither azure-npm nor cilium runs in kube-system"
+        dataplane="unknown",
+        evidence=(
+            "neither azure-npm nor cilium runs in kube-system (looked for the DaemonSets "
+            "azure-npm and cilium, and pods labelled k8s-app=azure-npm or k8s-app=cilium); "
+            f"{seen_in_kube_system(kube)}"
+        ),
     )

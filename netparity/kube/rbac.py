@@ -81,6 +81,18 @@ READ_RULES: tuple[Rule, ...] = (
         verbs=("list",),
         why="which twins a PodDisruptionBudget would select",
     ),
+    Rule(
+        group="cilium.io",
+        resources=("ciliumendpoints",),
+        verbs=("list",),
+        why="settle: a twin is probed once its CiliumEndpoint is ready with an identity",
+    ),
+    Rule(
+        group="coordination.k8s.io",
+        resources=("leases",),
+        verbs=("list",),
+        why="other runs' heartbeats: only runs whose heartbeat is stale are cleaned up",
+    ),
 )
 
 # kube-system, named objects only: the dataplane detection and the enforcement ConfigMaps.
@@ -91,6 +103,12 @@ DETECT_RULES: tuple[Rule, ...] = (
         names=("azure-npm", "cilium"),
         verbs=("get",),
         why="which dataplane enforces policy",
+    ),
+    Rule(
+        group="apps",
+        resources=("daemonsets",),
+        verbs=("list",),
+        why="when neither is found: the DaemonSets seen, shown with the error",
     ),
     Rule(
         group="",
@@ -132,6 +150,12 @@ WRITE_RULES: tuple[Rule, ...] = (
         resources=("configmaps/finalizers",),
         verbs=("update",),
         why="blockOwnerDeletion on the anchor (OwnerReferencesPermissionEnforcement)",
+    ),
+    Rule(
+        group="coordination.k8s.io",
+        resources=("leases",),
+        verbs=("get", "create", "update", "delete"),
+        why="the run's heartbeat, renewed while it runs",
     ),
 )
 

@@ -17,9 +17,16 @@ import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
+from netparity.backend import (
+    ClusterFacts,
+    Observed,
+    ProbeResult,
+    Progress,
+    Target,
+    token_mismatch,
+)
 from netparity.engine.traffic import (
     ExternalEndpoint,
     NodeEndpoint,
@@ -67,6 +74,8 @@ class _Probe:
     port: int
     protocol: Protocol
     lb_route: tuple[str, str] | None = None  # (LB IP, "via <node ip>" or "dev eth0")
+    # the agent names that may answer there (a connection counts only then); None: unchecked
+    expect: frozenset[str] | None = None
 
     @property
     def address(self) -> str:
@@ -212,6 +221,10 @@ class LabBackend:
             raise _Unresolved(f"a Service ({ep.service.key}) cannot be the source of a probe")
         raise _Unresolved(f"unknown source endpoint {ep!r}")
 
+    def _expecting(self, ix: _Index, index: int, target: Target) -> _Probe:
+        probe = self._probe(ix, index, target)
+        return replace(probe, expect=_expected_tokens(ix, target, probe.host))
+
     def _probe(self, ix: _Index, index: int, target: Target) -> _Probe:
         t = target.traffic
         src = self._source(ix, t.source)
@@ -348,7 +361,7 @@ class LabBackend:
             if results[i] is not None:
                 continue
             try:
-                probes.append(self._probe(ix, i, target))
+                probes.append(self._expecting(ix, i, target))
             except _NeedHost as need:
                 missing[i] = need.ip
             except _Unresolved as e:
@@ -363,7 +376,7 @@ class LabBackend:
             return probes
         for i in sorted(missing):
             try:
-                probes.append(self._probe(ix, i, targets[i]))
+                probes.append(self._expecting(ix, i, targets[i]))
             except (_NeedHost, _Unresolved) as e:
                 results[i] = _error(targets[i], str(e))
         return probes
@@ -410,12 +423,17 @@ class LabBackend:
                 for f in as_completed(futures):
                     batch = f.result()
                     for p, r in batch:
+                        observed, error = r.observed, r.error
+                        if observed is Observed.CONNECTED and p.expect is not None:
+                            why = _wrong_answer(r.token, p.expect, p.address)
+                            if why is not None:
+                                observed, error = Observed.ERROR, why
                         results[p.index] = ProbeResult(
                             id=targets[p.index].id,
-                            observed=r.observed,
+                            observed=observed,
                             token=r.token,
                             latency_ms=r.latency_ms,
-                            error=r.error,
+                            error=error,
                             address=p.address,
                             source=p.source.label,
                         )
@@ -426,6 +444,49 @@ class LabBackend:
             r if r is not None else _error(targets[i], "the lab returned no result")
             for i, r in enumerate(results)
         ]
+
+
+def _agent_name(pod: LabPod) -> str:
+    """The name a pod's agent answers with: its key, or its node's for a hostNetwork pod."""
+    return f"node:{pod.node}" if pod.host_network else pod.key
+
+
+def _expected_tokens(ix: _Index, target: Target, host: str) -> frozenset[str] | None:
+    """Who may answer a probe to `host` (build.agent_specs names the agents); None: nobody
+    of the lab's (an address outside it), so the answer is not checked."""
+    dst = target.traffic.destination
+    service: Service | None = None
+    if isinstance(dst, ServiceEndpoint):
+        service = ix.services.get(dst.service.key, dst.service)
+    elif host in ix.pod_ips:
+        return frozenset({ix.pod_ips[host].key})
+    elif host in ix.node_ips:
+        return frozenset({f"node:{ix.node_ips[host].name}"})
+    elif host in ix.hosts:
+        return frozenset({f"ext:{host}"})
+    else:
+        service = next(
+            (
+                s
+                for s in ix.services.values()
+                if host == s.cluster_ip or host in s.load_balancer_ips
+            ),
+            None,
+        )
+    if service is None:
+        return None
+    names = frozenset(
+        _agent_name(ix.pods[p.key])
+        for p in ix.live_pods.values()
+        if p.key in ix.pods and service.selects(p)
+    )
+    return names or None
+
+
+def _wrong_answer(token: str | None, expect: frozenset[str], where: str) -> str | None:
+    if token in expect:
+        return None
+    return token_mismatch(token, " or ".join(sorted(expect)), where)
 
 
 def _error(target: Target, reason: str) -> ProbeResult:
