@@ -27,6 +27,7 @@ from netparity.engine.traffic import (
     Via,
 )
 from netparity.errors import ClusterError, NetparityError
+from netparity.interrupts import checkpoint
 from netparity.lab import netns as nx
 from netparity.lab.build import (
     DEFAULT_LAB,
@@ -35,9 +36,10 @@ from netparity.lab.build import (
     agent_path,
     agent_python,
     check_lab_name,
+    lab_problem,
     status,
 )
-from netparity.lab.state import READY, LabState, log_dir, state_path
+from netparity.lab.state import READY, USER, LabState, hold, log_dir, state_path
 from netparity.lab.topology import LabNode, LabPod, LabTopology
 from netparity.model.objects import Protocol, Service, ServicePort
 from netparity.model.snapshot import Snapshot
@@ -125,10 +127,32 @@ class LabBackend:
     waits (on its timeout when something is dropped), so it is well above the CPU count.
     """
 
-    def __init__(self, name: str = DEFAULT_LAB, *, parallel: int = 32) -> None:
+    def __init__(
+        self, name: str = DEFAULT_LAB, *, parallel: int = 32, hold: bool = False, wait: float = 0.0
+    ) -> None:
         self.name = check_lab_name(name)
         self.parallel = max(1, parallel)
         self._cache: tuple[int, LabState] | None = None
+        self._hold: contextlib.ExitStack | None = None
+        if hold:
+            self.hold(wait=wait)
+
+    def hold(self, *, wait: float = 0.0) -> None:
+        """Hold the lab as a user until close() (`lab probe`, a suites run): refused while
+        a changer builds or removes it, and refused for a broken lab (docs/faults.md)."""
+        if self._hold is not None:
+            return
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(hold(self.name, USER, wait=wait))
+            problem = lab_problem(status(self.name))
+            if problem is not None:
+                raise ClusterError(problem)
+        except BaseException:
+            stack.close()
+            raise
+        self._hold = stack
+        checkpoint("lab:held")
 
     # -- state
 
@@ -155,6 +179,9 @@ class LabBackend:
 
     def close(self) -> None:
         self._cache = None
+        held, self._hold = self._hold, None
+        if held is not None:
+            held.close()
 
     # -- resolution
 
@@ -370,21 +397,25 @@ class LabBackend:
                     pool.submit(_run_source, self.name, ns, subs, timeout, agent)
                     for ns, subs in groups.items()
                 ]
-                for f in as_completed(futures):
-                    batch = f.result()
-                    for p, r in batch:
-                        results[p.index] = ProbeResult(
-                            id=targets[p.index].id,
-                            observed=r.observed,
-                            token=r.token,
-                            latency_ms=r.latency_ms,
-                            error=r.error,
-                            address=p.address,
-                            source=p.source.label,
-                        )
-                    done += len(batch)
-                    if progress is not None:
-                        progress("probes", done, total)
+                try:
+                    for f in as_completed(futures):
+                        batch = f.result()
+                        for p, r in batch:
+                            results[p.index] = ProbeResult(
+                                id=targets[p.index].id,
+                                observed=r.observed,
+                                token=r.token,
+                                latency_ms=r.latency_ms,
+                                error=r.error,
+                                address=p.address,
+                                source=p.source.label,
+                            )
+                        done += len(batch)
+                        if progress is not None:
+                            progress("probes", done, total)
+                except BaseException:  # Ctrl-C, SIGTERM: sources not started never start
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         return [
             r if r is not None else _error(targets[i], "the lab returned no result")
             for i, r in enumerate(results)
