@@ -315,7 +315,7 @@ def _proc_cmdline(pid: int) -> str:
         elif argv[:2] == ["-m", "pytest"]:
             argv = ["pytest", *argv[2:]]
     text = " ".join(argv) or "?"
-    return text if len(text) <= 100 else text[:97] + "..."
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def lock_holders(path: Path) -> list[int]:
