@@ -215,7 +215,7 @@ def lab(root_before: str, tmp_path: Path) -> Iterator[Lab]:
     finally:
         for run in lab.runs:
             run.kill()
-        down(name)
+        down(name, wait=30)  # a killed demo's pytest run may still be ending
 
 
 class Lab:
