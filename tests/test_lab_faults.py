@@ -193,7 +193,9 @@ def root_rules() -> str:
     for argv in (["nft", "list", "ruleset"], ["iptables-save"]):
         text = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
         out += [
-            re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines() if not line.startswith("#")
+            re.sub(r"\[\d+:\d+\]", "", line)
+            for line in text.splitlines()
+            if not line.startswith("#")
         ]
     return "\n".join(out)
 
@@ -361,8 +363,9 @@ def test_a_lab_with_a_dead_agent_is_broken_and_refused_for_probing(lab: Lab) -> 
     os.kill(victim["pid"], signal.SIGKILL)
     st = lab.status()
     assert st.returncode == 1
-    assert f"1 of {len(state['agents'])} probe agents are gone (the first in {victim['netns']})" in (
-        st.stderr
+    assert (
+        f"1 of {len(state['agents'])} probe agents are gone (the first in {victim['netns']})"
+        in st.stderr
     )
     probe = netparity("lab", "probe", "--name", lab.name, "--probes", str(lab.probes))
     assert probe.returncode == 2 and "probe agents are gone" in probe.stderr
