@@ -373,6 +373,13 @@ def test_a_lab_with_a_dead_agent_is_broken_and_refused_for_probing(lab: Lab) -> 
     lab.assert_nothing_left()
 
 
+def test_commands_on_a_lab_that_does_not_exist_leave_no_lock_file(lab: Lab) -> None:
+    for args in (("probe", "--probes", str(lab.probes)), ("upgrade",), ("down",)):
+        done = netparity("lab", *args, "--name", lab.name)
+        assert done.returncode == (0 if args == ("down",) else 2), done.stderr
+        assert lab_files(lab.name) == [], args
+
+
 # --------------------------------------------------------------------------- upgrade, down
 
 

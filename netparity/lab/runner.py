@@ -142,6 +142,7 @@ class LabBackend:
         a changer builds or removes it, and refused for a broken lab (docs/faults.md)."""
         if self._hold is not None:
             return
+        status(self.name)  # no lab: say so before a lock file is made for it
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(hold(self.name, USER, wait=wait))
