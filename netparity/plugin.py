@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -515,6 +515,7 @@ class State:
 
 
 STATE = pytest.StashKey[State]()
+_RESTORE_SIGNALS = pytest.StashKey[Callable[[], None]]()
 
 
 def _state(config: pytest.Config) -> State:
@@ -527,6 +528,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[STATE] = State.from_json(workerinput[WORKERINPUT_KEY])
         return
     config.stash[STATE] = State(settings=resolve_settings(config))
+    if config.stash[STATE].settings is not None:
+        # a cluster run: SIGTERM and SIGHUP end it as Ctrl-C does (docs/faults.md)
+        from netparity.interrupts import install
+
+        config.stash[_RESTORE_SIGNALS] = install()
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -1112,6 +1118,10 @@ def _close(state: State) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Also when the session never started (an error or Ctrl-C while planning)."""
     _close(_state(config))
+    restore = config.stash.get(_RESTORE_SIGNALS, None)
+    if restore is not None:
+        del config.stash[_RESTORE_SIGNALS]
+        restore()
 
 
 def _summary(state: State) -> list[str]:

@@ -119,7 +119,8 @@ def open_backend(
                 dataplane="npm",
                 progress=lab_progress,
             )
-        return LabBackend(spec.value, parallel=LAB_PARALLEL), spec.text
+        # held as a user until the run closes it (docs/faults.md)
+        return LabBackend(spec.value, parallel=LAB_PARALLEL, hold=True), spec.text
     if spec.kind == "file":
         from netparity.dryrun import SnapshotBackend
 

@@ -1,7 +1,8 @@
 """The command line: thin subcommands over the same functions the pytest plugin uses.
 
 Each subcommand lives in its own module with `register(subparsers)`; the parsed
-namespace carries `func`, which returns the exit code. NetparityError -> exit 2.
+namespace carries `func`, which returns the exit code. NetparityError -> exit 2;
+Ctrl-C, SIGTERM and SIGHUP -> the same clean-up, exit 130, 143 or 129.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
-from netparity import __version__
+from netparity import __version__, interrupts
 from netparity.errors import NetparityError
 
 # Subcommand modules, in the order `netparity --help` lists them.
@@ -48,13 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code: int = args.func(args)
+        with interrupts.signals_as_interrupt():  # SIGTERM, SIGHUP: the clean-up of Ctrl-C
+            code: int = args.func(args)
     except NetparityError as e:
         print(f"netparity: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("netparity: interrupted", file=sys.stderr)
-        return 130
+        sig = signal.Signals(interrupts.interrupt_signal()).name
+        print(f"netparity: interrupted ({sig})", file=sys.stderr)
+        return interrupts.exit_code()
     except BrokenPipeError:
         return _closed_pipe()
     try:

@@ -3,9 +3,11 @@
 Builds the lab from the example under npm, runs the suites (pre: the baseline), upgrades
 the lab to cilium (every pod recreated with a new IP, as `az aks update` does), runs the
 suites again (post: the parity gate), explains the result and tears the lab down, also
-on Ctrl-C. Exit 0 when the pre run passed and every post failure is a change the engine
-predicted; else 1 (the pre run disagreeing with the engine, a change nobody predicted, a
-flaky, failed or missing probe, any other failing item), saying which phase failed and why.
+on Ctrl-C, SIGTERM or SIGHUP (its pytest runs are interrupted too). The whole run holds
+the lab: a second demo of the same name is refused, naming this one. Exit 0 when the pre
+run passed and every post failure is a change the engine predicted; else 1 (the pre run
+disagreeing with the engine, a change nobody predicted, a flaky, failed or missing probe,
+any other failing item), saying which phase failed and why.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import signal
 import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from netparity import interrupts
 from netparity.errors import ClusterError
 from netparity.outdir import check_output_dir
 from netparity.record import cluster_dirname
@@ -50,6 +53,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="leave the lab up at the end (netparity lab down removes it)",
     )
     p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for another process holding the lab (default: refuse at once)",
+    )
+    p.add_argument(
         "pytest_args",
         nargs="*",
         metavar="PYTEST_ARG",
@@ -68,12 +78,13 @@ def _say(text: str) -> None:
 
 
 def _pytest(args: list[str]) -> int:
-    """Run the suites as a subprocess with live output (the same command a user types)."""
+    """Run the suites as a subprocess with live output (the same command a user types); on
+    Ctrl-C or SIGTERM it is interrupted too, and nothing it started outlives it."""
     cmd = [sys.executable, "-m", "pytest", "suites/", *args]
     print("$ " + " ".join(["pytest", *cmd[3:]]), flush=True)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return subprocess.call(cmd, cwd=REPO_ROOT, env=env)
+    return interrupts.run_child(cmd, cwd=REPO_ROOT, env=env)
 
 
 def _other_failures(junit: Path) -> list[str]:
@@ -135,11 +146,22 @@ def _explain(parity: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from netparity.lab import StderrProgress, down, up, upgrade
-    from netparity.model.snapshot import load_snapshot
+    from netparity.lab.build import changing, check_lab_name
+    from netparity.lab.state import UPGRADER
 
     if os.geteuid() != 0:
         raise ClusterError("the demo builds a lab of network namespaces and needs root")
+    # The whole run holds the lab as its changer: a second demo, `lab up`, `lab down` or
+    # `lab upgrade` of this lab is refused (naming this process) until it ends, while its
+    # own pytest runs hold it as users beside it (docs/faults.md).
+    with changing(check_lab_name(args.name), kind=UPGRADER, wait=args.wait, edit=False):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from netparity.lab import StderrProgress, down, up, upgrade
+    from netparity.model.snapshot import load_snapshot
+
     name: str = args.name
     report_dir = Path(args.report_dir).resolve()
     cluster = f"lab:{name}"
@@ -161,9 +183,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     code = 1
     try:
-        if lab_is_up(name):
-            _say(f"a lab named {name} is up from an earlier run: removing it first")
-            down(name)
+        if lab_is_up(name) or lab_left(name):
+            _say(f"a lab named {name} is left from an earlier run: removing it first")
+            down(name, wait=args.wait)
         _say(f"building lab {name} from {DEFAULT_EXAMPLE.relative_to(REPO_ROOT)} under npm")
         progress = StderrProgress(name)
         up(load_snapshot([str(DEFAULT_EXAMPLE)]), name=name, dataplane="npm", progress=progress)
@@ -219,17 +241,38 @@ def run(args: argparse.Namespace) -> int:
         code = 1 if failures else 0
         return code
     except KeyboardInterrupt:
-        _say("interrupted")
-        code = 130
+        _say(f"interrupted ({signal.Signals(interrupts.interrupt_signal()).name})")
+        code = interrupts.exit_code()
         return code
     finally:
         if args.keep:
             _say(f"lab {name} is still up: `netparity lab down --name {name}` removes it")
         else:
-            try:
-                down(name)
-            except KeyboardInterrupt:
-                down(name)
-            _say(f"lab {name} removed")
+            _remove(name, args.wait)
         elapsed = time.monotonic() - started
         _say(f"reports in {folder} ({elapsed:.0f}s); exit {code}")
+
+
+def lab_left(name: str) -> bool:
+    """Is anything of lab `name` left (a half-built lab, namespaces without a state)?"""
+    from netparity.lab.build import netns_prefix
+    from netparity.lab.netns import list_netns
+    from netparity.lab.state import state_path
+
+    return state_path(name).exists() or bool(list_netns(netns_prefix(name)))
+
+
+def _remove(name: str, wait: float) -> None:
+    from netparity.lab import down
+    from netparity.lab.state import LabBusy
+
+    for _ in range(2):  # a second Ctrl-C during the removal: remove again
+        try:
+            down(name, wait=max(wait, 10.0))
+        except KeyboardInterrupt:
+            continue
+        except LabBusy as e:
+            _say(f"{e}; lab {name} is left up: `netparity lab down --name {name}` removes it")
+            return
+        _say(f"lab {name} removed")
+        return

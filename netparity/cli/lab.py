@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from netparity.lab import (
     up,
     upgrade,
 )
+from netparity.lab.build import lab_problem
 from netparity.lab.state import LabState
 
 
@@ -25,12 +27,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("lab", help="build, upgrade, inspect, probe and remove a local lab (root)")
     lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
 
-    def name_arg(q: argparse.ArgumentParser) -> None:
+    def name_arg(q: argparse.ArgumentParser, *, wait: bool = True) -> None:
         q.add_argument(
             "--name",
             default=DEFAULT_LAB,
             help=f"lab name, 1-8 lowercase letters or digits (default: {DEFAULT_LAB})",
         )
+        if wait:
+            q.add_argument(
+                "--wait",
+                type=float,
+                default=0.0,
+                metavar="SECONDS",
+                help="wait up to SECONDS for another process holding the lab "
+                "(default: refuse at once, naming it)",
+            )
 
     q = lab_sub.add_parser("up", help="build a lab from a snapshot")
     q.add_argument(
@@ -53,7 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     q = lab_sub.add_parser("status", help="nodes, pods, hosts and addresses of a lab")
     q.add_argument("--format", choices=("table", "json"), default="table")
-    name_arg(q)
+    name_arg(q, wait=False)
     q.set_defaults(func=cmd_status)
 
     q = lab_sub.add_parser("down", help="remove a lab (namespaces, agents, state)")
@@ -83,7 +94,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     progress = StderrProgress(args.name)
     start = time.monotonic()
     try:
-        up(snapshot, name=args.name, dataplane=args.dataplane, progress=progress)
+        up(snapshot, name=args.name, dataplane=args.dataplane, progress=progress, wait=args.wait)
     finally:
         progress.finish()
     st = status(args.name)
@@ -95,7 +106,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     progress = StderrProgress(args.name)
     start = time.monotonic()
     try:
-        upgrade(args.name, args.dataplane, progress=progress)
+        upgrade(args.name, args.dataplane, progress=progress, wait=args.wait)
     finally:
         progress.finish()
     st = status(args.name)
@@ -151,16 +162,28 @@ def status_json(state: LabState) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 for a lab that is ready or being built; 1 for a broken one, with one sentence
+    on stderr saying how to repair it (its builder died, its namespaces or agents are gone)."""
     st = status(args.name)
+    problem = lab_problem(st)
     if args.format == "json":
-        print_json(status_json(st))
-        return 0
+        doc = status_json(st)
+        doc["health"] = "broken" if problem else ("ready" if st.status == "ready" else st.status)
+        doc["problem"] = problem
+        print_json(doc)
+        return _broken(problem)
     topo = st.topology
     assert topo is not None
     took = f" in {st.build_seconds:.1f} s" if st.build_seconds is not None else ""
+    if problem is not None:
+        what = "broken"
+    elif st.status == "ready":
+        what = f"ready, built by process {st.pid}{took}"
+    else:
+        what = f"{st.status} by process {st.pid}"
     print(
-        f"lab {st.name}: {st.status}, dataplane {st.dataplane}, generation {st.generation}, "
-        f"built by process {st.pid}{took}, {len(st.agents)} agents"
+        f"lab {st.name}: {what}, dataplane {st.dataplane}, generation {st.generation}, "
+        f"{len(st.agents)} agents"
     )
     if st.sources:
         print(f"from: {', '.join(st.sources)}")
@@ -181,11 +204,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         rows.append([f"service ({s.type})", s.key, "", " ".join(i for i in ips if i), "", ports])
     print(table(["KIND", "NAME", "NODE", "IP", "NAMESPACE", "PORTS"], rows))
-    return 0
+    return _broken(problem)
+
+
+def _broken(problem: str | None) -> int:
+    if problem is None:
+        return 0
+    sys.stdout.flush()
+    print(f"netparity: {problem}", file=sys.stderr)
+    return 1
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    if down(args.name):
+    if down(args.name, wait=args.wait):
         print(f"lab {args.name} removed")
     else:
         print(f"lab {args.name}: nothing to remove")
@@ -198,9 +229,17 @@ def _judged(result: ProbeResult) -> str:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+
+    backend = LabBackend(args.name, hold=True, wait=args.wait)  # a user: refused if broken
+    try:
+        return _probe(args, backend)
+    finally:
+        backend.close()
+
+
+def _probe(args: argparse.Namespace, backend: LabBackend) -> int:
     from netparity.probefile import load_probe_file, resolve_probes
 
-    backend = LabBackend(args.name)
     facts = backend.facts()
     specs = load_probe_file(args.probes)
     resolved = resolve_probes(specs, backend.snapshot())

@@ -9,7 +9,9 @@ serves something. Nothing is linked to the root namespace; there is no default r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib
 import ipaddress
 import os
@@ -30,12 +32,20 @@ from typing import IO, cast
 from netparity.backend import Progress
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import ClusterError, InputError
+from netparity.interrupts import checkpoint
 from netparity.lab import netns as nx
 from netparity.lab.state import (
     BUILDING,
+    CHANGER,
     READY,
+    REMOVING,
+    UPGRADER,
     AgentRecord,
     LabState,
+    change_lock_path,
+    held_by_changer,
+    held_depth,
+    hold,
     lab_lock,
     load_state,
     log_dir,
@@ -902,28 +912,45 @@ def _build(
             nx.sysctl(host.netns, _HOST_SYSCTLS)
 
         jobs.append(("hosts", host_job))
-    with ThreadPoolExecutor(max_workers=_workers(len(jobs))) as pool:
+    pool = ThreadPoolExecutor(max_workers=_workers(len(jobs)))
+    try:
         futures = {pool.submit(job): what for what, job in jobs}
         for f in as_completed(futures):
             f.result()
             kind = futures[f]
             if kind is not None:
                 tick(kind)
+    finally:  # on a failure or an interrupt, the jobs not started yet never start
+        pool.shutdown(wait=True, cancel_futures=True)
 
     counts["rules"] = [0, len(topology.nodes)]
     report("rules", 0, len(topology.nodes))
     _apply_rules(topology, rendered, lambda: tick("rules"))
 
     specs = agent_specs(topology)
+    checkpoint("build:agents")
     report("agents", 0, len(specs))
     return start_agents(lab, specs, lambda done, total: report("agents", done, total))
 
 
-def _teardown(name: str) -> int:
-    """Kill every process in the lab's namespaces, delete them, remove the state.
+def _teardown(name: str, *, keep_state: bool = False) -> int:
+    """Kill every process in the lab's namespaces, delete them, remove the state (or, with
+    `keep_state`, leave it saying `removing` for the rebuild that follows).
 
-    Only processes found inside the namespaces are killed (never a pid from the state file
-    alone: it may have been reused by another process since)."""
+    The state says `removing` by this process first, so that a teardown cut short (SIGKILL)
+    reads as broken, not as a live lab. Only processes found inside the namespaces are
+    killed (never a pid from the state file alone: it may have been reused since)."""
+    with contextlib.suppress(ClusterError, OSError):
+        state = load_state(name)
+        if state is not None and state.status != REMOVING:
+            save_state(
+                dataclasses.replace(
+                    state,
+                    status=REMOVING,
+                    pid=os.getpid(),
+                    pid_start=nx.process_start(os.getpid()),
+                )
+            )
     names = nx.list_netns(netns_prefix(name))
     nx.kill_pids(nx.netns_pids(names))
     with _CHILDREN_LOCK:
@@ -934,13 +961,91 @@ def _teardown(name: str) -> int:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(timeout=2)
+    checkpoint("teardown:namespaces")
     nx.delete_netns(names)
-    remove_state(name)
+    if not keep_state:
+        remove_state(name)
     return len(names)
 
 
+def _builder_alive(state: LabState) -> bool:
+    """Is the process named by a `building`/`removing` state still at it? It is while it
+    holds the lab's change lock (a state file naming a dead builder holds nothing)."""
+    if state.pid in held_by_changer(state.name):
+        return True
+    if os.path.exists("/proc/locks"):
+        return False
+    return nx.same_process(state.pid, state.pid_start)  # no /proc/locks: the pid alone
+
+
+def _broken(state: LabState, *, agents: bool = True) -> str | None:
+    """Why the lab in `state` cannot be used (a clause), or None; a live build is not broken."""
+    if state.status != READY:
+        if _builder_alive(state):
+            return None
+        doing = "removing" if state.status == REMOVING else "building"
+        return f"process {state.pid}, which was {doing} it, is gone"
+    if state.topology is None or state.topology.vnet_netns not in nx.list_netns(
+        netns_prefix(state.name)
+    ):
+        return "its network namespaces are gone"
+    if agents:
+        gone = [a for a in state.agents if not nx.pid_alive(a.pid)]
+        if gone:
+            return (
+                f"{len(gone)} of {len(state.agents)} probe agents are gone "
+                f"(the first in {gone[0].netns})"
+            )
+    return None
+
+
+def lab_problem(state: LabState) -> str | None:
+    """One sentence saying why the lab cannot be probed and how to repair it, or None."""
+    reason = _broken(state)
+    if reason is None:
+        return None
+    n = state.name
+    return (
+        f"lab {n} is broken: {reason}; `netparity lab down --name {n}` removes it and "
+        f"`netparity lab up --name {n}` builds it again"
+    )
+
+
+@contextlib.contextmanager
+def changing(
+    name: str, *, kind: str = CHANGER, wait: float = 0.0, edit: bool = True
+) -> Iterator[None]:
+    """Hold lab `name` as a changer (`up`, `down`) or an upgrader (`upgrade`, a demo's whole
+    run), with its edit lock unless `edit` is False. When the outermost hold of this process
+    ends and nothing of the lab is left, its lock files go too."""
+    with hold(name, kind, wait=wait):
+        outermost = held_depth(change_lock_path(name), fcntl.LOCK_EX) == 1
+        try:
+            with lab_lock(name) if edit else contextlib.nullcontext():
+                try:
+                    yield
+                finally:
+                    if edit and outermost:
+                        _forget_if_gone(name)
+        finally:
+            if not edit and outermost:
+                with lab_lock(name):
+                    _forget_if_gone(name)
+
+
+def _forget_if_gone(name: str) -> None:
+    try:
+        gone = load_state(name) is None
+    except ClusterError:
+        gone = False
+    if gone and not nx.list_netns(netns_prefix(name)):
+        remove_state(name)  # the log folder
+        unlink_lock(name)
+
+
 def _clear_leftovers(name: str, *, for_up: bool) -> LabState | None:
-    """Remove a half-built lab (dead builder) or orphan namespaces; return a live state."""
+    """Under the change lock: remove a half-built lab (its builder is gone: the lock was
+    free), a broken one, or orphan namespaces; return a live state."""
     try:
         state = load_state(name)
     except ClusterError as e:
@@ -955,16 +1060,14 @@ def _clear_leftovers(name: str, *, for_up: bool) -> LabState | None:
             )
             _teardown(name)
         return None
-    if state.status == BUILDING:
-        if not nx.same_process(state.pid, state.pid_start) or state.pid == os.getpid():
-            _say(
-                f"lab {name}: removing a half-built lab left by process {state.pid}, which is gone"
-            )
-            _teardown(name)
-            return None
-        raise ClusterError(f"lab {name} is being built by process {state.pid}; wait or stop it")
-    if state.topology is None or state.topology.vnet_netns not in names:
-        _say(f"lab {name}: removing a stale state (its namespaces are gone)")
+    if state.status != READY:
+        doing = "removed" if state.status == REMOVING else "half-built"
+        _say(f"lab {name}: removing a {doing} lab left by process {state.pid}, which is gone")
+        _teardown(name)
+        return None
+    reason = _broken(state, agents=for_up)
+    if reason is not None:
+        _say(f"lab {name}: removing it, {reason}")
         _teardown(name)
         return None
     if for_up:
@@ -1002,6 +1105,7 @@ def _up_locked(
     )
     save_state(base)
     try:
+        checkpoint("build:namespaces")
         agents = _build(topology, rendered, progress)
         save_state(
             dataclasses.replace(
@@ -1022,31 +1126,29 @@ def up(
     generation: int = 0,
     render: Render | None = None,
     progress: Progress | None = None,
+    wait: float = 0.0,
 ) -> LabTopology:
-    """Build lab `name` from a snapshot (as root). A half-built leftover of that name is removed
-    first; an existing lab is an error. On any failure, everything built so far is removed."""
+    """Build lab `name` from a snapshot (as root), holding it alone. A half-built or broken
+    leftover of that name is removed first; an existing lab is an error. On any failure,
+    Ctrl-C or SIGTERM included, everything built so far is removed."""
     check_lab_name(name)
     check_dataplane(dataplane)
     _require_root()
-    with lab_lock(name):
+    with changing(name, wait=wait):
         _clear_leftovers(name, for_up=True)
-        try:
-            topology = plan_topology(snapshot, lab=name, dataplane=dataplane, generation=generation)
-            return _up_locked(
-                topology, original=snapshot, generation=generation, render=render, progress=progress
-            )
-        except BaseException:
-            if load_state(name) is None and not nx.list_netns(netns_prefix(name)):
-                unlink_lock(name)  # nothing of this lab is left: no lock file either
-            raise
+        topology = plan_topology(snapshot, lab=name, dataplane=dataplane, generation=generation)
+        return _up_locked(
+            topology, original=snapshot, generation=generation, render=render, progress=progress
+        )
 
 
-def down(name: str = DEFAULT_LAB) -> bool:
-    """Tear lab `name` down: agents, namespaces (links, ipsets, rules), state. Idempotent:
-    False when there was nothing to remove."""
+def down(name: str = DEFAULT_LAB, *, wait: float = 0.0) -> bool:
+    """Tear lab `name` down: agents, namespaces (links, ipsets, rules), state, lock files,
+    holding it alone (refused while a user holds it). Idempotent: False when there was
+    nothing to remove."""
     check_lab_name(name)
     _require_root()
-    with lab_lock(name):
+    with changing(name, wait=wait):
         try:
             state = load_state(name)
         except ClusterError:
@@ -1055,22 +1157,15 @@ def down(name: str = DEFAULT_LAB) -> bool:
         names = nx.list_netns(netns_prefix(name))
         if state is None and not names:
             remove_state(name)
-            unlink_lock(name)
             return False
-        if (
-            state is not None
-            and state.status == BUILDING
-            and not nx.same_process(state.pid, state.pid_start)
-        ):
-            _say(
-                f"lab {name}: removing a half-built lab left by process {state.pid}, which is gone"
-            )
+        if state is not None and state.status != READY:
+            doing = "removed" if state.status == REMOVING else "half-built"
+            _say(f"lab {name}: removing a {doing} lab left by process {state.pid}, which is gone")
         elif state is None:
             _say(
                 f"lab {name}: removing {len(names)} leftover namespaces np-{name}-* that have no state"
             )
         _teardown(name)
-        unlink_lock(name)
         return True
 
 
@@ -1080,13 +1175,15 @@ def upgrade(
     *,
     render: Render | None = None,
     progress: Progress | None = None,
+    wait: float = 0.0,
 ) -> LabTopology:
     """What `az aks update --network-dataplane` does: every pod recreated (same name, labels,
-    node; a new IP) under the new dataplane's rules. The lab's generation goes up by one."""
+    node; a new IP) under the new dataplane's rules. The lab's generation goes up by one.
+    Runs while users hold the lab, never beside another changer."""
     check_lab_name(name)
     check_dataplane(dataplane)
     _require_root()
-    with lab_lock(name):
+    with changing(name, kind=UPGRADER, wait=wait):
         state = _clear_leftovers(name, for_up=False)
         if state is None or state.original is None:
             raise ClusterError(
@@ -1097,7 +1194,12 @@ def upgrade(
             state.original, lab=name, dataplane=dataplane, generation=generation
         )
         rendered = (render or _default_render())(topology)  # fails before anything is torn down
-        _teardown(name)
+        try:
+            _teardown(name, keep_state=True)
+            checkpoint("upgrade:rebuild")
+        except BaseException:
+            _teardown(name)
+            raise
         return _up_locked(
             topology,
             original=state.original,
@@ -1108,13 +1210,17 @@ def upgrade(
 
 
 def status(name: str = DEFAULT_LAB) -> LabState:
-    """The state of a built lab (ClusterError if there is none)."""
+    """The state of a lab (ClusterError if there is none, or if it is too broken to show)."""
     check_lab_name(name)
     state = load_state(name)
-    if state is None or state.topology is None:
+    if state is None:
         others = [n for n in state_names() if n != name]
         hint = f" (labs here: {', '.join(others)})" if others else ""
         raise ClusterError(f"there is no lab named {name}{hint}; build it with `netparity lab up`")
+    if state.topology is None:
+        raise ClusterError(
+            lab_problem(state) or f"lab {name} is {state.status} by process {state.pid}"
+        )
     return state
 
 

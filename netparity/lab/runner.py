@@ -35,6 +35,7 @@ from netparity.engine.traffic import (
     Via,
 )
 from netparity.errors import ClusterError, NetparityError
+from netparity.interrupts import checkpoint
 from netparity.lab import netns as nx
 from netparity.lab.build import (
     DEFAULT_LAB,
@@ -43,11 +44,12 @@ from netparity.lab.build import (
     agent_path,
     agent_python,
     check_lab_name,
+    lab_problem,
     remove_services,
     status,
 )
 from netparity.lab.dataplanes.services import pinned_service, selected_pods
-from netparity.lab.state import READY, LabState, log_dir, state_path
+from netparity.lab.state import READY, USER, LabState, hold, log_dir, state_path
 from netparity.lab.topology import LabNode, LabPod, LabTopology
 from netparity.model.objects import Protocol, Service, ServicePort, ServiceType, run_owned
 from netparity.model.snapshot import Snapshot
@@ -137,11 +139,34 @@ class LabBackend:
     waits (on its timeout when something is dropped), so it is well above the CPU count.
     """
 
-    def __init__(self, name: str = DEFAULT_LAB, *, parallel: int = 32) -> None:
+    def __init__(
+        self, name: str = DEFAULT_LAB, *, parallel: int = 32, hold: bool = False, wait: float = 0.0
+    ) -> None:
         self.name = check_lab_name(name)
         self.parallel = max(1, parallel)
         self._cache: tuple[int, LabState] | None = None
         self._run_services: set[str] = set()  # the run's own Services this backend probed
+        self._hold: contextlib.ExitStack | None = None
+        if hold:
+            self.hold(wait=wait)
+
+    def hold(self, *, wait: float = 0.0) -> None:
+        """Hold the lab as a user until close() (`lab probe`, a suites run): refused while
+        a changer builds or removes it, and refused for a broken lab (docs/faults.md)."""
+        if self._hold is not None:
+            return
+        status(self.name)  # no lab: say so before a lock file is made for it
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(hold(self.name, USER, wait=wait))
+            problem = lab_problem(status(self.name))
+            if problem is not None:
+                raise ClusterError(problem)
+        except BaseException:
+            stack.close()
+            raise
+        self._hold = stack
+        checkpoint("lab:held")
 
     # -- state
 
@@ -181,6 +206,9 @@ class LabBackend:
         if keys:
             with contextlib.suppress(ClusterError):  # the lab is gone: nothing to remove
                 remove_services(self.name, keys)
+        held, self._hold = self._hold, None
+        if held is not None:
+            held.close()
 
     # -- resolution
 
@@ -420,26 +448,30 @@ class LabBackend:
                     pool.submit(_run_source, self.name, ns, subs, timeout, agent)
                     for ns, subs in groups.items()
                 ]
-                for f in as_completed(futures):
-                    batch = f.result()
-                    for p, r in batch:
-                        observed, error = r.observed, r.error
-                        if observed is Observed.CONNECTED and p.expect is not None:
-                            why = _wrong_answer(r.token, p.expect, p.address)
-                            if why is not None:
-                                observed, error = Observed.ERROR, why
-                        results[p.index] = ProbeResult(
-                            id=targets[p.index].id,
-                            observed=observed,
-                            token=r.token,
-                            latency_ms=r.latency_ms,
-                            error=error,
-                            address=p.address,
-                            source=p.source.label,
-                        )
-                    done += len(batch)
-                    if progress is not None:
-                        progress("probes", done, total)
+                try:
+                    for f in as_completed(futures):
+                        batch = f.result()
+                        for p, r in batch:
+                            observed, error = r.observed, r.error
+                            if observed is Observed.CONNECTED and p.expect is not None:
+                                why = _wrong_answer(r.token, p.expect, p.address)
+                                if why is not None:
+                                    observed, error = Observed.ERROR, why
+                            results[p.index] = ProbeResult(
+                                id=targets[p.index].id,
+                                observed=observed,
+                                token=r.token,
+                                latency_ms=r.latency_ms,
+                                error=error,
+                                address=p.address,
+                                source=p.source.label,
+                            )
+                        done += len(batch)
+                        if progress is not None:
+                            progress("probes", done, total)
+                except BaseException:  # Ctrl-C, SIGTERM: sources not started never start
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         return [
             r if r is not None else _error(targets[i], "the lab returned no result")
             for i, r in enumerate(results)

@@ -16,7 +16,8 @@ import importlib
 import ipaddress
 import json
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -29,6 +30,7 @@ from netparity.model.snapshot import Snapshot
 STATE_VERSION = 1
 BUILDING = "building"
 READY = "ready"
+REMOVING = "removing"  # a changer is tearing the lab down (`down`, or `upgrade` before it rebuilds)
 # Modules whose classes may appear in a state file (nothing else is ever instantiated).
 _ALLOWED_MODULES = ("netparity.model.", "netparity.lab.topology")
 
@@ -57,7 +59,7 @@ class LabState:
     name: str
     dataplane: str
     generation: int
-    status: str  # "building" or "ready"
+    status: str  # "building", "ready" or "removing"
     pid: int  # the process that built (or is building) the lab
     pid_start: int | None = None  # its start time (/proc/PID/stat), so a reused pid is not it
     sources: tuple[str, ...] = ()
@@ -198,6 +200,9 @@ def load_state(name: str) -> LabState | None:
 def remove_state(name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         state_path(name).unlink()
+    for tmp in state_dir().glob(f".{name}.json.*.tmp"):  # a writer killed mid-save
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
     logs = log_dir(name)
     if logs.is_dir():
         for f in logs.iterdir():
@@ -219,19 +224,28 @@ def lock_path(name: str) -> Path:
     return state_dir() / f"{name}.lock"
 
 
-@contextlib.contextmanager
-def lab_lock(name: str) -> Iterator[None]:
-    """An exclusive lock on one lab (flock on <name>.lock) for up, down, upgrade, hosts.
+def use_lock_path(name: str) -> Path:
+    return state_dir() / f"{name}.use"
 
-    `down` unlinks the lock file while holding it; a waiter that then gets the lock on the
-    unlinked file notices (the path no longer names its file) and locks the new one.
-    """
-    path = lock_path(name)
+
+def change_lock_path(name: str) -> Path:
+    return state_dir() / f"{name}.change"
+
+
+def _lock_file(path: Path, op: int, *, create: bool = True) -> int | None:
+    """flock `path` (op: LOCK_EX or LOCK_SH, maybe | LOCK_NB) and return the fd; None if the
+    file does not exist and `create` is False. BlockingIOError when LOCK_NB and taken.
+
+    A holder that removes the lab unlinks the file while holding it; a waiter that then gets
+    the lock on the unlinked file notices (the path no longer names its file) and retries."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, op)
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -240,8 +254,16 @@ def lab_lock(name: str) -> Iterator[None]:
             os.close(fd)
             raise
         if same:
-            break
+            return fd
         os.close(fd)
+
+
+@contextlib.contextmanager
+def lab_lock(name: str) -> Iterator[None]:
+    """The short exclusive lock (flock on <name>.lock) of whoever edits the lab's namespaces
+    or state: a changer while it works, a user adding an external host or a Service."""
+    fd = _lock_file(lock_path(name), fcntl.LOCK_EX)
+    assert fd is not None
     try:
         yield
     finally:
@@ -249,6 +271,164 @@ def lab_lock(name: str) -> Iterator[None]:
 
 
 def unlink_lock(name: str) -> None:
-    """Remove the lock file; only while holding the lock, as the last step (see lab_lock)."""
-    with contextlib.suppress(FileNotFoundError):
-        lock_path(name).unlink()
+    """Remove the lock files; only while holding the change lock and the edit lock, when
+    nothing of the lab is left (see _lock_file)."""
+    for path in (lock_path(name), use_lock_path(name), change_lock_path(name)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+# --------------------------------------------------------------------------- holders
+
+# Two kinds of holder (docs/faults.md):
+#   users (`lab probe`, a suites run) share the lab: LOCK_SH on <name>.use;
+#   changers (`lab up`, `lab down`, a demo) take it alone: LOCK_EX on <name>.use and
+#   <name>.change; `lab upgrade` runs beside users but never beside another changer:
+#   LOCK_EX on <name>.change only.
+# Always taken in the order .use, .change, .lock (the edit lock): no two processes wait on
+# each other. flock locks die with their process: a holder that is gone holds nothing.
+USER = "user"
+CHANGER = "changer"
+UPGRADER = "upgrader"
+HOLDS = (USER, CHANGER, UPGRADER)
+
+
+class LabBusy(ClusterError):
+    """The lab is held by another process (a changer or a user, as the sentence says)."""
+
+
+# Locks this process holds, by lock file: [fd, depth] (a demo holds the change lock for the
+# whole run, and its own up, upgrade and down take it again).
+_HELD: dict[tuple[str, int], list[int]] = {}
+
+
+def _proc_cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "a process that has just ended"
+    argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if argv and os.path.basename(argv[0]).startswith("python"):
+        argv = argv[1:]
+        if argv[:2] == ["-m", "netparity"]:
+            argv = ["netparity", *argv[2:]]
+        elif argv[:2] == ["-m", "pytest"]:
+            argv = ["pytest", *argv[2:]]
+    text = " ".join(argv) or "?"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def lock_holders(path: Path) -> list[int]:
+    """Pids holding a flock on `path` (from /proc/locks; waiters excluded), sorted."""
+    try:
+        st = os.stat(path)
+        lines = Path("/proc/locks").read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return []
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids: set[int] = set()
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or parts[1] == "->" or parts[1] != "FLOCK":
+            continue
+        if parts[5] == want:
+            with contextlib.suppress(ValueError):
+                pids.add(int(parts[4]))
+    return sorted(pids)
+
+
+def describe_holders(pids: list[int]) -> str:
+    """`process 123 (netparity lab up x.yaml)` and `N other(s)`, for one sentence."""
+    if not pids:
+        return "another process"
+    first = f"process {pids[0]} ({_proc_cmdline(pids[0])})"
+    more = len(pids) - 1
+    return first + (f" and {more} other{'s' if more > 1 else ''}" if more else "")
+
+
+def _take(path: Path, op: int, wait: float, busy: Callable[[list[int]], str]) -> int:
+    key = (str(path), op)
+    held = _HELD.get(key)
+    if held is not None:
+        held[1] += 1
+        return held[0]
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        try:
+            fd = _lock_file(path, op | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LabBusy(busy(lock_holders(path))) from None
+            time.sleep(0.1)
+            continue
+        assert fd is not None
+        _HELD[key] = [fd, 1]
+        return fd
+
+
+def held_depth(path: Path, op: int) -> int:
+    """How many times this process holds `path` with `op` (0: not at all)."""
+    held = _HELD.get((str(path), op))
+    return 0 if held is None else held[1]
+
+
+def _drop(path: Path, op: int) -> None:
+    key = (str(path), op)
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]
+        os.close(held[0])
+
+
+@contextlib.contextmanager
+def hold(name: str, kind: str, *, wait: float = 0.0) -> Iterator[None]:
+    """Hold lab `name` as a user, a changer or an upgrader (see HOLDS) for the block.
+
+    Refuses at once with LabBusy (one sentence naming the holder's pid and command), or
+    after `wait` seconds of trying. A process may take the same hold again inside it."""
+    if kind not in HOLDS:
+        raise ValueError(f"unknown lab hold {kind!r}")
+    retry = "try again when it has ended (or give --wait SECONDS)"
+    taken: list[tuple[Path, int]] = []
+    try:
+        if kind == USER:
+            path = use_lock_path(name)
+            _take(
+                path,
+                fcntl.LOCK_SH,
+                wait,
+                lambda pids: (
+                    f"lab {name} is being built or removed by {describe_holders(pids)}; " + retry
+                ),
+            )
+            taken.append((path, fcntl.LOCK_SH))
+        else:
+            if kind == CHANGER:
+                path = use_lock_path(name)
+                _take(
+                    path,
+                    fcntl.LOCK_EX,
+                    wait,
+                    lambda pids: f"lab {name} is in use by {describe_holders(pids)}; " + retry,
+                )
+                taken.append((path, fcntl.LOCK_EX))
+            path = change_lock_path(name)
+            _take(
+                path,
+                fcntl.LOCK_EX,
+                wait,
+                lambda pids: f"lab {name} is being changed by {describe_holders(pids)}; " + retry,
+            )
+            taken.append((path, fcntl.LOCK_EX))
+        yield
+    finally:
+        for path, op in reversed(taken):
+            _drop(path, op)
+
+
+def held_by_changer(name: str) -> list[int]:
+    """Pids holding lab `name`'s change lock (a changer or an upgrader at work)."""
+    return lock_holders(change_lock_path(name))
