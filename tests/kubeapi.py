@@ -288,7 +288,9 @@ class KubeAPI:
     """An in-memory API server with a fake kubelet and kube-proxy, on 127.0.0.1."""
 
     # Addresses are handed out across instances, so that one test's sockets never meet the next's.
-    _addresses = itertools.count()
+    # Loopback addresses are shared by every process of the machine (pytest -n, parallel
+    # runs): each process starts at its own offset, so two servers rarely hand out one address.
+    _addresses = itertools.count((os.getpid() % 120) * 500)
 
     def __init__(
         self,
