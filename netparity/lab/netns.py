@@ -175,3 +175,9 @@ def kill_pids(pids: Iterable[int], *, grace: float = 1.0) -> None:
     for p in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(p, signal.SIGKILL)
+    # A command that removed a lab ends with nothing of it running: wait for the killed to go
+    # (bounded; a SIGKILLed process is gone as soon as the kernel has run its exit).
+    deadline = time.monotonic() + 10
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if _alive(p)]
