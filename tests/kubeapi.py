@@ -1495,3 +1495,86 @@ def demo_cluster(
                 },
             }
         )
+
+
+CILIUM_IMAGE = "mcr.microsoft.com/oss/cilium/cilium:v1.17.3"
+NPM_IMAGE = "mcr.microsoft.com/containernetworking/azure-npm:v1.5.45"
+
+
+def _agent_pod(name: str, app: str, image: str, node_name: str, ready: bool) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": {"k8s-app": app}},
+        "spec": {"nodeName": node_name, "containers": [{"name": app, "image": image}]},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def migrating(
+    api: KubeAPI, *, reimaged: set[str], reimaging: frozenset[str] | set[str] = frozenset()
+) -> None:
+    """A cluster in the middle of `az aks update --network-dataplane cilium`, as AKS shows it:
+    the cilium DaemonSet scheduled only on reimaged nodes (their agents Ready), azure-npm still
+    on the others; a node being reimaged is cordoned and NotReady. `reimaged` = every node:
+    the migration is over (azure-npm gone, every node schedulable and Ready)."""
+    with api.lock:
+        nodes = sorted(k[2] for k in api.store if k[0] == "nodes")
+        for key in [
+            k for k in api.store if k[0] in ("pods", "daemonsets") and k[1] == "kube-system"
+        ]:
+            api.store.pop(key)
+    linux = nodes  # the demo clusters' nodes are all Linux
+    done = all(n in reimaged for n in linux)
+    for name in nodes:
+        with api.lock:
+            obj = api.store[("nodes", "", name)]
+            obj.setdefault("spec", {})["unschedulable"] = name in reimaging
+            obj.setdefault("status", {})["conditions"] = [
+                {"type": "Ready", "status": "False" if name in reimaging else "True"}
+            ]
+            if not obj["spec"]["unschedulable"]:
+                del obj["spec"]["unschedulable"]
+    ready = [n for n in linux if n in reimaged]
+    api.add(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "cilium", "namespace": "kube-system"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "nodeSelector": {"kubernetes.azure.com/ebpf-dataplane": "cilium"},
+                        "containers": [{"name": "cilium-agent", "image": CILIUM_IMAGE}],
+                    }
+                }
+            },
+            "status": {
+                "desiredNumberScheduled": len(ready),
+                "currentNumberScheduled": len(ready),
+                "numberReady": len(ready),
+                "updatedNumberScheduled": len(ready),
+                "numberAvailable": len(ready),
+            },
+        },
+        *(_agent_pod(f"cilium-{n}", "cilium", CILIUM_IMAGE, n, True) for n in ready),
+    )
+    if not done:
+        left = [n for n in linux if n not in reimaged]
+        api.add(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": "azure-npm", "namespace": "kube-system"},
+                "spec": {
+                    "template": {
+                        "spec": {"containers": [{"name": "azure-npm", "image": NPM_IMAGE}]}
+                    }
+                },
+                "status": {"desiredNumberScheduled": len(left), "numberReady": len(left)},
+            },
+            *(_agent_pod(f"azure-npm-{n}", "azure-npm", NPM_IMAGE, n, True) for n in left),
+        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from netparity.kube.backend import KubeBackend
 from netparity.kube.client import CONFIG_MAPS, PODS, Kube
 from netparity.model.snapshot import load_snapshot
 
-from kubeapi import KubeAPI, demo_cluster
+from kubeapi import KubeAPI, demo_cluster, migrating
 
 RBAC_403 = (
     'pods is forbidden: User "ci" cannot list resource "pods" in API group "" at the cluster scope'
@@ -304,9 +306,113 @@ def test_azure_npm_and_cilium_both_running_is_an_error_naming_both(tmp_path: Pat
         )
         with (
             backend(str(server.kubeconfig(tmp_path / "kc"))) as b,
-            pytest.raises(ClusterError, match=r"both azure-npm \(.*azure-npm:v1.5.45\) and cilium"),
+            pytest.raises(ClusterError) as e,
         ):
             b.facts()
+    message = str(e.value)
+    assert "in the middle of the migration to Cilium" in message
+    # no Cilium agent pod anywhere: both nodes are named
+    assert "no ready Cilium agent on node-1, node-2" in message
+    assert "--wait-ready SECONDS" in message
+
+
+def test_a_cluster_in_the_migration_window_is_refused_with_its_nodes_named(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    migrating(api, reimaged={"node-1"}, reimaging={"node-2"})
+    with backend(kubeconfig) as b, pytest.raises(ClusterError) as e:
+        b.facts()
+    message = str(e.value)
+    assert message.startswith("test: the cluster is in the middle of the migration to Cilium (")
+    for part in (
+        "azure-npm still runs on node-2",
+        "no ready Cilium agent on node-2",
+        "NotReady: node-2",
+        "cordoned: node-2",
+        "cilium DaemonSet: 1 of 1 ready, 1 updated, 2 Linux nodes",
+        "Cilium enforces only once every node is",
+        "--wait-ready SECONDS",
+    ):
+        assert part in message, (part, message)
+    assert "node-1" not in message  # reimaged, its agent ready: not named
+    assert message.count(". ") == 0 and "\n" not in message  # one sentence
+    # the same refusal ends `pytest --cluster` as a usage error (the plugin's _usage)
+
+
+def test_cilium_alone_but_not_ready_on_every_linux_node_is_the_window_too(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    migrating(api, reimaged={"node-1", "node-2"})  # the migration is over ...
+    ds = api.find("DaemonSet", "kube-system", "cilium")
+    assert ds is not None
+    ds["status"].update(numberReady=1)  # ... but one agent is not ready yet
+    api.add(ds)
+    api.add(_agent("cilium-node-2", "node-2", ready=False))
+    with backend(kubeconfig) as b, pytest.raises(ClusterError) as e:
+        b.facts()
+    message = str(e.value)
+    assert "no ready Cilium agent on node-2" in message
+    assert "cilium DaemonSet: 1 of 2 ready, 2 updated, 2 Linux nodes" in message
+    assert "azure-npm" not in message
+
+
+def test_a_finished_migration_is_detected_as_cilium(api: KubeAPI, kubeconfig: str) -> None:
+    migrating(api, reimaged={"node-1", "node-2"})
+    with backend(kubeconfig) as b:
+        assert (b.facts().dataplane, b.facts().version) == ("cilium", "1.17.3")
+
+
+def test_wait_ready_waits_for_the_window_to_close_showing_progress(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    migrating(api, reimaged={"node-1"}, reimaging={"node-2"})
+    said: list[str] = []
+    finish = threading.Timer(1.0, lambda: migrating(api, reimaged={"node-1", "node-2"}))
+    finish.start()
+    try:
+        start = time.monotonic()
+        with KubeBackend(
+            "test", kubeconfig=kubeconfig, log=said.append, wait_ready=30, wait_poll=0.2
+        ) as b:
+            assert b.facts().dataplane == "cilium"
+        took = time.monotonic() - start
+    finally:
+        finish.cancel()
+    assert 0.9 <= took < 10, took
+    assert any(
+        "migration to Cilium is under way (Cilium ready on 1/2 Linux nodes, azure-npm on 1)" in m
+        and "of 30 s (--wait-ready)" in m
+        for m in said
+    ), said
+    assert "the migration window is over" in said[-1], said
+
+
+def test_wait_ready_gives_up_when_the_time_is_up(api: KubeAPI, kubeconfig: str) -> None:
+    migrating(api, reimaged={"node-1"}, reimaging={"node-2"})
+    start = time.monotonic()
+    with (
+        backend(kubeconfig, wait_ready=0.6, wait_poll=0.2) as b,
+        pytest.raises(ClusterError) as e,
+    ):
+        b.facts()
+    assert 0.5 <= time.monotonic() - start < 10
+    assert "it still was after waiting 0.6 s (--wait-ready)" in str(e.value)
+    assert "azure-npm still runs on node-2" in str(e.value)
+
+
+def test_wait_ready_must_not_be_negative(kubeconfig: str) -> None:
+    with pytest.raises(InputError, match="--wait-ready"):
+        backend(kubeconfig, wait_ready=-1)
+
+
+def _agent(name: str, node: str, *, ready: bool) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": {"k8s-app": "cilium"}},
+        "spec": {"nodeName": node, "containers": [{"name": "cilium-agent", "image": "x:1"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
 
 
 def test_a_dataplane_override_wins_without_asking_the_cluster(

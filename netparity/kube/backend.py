@@ -94,6 +94,19 @@ DEFAULT_SETTLE = 5.0
 DEFAULT_MAX_DURATION = 2 * 3600.0
 EXPIRY_MARGIN = 15 * 60.0
 KUBELET_PORT = 10250  # answers on every node: tells whether this machine reaches a node at all
+# --wait-ready: how often the migration window is looked at again, and how often it is told
+WAIT_POLL = 10.0
+WAIT_TELL = 60.0
+# A failing image pull is given up only when it keeps failing this long: the kubelet retries
+# a pull after 10, 20, 40 s (doubling up to 5 min), so 120 s hold four tries, enough for a
+# registry's 429 (Too Many Requests) or a throttled ACR to pass.
+PULL_TIMEOUT = 120.0
+# A twin the scheduler reports Unschedulable fails after this grace instead of pod_timeout.
+# Twins require one named node (kubernetes.io/hostname), so a node the cluster autoscaler
+# adds can never take them; only room freed on that node can (pods finishing or deleted),
+# and the scheduler retries at once on such an event. 15 s cover a scheduler retry after a
+# deletion and a busy API server, not a node scale-up (which could not help).
+UNSCHEDULABLE_GRACE = 15.0
 
 
 def _stderr(message: str) -> None:
@@ -136,6 +149,10 @@ class KubeBackend:
         lease_seconds: int = LEASE_SECONDS,
         log: Callable[[str], None] | None = None,
         max_duration: float | None = None,
+        wait_ready: float = 0.0,
+        wait_poll: float = WAIT_POLL,
+        pull_timeout: float = PULL_TIMEOUT,
+        unschedulable_grace: float = UNSCHEDULABLE_GRACE,
     ) -> None:
         if dataplane is not None and dataplane not in DATAPLANES:
             raise InputError(
@@ -159,6 +176,12 @@ class KubeBackend:
         if not settle >= 0:
             raise InputError(f"must be 0 or more seconds, got {settle:g}", field="--settle")
         self.settle = settle
+        if not wait_ready >= 0:
+            raise InputError(f"must be 0 or more seconds, got {wait_ready:g}", field="--wait-ready")
+        self.wait_ready = wait_ready
+        self.wait_poll = wait_poll
+        self.pull_timeout = pull_timeout
+        self.unschedulable_grace = unschedulable_grace
         self._probed: set[str] = set()  # target ids probed already: a second try is a retry
         self._last_probe = 0.0  # time.monotonic() when the last probing round ended
         self._override = dataplane
@@ -205,7 +228,19 @@ class KubeBackend:
         if self._override is not None:
             return ClusterFacts(name=self.kube.name, backend="kubernetes", dataplane=self._override)
         if self._detected is None:
-            self._detected = detect(self.kube)
+            self._detected = self._detect_ready()
+        if self._detected.window is not None:
+            waited = (
+                f"; it still was after waiting {self.wait_ready:g} s (--wait-ready)"
+                if self.wait_ready
+                else "; run once the upgrade has finished, or wait for it with --wait-ready SECONDS"
+            )
+            raise ClusterError(
+                f"{self.kube.name}: the cluster is in the middle of the migration to Cilium "
+                f"({self._detected.window.describe()}): policy enforcement is inconsistent while "
+                f"nodes are reimaged and Cilium enforces only once every node is, so probes now "
+                f"would report noise{waited}"
+            )
         if self._detected.dataplane == "unknown":
             raise ClusterError(
                 f"{self.kube.name}: cannot tell which dataplane enforces NetworkPolicy: "
@@ -218,6 +253,34 @@ class KubeBackend:
             dataplane=self._detected.dataplane,
             version=self._detected.version,
         )
+
+    def _detect_ready(self) -> Detected:
+        """Detect the dataplane; with --wait-ready, until the cluster is out of the migration
+        window or the time is up, saying how far it got."""
+        found = detect(self.kube)
+        if found.window is None or not self.wait_ready:
+            return found
+        start = time.monotonic()
+        told, last = -math.inf, ""
+        while found.window is not None:
+            waited = time.monotonic() - start
+            now = found.window.progress()
+            if now != last or waited - told >= WAIT_TELL:
+                self._log(
+                    f"{self.kube.name}: the migration to Cilium is under way ({now}): waiting "
+                    f"for every node, {waited:.0f} s of {self.wait_ready:g} s (--wait-ready)"
+                )
+                told, last = waited, now
+            left = self.wait_ready - waited
+            if left <= 0:
+                return found
+            time.sleep(min(self.wait_poll, left))
+            found = detect(self.kube)
+        self._log(
+            f"{self.kube.name}: the migration window is over after "
+            f"{time.monotonic() - start:.0f} s: {found.evidence}"
+        )
+        return found
 
     @property
     def evidence(self) -> str:
