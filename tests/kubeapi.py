@@ -8,7 +8,8 @@
   Unschedulable; twins tolerate every taint, so a cordon does not stop it) and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
   its ConfigMap volumes are written to a temp folder and its command runs as a local
   process (the probe agent, bound to the pod IP) -- or it fails the way the test asked
-  (image pull, unschedulable, rejected by the node, never started);
+  (image pull, unschedulable, rejected by the node, never started), or pulls its image
+  only after `pull_flaky[image]` failed pulls (429 Too Many Requests, then back-off);
 - a fake kube-proxy for TCP: every Service port (ClusterIP 127.9.N.M, NodePort on the node
   IPs 127.0.2.N) forwards to the Service's endpoints, which honour `publishNotReadyAddresses`;
 - the pods/exec subresource over a websocket (v4.channel.k8s.io or v5.channel.k8s.io),
@@ -202,6 +203,20 @@ def safeguards_violations(pod: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _unschedulable(message: str) -> Any:
+    def fn(p: dict[str, Any]) -> None:
+        p["status"]["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+            }
+        ]
+
+    return fn
+
+
 def node_matches(pod_spec: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     """nodeSelector and required node affinity (In, NotIn, Exists, DoesNotExist) on labels."""
     labels = (node.get("metadata") or {}).get("labels") or {}
@@ -311,6 +326,7 @@ class KubeAPI:
         self.pull_fail_images: set[str] = set()
         # image -> pulls that fail (429 Too Many Requests) before one succeeds
         self.pull_flaky: dict[str, int] = {}
+        self.pull_backoff = 0.3  # seconds between a failed pull and the kubelet's next try
         # exec: the handshake never completes (a stuck API-server-to-kubelet tunnel)
         self.exec_hang = False
         # exec: executables the image lacks (the command fails as containerd says)
@@ -650,6 +666,16 @@ class KubeAPI:
                 ]
             full = [n for n in candidates if n in self.full_nodes]
             node = next((n for n in candidates if n not in self.full_nodes), None)
+            if node is None and full:
+                # full now: like the scheduler, try again when room frees up on the node
+                self._update_pod(namespace, name, uid, _unschedulable(self.full_nodes[full[0]]))
+                while node is None and not self._stopping.wait(0.1):
+                    with self.lock:
+                        if ("pods", namespace, name) not in self.store:
+                            return
+                        node = next((n for n in full if n not in self.full_nodes), None)
+                if node is None:
+                    return
             if node is None:
                 total = sum(1 for k in list(self.store) if k[0] == "nodes")
                 why = (
@@ -711,6 +737,25 @@ class KubeAPI:
         if node in self.stuck_nodes:
             self._update_pod(namespace, name, uid, waiting("ContainerCreating"))
             return
+        while True:  # a registry that refuses some pulls (429) before one succeeds
+            with self.lock:
+                left = self.pull_flaky.get(image, 0)
+                if left > 0:
+                    self.pull_flaky[image] = left - 1
+            if left <= 0:
+                break
+            message = (
+                f'failed to pull and unpack image "{image}": failed to copy: httpReadSeeker: '
+                "failed open: unexpected status code: 429 Too Many Requests - Server message: "
+                "toomanyrequests: You have reached your pull rate limit."
+            )
+            if not self._update_pod(namespace, name, uid, waiting("ErrImagePull", message)):
+                return
+            time.sleep(self.pull_backoff / 2)
+            backoff = waiting("ImagePullBackOff", f'Back-off pulling image "{image}"')
+            if not self._update_pod(namespace, name, uid, backoff):
+                return
+            time.sleep(self.pull_backoff / 2)
         if image in self.pull_fail_images:
             self._update_pod(
                 namespace,

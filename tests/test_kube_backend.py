@@ -254,7 +254,7 @@ def test_an_image_that_cannot_be_pulled_names_the_image_and_the_option(
 ) -> None:
     api.pull_fail_images.add("registry.example/python:3.12")
     with (
-        backend(kubeconfig, probe_image="registry.example/python:3.12") as b,
+        backend(kubeconfig, probe_image="registry.example/python:3.12", pull_timeout=1.0) as b,
         pytest.raises(ClusterError) as e,
     ):
         b.run(targets(b.snapshot())[:1], timeout=1.0)
@@ -264,6 +264,76 @@ def test_an_image_that_cannot_be_pulled_names_the_image_and_the_option(
         "ErrImagePull" in message or "ImagePullBackOff" in message
     )
     assert ours(api) == []  # cleaned up on failure
+
+
+def test_an_image_pull_that_fails_then_succeeds_does_not_stop_the_run(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    image = "registry.example/python:3.12"
+    api.pull_flaky[image] = 4  # four 429s (ErrImagePull, then ImagePullBackOff), then a pull
+    log = Log()
+    with backend(kubeconfig, log, probe_image=image, pull_timeout=30.0) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.CONNECTED and result.token == "shop/web-1", result
+    assert api.pull_flaky[image] == 0  # every refused pull happened
+    told = [m for m in log if "cannot pull the image" in m]
+    assert told and "yet (ErrImagePull" in told[0] and "429 Too Many Requests" in told[0]
+    assert "gives up after 30 s of failed pulls" in told[0]
+    assert ours(api) == []
+
+
+def test_an_image_pull_that_keeps_failing_stops_the_run_after_the_pull_timeout(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    image = "registry.example/python:3.12"
+    api.pull_flaky[image] = 1_000_000  # the registry never lets up
+    start = time.monotonic()
+    with (
+        backend(kubeconfig, probe_image=image, pull_timeout=1.5, pod_timeout=60.0) as b,
+        pytest.raises(ClusterError) as e,
+    ):
+        b.run(targets(b.snapshot())[:1], timeout=1.0)
+    took = time.monotonic() - start
+    assert 1.5 <= took < 15, took  # after the pull timeout, long before the pod timeout
+    message = str(e.value)
+    assert "cannot pull the image registry.example/python:3.12 (its pulls kept failing" in message
+    assert "429 Too Many Requests" in message or "ImagePullBackOff" in message
+    assert "--probe-image" in message
+    assert ours(api) == []
+
+
+def test_an_unschedulable_twin_fails_after_the_grace_not_the_pod_timeout(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.full_nodes["node-1"] = "0/2 nodes are available: 1 Too many pods."
+    log = Log()
+    start = time.monotonic()
+    with backend(kubeconfig, log, pod_timeout=120.0, unschedulable_grace=0.5) as b:
+        results = {r.id: r for r in b.run(targets(b.snapshot())[:3], timeout=1.0)}
+    took = time.monotonic() - start
+    assert took < 20, took  # not the 120 s pod timeout
+    for tid in ("pod-pod", "pod-svc"):  # web-1's twin is the destination of both
+        error = results[tid].error or ""
+        assert results[tid].observed is Observed.ERROR
+        assert "(twin of shop/web-1, node node-1) cannot be placed: the scheduler says" in error
+        assert "Unschedulable: 0/2 nodes are available: 1 Too many pods." in error
+        assert "waited 0.5 s for room to free up on node-1" in error
+    assert any("cannot be placed" in m for m in log)
+    assert ours(api) == []
+
+
+def test_an_unschedulable_twin_that_gets_room_within_the_grace_is_probed(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.full_nodes["node-1"] = "0/2 nodes are available: 1 Too many pods."
+    room = threading.Timer(1.0, lambda: api.full_nodes.pop("node-1"))  # a pod there ended
+    room.start()
+    try:
+        with backend(kubeconfig, unschedulable_grace=30.0) as b:
+            (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    finally:
+        room.cancel()
+    assert result.observed is Observed.CONNECTED and result.token == "shop/web-1", result
 
 
 def test_a_pod_that_never_starts_times_out_naming_the_pod_node_and_state(

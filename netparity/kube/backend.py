@@ -65,7 +65,7 @@ from netparity.kube.layout import (
     planned_seconds,
 )
 from netparity.kube.placement import Placement
-from netparity.kube.podstate import PodState, Readiness, pod_state
+from netparity.kube.podstate import LASTING_IMAGE_FAILURES, PodState, Readiness, pod_state
 from netparity.kube.read import read_snapshot, write_list
 from netparity.kube.render import (
     DEFAULT_IMAGE,
@@ -121,6 +121,8 @@ class _Twin:
     failure: str | None = None  # set: this twin will not come; its probes are errors
     ready_at: float | None = None  # time.monotonic() when its IP was known and it listened
     settled: bool = False  # the dataplane has it (Cilium: its endpoint is ready)
+    pull_failing_since: float | None = None  # time.monotonic() its image pull first failed
+    unschedulable_since: float | None = None  # ... the scheduler first said Unschedulable
 
 
 @dataclass(slots=True)
@@ -610,16 +612,17 @@ class KubeBackend:
                     state = pod_state(live.get(short_hash(key)))
                     twin.state = state
                     if state.readiness is Readiness.IMAGE:
-                        raise ClusterError(
-                            f"probe pod {self._twin_label(twin)} cannot pull the image {self.image} "
-                            f"({state.detail}); mirror it where the cluster can pull from and pass "
-                            f"--probe-image (a digest pin name@sha256:... is accepted)"
-                        )
+                        self._pull_failing(twin, state)
+                        continue
+                    if self._unschedulable(twin, state):
+                        pending.discard(key)
+                        continue
                     if state.readiness is Readiness.FAILED:
                         twin.failure = f"probe pod {self._twin_label(twin)} failed: {state.detail}"
                         self._log(twin.failure)
                     if state.readiness is Readiness.READY and twin.ready_at is None:
                         twin.ready_at = time.monotonic()
+                        twin.pull_failing_since = None
                     if state.readiness is not Readiness.WAITING:
                         pending.discard(key)
             if progress is not None:
@@ -638,6 +641,53 @@ class KubeBackend:
                 return
             time.sleep(min(POLL, 0.1 * 2**polls))
             polls += 1
+
+    def _pull_failing(self, twin: _Twin, state: PodState) -> None:
+        """A pull that fails may pass (a registry's 429): the kubelet retries it. Give up, and
+        stop the run (every twin uses the image), only when it keeps failing past
+        pull_timeout, or at once when no retry can mend it (an invalid image name)."""
+        now = time.monotonic()
+        if twin.pull_failing_since is None:
+            twin.pull_failing_since = now
+            if state.reason not in LASTING_IMAGE_FAILURES:
+                self._log(
+                    f"probe pod {self._twin_label(twin)} cannot pull the image {self.image} yet "
+                    f"({state.detail}); the kubelet retries it, netparity gives up after "
+                    f"{self.pull_timeout:g} s of failed pulls"
+                )
+        failing = now - twin.pull_failing_since
+        if state.reason in LASTING_IMAGE_FAILURES or failing >= self.pull_timeout:
+            how_long = (
+                f" (its pulls kept failing for {failing:.0f} s)"
+                if state.reason not in LASTING_IMAGE_FAILURES
+                else ""
+            )
+            raise ClusterError(
+                f"probe pod {self._twin_label(twin)} cannot pull the image {self.image}{how_long} "
+                f"({state.detail}); mirror it where the cluster can pull from and pass "
+                f"--probe-image (a digest pin name@sha256:... is accepted)"
+            )
+
+    def _unschedulable(self, twin: _Twin, state: PodState) -> bool:
+        """True when the scheduler has said Unschedulable for longer than the grace: the twin
+        fails now, naming the node and the scheduler's message, instead of at pod_timeout."""
+        if state.reason != "Unschedulable":
+            twin.unschedulable_since = None
+            return False
+        now = time.monotonic()
+        if twin.unschedulable_since is None:
+            twin.unschedulable_since = now
+        if now - twin.unschedulable_since < self.unschedulable_grace:
+            return False
+        node = twin.pod.node_name or "any node"
+        twin.failure = (
+            f"probe pod {self._twin_label(twin)} cannot be placed: the scheduler says "
+            f"{state.detail} (waited {self.unschedulable_grace:g} s for room to free up on "
+            f"{node}; a node the autoscaler adds cannot take a twin, which must run on its "
+            f"pod's node)"
+        )
+        self._log(twin.failure)
+        return True
 
     def _twin_label(self, twin: _Twin) -> str:
         name = ((twin.obj or {}).get("metadata") or {}).get("name", "?")
