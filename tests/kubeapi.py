@@ -32,6 +32,7 @@ import re
 import select
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -312,8 +313,10 @@ class KubeAPI:
         cilium_crds: bool = False,
         exec_protocol: str = "v4.channel.k8s.io",
         pod_start_delay: float = 0.0,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.token = token
+        self.tls = tls  # (certificate, key): serve HTTPS, as in-cluster clients require
         self.cilium_crds = cilium_crds
         self.exec_protocol = exec_protocol
         self.pod_start_delay = pod_start_delay
@@ -354,13 +357,17 @@ class KubeAPI:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.api = self  # type: ignore[attr-defined]
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
     def start(self) -> KubeAPI:
         t = threading.Thread(
@@ -1155,7 +1162,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         api = self.api
         api.requests.append((method, self.path))
-        if self.headers.get("Authorization") != f"Bearer {api.token}":
+        scheme, _, credential = str(self.headers.get("Authorization") or "").partition(" ")
+        # the scheme is case-insensitive (RFC 9110); the in-cluster loader writes "bearer"
+        if scheme.lower() != "bearer" or credential != api.token:
             self._send(401, status_body(401, "Unauthorized", "Unauthorized"))
             return
         if self._fault(method):

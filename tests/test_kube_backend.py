@@ -933,3 +933,79 @@ def test_an_allow_where_a_deny_was_predicted_is_probed_again_after_the_settle_in
     assert judge([Observed.CONNECTED, Observed.TIMEOUT]) is Outcome.FLAKY
     (first, second) = [at for at, name in api.exec_at if name.endswith(short_hash("shop/client-1"))]
     assert second - first >= 1.0
+
+
+IN_CLUSTER_RUN = """
+import json, sys
+from netparity.backend import Target
+from netparity.engine.traffic import ExternalEndpoint, ServiceEndpoint, Traffic, Via
+from netparity.kube.backend import KubeBackend
+
+with KubeBackend("in-cluster", settle=0.0, log=lambda m: print(m, file=sys.stderr)) as b:
+    snap = b.snapshot()
+    svc, node1 = snap.service("shop", "web"), snap.node("node-1")
+    outside = ExternalEndpoint(ip="198.51.100.7")
+    results = b.run(
+        [
+            Target(id="ext-nodeport", traffic=Traffic(
+                source=outside,
+                destination=ServiceEndpoint(service=svc, via=Via.NODE_PORT, node=node1),
+                port=80,
+            )),
+            Target(id="ext-pod", traffic=Traffic(
+                source=outside, destination=ServiceEndpoint(service=svc), port=80,
+            )),
+        ],
+        timeout=1.0,
+    )
+    print(json.dumps({"name": b.facts().name, "results": [
+        {"id": r.id, "observed": str(r.observed), "error": r.error} for r in results
+    ]}))
+"""
+
+
+def test_in_cluster_outside_probes_are_not_run_because_they_would_be_pod_traffic(
+    tmp_path: Path,
+) -> None:
+    """A real in-cluster login (the service account's token and CA at their fixed paths, in
+    a mount namespace of its own; KUBERNETES_SERVICE_HOST/PORT; HTTPS) against the loopback
+    API server: the outside probes are not run, with the reason, and nothing is created."""
+    cert, key = tmp_path / "ca.crt", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    token = tmp_path / "token"
+    token.write_text("in-cluster-token")
+    script = tmp_path / "run.py"
+    script.write_text(IN_CLUSTER_RUN)
+    with KubeAPI(tls=(cert, key), token="in-cluster-token") as server:
+        demo_cluster(server)
+        port = server.httpd.server_address[1]
+        env = {
+            **os.environ,
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(port),
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
+        env.pop("KUBECONFIG", None)
+        sa = "/run/secrets/kubernetes.io/serviceaccount"  # /var/run is /run
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f'mount -t tmpfs tmpfs /run && mkdir -p {sa} && cp "$1" "$2" {sa}/ && '
+             'exec "$3" "$4"',
+             "sh", str(token), str(cert), sys.executable, str(script)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert not server.mutations  # nothing was made for probes that do not run
+        assert any(path.startswith("/api/v1/nodes") for _, path in server.requests)
+    assert out["name"] == "in-cluster"
+    for result in out["results"]:
+        assert result["observed"] == "not-run", result
+        assert "inside the cluster (--cluster in-cluster)" in result["error"]
+        assert "the runner's own pod, which is pod traffic" in result["error"]
+    assert not os.path.exists("/run/secrets/kubernetes.io")  # the mount stayed in its namespace

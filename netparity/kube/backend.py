@@ -47,6 +47,7 @@ from netparity.kube.client import (
     CILIUM_ENDPOINTS,
     CONFIG_MAPS,
     EXEC_HANDSHAKE_TIMEOUT,
+    IN_CLUSTER,
     LEASES,
     PODS,
     SERVICES,
@@ -396,11 +397,12 @@ class KubeBackend:
             self._deadline_at = time.monotonic() + active_deadline(planned, self.max_duration)
         results: dict[int, ProbeResult] = {}
         for step in layout.steps:
-            if step.reason is not None:
+            reason = step.reason or self._not_outside(step)
+            if reason is not None:
                 results[step.index] = ProbeResult(
-                    id=step.target.id, observed=Observed.NOT_RUN, error=step.reason
+                    id=step.target.id, observed=Observed.NOT_RUN, error=reason
                 )
-        runnable = [s for s in layout.steps if s.reason is None]
+        runnable = [s for s in layout.steps if s.index not in results]
         if any(s.source != LOCAL or (s.dest is not None and s.dest.kind != "ip") for s in runnable):
             self._arm()
             self._ensure_objects(layout)
@@ -417,6 +419,18 @@ class KubeBackend:
         self._probed.update(t.id for t in targets)
         self._last_probe = time.monotonic()
         return [results[i] for i in range(len(targets))]
+
+    def _not_outside(self, step: Step) -> str | None:
+        """In the cluster (`--cluster in-cluster`, the Job) a probe "from outside" would start
+        in the runner's own pod: pod traffic, which policies treat as such, not outside
+        traffic. It is not run, and says so."""
+        if step.source != LOCAL or self.kube.name != IN_CLUSTER:
+            return None
+        return (
+            "this run is inside the cluster (--cluster in-cluster): a probe from outside would "
+            "start in the runner's own pod, which is pod traffic, not traffic from outside the "
+            "cluster; run the suites from a machine outside the cluster for it"
+        )
 
     # ------------------------------------------------------------------ settling
 
