@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from netparity.model.snapshot import load_snapshot
 
 from kubeapi import KubeAPI, demo_cluster, migrating
 
+REPO = Path(__file__).resolve().parents[1]
 RBAC_403 = (
     'pods is forbidden: User "ci" cannot list resource "pods" in API group "" at the cluster scope'
 )
@@ -403,6 +407,35 @@ def test_wait_ready_gives_up_when_the_time_is_up(api: KubeAPI, kubeconfig: str) 
 def test_wait_ready_must_not_be_negative(kubeconfig: str) -> None:
     with pytest.raises(InputError, match="--wait-ready"):
         backend(kubeconfig, wait_ready=-1)
+
+
+def _suites(kubeconfig: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "--cluster", "test", "-p", "no:cacheprovider",
+         "--report-dir", str(tmp_path / "reports"), *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_pytest_in_the_window_is_a_usage_error_after_waiting_with_progress(
+    api: KubeAPI, kubeconfig: str, tmp_path: Path
+) -> None:
+    migrating(api, reimaged={"node-1"}, reimaging={"node-2"})
+    done = _suites(kubeconfig, tmp_path, "--wait-ready", "0.5")
+    out = done.stdout + done.stderr
+    assert done.returncode == 4, out  # pytest's usage error
+    assert "ERROR: netparity: test: the cluster is in the middle of the migration to Cilium" in out
+    assert "azure-npm still runs on node-2" in out
+    assert "it still was after waiting 0.5 s (--wait-ready)" in out
+    assert "Cilium ready on 1/2 Linux nodes, azure-npm on 1" in out  # the progress shown
+    assert not any(m for m in api.mutations)  # nothing was made
+
+
+def test_wait_ready_must_be_a_number_of_seconds(kubeconfig: str, tmp_path: Path) -> None:
+    done = _suites(kubeconfig, tmp_path, "--wait-ready", "soon")
+    assert done.returncode == 4
+    assert "--wait-ready 'soon' must be a number of seconds from 0 to 86400" in done.stderr
 
 
 def _agent(name: str, node: str, *, ready: bool) -> dict[str, object]:
