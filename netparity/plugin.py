@@ -86,6 +86,11 @@ HELP_SETTLE = (
     "shows no per-pod state (NPM; Cilium is waited for through its CiliumEndpoints), and "
     "between a probe and its retry (default 5)"
 )
+HELP_WAIT_READY = (
+    "Kubernetes: a cluster in the middle of the migration to Cilium (azure-npm and cilium "
+    "both present, or Cilium not ready on every Linux node) is refused; wait up to this "
+    "many seconds for it to finish instead (default 0: refuse at once)"
+)
 HELP_MAX_PARALLEL = "Kubernetes: how many probe batches run at once (default 8)"
 HELP_MAX_DURATION = (
     "Kubernetes: the longest the run may take, in seconds; probe pods are removed by the "
@@ -165,6 +170,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--settle", dest="netparity_settle", metavar="SECONDS", help=HELP_SETTLE)
     group.addoption(
+        "--wait-ready", dest="netparity_wait_ready", metavar="SECONDS", help=HELP_WAIT_READY
+    )
+    group.addoption(
         "--max-duration", dest="netparity_max_duration", metavar="SECONDS", help=HELP_MAX_DURATION
     )
     group.addoption(
@@ -187,6 +195,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("netparity_report_dir", HELP_REPORT_DIR)
     parser.addini("netparity_max_duration", HELP_MAX_DURATION)
     parser.addini("netparity_settle", HELP_SETTLE)
+    parser.addini("netparity_wait_ready", HELP_WAIT_READY)
 
 
 class NetparityHookspecs:
@@ -411,8 +420,20 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
             raise pytest.UsageError(
                 f"netparity: {where} {raw_settle!r} must be a number of seconds from 0 to 600"
             )
+    raw_wait, where = _value(config, "netparity_wait_ready", "netparity_wait_ready")
+    wait_ready = 0.0
+    if raw_wait is not None:
+        try:
+            wait_ready = float(raw_wait)
+        except ValueError:
+            wait_ready = -1.0
+        if not 0 <= wait_ready <= 24 * 3600:
+            raise pytest.UsageError(
+                f"netparity: {where} {raw_wait!r} must be a number of seconds from 0 to 86400"
+            )
     kube = KubeOptions(
         settle=settle,
+        wait_ready=wait_ready,
         probe_image=image,
         max_parallel=max_parallel,
         allow_load_balancer=bool(config.getoption("netparity_allow_lb")),

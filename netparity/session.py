@@ -88,6 +88,7 @@ class KubeOptions:
     dataplane: str | None = None
     max_duration: float | None = None  # seconds; None: the run's planned length + a margin
     settle: float | None = None  # None: the backend's default
+    wait_ready: float = 0.0  # seconds to wait for a cluster in the migration window
 
 
 def open_backend(
@@ -144,6 +145,7 @@ def open_backend(
         log=log,
         max_duration=options.max_duration,
         settle=options.settle if options.settle is not None else DEFAULT_SETTLE,
+        wait_ready=options.wait_ready,
     )
     return kube_backend, spec.text
 

@@ -8,7 +8,8 @@
   Unschedulable; twins tolerate every taint, so a cordon does not stop it) and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
   its ConfigMap volumes are written to a temp folder and its command runs as a local
   process (the probe agent, bound to the pod IP) -- or it fails the way the test asked
-  (image pull, unschedulable, rejected by the node, never started);
+  (image pull, unschedulable, rejected by the node, never started), or pulls its image
+  only after `pull_flaky[image]` failed pulls (429 Too Many Requests, then back-off);
 - a fake kube-proxy for TCP: every Service port (ClusterIP 127.9.N.M, NodePort on the node
   IPs 127.0.2.N) forwards to the Service's endpoints, which honour `publishNotReadyAddresses`;
 - the pods/exec subresource over a websocket (v4.channel.k8s.io or v5.channel.k8s.io),
@@ -31,6 +32,7 @@ import re
 import select
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -202,6 +204,20 @@ def safeguards_violations(pod: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _unschedulable(message: str) -> Any:
+    def fn(p: dict[str, Any]) -> None:
+        p["status"]["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+            }
+        ]
+
+    return fn
+
+
 def node_matches(pod_spec: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     """nodeSelector and required node affinity (In, NotIn, Exists, DoesNotExist) on labels."""
     labels = (node.get("metadata") or {}).get("labels") or {}
@@ -299,8 +315,10 @@ class KubeAPI:
         cilium_crds: bool = False,
         exec_protocol: str = "v4.channel.k8s.io",
         pod_start_delay: float = 0.0,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.token = token
+        self.tls = tls  # (certificate, key): serve HTTPS, as in-cluster clients require
         self.cilium_crds = cilium_crds
         self.exec_protocol = exec_protocol
         self.pod_start_delay = pod_start_delay
@@ -313,6 +331,7 @@ class KubeAPI:
         self.pull_fail_images: set[str] = set()
         # image -> pulls that fail (429 Too Many Requests) before one succeeds
         self.pull_flaky: dict[str, int] = {}
+        self.pull_backoff = 0.3  # seconds between a failed pull and the kubelet's next try
         # exec: the handshake never completes (a stuck API-server-to-kubelet tunnel)
         self.exec_hang = False
         # exec: executables the image lacks (the command fails as containerd says)
@@ -340,13 +359,17 @@ class KubeAPI:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.api = self  # type: ignore[attr-defined]
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
     def start(self) -> KubeAPI:
         t = threading.Thread(
@@ -652,6 +675,16 @@ class KubeAPI:
                 ]
             full = [n for n in candidates if n in self.full_nodes]
             node = next((n for n in candidates if n not in self.full_nodes), None)
+            if node is None and full:
+                # full now: like the scheduler, try again when room frees up on the node
+                self._update_pod(namespace, name, uid, _unschedulable(self.full_nodes[full[0]]))
+                while node is None and not self._stopping.wait(0.1):
+                    with self.lock:
+                        if ("pods", namespace, name) not in self.store:
+                            return
+                        node = next((n for n in full if n not in self.full_nodes), None)
+                if node is None:
+                    return
             if node is None:
                 total = sum(1 for k in list(self.store) if k[0] == "nodes")
                 why = (
@@ -713,6 +746,25 @@ class KubeAPI:
         if node in self.stuck_nodes:
             self._update_pod(namespace, name, uid, waiting("ContainerCreating"))
             return
+        while True:  # a registry that refuses some pulls (429) before one succeeds
+            with self.lock:
+                left = self.pull_flaky.get(image, 0)
+                if left > 0:
+                    self.pull_flaky[image] = left - 1
+            if left <= 0:
+                break
+            message = (
+                f'failed to pull and unpack image "{image}": failed to copy: httpReadSeeker: '
+                "failed open: unexpected status code: 429 Too Many Requests - Server message: "
+                "toomanyrequests: You have reached your pull rate limit."
+            )
+            if not self._update_pod(namespace, name, uid, waiting("ErrImagePull", message)):
+                return
+            time.sleep(self.pull_backoff / 2)
+            backoff = waiting("ImagePullBackOff", f'Back-off pulling image "{image}"')
+            if not self._update_pod(namespace, name, uid, backoff):
+                return
+            time.sleep(self.pull_backoff / 2)
         if image in self.pull_fail_images:
             self._update_pod(
                 namespace,
@@ -1112,7 +1164,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         api = self.api
         api.requests.append((method, self.path))
-        if self.headers.get("Authorization") != f"Bearer {api.token}":
+        scheme, _, credential = str(self.headers.get("Authorization") or "").partition(" ")
+        # the scheme is case-insensitive (RFC 9110); the in-cluster loader writes "bearer"
+        if scheme.lower() != "bearer" or credential != api.token:
             self._send(401, status_body(401, "Unauthorized", "Unauthorized"))
             return
         if self._fault(method):
@@ -1496,4 +1550,87 @@ def demo_cluster(
                     }
                 },
             }
+        )
+
+
+CILIUM_IMAGE = "mcr.microsoft.com/oss/cilium/cilium:v1.17.3"
+NPM_IMAGE = "mcr.microsoft.com/containernetworking/azure-npm:v1.5.45"
+
+
+def _agent_pod(name: str, app: str, image: str, node_name: str, ready: bool) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": {"k8s-app": app}},
+        "spec": {"nodeName": node_name, "containers": [{"name": app, "image": image}]},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def migrating(
+    api: KubeAPI, *, reimaged: set[str], reimaging: frozenset[str] | set[str] = frozenset()
+) -> None:
+    """A cluster in the middle of `az aks update --network-dataplane cilium`, as AKS shows it:
+    the cilium DaemonSet scheduled only on reimaged nodes (their agents Ready), azure-npm still
+    on the others; a node being reimaged is cordoned and NotReady. `reimaged` = every node:
+    the migration is over (azure-npm gone, every node schedulable and Ready)."""
+    with api.lock:
+        nodes = sorted(k[2] for k in api.store if k[0] == "nodes")
+        for key in [
+            k for k in api.store if k[0] in ("pods", "daemonsets") and k[1] == "kube-system"
+        ]:
+            api.store.pop(key)
+    linux = nodes  # the demo clusters' nodes are all Linux
+    done = all(n in reimaged for n in linux)
+    for name in nodes:
+        with api.lock:
+            obj = api.store[("nodes", "", name)]
+            obj.setdefault("spec", {})["unschedulable"] = name in reimaging
+            obj.setdefault("status", {})["conditions"] = [
+                {"type": "Ready", "status": "False" if name in reimaging else "True"}
+            ]
+            if not obj["spec"]["unschedulable"]:
+                del obj["spec"]["unschedulable"]
+    ready = [n for n in linux if n in reimaged]
+    api.add(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "cilium", "namespace": "kube-system"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "nodeSelector": {"kubernetes.azure.com/ebpf-dataplane": "cilium"},
+                        "containers": [{"name": "cilium-agent", "image": CILIUM_IMAGE}],
+                    }
+                }
+            },
+            "status": {
+                "desiredNumberScheduled": len(ready),
+                "currentNumberScheduled": len(ready),
+                "numberReady": len(ready),
+                "updatedNumberScheduled": len(ready),
+                "numberAvailable": len(ready),
+            },
+        },
+        *(_agent_pod(f"cilium-{n}", "cilium", CILIUM_IMAGE, n, True) for n in ready),
+    )
+    if not done:
+        left = [n for n in linux if n not in reimaged]
+        api.add(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": "azure-npm", "namespace": "kube-system"},
+                "spec": {
+                    "template": {
+                        "spec": {"containers": [{"name": "azure-npm", "image": NPM_IMAGE}]}
+                    }
+                },
+                "status": {"desiredNumberScheduled": len(left), "numberReady": len(left)},
+            },
+            *(_agent_pod(f"azure-npm-{n}", "azure-npm", NPM_IMAGE, n, True) for n in left),
         )

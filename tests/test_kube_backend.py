@@ -254,7 +254,7 @@ def test_an_image_that_cannot_be_pulled_names_the_image_and_the_option(
 ) -> None:
     api.pull_fail_images.add("registry.example/python:3.12")
     with (
-        backend(kubeconfig, probe_image="registry.example/python:3.12") as b,
+        backend(kubeconfig, probe_image="registry.example/python:3.12", pull_timeout=1.0) as b,
         pytest.raises(ClusterError) as e,
     ):
         b.run(targets(b.snapshot())[:1], timeout=1.0)
@@ -264,6 +264,76 @@ def test_an_image_that_cannot_be_pulled_names_the_image_and_the_option(
         "ErrImagePull" in message or "ImagePullBackOff" in message
     )
     assert ours(api) == []  # cleaned up on failure
+
+
+def test_an_image_pull_that_fails_then_succeeds_does_not_stop_the_run(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    image = "registry.example/python:3.12"
+    api.pull_flaky[image] = 4  # four 429s (ErrImagePull, then ImagePullBackOff), then a pull
+    log = Log()
+    with backend(kubeconfig, log, probe_image=image, pull_timeout=30.0) as b:
+        (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    assert result.observed is Observed.CONNECTED and result.token == "shop/web-1", result
+    assert api.pull_flaky[image] == 0  # every refused pull happened
+    told = [m for m in log if "cannot pull the image" in m]
+    assert told and "yet (ErrImagePull" in told[0] and "429 Too Many Requests" in told[0]
+    assert "gives up after 30 s of failed pulls" in told[0]
+    assert ours(api) == []
+
+
+def test_an_image_pull_that_keeps_failing_stops_the_run_after_the_pull_timeout(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    image = "registry.example/python:3.12"
+    api.pull_flaky[image] = 1_000_000  # the registry never lets up
+    start = time.monotonic()
+    with (
+        backend(kubeconfig, probe_image=image, pull_timeout=1.5, pod_timeout=60.0) as b,
+        pytest.raises(ClusterError) as e,
+    ):
+        b.run(targets(b.snapshot())[:1], timeout=1.0)
+    took = time.monotonic() - start
+    assert 1.5 <= took < 15, took  # after the pull timeout, long before the pod timeout
+    message = str(e.value)
+    assert "cannot pull the image registry.example/python:3.12 (its pulls kept failing" in message
+    assert "429 Too Many Requests" in message or "ImagePullBackOff" in message
+    assert "--probe-image" in message
+    assert ours(api) == []
+
+
+def test_an_unschedulable_twin_fails_after_the_grace_not_the_pod_timeout(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.full_nodes["node-1"] = "0/2 nodes are available: 1 Too many pods."
+    log = Log()
+    start = time.monotonic()
+    with backend(kubeconfig, log, pod_timeout=120.0, unschedulable_grace=0.5) as b:
+        results = {r.id: r for r in b.run(targets(b.snapshot())[:3], timeout=1.0)}
+    took = time.monotonic() - start
+    assert took < 20, took  # not the 120 s pod timeout
+    for tid in ("pod-pod", "pod-svc"):  # web-1's twin is the destination of both
+        error = results[tid].error or ""
+        assert results[tid].observed is Observed.ERROR
+        assert "(twin of shop/web-1, node node-1) cannot be placed: the scheduler says" in error
+        assert "Unschedulable: 0/2 nodes are available: 1 Too many pods." in error
+        assert "waited 0.5 s for room to free up on node-1" in error
+    assert any("cannot be placed" in m for m in log)
+    assert ours(api) == []
+
+
+def test_an_unschedulable_twin_that_gets_room_within_the_grace_is_probed(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    api.full_nodes["node-1"] = "0/2 nodes are available: 1 Too many pods."
+    room = threading.Timer(1.0, lambda: api.full_nodes.pop("node-1"))  # a pod there ended
+    room.start()
+    try:
+        with backend(kubeconfig, unschedulable_grace=30.0) as b:
+            (result,) = b.run(targets(b.snapshot())[:1], timeout=1.0)
+    finally:
+        room.cancel()
+    assert result.observed is Observed.CONNECTED and result.token == "shop/web-1", result
 
 
 def test_a_pod_that_never_starts_times_out_naming_the_pod_node_and_state(
@@ -863,3 +933,79 @@ def test_an_allow_where_a_deny_was_predicted_is_probed_again_after_the_settle_in
     assert judge([Observed.CONNECTED, Observed.TIMEOUT]) is Outcome.FLAKY
     (first, second) = [at for at, name in api.exec_at if name.endswith(short_hash("shop/client-1"))]
     assert second - first >= 1.0
+
+
+IN_CLUSTER_RUN = """
+import json, sys
+from netparity.backend import Target
+from netparity.engine.traffic import ExternalEndpoint, ServiceEndpoint, Traffic, Via
+from netparity.kube.backend import KubeBackend
+
+with KubeBackend("in-cluster", settle=0.0, log=lambda m: print(m, file=sys.stderr)) as b:
+    snap = b.snapshot()
+    svc, node1 = snap.service("shop", "web"), snap.node("node-1")
+    outside = ExternalEndpoint(ip="198.51.100.7")
+    results = b.run(
+        [
+            Target(id="ext-nodeport", traffic=Traffic(
+                source=outside,
+                destination=ServiceEndpoint(service=svc, via=Via.NODE_PORT, node=node1),
+                port=80,
+            )),
+            Target(id="ext-pod", traffic=Traffic(
+                source=outside, destination=ServiceEndpoint(service=svc), port=80,
+            )),
+        ],
+        timeout=1.0,
+    )
+    print(json.dumps({"name": b.facts().name, "results": [
+        {"id": r.id, "observed": str(r.observed), "error": r.error} for r in results
+    ]}))
+"""
+
+
+def test_in_cluster_outside_probes_are_not_run_because_they_would_be_pod_traffic(
+    tmp_path: Path,
+) -> None:
+    """A real in-cluster login (the service account's token and CA at their fixed paths, in
+    a mount namespace of its own; KUBERNETES_SERVICE_HOST/PORT; HTTPS) against the loopback
+    API server: the outside probes are not run, with the reason, and nothing is created."""
+    cert, key = tmp_path / "ca.crt", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    token = tmp_path / "token"
+    token.write_text("in-cluster-token")
+    script = tmp_path / "run.py"
+    script.write_text(IN_CLUSTER_RUN)
+    with KubeAPI(tls=(cert, key), token="in-cluster-token") as server:
+        demo_cluster(server)
+        port = server.httpd.server_address[1]
+        env = {
+            **os.environ,
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(port),
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
+        env.pop("KUBECONFIG", None)
+        sa = "/run/secrets/kubernetes.io/serviceaccount"  # /var/run is /run
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f'mount -t tmpfs tmpfs /run && mkdir -p {sa} && cp "$1" "$2" {sa}/ && '
+             'exec "$3" "$4"',
+             "sh", str(token), str(cert), sys.executable, str(script)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert not server.mutations  # nothing was made for probes that do not run
+        assert any(path.startswith("/api/v1/nodes") for _, path in server.requests)
+    assert out["name"] == "in-cluster"
+    for result in out["results"]:
+        assert result["observed"] == "not-run", result
+        assert "inside the cluster (--cluster in-cluster)" in result["error"]
+        assert "the runner's own pod, which is pod traffic" in result["error"]
+    assert not os.path.exists("/run/secrets/kubernetes.io")  # the mount stayed in its namespace

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +21,9 @@ from netparity.kube.backend import KubeBackend
 from netparity.kube.client import CONFIG_MAPS, PODS, Kube
 from netparity.model.snapshot import load_snapshot
 
-from kubeapi import KubeAPI, demo_cluster
+from kubeapi import KubeAPI, demo_cluster, migrating
 
+REPO = Path(__file__).resolve().parents[1]
 RBAC_403 = (
     'pods is forbidden: User "ci" cannot list resource "pods" in API group "" at the cluster scope'
 )
@@ -304,9 +310,142 @@ def test_azure_npm_and_cilium_both_running_is_an_error_naming_both(tmp_path: Pat
         )
         with (
             backend(str(server.kubeconfig(tmp_path / "kc"))) as b,
-            pytest.raises(ClusterError, match=r"both azure-npm \(.*azure-npm:v1.5.45\) and cilium"),
+            pytest.raises(ClusterError) as e,
         ):
             b.facts()
+    message = str(e.value)
+    assert "in the middle of the migration to Cilium" in message
+    # no Cilium agent pod anywhere: both nodes are named
+    assert "no ready Cilium agent on node-1, node-2" in message
+    assert "--wait-ready SECONDS" in message
+
+
+def test_a_cluster_in_the_migration_window_is_refused_with_its_nodes_named(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    migrating(api, reimaged={"node-1"}, reimaging={"node-2"})
+    with backend(kubeconfig) as b, pytest.raises(ClusterError) as e:
+        b.facts()
+    message = str(e.value)
+    assert message.startswith("test: the cluster is in the middle of the migration to Cilium (")
+    for part in (
+        "azure-npm still runs on node-2",
+        "no ready Cilium agent on node-2",
+        "NotReady: node-2",
+        "cordoned: node-2",
+        "cilium DaemonSet: 1 of 1 ready, 1 updated, 2 Linux nodes",
+        "Cilium enforces only once every node is",
+        "--wait-ready SECONDS",
+    ):
+        assert part in message, (part, message)
+    assert "node-1" not in message  # reimaged, its agent ready: not named
+    assert message.count(". ") == 0 and "\n" not in message  # one sentence
+    # the same refusal ends `pytest --cluster` as a usage error (the plugin's _usage)
+
+
+def test_cilium_alone_but_not_ready_on_every_linux_node_is_the_window_too(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    migrating(api, reimaged={"node-1", "node-2"})  # the migration is over ...
+    ds = api.find("DaemonSet", "kube-system", "cilium")
+    assert ds is not None
+    ds["status"].update(numberReady=1)  # ... but one agent is not ready yet
+    api.add(ds)
+    api.add(_agent("cilium-node-2", "node-2", ready=False))
+    with backend(kubeconfig) as b, pytest.raises(ClusterError) as e:
+        b.facts()
+    message = str(e.value)
+    assert "no ready Cilium agent on node-2" in message
+    assert "cilium DaemonSet: 1 of 2 ready, 2 updated, 2 Linux nodes" in message
+    assert "azure-npm" not in message
+
+
+def test_a_finished_migration_is_detected_as_cilium(api: KubeAPI, kubeconfig: str) -> None:
+    migrating(api, reimaged={"node-1", "node-2"})
+    with backend(kubeconfig) as b:
+        assert (b.facts().dataplane, b.facts().version) == ("cilium", "1.17.3")
+
+
+def test_wait_ready_waits_for_the_window_to_close_showing_progress(
+    api: KubeAPI, kubeconfig: str
+) -> None:
+    migrating(api, reimaged={"node-1"}, reimaging={"node-2"})
+    said: list[str] = []
+    finish = threading.Timer(1.0, lambda: migrating(api, reimaged={"node-1", "node-2"}))
+    finish.start()
+    try:
+        start = time.monotonic()
+        with KubeBackend(
+            "test", kubeconfig=kubeconfig, log=said.append, wait_ready=30, wait_poll=0.2
+        ) as b:
+            assert b.facts().dataplane == "cilium"
+        took = time.monotonic() - start
+    finally:
+        finish.cancel()
+    assert 0.9 <= took < 10, took
+    assert any(
+        "migration to Cilium is under way (Cilium ready on 1/2 Linux nodes, azure-npm on 1)" in m
+        and "of 30 s (--wait-ready)" in m
+        for m in said
+    ), said
+    assert "the migration window is over" in said[-1], said
+
+
+def test_wait_ready_gives_up_when_the_time_is_up(api: KubeAPI, kubeconfig: str) -> None:
+    migrating(api, reimaged={"node-1"}, reimaging={"node-2"})
+    start = time.monotonic()
+    with (
+        backend(kubeconfig, wait_ready=0.6, wait_poll=0.2) as b,
+        pytest.raises(ClusterError) as e,
+    ):
+        b.facts()
+    assert 0.5 <= time.monotonic() - start < 10
+    assert "it still was after waiting 0.6 s (--wait-ready)" in str(e.value)
+    assert "azure-npm still runs on node-2" in str(e.value)
+
+
+def test_wait_ready_must_not_be_negative(kubeconfig: str) -> None:
+    with pytest.raises(InputError, match="--wait-ready"):
+        backend(kubeconfig, wait_ready=-1)
+
+
+def _suites(kubeconfig: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "--cluster", "test", "-p", "no:cacheprovider",
+         "--report-dir", str(tmp_path / "reports"), *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_pytest_in_the_window_is_a_usage_error_after_waiting_with_progress(
+    api: KubeAPI, kubeconfig: str, tmp_path: Path
+) -> None:
+    migrating(api, reimaged={"node-1"}, reimaging={"node-2"})
+    done = _suites(kubeconfig, tmp_path, "--wait-ready", "0.5")
+    out = done.stdout + done.stderr
+    assert done.returncode == 4, out  # pytest's usage error
+    assert "ERROR: netparity: test: the cluster is in the middle of the migration to Cilium" in out
+    assert "azure-npm still runs on node-2" in out
+    assert "it still was after waiting 0.5 s (--wait-ready)" in out
+    assert "Cilium ready on 1/2 Linux nodes, azure-npm on 1" in out  # the progress shown
+    assert not any(m for m in api.mutations)  # nothing was made
+
+
+def test_wait_ready_must_be_a_number_of_seconds(kubeconfig: str, tmp_path: Path) -> None:
+    done = _suites(kubeconfig, tmp_path, "--wait-ready", "soon")
+    assert done.returncode == 4
+    assert "--wait-ready 'soon' must be a number of seconds from 0 to 86400" in done.stderr
+
+
+def _agent(name: str, node: str, *, ready: bool) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": {"k8s-app": "cilium"}},
+        "spec": {"nodeName": node, "containers": [{"name": "cilium-agent", "image": "x:1"}]},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
 
 
 def test_a_dataplane_override_wins_without_asking_the_cluster(

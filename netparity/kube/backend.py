@@ -47,6 +47,7 @@ from netparity.kube.client import (
     CILIUM_ENDPOINTS,
     CONFIG_MAPS,
     EXEC_HANDSHAKE_TIMEOUT,
+    IN_CLUSTER,
     LEASES,
     PODS,
     SERVICES,
@@ -65,7 +66,7 @@ from netparity.kube.layout import (
     planned_seconds,
 )
 from netparity.kube.placement import Placement
-from netparity.kube.podstate import PodState, Readiness, pod_state
+from netparity.kube.podstate import LASTING_IMAGE_FAILURES, PodState, Readiness, pod_state
 from netparity.kube.read import read_snapshot, write_list
 from netparity.kube.render import (
     DEFAULT_IMAGE,
@@ -94,6 +95,19 @@ DEFAULT_SETTLE = 5.0
 DEFAULT_MAX_DURATION = 2 * 3600.0
 EXPIRY_MARGIN = 15 * 60.0
 KUBELET_PORT = 10250  # answers on every node: tells whether this machine reaches a node at all
+# --wait-ready: how often the migration window is looked at again, and how often it is told
+WAIT_POLL = 10.0
+WAIT_TELL = 60.0
+# A failing image pull is given up only when it keeps failing this long: the kubelet retries
+# a pull after 10, 20, 40 s (doubling up to 5 min), so 120 s hold four tries, enough for a
+# registry's 429 (Too Many Requests) or a throttled ACR to pass.
+PULL_TIMEOUT = 120.0
+# A twin the scheduler reports Unschedulable fails after this grace instead of pod_timeout.
+# Twins require one named node (kubernetes.io/hostname), so a node the cluster autoscaler
+# adds can never take them; only room freed on that node can (pods finishing or deleted),
+# and the scheduler retries at once on such an event. 15 s cover a scheduler retry after a
+# deletion and a busy API server, not a node scale-up (which could not help).
+UNSCHEDULABLE_GRACE = 15.0
 
 
 def _stderr(message: str) -> None:
@@ -108,6 +122,8 @@ class _Twin:
     failure: str | None = None  # set: this twin will not come; its probes are errors
     ready_at: float | None = None  # time.monotonic() when its IP was known and it listened
     settled: bool = False  # the dataplane has it (Cilium: its endpoint is ready)
+    pull_failing_since: float | None = None  # time.monotonic() its image pull first failed
+    unschedulable_since: float | None = None  # ... the scheduler first said Unschedulable
 
 
 @dataclass(slots=True)
@@ -136,6 +152,10 @@ class KubeBackend:
         lease_seconds: int = LEASE_SECONDS,
         log: Callable[[str], None] | None = None,
         max_duration: float | None = None,
+        wait_ready: float = 0.0,
+        wait_poll: float = WAIT_POLL,
+        pull_timeout: float = PULL_TIMEOUT,
+        unschedulable_grace: float = UNSCHEDULABLE_GRACE,
     ) -> None:
         if dataplane is not None and dataplane not in DATAPLANES:
             raise InputError(
@@ -159,6 +179,12 @@ class KubeBackend:
         if not settle >= 0:
             raise InputError(f"must be 0 or more seconds, got {settle:g}", field="--settle")
         self.settle = settle
+        if not wait_ready >= 0:
+            raise InputError(f"must be 0 or more seconds, got {wait_ready:g}", field="--wait-ready")
+        self.wait_ready = wait_ready
+        self.wait_poll = wait_poll
+        self.pull_timeout = pull_timeout
+        self.unschedulable_grace = unschedulable_grace
         self._probed: set[str] = set()  # target ids probed already: a second try is a retry
         self._last_probe = 0.0  # time.monotonic() when the last probing round ended
         self._override = dataplane
@@ -205,7 +231,19 @@ class KubeBackend:
         if self._override is not None:
             return ClusterFacts(name=self.kube.name, backend="kubernetes", dataplane=self._override)
         if self._detected is None:
-            self._detected = detect(self.kube)
+            self._detected = self._detect_ready()
+        if self._detected.window is not None:
+            waited = (
+                f"; it still was after waiting {self.wait_ready:g} s (--wait-ready)"
+                if self.wait_ready
+                else "; run once the upgrade has finished, or wait for it with --wait-ready SECONDS"
+            )
+            raise ClusterError(
+                f"{self.kube.name}: the cluster is in the middle of the migration to Cilium "
+                f"({self._detected.window.describe()}): policy enforcement is inconsistent while "
+                f"nodes are reimaged and Cilium enforces only once every node is, so probes now "
+                f"would report noise{waited}"
+            )
         if self._detected.dataplane == "unknown":
             raise ClusterError(
                 f"{self.kube.name}: cannot tell which dataplane enforces NetworkPolicy: "
@@ -218,6 +256,34 @@ class KubeBackend:
             dataplane=self._detected.dataplane,
             version=self._detected.version,
         )
+
+    def _detect_ready(self) -> Detected:
+        """Detect the dataplane; with --wait-ready, until the cluster is out of the migration
+        window or the time is up, saying how far it got."""
+        found = detect(self.kube)
+        if found.window is None or not self.wait_ready:
+            return found
+        start = time.monotonic()
+        told, last = -math.inf, ""
+        while found.window is not None:
+            waited = time.monotonic() - start
+            now = found.window.progress()
+            if now != last or waited - told >= WAIT_TELL:
+                self._log(
+                    f"{self.kube.name}: the migration to Cilium is under way ({now}): waiting "
+                    f"for every node, {waited:.0f} s of {self.wait_ready:g} s (--wait-ready)"
+                )
+                told, last = waited, now
+            left = self.wait_ready - waited
+            if left <= 0:
+                return found
+            time.sleep(min(self.wait_poll, left))
+            found = detect(self.kube)
+        self._log(
+            f"{self.kube.name}: the migration window is over after "
+            f"{time.monotonic() - start:.0f} s: {found.evidence}"
+        )
+        return found
 
     @property
     def evidence(self) -> str:
@@ -331,11 +397,12 @@ class KubeBackend:
             self._deadline_at = time.monotonic() + active_deadline(planned, self.max_duration)
         results: dict[int, ProbeResult] = {}
         for step in layout.steps:
-            if step.reason is not None:
+            reason = step.reason or self._not_outside(step)
+            if reason is not None:
                 results[step.index] = ProbeResult(
-                    id=step.target.id, observed=Observed.NOT_RUN, error=step.reason
+                    id=step.target.id, observed=Observed.NOT_RUN, error=reason
                 )
-        runnable = [s for s in layout.steps if s.reason is None]
+        runnable = [s for s in layout.steps if s.index not in results]
         if any(s.source != LOCAL or (s.dest is not None and s.dest.kind != "ip") for s in runnable):
             self._arm()
             self._ensure_objects(layout)
@@ -352,6 +419,18 @@ class KubeBackend:
         self._probed.update(t.id for t in targets)
         self._last_probe = time.monotonic()
         return [results[i] for i in range(len(targets))]
+
+    def _not_outside(self, step: Step) -> str | None:
+        """In the cluster (`--cluster in-cluster`, the Job) a probe "from outside" would start
+        in the runner's own pod: pod traffic, which policies treat as such, not outside
+        traffic. It is not run, and says so."""
+        if step.source != LOCAL or self.kube.name != IN_CLUSTER:
+            return None
+        return (
+            "this run is inside the cluster (--cluster in-cluster): a probe from outside would "
+            "start in the runner's own pod, which is pod traffic, not traffic from outside the "
+            "cluster; run the suites from a machine outside the cluster for it"
+        )
 
     # ------------------------------------------------------------------ settling
 
@@ -547,16 +626,17 @@ class KubeBackend:
                     state = pod_state(live.get(short_hash(key)))
                     twin.state = state
                     if state.readiness is Readiness.IMAGE:
-                        raise ClusterError(
-                            f"probe pod {self._twin_label(twin)} cannot pull the image {self.image} "
-                            f"({state.detail}); mirror it where the cluster can pull from and pass "
-                            f"--probe-image (a digest pin name@sha256:... is accepted)"
-                        )
+                        self._pull_failing(twin, state)
+                        continue
+                    if self._unschedulable(twin, state):
+                        pending.discard(key)
+                        continue
                     if state.readiness is Readiness.FAILED:
                         twin.failure = f"probe pod {self._twin_label(twin)} failed: {state.detail}"
                         self._log(twin.failure)
                     if state.readiness is Readiness.READY and twin.ready_at is None:
                         twin.ready_at = time.monotonic()
+                        twin.pull_failing_since = None
                     if state.readiness is not Readiness.WAITING:
                         pending.discard(key)
             if progress is not None:
@@ -575,6 +655,53 @@ class KubeBackend:
                 return
             time.sleep(min(POLL, 0.1 * 2**polls))
             polls += 1
+
+    def _pull_failing(self, twin: _Twin, state: PodState) -> None:
+        """A pull that fails may pass (a registry's 429): the kubelet retries it. Give up, and
+        stop the run (every twin uses the image), only when it keeps failing past
+        pull_timeout, or at once when no retry can mend it (an invalid image name)."""
+        now = time.monotonic()
+        if twin.pull_failing_since is None:
+            twin.pull_failing_since = now
+            if state.reason not in LASTING_IMAGE_FAILURES:
+                self._log(
+                    f"probe pod {self._twin_label(twin)} cannot pull the image {self.image} yet "
+                    f"({state.detail}); the kubelet retries it, netparity gives up after "
+                    f"{self.pull_timeout:g} s of failed pulls"
+                )
+        failing = now - twin.pull_failing_since
+        if state.reason in LASTING_IMAGE_FAILURES or failing >= self.pull_timeout:
+            how_long = (
+                f" (its pulls kept failing for {failing:.0f} s)"
+                if state.reason not in LASTING_IMAGE_FAILURES
+                else ""
+            )
+            raise ClusterError(
+                f"probe pod {self._twin_label(twin)} cannot pull the image {self.image}{how_long} "
+                f"({state.detail}); mirror it where the cluster can pull from and pass "
+                f"--probe-image (a digest pin name@sha256:... is accepted)"
+            )
+
+    def _unschedulable(self, twin: _Twin, state: PodState) -> bool:
+        """True when the scheduler has said Unschedulable for longer than the grace: the twin
+        fails now, naming the node and the scheduler's message, instead of at pod_timeout."""
+        if state.reason != "Unschedulable":
+            twin.unschedulable_since = None
+            return False
+        now = time.monotonic()
+        if twin.unschedulable_since is None:
+            twin.unschedulable_since = now
+        if now - twin.unschedulable_since < self.unschedulable_grace:
+            return False
+        node = twin.pod.node_name or "any node"
+        twin.failure = (
+            f"probe pod {self._twin_label(twin)} cannot be placed: the scheduler says "
+            f"{state.detail} (waited {self.unschedulable_grace:g} s for room to free up on "
+            f"{node}; a node the autoscaler adds cannot take a twin, which must run on its "
+            f"pod's node)"
+        )
+        self._log(twin.failure)
+        return True
 
     def _twin_label(self, twin: _Twin) -> str:
         name = ((twin.obj or {}).get("metadata") or {}).get("name", "?")

@@ -8,11 +8,54 @@ from dataclasses import dataclass
 from typing import Any
 
 from netparity.errors import ClusterError
-from netparity.kube.client import DAEMON_SETS, PODS, Kube
+from netparity.kube.client import DAEMON_SETS, NODES, PODS, Kube
 
 KUBE_SYSTEM = "kube-system"
 DATAPLANES = frozenset({"spec", "npm", "cilium", "cilium-1.16", "unknown"})
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+NAMES_SHOWN = 8  # nodes named per list in a message; the rest are counted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Window:
+    """The cluster is in the middle of the migration (Microsoft's guide: enforcement is
+    inconsistent while nodes are reimaged, and Cilium enforces only once every node is):
+    azure-npm and cilium both present, or Cilium not ready on every Linux node. The nodes
+    that are NotReady or cordoned are named with it: they are the ones being reimaged."""
+
+    linux_nodes: int
+    cilium_ready: int  # Linux nodes with a ready Cilium agent pod
+    npm_nodes: tuple[str, ...] = ()  # nodes where an azure-npm pod still runs
+    without_cilium: tuple[str, ...] = ()  # Linux nodes without a ready Cilium agent pod
+    not_ready: tuple[str, ...] = ()  # nodes whose Ready condition is not True
+    cordoned: tuple[str, ...] = ()
+    daemonset: str = ""  # the cilium DaemonSet's counts, as the API reports them
+
+    def describe(self) -> str:
+        parts = []
+        if self.npm_nodes:
+            parts.append(f"azure-npm still runs on {_names(self.npm_nodes)}")
+        if self.without_cilium:
+            parts.append(f"no ready Cilium agent on {_names(self.without_cilium)}")
+        if self.not_ready:
+            parts.append(f"NotReady: {_names(self.not_ready)}")
+        if self.cordoned:
+            parts.append(f"cordoned: {_names(self.cordoned)}")
+        if self.daemonset:
+            parts.append(self.daemonset)
+        return "; ".join(parts)
+
+    def progress(self) -> str:
+        npm = f", azure-npm on {len(self.npm_nodes)}" if self.npm_nodes else ""
+        return f"Cilium ready on {self.cilium_ready}/{self.linux_nodes} Linux nodes{npm}"
+
+
+def _names(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:NAMES_SHOWN])
+    more = len(names) - NAMES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -20,6 +63,7 @@ class Detected:
     dataplane: str
     version: str | None = None
     evidence: str = ""
+    window: Window | None = None  # set: the migration is under way (see Window)
 
 
 def image_version(image: str) -> str | None:
@@ -84,9 +128,87 @@ def seen_in_kube_system(kube: Kube) -> str:
     return "DaemonSets in kube-system: " + ("; ".join(parts) if parts else "none")
 
 
+def _count(status: Mapping[str, Any], key: str) -> int | None:
+    value = status.get(key)
+    return value if isinstance(value, int) else None
+
+
+def _ready(obj: Mapping[str, Any]) -> bool | None:
+    """A pod's or node's Ready condition: True, False, or None when it has none."""
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return None
+
+
+def _node_of(pod: Mapping[str, Any]) -> str | None:
+    node = (pod.get("spec") or {}).get("nodeName")
+    return node if isinstance(node, str) else None
+
+
+def migration_window(kube: Kube, *, npm: bool) -> Window | None:
+    """Where Cilium runs: the window when azure-npm runs beside it, or when its DaemonSet
+    is not ready on every Linux node (desiredNumberScheduled against numberReady,
+    updatedNumberScheduled and the Linux nodes; AKS schedules Cilium only on reimaged
+    nodes). None: Cilium is ready everywhere and alone."""
+    ds = kube.get(DAEMON_SETS, "cilium", namespace=KUBE_SYSTEM) or {}
+    status = ds.get("status") if isinstance(ds.get("status"), Mapping) else {}
+    assert isinstance(status, Mapping)
+    desired = _count(status, "desiredNumberScheduled")
+    ready = _count(status, "numberReady")
+    updated = _count(status, "updatedNumberScheduled")
+    nodes = kube.list(NODES) or []
+    linux = sorted(
+        str((n.get("metadata") or {}).get("name"))
+        for n in nodes
+        if ((n.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/os", "linux")
+        == "linux"
+        and ((n.get("metadata") or {}).get("labels") or {}).get("type") != "virtual-kubelet"
+    )
+    behind = desired is not None and (
+        (ready is not None and ready < desired)
+        or (updated is not None and updated < desired)
+        or desired < len(linux)
+    )
+    if not npm and not behind:
+        return None
+    agents = kube.list(PODS, namespace=KUBE_SYSTEM, label_selector="k8s-app=cilium") or []
+    with_cilium = {n for p in agents if _ready(p) and (n := _node_of(p)) is not None}
+    npm_pods = (
+        kube.list(PODS, namespace=KUBE_SYSTEM, label_selector="k8s-app=azure-npm") or []
+        if npm
+        else []
+    )
+    counts = ""
+    if desired is not None:
+        counts = (
+            f"cilium DaemonSet: {ready if ready is not None else '?'} of {desired} "
+            f"ready, {updated if updated is not None else '?'} updated, "
+            f"{len(linux)} Linux nodes"
+        )
+    return Window(
+        linux_nodes=len(linux),
+        cilium_ready=len(with_cilium & set(linux)),
+        npm_nodes=tuple(sorted({n for p in npm_pods if (n := _node_of(p)) is not None})),
+        without_cilium=tuple(n for n in linux if n not in with_cilium),
+        not_ready=tuple(
+            sorted(str((n.get("metadata") or {}).get("name")) for n in nodes if _ready(n) is False)
+        ),
+        cordoned=tuple(
+            sorted(
+                str((n.get("metadata") or {}).get("name"))
+                for n in nodes
+                if (n.get("spec") or {}).get("unschedulable")
+            )
+        ),
+        daemonset=counts,
+    )
+
+
 def detect(kube: Kube) -> Detected:
     npm, npm_image = _find(kube, "azure-npm", "azure-npm")
     cilium, cilium_image = _find(kube, "cilium", "cilium-agent")
+    window = migration_window(kube, npm=npm) if cilium else None
     if npm and cilium:
         return Detected(
             dataplane="unknown",
@@ -95,6 +217,7 @@ def detect(kube: Kube) -> Detected:
                 f"which one enforces is unclear (a migration in progress?); "
                 f"{seen_in_kube_system(kube)}"
             ),
+            window=window,
         )
     if npm:
         version = image_version(npm_image or "")
@@ -105,6 +228,7 @@ def detect(kube: Kube) -> Detected:
             dataplane=cilium_dataplane(version),
             version=version,
             evidence=f"cilium ({cilium_image})",
+            window=window,
         )
     return Detected(
         dataplane="unknown",

@@ -10,6 +10,9 @@ from typing import Any
 IMAGE_FAILURES = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 )
+# Pull failures no retry mends (the others may pass: a registry's 429, a throttled ACR, a
+# role assignment for the registry that is still propagating)
+LASTING_IMAGE_FAILURES = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 CONTAINER_FAILURES = frozenset(
     {"CreateContainerConfigError", "CreateContainerError", "RunContainerError", "CrashLoopBackOff"}
 )
@@ -19,7 +22,7 @@ class Readiness(StrEnum):
     READY = "ready"  # running, the agent listening (startup probe passed), an IP
     WAITING = "waiting"
     FAILED = "failed"  # will not come: the detail says why
-    IMAGE = "image"  # the image cannot be pulled: no probe pod will come
+    IMAGE = "image"  # the image cannot be pulled (yet: the kubelet retries, see `reason`)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +31,7 @@ class PodState:
     detail: str
     ip: str | None = None
     node: str | None = None
+    reason: str | None = None  # the waiting container's reason, or the scheduler's
 
 
 def _m(value: Any) -> Mapping[str, Any]:
@@ -52,6 +56,7 @@ def pod_state(pod: Mapping[str, Any] | None) -> PodState:
                 readiness=Readiness.WAITING,
                 detail=f"{c.get('reason') or 'not scheduled'}: {c.get('message') or 'no reason given'}",
                 node=node,
+                reason=str(c.get("reason") or "") or None,
             )
     if phase in ("Failed", "Succeeded"):
         reason = status.get("reason") or phase
@@ -74,6 +79,7 @@ def pod_state(pod: Mapping[str, Any] | None) -> PodState:
                 readiness=Readiness.IMAGE,
                 detail=f"{reason}{on}: {message}".rstrip(": "),
                 node=node,
+                reason=reason,
             )
         if reason in CONTAINER_FAILURES:
             return PodState(
