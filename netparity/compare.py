@@ -81,8 +81,10 @@ class ProbeParity:
     baseline: ProbeRecord | None
     current: ProbeRecord | None
     message: str
-    # why the engine predicts before != after: the dataplane differences that flip it
+    # why the engine predicts before != after: the dataplane differences that flip it;
+    # `causes_known` False where the records cannot say (older than 2.1)
     causes: tuple[Cause, ...] = ()
+    causes_known: bool = False
 
     @property
     def failed(self) -> bool:
@@ -143,6 +145,12 @@ def _where(probe: ProbeRecord) -> str:
     if probe.rule:
         parts.append(f"rule {probe.rule}")
     return ", ".join(parts) if parts else "no scenario or rule (a probe of the plan's classes)"
+
+
+def _says_causes(record: Record, before: str) -> bool:
+    """Whether the record's causes explain before -> after: they are relative to its plan's
+    current dataplane, and only records of 2.1 and later have them."""
+    return record.plan.current == before and record.schema_version >= 2 and record.schema_minor >= 1
 
 
 def causes_text(causes: tuple[Cause, ...]) -> str:
@@ -238,7 +246,7 @@ def _judge_one(
     a = cur.verdict if cur is not None else None
     causes, known = _causes(base, cur, after, origins)
     if pb == pa or pb is None or pa is None:
-        causes, known = (), False
+        causes = ()  # no change predicted: nothing to explain
 
     def make(
         status: Status,
@@ -263,6 +271,7 @@ def _judge_one(
             current=cur,
             message=message,
             causes=causes,
+            causes_known=known,
         )
 
     base_ran = base is not None and base.not_run is None
@@ -398,7 +407,7 @@ def compare(
     after = _dataplane(current.dataplane, current.plan.target, every)
     # a record's causes are relative to its plan's current dataplane: usable where that is
     # the comparison's "before"
-    origins = (baseline.plan.current == before, current.plan.current == before)
+    origins = (_says_causes(baseline, before), _says_causes(current, before))
     out = [
         _judge_one(
             p.id, base_by.get(p.id), p, before=before, after=after, accepts=accepts, origins=origins
@@ -520,7 +529,7 @@ def parity_json(
                 "rule": rec.rule,
                 "scenarios": list(rec.scenarios),
                 "rules": list(rec.rules),
-                "causes": [cause_json(c) for c in p.causes],
+                "causes": [cause_json(c) for c in p.causes] if p.causes_known else None,
                 "source_class": rec.source_class,
                 "destination_class": rec.destination_class,
                 "stands_for": list(rec.stands_for),

@@ -220,6 +220,7 @@ class Record:
     probe_timeout: float = 2.0
     retries: int = 1
     schema_version: int = SCHEMA_VERSION
+    schema_minor: int = SCHEMA_MINOR  # 0: a record older than 2.1, whose predictions lack causes
 
     def by_id(self) -> Mapping[str, ProbeRecord]:
         """The observed probes by id (not the ones the backend could not run)."""
@@ -444,7 +445,7 @@ def record_json(r: Record) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "kind": RECORD_KIND,
         "schema_version": r.schema_version,
-        **({"schema_minor": SCHEMA_MINOR} if r.schema_version == SCHEMA_VERSION else {}),
+        **({"schema_minor": r.schema_minor} if r.schema_version >= 2 else {}),
         "cluster": r.cluster,
         "backend": r.backend,
         "dataplane": r.dataplane,
@@ -606,6 +607,7 @@ def record_from_json(data: Any, source: str = "<record>") -> Record:
             f"this netparity ({__version__}) reads versions "
             f"{', '.join(str(v) for v in READS_VERSIONS)}"
         )
+    minor = data.get("schema_minor")
     plan = rd.map(data.get("plan"), "plan")
     settings = rd.map(data.get("settings") or {}, "settings")
     size = plan.get("size")
@@ -644,6 +646,7 @@ def record_from_json(data: Any, source: str = "<record>") -> Record:
         probe_timeout=float(settings.get("probe_timeout", 2.0)),
         retries=int(settings.get("retries", 1)),
         schema_version=version,
+        schema_minor=minor if isinstance(minor, int) and not isinstance(minor, bool) else 0,
     )
 
 
