@@ -15,7 +15,7 @@ or missing. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -562,6 +562,29 @@ MEANING = {
     Status.MISSING: "observed in the baseline, not checked now",
     Status.NOT_RUN: "run by neither: the backend cannot run them",
 }
+
+
+def by_cause(group: Sequence[ProbeParity]) -> str:
+    """Probes counted by the cause of their change ("ipblock-pods 3, endport 1"): a probe
+    with several causes counts under each; a change no difference explains is
+    "unexplained", one the engine did not predict "not predicted", one whose records
+    cannot say (older than 2.1) its purpose, "planned for SCENARIO"."""
+    by: dict[str, int] = {}
+    for p in group:
+        if p.causes:
+            keys = list(dict.fromkeys(c.name for c in p.causes))
+        elif p.predicted_before == p.predicted_after or None in (
+            p.predicted_before,
+            p.predicted_after,
+        ):
+            keys = ["not predicted"]
+        elif p.causes_known:
+            keys = ["unexplained"]
+        else:
+            keys = [f"planned for {p.probe.scenario or 'no scenario'}"]
+        for k in keys:
+            by[k] = by.get(k, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def summary_line(parity: Parity) -> str:

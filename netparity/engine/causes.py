@@ -69,12 +69,25 @@ class Cause:
         kind, _, rest = self.rule.partition(" ")
         return f"{kind} {rest.split(' ', 1)[0]}"
 
+    @property
+    def name(self) -> str:
+        """How reports group it: the lint's scenario, else the knob."""
+        return self.scenario or self.knob
+
+    def short(self) -> str:
+        """"ipblock-pods (D2)", "+"-joined with the knobs it acts together with."""
+        return f"{'+'.join((self.name, *self.together))} ({self.row})"
+
     def __str__(self) -> str:
-        name = self.scenario or self.knob
-        text = f"{name} ({self.row})"
+        text = f"{self.name} ({self.row})"
         if self.together:
             text += f" together with {', '.join(self.together)}"
         return text + (f" via {self.rule}" if self.rule else "")
+
+
+def causes_short(causes: Sequence[Cause]) -> str:
+    """The causes in a few words, e.g. "ipblock-pods (D2); endport (D1)"."""
+    return "; ".join(dict.fromkeys(c.short() for c in causes))
 
 
 def differing_knobs(current: Dataplane, target: Dataplane) -> tuple[str, ...]:

@@ -298,7 +298,7 @@ def from_record(record: Record, *, source: str = "") -> Report:
             )
             check = "not-run"
         else:
-            judged = judge_pre(rec, record.dataplane, phase=record.phase)
+            judged = judge_pre(rec, record.dataplane, phase=record.phase, target=after)
             check = dict(judged.properties).get("netparity.status", "agrees")
         checks[check] = checks.get(check, 0) + 1
         flip = pb in ("allow", "deny") and pa in ("allow", "deny") and pb != pa
