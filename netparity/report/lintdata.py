@@ -422,4 +422,7 @@ def no_finding_reason(cause: Cause, lint: LintView | None, row: Row | None = Non
         return NO_SCENARIO_WHY.get(row, f"the lint has no scenario for {cause.knob} ({row})")
     if cause.rule is None:
         return "no NetworkPolicy is involved, so the lint names no policy for it"
-    return f"the lint has no {cause.scenario} finding on {cause.policy}"
+    return (
+        f"the lint has no {cause.scenario} finding on {cause.policy} (it judges the ports "
+        "pods declare and rules name; a probe at the edge of a rule's ports may be on none)"
+    )
