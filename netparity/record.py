@@ -23,13 +23,13 @@ from typing import Any
 
 from netparity import __version__
 from netparity.backend import ClusterFacts, Observed, ProbeResult
+from netparity.engine.causes import Cause
 from netparity.engine.traffic import (
     Endpoint,
     ExternalEndpoint,
     NodeEndpoint,
     PodEndpoint,
 )
-from netparity.engine.causes import Cause
 from netparity.errors import RecordError
 from netparity.plan.model import Plan, PlannedProbe
 

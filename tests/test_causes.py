@@ -95,9 +95,7 @@ def finder(snap: Snapshot, target: str) -> CauseFinder:
 def edge_probe(snap: Snapshot, target: str) -> PlannedProbe:
     plan = make_plan(snap, current="npm", target=target)
     (probe,) = [
-        p
-        for p in plan.probes
-        if p.title.startswith("ns13[app=app1] -> ns0[app=app13] 31999/TCP")
+        p for p in plan.probes if p.title.startswith("ns13[app=app1] -> ns0[app=app13] 31999/TCP")
     ]
     return probe
 
@@ -116,7 +114,11 @@ def test_the_edge_below_an_end_port_range_flips_through_ip_block_not_end_port() 
     assert probe.predicted["npm"].decision is Decision.ALLOW
     assert probe.predicted["cilium"].decision is Decision.DENY
     (cause,) = probe.predicted["cilium"].causes
-    assert (cause.knob, cause.row, cause.scenario) == ("ipblock_matches_cluster", "D2", "ipblock-pods")
+    assert (cause.knob, cause.row, cause.scenario) == (
+        "ipblock_matches_cluster",
+        "D2",
+        "ipblock-pods",
+    )
     assert cause.rule == "NetworkPolicy ns13/egress egress[1]"  # the ipBlock rule, not the range
     assert cause.together == ()
     assert probe.predicted["npm"].causes == ()  # the current dataplane differs from nothing
@@ -215,9 +217,10 @@ def test_records_and_the_parity_keep_purpose_and_cause_apart() -> None:
     old = [record_from_json({**record_json(r), "schema_minor": 0}) for r in (base, cur)]
     old_edge = next(p for p in compare(*old).probes if p.id == edge.id)
     assert not old_edge.causes_known and "cause " not in old_edge.message
-    assert next(p for p in parity_json(compare(*old))["probes"] if p["id"] == edge.id)[
-        "causes"
-    ] is None
+    assert (
+        next(p for p in parity_json(compare(*old))["probes"] if p["id"] == edge.id)["causes"]
+        is None
+    )
 
 
 def test_the_report_groups_the_edge_by_its_cause() -> None:

@@ -75,7 +75,7 @@ class Cause:
         return self.scenario or self.knob
 
     def short(self) -> str:
-        """"ipblock-pods (D2)", "+"-joined with the knobs it acts together with."""
+        """ "ipblock-pods (D2)", "+"-joined with the knobs it acts together with."""
         return f"{'+'.join((self.name, *self.together))} ({self.row})"
 
     def __str__(self) -> str:
@@ -152,7 +152,9 @@ class CauseFinder:
         )
 
 
-def _flipped(now: Verdict, then: Verdict) -> list[tuple[DirectionResult | None, DirectionResult | None]]:
+def _flipped(
+    now: Verdict, then: Verdict
+) -> list[tuple[DirectionResult | None, DirectionResult | None]]:
     """The (now, then) sides whose decisions differ (or that only one verdict has)."""
     out = []
     for a, b in ((now.egress, then.egress), (now.ingress, then.ingress)):

@@ -367,14 +367,15 @@ def categorize(rows: Iterable[Row], lint: LintView | None) -> list[Row]:
                 if not hits and cause.together:  # a joint cause: the lint files it once
                     group = {cause.knob, *cause.together}
                     for partner in row.causes:
-                        if partner.knob in cause.together and {partner.knob, *partner.together} == group:
+                        if (
+                            partner.knob in cause.together
+                            and {partner.knob, *partner.together} == group
+                        ):
                             hits = hits or matcher.for_cause(row, partner)
                 found_ids.update(dict.fromkeys(f.id for f in hits))
                 if not hits:
                     no_finding.append(f"{cause}: {no_finding_reason(cause, lint, row)}")
-            cats = tuple(dict.fromkeys(cause_category(c) for c in row.causes)) or (
-                PREDICTED_OTHER,
-            )
+            cats = tuple(dict.fromkeys(cause_category(c) for c in row.causes)) or (PREDICTED_OTHER,)
             if unexplained:
                 cats = (UNEXPLAINED, *cats) if row.causes else (UNEXPLAINED,)
             out.append(
@@ -418,8 +419,8 @@ def no_finding_reason(cause: Cause, lint: LintView | None, row: Row | None = Non
             "cluster's Services"
         )
     if cause.scenario is None or "cilium_policies" in cause.together:
-        row = "D14" if "cilium_policies" in cause.together else cause.row
-        return NO_SCENARIO_WHY.get(row, f"the lint has no scenario for {cause.knob} ({row})")
+        key = "D14" if "cilium_policies" in cause.together else cause.row
+        return NO_SCENARIO_WHY.get(key, f"the lint has no scenario for {cause.knob} ({key})")
     if cause.rule is None:
         return "no NetworkPolicy is involved, so the lint names no policy for it"
     return (

@@ -10,7 +10,6 @@ the most serious status among its probes, and links to them.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 

@@ -21,10 +21,10 @@ from netparity.errors import RecordError
 from netparity.record import (
     RECORD_KIND,
     JsonReader,
-    cause_from_json,
     Outcome,
     ProbeRecord,
     Record,
+    cause_from_json,
     load_json,
     observed_text,
     record_from_json,
