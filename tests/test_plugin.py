@@ -372,7 +372,7 @@ def test_post_passes_same_and_fails_predicted_changes_with_their_scenario(
     result.stdout.fnmatch_lines(
         [
             "LOST: allowed in the baseline (npm), denied now (cilium)",
-            "  predicted by the engine for this migration: scenario ipblock-pods*",
+            "  predicted by the engine for this migration: cause ipblock-pods (D2)*(planned for scenario ipblock-pods*",
         ]
     )
     result.stdout.fnmatch_lines(
