@@ -15,17 +15,26 @@ or missing. Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from netparity.accept import Acceptance
-from netparity.record import Outcome, ProbeRecord, Record, check_comparable, observed_text
+from netparity.engine.causes import UNEXPLAINED, Cause
+from netparity.record import (
+    SCHEMA_MINOR,
+    Outcome,
+    ProbeRecord,
+    Record,
+    check_comparable,
+    observed_text,
+)
 
 PARITY_KIND = "netparity.parity"
-# Version 2 added the statuses `unrealized` and `not-run`, and `missing` fails the gate.
+# Version 2 added the statuses `unrealized` and `not-run`, and `missing` fails the gate;
+# minor 1 (`schema_minor`, as the record's) added each probe's `causes`.
 PARITY_SCHEMA_VERSION = 2
 PARITY_READS_VERSIONS = (1, 2)
 
@@ -72,6 +81,10 @@ class ProbeParity:
     baseline: ProbeRecord | None
     current: ProbeRecord | None
     message: str
+    # why the engine predicts before != after: the dataplane differences that flip it;
+    # `causes_known` False where the records cannot say (older than 2.1)
+    causes: tuple[Cause, ...] = ()
+    causes_known: bool = False
 
     @property
     def failed(self) -> bool:
@@ -122,6 +135,7 @@ def _decision(probe: ProbeRecord | None, dp: str) -> str | None:
 
 
 def _where(probe: ProbeRecord) -> str:
+    """The probe's purpose: the scenario and rule the planner chose it for."""
     parts = []
     scenarios = list(
         dict.fromkeys([*([probe.scenario] if probe.scenario else []), *probe.scenarios])
@@ -131,6 +145,41 @@ def _where(probe: ProbeRecord) -> str:
     if probe.rule:
         parts.append(f"rule {probe.rule}")
     return ", ".join(parts) if parts else "no scenario or rule (a probe of the plan's classes)"
+
+
+def _says_causes(record: Record, before: str) -> bool:
+    """Whether the record's causes explain before -> after: they are relative to its plan's
+    current dataplane, and only records of 2.1 and later have them."""
+    return record.plan.current == before and record.schema_version >= 2 and record.schema_minor >= 1
+
+
+def causes_text(causes: tuple[Cause, ...]) -> str:
+    """The causes of a predicted change, in a few words."""
+    if not causes:
+        return UNEXPLAINED
+    return "; ".join(str(c) for c in causes)
+
+
+def _why(probe: ProbeRecord, causes: tuple[Cause, ...], known: bool) -> str:
+    """Cause first, then purpose ("planned for ...")."""
+    purpose = f"planned for {_where(probe)}"
+    if not known:  # a record older than 2.1, or predictions relative to another dataplane
+        return purpose
+    return f"cause {causes_text(causes)} ({purpose})"
+
+
+def _causes(
+    base: ProbeRecord | None, cur: ProbeRecord | None, after: str, origins: tuple[bool, bool]
+) -> tuple[tuple[Cause, ...], bool]:
+    """The causes of before -> after from the record whose plan's current dataplane is
+    `before` (the current run's first), and whether such a record said."""
+    for rec, ok in ((cur, origins[1]), (base, origins[0])):
+        if rec is None or not ok:
+            continue
+        pred = rec.prediction(after)
+        if pred is not None:
+            return pred.causes, True
+    return (), False
 
 
 def _explain(probe: ProbeRecord, dp: str) -> str:
@@ -184,6 +233,7 @@ def _judge_one(
     after: str,
     accepts: Mapping[str, Acceptance],
     not_planned: str = "",
+    origins: tuple[bool, bool] = (False, False),
 ) -> ProbeParity:
     """One probe's status. `base`/`cur` may be probes their backend could not run
     (`ProbeRecord.not_run`); `not_planned` says why a baseline probe has no `cur`."""
@@ -194,6 +244,9 @@ def _judge_one(
     pa = _decision(cur, after) or _decision(base, after)
     b = base.verdict if base is not None else None
     a = cur.verdict if cur is not None else None
+    causes, known = _causes(base, cur, after, origins)
+    if pb == pa or pb is None or pa is None:
+        causes = ()  # no change predicted: nothing to explain
 
     def make(
         status: Status,
@@ -217,6 +270,8 @@ def _judge_one(
             baseline=base,
             current=cur,
             message=message,
+            causes=causes,
+            causes_known=known,
         )
 
     base_ran = base is not None and base.not_run is None
@@ -299,7 +354,7 @@ def _judge_one(
                 Status.SAME,
                 f"unrealized: {a} before ({before}) and now ({after}); the engine predicted "
                 f"{pb} -> {pa}, which did not happen: parity holds, the model was wrong "
-                f"({_where(probe)})\n  {_explain(probe, before)}\n  {_explain(probe, after)}",
+                f"({_why(probe, causes, known)})\n  {_explain(probe, before)}\n  {_explain(probe, after)}",
             )
         return make(Status.SAME, Status.SAME, f"same: {a} before ({before}) and now ({after})")
     change = Status.LOST if b is Outcome.ALLOW else Status.GAINED
@@ -309,11 +364,12 @@ def _judge_one(
     )
     predicted = pb is not None and pa is not None and pb != pa and pb == str(b) and pa == str(a)
     if predicted:
-        why = f"predicted by the engine for this migration: {_where(probe)}"
+        why = f"predicted by the engine for this migration: {_why(probe, causes, known)}"
     else:
         why = (
             f"NOT predicted: the engine expected {pb or 'nothing'} under {before} and "
-            f"{pa or 'nothing'} under {after}; {_where(probe)}"
+            f"{pa or 'nothing'} under {after}; "
+            + (_why(probe, causes, known) if known else _where(probe))
         )
     detail = f"\n  {_explain(probe, before)}\n  {_explain(probe, after)}"
     acceptance = accepts.get(pid)
@@ -349,8 +405,13 @@ def compare(
     every = cur_all + base_all
     before = _dataplane(baseline.dataplane, current.plan.current, every)
     after = _dataplane(current.dataplane, current.plan.target, every)
+    # a record's causes are relative to its plan's current dataplane: usable where that is
+    # the comparison's "before"
+    origins = (_says_causes(baseline, before), _says_causes(current, before))
     out = [
-        _judge_one(p.id, base_by.get(p.id), p, before=before, after=after, accepts=accepts)
+        _judge_one(
+            p.id, base_by.get(p.id), p, before=before, after=after, accepts=accepts, origins=origins
+        )
         for p in cur_all
     ]
     out += [
@@ -362,6 +423,7 @@ def compare(
             after=after,
             accepts=accepts,
             not_planned=_not_planned(p, baseline, current),
+            origins=origins,
         )
         for p in base_all
         if p.id not in cur_by
@@ -437,7 +499,7 @@ def _record_summary(r: Record, path: str | None) -> dict[str, Any]:
 def parity_json(
     parity: Parity, *, baseline_path: str | None = None, current_path: str | None = None
 ) -> dict[str, Any]:
-    from netparity.record import probe_json
+    from netparity.record import cause_json, probe_json
 
     probes = []
     for p in parity.probes:
@@ -467,6 +529,7 @@ def parity_json(
                 "rule": rec.rule,
                 "scenarios": list(rec.scenarios),
                 "rules": list(rec.rules),
+                "causes": [cause_json(c) for c in p.causes] if p.causes_known else None,
                 "source_class": rec.source_class,
                 "destination_class": rec.destination_class,
                 "stands_for": list(rec.stands_for),
@@ -478,6 +541,7 @@ def parity_json(
     return {
         "kind": PARITY_KIND,
         "schema_version": PARITY_SCHEMA_VERSION,
+        "schema_minor": SCHEMA_MINOR,
         "cluster": parity.current.cluster,
         "held": parity.held,
         "exit_code": parity.exit_code,
@@ -498,6 +562,29 @@ MEANING = {
     Status.MISSING: "observed in the baseline, not checked now",
     Status.NOT_RUN: "run by neither: the backend cannot run them",
 }
+
+
+def by_cause(group: Sequence[ProbeParity]) -> str:
+    """Probes counted by the cause of their change ("ipblock-pods 3, endport 1"): a probe
+    with several causes counts under each; a change no difference explains is
+    "unexplained", one the engine did not predict "not predicted", one whose records
+    cannot say (older than 2.1) its purpose, "planned for SCENARIO"."""
+    by: dict[str, int] = {}
+    for p in group:
+        if p.causes:
+            keys = list(dict.fromkeys(c.name for c in p.causes))
+        elif p.predicted_before == p.predicted_after or None in (
+            p.predicted_before,
+            p.predicted_after,
+        ):
+            keys = ["not predicted"]
+        elif p.causes_known:
+            keys = ["unexplained"]
+        else:
+            keys = [f"planned for {p.probe.scenario or 'no scenario'}"]
+        for k in keys:
+            by[k] = by.get(k, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def summary_line(parity: Parity) -> str:

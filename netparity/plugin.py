@@ -950,7 +950,7 @@ def _probe_and_judge(config: pytest.Config, state: State) -> None:
             verdicts[pp.id] = judge_post(pp, after=parity.after)
     else:
         for rec in record.probes:
-            verdicts[rec.id] = judge_pre(rec, plan.current, phase=state.phase)
+            verdicts[rec.id] = judge_pre(rec, plan.current, phase=state.phase, target=plan.target)
         for rec in record.not_run:
             verdicts[rec.id] = ItemVerdict(
                 outcome="skipped",
@@ -1146,7 +1146,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _summary(state: State) -> list[str]:
-    from netparity.compare import FAILING, MEANING, PASSING, Status, summary_line
+    from netparity.compare import FAILING, MEANING, PASSING, Status, by_cause, summary_line
 
     lines: list[str] = []
     if state.failure is not None:
@@ -1158,11 +1158,7 @@ def _summary(state: State) -> list[str]:
             group = [p for p in parity.probes if p.status is status]
             if not group or status is Status.SAME:
                 continue
-            by: dict[str, int] = {}
-            for p in group:
-                key = p.probe.scenario or "no scenario"
-                by[key] = by.get(key, 0) + 1
-            detail = ", ".join(f"{k} {v}" for k, v in sorted(by.items()))
+            detail = by_cause(group)
             meaning = f", {MEANING[status]}" if status in MEANING else ""
             lines.append(f"  {status}: {len(group)} ({detail}{meaning})")
             if status in (Status.MISSING, Status.NOT_RUN):

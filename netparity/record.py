@@ -23,6 +23,7 @@ from typing import Any
 
 from netparity import __version__
 from netparity.backend import ClusterFacts, Observed, ProbeResult
+from netparity.engine.causes import Cause
 from netparity.engine.traffic import (
     Endpoint,
     ExternalEndpoint,
@@ -35,6 +36,9 @@ from netparity.plan.model import Plan, PlannedProbe
 RECORD_KIND = "netparity.record"
 # Version 2 added `not_run`: the planned probes the backend could not run, each with why.
 SCHEMA_VERSION = 2
+# Minor versions add fields a reader of the same version may ignore: 1 added each
+# prediction's `causes` (why it differs from the plan's current dataplane).
+SCHEMA_MINOR = 1
 READS_VERSIONS = (1, 2)
 
 
@@ -107,6 +111,9 @@ class PredictionRecord:
     explanation: str = ""
     rules: tuple[str, ...] = ()
     uncertain: tuple[str, ...] = ()
+    # why it differs from the plan's current dataplane (netparity.engine.causes); ()
+    # where it does not, where nothing explains it, or in a record older than 2.1
+    causes: tuple[Cause, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,6 +220,7 @@ class Record:
     probe_timeout: float = 2.0
     retries: int = 1
     schema_version: int = SCHEMA_VERSION
+    schema_minor: int = SCHEMA_MINOR  # 0: a record older than 2.1, whose predictions lack causes
 
     def by_id(self) -> Mapping[str, ProbeRecord]:
         """The observed probes by id (not the ones the backend could not run)."""
@@ -286,6 +294,7 @@ def probe_record(
                     explanation=p.explanation,
                     rules=tuple(p.rules),
                     uncertain=tuple(p.uncertain),
+                    causes=tuple(p.causes),
                 )
                 for dp, p in sorted(probe.predicted.items())
             }
@@ -361,6 +370,27 @@ def _endpoint_json(e: EndpointInfo) -> dict[str, Any]:
     }
 
 
+def cause_json(c: Cause) -> dict[str, Any]:
+    return {
+        "knob": c.knob,
+        "row": c.row,
+        "scenario": c.scenario,
+        "rule": c.rule,
+        "together": list(c.together),
+    }
+
+
+def cause_from_json(rd: JsonReader, raw: Any, where: str) -> Cause:
+    m = rd.map(raw, where)
+    return Cause(
+        knob=rd.string(m, "knob", where),
+        row=rd.string(m, "row", where),
+        scenario=rd.string(m, "scenario", where, optional=True),
+        rule=rd.string(m, "rule", where, optional=True),
+        together=tuple(str(x) for x in rd.sequence(m, "together", where)),
+    )
+
+
 def probe_json(p: ProbeRecord) -> dict[str, Any]:
     return {
         "id": p.id,
@@ -384,6 +414,7 @@ def probe_json(p: ProbeRecord) -> dict[str, Any]:
                 "explanation": pr.explanation,
                 "rules": list(pr.rules),
                 "uncertain": list(pr.uncertain),
+                "causes": [cause_json(c) for c in pr.causes],
             }
             for dp, pr in p.predicted.items()
         },
@@ -414,6 +445,7 @@ def record_json(r: Record) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "kind": RECORD_KIND,
         "schema_version": r.schema_version,
+        **({"schema_minor": r.schema_minor} if r.schema_version >= 2 else {}),
         "cluster": r.cluster,
         "backend": r.backend,
         "dataplane": r.dataplane,
@@ -434,6 +466,10 @@ def record_json(r: Record) -> dict[str, Any]:
     }
     if r.schema_version >= 2:
         doc["not_run"] = [not_run_json(p) for p in r.not_run]
+    else:  # version 1 had no causes either
+        for probe in doc["probes"]:
+            for pred in probe["predicted"].values():
+                del pred["causes"]
     return doc
 
 
@@ -495,6 +531,10 @@ def _probe_from(rd: JsonReader, raw: Any, index: int, key: str = "probes") -> Pr
             rules=tuple(str(x) for x in rd.sequence(pm, "rules", f"{where}.predicted.{dp}")),
             uncertain=tuple(
                 str(x) for x in rd.sequence(pm, "uncertain", f"{where}.predicted.{dp}")
+            ),
+            causes=tuple(
+                cause_from_json(rd, c, f"{where}.predicted.{dp}.causes[{ci}]")
+                for ci, c in enumerate(rd.sequence(pm, "causes", f"{where}.predicted.{dp}"))
             ),
         )
     tries = []
@@ -567,6 +607,7 @@ def record_from_json(data: Any, source: str = "<record>") -> Record:
             f"this netparity ({__version__}) reads versions "
             f"{', '.join(str(v) for v in READS_VERSIONS)}"
         )
+    minor = data.get("schema_minor")
     plan = rd.map(data.get("plan"), "plan")
     settings = rd.map(data.get("settings") or {}, "settings")
     size = plan.get("size")
@@ -605,6 +646,7 @@ def record_from_json(data: Any, source: str = "<record>") -> Record:
         probe_timeout=float(settings.get("probe_timeout", 2.0)),
         retries=int(settings.get("retries", 1)),
         schema_version=version,
+        schema_minor=minor if isinstance(minor, int) and not isinstance(minor, bool) else 0,
     )
 
 

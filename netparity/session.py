@@ -15,6 +15,7 @@ from pathlib import Path
 
 from netparity.backend import Backend, Observed, ProbeResult, Progress, Target
 from netparity.compare import ProbeParity, Status
+from netparity.engine.causes import Cause, causes_short
 from netparity.errors import ClusterError, InputError
 from netparity.plan.model import PlannedProbe
 from netparity.record import Outcome, ProbeRecord, needs_retry, observed_text
@@ -256,7 +257,12 @@ def _describe(rec: ProbeRecord) -> str:
 
 
 def probe_properties(
-    rec: ProbeRecord, *, phase: str, status: str, baseline: ProbeRecord | None = None
+    rec: ProbeRecord,
+    *,
+    phase: str,
+    status: str,
+    baseline: ProbeRecord | None = None,
+    causes: Sequence[Cause] = (),
 ) -> tuple[tuple[str, str], ...]:
     """The JUnit properties of a probe item (the parity report reads the same names)."""
     props = [
@@ -274,21 +280,27 @@ def probe_properties(
         ("netparity.predicted", ", ".join(f"{dp}={p.decision}" for dp, p in rec.predicted.items())),
         ("netparity.scenario", rec.scenario or ""),
         ("netparity.rule", rec.rule or ""),
+        ("netparity.cause", causes_short(causes)),
     ]
     return tuple(props)
 
 
-def judge_pre(rec: ProbeRecord, dataplane: str, *, phase: str = "pre") -> ItemVerdict:
+def judge_pre(
+    rec: ProbeRecord, dataplane: str, *, phase: str = "pre", target: str | None = None
+) -> ItemVerdict:
     """Before the upgrade: the observation must agree with the prediction for this dataplane
-    (or with the probe file's expectation, which wins where given)."""
+    (or with the probe file's expectation, which wins where given). `target`: the plan's
+    target, whose prediction's causes the item's properties name."""
     observed = f"{rec.verdict} ({observed_text(rec.tries)})"
     pred = rec.prediction(dataplane)
+    then = rec.prediction(target) if target is not None else None
+    causes = then.causes if then is not None else ()
 
     def verdict(outcome: str, message: str, status: str) -> ItemVerdict:
         return ItemVerdict(
             outcome=outcome,
             message=message,
-            properties=probe_properties(rec, phase=phase, status=status),
+            properties=probe_properties(rec, phase=phase, status=status, causes=causes),
         )
 
     if rec.verdict is Outcome.ERROR:
@@ -339,7 +351,9 @@ def judge_post(pp: ProbeParity, *, after: str) -> ItemVerdict:
     """After the upgrade: the probe's parity with the baseline decides (plus the probe file's
     expectation for the new dataplane, where given)."""
     rec = pp.probe
-    props = probe_properties(rec, phase="post", status=str(pp.status), baseline=pp.baseline)
+    props = probe_properties(
+        rec, phase="post", status=str(pp.status), baseline=pp.baseline, causes=pp.causes
+    )
     if pp.current is None:  # the baseline's probe: this run did not plan it
         props = tuple((k, "not planned" if k == "netparity.observed" else v) for k, v in props)
     if pp.status is Status.NOT_RUN:

@@ -372,14 +372,16 @@ def test_post_passes_same_and_fails_predicted_changes_with_their_scenario(
     result.stdout.fnmatch_lines(
         [
             "LOST: allowed in the baseline (npm), denied now (cilium)",
-            "  predicted by the engine for this migration: scenario ipblock-pods*",
+            "  predicted by the engine for this migration: cause ipblock-pods (D2)*(planned for scenario ipblock-pods*",
         ]
     )
     result.stdout.fnmatch_lines(
         [
             "*= netparity =*",
             f"parity BROKEN: {counts['same']} same, {counts['predicted']} predicted (npm -> cilium)",
-            f"  predicted: {counts['predicted']} (*ipblock-pods 1*)",
+            # by cause: the probe that flips through ipBlock and lb-in-cluster together counts
+            # under each
+            f"  predicted: {counts['predicted']} (ipblock-pods 2, external-ingress 1, lb-in-cluster 1)",
             "record: reports/file-cluster/record-post-*.json",
             "parity: reports/file-cluster/parity.json",
         ]

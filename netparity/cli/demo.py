@@ -113,9 +113,14 @@ def _explain(parity: dict[str, Any]) -> tuple[int, list[str]]:
     predicted = [p for p in parity.get("probes", []) if p.get("status") == "predicted"]
     unrealized = [p for p in parity.get("probes", []) if p.get("status") == "unrealized"]
     by: dict[str, int] = {}
-    for p in predicted:
-        key = p.get("scenario") or "no scenario"
-        by[key] = by.get(key, 0) + 1
+    for p in predicted:  # by cause (each cause once; parity.json before 2.1: by purpose)
+        causes = p.get("causes")
+        if causes is None:
+            keys = [f"planned for {p.get('scenario') or 'no scenario'}"]
+        else:
+            keys = list(dict.fromkeys(c.get("scenario") or c.get("knob") for c in causes))
+        for key in keys or ["no single difference explains it"]:
+            by[key] = by.get(key, 0) + 1
     migration = f"{parity.get('before')} -> {parity.get('after')}"
     if unrealized:
         lines.append(
@@ -125,7 +130,8 @@ def _explain(parity: dict[str, Any]) -> tuple[int, list[str]]:
         )
     else:
         lines.append(
-            f"{len(predicted)} probes changed exactly as the engine predicted for {migration}:"
+            f"{len(predicted)} probes changed exactly as the engine predicted for {migration}, "
+            "by cause (a probe with several causes counts under each):"
         )
     lines.extend(f"  {k}: {v} probe{'s' if v != 1 else ''}" for k, v in sorted(by.items()))
     lines.extend(f"  did not change: {p.get('id')} {p.get('title')}" for p in unrealized[:10])

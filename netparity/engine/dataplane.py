@@ -88,6 +88,27 @@ class Dataplane:
         return dp
 
 
+# The SEMANTICS.md row each knob stands for (its comment above says more), and the knobs
+# that only add a [VERIFY] note, never change a decision.
+KNOB_ROWS: Mapping[str, str] = {
+    "own_node_egress_bypass": "D4a",
+    "own_node_ingress_bypass": "D4c",
+    "ipblock_matches_cluster": "D2",
+    "end_port": "D1",
+    "end_port_uncertain": "D1",
+    "named_port_egress": "D3",
+    "masquerade_bypass": "D5d",
+    "service_nat_in_node": "D5d",
+    "snat_to_receiving_node": "D5",
+    "label_filter": "D6",
+    "sctp_port_rules": "D8",
+    "skip_untranslatable": "D11",
+    "cilium_policies": "D14",
+    "hairpin_uncertain": "D10",
+}
+NOTE_ONLY_KNOBS = frozenset({"end_port_uncertain", "hairpin_uncertain"})
+
+
 SPEC = Dataplane(
     name="spec",
     description="Kubernetes API semantics alone (SEMANTICS section 1)",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from netparity.engine.causes import Cause
 from netparity.engine.traffic import Decision, PathKind, Traffic
 from netparity.model.objects import Service
 
@@ -53,6 +54,9 @@ class Prediction:
     explanation: str
     rules: tuple[str, ...] = ()  # the rules that admitted (or denied) it
     uncertain: tuple[str, ...] = ()
+    # why it differs from the plan's current dataplane (netparity.engine.causes); () where
+    # it does not differ, or where nothing explains it
+    causes: tuple[Cause, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

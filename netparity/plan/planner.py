@@ -29,6 +29,7 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable, Sequence
 
+from netparity.engine.causes import CauseFinder
 from netparity.engine.compile import EGRESS, INGRESS
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.evaluate import Engine
@@ -75,6 +76,7 @@ class _Planner(RuleProbes, ScenarioProbes):
         )
         self.engine = Engine(self.snapshot)
         self.twins = {name: self._find_twin(dp) for name, dp in self.dps.items()}
+        self.cause_finders: dict[str, CauseFinder] = {}
 
     def _plan_explicit(self, explicit: Sequence[ProbeSpec | ResolvedProbe]) -> None:
         specs = [e for e in explicit if isinstance(e, ProbeSpec)]
@@ -244,6 +246,14 @@ class _Planner(RuleProbes, ScenarioProbes):
                 return other
         return None
 
+    def _causes(self, name: str) -> CauseFinder:
+        """Finds why `name`'s predictions differ from the current dataplane's."""
+        finder = self.cause_finders.get(name)
+        if finder is None:
+            finder = CauseFinder(self.engine, self.dps[self.current], self.dps[name])
+            self.cause_finders[name] = finder
+        return finder
+
     def _in_a_range(self, v: Verdict, protocol: Protocol) -> bool:
         """Whether the destination port lies in (port, endPort] of some rule (D1 matters)."""
         if v.port is None:
@@ -271,6 +281,11 @@ class _Planner(RuleProbes, ScenarioProbes):
                 rules=rules,
                 uncertain=v.uncertain,
             )
+        now = verdicts.get(self.current)
+        for name, v in verdicts.items():
+            if now is not None and name != self.current and v.decision is not now.decision:
+                causes = self._causes(name).causes(d.traffic, now, v)
+                predicted[name] = dataclasses.replace(predicted[name], causes=causes)
         scenarios = list(d.scenarios)
         if not scenarios and self.current in verdicts and self.target in verdicts:
             inferred = infer_scenario(

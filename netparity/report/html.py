@@ -74,9 +74,15 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
         "Policies NPM never enforced",
         "NPM skipped these policies; the target enforces them (D11).",
     ),
+    "cilium-policies": (
+        "Cilium policies already in the cluster",
+        "NPM ignores CiliumNetworkPolicies; Cilium enforces them from the migration on (D14). "
+        "The lint judges NetworkPolicies and Services, so it has no finding for these.",
+    ),
     PREDICTED_OTHER: (
         "Other predicted changes",
-        "The engine predicts these changes, but no scenario or lint finding names their cause.",
+        "The engine predicts these changes, but no single difference between the dataplanes "
+        "(nor a group of up to three) explains them, or the lint has no scenario for it.",
     ),
     UNEXPLAINED: (
         "Unexplained changes",
@@ -127,6 +133,7 @@ class Category:
     findings: tuple[tuple[FindingView, int], ...]  # the findings these probes hit, and how many
     unmatched_findings: tuple[FindingView, ...]  # the lint's findings of this kind no probe hit
     guide: bool
+    also: tuple[Row, ...] = ()  # probes this cause changes too, drawn under their first cause
 
     @property
     def open_fixes(self) -> bool:
@@ -196,9 +203,13 @@ def _json_script(data: Any) -> Markup:
 def _categories(report: Report, lint: LintView | None) -> list[Category]:
     findings = lint.by_id() if lint is not None else {}
     by_cat: dict[str, list[Row]] = {}
+    also: dict[str, list[Row]] = {}
     for r in report.rows:
         if r.category is not None:
             by_cat.setdefault(r.category, []).append(r)
+            for other in r.categories:
+                if other != r.category:
+                    also.setdefault(other, []).append(r)
     out = []
     for key in CATEGORIES:
         rows = by_cat.get(key, [])
@@ -207,7 +218,7 @@ def _categories(report: Report, lint: LintView | None) -> list[Category]:
             groups.setdefault(r.findings[0] if r.findings else None, []).append(r)
         hit = {k for k in groups if k is not None}
         of_kind = tuple(f for f in (lint.findings if lint else ()) if f.kind == key)
-        if not rows and not of_kind and key not in GUIDE:
+        if not rows and not also.get(key) and not of_kind and key not in GUIDE:
             continue
         hits = sorted(
             ((findings[k], len(v)) for k, v in groups.items() if k is not None),
@@ -224,6 +235,7 @@ def _categories(report: Report, lint: LintView | None) -> list[Category]:
                 findings=tuple(hits),
                 unmatched_findings=tuple(f for f in of_kind if f.id not in hit),
                 guide=key in GUIDE,
+                also=tuple(also.get(key, ())),
             )
         )
     return out

@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
+from netparity.engine.causes import Cause
 from netparity.errors import RecordError
+from netparity.plan.base import SYNTHETIC_PREFIX
 from netparity.record import load_json, write_json_atomic
 from netparity.report.model import Row
 
@@ -38,9 +40,25 @@ GUIDE = (
     "external-ingress",
 )
 OTHER_SCENARIOS = ("lb-in-cluster", "identity-labels", "sctp", "untranslatable")
+# Causes the lint has no scenario for, by their SEMANTICS row (anything else: "other")
+ROW_CATEGORIES = {"D14": "cilium-policies"}
 PREDICTED_OTHER = "other"
 UNEXPLAINED = "unexplained"
-CATEGORIES = (*GUIDE, *OTHER_SCENARIOS, PREDICTED_OTHER, UNEXPLAINED)
+CATEGORIES = (
+    *GUIDE,
+    *OTHER_SCENARIOS,
+    *ROW_CATEGORIES.values(),
+    PREDICTED_OTHER,
+    UNEXPLAINED,
+)
+
+# Why the lint has no finding for a cause it has no scenario for, by SEMANTICS row.
+NO_SCENARIO_WHY = {
+    "D14": "the lint judges NetworkPolicies and Services; a Cilium policy already in the "
+    "cluster, which NPM ignores, decides this (the lint's notes count these connections)",
+    "D4c": "the lint has no scenario for ingress from the pod's own node (a cilium-config "
+    "host policy)",
+}
 
 _PORT = re.compile(r"^(\d+)")
 
@@ -274,6 +292,26 @@ class Matcher:
             if f.service:
                 self.by_service.setdefault(f.service, []).append(f)
 
+    def for_cause(self, row: Row, cause: Cause) -> list[FindingView]:
+        """The findings of the cause's scenario on its policy, or on the probe's Service."""
+        if cause.scenario is None:
+            return []
+        cands: dict[str, FindingView] = {}
+        policy = cause.policy
+        if policy is not None and policy.startswith("NetworkPolicy "):
+            for f in self.by_policy.get(_policy_name(policy), ()):
+                cands.setdefault(f.id, f)
+        service = row.service()
+        if service is not None:
+            for f in self.by_service.get(service, ()):
+                cands.setdefault(f.id, f)
+        found = [f for f in cands.values() if f.kind == cause.scenario]
+        port = f"{_port_number(row.port)}/{row.protocol}"
+        found.sort(
+            key=lambda f: (bool(f.paths) and row.kind not in f.paths, port not in f.ports, f.id)
+        )
+        return found
+
     def findings(self, row: Row) -> list[FindingView]:
         cands: dict[str, FindingView] = {}
         service = row.service()
@@ -298,23 +336,94 @@ class Matcher:
         return found
 
 
+def cause_category(cause: Cause) -> str:
+    """The report section of one cause: its lint scenario, else its row's, else other."""
+    if cause.scenario in CATEGORIES:
+        return cause.scenario
+    return ROW_CATEGORIES.get(cause.row, PREDICTED_OTHER)
+
+
 def categorize(rows: Iterable[Row], lint: LintView | None) -> list[Row]:
-    """Each changed probe's section (and the findings that explain it)."""
+    """Each changed probe's sections, by cause (and the findings that explain it).
+
+    Where the source says causes (2.1 and later), a probe's sections are its causes'; each
+    cause is matched to the lint findings of its scenario on its policy (or the probe's
+    Service), and a cause no finding matches says why. Older sources fall back to the
+    probe's purpose (its planned scenario), as before."""
     matcher = Matcher(lint)
     out = []
     for row in rows:
         if not row.changed or row.change == "missing":  # an accepted missing probe: no change
             out.append(row)
             continue
-        found = matcher.findings(row)
-        if row.status in ("lost", "gained") or (
+        unexplained = row.status in ("lost", "gained") or (
             row.status == "accepted" and not row.predicted_change
-        ):
+        )
+        if row.causes_known:
+            found_ids: dict[str, None] = {}
+            no_finding: list[str] = []
+            for cause in row.causes:
+                hits = matcher.for_cause(row, cause)
+                if not hits and cause.together:  # a joint cause: the lint files it once
+                    group = {cause.knob, *cause.together}
+                    for partner in row.causes:
+                        if (
+                            partner.knob in cause.together
+                            and {partner.knob, *partner.together} == group
+                        ):
+                            hits = hits or matcher.for_cause(row, partner)
+                found_ids.update(dict.fromkeys(f.id for f in hits))
+                if not hits:
+                    no_finding.append(f"{cause}: {no_finding_reason(cause, lint, row)}")
+            cats = tuple(dict.fromkeys(cause_category(c) for c in row.causes)) or (PREDICTED_OTHER,)
+            if unexplained:
+                cats = (UNEXPLAINED, *cats) if row.causes else (UNEXPLAINED,)
+            out.append(
+                replace(
+                    row,
+                    category=cats[0],
+                    categories=cats,
+                    findings=tuple(found_ids),
+                    no_finding=tuple(no_finding),
+                )
+            )
+            continue
+        found = matcher.findings(row)
+        if unexplained:
             category = UNEXPLAINED
         else:
             scenario = row.scenario or next(iter(row.scenarios), None)
             if scenario is None and found:
                 scenario = found[0].kind
             category = scenario if scenario in CATEGORIES else PREDICTED_OTHER
-        out.append(replace(row, category=category, findings=tuple(f.id for f in found)))
+        out.append(
+            replace(
+                row,
+                category=category,
+                categories=(category,),
+                findings=tuple(f.id for f in found),
+            )
+        )
     return out
+
+
+def no_finding_reason(cause: Cause, lint: LintView | None, row: Row | None = None) -> str:
+    """Why no lint finding stands for a cause."""
+    if lint is None:
+        return "no lint findings were given"
+    service = row.service() if row is not None else None
+    if service is not None and service.partition("/")[2].startswith(SYNTHETIC_PREFIX):
+        return (
+            f"the probe goes through {service}, a NodePort Service netparity creates for the "
+            "run: no Service of the cluster exposes these pods so, and the lint judges the "
+            "cluster's Services"
+        )
+    if cause.scenario is None or "cilium_policies" in cause.together:
+        key = "D14" if "cilium_policies" in cause.together else cause.row
+        return NO_SCENARIO_WHY.get(key, f"the lint has no scenario for {cause.knob} ({key})")
+    if cause.rule is None:
+        return "no NetworkPolicy is involved, so the lint names no policy for it"
+    return (
+        f"the lint has no {cause.scenario} finding on {cause.policy} (it judges the ports "
+        "pods declare and rules name; a probe at the edge of a rule's ports may be on none)"
+    )

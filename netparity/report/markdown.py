@@ -115,10 +115,14 @@ def render_markdown(
             r for r in report.rows if r.check in ("disagrees", "unexpected") and r not in changed
         ]
     if changed:
-        by_cat = Counter(r.category for r in changed if r.category is not None)
+        by_cat = Counter(
+            c for r in changed if r.category is not None for c in (r.categories or (r.category,))
+        )
         causes = [f"{k} {by_cat[k]}" for k in CATEGORIES if by_cat.get(k)]
         if causes:
-            lines.append(f"**By cause:** {', '.join(causes)}")
+            several = sum(1 for r in changed if len(r.categories) > 1)
+            note = f" ({several} changed for several causes: counted under each)" if several else ""
+            lines.append(f"**By cause:** {', '.join(causes)}{note}")
             lines.append("")
         title = "Predicted changes" if report.predictions_only else "Changed probes"
         lines.append(f"### {title}")
@@ -138,7 +142,7 @@ def render_markdown(
                 f"| {status} | [`{r.id}`]({html}#{anchor}-{r.id}) | "
                 f"{_code(r.source.signature)} → {_code(r.destination.signature)} | "
                 f"{r.port_protocol} {r.kind} | {r.before.verdict or '-'} → {r.after.verdict or '-'} | "
-                f"{_cell(r.category or r.status)} |"
+                f"{_cell(', '.join(r.categories) or r.category or r.status)} |"
             )
         if len(ordered) > MAX_ROWS:
             lines.append("")

@@ -9,6 +9,7 @@ the most serious status among its probes, and links to them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -131,8 +132,18 @@ class Segment:
     start: bool  # opens a namespace
 
 
-def _group_order(group: str) -> tuple[int, str]:
-    return ({NODES_GROUP: 1, OUTSIDE_GROUP: 2}.get(group, 0), group)
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural(text: str) -> tuple[tuple[int, int | str], ...]:
+    """A sort key that orders numbers in names by value: `ns2` before `ns10`."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part
+    )
+
+
+def _group_order(group: str) -> tuple[int, tuple[tuple[int, int | str], ...]]:
+    return ({NODES_GROUP: 1, OUTSIDE_GROUP: 2}.get(group, 0), natural(group))
 
 
 def _axis(ends: Sequence[End], max_axis: int) -> tuple[list[Entry], dict[str, int], str]:
@@ -144,7 +155,9 @@ def _axis(ends: Sequence[End], max_axis: int) -> tuple[list[Entry], dict[str, in
             entries[e.key] = Entry(key=e.key, group=e.group, label=e.label, title=_title(e))
         else:
             entries.setdefault(e.group, Entry(key=e.group, group=e.group, label="", title=e.group))
-    ordered = sorted(entries.values(), key=lambda x: (_group_order(x.group), x.label))
+    ordered = sorted(
+        entries.values(), key=lambda x: (_group_order(x.group), natural(x.label), x.label)
+    )
     index = {x.key: i for i, x in enumerate(ordered)}
     of_end = {k: index[k if level == "class" else e.group] for k, e in distinct.items()}
     return ordered, of_end, level

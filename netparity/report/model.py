@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from netparity.compare import PARITY_KIND, PARITY_READS_VERSIONS, PARITY_SCHEMA_VERSION
+from netparity.engine.causes import Cause
 from netparity.errors import RecordError
 from netparity.record import (
     RECORD_KIND,
@@ -23,6 +24,7 @@ from netparity.record import (
     Outcome,
     ProbeRecord,
     Record,
+    cause_from_json,
     load_json,
     observed_text,
     record_from_json,
@@ -110,6 +112,12 @@ class Row:
     check: str | None = None  # pre/check phase: agrees | disagrees | unexpected | ...
     category: str | None = None  # the change's section (set with the lint's findings)
     findings: tuple[str, ...] = ()  # ids of the lint findings that explain this probe
+    # why the engine predicts before -> after (netparity.engine.causes), where the source
+    # says (`causes_known`: a record or parity.json of 2.1 or later)
+    causes: tuple[Cause, ...] = ()
+    causes_known: bool = False
+    categories: tuple[str, ...] = ()  # every cause's section, `category` first
+    no_finding: tuple[str, ...] = ()  # "cause: why no lint finding explains it"
 
     @property
     def port_protocol(self) -> str:
@@ -281,6 +289,7 @@ def from_record(record: Record, *, source: str = "") -> Report:
     for rec in (*record.probes, *record.not_run):
         pb, eb, rb, ub = _prediction(rec, before)
         pa, ea, ra, ua = _prediction(rec, after)
+        pred_after = rec.prediction(after)
         verdict = str(rec.verdict)
         if rec.not_run is not None:
             judged = ItemVerdict(
@@ -289,7 +298,7 @@ def from_record(record: Record, *, source: str = "") -> Report:
             )
             check = "not-run"
         else:
-            judged = judge_pre(rec, record.dataplane, phase=record.phase)
+            judged = judge_pre(rec, record.dataplane, phase=record.phase, target=after)
             check = dict(judged.properties).get("netparity.status", "agrees")
         checks[check] = checks.get(check, 0) + 1
         flip = pb in ("allow", "deny") and pa in ("allow", "deny") and pb != pa
@@ -348,6 +357,8 @@ def from_record(record: Record, *, source: str = "") -> Report:
                 stands_for=rec.stands_for,
                 message=judged.message,
                 check=check,
+                causes=pred_after.causes if pred_after is not None and flip else (),
+                causes_known=record.schema_version >= 2 and record.schema_minor >= 1,
             )
         )
     notes = []
@@ -487,6 +498,11 @@ def _parity_row(f: _Fields, raw: Any, index: int, before: str, after: str) -> Ro
         stands_for=f.strs(m, "stands_for", where),
         accepted_reason=f.opt(m, "accepted_reason", where),
         message=f.opt(m, "message", where) or "",
+        causes=tuple(
+            cause_from_json(f, c, f"{where}.causes[{i}]")
+            for i, c in enumerate(f.sequence(m, "causes", where) if m.get("causes") else ())
+        ),
+        causes_known=m.get("causes") is not None,
     )
 
 
