@@ -269,11 +269,9 @@ def test_probe_reports_refused_for_a_closed_tcp_port() -> None:
 
 def test_probe_reports_refused_for_a_closed_udp_port() -> None:
     port = free_port(socket.SOCK_DGRAM)
-    started = time.monotonic()
     [result] = probe([target("closed", port, "UDP")], timeout=2.0)
-    assert result["observed"] == "refused"
+    assert result["observed"] == "refused"  # the ICMP error: a timeout would say "timeout"
     assert result["protocol"] == "UDP"
-    assert time.monotonic() - started < 1.5  # the ICMP error, not the timeout
 
 
 def test_probe_writes_results_in_input_order_with_the_target_echoed(

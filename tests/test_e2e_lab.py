@@ -151,8 +151,8 @@ def test_post_fails_exactly_on_the_predicted_scenario_probes(
     assert predicted == expected and predicted
     for p in parity["probes"]:
         if p["status"] == "predicted":
-            assert p["scenario"], p["title"]
-            assert "predicted by the engine for this migration: scenario" in p["message"]
+            assert p["scenario"] and p["causes"], p["title"]
+            assert "predicted by the engine for this migration: cause" in p["message"]
     failed = [line for line in post.stdout.splitlines() if line.startswith("FAILED ")]
     assert len(failed) == len(predicted)
 
