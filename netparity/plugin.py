@@ -1229,7 +1229,8 @@ def _predicted_only(not_run: Sequence[ProbeRecord]) -> list[str]:
                 by_rule.setdefault(rule, []).append(p)
     if not by_rule:
         return []
-    out = [f"predicted only, not probed (outside addresses): {len(by_rule)} rules"]
+    n = len(by_rule)
+    out = [f"predicted only, not probed (outside addresses): {n} rule{'s' if n != 1 else ''}"]
     for rule in sorted(by_rule)[:30]:
         probes = by_rule[rule]
         reason = (probes[0].not_run or "").split(";")[0]

@@ -87,7 +87,7 @@ def parse_responder(text: str, where: str = "--responder") -> Responder:
         raise InputError(
             f"{text!r} does not start with an IPv4 address (ADDRESS[:PORTS])", field=where
         ) from None
-    if ip.is_unspecified or ip.is_multicast or ip.is_loopback:
+    if ip.is_unspecified or ip.is_multicast:
         raise InputError(f"{ip} cannot be reached from the cluster's pods", field=where)
     if not colon:
         return Responder(ip=str(ip))

@@ -160,9 +160,11 @@ def _usable(ip: ipaddress.IPv4Address, block: IPBlock, ranges: ClusterRanges) ->
     return block.contains(ip) and not ranges.owns(ip) and not any(ip in s for s in _SPECIAL)
 
 
-def _preferred(prefer: Iterable[str | None]) -> list[str]:
-    out = [p for p in prefer if p]
-    out.extend(p for p in _PREFERRED if p not in out)
+def _preferred(prefer: Iterable[str | None]) -> list[tuple[str, bool]]:
+    """(address, the user's): the user's are used wherever the block holds them and the
+    cluster does not (they answer: a responder, this machine), even in special ranges."""
+    out = [(p, True) for p in prefer if p]
+    out.extend((p, False) for p in _PREFERRED if p not in {q for q, _ in out})
     return out
 
 
@@ -174,8 +176,10 @@ def outside_address(
     block's own (the first, tenth, twentieth, middle ... address outside the cluster)."""
     if block.cidr.version != 4:
         return None
-    for text in _preferred(prefer):
+    for text, users in _preferred(prefer):
         ip = ipaddress.IPv4Address(text)
+        if users and block.contains(ip) and not ranges.owns(ip):
+            return text
         if _usable(ip, block, ranges):
             return text
     net = block.cidr
