@@ -29,12 +29,13 @@ from netparity.errors import ClusterError, InputError
 from netparity.kube.layout import PREDICTED_ONLY, Dest, plan_layout
 from netparity.kube.responder import Responder, check_responder, parse_responder
 from netparity.lab.build import plan_topology
-from netparity.model.objects import Protocol
+from netparity.model.objects import Protocol, run_owned
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 from netparity.plan.addresses import AKS_SERVICE_CIDR, cluster_ranges, parse_service_cidr
 from netparity.plan.model import Plan
 from netparity.plan.planner import make_plan
 
+import lab_fixtures
 from kubeapi import KubeAPI, demo_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -389,3 +390,38 @@ def test_a_responder_that_does_not_answer_is_refused_before_anything_is_made(
         [f"*--responder 127.1.0.2:{port} does not answer as the probe agent on every port *"]
     )
     assert not [m for m in api.mutations if m[0] == "POST"]  # no twin, Service or anchor
+
+
+# --------------------------------------------------------------------------- the lab
+
+lab_factory = lab_fixtures.lab_factory
+
+
+def test_in_the_lab_every_planned_outside_address_is_a_host_that_answers_as_predicted(
+    lab_factory: lab_fixtures.LabFactory,
+) -> None:
+    lab = lab_factory(aks(60, 4, 16, 3))
+    plan = make_plan(lab.snapshot)
+    addrs = outside(plan)
+    assert any(ipaddress.IPv4Address(ip) in VNET for ip in addrs)
+    targets = [Target(id=p.id, traffic=p.traffic) for p in plan.probes]
+    results = {r.id: r for r in lab.backend.run(targets, timeout=1.0)}
+    topo = lab.topology
+    hosts = {h.ip for h in topo.hosts}
+    assert set(addrs) <= hosts  # every planned outside address is an external host
+    run_ips = {s.cluster_ip for s in topo.snapshot.services if run_owned(s.labels)}
+    assert run_ips and not run_ips & set(addrs)  # the run's Services took none of them
+    checked = 0
+    for p in plan.probes:
+        dst = p.traffic.destination
+        if not isinstance(dst, ExternalEndpoint) or p.traffic.protocol is Protocol.SCTP:
+            continue
+        r = results[p.id]
+        assert r.error is None, (p.title, r.error)
+        assert r.allowed == (p.predicted["npm"].decision.value == "allow"), (p.title, r)
+        if r.observed.value == "connected":
+            assert r.token == f"ext:{dst.ip}"
+        checked += 1
+    assert checked >= 3
+    lab.backend.close()  # removes the run's Services, as a run's end does
+    assert [p.id for p in make_plan(lab.snapshot).probes] == [p.id for p in plan.probes]
