@@ -99,9 +99,22 @@ def _sel(**labels: str) -> Doc:
 
 
 def generate(
-    pods: int = 5000, namespaces: int = 100, policies: int = 1000, nodes: int = 20, seed: int = 1
+    pods: int = 5000,
+    namespaces: int = 100,
+    policies: int = 1000,
+    nodes: int = 20,
+    seed: int = 1,
+    *,
+    service_cidr: str | None = None,
+    vnet_egress: int = 0,
 ) -> list[Doc]:
-    """Wire dicts of one cluster; the same arguments always give the same dicts."""
+    """Wire dicts of one cluster; the same arguments always give the same dicts.
+
+    `service_cidr` (AKS's default is 10.0.0.0/16) gives every Service a ClusterIP from that
+    range, as the API server does, and adds `default/kubernetes` (its first address) and
+    `kube-system/kube-dns` (its tenth, AKS's dnsServiceIP). `vnet_egress` adds that many
+    egress policies to `ipBlock: 10.0.0.0/8` (the VNet, as many teams write them) plus DNS.
+    Without them the output is what it always was."""
     if not 3 <= nodes <= 50:
         raise ValueError("nodes must be between 3 and 50")
     if namespaces < 2 or pods < namespaces + nodes + 2:
@@ -243,12 +256,87 @@ def generate(
                 if spec["type"] == "LoadBalancer":
                     status = {"loadBalancer": {"ingress": [{"ip": next(lb_ips)}]}}
             docs.append({**_meta("Service", app.name, ns), "spec": spec, "status": status})
+    if service_cidr is not None:
+        _cluster_ips(docs, ipaddress.IPv4Network(service_cidr), rng)
     # ------------------------------------------------------------------ policies
     cnp_count = max(1, policies // 50)
     np_count = policies - cnp_count
     docs.extend(_policies(rng, np_count, ns_names[1:], apps, ns_team, cidrs))
     docs.extend(_cilium_policies(rng, cnp_count, ns_names[1:], apps))
+    for i in range(vnet_egress):
+        ns = ns_names[1 + i % (namespaces - 1)]
+        app = apps[ns][i // (namespaces - 1) % len(apps[ns])]
+        docs.append(
+            _netpol(
+                ns,
+                f"vnet-egress-{i}",
+                {
+                    "podSelector": _sel(app=app.name),
+                    "policyTypes": ["Egress"],
+                    "egress": [
+                        {
+                            "to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+                            "ports": [{"port": 443, "protocol": "TCP"}],
+                        },
+                        {
+                            "to": [
+                                {
+                                    "namespaceSelector": _sel(
+                                        **{"kubernetes.io/metadata.name": "kube-system"}
+                                    ),
+                                    "podSelector": _sel(**{"k8s-app": "kube-dns"}),
+                                }
+                            ],
+                            "ports": [
+                                {"port": 53, "protocol": "UDP"},
+                                {"port": 53, "protocol": "TCP"},
+                            ],
+                        },
+                    ],
+                },
+            )
+        )
     return docs
+
+
+def _cluster_ips(docs: list[Doc], cidr: ipaddress.IPv4Network, rng: random.Random) -> None:
+    """ClusterIPs from `cidr` for every Service (random, as the API server allocates), plus
+    `default/kubernetes` on the first address and `kube-system/kube-dns` on the tenth."""
+    base = int(cidr.network_address)
+    docs.append(
+        {
+            **_meta("Service", "kubernetes", "default", labels={"component": "apiserver"}),
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": str(ipaddress.IPv4Address(base + 1)),
+                "ports": [{"name": "https", "port": 443, "targetPort": 443, "protocol": "TCP"}],
+            },
+        }
+    )
+    docs.append(
+        {
+            **_meta("Service", "kube-dns", "kube-system", labels={"k8s-app": "kube-dns"}),
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": str(ipaddress.IPv4Address(base + 10)),
+                "selector": {"k8s-app": "kube-dns"},
+                "ports": [
+                    {"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"},
+                ],
+            },
+        }
+    )
+    taken = {base + 1, base + 10}
+    for doc in docs:
+        if doc["kind"] != "Service" or "clusterIP" in doc["spec"]:
+            continue
+        while True:
+            ip = base + rng.randrange(11, cidr.num_addresses - 1)
+            if ip not in taken:
+                break
+        taken.add(ip)
+        doc["spec"]["clusterIP"] = str(ipaddress.IPv4Address(ip))
 
 
 def _two(rng: random.Random, apps: list[_App]) -> tuple[_App, _App]:
@@ -669,9 +757,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--policies", type=int, default=1000)
     p.add_argument("--nodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--service-cidr", help="give Services ClusterIPs from it (AKS: 10.0.0.0/16)")
+    p.add_argument(
+        "--vnet-egress", type=int, default=0, help="add N egress policies to ipBlock 10.0.0.0/8"
+    )
     p.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     args = p.parse_args(argv)
-    docs = generate(args.pods, args.namespaces, args.policies, args.nodes, args.seed)
+    docs = generate(
+        args.pods,
+        args.namespaces,
+        args.policies,
+        args.nodes,
+        args.seed,
+        service_cidr=args.service_cidr,
+        vnet_egress=args.vnet_egress,
+    )
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     text = yaml.dump(
         {"apiVersion": "v1", "kind": "List", "items": docs}, Dumper=dumper, sort_keys=False

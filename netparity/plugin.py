@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from netparity.compare import Parity
     from netparity.plan.model import Plan
     from netparity.probefile import ProbeSpec
-    from netparity.record import Record
+    from netparity.record import ProbeRecord, Record
 
 # The parity report (netparity/report/pytest_hook.py): JUnit by default, parity.html and .md.
 pytest_plugins = ("netparity.report.pytest_hook",)
@@ -101,6 +101,17 @@ HELP_EXTERNAL_IP = (
     "the address the cluster sees when the machine running pytest connects from outside "
     "(after any NAT): the planner predicts outside traffic from it; default 203.0.113.10, "
     "a documentation address that suits the lab"
+)
+HELP_RESPONDER = (
+    "Kubernetes: ADDRESS[:PORTS] of a machine outside the cluster that its pods reach, "
+    "running `python3 probes/agent.py serve --name netparity-responder --tcp PORTS "
+    "[--udp PORTS]` (PORTS: 443,8080-8081,53/udp; default 80,443,8080,8443,53/udp). "
+    "Checked to answer before probing; outside probes go only there (every ipBlock holding "
+    "it), the others are predicted only. Give the same one to every phase"
+)
+HELP_SERVICE_CIDR = (
+    "the cluster's Service range (az aks show --query networkProfile.serviceCidr) where the "
+    "ClusterIPs do not show it: no outside address is chosen inside it"
 )
 HELP_ALLOW_LB = (
     "Kubernetes: let the run create its own LoadBalancer Services (they cost money and "
@@ -179,6 +190,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--external-ip", dest="netparity_external_ip", metavar="ADDRESS", help=HELP_EXTERNAL_IP
     )
     group.addoption(
+        "--responder", dest="netparity_responder", metavar="ADDRESS[:PORTS]", help=HELP_RESPONDER
+    )
+    group.addoption(
+        "--service-cidr", dest="netparity_service_cidr", metavar="CIDR", help=HELP_SERVICE_CIDR
+    )
+    group.addoption(
         "--allow-load-balancer",
         dest="netparity_allow_lb",
         action="store_true",
@@ -225,6 +242,8 @@ class Settings:
     force: bool
     external_ip: str = "203.0.113.10"
     kube: KubeOptions = field(default_factory=KubeOptions)
+    responder: str | None = None  # its address (--responder ADDRESS[:PORTS])
+    service_cidr: ipaddress.IPv4Network | None = None
 
 
 def _value(config: pytest.Config, dest: str, ini: str | None) -> tuple[str | None, str]:
@@ -431,7 +450,22 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
             raise pytest.UsageError(
                 f"netparity: {where} {raw_wait!r} must be a number of seconds from 0 to 86400"
             )
+    from netparity.plan.addresses import parse_service_cidr
+
+    raw_responder = config.getoption("netparity_responder")
+    raw_cidr = config.getoption("netparity_service_cidr")
+    try:
+        responder = None
+        if raw_responder is not None:
+            from netparity.kube.responder import parse_responder
+
+            responder = parse_responder(str(raw_responder)).ip
+        service_cidr = parse_service_cidr(str(raw_cidr)) if raw_cidr is not None else None
+    except NetparityError as e:
+        raise _usage(e) from None
     kube = KubeOptions(
+        responder=str(raw_responder) if raw_responder is not None else None,
+        external_ip=external_ip,
         settle=settle,
         wait_ready=wait_ready,
         probe_image=image,
@@ -442,6 +476,8 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
     )
 
     return Settings(
+        responder=responder,
+        service_cidr=service_cidr,
         external_ip=external_ip,
         kube=kube,
         cluster=cluster,
@@ -755,10 +791,19 @@ def _prepare(config: pytest.Config, state: State) -> None:
             target=settings.target,
             explicit=resolved,
             external_ip=settings.external_ip,
+            responder=settings.responder,
+            service_cidr=settings.service_cidr,
         )
     except NetparityError as e:
         raise _usage(e) from None
     state.plan = plan
+    if facts.backend == "kubernetes":
+        state.header.append(
+            f"outside probes: only to the responder {settings.kube.responder}, which answered"
+            if settings.kube.responder
+            else "outside probes: predicted only (no --responder: nothing netparity controls "
+            "answers outside the cluster)"
+        )
     explicit_ids = _explicit_expectations(state, resolved, facts.dataplane)
     where = "to be written" if state.phase == "pre" else "read"
     if state.phase == "check":
@@ -1195,8 +1240,31 @@ def _summary(state: State) -> list[str]:
                 f"the baseline holds what was observed: look at the {bad} failures above "
                 "before trusting it (--phase pre --force records it again)"
             )
+    if state.record is not None:
+        lines.extend(_predicted_only(state.record.not_run))
     lines.extend(state.written)
     return lines
+
+
+def _predicted_only(not_run: Sequence[ProbeRecord]) -> list[str]:
+    """The rules whose outside probes were predicted, not probed (netparity.kube.layout's
+    PREDICTED_ONLY reasons), each with its probes' count and first reason."""
+    by_rule: dict[str, list[ProbeRecord]] = {}
+    for p in not_run:
+        if (p.not_run or "").startswith("predicted only"):
+            for rule in p.rules or (p.rule or "no rule (a scenario probe)",):
+                by_rule.setdefault(rule, []).append(p)
+    if not by_rule:
+        return []
+    n = len(by_rule)
+    out = [f"predicted only, not probed (outside addresses): {n} rule{'s' if n != 1 else ''}"]
+    for rule in sorted(by_rule)[:30]:
+        probes = by_rule[rule]
+        reason = (probes[0].not_run or "").split(";")[0]
+        out.append(f"  {rule}: {len(probes)} probe{'s' if len(probes) != 1 else ''} ({reason})")
+    if len(by_rule) > 30:
+        out.append(f"  ... and {len(by_rule) - 30} more rules (the record's not_run)")
+    return out
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

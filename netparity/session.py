@@ -90,6 +90,8 @@ class KubeOptions:
     max_duration: float | None = None  # seconds; None: the run's planned length + a margin
     settle: float | None = None  # None: the backend's default
     wait_ready: float = 0.0  # seconds to wait for a cluster in the migration window
+    responder: str | None = None  # --responder ADDRESS[:PORTS]: checked to answer on open
+    external_ip: str | None = None  # outside sources run from here only as this address
 
 
 def open_backend(
@@ -137,6 +139,11 @@ def open_backend(
             f"cannot be loaded ({e})"
         ) from e
     options = kube or KubeOptions()
+    responder = None
+    if options.responder is not None:  # before any probe relies on it
+        from netparity.kube.responder import check_responder, parse_responder
+
+        responder = check_responder(parse_responder(options.responder))
     kube_backend: Backend = KubeBackend(
         spec.value,
         probe_image=options.probe_image or DEFAULT_IMAGE,
@@ -147,6 +154,8 @@ def open_backend(
         max_duration=options.max_duration,
         settle=options.settle if options.settle is not None else DEFAULT_SETTLE,
         wait_ready=options.wait_ready,
+        responder=responder,
+        external_ip=options.external_ip,
     )
     return kube_backend, spec.text
 

@@ -49,7 +49,8 @@ def pytest_netparity_backend(config, cluster):
 
 def cluster_docs() -> list[dict[str, Any]]:
     """x/a and x/b on n1, y/c on n2; y/c admits 80/TCP from the pod CIDR by ipBlock, which
-    NPM matches for pods and Cilium does not (SEMANTICS D2): a predicted outage."""
+    NPM matches for pods and Cilium does not (SEMANTICS D2): a predicted outage; and from an
+    on-premises range, which both admit."""
     return [
         ns("x", team="a"),
         ns("y", team="b"),
@@ -65,7 +66,12 @@ def cluster_docs() -> list[dict[str, Any]]:
                 "policyTypes": ["Ingress"],
                 "ingress": [
                     {
-                        "from": [{"ipBlock": {"cidr": "10.244.0.0/16"}}],
+                        # and an on-premises range: outside the cluster, so probed from
+                        # outside (an address in the pod CIDR is never outside)
+                        "from": [
+                            {"ipBlock": {"cidr": "10.244.0.0/16"}},
+                            {"ipBlock": {"cidr": "192.168.0.0/16"}},
+                        ],
                         "ports": [{"port": 80, "protocol": "TCP"}],
                     }
                 ],

@@ -9,6 +9,7 @@ from netparity.cli._common import print_json, snapshot_from_args, table
 from netparity.engine.dataplane import DATAPLANES, TARGETS
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
+from netparity.plan.addresses import parse_service_cidr
 from netparity.plan.export import changes, plan_json, table_rows
 from netparity.plan.model import Plan
 from netparity.plan.planner import make_plan
@@ -41,6 +42,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="ADDRESS",
         default=DEFAULT_EXTERNAL_IP,
         help="the outside client's address as the cluster sees it (default %(default)s)",
+    )
+    p.add_argument(
+        "--responder",
+        metavar="ADDRESS[:PORTS]",
+        help="where outside destinations go (as pytest's --responder; not checked here)",
+    )
+    p.add_argument(
+        "--service-cidr", metavar="CIDR", help="the cluster's Service range (default: guessed)"
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=run)
@@ -81,12 +90,19 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"{args.external_ip!r} is not an IPv4 address", field="--external-ip"
         ) from None
+    responder = None
+    if args.responder:
+        from netparity.kube.responder import parse_responder
+
+        responder = parse_responder(args.responder).ip
     plan = make_plan(
         snapshot,
         current=args.current,
         target=args.target,
         explicit=explicit,
         external_ip=args.external_ip,
+        responder=responder,
+        service_cidr=parse_service_cidr(args.service_cidr) if args.service_cidr else None,
     )
     if args.format == "json":
         print_json(plan_json(plan))

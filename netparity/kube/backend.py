@@ -80,6 +80,7 @@ from netparity.kube.render import (
     short_hash,
     twin_manifest,
 )
+from netparity.kube.responder import Responder
 from netparity.model.objects import Pod, ServiceType
 from netparity.model.snapshot import Snapshot
 
@@ -156,7 +157,13 @@ class KubeBackend:
         wait_poll: float = WAIT_POLL,
         pull_timeout: float = PULL_TIMEOUT,
         unschedulable_grace: float = UNSCHEDULABLE_GRACE,
+        responder: Responder | None = None,
+        external_ip: str | None = None,
     ) -> None:
+        # outside destinations go only to the responder (checked by the caller), outside
+        # sources run only as external_ip (netparity.kube.layout)
+        self.responder = responder
+        self.external_ip = external_ip
         if dataplane is not None and dataplane not in DATAPLANES:
             raise InputError(
                 f"unknown dataplane {dataplane!r} (expected one of {', '.join(sorted(DATAPLANES))})",
@@ -382,6 +389,8 @@ class KubeBackend:
             unsafe_twin=self._unsafe_twin(snap),
             allow_load_balancer=self.allow_load_balancer,
             place=placement.refuse,
+            responder=self.responder,
+            external_ip=self.external_ip,
         )
         for note in placement.notes([p for k, p in layout.twins.items() if k not in self._twins]):
             self._log(note)
@@ -861,6 +870,8 @@ class KubeBackend:
         """The name the destination's agent answers with (the real pod a twin stands in for);
         None where the answer comes from outside (an IP that no twin holds)."""
         assert step.dest is not None
+        if step.dest.token is not None:  # the responder
+            return step.dest.token
         if step.dest.kind == "pod":
             return step.dest.pod
         if step.dest.service:

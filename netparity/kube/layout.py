@@ -6,7 +6,6 @@ targets cannot run here and why); addresses are filled in once the objects exist
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,16 +19,13 @@ from netparity.engine.traffic import (
     Via,
 )
 from netparity.kube.render import service_name
+from netparity.kube.responder import Responder
 from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort, ServiceType
 
 LOCAL = "local"  # the source is this machine (where pytest runs)
 
-# Documentation ranges (RFC 5737, RFC 3849): never routed, so a probe there times out
-# whatever the policies say; a timeout would be read as a deny.
-_DOC_NETS = tuple(
-    ipaddress.ip_network(n)
-    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
-)
+# Every reason for an outside probe that is predicted, not run, starts with this.
+PREDICTED_ONLY = "predicted only"
 
 NODE_SOURCE = (
     "a node as the source needs a hostNetwork probe pod, which the restricted Pod Security "
@@ -47,6 +43,7 @@ class Dest:
     pod: str | None = None  # "pod": the real pod whose twin answers
     ip: str | None = None  # "ip", "nodeport": the address
     service: str | None = None  # "svc", "nodeport", "lb": the run Service key (ns/name)
+    token: str | None = None  # "ip": the name the agent there answers with (the responder)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,14 +82,6 @@ class _NotRun(Exception):
     pass
 
 
-def is_documentation_address(ip: str) -> bool:
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(addr.version == n.version and addr in n for n in _DOC_NETS)
-
-
 @dataclass(slots=True)
 class _Planner:
     run_id: str
@@ -101,6 +90,8 @@ class _Planner:
     unsafe_twin: Callable[[Pod], str | None]
     allow_load_balancer: bool
     place: Callable[[Pod, Mapping[str, Pod]], str | None]
+    responder: Responder | None = None
+    external_ip: str | None = None
     layout: Layout = field(default_factory=Layout)
     needs: dict[str, set[Via]] = field(default_factory=dict)
 
@@ -125,6 +116,13 @@ class _Planner:
         if isinstance(src, PodEndpoint):
             return self.twin(src.pod, "source")
         if isinstance(src, ExternalEndpoint):
+            if self.external_ip is not None and src.ip != self.external_ip:
+                raise _NotRun(
+                    f"{PREDICTED_ONLY}: the cluster sees this machine as {self.external_ip} "
+                    f"(--external-ip), not as {src.ip}, so traffic from {src.ip} cannot be "
+                    f"made here; pass --external-ip {src.ip} only if the cluster sees this "
+                    "machine so"
+                )
             return LOCAL
         if isinstance(src, NodeEndpoint):
             raise _NotRun(NODE_SOURCE)
@@ -154,14 +152,33 @@ class _Planner:
                 raise _NotRun(
                     "from outside the cluster to an address outside it: not a cluster probe"
                 )
-            if is_documentation_address(dst.ip):
-                raise _NotRun(
-                    f"{dst.ip} is a documentation address that is never routed: a timeout "
-                    f"there would not mean a deny; give the plan a real external address"
-                )
-            return Dest(kind="ip", port=t.port, protocol=t.protocol, ip=dst.ip)
+            return self.outside_dest(dst.ip, t.port, t.protocol)
         assert isinstance(dst, ServiceEndpoint)
         return self.service_dest(dst, t.port, t.protocol)
+
+    def outside_dest(self, ip: str, port: int, protocol: Protocol) -> Dest:
+        """An address outside the cluster: only the responder, where something answers (a
+        timeout where nothing listens would read as a deny, and probing the user's other
+        networks is a scan); everything else is predicted only."""
+        r = self.responder
+        if r is None:
+            raise _NotRun(
+                f"{PREDICTED_ONLY}: nothing netparity controls answers at the outside address "
+                f"{ip}, so a timeout there would not mean a deny; run the agent in serve mode "
+                f"on a machine inside the ipBlock and pass --responder ADDRESS[:PORTS] to probe it"
+            )
+        if ip != r.ip:
+            raise _NotRun(
+                f"{PREDICTED_ONLY}: the outside address {ip} is not the responder "
+                f"({r.ip}, which the ipBlock behind this probe does not hold); nothing "
+                "netparity controls answers there"
+            )
+        if not r.serves(port, protocol):
+            raise _NotRun(
+                f"{PREDICTED_ONLY}: the responder {r.ip} serves no {protocol} port {port}; "
+                f"add it to --responder and to the agent serving there"
+            )
+        return Dest(kind="ip", port=port, protocol=protocol, ip=ip, token=r.token)
 
     def service_dest(self, ep: ServiceEndpoint, port: int, protocol: Protocol) -> Dest:
         svc = ep.service
@@ -259,12 +276,25 @@ def plan_layout(
     unsafe_twin: Callable[[Pod], str | None] = lambda pod: None,
     allow_load_balancer: bool = False,
     place: Callable[[Pod, Mapping[str, Pod]], str | None] = lambda pod, planned: None,
+    responder: Responder | None = None,
+    external_ip: str | None = None,
 ) -> Layout:
     """The twins, Services and steps that run `targets` (steps in the order of targets).
 
     `place(pod, planned_twins)` says why the twin of `pod` cannot be placed (its node, a
-    PodDisruptionBudget: netparity.kube.placement), or None."""
-    planner = _Planner(run_id, backends_of, node_named, unsafe_twin, allow_load_balancer, place)
+    PodDisruptionBudget: netparity.kube.placement), or None. Outside destinations run only
+    to `responder` (checked to answer, netparity.kube.responder); outside sources only as
+    `external_ip` (the address the cluster sees this machine as; None: any)."""
+    planner = _Planner(
+        run_id,
+        backends_of,
+        node_named,
+        unsafe_twin,
+        allow_load_balancer,
+        place,
+        responder,
+        external_ip,
+    )
     for index, target in enumerate(targets):
         # Plan into a scratch copy so that a target which cannot run adds no twin or Service.
         saved = (

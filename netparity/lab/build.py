@@ -409,9 +409,13 @@ def plan_topology(
     )
 
 
-def _plan_services(services: Sequence[Service], used: set[int]) -> tuple[Service, ...]:
-    """ClusterIPs, LoadBalancer IPs and nodePorts: kept from the snapshot, else allocated."""
+def _plan_services(
+    services: Sequence[Service], used: set[int], taken_ports: Iterable[int] = ()
+) -> tuple[Service, ...]:
+    """ClusterIPs, LoadBalancer IPs and nodePorts: kept from the snapshot, else allocated
+    (never one of `used` nor a nodePort of `taken_ports`: the lab's other Services')."""
     node_ports = {sp.node_port for s in services for sp in s.ports if sp.node_port is not None}
+    node_ports.update(taken_ports)
     next_port = NODE_PORT_RANGE[0]
     cluster_pool = _candidates(SERVICE_CIDR, used)
     lb_pool = _candidates(LB_CIDR, used)
@@ -1306,10 +1310,13 @@ def remove_services(name: str, keys: Iterable[str]) -> LabTopology:
         return updated
 
 
-def add_services(name: str, services: Sequence[Service]) -> LabTopology:
+def add_services(
+    name: str, services: Sequence[Service], *, avoid: Iterable[str] = ()
+) -> LabTopology:
     """Add Services a run creates for itself (the planner's run-owned NodePorts) to a ready
-    lab: allocate their addresses, then re-render and re-apply every node's rules, as
-    kube-proxy or Cilium would on a Service event. Returns the new topology."""
+    lab: allocate their addresses (never one of `avoid`: the run's outside probe
+    addresses), then re-render and re-apply every node's rules, as kube-proxy or Cilium
+    would on a Service event. Returns the new topology."""
     check_lab_name(name)
     _require_root()
     with lab_lock(name):
@@ -1324,6 +1331,9 @@ def add_services(name: str, services: Sequence[Service]) -> LabTopology:
         used = {_v4(n.ip, kind="Node", name=n.name, field="ip") for n in topology.nodes}
         used |= {_v4(p.ip, kind="Pod", name=p.key, field="ip") for p in topology.pods}
         used |= {_v4(h.ip, kind="Host", name=h.name, field="ip") for h in topology.hosts}
+        for ip in avoid:
+            with contextlib.suppress(ValueError):
+                used.add(int(ipaddress.IPv4Address(ip)))
         for svc in snap.services:
             for addr in (svc.cluster_ip, *svc.load_balancer_ips):
                 if addr and addr != "None":
@@ -1338,7 +1348,7 @@ def add_services(name: str, services: Sequence[Service]) -> LabTopology:
                         name=svc.key,
                         field="spec.ports.nodePort",
                     )
-        added = _plan_services(wanted, used)
+        added = _plan_services(wanted, used, taken)
         new_snapshot = dataclasses.replace(
             snap, services=tuple(sorted((*snap.services, *added), key=lambda s: s.key))
         )

@@ -376,7 +376,18 @@ class LabBackend:
                         extra.setdefault(dst.service.key + "|" + pinned.key, pinned)
         if extra:  # the run's own Services (the planner's): created like a run would
             try:
-                ix = _Index(add_services(self.name, [extra[k] for k in sorted(extra)]))
+                # never on an address the run probes as outside (it must be a host)
+                outside = {
+                    ep.ip
+                    for t in targets
+                    for ep in (t.traffic.source, t.traffic.destination)
+                    if isinstance(ep, ExternalEndpoint)
+                }
+                ix = _Index(
+                    add_services(
+                        self.name, [extra[k] for k in sorted(extra)], avoid=sorted(outside)
+                    )
+                )
             except NetparityError as e:
                 wanted = {k.split("|")[0] for k in extra}
                 for i, t in enumerate(targets):

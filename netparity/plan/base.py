@@ -105,10 +105,16 @@ class PlannerBase:
         current: str,
         target: str,
         external_ip: str = DEFAULT_EXTERNAL_IP,
+        responder: str | None = None,
+        service_cidr: ipaddress.IPv4Network | None = None,
     ) -> None:
         # The outside client: where the machine running the probes is seen from (its id
         # stays `external:default` whatever the address, so records stay comparable).
         self.external_ip = external_ip
+        # Where outside destinations go: the user's responder where there is one (a
+        # backend runs outside probes only to an address something answers at).
+        self.responder = responder
+        self.outside_target = responder or external_ip
         names = [current, target]
         if target == "cilium":
             names.append("cilium-1.16")
@@ -146,7 +152,7 @@ class PlannerBase:
         for p in snapshot.pods:
             if not p.host_network:
                 self.pods_by_ns[p.namespace].append(p)
-        self.ranges = cluster_ranges(snapshot)
+        self.ranges = cluster_ranges(snapshot, service_cidr=service_cidr)
         self.backend_cache: dict[str, list[Pod]] = {}
         self.block_cache: dict[IPBlock, list[PodClass]] = {}
         self.peer_cache: dict[tuple[bool, str | None, PeerSpec], list[PodClass]] = {}

@@ -59,17 +59,42 @@ def make_plan(
     target: str = "cilium",
     explicit: Iterable[ProbeSpec | ResolvedProbe] = (),
     external_ip: str = DEFAULT_EXTERNAL_IP,
+    responder: str | None = None,
+    service_cidr: ipaddress.IPv4Network | None = None,
 ) -> Plan:
     """Plan the probes for `snapshot` moving from `current` to `target` (deterministic).
-    `external_ip` is the outside client's address as the cluster sees it."""
-    return _Planner(snapshot, current=current, target=target, external_ip=external_ip).plan(
-        tuple(explicit)
-    )
+    `external_ip` is the outside client's address as the cluster sees it; `responder` the
+    address of an agent that answers outside destinations (used for every ipBlock that
+    holds it, and for "anywhere"); `service_cidr` replaces the guessed Service range."""
+    return _Planner(
+        snapshot,
+        current=current,
+        target=target,
+        external_ip=external_ip,
+        responder=responder,
+        service_cidr=service_cidr,
+    ).plan(tuple(explicit))
 
 
 class _Planner(RuleProbes, ScenarioProbes):
-    def __init__(self, snapshot: Snapshot, *, current: str, target: str, external_ip: str) -> None:
-        super().__init__(snapshot, current=current, target=target, external_ip=external_ip)
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        current: str,
+        target: str,
+        external_ip: str,
+        responder: str | None = None,
+        service_cidr: ipaddress.IPv4Network | None = None,
+    ) -> None:
+        super().__init__(
+            snapshot,
+            current=current,
+            target=target,
+            external_ip=external_ip,
+            responder=responder,
+            service_cidr=service_cidr,
+        )
         self.synthetic = self._synthetic_services(snapshot)
         self.snapshot = dataclasses.replace(
             snapshot, services=(*snapshot.services, *self.synthetic)

@@ -170,7 +170,7 @@ class RuleProbes(PlannerBase):
                     self._add(src, dst, rp, Intent.REJECT, rule=rule, scenarios=tags)
             for peer in peers:
                 if peer.kind is PeerKind.BLOCK and peer.block is not None and peer.block.excepts:
-                    addr = excepted_address(peer.block, self.ranges)
+                    addr = excepted_address(peer.block, self.ranges, self._prefer(rule.direction))
                     if addr is None:
                         continue
                     out_end = ExternalEndpoint(ip=addr)
@@ -181,6 +181,15 @@ class RuleProbes(PlannerBase):
                     if self._side_denies(s, d, ext_port, rule.direction):
                         self._add(s, d, ext_port, Intent.REJECT, rule=rule, scenarios=tags)
             self._reject_peer(spec, rule, subject, port, tags)
+
+    def _outside(self, direction: str) -> str:
+        """The outside end of a rule's direction: the runner as a source (ingress), the
+        responder (else the runner's address) as a destination (egress)."""
+        return self.external_ip if direction == INGRESS else self.outside_target
+
+    def _prefer(self, direction: str) -> tuple[str | None, ...]:
+        """Addresses to choose first inside an ipBlock: the ones a backend can use there."""
+        return (self.external_ip,) if direction == INGRESS else (self.responder,)
 
     def _subject_port(self, ps: PortSpec, subject: PodClass, rule: RuleSpec) -> Port | None:
         if rule.direction == INGRESS:
@@ -206,10 +215,10 @@ class RuleProbes(PlannerBase):
             if chosen is not None:
                 yield chosen[0], (), chosen[1], None
             if peer.kind is PeerKind.ALL:
-                yield ExternalEndpoint(ip=self.external_ip), (), None, None
+                yield ExternalEndpoint(ip=self._outside(rule.direction)), (), None, None
             return
         if peer.kind is PeerKind.WORLD:
-            yield ExternalEndpoint(ip=self.external_ip), (), None, None
+            yield ExternalEndpoint(ip=self._outside(rule.direction)), (), None, None
             return
         if peer.kind is PeerKind.HOST:
             if own is not None:
@@ -221,7 +230,7 @@ class RuleProbes(PlannerBase):
                 yield NodeEndpoint(node=other), (), None, other
             return
         assert peer.block is not None
-        addr = outside_address(peer.block, self.ranges)
+        addr = outside_address(peer.block, self.ranges, self._prefer(rule.direction))
         if addr is not None:
             yield ExternalEndpoint(ip=addr), (), None, None
         if spec.cilium:
@@ -365,7 +374,7 @@ class RuleProbes(PlannerBase):
                 candidates.append((pe, cand))
             if len(candidates) >= REJECT_TRIES - 1:
                 break
-        candidates.append((ExternalEndpoint(ip=self.external_ip), None))
+        candidates.append((ExternalEndpoint(ip=self._outside(direction)), None))
         best: tuple[Endpoint, Endpoint, Port] | None = None
         best_score = 0
         src: Endpoint

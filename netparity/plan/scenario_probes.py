@@ -136,7 +136,7 @@ class ScenarioProbes(PlannerBase):
                 for peer in rule.peers:
                     if peer.block is None:
                         continue
-                    addr = outside_address(peer.block, self.ranges)
+                    addr = outside_address(peer.block, self.ranges, (self.external_ip,))
                     if addr is not None and addr not in out:
                         out.append(addr)
         return out[:3]
