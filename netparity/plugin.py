@@ -1168,8 +1168,22 @@ def _summary(state: State) -> list[str]:
                 f"the baseline holds what was observed: look at the {bad} failures above "
                 "before trusting it (--phase pre --force records it again)"
             )
+    if state.record is not None:
+        lines.extend(_scenario_lines(state.record))
     lines.extend(state.written)
     return lines
+
+
+def _scenario_lines(record: Any) -> list[str]:
+    """Per scenario: probed on this cluster by this run, or only predicted, and why not
+    (from the record: its probes' scenarios and the not-run reasons)."""
+    from netparity.report.scenarios import scenario_probing, summary_lines
+
+    entries = scenario_probing(
+        ((p.scenario, *p.scenarios) if p.scenario else p.scenarios, p.not_run)
+        for p in (*record.probes, *record.not_run)
+    )
+    return summary_lines(entries)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
