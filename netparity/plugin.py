@@ -101,6 +101,12 @@ HELP_ALLOW_LB = (
     "Kubernetes: let the run create its own LoadBalancer Services (they cost money and "
     "minutes on AKS); without it, LoadBalancer probes are reported as not run"
 )
+HELP_ALLOW_HOST_NETWORK = (
+    "Kubernetes: probe node sources from one hostNetwork pod per node, in a namespace of "
+    "the run at the privileged Pod Security level (no added capabilities, no listening "
+    "port; needs namespace create/delete: netparity rbac --allow-host-network); without "
+    "it, node sources are reported as not run"
+)
 
 PHASES = ("auto", "pre", "post")
 DEFAULT_TARGET = "cilium"
@@ -176,6 +182,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help=HELP_ALLOW_LB,
+    )
+    group.addoption(
+        "--allow-host-network",
+        dest="netparity_allow_host_network",
+        action="store_true",
+        default=False,
+        help=HELP_ALLOW_HOST_NETWORK,
+    )
+    parser.addini(
+        "netparity_allow_host_network", HELP_ALLOW_HOST_NETWORK, type="bool", default=False
     )
     parser.addini("netparity_probe_image", HELP_PROBE_IMAGE)
     parser.addini("netparity_target", HELP_TARGET)
@@ -416,6 +432,10 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
         probe_image=image,
         max_parallel=max_parallel,
         allow_load_balancer=bool(config.getoption("netparity_allow_lb")),
+        allow_host_network=bool(
+            config.getoption("netparity_allow_host_network")
+            or config.getini("netparity_allow_host_network")
+        ),
         dataplane=dataplane,
         max_duration=max_duration,
     )

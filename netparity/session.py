@@ -88,6 +88,7 @@ class KubeOptions:
     dataplane: str | None = None
     max_duration: float | None = None  # seconds; None: the run's planned length + a margin
     settle: float | None = None  # None: the backend's default
+    allow_host_network: bool = False  # node sources from hostNetwork pods (a privileged namespace)
 
 
 def open_backend(
@@ -139,6 +140,7 @@ def open_backend(
         probe_image=options.probe_image or DEFAULT_IMAGE,
         max_parallel=options.max_parallel,
         allow_load_balancer=options.allow_load_balancer,
+        allow_host_network=options.allow_host_network,
         dataplane=options.dataplane,
         log=log,
         max_duration=options.max_duration,
