@@ -117,6 +117,12 @@ HELP_ALLOW_LB = (
     "Kubernetes: let the run create its own LoadBalancer Services (they cost money and "
     "minutes on AKS); without it, LoadBalancer probes are reported as not run"
 )
+HELP_ALLOW_HOST_NETWORK = (
+    "Kubernetes: probe node sources from one hostNetwork pod per node, in a namespace of "
+    "the run at the privileged Pod Security level (no added capabilities, no listening "
+    "port; needs namespace create/delete: netparity rbac --allow-host-network); without "
+    "it, node sources are reported as not run"
+)
 
 PHASES = ("auto", "pre", "post")
 DEFAULT_TARGET = "cilium"
@@ -201,6 +207,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help=HELP_ALLOW_LB,
+    )
+    group.addoption(
+        "--allow-host-network",
+        dest="netparity_allow_host_network",
+        action="store_true",
+        default=False,
+        help=HELP_ALLOW_HOST_NETWORK,
+    )
+    parser.addini(
+        "netparity_allow_host_network", HELP_ALLOW_HOST_NETWORK, type="bool", default=False
     )
     parser.addini("netparity_probe_image", HELP_PROBE_IMAGE)
     parser.addini("netparity_target", HELP_TARGET)
@@ -471,6 +487,10 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
         probe_image=image,
         max_parallel=max_parallel,
         allow_load_balancer=bool(config.getoption("netparity_allow_lb")),
+        allow_host_network=bool(
+            config.getoption("netparity_allow_host_network")
+            or config.getini("netparity_allow_host_network")
+        ),
         dataplane=dataplane,
         max_duration=max_duration,
     )
@@ -1242,6 +1262,7 @@ def _summary(state: State) -> list[str]:
             )
     if state.record is not None:
         lines.extend(_predicted_only(state.record.not_run))
+        lines.extend(_scenario_lines(state.record))
     lines.extend(state.written)
     return lines
 
@@ -1265,6 +1286,18 @@ def _predicted_only(not_run: Sequence[ProbeRecord]) -> list[str]:
     if len(by_rule) > 30:
         out.append(f"  ... and {len(by_rule) - 30} more rules (the record's not_run)")
     return out
+
+
+def _scenario_lines(record: Any) -> list[str]:
+    """Per scenario: probed on this cluster by this run, or only predicted, and why not
+    (from the record: its probes' scenarios and the not-run reasons)."""
+    from netparity.report.scenarios import scenario_probing, summary_lines
+
+    entries = scenario_probing(
+        ((p.scenario, *p.scenarios) if p.scenario else p.scenarios, p.not_run)
+        for p in (*record.probes, *record.not_run)
+    )
+    return summary_lines(entries)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -92,6 +92,7 @@ class KubeOptions:
     wait_ready: float = 0.0  # seconds to wait for a cluster in the migration window
     responder: str | None = None  # --responder ADDRESS[:PORTS]: checked to answer on open
     external_ip: str | None = None  # outside sources run from here only as this address
+    allow_host_network: bool = False  # node sources from hostNetwork pods (a privileged namespace)
 
 
 def open_backend(
@@ -149,6 +150,7 @@ def open_backend(
         probe_image=options.probe_image or DEFAULT_IMAGE,
         max_parallel=options.max_parallel,
         allow_load_balancer=options.allow_load_balancer,
+        allow_host_network=options.allow_host_network,
         dataplane=options.dataplane,
         log=log,
         max_duration=options.max_duration,

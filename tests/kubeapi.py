@@ -2,7 +2,10 @@
 
 - list / get / create / delete / merge-patch for the kinds netparity uses, label selectors,
   `Status` bodies for 401/403/404/409/500, ownerReference garbage collection;
-- a restricted Pod Security admission check on every pod created (403 like the real one);
+- Pod Security admission from the namespace's `pod-security.kubernetes.io/enforce` label
+  (restricted, baseline or privileged; a namespace without the label gets restricted, the
+  stricter choice), 403 like the real one; Namespaces can be created and deleted (deleting
+  one removes everything in it, as the namespace controller does);
 - with `safeguards = True`, a Deployment-Safeguards-like admission (Gatekeeper's 403);
 - a fake scheduler (nodeSelector, required node affinity, `full_nodes` reported as
   Unschedulable; twins tolerate every taint, so a cordon does not stop it) and kubelet: a pod with a reachable node gets a loopback IP (127.1.N.M),
@@ -172,6 +175,65 @@ def restricted_violations(pod: Mapping[str, Any]) -> list[str]:
             if port.get("hostPort"):
                 out.append(f'container "{name}" uses hostPort')
     return out
+
+
+PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+# Capabilities the baseline level lets a container add (Pod Security Standards, baseline).
+BASELINE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+
+
+def baseline_violations(pod: Mapping[str, Any]) -> list[str]:
+    """The `baseline` Pod Security Standard (latest): host namespaces, privileged
+    containers, capabilities beyond the default set, hostPath volumes, host ports, unsafe
+    sysctls."""
+    spec = pod.get("spec") or {}
+    out: list[str] = []
+    for field_name in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field_name):
+            out.append(f"host namespaces ({field_name}=true)")
+    for sysctl in (spec.get("securityContext") or {}).get("sysctls") or ():
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            out.append(f"forbidden sysctl {sysctl.get('name')}")
+    for vol in spec.get("volumes") or ():
+        if "hostPath" in vol:
+            out.append(f"hostPath volume {vol.get('name')}")
+    for c in [*(spec.get("containers") or ()), *(spec.get("initContainers") or ())]:
+        sc = c.get("securityContext") or {}
+        name = c.get("name")
+        if sc.get("privileged"):
+            out.append(f'privileged (container "{name}" must not set privileged=true)')
+        added = set((sc.get("capabilities") or {}).get("add") or ()) - BASELINE_CAPABILITIES
+        if added:
+            out.append(f'non-default capabilities (container "{name}" adds {sorted(added)})')
+        for port in c.get("ports") or ():
+            if port.get("hostPort"):
+                out.append(f'hostPort (container "{name}" uses hostPort)')
+    return out
+
+
+def pod_security_violations(level: str, pod: Mapping[str, Any]) -> list[str]:
+    """What the Pod Security admission denies at `level` (restricted includes baseline)."""
+    if level == "privileged":
+        return []
+    if level == "baseline":
+        return baseline_violations(pod)
+    return restricted_violations(pod)
 
 
 def safeguards_violations(pod: Mapping[str, Any]) -> list[str]:
@@ -349,6 +411,7 @@ class KubeAPI:
         self.unschedulable: str | None = None
         self.full_nodes: dict[str, str] = {}  # node -> the scheduler's message for it
         self.safeguards = False  # AKS Deployment Safeguards (Enforcement) on pods
+        self.admitted: list[tuple[str, str]] = []  # (pod, Pod Security level it was checked at)
         self.lb_ingress = True
         self.runtimes: dict[str, PodRuntime] = {}  # pod uid -> runtime
         self.proxies: dict[str, list[socket.socket]] = {}  # service uid -> listeners
@@ -481,9 +544,13 @@ class KubeAPI:
                 "BadRequest",
                 "the namespace of the object does not match the namespace on the request",
             )
-        meta["namespace"] = namespace
+        if plural == "namespaces":  # cluster-scoped
+            namespace = ""
+            meta.pop("namespace", None)
+        else:
+            meta["namespace"] = namespace
         with self.lock:
-            if ("namespaces", "", namespace) not in self.store:
+            if plural != "namespaces" and ("namespaces", "", namespace) not in self.store:
                 return 404, status_body(
                     404,
                     "NotFound",
@@ -499,12 +566,17 @@ class KubeAPI:
                     {"name": name, "kind": plural},
                 )
             if plural == "pods":
-                problems = restricted_violations(body)
+                ns_labels = (
+                    self.store[("namespaces", "", namespace)]["metadata"].get("labels") or {}
+                )
+                level = ns_labels.get(PSA_ENFORCE, "restricted")
+                self.admitted.append((name, level))
+                problems = pod_security_violations(level, body)
                 if problems:
                     return 403, status_body(
                         403,
                         "Forbidden",
-                        f'pods "{name}" is forbidden: violates PodSecurity "restricted:latest": '
+                        f'pods "{name}" is forbidden: violates PodSecurity "{level}:latest": '
                         + ", ".join(problems),
                     )
                 if self.safeguards:
@@ -547,6 +619,10 @@ class KubeAPI:
                     f"Precondition failed: UID in precondition: {want_uid}, UID in object meta: {obj['metadata']['uid']}",
                 )
             self._remove(key)
+            if plural == "namespaces":  # the namespace controller empties it
+                for inner in [k for k in self.store if k[1] == name]:
+                    if inner in self.store:
+                        self._remove(inner)
             self.mutations.append(("DELETE", plural, copy.deepcopy(obj)))
             return 200, copy.deepcopy(obj)
 
@@ -781,7 +857,8 @@ class KubeAPI:
             )
             return
         self._update_pod(namespace, name, uid, waiting("ContainerCreating"))
-        ip = self._address("127.1")
+        # a hostNetwork pod has its node's address
+        ip = (self.node_ip(node) if spec.get("hostNetwork") else None) or self._address("127.1")
         rt = PodRuntime(uid=uid, ip=ip)
         folder = self.tmp / uid
         for vol in spec.get("volumes") or ():

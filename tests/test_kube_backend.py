@@ -768,6 +768,8 @@ def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig
         ("get", "coordination.k8s.io", "leases"),  # after a conflicting renewal (409)
         ("update", "coordination.k8s.io", "leases"),  # renewals: runs here are shorter
         ("list", "apps", "daemonsets"),  # evidence when no dataplane is detected
+        ("create", "", "namespaces"),  # opt-in --allow-host-network (tests/test_rbac.py)
+        ("delete", "", "namespaces"),  # opt-in --allow-host-network (tests/test_rbac.py)
     }
 
 

@@ -28,6 +28,7 @@ from netparity.cli import main
 from netparity.kube.backend import KubeBackend
 from netparity.kube.rbac import (
     DETECT_RULES,
+    HOST_NETWORK_RULES,
     READ_RULES,
     WRITE_RULES,
     Rule,
@@ -152,6 +153,7 @@ def test_probes_rbac_yaml_holds_the_same_rules_as_the_code() -> None:
     assert _rules(by_name["ClusterRole", "netparity-read"]) == _as_json(READ_RULES)
     assert _rules(by_name["Role", "netparity-detect"]) == _as_json(DETECT_RULES)
     assert _rules(by_name["ClusterRole", "netparity-write"]) == _as_json(WRITE_RULES)
+    assert _rules(by_name["ClusterRole", "netparity-host-network"]) == _as_json(HOST_NETWORK_RULES)
 
 
 def test_probes_rbac_yaml_binds_nothing_that_writes_cluster_wide() -> None:
@@ -316,3 +318,57 @@ def test_every_request_of_a_run_is_allowed_by_the_printed_rbac_and_only_there(
     assert created == namespaces  # a Role in each namespace written to, and nowhere else
     assert any(r[0] == "create" and r[2] == "pods" for r in requests)
     assert any(r[2] == "pods/exec" for r in requests)
+
+
+# --------------------------------------------------------------------------- --allow-host-network
+
+
+def test_the_host_network_rules_are_printed_only_when_asked_and_bound_nowhere_in_the_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, plain = printed(capsys, "--cluster", f"file:{EXAMPLE}")
+    assert not any(d["metadata"]["name"] == "netparity-host-network" for d in plain)
+    assert not authorized(plain, SA, "create", "", "namespaces", None, None)
+    text, docs = printed(capsys, "--cluster", f"file:{EXAMPLE}", "--allow-host-network")
+    assert "WARNING: --allow-host-network binds the ClusterRole netparity-host-network" in text
+    assert authorized(docs, SA, "create", "", "namespaces", None, None)
+    assert authorized(docs, SA, "delete", "", "namespaces", None, "netparity-host-x")
+    for doc in docs:
+        kubernetes_validate.validate(doc, AKS_VERSIONS[-1], strict=True)
+    file_docs = rbac_yaml()
+    assert not any(
+        d["kind"].endswith("Binding") and d["roleRef"]["name"] == "netparity-host-network"
+        for d in file_docs
+    )
+    assert not authorized(file_docs, SA, "create", "", "namespaces", None, None)
+
+
+def test_every_request_of_a_host_network_run_is_allowed_by_the_opt_in_rbac_only(
+    api: KubeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netparity.engine.traffic import NodeEndpoint, PodEndpoint, Traffic
+    from netparity.model.objects import Protocol
+
+    kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
+    base = ["--cluster", "test", "--kubeconfig", kubeconfig, "--current", "npm"]
+    _, plain = printed(capsys, *base)
+    _, docs = printed(capsys, *base, "--allow-host-network")
+    api.requests.clear()
+    with KubeBackend("test", kubeconfig=kubeconfig, settle=0.0, allow_host_network=True) as b:
+        snap = b.snapshot()
+        n1, web = snap.node("node-1"), snap.pod("shop", "web-1")
+        assert n1 and web
+        traffic = Traffic(
+            source=NodeEndpoint(node=n1),
+            destination=PodEndpoint(pod=web),
+            port=8080,
+            protocol=Protocol.TCP,
+        )
+        (result,) = b.run([Target(id="node-web", traffic=traffic)], timeout=1.0)
+    assert result.observed.value == "connected", result
+    assert main(["cleanup", "--cluster", "test", "--kubeconfig", kubeconfig]) == 0
+    requests = [request_attributes(m, p) for m, p in api.requests]
+    assert [r for r in requests if not authorized(docs, SA, *r)] == []
+    denied = [r for r in requests if not authorized(plain, SA, *r)]
+    assert ("create", "", "namespaces", None, None) in denied
+    assert any(r[0] == "delete" and r[2] == "namespaces" for r in requests)

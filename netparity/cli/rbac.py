@@ -16,6 +16,7 @@ from netparity.engine.dataplane import DATAPLANES, TARGETS
 from netparity.errors import InputError
 from netparity.kube.rbac import (
     DEFAULT_SUBJECT,
+    HOST_NETWORK_ROLE,
     KUBE_SYSTEM,
     manifests,
     parse_subject,
@@ -77,6 +78,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="as the plugin's option: the run may create LoadBalancer Services",
     )
     p.add_argument(
+        "--allow-host-network",
+        action="store_true",
+        help="as the plugin's option: also print the opt-in cluster-wide ClusterRole "
+        "netparity-host-network (namespaces create/delete, and the run's objects in the "
+        "namespace it creates for its hostNetwork probe pods)",
+    )
+    p.add_argument(
         "--subject",
         default=DEFAULT_SUBJECT,
         metavar="KIND:NAME",
@@ -129,7 +137,12 @@ def run(args: argparse.Namespace) -> int:
         explicit=resolve_probes(specs, snapshot),
     )
     targets = [Target(id=p.id, traffic=p.traffic) for p in plan.probes]
-    namespaces = plan_namespaces(snapshot, targets, allow_load_balancer=args.allow_load_balancer)
+    namespaces = plan_namespaces(
+        snapshot,
+        targets,
+        allow_load_balancer=args.allow_load_balancer,
+        allow_host_network=args.allow_host_network,
+    )
     header = [
         f"netparity rbac for cluster {name}: {len(plan.probes)} probes "
         f"({plan.current} -> {plan.target}, plan {plan.digest[:12]})",
@@ -143,10 +156,18 @@ def run(args: argparse.Namespace) -> int:
             "create pods in kube-system and exec into pods there; RBAC cannot limit that to "
             "netparity's own pods: review it, or run where kube-system pods are not probed"
         )
+    if args.allow_host_network:
+        header.append(
+            f"WARNING: --allow-host-network binds the ClusterRole {HOST_NETWORK_ROLE} "
+            "cluster-wide: namespaces create/delete, and pods create/delete and pods/exec in "
+            "every namespace (the run's own namespace does not exist before the run, so RBAC "
+            "cannot name it); with a namespace at the privileged Pod Security level this "
+            "amounts to root on the nodes: bind it only for the runs that need node sources"
+        )
     header.append(
         "a namespace the plan gains later (new workloads, new probes) needs this printed again"
     )
-    text = render_yaml(manifests(namespaces, subject), header)
+    text = render_yaml(manifests(namespaces, subject, host_network=args.allow_host_network), header)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}: {header[1]}", file=sys.stderr)

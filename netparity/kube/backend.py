@@ -49,6 +49,7 @@ from netparity.kube.client import (
     EXEC_HANDSHAKE_TIMEOUT,
     IN_CLUSTER,
     LEASES,
+    NAMESPACES,
     PODS,
     SERVICES,
     Conflict,
@@ -74,6 +75,10 @@ from netparity.kube.render import (
     anchor_manifest,
     anchor_name,
     check_image,
+    host_namespace_manifest,
+    host_namespace_name,
+    host_pod_manifest,
+    host_pod_name,
     new_run_id,
     serve_ports,
     service_manifest,
@@ -145,6 +150,7 @@ class KubeBackend:
         probe_image: str = DEFAULT_IMAGE,
         max_parallel: int = 8,
         allow_load_balancer: bool = False,
+        allow_host_network: bool = False,
         dataplane: str | None = None,
         pod_timeout: float = 180.0,
         lb_timeout: float = 300.0,
@@ -175,6 +181,7 @@ class KubeBackend:
         self.image = check_image(probe_image)
         self.max_parallel = max_parallel
         self.allow_load_balancer = allow_load_balancer
+        self.allow_host_network = allow_host_network
         self.pod_timeout = pod_timeout
         self.lb_timeout = lb_timeout
         if max_duration is not None and max_duration <= 0:
@@ -391,6 +398,8 @@ class KubeBackend:
             place=placement.refuse,
             responder=self.responder,
             external_ip=self.external_ip,
+            allow_host_network=self.allow_host_network,
+            place_host=placement.check_host,
         )
         for note in placement.notes([p for k, p in layout.twins.items() if k not in self._twins]):
             self._log(note)
@@ -506,7 +515,15 @@ class KubeBackend:
         return True
 
     def _ensure_objects(self, layout: Layout) -> None:
-        for ns in layout.namespaces:
+        namespaces = list(layout.namespaces)
+        if layout.hosts:  # --allow-host-network: the run's own privileged namespace first
+            host_ns = host_namespace_name(self.run_id)
+            namespaces.append(host_ns)
+            if host_ns not in self._anchors:
+                self._create_owned(
+                    NAMESPACES, self._expiring(host_namespace_manifest(run_id=self.run_id))
+                )
+        for ns in namespaces:
             if ns not in self._anchors:
                 # the heartbeat first: an anchor is never seen without it
                 now = datetime.now(UTC)
@@ -545,6 +562,24 @@ class KubeBackend:
                 hostname=placement.hostname(pod),
                 deadline=self._deadline(),
                 leave_out=placement.leave_out(pod),
+            )
+            todo.append((PODS, manifest, key))
+        for key, node in layout.hosts.items():
+            if key in self._twins:
+                continue
+            ns, name = host_namespace_name(self.run_id), host_pod_name(self.run_id, node.name)
+            # a host probe pod is never a CiliumEndpoint and NPM knows node addresses: settled
+            self._twins[key] = _Twin(
+                pod=Pod(namespace=ns, name=name, node_name=node.name), settled=True
+            )
+            host = (self._placement or Placement()).nodes.get(node.name)
+            manifest = host_pod_manifest(
+                run_id=self.run_id,
+                node=node.name,
+                hostname=host.hostname if host is not None else node.name,
+                anchor_uid=self._anchor_uid(ns),
+                image=self.image,
+                deadline=self._deadline(),
             )
             todo.append((PODS, manifest, key))
         for key, rs in layout.services.items():
@@ -587,12 +622,12 @@ class KubeBackend:
             return self.kube.create(res, manifest)
         except Conflict:
             meta = manifest["metadata"]
-            existing = self.kube.get(res, meta["name"], namespace=meta["namespace"])
+            existing = self.kube.get(res, meta["name"], namespace=meta.get("namespace"))
             labels = ((existing or {}).get("metadata") or {}).get("labels") or {}
             if existing is not None and labels.get(RUN_LABEL) == self.run_id:
                 return existing  # made by this run already (a retried create): reuse it
             raise ClusterError(
-                f"{self.kube.name}: {res.kind} {meta['namespace']}/{meta['name']} already exists "
+                f"{self.kube.name}: {res.kind} {meta.get('namespace', '-')}/{meta['name']} already exists "
                 f"and is not this run's ({RUN_LABEL}={labels.get(RUN_LABEL)!r}); "
                 f"remove it with `netparity cleanup --cluster {self.kube.name}`"
             ) from None
@@ -611,11 +646,11 @@ class KubeBackend:
         pending = {
             k
             for k, twin in self._twins.items()
-            if k in layout.twins
+            if (k in layout.twins or k in layout.hosts)
             and twin.failure is None
             and (twin.state is None or twin.state.readiness is not Readiness.READY)
         }
-        total = len(layout.twins)
+        total = len(layout.twins) + len(layout.hosts)
         deadline = time.monotonic() + self.pod_timeout
         polls = 0
         while pending:
@@ -715,6 +750,8 @@ class KubeBackend:
     def _twin_label(self, twin: _Twin) -> str:
         name = ((twin.obj or {}).get("metadata") or {}).get("name", "?")
         node = twin.pod.node_name or "any node"
+        if twin.pod.namespace == host_namespace_name(self.run_id):
+            return f"{twin.pod.namespace}/{name} (host probe pod of node {node})"
         return f"{twin.pod.namespace}/{name} (twin of {twin.pod.key}, node {node})"
 
     def _wait_load_balancers(self, layout: Layout) -> None:

@@ -22,11 +22,27 @@ from typing import Any
 
 from netparity.errors import ClusterError
 from netparity.kube import EXPIRES_ANNOTATION, RUN_LABEL
-from netparity.kube.client import CONFIG_MAPS, LEASES, PODS, SERVICES, Conflict, Kube, Resource
+from netparity.kube.client import (
+    CONFIG_MAPS,
+    LEASES,
+    NAMESPACES,
+    PODS,
+    SERVICES,
+    Conflict,
+    Kube,
+    Resource,
+)
 
-# Deletion order: the pods and Services first, the heartbeat, the anchors (which own the rest) last.
-OWNED: tuple[Resource, ...] = (PODS, SERVICES, LEASES, CONFIG_MAPS)
-_NOUNS = {"Pod": "pod", "Service": "Service", "ConfigMap": "anchor", "Lease": "heartbeat"}
+# Deletion order: the pods and Services first, the heartbeat, the anchors (which own the rest),
+# then the run's own Namespace (--allow-host-network's host probe pods live there).
+OWNED: tuple[Resource, ...] = (PODS, SERVICES, LEASES, CONFIG_MAPS, NAMESPACES)
+_NOUNS = {
+    "Pod": "pod",
+    "Service": "Service",
+    "ConfigMap": "anchor",
+    "Lease": "heartbeat",
+    "Namespace": "namespace",
+}
 # A heartbeat not renewed for this long is stale; renewed every quarter of it.
 LEASE_SECONDS = 120
 # Objects of a run without any heartbeat (made by an older netparity, or before its Lease was
@@ -140,7 +156,9 @@ class RunObjects:
             noun = _NOUNS.get(res.kind, res.kind)
             counts[noun] = counts.get(noun, 0) + 1
         parts = [f"{n} {noun}{'' if n == 1 else 's'}" for noun, n in counts.items()]
-        namespaces = sorted({str(_meta(o).get("namespace")) for _, o in self.objects})
+        namespaces = sorted(
+            {str(_meta(o).get("namespace") or _meta(o).get("name")) for _, o in self.objects}
+        )
         return f"run {self.run_id}: {', '.join(parts)} in namespace{'' if len(namespaces) == 1 else 's'} {', '.join(namespaces)}"
 
 

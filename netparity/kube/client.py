@@ -436,6 +436,11 @@ class Kube:
         namespace = meta.get("namespace")
         name = meta.get("name")
         api = self._api_for(res.group)
+        if not res.namespaced:  # the run's own Namespace (--allow-host-network)
+            fn = getattr(api, f"create_{res.stem}")
+            doc = self._call("create", res, fn, dict(body), name=name)
+            assert doc is not None
+            return doc
         fn = getattr(api, f"create_namespaced_{res.stem}")
         doc = self._call("create", res, fn, namespace, dict(body), name=name, namespace=namespace)
         assert doc is not None
@@ -464,17 +469,20 @@ class Kube:
         namespace = meta.get("namespace")
         uid = meta.get("uid")
         api = self._api_for(res.group)
-        fn = getattr(api, f"delete_namespaced_{res.stem}")
         body: dict[str, Any] = {"propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}  # never a same-named object made since
+        # the run's own Namespace (--allow-host-network) is cluster-scoped
+        fn = getattr(
+            api, f"delete_namespaced_{res.stem}" if res.namespaced else f"delete_{res.stem}"
+        )
+        args = (name, namespace) if res.namespaced else (name,)
         try:
             doc = self._call(
                 "delete",
                 res,
                 fn,
-                name,
-                namespace,
+                *args,
                 body=body,
                 name=name,
                 namespace=namespace,

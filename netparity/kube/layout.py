@@ -18,7 +18,7 @@ from netparity.engine.traffic import (
     ServiceEndpoint,
     Via,
 )
-from netparity.kube.render import service_name
+from netparity.kube.render import host_key, service_name
 from netparity.kube.responder import Responder
 from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort, ServiceType
 
@@ -29,7 +29,7 @@ PREDICTED_ONLY = "predicted only"
 
 NODE_SOURCE = (
     "a node as the source needs a hostNetwork probe pod, which the restricted Pod Security "
-    "Standard forbids: not run on kubernetes (the lab runs it)"
+    "Standard forbids: not run on kubernetes without --allow-host-network (the lab runs it)"
 )
 
 
@@ -69,6 +69,8 @@ class Layout:
     probed_ports: dict[str, set[tuple[int, Protocol]]] = field(default_factory=dict)
     services: dict[str, RunService] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
+    # --allow-host-network: host probe pods, keyed node:NAME (the run's host namespace)
+    hosts: dict[str, Node] = field(default_factory=dict)
 
     @property
     def namespaces(self) -> list[str]:
@@ -94,14 +96,33 @@ class _Planner:
     external_ip: str | None = None
     layout: Layout = field(default_factory=Layout)
     needs: dict[str, set[Via]] = field(default_factory=dict)
+    allow_host_network: bool = False
+    place_host: Callable[[str, Mapping[str, Pod]], str | None] = lambda n, t: None
 
     def why_not(self, pod: Pod, role: str) -> str | None:
         if pod.host_network:
             return (
                 f"{role} pod {pod.key} uses the host network: its twin would need hostNetwork, "
                 f"which the restricted Pod Security Standard forbids"
+                + (
+                    " (--allow-host-network probes from it as its node)"
+                    if role == "source" and not self.allow_host_network
+                    else ""
+                )
             )
         return self.unsafe_twin(pod) or self.place(pod, self.layout.twins)
+
+    def host(self, node: Node) -> str:
+        """The host probe pod of `node` (--allow-host-network), or why there is none."""
+        if not self.allow_host_network:
+            raise _NotRun(NODE_SOURCE)
+        key = host_key(node.name)
+        if key not in self.layout.hosts:
+            why = self.place_host(node.name, self.layout.twins)
+            if why:
+                raise _NotRun(why)
+            self.layout.hosts[key] = node
+        return key
 
     def twin(self, pod: Pod, role: str) -> str:
         why = self.why_not(pod, role)
@@ -114,6 +135,14 @@ class _Planner:
     def source(self, target: Target) -> str:
         src = target.traffic.source
         if isinstance(src, PodEndpoint):
+            if src.pod.host_network and self.allow_host_network:
+                # a hostNetwork pod sends from its node's network: the node's host probe pod
+                node = self.node_named(src.pod.node_name) if src.pod.node_name else None
+                if node is None:
+                    raise _NotRun(
+                        f"source pod {src.pod.key} uses the host network of no known node"
+                    )
+                return self.host(node)
             return self.twin(src.pod, "source")
         if isinstance(src, ExternalEndpoint):
             if self.external_ip is not None and src.ip != self.external_ip:
@@ -125,7 +154,7 @@ class _Planner:
                 )
             return LOCAL
         if isinstance(src, NodeEndpoint):
-            raise _NotRun(NODE_SOURCE)
+            return self.host(src.node)
         raise _NotRun(f"{src} cannot be a probe source")
 
     def dest(self, target: Target, source: str) -> Dest:
@@ -278,13 +307,17 @@ def plan_layout(
     place: Callable[[Pod, Mapping[str, Pod]], str | None] = lambda pod, planned: None,
     responder: Responder | None = None,
     external_ip: str | None = None,
+    allow_host_network: bool = False,
+    place_host: Callable[[str, Mapping[str, Pod]], str | None] = lambda n, t: None,
 ) -> Layout:
     """The twins, Services and steps that run `targets` (steps in the order of targets).
 
     `place(pod, planned_twins)` says why the twin of `pod` cannot be placed (its node, a
     PodDisruptionBudget: netparity.kube.placement), or None. Outside destinations run only
     to `responder` (checked to answer, netparity.kube.responder); outside sources only as
-    `external_ip` (the address the cluster sees this machine as; None: any)."""
+    `external_ip` (the address the cluster sees this machine as; None: any). With
+    `allow_host_network`, node sources (and hostNetwork pod sources) run from one host probe
+    pod per node, where `place_host(node, planned_twins)` allows it."""
     planner = _Planner(
         run_id,
         backends_of,
@@ -294,6 +327,8 @@ def plan_layout(
         place,
         responder,
         external_ip,
+        allow_host_network=allow_host_network,
+        place_host=place_host,
     )
     for index, target in enumerate(targets):
         # Plan into a scratch copy so that a target which cannot run adds no twin or Service.
@@ -302,6 +337,7 @@ def plan_layout(
             {k: set(v) for k, v in planner.layout.probed_ports.items()},
             dict(planner.layout.services),
             {k: set(v) for k, v in planner.needs.items()},
+            dict(planner.layout.hosts),
         )
         try:
             source = planner.source(target)
@@ -312,6 +348,7 @@ def plan_layout(
                 planner.layout.probed_ports,
                 planner.layout.services,
                 planner.needs,
+                planner.layout.hosts,
             ) = saved
             planner.layout.steps.append(Step(index=index, target=target, reason=str(e)))
             continue

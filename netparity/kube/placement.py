@@ -303,6 +303,32 @@ class Placement:
         """Why no twin of `pod` is made (its node, or a PodDisruptionBudget); None: it is."""
         return self.check(pod, planned) or self.budget_check(pod)
 
+    def check_host(self, node_name: str, planned: Mapping[str, Pod]) -> str | None:
+        """Why no host probe pod (--allow-host-network) can stand on `node_name`, given the
+        twins already planned there; None: it can."""
+        node = self.nodes.get(node_name)
+        if node is None:
+            return None if not self.nodes else f"node {node_name} is not in the cluster any more"
+        if node.os != "linux":
+            return (
+                f"node {node.name} is a {node.os} node: probe pods run the Linux agent image, "
+                f"so it is not probed as a source"
+            )
+        if node.virtual:
+            return f"node {node.name} is a virtual node (virtual-kubelet): it has no host network"
+        if node.cordoned:
+            return (
+                f"node {node.name} is cordoned (spec.unschedulable): it is being drained or "
+                f"reimaged, so no host probe pod is placed there and it is not probed"
+            )
+        mine = 1 + sum(1 for p in planned.values() if p.node_name == node.name)
+        if node.pods_allocatable is not None and node.pods + mine > node.pods_allocatable:
+            return (
+                f"node {node.name} has no room for its host probe pod: {node.pods} pods of "
+                f"{node.pods_allocatable} allocatable, {mine} probe pod(s) to add (Too many pods)"
+            )
+        return None
+
     # ------------------------------------------------------------------ budgets
 
     def _budgets_of(self, labels: Mapping[str, str], namespace: str) -> list[Budget]:

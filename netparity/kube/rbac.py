@@ -27,6 +27,7 @@ READ_ROLE = "netparity-read"
 DETECT_ROLE = "netparity-detect"
 WRITE_ROLE = "netparity-run"
 WRITE_CLUSTER_ROLE = "netparity-write"  # probes/rbac.yaml: the write rules, bound per namespace
+HOST_NETWORK_ROLE = "netparity-host-network"  # opt-in: --allow-host-network
 KUBE_SYSTEM = "kube-system"
 DEFAULT_SUBJECT = "serviceaccount:netparity/netparity"
 RBAC_API = "rbac.authorization.k8s.io/v1"
@@ -160,6 +161,24 @@ WRITE_RULES: tuple[Rule, ...] = (
 )
 
 
+# Opt-in, cluster-wide (`netparity rbac --allow-host-network`): the run's own namespace for
+# its hostNetwork probe pods, created and deleted by the run, and the run's objects in it.
+# That namespace does not exist before the run, so no Role can be made for it up front and
+# the writes are granted cluster-wide: with `namespaces create` (a namespace at the
+# privileged Pod Security level) this amounts to root on the nodes. Bind it only where
+# node sources must be observed, only for the run (docs/kubernetes.md).
+HOST_NETWORK_RULES: tuple[Rule, ...] = (
+    Rule(
+        group="",
+        resources=("namespaces",),
+        verbs=("create", "delete"),
+        why="--allow-host-network: the run's own namespace (privileged Pod Security level), "
+        "removed at the end like every run object",
+    ),
+    *(r for r in WRITE_RULES if "services" not in r.resources),
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Subject:
     kind: str  # ServiceAccount | User | Group
@@ -189,16 +208,23 @@ def parse_subject(text: str) -> Subject:
 
 
 def plan_namespaces(
-    snapshot: Snapshot, targets: Sequence[Target], *, allow_load_balancer: bool = False
+    snapshot: Snapshot,
+    targets: Sequence[Target],
+    *,
+    allow_load_balancer: bool = False,
+    allow_host_network: bool = False,
 ) -> list[str]:
     """The namespaces where a run of `targets` creates objects (twins, the run's Services
-    and their anchor): the kubernetes backend's own layout, so the two cannot differ."""
+    and their anchor): the kubernetes backend's own layout, so the two cannot differ. (The
+    run's own host namespace of --allow-host-network is not among them: see
+    HOST_NETWORK_RULES.)"""
     layout = plan_layout(
         targets,
         run_id="rbac",
         backends_of=snapshot.backends,
         node_named=snapshot.node,
         allow_load_balancer=allow_load_balancer,
+        allow_host_network=allow_host_network,
     )
     return layout.namespaces
 
@@ -232,10 +258,13 @@ def binding(
     }
 
 
-def manifests(namespaces: Iterable[str], subject: Subject) -> list[dict[str, Any]]:
+def manifests(
+    namespaces: Iterable[str], subject: Subject, *, host_network: bool = False
+) -> list[dict[str, Any]]:
     """Everything a run needs, narrowed: the subject (a ServiceAccount and its namespace),
     the read-only ClusterRole, the kube-system detection Role, and per namespace a write
-    Role, each with its binding. Sorted; the same inputs give the same text."""
+    Role, each with its binding; with `host_network` (opt-in) the cluster-wide
+    HOST_NETWORK_RULES too. Sorted; the same inputs give the same text."""
     docs: list[dict[str, Any]] = []
     if subject.kind == "ServiceAccount":
         assert subject.namespace is not None
@@ -256,6 +285,9 @@ def manifests(namespaces: Iterable[str], subject: Subject) -> list[dict[str, Any
     for ns in sorted(set(namespaces)):
         docs.append(role("Role", WRITE_ROLE, WRITE_RULES, ns))
         docs.append(binding("RoleBinding", WRITE_ROLE, "Role", subject, ns))
+    if host_network:
+        docs.append(role("ClusterRole", HOST_NETWORK_ROLE, HOST_NETWORK_RULES))
+        docs.append(binding("ClusterRoleBinding", HOST_NETWORK_ROLE, "ClusterRole", subject))
     return docs
 
 

@@ -357,3 +357,94 @@ def _service_port(sp: ServicePort) -> Mapping[str, Any]:
         "target_port": sp.target_port,
         "name": sp.name,
     }
+
+
+# --------------------------------------------------------------------------- host probe pods
+# --allow-host-network: node sources are probed from one hostNetwork pod per node, in a
+# namespace of the run's own at the `privileged` Pod Security level (the one exception to
+# the restricted rule: hostNetwork is forbidden under restricted and baseline).
+
+PSA_ENFORCE = "pod-security.kubernetes.io/enforce"
+HOST_KEY_PREFIX = "node:"  # a host probe pod's key in a layout: node:NAME
+# The host pod's command: say ready, then wait (it listens on no port; it only probes out).
+HOST_WAIT_COMMAND: tuple[str, ...] = (
+    "python3",
+    "-c",
+    "import signal,sys;"
+    "signal.signal(signal.SIGTERM,lambda *a:sys.exit(0));"
+    "print('ready',flush=True);"
+    "signal.pause()",
+)
+# Its startup, readiness and liveness probes: the interpreter runs and the agent is mounted.
+HOST_HEALTH_COMMAND: tuple[str, ...] = ("python3", AGENT_PATH, "--version")
+
+
+def host_key(node: str) -> str:
+    return f"{HOST_KEY_PREFIX}{node}"
+
+
+def host_namespace_name(run_id: str) -> str:
+    return f"netparity-host-{run_id}"
+
+
+def host_pod_name(run_id: str, node: str) -> str:
+    return f"netparity-{run_id}-node-{short_hash(node)}"
+
+
+def host_namespace_manifest(*, run_id: str) -> dict[str, Any]:
+    """The run's own namespace for its host probe pods: labelled with the run (so that every
+    cleanup finds and removes it) and for the `privileged` Pod Security level."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": host_namespace_name(run_id),
+            "labels": {
+                RUN_LABEL: run_id,
+                "app.kubernetes.io/managed-by": "netparity",
+                PSA_ENFORCE: "privileged",
+                f"{PSA_ENFORCE}-version": "latest",
+            },
+            "annotations": {
+                "netparity.io/note": (
+                    "Host probe pods of a netparity run (--allow-host-network): hostNetwork, "
+                    "no added capabilities, no listening port; safe to delete (netparity cleanup)."
+                ),
+            },
+        },
+    }
+
+
+def host_pod_manifest(
+    *,
+    run_id: str,
+    node: str,
+    hostname: str | None = None,
+    anchor_uid: str,
+    image: str,
+    deadline: int = DEFAULT_DEADLINE,
+) -> dict[str, Any]:
+    """The host probe pod of `node`: hostNetwork, on that node (required node affinity on
+    its `hostname` label), listening on nothing, in the run's host namespace."""
+    if deadline < 1:
+        raise ClusterError(f"activeDeadlineSeconds must be positive, got {deadline}")
+    labels = dict(MESH_OPT_OUT_LABELS)
+    labels[RUN_LABEL] = run_id
+    labels[TWIN_LABEL] = short_hash(host_key(node))
+    annotations = dict(MESH_OPT_OUT_ANNOTATIONS)
+    annotations[SAFE_TO_EVICT] = "true"
+    return render(
+        "host-pod.yaml.j2",
+        name=host_pod_name(run_id, node),
+        namespace=host_namespace_name(run_id),
+        labels=labels,
+        annotations=annotations,
+        node=node,
+        anchor_name=anchor_name(run_id),
+        anchor_uid=anchor_uid,
+        hostname=hostname or node,
+        deadline=int(deadline),
+        image=image,
+        command=list(HOST_WAIT_COMMAND),
+        health_command=list(HOST_HEALTH_COMMAND),
+    )

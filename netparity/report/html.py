@@ -28,6 +28,7 @@ from netparity.report.lintdata import (
 )
 from netparity.report.matrix import SEVERITY, Matrix, build_matrix
 from netparity.report.model import FAILING, STATUSES, Report, Row, is_problem
+from netparity.report.scenarios import unlooked
 
 # Section titles and one line on each cause: the guide's numbering for its five scenarios.
 CATEGORY_TITLES: dict[str, tuple[str, str]] = {
@@ -288,7 +289,25 @@ def _interned(rows: list[list[Any]]) -> dict[str, Any]:
     return {"columns": TABLE_COLUMNS, "strings": list(strings), "rows": out}
 
 
+def _unprobed_aside(report: Report) -> str:
+    gaps = unlooked(report.scenario_probing())
+    if not gaps:
+        return ""
+    names = ", ".join(e.scenario for e in gaps)
+    return (
+        f" {len(gaps)} scenario{'s' if len(gaps) != 1 else ''} present here "
+        f"{'were' if len(gaps) != 1 else 'was'} not (fully) probed on this cluster, only "
+        f"predicted: {names} (see what was probed)."
+    )
+
+
 def _verdict(report: Report) -> dict[str, str]:
+    v = _verdict_words(report)
+    v["detail"] += _unprobed_aside(report)
+    return v
+
+
+def _verdict_words(report: Report) -> dict[str, str]:
     c = report.counts
     if report.predictions_only:
         flips = c.get("predicted", 0)
@@ -478,6 +497,8 @@ def render_html(
         severity=SEVERITY,
         matrix=matrix,
         categories=categories,
+        scenarios=report.scenario_probing(),
+        scenario_titles={k: v[0] for k, v in CATEGORY_TITLES.items()},
         changed_total=sum(len(c.rows) for c in categories),
         problems=problems,
         disagreements=disagreements,

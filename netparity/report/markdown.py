@@ -12,6 +12,7 @@ from collections import Counter
 from netparity.report.lintdata import CATEGORIES, LintView
 from netparity.report.matrix import SEVERITY
 from netparity.report.model import FAILING, STATUSES, Report, Row, is_problem
+from netparity.report.scenarios import unlooked
 
 MAX_ROWS = 30  # changed probes listed; the rest are counted and linked
 MAX_CELL = 90  # characters in one table cell
@@ -20,6 +21,10 @@ MAX_CELL = 90  # characters in one table cell
 def _cell(text: str) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _escaped(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _code(text: str) -> str:
@@ -33,6 +38,27 @@ def _when(time: str | None) -> str:
 
 def _rank(row: Row) -> int:
     return SEVERITY.index(row.status) if row.status in SEVERITY else len(SEVERITY)
+
+
+def _scenarios(report: Report) -> list[str]:
+    """Per scenario: probed on this cluster, or only predicted there, and why not."""
+    entries = report.scenario_probing()
+    gaps = unlooked(entries)
+    out = ["### What was probed on this cluster, per scenario", ""]
+    if gaps:
+        out.append(
+            f"**{len(gaps)} scenario{'s' if len(gaps) != 1 else ''} present here "
+            f"{'were' if len(gaps) != 1 else 'was'} not (fully) probed**: only the engine's "
+            "prediction speaks for the probes not run."
+        )
+        out.append("")
+    out.append("| scenario | on this cluster | probes run | why not |")
+    out.append("|---|---|---:|---|")
+    for e in entries:
+        run = f"{e.probed} of {e.planned}" if e.planned else "-"
+        out.append(f"| {e.scenario} | {e.state} | {run} | {_escaped(e.why()) or '-'} |")
+    out.append("")
+    return out
 
 
 def render_markdown(
@@ -109,6 +135,7 @@ def render_markdown(
             )
             lines.append("")
 
+    lines.extend(_scenarios(report))
     changed = [r for r in report.rows if r.category is not None or is_problem(r)]
     if report.predictions_only:
         changed += [

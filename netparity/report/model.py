@@ -29,6 +29,7 @@ from netparity.record import (
     observed_text,
     record_from_json,
 )
+from netparity.report.scenarios import ScenarioProbing, scenario_probing
 
 # Every parity status, in the order the reports list them (the gate's failures first).
 STATUSES = (
@@ -118,6 +119,9 @@ class Row:
     causes_known: bool = False
     categories: tuple[str, ...] = ()  # every cause's section, `category` first
     no_finding: tuple[str, ...] = ()  # "cause: why no lint finding explains it"
+    # why this run did not observe it on the cluster (the backend's not-run reason, or
+    # "not planned"); None: observed (docs/report.md, "What was probed")
+    not_probed: str | None = None
 
     @property
     def port_protocol(self) -> str:
@@ -200,6 +204,16 @@ class Report:
     @property
     def failing(self) -> int:
         return sum(self.counts.get(s, 0) for s in FAILING)
+
+    def scenario_probing(self) -> list[ScenarioProbing]:
+        """Per scenario: probed on this cluster by the run reported (the current one after
+        the upgrade), or only predicted, and why not. Probes this run's plan no longer has
+        (missing, not planned) are not its to count."""
+        return scenario_probing(
+            ((r.scenario, *r.scenarios) if r.scenario else r.scenarios, r.not_probed)
+            for r in self.rows
+            if r.not_probed != NOT_PLANNED
+        )
 
     def with_rows(self, rows: Sequence[Row]) -> Report:
         return replace(self, rows=tuple(rows))
@@ -359,6 +373,7 @@ def from_record(record: Record, *, source: str = "") -> Report:
                 check=check,
                 causes=pred_after.causes if pred_after is not None and flip else (),
                 causes_known=record.schema_version >= 2 and record.schema_minor >= 1,
+                not_probed=rec.not_run,
             )
         )
     notes = []
@@ -503,7 +518,33 @@ def _parity_row(f: _Fields, raw: Any, index: int, before: str, after: str) -> Ro
             for i, c in enumerate(f.sequence(m, "causes", where) if m.get("causes") else ())
         ),
         causes_known=m.get("causes") is not None,
+        not_probed=_not_probed(
+            f.opt(m, "after", where), m.get("observed_after"), f.opt(m, "message", where) or ""
+        ),
     )
+
+
+NOT_PLANNED = "not planned in this run"
+
+
+def _not_probed(after: str | None, tries: Any, message: str) -> str | None:
+    """Why the current run did not observe a parity row, or None when it did: the record's
+    reason as the comparison quotes it, else the last try's error."""
+    if after is None:
+        return NOT_PLANNED
+    if after != "not-run":
+        return None
+    first = message.split("\n", 1)[0]
+    for marker in ("not run now: ", "not run: "):
+        at = first.find(marker)
+        if at != -1:
+            text = first[at + len(marker) :].split("); no verdict to compare", 1)[0].strip()
+            if text:
+                return text
+    for t in reversed(tries if isinstance(tries, list) else []):
+        if isinstance(t, Mapping) and isinstance(t.get("error"), str) and t["error"]:
+            return str(t["error"])
+    return "the backend cannot run this probe"
 
 
 def from_parity(data: Any, *, source: str = "<parity>") -> Report:
