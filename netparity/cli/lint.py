@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from netparity.cli._common import snapshot_from_args
+from netparity.cli._common import add_snapshot_arguments, snapshot_from_args
 from netparity.engine.dataplane import TARGETS
 from netparity.lint.lint import lint_snapshot
 from netparity.lint.output import render_json, render_junit, render_text, write_fix_dir
@@ -19,12 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "governs under npm and under the target; report each change (exit 1) with a fix "
         "checked against the engine. Exit 0: no finding; 2: bad input.",
     )
-    p.add_argument(
-        "snapshot",
-        nargs="*",
-        metavar="SNAPSHOT",
-        help="YAML files or folders (default: the shipped example)",
-    )
+    add_snapshot_arguments(p)
     p.add_argument(
         "--target",
         choices=TARGETS,
@@ -42,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    snapshot = snapshot_from_args(args.snapshot)
+    snapshot = snapshot_from_args(args, command="lint")
     report = lint_snapshot(snapshot, target=args.target)
     files = write_fix_dir(report, args.fix_dir) if args.fix_dir else {}
     if args.format == "json":

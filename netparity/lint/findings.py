@@ -80,19 +80,28 @@ class PodGroup:
     labels: tuple[tuple[str, str], ...]
     count: int
     example: str  # one pod key, for a reader to find them
+    # "Kind/name" where the pods are a workload's template (no pod of it was running)
+    template: str | None = None
 
     def __str__(self) -> str:
         labels = ",".join(f"{k}={v}" for k, v in self.labels) or "*"
         pods = "pod" if self.count == 1 else "pods"
+        if self.template is not None:
+            return (
+                f"{self.namespace}[{labels}] ({self.count} {pods} from {self.template}'s template)"
+            )
         return f"{self.namespace}[{labels}] ({self.count} {pods}, e.g. {self.example})"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "namespace": self.namespace,
             "labels": dict(self.labels),
             "count": self.count,
             "example": self.example,
         }
+        if self.template is not None:
+            out["template"] = self.template
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

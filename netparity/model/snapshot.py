@@ -29,8 +29,8 @@ from netparity.model.objects import (
 from netparity.model.workloads import (
     ENDPOINT_SLICE_VERSIONS,
     WORKLOAD_KINDS,
-    EndpointSlice,
     Endpoints,
+    EndpointSlice,
     Workload,
     place,
     resolve_endpoints,

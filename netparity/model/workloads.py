@@ -203,7 +203,9 @@ class Workload:
                     k: v for k, v in spec.items() if k in ("containers", "hostNetwork", "nodeName")
                 },
             }
-            pod = Pod.from_dict(raw, Ctx(self.kind, f"{self.namespace}/{self.name}", "spec.template"))
+            pod = Pod.from_dict(
+                raw, Ctx(self.kind, f"{self.namespace}/{self.name}", "spec.template")
+            )
             out.append(replace(pod, owner=self.ref, template=self.ref))
         return tuple(out)
 
@@ -261,8 +263,8 @@ class EndpointSlice:
                 except ValueError:
                     if raw.get("addressType") == "FQDN":
                         continue
-                    raise ectx.sub("addresses").sub(j).error(
-                        f"{text!r} is not an IP address"
+                    raise (
+                        ectx.sub("addresses").sub(j).error(f"{text!r} is not an IP address")
                     ) from None
                 addresses.append(text)
             ref = as_map(emap.get("targetRef"), ectx.sub("targetRef"))
@@ -309,9 +311,7 @@ def resolve_endpoints(
                     found[pod.key] = pod
                 elif not any(p.ip == addr for p in found.values()):
                     outside[addr] = None
-        out[key] = Endpoints(
-            pods=tuple(found[k] for k in sorted(found)), outside=tuple(outside)
-        )
+        out[key] = Endpoints(pods=tuple(found[k] for k in sorted(found)), outside=tuple(outside))
     return MappingProxyType(out)
 
 
@@ -397,11 +397,7 @@ def place(
 
     def address(node: Node) -> str:
         if node.name not in pools:
-            net = (
-                ipaddress.ip_network(node.pod_cidr, strict=False)
-                if node.pod_cidr
-                else pods_net
-            )
+            net = ipaddress.ip_network(node.pod_cidr, strict=False) if node.pod_cidr else pods_net
             assert isinstance(net, ipaddress.IPv4Network)
             pools[node.name] = _free(net, used, 0)
         try:
