@@ -51,6 +51,25 @@ def add_snapshot_arguments(p: argparse.ArgumentParser, *, example_default: bool 
     )
 
 
+# AKS pairs Kubernetes minor versions with Cilium (SEMANTICS.md 2.2): 1.31 -> 1.16.x,
+# 1.32 and later -> 1.17 or later. Older Kubernetes ran older Cilium, which honours endPort
+# no more than 1.16 does: cilium-1.16 is the nearest dataplane netparity models.
+NEWEST_TARGET = "cilium"
+
+
+def default_target(snapshot: Snapshot) -> tuple[str, str]:
+    """The target the snapshot's Kubernetes version implies, and why (one phrase)."""
+    version = snapshot.kubernetes_version
+    if version is None:
+        return NEWEST_TARGET, "the newest: the snapshot shows no Kubernetes version"
+    major, minor = (int(x) for x in version.split(".")[:2])
+    if (major, minor) <= (1, 31):
+        return "cilium-1.16", (
+            f"the nodes run Kubernetes {version}, which AKS pairs with Cilium 1.16 or older"
+        )
+    return NEWEST_TARGET, f"the nodes run Kubernetes {version}, which AKS pairs with Cilium 1.17+"
+
+
 def no_snapshot(command: str) -> InputError:
     return InputError(
         f"netparity {command} needs a snapshot: give YAML/JSON files or folders "
@@ -65,6 +84,7 @@ def snapshot_from_args(
     *,
     command: str = "lint",
     example_default: bool = False,
+    say_notes: bool = True,
 ) -> Snapshot:
     """The snapshot the arguments name. Without one: the shipped example where the command
     keeps it as its default (said so on stderr), else an InputError (exit 2). What was
@@ -88,7 +108,7 @@ def snapshot_from_args(
             file=sys.stderr,
         )
     snap = load_snapshot(files, **options)
-    for note in snap.notes:
+    for note in snap.notes if say_notes else ():
         print(f"netparity {command}: {note}", file=sys.stderr)
     return snap
 

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from netparity.engine.traffic import Decision, PathKind, RuleRef, Traffic
+from netparity.lint.judged import NotJudged
 from netparity.plan.model import GUIDE_SCENARIOS, Scenario
 
 # Findings whose kind the lint could not tie to a row of SEMANTICS.md (should not happen;
@@ -259,6 +260,7 @@ class LintReport:
     services: int = 0  # NodePort/LoadBalancer Services linted
     connections: int = 0  # connections evaluated (each under both dataplanes)
     notes: tuple[str, ...] = ()  # what the reader should know about the run itself
+    not_judged: NotJudged = field(default_factory=NotJudged)  # netparity.lint.judged
 
     @property
     def outages(self) -> int:
