@@ -23,7 +23,8 @@ from typing import Any
 from netparity.errors import ClusterError
 from netparity.outdir import check_output_dir
 from netparity.record import cluster_dirname
-from netparity.session import DEFAULT_EXAMPLE, REPO_ROOT, lab_is_up
+from netparity.example import suites_path
+from netparity.session import DEFAULT_EXAMPLE, lab_is_up
 
 DEMO_LAB = "demo"
 UNEXPECTED = ("lost", "gained", "flaky", "error", "missing")
@@ -69,11 +70,12 @@ def _say(text: str) -> None:
 
 def _pytest(args: list[str]) -> int:
     """Run the suites as a subprocess with live output (the same command a user types)."""
-    cmd = [sys.executable, "-m", "pytest", "suites/", *args]
+    suites = suites_path()  # suites/ of a checkout, or the package data of a wheel
+    cmd = [sys.executable, "-m", "pytest", "-p", "netparity.plugin", str(suites), *args]
     print("$ " + " ".join(["pytest", *cmd[3:]]), flush=True)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return subprocess.call(cmd, cwd=REPO_ROOT, env=env)
+    return subprocess.call(cmd, cwd=suites.parent, env=env)
 
 
 def _other_failures(junit: Path) -> list[str]:
@@ -164,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
         if lab_is_up(name):
             _say(f"a lab named {name} is up from an earlier run: removing it first")
             down(name)
-        _say(f"building lab {name} from {DEFAULT_EXAMPLE.relative_to(REPO_ROOT)} under npm")
+        _say(
+            f"no snapshot given: building lab {name} from the shipped example {DEFAULT_EXAMPLE} under npm"
+        )
         progress = StderrProgress(name)
         up(load_snapshot([str(DEFAULT_EXAMPLE)]), name=name, dataplane="npm", progress=progress)
         progress.finish()
