@@ -1472,7 +1472,14 @@ def demo_cluster(
                 "kind": "DaemonSet",
                 "metadata": {"name": "cilium", "namespace": "kube-system"},
                 "spec": {
-                    "template": {"spec": {"containers": [{"name": "cilium-agent", "image": image}]}}
+                    "selector": {"matchLabels": {"k8s-app": "cilium"}},
+                    "template": {
+                        "metadata": {"labels": {"k8s-app": "cilium"}},
+                        "spec": {
+                            "hostNetwork": True,
+                            "containers": [{"name": "cilium-agent", "image": image}],
+                        },
+                    },
                 },
             },
             {
@@ -1489,8 +1496,11 @@ def demo_cluster(
                 "kind": "DaemonSet",
                 "metadata": {"name": "azure-npm", "namespace": "kube-system"},
                 "spec": {
+                    "selector": {"matchLabels": {"k8s-app": "azure-npm"}},
                     "template": {
+                        "metadata": {"labels": {"k8s-app": "azure-npm"}},
                         "spec": {
+                            "hostNetwork": True,
                             "containers": [
                                 {
                                     "name": "azure-npm",
