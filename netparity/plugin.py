@@ -1168,6 +1168,10 @@ def _summary(state: State) -> list[str]:
                 f"the baseline holds what was observed: look at the {bad} failures above "
                 "before trusting it (--phase pre --force records it again)"
             )
+    if state.lint is not None:  # the lint's "not judged" section, as `netparity lint` prints it
+        from netparity.lint.output import not_judged_text
+
+        lines.extend(line for line in not_judged_text(state.lint) if line)
     lines.extend(state.written)
     return lines
 

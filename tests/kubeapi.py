@@ -1506,9 +1506,9 @@ def demo_cluster(
                                     "name": "azure-npm",
                                     "image": "mcr.microsoft.com/containernetworking/azure-npm:v1.5.45",
                                 }
-                            ]
-                        }
-                    }
+                            ],
+                        },
+                    },
                 },
             }
         )

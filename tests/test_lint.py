@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from netparity.cli import main
-from netparity.example import example_path
 from netparity.engine.dataplane import get_dataplane
 from netparity.errors import InputError
+from netparity.example import example_path
 from netparity.lint import Finding, LintReport, lint_snapshot
 from netparity.lint.findings import Change, FixAction, FixWhen
 from netparity.lint.fixes import apply_fix, apply_fixes, apply_objects, check_expectations

@@ -89,16 +89,15 @@ def snapshot_from_args(
     """The snapshot the arguments name. Without one: the shipped example where the command
     keeps it as its default (said so on stderr), else an InputError (exit 2). What was
     assumed about the input (nodes, addresses, namespaces) is said on stderr, one line each."""
+    namespace, pod_cidr, node_cidr = "default", None, None
     if isinstance(paths, argparse.Namespace):
         args = paths
         files = list(args.snapshot)
-        options = {
-            "namespace": getattr(args, "namespace", "default") or "default",
-            "pod_cidr": getattr(args, "pod_cidr", None),
-            "node_cidr": getattr(args, "node_cidr", None),
-        }
+        namespace = getattr(args, "namespace", None) or "default"
+        pod_cidr = getattr(args, "pod_cidr", None)
+        node_cidr = getattr(args, "node_cidr", None)
     else:
-        files, options = list(paths), {}
+        files = list(paths)
     if not files:
         if not example_default:
             raise no_snapshot(command)
@@ -107,7 +106,7 @@ def snapshot_from_args(
             f"netparity {command}: no snapshot given: using the shipped example {files[0]}",
             file=sys.stderr,
         )
-    snap = load_snapshot(files, **options)
+    snap = load_snapshot(files, namespace=namespace, pod_cidr=pod_cidr, node_cidr=node_cidr)
     for note in snap.notes if say_notes else ():
         print(f"netparity {command}: {note}", file=sys.stderr)
     return snap

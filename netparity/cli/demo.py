@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from netparity.errors import ClusterError
+from netparity.example import suites_path
 from netparity.outdir import check_output_dir
 from netparity.record import cluster_dirname
-from netparity.example import suites_path
 from netparity.session import DEFAULT_EXAMPLE, lab_is_up
 
 DEMO_LAB = "demo"

@@ -138,7 +138,11 @@ def lint_view(report: Any) -> LintView:
     return LintView(
         target=str(report.target),
         findings=tuple(findings),
-        notes=tuple(str(n) for n in report.notes),
+        # the lint's "not judged" section, one note a line (as `netparity lint` prints it)
+        notes=(
+            *(str(n) for n in report.notes),
+            *(f"not judged: {line}" for line in _not_judged(report)),
+        ),
         summary=str(report.summary),
     )
 
@@ -318,3 +322,8 @@ def categorize(rows: Iterable[Row], lint: LintView | None) -> list[Row]:
             category = scenario if scenario in CATEGORIES else PREDICTED_OTHER
         out.append(replace(row, category=category, findings=tuple(f.id for f in found)))
     return out
+
+
+def _not_judged(report: Any) -> list[str]:
+    nj = getattr(report, "not_judged", None)
+    return [] if nj is None else [*nj.lines(limit=None), *nj.listed()]
