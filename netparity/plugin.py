@@ -1263,6 +1263,10 @@ def _summary(state: State) -> list[str]:
     if state.record is not None:
         lines.extend(_predicted_only(state.record.not_run))
         lines.extend(_scenario_lines(state.record))
+    if state.lint is not None:  # the lint's "not judged" section, as `netparity lint` prints it
+        from netparity.lint.output import not_judged_text
+
+        lines.extend(line for line in not_judged_text(state.lint) if line)
     lines.extend(state.written)
     return lines
 

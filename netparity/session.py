@@ -17,11 +17,14 @@ from netparity.backend import Backend, Observed, ProbeResult, Progress, Target
 from netparity.compare import ProbeParity, Status
 from netparity.engine.causes import Cause, causes_short
 from netparity.errors import ClusterError, InputError
+from netparity.example import example_path
 from netparity.plan.model import PlannedProbe
 from netparity.record import Outcome, ProbeRecord, needs_retry, observed_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EXAMPLE = REPO_ROOT / "examples" / "aks-migration.yaml"
+# The example a lab is built from when none is given: examples/ in a checkout, the package
+# data netparity/examples/ in an installed wheel (netparity.example).
+DEFAULT_EXAMPLE = example_path()
 # Sources probed at once in a lab (one agent process each; a deny costs the whole timeout).
 LAB_PARALLEL = 32
 

@@ -63,6 +63,13 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("networking.k8s.io", "v1", "networkpolicies"): ("NetworkPolicy", True),
     ("apps", "v1", "daemonsets"): ("DaemonSet", True),
     ("policy", "v1", "poddisruptionbudgets"): ("PodDisruptionBudget", True),
+    ("apps", "v1", "deployments"): ("Deployment", True),
+    ("apps", "v1", "statefulsets"): ("StatefulSet", True),
+    ("apps", "v1", "replicasets"): ("ReplicaSet", True),
+    ("", "v1", "replicationcontrollers"): ("ReplicationController", True),
+    ("batch", "v1", "jobs"): ("Job", True),
+    ("batch", "v1", "cronjobs"): ("CronJob", True),
+    ("discovery.k8s.io", "v1", "endpointslices"): ("EndpointSlice", True),
     ("coordination.k8s.io", "v1", "leases"): ("Lease", True),
     ("cilium.io", "v2", "ciliumendpoints"): ("CiliumEndpoint", True),
     ("cilium.io", "v2", "ciliumnetworkpolicies"): ("CiliumNetworkPolicy", True),
@@ -1598,7 +1605,14 @@ def demo_cluster(
                 "kind": "DaemonSet",
                 "metadata": {"name": "cilium", "namespace": "kube-system"},
                 "spec": {
-                    "template": {"spec": {"containers": [{"name": "cilium-agent", "image": image}]}}
+                    "selector": {"matchLabels": {"k8s-app": "cilium"}},
+                    "template": {
+                        "metadata": {"labels": {"k8s-app": "cilium"}},
+                        "spec": {
+                            "hostNetwork": True,
+                            "containers": [{"name": "cilium-agent", "image": image}],
+                        },
+                    },
                 },
             },
             {
@@ -1615,16 +1629,19 @@ def demo_cluster(
                 "kind": "DaemonSet",
                 "metadata": {"name": "azure-npm", "namespace": "kube-system"},
                 "spec": {
+                    "selector": {"matchLabels": {"k8s-app": "azure-npm"}},
                     "template": {
+                        "metadata": {"labels": {"k8s-app": "azure-npm"}},
                         "spec": {
+                            "hostNetwork": True,
                             "containers": [
                                 {
                                     "name": "azure-npm",
                                     "image": "mcr.microsoft.com/containernetworking/azure-npm:v1.5.45",
                                 }
-                            ]
-                        }
-                    }
+                            ],
+                        },
+                    },
                 },
             }
         )

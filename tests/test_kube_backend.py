@@ -690,8 +690,11 @@ def test_netparity_snapshot_writes_a_list_that_loads_back(
     out = tmp_path / "prod.yaml"
     assert main(["snapshot", "--cluster", "test", "--kubeconfig", kubeconfig, "-o", str(out)]) == 0
     assert yaml.safe_load(out.read_text())["kind"] == "List"
-    assert [p.key for p in load_snapshot([out]).pods] == ["shop/client-1", "shop/web-1"]
-    assert "2 pods, 2 nodes" in capsys.readouterr().err
+    # the dataplane's DaemonSet has no pod in the test API: its (hostNetwork) template stands in
+    loaded = load_snapshot([out])
+    assert [p.key for p in loaded.pods if p.template is None] == ["shop/client-1", "shop/web-1"]
+    assert all(p.host_network for p in loaded.template_pods)
+    assert "3 pods (1 from workload templates), 2 nodes" in capsys.readouterr().err
     assert api.mutations == []
     as_json = tmp_path / "prod.json"
     assert (
@@ -767,7 +770,7 @@ def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig
         ("get", "", "services"),  # a LoadBalancer's address; after a retried create (409)
         ("get", "coordination.k8s.io", "leases"),  # after a conflicting renewal (409)
         ("update", "coordination.k8s.io", "leases"),  # renewals: runs here are shorter
-        ("list", "apps", "daemonsets"),  # evidence when no dataplane is detected
+        ("list", "apps", "daemonsets"),  # workloads read with the snapshot; detection's evidence
         ("create", "", "namespaces"),  # opt-in --allow-host-network (tests/test_rbac.py)
         ("delete", "", "namespaces"),  # opt-in --allow-host-network (tests/test_rbac.py)
     }

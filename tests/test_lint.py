@@ -14,6 +14,7 @@ import yaml
 from netparity.cli import main
 from netparity.engine.dataplane import get_dataplane
 from netparity.errors import InputError
+from netparity.example import example_path
 from netparity.lint import Finding, LintReport, lint_snapshot
 from netparity.lint.findings import Change, FixAction, FixWhen
 from netparity.lint.fixes import apply_fix, apply_fixes, apply_objects, check_expectations
@@ -954,7 +955,19 @@ def test_the_cli_writes_junit_and_the_fix_folder_for_the_default_example(
 ) -> None:
     out = tmp_path / "fixes"
     assert (
-        main(["lint", "--format", "junit", "--fix-dir", str(out), "--target", "cilium-1.16"]) == 1
+        main(
+            [
+                "lint",
+                str(example_path()),
+                "--format",
+                "junit",
+                "--fix-dir",
+                str(out),
+                "--target",
+                "cilium-1.16",
+            ]
+        )
+        == 1
     )
     root = ET.fromstring(capsys.readouterr().out)
     index = yaml.safe_load((out / INDEX).read_text())

@@ -649,7 +649,9 @@ def test_the_cli_prints_the_plan_as_json(capsys: pytest.CaptureFixture[str]) -> 
 def test_the_cli_table_marks_changes_and_prints_coverage(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["plan", "--target", "cilium-1.16"]) == 0
+    from netparity.example import example_path
+
+    assert main(["plan", str(example_path()), "--target", "cilium-1.16"]) == 0
     out = capsys.readouterr().out
     assert "npm -> cilium-1.16" in out
     assert "allow -> deny !" in out

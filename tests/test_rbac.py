@@ -131,7 +131,7 @@ def test_the_authorizer_knows_a_rolebinding_grants_only_in_its_namespace() -> No
     assert not authorized(docs, SA, "create", "", "pods", None, None)
     assert authorized(docs, SA, "get", "apps", "daemonsets", "kube-system", "cilium")
     assert not authorized(docs, SA, "get", "apps", "daemonsets", "kube-system", "coredns")
-    assert not authorized(docs, SA, "list", "apps", "daemonsets", "shop", None)
+    assert not authorized(docs, SA, "get", "apps", "daemonsets", "shop", "cilium")
     assert authorized(docs, SA, "list", "", "pods", None, None)
     other = {"kind": "ServiceAccount", "name": "default", "namespace": "netparity"}
     assert not authorized(docs, other, "list", "", "pods", None, None)

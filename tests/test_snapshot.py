@@ -26,8 +26,8 @@ items:
     nodeName: n1
     containers: [{name: c, ports: [{name: http, containerPort: 80}]}]
   status: {podIP: 10.244.0.10, phase: Running}
-- apiVersion: apps/v1
-  kind: Deployment
+- apiVersion: v1
+  kind: Secret
   metadata: {name: d, namespace: x}
 """
 
@@ -54,7 +54,7 @@ def test_a_list_and_a_multi_document_file_load_into_one_snapshot(tmp_path: Path)
     snap = load_snapshot([tmp_path])
     assert [p.key for p in snap.pods] == ["x/a"]
     assert [p.key for p in snap.network_policies] == ["x/p", "x/q"]
-    assert snap.skipped == {"Deployment": 1}
+    assert snap.skipped == {"Secret": 1}  # Deployments are read (tests/test_inputs.py)
     assert snap.namespace("x").labels["kubernetes.io/metadata.name"] == "x"
 
 

@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # What the wheel is built from (everything else in the checkout is not packaged).
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "netparity", "probes")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "netparity", "probes", "examples", "suites")
 
 RENDER = r"""
 import json, sys
@@ -41,10 +41,12 @@ print(json.dumps({
 """
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+def _run(argv: list[str], cwd: Path, env: dict[str, str], code: int = 0) -> str:
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=540)
-    assert done.returncode == 0, f"{argv[:4]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
+    assert done.returncode == code, (
+        f"{argv[:4]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    )
+    return done.stdout + done.stderr
 
 
 @pytest.mark.timeout(600)
@@ -91,3 +93,46 @@ def test_an_installed_wheel_renders_a_twin_from_its_own_probes(tmp_path: Path) -
     twin = out["twin"]
     assert twin["kind"] == "Pod" and twin["metadata"]["labels"]["app"] == "web"
     assert twin["spec"]["containers"][0]["readinessProbe"]["exec"]["command"][2] == "health"
+
+    # the example and the suites travel as package data: lint refuses without a snapshot
+    # and names the packaged example; the example lints; the packaged suites run (the
+    # demo's pytest step, against the example as a file cluster)
+    refused = _run([str(python), "-m", "netparity", "lint"], work, env, code=2)
+    example = refused.strip().rsplit(" ", 1)[-1]
+    assert Path(example).is_relative_to(site) and Path(example).name == "aks-migration.yaml"
+    assert not list(work.iterdir())  # the refusal wrote nothing
+    linted = _run(
+        [str(python), "-m", "netparity", "lint", example, "--format", "json"], work, env, code=1
+    )
+    assert json.loads(linted[: linted.rindex("}") + 1])["summary"]["findings"] > 0
+    where = _run(
+        [str(python), "-c", "from netparity.example import suites_path; print(suites_path())"],
+        work,
+        env,
+    ).strip()
+    assert Path(where).is_relative_to(site) and (Path(where) / "test_lint.py").is_file()
+    ran = _run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-p",
+            "netparity.plugin",
+            where,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--cluster",
+            f"file:{example}",
+            "--phase",
+            "pre",
+            "--report-dir",
+            str(work / "reports"),
+            "-k",
+            "lint",
+        ],
+        work,
+        env,
+        code=0,
+    )
+    assert "xfailed" in ran, ran[-2000:]

@@ -2,22 +2,114 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from netparity.errors import InputError
+from netparity.example import example_path
 from netparity.model.snapshot import Snapshot, load_snapshot
+from netparity.model.workloads import AKS_NODE_CIDR, AKS_POD_CIDR
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_EXAMPLE = REPO_ROOT / "examples" / "aks-migration.yaml"
+# The shipped example (kept for callers; the commands use it only where they say so).
+DEFAULT_EXAMPLE = example_path()
+SNAPSHOT_HELP = (
+    "YAML/JSON files or folders (kubectl get -o yaml, helm template, kustomize build "
+    "output); - reads standard input"
+)
 
 
-def snapshot_from_args(paths: Sequence[str]) -> Snapshot:
-    return load_snapshot(list(paths) if paths else [str(DEFAULT_EXAMPLE)])
+def add_snapshot_arguments(p: argparse.ArgumentParser, *, example_default: bool = False) -> None:
+    """SNAPSHOT... plus --namespace, --pod-cidr and --node-cidr (docs/lint.md, README)."""
+    p.add_argument(
+        "snapshot",
+        nargs="*",
+        metavar="SNAPSHOT",
+        help=SNAPSHOT_HELP
+        + (" (default: the shipped example, said so)" if example_default else " (required)"),
+    )
+    p.add_argument(
+        "--namespace",
+        default="default",
+        metavar="NAME",
+        help="namespace of objects that name none, as kubectl applies them (default: default)",
+    )
+    p.add_argument(
+        "--pod-cidr",
+        metavar="CIDR",
+        help=f"pod range assumed where the input has no Nodes (default: {AKS_POD_CIDR}, AKS "
+        "Azure CNI Overlay)",
+    )
+    p.add_argument(
+        "--node-cidr",
+        metavar="CIDR",
+        help=f"node range assumed where the input has no Nodes (default: {AKS_NODE_CIDR})",
+    )
+
+
+# AKS pairs Kubernetes minor versions with Cilium (SEMANTICS.md 2.2): 1.31 -> 1.16.x,
+# 1.32 and later -> 1.17 or later. Older Kubernetes ran older Cilium, which honours endPort
+# no more than 1.16 does: cilium-1.16 is the nearest dataplane netparity models.
+NEWEST_TARGET = "cilium"
+
+
+def default_target(snapshot: Snapshot) -> tuple[str, str]:
+    """The target the snapshot's Kubernetes version implies, and why (one phrase)."""
+    version = snapshot.kubernetes_version
+    if version is None:
+        return NEWEST_TARGET, "the newest: the snapshot shows no Kubernetes version"
+    major, minor = (int(x) for x in version.split(".")[:2])
+    if (major, minor) <= (1, 31):
+        return "cilium-1.16", (
+            f"the nodes run Kubernetes {version}, which AKS pairs with Cilium 1.16 or older"
+        )
+    return NEWEST_TARGET, f"the nodes run Kubernetes {version}, which AKS pairs with Cilium 1.17+"
+
+
+def no_snapshot(command: str) -> InputError:
+    return InputError(
+        f"netparity {command} needs a snapshot: give YAML/JSON files or folders "
+        f"(netparity {command} manifests/), or - for standard input "
+        f"(helm template ... | netparity {command} -); to try it on the shipped example: "
+        f"netparity {command} {example_path()}"
+    )
+
+
+def snapshot_from_args(
+    paths: Sequence[str] | argparse.Namespace,
+    *,
+    command: str = "lint",
+    example_default: bool = False,
+    say_notes: bool = True,
+) -> Snapshot:
+    """The snapshot the arguments name. Without one: the shipped example where the command
+    keeps it as its default (said so on stderr), else an InputError (exit 2). What was
+    assumed about the input (nodes, addresses, namespaces) is said on stderr, one line each."""
+    namespace, pod_cidr, node_cidr = "default", None, None
+    if isinstance(paths, argparse.Namespace):
+        args = paths
+        files = list(args.snapshot)
+        namespace = getattr(args, "namespace", None) or "default"
+        pod_cidr = getattr(args, "pod_cidr", None)
+        node_cidr = getattr(args, "node_cidr", None)
+    else:
+        files = list(paths)
+    if not files:
+        if not example_default:
+            raise no_snapshot(command)
+        files = [str(example_path())]
+        print(
+            f"netparity {command}: no snapshot given: using the shipped example {files[0]}",
+            file=sys.stderr,
+        )
+    snap = load_snapshot(files, namespace=namespace, pod_cidr=pod_cidr, node_cidr=node_cidr)
+    for note in snap.notes if say_notes else ():
+        print(f"netparity {command}: {note}", file=sys.stderr)
+    return snap
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, wrap_last: bool = True) -> str:

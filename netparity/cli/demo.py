@@ -24,9 +24,10 @@ from typing import Any
 
 from netparity import interrupts
 from netparity.errors import ClusterError
+from netparity.example import suites_path
 from netparity.outdir import check_output_dir
 from netparity.record import cluster_dirname
-from netparity.session import DEFAULT_EXAMPLE, REPO_ROOT, lab_is_up
+from netparity.session import DEFAULT_EXAMPLE, lab_is_up
 
 DEMO_LAB = "demo"
 UNEXPECTED = ("lost", "gained", "flaky", "error", "missing")
@@ -80,11 +81,12 @@ def _say(text: str) -> None:
 def _pytest(args: list[str]) -> int:
     """Run the suites as a subprocess with live output (the same command a user types); on
     Ctrl-C or SIGTERM it is interrupted too, and nothing it started outlives it."""
-    cmd = [sys.executable, "-m", "pytest", "suites/", *args]
+    suites = suites_path()  # suites/ of a checkout, or the package data of a wheel
+    cmd = [sys.executable, "-m", "pytest", "-p", "netparity.plugin", str(suites), *args]
     print("$ " + " ".join(["pytest", *cmd[3:]]), flush=True)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return interrupts.run_child(cmd, cwd=REPO_ROOT, env=env)
+    return interrupts.run_child(cmd, cwd=suites.parent, env=env)
 
 
 def _other_failures(junit: Path) -> list[str]:
@@ -192,7 +194,9 @@ def _run(args: argparse.Namespace) -> int:
         if lab_is_up(name) or lab_left(name):
             _say(f"a lab named {name} is left from an earlier run: removing it first")
             down(name, wait=args.wait)
-        _say(f"building lab {name} from {DEFAULT_EXAMPLE.relative_to(REPO_ROOT)} under npm")
+        _say(
+            f"no snapshot given: building lab {name} from the shipped example {DEFAULT_EXAMPLE} under npm"
+        )
         progress = StderrProgress(name)
         up(load_snapshot([str(DEFAULT_EXAMPLE)]), name=name, dataplane="npm", progress=progress)
         progress.finish()

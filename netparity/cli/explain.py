@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from netparity.cli._common import print_json, snapshot_from_args, table
+from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
 from netparity.engine.evaluate import Engine
 from netparity.model.networkpolicy import NetworkPolicy, PolicyRule
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explain", help="what each policy does, as a table")
-    p.add_argument(
-        "snapshot",
-        nargs="*",
-        metavar="SNAPSHOT",
-        help="YAML files or folders (default: the shipped example)",
-    )
+    add_snapshot_arguments(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=run)
 
@@ -40,7 +35,7 @@ def describe(policy: NetworkPolicy) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    snapshot = snapshot_from_args(args.snapshot)
+    snapshot = snapshot_from_args(args, command="explain")
     engine = Engine(snapshot)
     from netparity.engine.dataplane import SPEC
 

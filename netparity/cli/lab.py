@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from netparity.backend import Observed, ProbeResult, Target
-from netparity.cli._common import print_json, snapshot_from_args, table
+from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
 from netparity.lab import (
     DATAPLANES,
     DEFAULT_LAB,
@@ -44,12 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             )
 
     q = lab_sub.add_parser("up", help="build a lab from a snapshot")
-    q.add_argument(
-        "snapshot",
-        nargs="*",
-        metavar="SNAPSHOT",
-        help="YAML files or folders (default: examples/aks-migration.yaml)",
-    )
+    add_snapshot_arguments(q, example_default=True)
     q.add_argument("--dataplane", default="npm", choices=DATAPLANES, help="(default: npm)")
     name_arg(q)
     q.set_defaults(func=cmd_up)
@@ -90,7 +85,7 @@ def _summary(state: LabState) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    snapshot = snapshot_from_args(args.snapshot)
+    snapshot = snapshot_from_args(args, command="lab up", example_default=True)
     progress = StderrProgress(args.name)
     start = time.monotonic()
     try:

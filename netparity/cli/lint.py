@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
-from netparity.cli._common import snapshot_from_args
+from netparity.cli._common import (
+    NEWEST_TARGET,
+    add_snapshot_arguments,
+    default_target,
+    snapshot_from_args,
+)
 from netparity.engine.dataplane import TARGETS
+from netparity.lint.findings import LintReport
 from netparity.lint.lint import lint_snapshot
-from netparity.lint.output import render_json, render_junit, render_text, write_fix_dir
+from netparity.lint.output import (
+    exit_code,
+    render_json,
+    render_junit,
+    render_text,
+    write_fix_dir,
+)
+from netparity.model.snapshot import Snapshot
+
+OLDER_TARGET = "cilium-1.16"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,20 +33,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="find the policies and Services whose verdicts change from NPM to Cilium",
         description="Evaluate what every NetworkPolicy and NodePort/LoadBalancer Service "
         "governs under npm and under the target; report each change (exit 1) with a fix "
-        "checked against the engine. Exit 0: no finding; 2: bad input.",
+        "checked against the engine. Exit 0: no finding and everything judged; 1: "
+        "findings; 2: bad input; 3: no finding, but something was not judged.",
     )
-    p.add_argument(
-        "snapshot",
-        nargs="*",
-        metavar="SNAPSHOT",
-        help="YAML files or folders (default: the shipped example)",
-    )
+    add_snapshot_arguments(p)
     p.add_argument(
         "--target",
         choices=TARGETS,
-        default="cilium",
-        help="the dataplane the cluster moves to (default: cilium; AKS on Kubernetes 1.31 "
-        "runs cilium-1.16)",
+        default=None,
+        help="the dataplane the cluster moves to (default: the Cilium AKS pairs with the "
+        "nodes' Kubernetes version, cilium-1.16 for 1.31 and older; cilium where the "
+        "snapshot shows no version)",
     )
     p.add_argument("--format", choices=("text", "json", "junit"), default="text")
     p.add_argument(
@@ -42,8 +55,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    snapshot = snapshot_from_args(args.snapshot)
-    report = lint_snapshot(snapshot, target=args.target)
+    snapshot = snapshot_from_args(args, command="lint", say_notes=False)
+    notes = list(snapshot.notes)
+    target = args.target
+    if target is None:
+        target, why = default_target(snapshot)
+        notes.append(f"target {target}: {why} (--target overrides)")
+    report = lint_snapshot(snapshot, target=target)
+    if args.target is None and target == NEWEST_TARGET:
+        notes.extend(_older(snapshot, report))
+    report = replace(report, notes=(*notes, *report.notes))
     files = write_fix_dir(report, args.fix_dir) if args.fix_dir else {}
     if args.format == "json":
         out = render_json(report, files)
@@ -54,4 +75,22 @@ def run(args: argparse.Namespace) -> int:
         if args.fix_dir:
             out += f"\nfixes written to {args.fix_dir} (see {args.fix_dir}/index.yaml)\n"
     sys.stdout.write(out)
-    return 1 if report.findings else 0
+    return exit_code(report)
+
+
+def _older(snapshot: Snapshot, report: LintReport) -> list[str]:
+    """What linting for cilium-1.16 (AKS on Kubernetes 1.31) adds, in one line."""
+    older = lint_snapshot(snapshot, target=OLDER_TARGET, fixes=False)
+    seen = {f.id for f in report.findings}
+    extra = [f for f in older.findings if f.id not in seen]
+    if not extra:
+        return [f"under {OLDER_TARGET} (AKS on Kubernetes 1.31): the same findings"]
+    counts: dict[str, int] = {}
+    for f in extra:
+        key = f"{f.kind} {f.severity}s"
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        f"under {OLDER_TARGET} (AKS on Kubernetes 1.31) also: "
+        + ", ".join(f"{n} {k}" for k, n in counts.items())
+        + f" (lint with --target {OLDER_TARGET} for the details)"
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
-from netparity.cli._common import print_json, snapshot_from_args, table
+from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
 from netparity.engine.dataplane import DATAPLANES, TARGETS
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
@@ -18,12 +18,7 @@ from netparity.probefile import load_probe_file
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="the probes for a snapshot, predicted per dataplane")
-    p.add_argument(
-        "snapshot",
-        nargs="*",
-        metavar="SNAPSHOT",
-        help="YAML files or folders (default: the shipped example)",
-    )
+    add_snapshot_arguments(p)
     p.add_argument(
         "--current",
         default="npm",
@@ -82,7 +77,7 @@ def summary(plan: Plan) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    snapshot = snapshot_from_args(args.snapshot)
+    snapshot = snapshot_from_args(args, command="plan")
     explicit = load_probe_file(args.probes) if args.probes else ()
     try:
         ipaddress.IPv4Address(args.external_ip)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from netparity.cli._common import print_json, snapshot_from_args, table
+from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
 from netparity.engine.dataplane import DATAPLANES, get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Verdict
@@ -14,12 +14,7 @@ from netparity.probefile import ResolvedProbe, load_probe_file, resolve_probes
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("predict", help="predict each probe's verdict under a dataplane")
-    p.add_argument(
-        "snapshot",
-        nargs="*",
-        metavar="SNAPSHOT",
-        help="YAML files or folders (default: the shipped example)",
-    )
+    add_snapshot_arguments(p)
     p.add_argument(
         "--probes", required=True, metavar="FILE", help="explicit probe file (see docs/probes.md)"
     )
@@ -66,7 +61,7 @@ def verdict_json(probe: ResolvedProbe, verdict: Verdict) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    snapshot = snapshot_from_args(args.snapshot)
+    snapshot = snapshot_from_args(args, command="predict")
     dataplane = get_dataplane(args.dataplane).with_config(snapshot.config)
     probes = resolve_probes(load_probe_file(args.probes), snapshot)
     engine = Engine(snapshot)

@@ -12,7 +12,7 @@ import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from netparity.engine.compile import (
     EGRESS,
@@ -222,6 +222,9 @@ class Engine:
             several = self._each_backend(traffic, dst, dp)
             if several is not None:
                 return several
+            outside = self._outside_backend(traffic, dst, dp)
+            if outside is not None:
+                return outside
         path = self._resolve(traffic, dp)
         if path.decided is not None:
             return Verdict(
@@ -256,6 +259,27 @@ class Engine:
             backend=path.backend.key if path.backend else None,
             port=path.port,
         )
+
+    def _outside_backend(
+        self, traffic: Traffic, dst: ServiceEndpoint, dp: Dataplane
+    ) -> Verdict | None:
+        """A selectorless Service whose EndpointSlices name only addresses outside the pods
+        (`default/kubernetes`: the API server): by ClusterIP, a connection to the first of
+        them (both dataplanes translate the ClusterIP before policy)."""
+        svc = dst.service
+        ep = self.snapshot.endpoints.get(svc.key)
+        if dst.via is not Via.CLUSTER_IP or ep is None or ep.pods or not ep.outside:
+            return None
+        sp = svc.port_named(traffic.port, traffic.protocol)
+        if sp is None:
+            return None
+        port = sp.target_port if isinstance(sp.target_port, int) else sp.port
+        to = ExternalEndpoint(ip=ep.outside[0])
+        v = self.evaluate(
+            Traffic(source=traffic.source, destination=to, port=port, protocol=sp.protocol), dp
+        )
+        note = f"Service {svc.key} -> {to.ip}:{port} (its EndpointSlice: outside the pods)"
+        return replace(v, notes=(note, *v.notes))
 
     def _each_backend(
         self, traffic: Traffic, dst: ServiceEndpoint, dp: Dataplane

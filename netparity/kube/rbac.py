@@ -94,6 +94,30 @@ READ_RULES: tuple[Rule, ...] = (
         verbs=("list",),
         why="other runs' heartbeats: only runs whose heartbeat is stale are cleaned up",
     ),
+    Rule(
+        group="apps",
+        resources=("deployments", "statefulsets", "daemonsets", "replicasets"),
+        verbs=("list",),
+        why="the snapshot: workloads without a running pod are probed from their template",
+    ),
+    Rule(
+        group="",
+        resources=("replicationcontrollers",),
+        verbs=("list",),
+        why="the snapshot: workloads without a running pod are probed from their template",
+    ),
+    Rule(
+        group="batch",
+        resources=("jobs", "cronjobs"),
+        verbs=("list",),
+        why="the snapshot: a CronJob between runs is probed from its template",
+    ),
+    Rule(
+        group="discovery.k8s.io",
+        resources=("endpointslices",),
+        verbs=("list",),
+        why="the snapshot: backends of Services without a selector (default/kubernetes)",
+    ),
 )
 
 # kube-system, named objects only: the dataplane detection and the enforcement ConfigMaps.

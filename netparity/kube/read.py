@@ -38,6 +38,28 @@ POD_DISRUPTION_BUDGETS = Resource(
     version="v1",
     namespaced=True,
 )
+# Workloads (pods to be: netparity.model.workloads) and EndpointSlices; the groups without
+# a typed API in the client (batch, discovery.k8s.io) go through the generic path. Listing
+# them needs probes/rbac.yaml's read rules.
+WORKLOADS = tuple(
+    Resource(kind=kind, plural=plural, group=group, version="v1", namespaced=True, stem=stem)
+    for kind, plural, group, stem in (
+        ("Deployment", "deployments", "apps", "deployment"),
+        ("StatefulSet", "statefulsets", "apps", "stateful_set"),
+        ("DaemonSet", "daemonsets", "apps", "daemon_set"),
+        ("ReplicaSet", "replicasets", "apps", "replica_set"),
+        ("ReplicationController", "replicationcontrollers", "", "replication_controller"),
+        ("Job", "jobs", "batch", ""),
+        ("CronJob", "cronjobs", "batch", ""),
+    )
+)
+ENDPOINT_SLICES = Resource(
+    kind="EndpointSlice",
+    plural="endpointslices",
+    group="discovery.k8s.io",
+    version="v1",
+    namespaced=True,
+)
 # The pod running the suites in the cluster (probes/job.yaml): netparity's, not a workload.
 RUNNER_LABEL = "netparity.io/runner"
 
@@ -66,6 +88,9 @@ def read_objects(kube: Kube) -> list[dict[str, Any]]:
     # The Cilium CRDs exist only where Cilium is (or was) installed: 404 -> none.
     objs += kube.list(CILIUM_NETWORK_POLICIES, missing_ok=True) or []
     objs += kube.list(CILIUM_CLUSTERWIDE_POLICIES, missing_ok=True) or []
+    for workload in WORKLOADS:
+        objs += kube.list(workload, label_selector=NOT_OURS, missing_ok=True) or []
+    objs += kube.list(ENDPOINT_SLICES, missing_ok=True) or []
     # PodDisruptionBudgets decide which twins may carry which labels (placement.py); a
     # snapshot file keeps them too. RBAC that hides them: read as none.
     with contextlib.suppress(Forbidden):

@@ -20,7 +20,8 @@ from netparity.model.objects import ContainerPort, Pod
 from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 
-_ClassKey = tuple[str, tuple[tuple[str, str], ...], tuple[ContainerPort, ...]]
+# namespace, labels selectors use, ports, the workload template (None: running pods)
+_ClassKey = tuple[str, tuple[tuple[str, str], ...], tuple[ContainerPort, ...], str | None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -43,6 +44,7 @@ class PodClass:
             labels=self.labels,
             count=len(members),
             example=members[0].key,
+            template=members[0].template,
         )
 
 
@@ -97,11 +99,13 @@ class PodClasses:
                 continue
             used = keys[pod.namespace]
             labels = tuple((k, v) for k, v in sorted(pod.labels.items()) if k in used)
-            grouped[(pod.namespace, labels, pod.ports)].append(pod)
+            grouped[(pod.namespace, labels, pod.ports, pod.template)].append(pod)
         classes = []
         for k, v in sorted(grouped.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[1][0].key)):
             pods = tuple(sorted(v, key=lambda p: p.key))
-            full = PodGroup(namespace=k[0], labels=k[1], count=len(pods), example=pods[0].key)
+            full = PodGroup(
+                namespace=k[0], labels=k[1], count=len(pods), example=pods[0].key, template=k[3]
+            )
             classes.append(PodClass(namespace=k[0], labels=k[1], pods=pods, full=full))
         self.classes: tuple[PodClass, ...] = tuple(classes)
         self.by_namespace: dict[str, list[PodClass]] = defaultdict(list)

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from netparity.engine.traffic import Decision, PathKind, RuleRef, Traffic
+from netparity.lint.judged import NotJudged
 from netparity.plan.model import GUIDE_SCENARIOS, Scenario
 
 # Findings whose kind the lint could not tie to a row of SEMANTICS.md (should not happen;
@@ -80,19 +81,28 @@ class PodGroup:
     labels: tuple[tuple[str, str], ...]
     count: int
     example: str  # one pod key, for a reader to find them
+    # "Kind/name" where the pods are a workload's template (no pod of it was running)
+    template: str | None = None
 
     def __str__(self) -> str:
         labels = ",".join(f"{k}={v}" for k, v in self.labels) or "*"
         pods = "pod" if self.count == 1 else "pods"
+        if self.template is not None:
+            return (
+                f"{self.namespace}[{labels}] ({self.count} {pods} from {self.template}'s template)"
+            )
         return f"{self.namespace}[{labels}] ({self.count} {pods}, e.g. {self.example})"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "namespace": self.namespace,
             "labels": dict(self.labels),
             "count": self.count,
             "example": self.example,
         }
+        if self.template is not None:
+            out["template"] = self.template
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,6 +260,7 @@ class LintReport:
     services: int = 0  # NodePort/LoadBalancer Services linted
     connections: int = 0  # connections evaluated (each under both dataplanes)
     notes: tuple[str, ...] = ()  # what the reader should know about the run itself
+    not_judged: NotJudged = field(default_factory=NotJudged)  # netparity.lint.judged
 
     @property
     def outages(self) -> int:

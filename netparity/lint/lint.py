@@ -37,6 +37,7 @@ from netparity.lint.findings import (
     PodGroup,
     Probe,
 )
+from netparity.lint.judged import not_judged
 from netparity.lint.probes import ProbeBuilder
 from netparity.model.objects import Protocol, Service
 from netparity.model.snapshot import Snapshot
@@ -104,6 +105,7 @@ def lint_snapshot(snapshot: Snapshot, *, target: str = "cilium", fixes: bool = T
         services=services,
         connections=linter.connections,
         notes=tuple(_notes(snapshot, engine, classes, linter, target)),
+        not_judged=not_judged(snapshot, linter.unknown_reasons),
     )
 
 
@@ -190,6 +192,7 @@ class Linter:
         self.acc: dict[tuple[str, str, tuple[str, ...]], _Acc] = {}
         self.connections = 0
         self.unknown: list[str] = []
+        self.unknown_reasons: list[tuple[str, str]] = []  # (connection, why), "not judged"
         self.unattributed: list[str] = []
 
     # ---------------------------------------------------------------- observing
@@ -224,13 +227,13 @@ class Linter:
         sn, st = _side(vn, probe.side), _side(vt, probe.side)
         if sn is None or st is None:
             if vn.decision is not vt.decision:
-                self.unknown.append(str(t))
+                self._unknown(str(t), vn, vt)
             return
         dn, dt = sn.decision, st.decision
-        if dn is dt:
+        if dn is dt and dn is not Decision.UNKNOWN:
             return
         if Decision.UNKNOWN in (dn, dt):
-            self.unknown.append(str(t))
+            self._unknown(str(t), vn, vt)
             return
         change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
         policies, refs = self._attribute(change, sn, st)
@@ -255,10 +258,10 @@ class Linter:
         vt = self.engine.evaluate(t, self.target)
         self.connections += 1
         dn, dt = vn.decision, vt.decision
-        if dn is dt:
+        if dn is dt and dn is not Decision.UNKNOWN:
             return
         if Decision.UNKNOWN in (dn, dt):
-            self.unknown.append(str(t))
+            self._unknown(str(t), vn, vt)
             return
         change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
         external = vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB)
@@ -282,6 +285,14 @@ class Linter:
         acc.policies.update(dict.fromkeys(sorted(set(policies))))
         acc.refs.update(dict.fromkeys(refs))
         self._record(acc, probe, change, direction, vn, vt, vn.explanation, vt.explanation, dn)
+
+    def _unknown(self, traffic: str, vn: Verdict, vt: Verdict) -> None:
+        self.unknown.append(traffic)
+        which = [(name, v) for name, v in (("npm", vn), (self.target.name, vt))]
+        why = "; ".join(
+            f"{name}: {v.explanation}" for name, v in which if v.decision is Decision.UNKNOWN
+        )
+        self.unknown_reasons.append((traffic, why or vn.explanation))
 
     def _acc(self, kind: str, ns: str, obj: str, key: tuple[str, ...]) -> _Acc:
         k = (kind, ns, key)

@@ -70,10 +70,39 @@ def render_text(report: LintReport, files: dict[str, str] | None = None) -> str:
             lines.append("")
             lines.append(f"namespace {current}")
         lines.extend(_finding_text(f, report.target, files.get(f.id)))
-    if not report.findings:
+    lines.extend(not_judged_text(report))
+    if not report.findings and report.not_judged.complete:
         lines.append("")
         lines.append("no finding: every policy and Service migrates with the same verdicts")
+    elif not report.findings:
+        lines.append("")
+        lines.append(
+            "no finding among what was judged, but not everything was judged (above): exit code 3"
+        )
     return "\n".join(lines) + "\n"
+
+
+def not_judged_text(report: LintReport) -> list[str]:
+    """The "not judged" section (also in the suites' terminal summary and the report)."""
+    nj = report.not_judged
+    body = nj.lines()
+    listed = nj.listed()
+    if not body and not listed:
+        return []
+    out = ["", "not judged:" if body else "everything was judged; listed:"]
+    out.extend(f"  {line}" for line in body)
+    if body and listed:
+        out.append("  listed (judged):")
+    out.extend(f"  {line}" for line in listed)
+    return out
+
+
+def exit_code(report: LintReport) -> int:
+    """0 no finding, 1 findings (even when something was not judged), 3 no finding but
+    something was not judged; 2 (bad input) is the CLI's."""
+    if report.findings:
+        return 1
+    return 0 if report.not_judged.complete else 3
 
 
 def _finding_text(f: Finding, target: str, file: str | None) -> list[str]:
@@ -157,6 +186,7 @@ def report_json(report: LintReport, files: dict[str, str] | None = None) -> dict
             "connections": report.connections,
         },
         "notes": list(report.notes),
+        "not_judged": report.not_judged.to_json(),
         "findings": [finding_json(f, files.get(f.id)) for f in report.findings],
     }
 
@@ -185,6 +215,18 @@ def render_junit(report: LintReport, files: dict[str, str] | None = None) -> str
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="target", value=report.target)
     ET.SubElement(props, "property", name="snapshot", value=report.summary)
+    nj = report.not_judged
+    ET.SubElement(props, "property", name="judged_all", value=str(nj.complete).lower())
+    if not nj.complete:
+        # one skipped testcase: CI shows it without failing on it (the exit code says 3)
+        suite.set("tests", str(len(report.findings) + 1))
+        suite.set("skipped", "1")
+        suites.set("tests", str(len(report.findings) + 1))
+        case = ET.SubElement(suite, "testcase", classname="netparity.lint", name="not judged")
+        skipped = ET.SubElement(
+            case, "skipped", message="netparity could not judge everything in the snapshot"
+        )
+        skipped.text = "\n".join(not_judged_text(report)).strip("\n")
     for f in report.findings:
         case = ET.SubElement(
             suite,

@@ -89,6 +89,9 @@ class Pod:
     host_network: bool = False
     ports: tuple[ContainerPort, ...] = ()
     owner: str | None = None  # "Kind/name" of the controller, for display
+    # "Kind/name" of the workload whose pod template this pod stands for (no pod of it was
+    # running in the input; netparity.model.workloads); None for a pod that exists.
+    template: str | None = None
     key: str = field(init=False, repr=False, compare=False)  # "namespace/name"
 
     def __post_init__(self) -> None:

@@ -29,8 +29,11 @@ from netparity.model.selectors import LabelSelector
 
 # A port name a policy uses, with the protocol it is used with (None: any, Cilium ANY).
 NamedPortUse = tuple[str, Protocol | None]
-# namespace, selector answers, (port name, protocol, number)s, ipBlocks holding the IP
-ClassKey = tuple[str, tuple[bool, ...], tuple[tuple[str, str, int | None], ...], tuple[str, ...]]
+# namespace, selector answers, (port name, protocol, number)s, ipBlocks holding the IP,
+# the workload whose template the pods are (None: running pods)
+ClassKey = tuple[
+    str, tuple[bool, ...], tuple[tuple[str, str, int | None], ...], tuple[str, ...], str | None
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +47,9 @@ class PodClass:
     named_ports: tuple[tuple[str, str, int | None], ...] = ()  # (name, protocol, number)
     blocks: tuple[str, ...] = ()  # ipBlocks (that tell pods apart) holding the pods' IPs
     ports: tuple[tuple[int, Protocol], ...] = ()  # ports every member declares
+    # "Kind/name" where the class is a workload's template (no pod of it was running): its
+    # pods are the template's, placed on a node; a twin copies their labels and ports
+    template: str | None = None
 
     @property
     def rep(self) -> Pod:
@@ -180,24 +186,30 @@ def compute_classes(
     by_key: dict[ClassKey, list[tuple[Pod, tuple[tuple[str, str], ...]]]] = defaultdict(list)
     for i, p in enumerate(pods):
         proj = tuple(sorted((k, v) for k, v in p.labels.items() if k in keys))
-        ckey = (p.namespace, vector[(p.namespace, proj)], port_key(p), tuple(member_of.get(i, ())))
+        ckey = (
+            p.namespace,
+            vector[(p.namespace, proj)],
+            port_key(p),
+            tuple(member_of.get(i, ())),
+            p.template,
+        )
         by_key[ckey].append((p, proj))
     drafts = []
     for ckey, cmembers in by_key.items():
-        ns, _, ports_key, blocks_key = ckey
+        ns, _, ports_key, blocks_key, template = ckey
         label_sets = sorted({proj for _, proj in cmembers})
         shown = label_sets[0]
         member_pods = sorted((p for p, _ in cmembers), key=lambda p: p.key)
         rep = next((p for p in member_pods if p.ip and p.node_name), member_pods[0])
         ordered = (rep, *(p for p in member_pods if p.key != rep.key))
         declared = set.intersection(*({(cp.port, cp.protocol) for cp in p.ports} for p in ordered))
-        drafts.append((ns, shown, ordered, ports_key, blocks_key, declared))
+        drafts.append((ns, shown, ordered, ports_key, blocks_key, declared, template))
     # names: namespace[labels], then port names, then ipBlocks where needed to be unique
     base_count: dict[str, int] = defaultdict(int)
     for ns, shown, *_ in drafts:
         base_count[f"{ns}[{_label_text(shown)}]"] += 1
     named: list[PodClass] = []
-    for ns, shown, ordered, ports_key, blocks_key, declared in drafts:
+    for ns, shown, ordered, ports_key, blocks_key, declared, template in drafts:
         name = f"{ns}[{_label_text(shown)}]"
         if base_count[name] > 1:
             defined = [f"{n}={num}" for n, _, num in ports_key if num is not None]
@@ -205,6 +217,10 @@ def compute_classes(
                 name += "{" + ",".join(defined) + "}"
             if blocks_key:
                 name += "<in " + ";".join(str(b) for b in blocks_key) + ">"
+            if template is not None:
+                # a template's class beside running pods' classes of the same labels says
+                # so (a template alone keeps the name its running pods will have)
+                name += "~template"
         named.append(
             PodClass(
                 name=name,
@@ -214,6 +230,7 @@ def compute_classes(
                 named_ports=tuple(ports_key),
                 blocks=tuple(str(b) for b in blocks_key),
                 ports=tuple(sorted(declared, key=lambda pp: (pp[0], pp[1].value))),
+                template=template,
             )
         )
     named = _unique_names(named)
@@ -245,6 +262,7 @@ def _unique_names(classes: list[PodClass]) -> list[PodClass]:
                 named_ports=c.named_ports,
                 blocks=c.blocks,
                 ports=c.ports,
+                template=c.template,
             )
         )
     return out

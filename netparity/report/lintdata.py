@@ -156,7 +156,11 @@ def lint_view(report: Any) -> LintView:
     return LintView(
         target=str(report.target),
         findings=tuple(findings),
-        notes=tuple(str(n) for n in report.notes),
+        # the lint's "not judged" section, one note a line (as `netparity lint` prints it)
+        notes=(
+            *(str(n) for n in report.notes),
+            *(f"not judged: {line}" for line in _not_judged(report)),
+        ),
         summary=str(report.summary),
     )
 
@@ -427,3 +431,8 @@ def no_finding_reason(cause: Cause, lint: LintView | None, row: Row | None = Non
         f"the lint has no {cause.scenario} finding on {cause.policy} (it judges the ports "
         "pods declare and rules name; a probe at the edge of a rule's ports may be on none)"
     )
+
+
+def _not_judged(report: Any) -> list[str]:
+    nj = getattr(report, "not_judged", None)
+    return [] if nj is None else [*nj.lines(limit=None), *nj.listed()]
