@@ -770,10 +770,9 @@ def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig
         ("get", "", "services"),  # a LoadBalancer's address; after a retried create (409)
         ("get", "coordination.k8s.io", "leases"),  # after a conflicting renewal (409)
         ("update", "coordination.k8s.io", "leases"),  # renewals: runs here are shorter
-        ("list", "apps", "daemonsets"),  # workloads read with the snapshot; detection's evidence
         ("create", "", "namespaces"),  # opt-in --allow-host-network (tests/test_rbac.py)
         ("delete", "", "namespaces"),  # opt-in --allow-host-network (tests/test_rbac.py)
-    }
+    }  # `list daemonsets` is exercised: workloads are read with the snapshot
 
 
 def test_a_pod_on_a_windows_node_is_not_twinned(api: KubeAPI, kubeconfig: str) -> None:
