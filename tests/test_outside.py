@@ -267,7 +267,11 @@ def responder() -> Iterator[Responder]:
         [*cmd.split(), "--bind", r.ip], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline().strip()
+        if first != "ready":  # e.g. another process of this machine holds 127.1.0.1:443
+            proc.terminate()
+            pytest.fail(f"the responder did not start: {proc.stderr.read().strip()}")
         yield r
     finally:
         proc.terminate()
