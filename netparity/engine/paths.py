@@ -8,10 +8,10 @@ or a decision the path alone makes, with its notes. No policy is read here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
+from netparity.engine.node_nat import in_cluster_external_ip
+from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
 from netparity.engine.traffic import (
     Decision,
@@ -23,21 +23,18 @@ from netparity.engine.traffic import (
     Traffic,
     Via,
 )
-from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort
+from netparity.model.objects import Node, Pod, Protocol, Service
 from netparity.model.snapshot import Snapshot
 
-
-# Built for every resolved verdict: plain slotted (not frozen), like `Leg`.
-@dataclass(slots=True, kw_only=True)
-class Path:
-    kind: PathKind
-    legs: tuple[Leg, ...] = ()
-    notes: tuple[str, ...] = ()
-    uncertain: tuple[str, ...] = ()
-    backend: Pod | None = None
-    port: int | None = None
-    decided: Decision | None = None  # set when the path alone decides (bypass, no backend)
-    reason: str = ""
+# A Service path's kind: (the client is outside the pods, how the Service is reached).
+_SERVICE_KIND = {
+    (False, Via.CLUSTER_IP): PathKind.POD_SERVICE,
+    (False, Via.NODE_PORT): PathKind.POD_NODEPORT,
+    (False, Via.LOAD_BALANCER): PathKind.POD_LB,
+    (True, Via.CLUSTER_IP): PathKind.NODE_SERVICE,
+    (True, Via.NODE_PORT): PathKind.EXTERNAL_NODEPORT,
+    (True, Via.LOAD_BALANCER): PathKind.EXTERNAL_LB,
+}
 
 
 class PathResolver:
@@ -215,14 +212,7 @@ class PathResolver:
         backend = dst.backend or self._backend(svc, receiving if local_only else None)
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
-        kind = {
-            (False, Via.CLUSTER_IP): PathKind.POD_SERVICE,
-            (False, Via.NODE_PORT): PathKind.POD_NODEPORT,
-            (False, Via.LOAD_BALANCER): PathKind.POD_LB,
-            (True, Via.CLUSTER_IP): PathKind.NODE_SERVICE,
-            (True, Via.NODE_PORT): PathKind.EXTERNAL_NODEPORT,
-            (True, Via.LOAD_BALANCER): PathKind.EXTERNAL_LB,
-        }[(external, dst.via)]
+        kind = _SERVICE_KIND[(external, dst.via)]
         if backend is None:
             where = f" on {receiving.name}" if local_only and receiving else ""
             return Path(
@@ -249,17 +239,31 @@ class PathResolver:
         if dst.via is Via.CLUSTER_IP:
             return self._cluster_ip(client, backend, port, sp.protocol, dp, kind, notes)
         assert receiving is not None
-        same_node = backend.node_name == receiving.name
         if svc.external_traffic_policy == "Local" and external:
             notes.append("externalTrafficPolicy Local keeps the client address (D5c)")
             return self._with_notes(
                 self._to_pod(client, backend, port, sp.protocol, dp, kind=kind), notes
             )
         if not external:
-            return self._in_cluster_external_ip(
+            return in_cluster_external_ip(
                 client, backend, receiving, port, sp, svc, dp, kind, notes, via=dst.via
             )
-        # external client, externalTrafficPolicy Cluster (D5 / D5b)
+        return self._outside_cluster(client, backend, receiving, port, sp.protocol, dp, kind, notes)
+
+    def _outside_cluster(
+        self,
+        client: Peer,
+        backend: Pod,
+        receiving: Node,
+        port: int,
+        protocol: Protocol,
+        dp: Dataplane,
+        kind: PathKind,
+        notes: list[str],
+    ) -> Path:
+        """An outside client through a NodePort or LoadBalancer IP, externalTrafficPolicy
+        Cluster (D5 / D5b)."""
+        same_node = backend.node_name == receiving.name
         if dp.masquerade_bypass and same_node:
             notes.append(
                 "kube-proxy marks it for masquerade and KUBE-FORWARD accepts it before NPM (D5)"
@@ -286,154 +290,18 @@ class PathResolver:
                         subject=backend,
                         peer=client,
                         port=port,
-                        protocol=sp.protocol,
+                        protocol=protocol,
                     ),
                 )
             notes.append(f"SNAT to the receiving node {receiving.name} (D5b)")
             snat = HostPeer(node=receiving, via="SNAT by the receiving node")
-            path = self._to_pod(snat, backend, port, sp.protocol, dp, kind=kind)
+            path = self._to_pod(snat, backend, port, protocol, dp, kind=kind)
             if first and path.decided is None:
                 path.legs = (*first, *path.legs)
             return self._with_notes(path, notes)
         if dp.snat_to_receiving_node:
             notes.append("the backend is on the receiving node: the client address is kept (D5)")
-        return self._with_notes(
-            self._to_pod(client, backend, port, sp.protocol, dp, kind=kind), notes
-        )
-
-    def _in_cluster_external_ip(
-        self,
-        client: Peer,
-        backend: Pod,
-        receiving: Node,
-        port: int,
-        sp: ServicePort,
-        svc: Service,
-        dp: Dataplane,
-        kind: PathKind,
-        notes: list[str],
-        *,
-        via: Via,
-    ) -> Path:
-        """A pod reaching a Service through a NodePort or a LoadBalancer IP (D5d)."""
-        assert isinstance(client, PodPeer)
-        protocol = sp.protocol
-        legs: list[Leg] = []
-        remote = client.pod.node_name != receiving.name
-        if remote and via is Via.NODE_PORT and sp.node_port is not None:
-            # the packet first leaves the client's node towards another node's address
-            legs.append(
-                Leg(
-                    direction=EGRESS,
-                    subject=client.pod,
-                    peer=HostPeer(node=receiving),
-                    port=sp.node_port,
-                    protocol=protocol,
-                )
-            )
-            notes.append(f"egress to {receiving.name}:{sp.node_port} is judged before translation")
-        pod_to_pod = (
-            Leg(
-                direction=EGRESS,
-                subject=client.pod,
-                peer=PodPeer(pod=backend),
-                port=port,
-                protocol=protocol,
-            ),
-            Leg(direction=INGRESS, subject=backend, peer=client, port=port, protocol=protocol),
-        )
-        if dp.service_nat_in_node:
-            return self._kube_proxy_external_ip(
-                client, backend, receiving, port, svc, dp, kind, notes, legs, pod_to_pod
-            )
-        if not legs:
-            notes.append("translated at the client like pod-to-pod, both sides evaluated (D5d)")
-            return Path(kind=kind, legs=pod_to_pod, notes=tuple(notes), backend=backend, port=port)
-        # another node's NodePort: that node translates it like outside traffic
-        if backend.node_name == receiving.name or not dp.snat_to_receiving_node:
-            peer: Peer = client
-        else:
-            peer = HostPeer(node=receiving, via="SNAT by the receiving node")
-            notes.append(f"SNAT to {receiving.name} (D5b)")
-        legs.append(
-            Leg(direction=INGRESS, subject=backend, peer=peer, port=port, protocol=protocol)
-        )
-        return Path(kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port)
-
-    @staticmethod
-    def _kube_proxy_external_ip(
-        client: PodPeer,
-        backend: Pod,
-        receiving: Node,
-        port: int,
-        svc: Service,
-        dp: Dataplane,
-        kind: PathKind,
-        notes: list[str],
-        legs: list[Leg],
-        pod_to_pod: tuple[Leg, Leg],
-    ) -> Path:
-        """A pod's packet to a NodePort or LoadBalancer IP that kube-proxy translates on
-        `receiving` (D5d). Two effects, modelled apart:
-        - where NPM judges it: kube-proxy marks eTP=Cluster traffic for masquerade; with the
-          default placement KUBE-FORWARD accepts the mark before NPM (masquerade_bypass), with
-          PlaceAzureChainFirst NPM judges the translated packet first, with the client's
-          address (egress and, ipsets being cluster-wide, the backend's ingress);
-        - what address the backend sees: the mark masquerades it to `receiving`'s IP, so a
-          backend on another node is judged there against that node (D5b), either way."""
-        protocol = pod_to_pod[0].protocol
-        if svc.external_traffic_policy == "Local":
-            notes.append(
-                "externalTrafficPolicy Local: kube-proxy sends pods' traffic like "
-                "ClusterIP traffic, unmarked"
-            )
-            remote = client.pod.node_name != receiving.name
-            if remote and backend.node_name != receiving.name:
-                return Path(
-                    kind=kind,
-                    decided=Decision.DENY,
-                    notes=tuple(notes),
-                    backend=backend,
-                    port=port,
-                    reason=(
-                        f"without SNAT the backend on {backend.node_name} answers the client "
-                        f"directly, not through {receiving.name}: the reply does not match "
-                        "the connection (a routing failure, not a policy)"
-                    ),
-                )
-            return Path(
-                kind=kind, legs=(*legs, *pod_to_pod), notes=tuple(notes), backend=backend, port=port
-            )
-        same = backend.node_name == receiving.name
-        if dp.masquerade_bypass:
-            notes.append("kube-proxy's masquerade mark skips NPM on the receiving node (D5d)")
-            if same:
-                return Path(
-                    kind=kind,
-                    legs=tuple(legs),
-                    notes=tuple(notes),
-                    backend=backend,
-                    port=port,
-                    reason="masquerade-marked traffic is accepted before NPM (D5d)",
-                )
-        else:
-            notes.append(
-                f"PlaceAzureChainFirst: NPM judges the translated packet on {receiving.name} "
-                "before KUBE-FORWARD accepts the masquerade mark (D5d)"
-            )
-            legs.extend(pod_to_pod)
-        if not same:
-            legs.append(
-                Leg(
-                    direction=INGRESS,
-                    subject=backend,
-                    peer=HostPeer(node=receiving, via="SNAT by the receiving node"),
-                    port=port,
-                    protocol=protocol,
-                )
-            )
-            notes.append(f"SNAT to {receiving.name}; the backend's node judges its ingress (D5d)")
-        return Path(kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port)
+        return self._with_notes(self._to_pod(client, backend, port, protocol, dp, kind=kind), notes)
 
     def _cluster_ip(
         self,
