@@ -1,21 +1,30 @@
 """Compile policies once: NetworkPolicies and Cilium policies as per-direction targets.
 
 Naming follows policy-assistant's matcher: a compiled policy is a Target with a subject
-matcher (which pods it selects), provenance, and per-direction rules (peer matchers
-holding port matchers). Evaluation lives in evaluate.py.
+matcher (which pods it selects), provenance, and per-direction rules, each compiled into a
+PeerMatcher and a PortMatcher (netparity/engine/matcher/). Judgement lives in evaluate.py,
+path resolution in paths.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netparity.engine.matcher import (
+    CiliumRuleMatcher,
+    PeerMatcher,
+    PortMatcher,
+    compile_cilium_rule,
+    compile_np_ports,
+    compile_peers,
+)
+from netparity.engine.matcher.leg import EGRESS as EGRESS
+from netparity.engine.matcher.leg import INGRESS as INGRESS
 from netparity.engine.traffic import RuleRef
 from netparity.model.ciliumpolicy import CiliumPolicy, CiliumRule
 from netparity.model.networkpolicy import NetworkPolicy, PolicyPeer, PolicyPort
 from netparity.model.selectors import LabelSelector, Requirement
 
-INGRESS = "ingress"
-EGRESS = "egress"
 NAMESPACE_KEY = "io.kubernetes.pod.namespace"
 NAMESPACE_LABEL_PREFIX = "io.cilium.k8s.namespace.labels."
 
@@ -25,6 +34,8 @@ class NPRule:
     ref: RuleRef
     peers: tuple[PolicyPeer, ...]  # empty: every peer
     ports: tuple[PolicyPort, ...]  # empty: every port
+    peer: PeerMatcher  # `peers` compiled
+    port: PortMatcher  # `ports` compiled
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +62,7 @@ class CiliumTarget:
     rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]]
     deny_rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]]
     endpoints: dict[int, tuple[LabelSelector, ...]]  # id(rule) -> normalised peer selectors
+    matchers: dict[int, CiliumRuleMatcher]  # id(rule) -> the rule compiled
 
 
 def compile_network_policy(policy: NetworkPolicy) -> NPTarget:
@@ -62,6 +74,8 @@ def compile_network_policy(policy: NetworkPolicy) -> NPTarget:
                 ref=RuleRef(policy=name, direction=direction, index=r.index),
                 peers=r.peers,
                 ports=r.ports,
+                peer=compile_peers(r.peers, policy.namespace),
+                port=compile_np_ports(r.ports),
             )
             for r in raw
         )
@@ -150,6 +164,7 @@ def compile_cilium_policy(policy: CiliumPolicy) -> CiliumTarget:
     rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]] = {}
     deny: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]] = {}
     endpoints: dict[int, tuple[LabelSelector, ...]] = {}
+    matchers: dict[int, CiliumRuleMatcher] = {}
     isolates = set()
     for direction, allow, denies, default in (
         (INGRESS, policy.ingress, policy.ingress_deny, policy.default_deny_ingress),
@@ -167,6 +182,8 @@ def compile_cilium_policy(policy: CiliumPolicy) -> CiliumTarget:
                 endpoints[id(r)] = tuple(
                     _scoped(_normalise(s), policy.namespace) for s in r.endpoints
                 )
+        for r in (*allow_rules, *denies):
+            matchers[id(r)] = compile_cilium_rule(r, endpoints.get(id(r), ()))
         if (allow_rules or denies) and default is not False:
             isolates.add(direction)
     return CiliumTarget(
@@ -177,4 +194,5 @@ def compile_cilium_policy(policy: CiliumPolicy) -> CiliumTarget:
         rules=rules,
         deny_rules=deny,
         endpoints=endpoints,
+        matchers=matchers,
     )

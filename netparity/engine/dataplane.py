@@ -2,13 +2,18 @@
 
 A profile says how one enforcement model differs from the Kubernetes API semantics
 (`spec`). The engine reads only these knobs, never the profile's name.
+
+Profiles are registered under their name (`register`); the rest of the tree reads the
+registry (`DATAPLANES`, `TARGETS`, `older_release`) and never spells a dataplane's name.
+The lab registers its renderer under the same name (netparity/lab/dataplanes/registry.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from types import MappingProxyType
 
 from netparity.errors import InputError
 from netparity.facts.cilium_config import (
@@ -143,8 +148,50 @@ CILIUM_116 = replace(
     end_port_uncertain=True,
 )
 
-DATAPLANES: Mapping[str, Dataplane] = {d.name: d for d in (SPEC, NPM, CILIUM, CILIUM_116)}
-TARGETS = ("cilium", "cilium-1.16")
+_PROFILES: dict[str, Dataplane] = {}
+_TARGETS: dict[str, Dataplane] = {}
+_OLDER: dict[str, str] = {}
+
+# Live views of the registry: every registered profile by name, and the names a migration
+# can move to (`--target`), in registration order.
+DATAPLANES: Mapping[str, Dataplane] = MappingProxyType(_PROFILES)
+TARGETS: KeysView[str] = _TARGETS.keys()
+
+
+def register(profile: Dataplane, *, target: bool = False, older: str | None = None) -> Dataplane:
+    """Register `profile` under its name. `target`: a migration can move to it (`--target`);
+    `older`: the registered profile of the older release also worth checking (the planner
+    adds its probes, the lint names it where the two differ)."""
+    if profile.name in _PROFILES:
+        raise ValueError(f"dataplane {profile.name!r} is already registered")
+    _PROFILES[profile.name] = profile
+    if target:
+        _TARGETS[profile.name] = profile
+    if older is not None:
+        _OLDER[profile.name] = older
+    return profile
+
+
+def unregister(name: str) -> None:
+    """Remove a registered profile (tests that register a toy dataplane clean up with it)."""
+    _PROFILES.pop(name, None)
+    _TARGETS.pop(name, None)
+    _OLDER.pop(name, None)
+
+
+def older_release(name: str) -> str | None:
+    """The older release registered beside target `name`, if it is registered."""
+    older = _OLDER.get(name)
+    return older if older in _PROFILES else None
+
+
+register(SPEC)
+register(NPM)
+register(CILIUM, target=True, older=CILIUM_116.name)
+register(CILIUM_116, target=True)
+# The migration netparity is about: NPM today, the newest Cilium after.
+CURRENT = NPM.name
+NEWEST_TARGET = CILIUM.name
 
 
 def get_dataplane(name: str) -> Dataplane:

@@ -12,7 +12,7 @@ import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from netparity.engine.compile import (
     EGRESS,
@@ -24,13 +24,14 @@ from netparity.engine.compile import (
     compile_cilium_policy,
     compile_network_policy,
 )
-from netparity.engine.dataplane import Dataplane, EndPortMode, NamedPortEgress
-from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
+from netparity.engine.dataplane import Dataplane
+from netparity.engine.matcher.leg import Leg
+from netparity.engine.paths import PathResolver
+from netparity.engine.peers import HostPeer, PodPeer
 from netparity.engine.traffic import (
     Decision,
     DirectionResult,
     ExternalEndpoint,
-    NodeEndpoint,
     PathKind,
     PodEndpoint,
     RuleRef,
@@ -40,9 +41,7 @@ from netparity.engine.traffic import (
     Via,
 )
 from netparity.facts.cilium_config import LabelFilter
-from netparity.model.ciliumpolicy import CiliumPort, CiliumProtocol, CiliumRule, Entity
-from netparity.model.networkpolicy import PolicyPeer, PolicyPort
-from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort
+from netparity.model.objects import Pod, Protocol
 from netparity.model.snapshot import Snapshot
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -67,31 +66,6 @@ def _lit(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-# The two internal values below are built for every verdict: plain (not frozen) slotted
-# classes, which construct several times faster; nothing outside this module sees them.
-@dataclass(slots=True, kw_only=True)
-class _Leg:
-    """One side to judge: `subject`'s `direction` policy against `peer` on port/protocol."""
-
-    direction: str
-    subject: Pod
-    peer: Peer
-    port: int
-    protocol: Protocol
-
-
-@dataclass(slots=True, kw_only=True)
-class _Path:
-    kind: PathKind
-    legs: tuple[_Leg, ...] = ()
-    notes: tuple[str, ...] = ()
-    uncertain: tuple[str, ...] = ()
-    backend: Pod | None = None
-    port: int | None = None
-    decided: Decision | None = None  # set when the path alone decides (bypass, no backend)
-    reason: str = ""
-
-
 class Engine:
     """A snapshot compiled for evaluation. Thread-safe for reads; caches per dataplane."""
 
@@ -103,9 +77,7 @@ class Engine:
         for t in self.np_targets:
             self._np_by_ns[t.namespace].append(t)
         self._ns_labels = {ns.name: ns.labels for ns in snapshot.namespaces}
-        self._nodes = {n.name: n for n in snapshot.nodes}
-        self._pods_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
-        self._nodes_by_ip = {n.ip: n for n in snapshot.nodes}
+        self.paths = PathResolver(snapshot)
         # D3: every (number, protocol) each port name has, over all pods (Cilium's egress view).
         named: dict[str, set[tuple[int, Protocol]]] = defaultdict(set)
         for p in snapshot.pods:
@@ -126,7 +98,6 @@ class Engine:
         self._label_groups: dict[object, int] = {}
         self._dp_refs: dict[int, Dataplane] = {}  # keeps the ids used in cache keys alive
         self._ips: dict[str, _IP] = {}
-        self._backends: dict[str, tuple[Pod, ...]] = {}
 
     # ---------------------------------------------------------------- labels
 
@@ -225,7 +196,7 @@ class Engine:
             outside = self._outside_backend(traffic, dst, dp)
             if outside is not None:
                 return outside
-        path = self._resolve(traffic, dp)
+        path = self.paths.resolve(traffic, dp)
         if path.decided is not None:
             return Verdict(
                 decision=path.decided,
@@ -288,9 +259,7 @@ class Engine:
         differ the engine says so, backend by backend, and picks none (`unknown`); when they
         agree, None: the usual verdict (for the first backend) stands."""
         svc = dst.service
-        backends = self._backends.get(svc.key)
-        if backends is None:
-            backends = self._backends[svc.key] = self.snapshot.backends(svc)
+        backends = self.paths.backends(svc)
         if len(backends) < 2:
             return None
         src = traffic.source
@@ -339,7 +308,7 @@ class Engine:
         """The common path, without the general resolution: the same two legs `_to_pod`
         makes for a pod reaching another pod on a numbered port."""
         egress, u1 = self._judge(
-            _Leg(
+            Leg(
                 direction=EGRESS,
                 subject=client,
                 peer=PodPeer(pod=server),
@@ -349,7 +318,7 @@ class Engine:
             dp,
         )
         ingress, u2 = self._judge(
-            _Leg(
+            Leg(
                 direction=INGRESS,
                 subject=server,
                 peer=PodPeer(pod=client),
@@ -369,7 +338,7 @@ class Engine:
             port=port,
         )
 
-    def _judge(self, leg: _Leg, dp: Dataplane) -> tuple[DirectionResult, list[str]]:
+    def _judge(self, leg: Leg, dp: Dataplane) -> tuple[DirectionResult, list[str]]:
         subject, peer, direction = leg.subject, leg.peer, leg.direction
         uncertain: list[str] = []
         if isinstance(peer, HostPeer) and peer.node.name == subject.node_name:
@@ -396,21 +365,21 @@ class Engine:
         # Cilium deny rules win over every allow.
         for c in cts:
             for ref, rule in c.deny_rules.get(direction, ()):
-                if self._cilium_rule_matches(c, rule, leg, dp, uncertain):
+                if c.matchers[id(rule)].matches(leg, dp, self, uncertain):
                     return self._result(
                         leg, Decision.DENY, "denied by {rules}", selected=selected, rules=(ref,)
                     ), uncertain
         admitted: list[RuleRef] = []
         for t in nps:
             for np_rule in t.rules.get(direction, ()):
-                if self._np_peers_match(t, np_rule.peers, leg, dp) and self._np_ports_match(
-                    np_rule.ports, leg, dp, uncertain
+                if np_rule.peer.matches(leg, dp, self) and np_rule.port.matches(
+                    leg, dp, self, uncertain
                 ):
                     admitted.append(np_rule.ref)
         for c in cts:
             for ref, crule in c.rules.get(direction, ()):
-                if not crule.unsupported and self._cilium_rule_matches(
-                    c, crule, leg, dp, uncertain
+                if not crule.unsupported and c.matchers[id(crule)].matches(
+                    leg, dp, self, uncertain
                 ):
                     admitted.append(ref)
         if admitted:
@@ -444,7 +413,7 @@ class Engine:
 
     @staticmethod
     def _result(
-        leg: _Leg,
+        leg: Leg,
         decision: Decision,
         why: str,
         *,
@@ -462,616 +431,8 @@ class Engine:
             rules=rules,
         )
 
-    def _address(self, ip: str) -> _IP:
+    def address(self, ip: str) -> _IP:
         parsed = self._ips.get(ip)
         if parsed is None:
             parsed = self._ips[ip] = ipaddress.ip_address(ip)
         return parsed
-
-    # ---------------------------------------------------------------- NetworkPolicy rules
-
-    def _np_peers_match(
-        self, target: NPTarget, peers: tuple[PolicyPeer, ...], leg: _Leg, dp: Dataplane
-    ) -> bool:
-        if not peers:
-            return True  # from/to omitted: every peer, nodes and outside included (D14)
-        peer = leg.peer
-        for p in peers:
-            if p.ip_block is not None:
-                if isinstance(peer, PodPeer | HostPeer) and not dp.ipblock_matches_cluster:
-                    continue  # D2: Cilium's CIDR rules never match pods or nodes
-                ip = peer.ip
-                if ip is not None and p.ip_block.contains(self._address(ip)):
-                    return True
-                continue
-            if not isinstance(peer, PodPeer) or peer.pod.host_network:
-                continue  # selectors only ever match pods
-            pod = peer.pod
-            if p.namespace_selector is None:
-                if pod.namespace != target.namespace:
-                    continue
-            elif not p.namespace_selector.matches(self.namespace_labels(pod.namespace)):
-                continue
-            if p.pod_selector is not None and not p.pod_selector.matches(self.labels(pod, dp)):
-                continue
-            return True
-        return False
-
-    def _np_ports_match(
-        self, ports: tuple[PolicyPort, ...], leg: _Leg, dp: Dataplane, uncertain: list[str]
-    ) -> bool:
-        if not ports:
-            return True
-        return any(
-            self._port_matches(pp.port, pp.end_port, leg, dp, uncertain)
-            for pp in ports
-            if pp.protocol is leg.protocol
-        )
-
-    def _port_matches(
-        self,
-        port: int | str | None,
-        end: int | None,
-        leg: _Leg,
-        dp: Dataplane,
-        uncertain: list[str],
-    ) -> bool:
-        """One ports entry of the leg's protocol: every port (None), a name or a number."""
-        if leg.protocol is Protocol.SCTP and not dp.sctp_port_rules:
-            uncertain.append("SCTP port rules under Cilium without enable-sctp (D8)")
-            return False
-        if port is None:
-            return True
-        if isinstance(port, str):
-            return self._named_port_matches(port, leg, dp)
-        return self._number_matches(port, end, leg, dp, uncertain)
-
-    def _number_matches(
-        self, port: int, end: int | None, leg: _Leg, dp: Dataplane, uncertain: list[str]
-    ) -> bool:
-        if end is None:
-            return leg.port == port
-        if dp.end_port is EndPortMode.PORT_ONLY:
-            if port < leg.port <= end and dp.end_port_uncertain:
-                uncertain.append(f"endPort range {port}-{end} on {dp.name} (D1)")
-            return leg.port == port
-        return port <= leg.port <= end
-
-    def _named_port_matches(self, name: str, leg: _Leg, dp: Dataplane) -> bool:
-        if leg.direction == INGRESS:
-            cp = leg.subject.named_port(name, leg.protocol)
-            return cp is not None and cp.port == leg.port
-        if dp.named_port_egress is NamedPortEgress.CLUSTER_WIDE:
-            values = {n for n, proto in self.named_ports.get(name, ()) if proto is leg.protocol}
-            return len(values) == 1 and leg.port in values  # D3: a conflict voids the rule
-        peer = leg.peer
-        if not isinstance(peer, PodPeer):
-            return False  # D3b: named-port sets hold pod IPs only
-        cp = peer.pod.named_port(name, leg.protocol)
-        return cp is not None and cp.port == leg.port
-
-    # ---------------------------------------------------------------- Cilium rules
-
-    def _cilium_rule_matches(
-        self, target: CiliumTarget, rule: CiliumRule, leg: _Leg, dp: Dataplane, uncertain: list[str]
-    ) -> bool:
-        if rule.has_l3:
-            if not self._cilium_l3_matches(target, rule, leg, dp, uncertain):
-                return False
-        elif not rule.ports:
-            return False  # an empty rule `{}` selects nothing; it only turns on default deny
-        return self._cilium_ports_match(rule.ports, leg, dp, uncertain)
-
-    def _cilium_l3_matches(
-        self, target: CiliumTarget, rule: CiliumRule, leg: _Leg, dp: Dataplane, uncertain: list[str]
-    ) -> bool:
-        peer = leg.peer
-        for entity in rule.entities:
-            if self._entity_matches(entity, leg, uncertain):
-                return True
-        if isinstance(peer, PodPeer) and not peer.pod.host_network:
-            labels = self.cilium_labels(peer.pod, dp)
-            for sel in target.endpoints.get(id(rule), ()):
-                if sel.matches(labels):
-                    return True
-        if isinstance(peer, ExternalPeer):
-            ip = ipaddress.ip_address(peer.ip)
-            if any(block.contains(ip) for block in rule.cidrs):
-                return True
-        return False
-
-    @staticmethod
-    def _entity_matches(entity: Entity, leg: _Leg, uncertain: list[str]) -> bool:
-        peer = leg.peer
-        if entity is Entity.ALL:
-            return True
-        if entity in (Entity.WORLD, Entity.WORLD_IPV4, Entity.WORLD_IPV6):
-            if not isinstance(peer, ExternalPeer):
-                return False
-            version = ipaddress.ip_address(peer.ip).version
-            return entity is Entity.WORLD or (entity is Entity.WORLD_IPV4) == (version == 4)
-        if entity is Entity.CLUSTER:
-            return isinstance(peer, PodPeer | HostPeer)
-        if isinstance(peer, HostPeer):
-            own = peer.node.name == leg.subject.node_name
-            return (entity is Entity.HOST and own) or (entity is Entity.REMOTE_NODE and not own)
-        if entity is Entity.KUBE_APISERVER:
-            uncertain.append("the kube-apiserver entity is not modelled")
-        return False
-
-    def _cilium_ports_match(
-        self, ports: tuple[CiliumPort, ...], leg: _Leg, dp: Dataplane, uncertain: list[str]
-    ) -> bool:
-        if not ports:
-            return True
-        for cp in ports:
-            if cp.protocol is CiliumProtocol.ANY:
-                if leg.protocol is Protocol.SCTP and not dp.sctp_port_rules:
-                    continue  # ANY means the protocols the datapath parses
-            elif cp.protocol.value != leg.protocol.value:
-                continue
-            if self._port_matches(cp.port, cp.end_port, leg, dp, uncertain):
-                return True
-        return False
-
-    # ---------------------------------------------------------------- paths
-
-    def _as_peer(self, endpoint: PodEndpoint | NodeEndpoint | ExternalEndpoint) -> Peer:
-        if isinstance(endpoint, PodEndpoint):
-            pod = endpoint.pod
-            if pod.host_network:
-                node = self._nodes.get(pod.node_name or "")
-                if node is not None:
-                    return HostPeer(node=node, via=f"hostNetwork pod {pod.key}")
-            return PodPeer(pod=pod)
-        if isinstance(endpoint, NodeEndpoint):
-            return HostPeer(node=endpoint.node)
-        return self._classify_ip(endpoint.ip)
-
-    def _classify_ip(self, ip: str) -> Peer:
-        """An address named by IP is whatever owns it: a pod, a node, or the outside."""
-        pod = self._pods_by_ip.get(ip)
-        if pod is not None:
-            return PodPeer(pod=pod)
-        node = self._nodes_by_ip.get(ip)
-        if node is not None:
-            return HostPeer(node=node)
-        return ExternalPeer(ip=ip)
-
-    def _resolve(self, traffic: Traffic, dp: Dataplane) -> _Path:
-        dst = traffic.destination
-        src = traffic.source
-        if isinstance(src, ServiceEndpoint):
-            return _Path(
-                kind=PathKind.OTHER, decided=Decision.UNKNOWN, reason="a Service cannot be a source"
-            )
-        client = self._as_peer(src)
-        if isinstance(dst, ServiceEndpoint):
-            return self._resolve_service(traffic, client, dst, dp)
-        target = self._as_peer(dst)
-        if isinstance(target, PodPeer):
-            pod = target.pod
-            if isinstance(traffic.port, str):
-                cp = pod.named_port(traffic.port, traffic.protocol)
-                if cp is None:
-                    return _Path(
-                        kind=PathKind.OTHER,
-                        decided=Decision.UNKNOWN,
-                        reason=f"pod {pod.key} has no {traffic.protocol} port named {traffic.port!r}",
-                    )
-                port = cp.port
-            else:
-                port = traffic.port
-            return self._to_pod(client, pod, port, traffic.protocol, dp, kind=None)
-        if isinstance(traffic.port, str):
-            return _Path(
-                kind=PathKind.OTHER,
-                decided=Decision.UNKNOWN,
-                reason=f"a port name ({traffic.port!r}) means nothing for {dst}",
-            )
-        port = traffic.port
-        if isinstance(client, PodPeer):
-            kind = PathKind.POD_NODE if isinstance(target, HostPeer) else PathKind.POD_EXTERNAL
-            return _Path(
-                kind=kind,
-                legs=(
-                    _Leg(
-                        direction=EGRESS,
-                        subject=client.pod,
-                        peer=target,
-                        port=port,
-                        protocol=traffic.protocol,
-                    ),
-                ),
-                port=port,
-            )
-        kind = PathKind.NODE_NODE if isinstance(client, HostPeer) else PathKind.EXTERNAL_NODE
-        if isinstance(target, ExternalPeer):
-            kind = PathKind.OTHER
-        return _Path(kind=kind, port=port, reason="neither end is a pod: no pod policy applies")
-
-    def _to_pod(
-        self,
-        client: Peer,
-        pod: Pod,
-        port: int,
-        protocol: Protocol,
-        dp: Dataplane,
-        *,
-        kind: PathKind | None,
-    ) -> _Path:
-        if isinstance(client, PodPeer):
-            if client.pod.key == pod.key:
-                return _Path(
-                    kind=kind or PathKind.POD_POD,
-                    decided=Decision.ALLOW,
-                    reason="a pod cannot block traffic to itself",
-                    port=port,
-                    backend=pod,
-                )
-            legs = (
-                _Leg(
-                    direction=EGRESS,
-                    subject=client.pod,
-                    peer=PodPeer(pod=pod),
-                    port=port,
-                    protocol=protocol,
-                ),
-                _Leg(direction=INGRESS, subject=pod, peer=client, port=port, protocol=protocol),
-            )
-            return _Path(kind=kind or PathKind.POD_POD, legs=legs, port=port, backend=pod)
-        if pod.host_network:
-            return _Path(
-                kind=PathKind.OTHER, port=port, reason="hostNetwork pods are never policy subjects"
-            )
-        default_kind = PathKind.NODE_POD if isinstance(client, HostPeer) else PathKind.EXTERNAL_POD
-        return _Path(
-            kind=kind or default_kind,
-            legs=(_Leg(direction=INGRESS, subject=pod, peer=client, port=port, protocol=protocol),),
-            port=port,
-            backend=pod,
-        )
-
-    def _resolve_service(
-        self, traffic: Traffic, client: Peer, dst: ServiceEndpoint, dp: Dataplane
-    ) -> _Path:
-        svc = dst.service
-        sp = svc.port_named(traffic.port, traffic.protocol)
-        if sp is None:
-            return _Path(
-                kind=PathKind.OTHER,
-                decided=Decision.UNKNOWN,
-                reason=f"Service {svc.key} has no {traffic.protocol} port {traffic.port!r}",
-            )
-        if dst.via is not Via.CLUSTER_IP and sp.node_port is None and dst.via is Via.NODE_PORT:
-            return _Path(
-                kind=PathKind.OTHER,
-                decided=Decision.UNKNOWN,
-                reason=f"Service {svc.key} has no nodePort",
-            )
-        receiving = dst.node
-        if dst.via is Via.LOAD_BALANCER and isinstance(client, PodPeer):
-            # a pod's packets to a LoadBalancer IP leave through, and are taken by, its own node
-            receiving = self._nodes.get(client.pod.node_name or "")
-        elif dst.via is Via.LOAD_BALANCER and isinstance(client, HostPeer):
-            receiving = client.node  # a node translates its own traffic to an LB IP
-        external = not isinstance(client, PodPeer)
-        local_only = (
-            dst.via is not Via.CLUSTER_IP and svc.external_traffic_policy == "Local" and external
-        )
-        if (
-            not external
-            and dst.via is Via.NODE_PORT
-            and svc.external_traffic_policy == "Local"
-            and not dp.service_nat_in_node
-            and receiving is not None
-            and isinstance(client, PodPeer)
-            and client.pod.node_name != receiving.name
-        ):
-            # Cilium translates only its own node's NodePorts at the pod; another node's
-            # NodePort is handled there like outside traffic: Local keeps local backends.
-            local_only = True
-        backend = dst.backend or self._backend(svc, receiving if local_only else None)
-        if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
-            receiving = self._nodes.get(backend.node_name or "")
-        kind = {
-            (False, Via.CLUSTER_IP): PathKind.POD_SERVICE,
-            (False, Via.NODE_PORT): PathKind.POD_NODEPORT,
-            (False, Via.LOAD_BALANCER): PathKind.POD_LB,
-            (True, Via.CLUSTER_IP): PathKind.NODE_SERVICE,
-            (True, Via.NODE_PORT): PathKind.EXTERNAL_NODEPORT,
-            (True, Via.LOAD_BALANCER): PathKind.EXTERNAL_LB,
-        }[(external, dst.via)]
-        if backend is None:
-            where = f" on {receiving.name}" if local_only and receiving else ""
-            return _Path(
-                kind=kind,
-                decided=Decision.DENY if local_only else Decision.UNKNOWN,
-                reason=f"Service {svc.key} has no backend{where}"
-                + (" (externalTrafficPolicy Local drops it)" if local_only else ""),
-            )
-        if isinstance(sp.target_port, str):
-            cp = backend.named_port(sp.target_port, sp.protocol)
-            if cp is None:
-                return _Path(
-                    kind=kind,
-                    decided=Decision.UNKNOWN,
-                    reason=f"backend {backend.key} has no port named {sp.target_port!r}",
-                )
-            port = cp.port
-        else:
-            port = sp.target_port
-        on = f"backend {backend.key} on {backend.node_name}, targetPort {port}"
-        notes = [f"Service {svc.key} -> {on}"]
-        if receiving is not None and dst.via is not Via.CLUSTER_IP:
-            notes[0] = f"Service {svc.key} received by {receiving.name} -> {on}"
-        if dst.via is Via.CLUSTER_IP:
-            return self._cluster_ip(client, backend, port, sp.protocol, dp, kind, notes)
-        assert receiving is not None
-        same_node = backend.node_name == receiving.name
-        if svc.external_traffic_policy == "Local" and external:
-            notes.append("externalTrafficPolicy Local keeps the client address (D5c)")
-            return self._with_notes(
-                self._to_pod(client, backend, port, sp.protocol, dp, kind=kind), notes
-            )
-        if not external:
-            return self._in_cluster_external_ip(
-                client, backend, receiving, port, sp, svc, dp, kind, notes, via=dst.via
-            )
-        # external client, externalTrafficPolicy Cluster (D5 / D5b)
-        if dp.masquerade_bypass and same_node:
-            notes.append(
-                "kube-proxy marks it for masquerade and KUBE-FORWARD accepts it before NPM (D5)"
-            )
-            return _Path(
-                kind=kind, decided=Decision.ALLOW, notes=tuple(notes), backend=backend, port=port
-            )
-        if dp.snat_to_receiving_node and not same_node:
-            first: tuple[_Leg, ...] = ()
-            if (
-                dp.service_nat_in_node
-                and not dp.masquerade_bypass
-                and not (isinstance(client, HostPeer) and client.node.name == receiving.name)
-            ):
-                # PlaceAzureChainFirst: NPM on the receiving node judges the translated packet
-                # before KUBE-FORWARD's accept and before the SNAT (D5, D5b)
-                notes.append(
-                    f"NPM runs before KUBE-FORWARD on {receiving.name}: it judges the client's "
-                    "address there, before the SNAT (D5)"
-                )
-                first = (
-                    _Leg(
-                        direction=INGRESS,
-                        subject=backend,
-                        peer=client,
-                        port=port,
-                        protocol=sp.protocol,
-                    ),
-                )
-            notes.append(f"SNAT to the receiving node {receiving.name} (D5b)")
-            snat = HostPeer(node=receiving, via="SNAT by the receiving node")
-            path = self._to_pod(snat, backend, port, sp.protocol, dp, kind=kind)
-            if first and path.decided is None:
-                path.legs = (*first, *path.legs)
-            return self._with_notes(path, notes)
-        if dp.snat_to_receiving_node:
-            notes.append("the backend is on the receiving node: the client address is kept (D5)")
-        return self._with_notes(
-            self._to_pod(client, backend, port, sp.protocol, dp, kind=kind), notes
-        )
-
-    def _in_cluster_external_ip(
-        self,
-        client: Peer,
-        backend: Pod,
-        receiving: Node,
-        port: int,
-        sp: ServicePort,
-        svc: Service,
-        dp: Dataplane,
-        kind: PathKind,
-        notes: list[str],
-        *,
-        via: Via,
-    ) -> _Path:
-        """A pod reaching a Service through a NodePort or a LoadBalancer IP (D5d)."""
-        assert isinstance(client, PodPeer)
-        protocol = sp.protocol
-        legs: list[_Leg] = []
-        remote = client.pod.node_name != receiving.name
-        if remote and via is Via.NODE_PORT and sp.node_port is not None:
-            # the packet first leaves the client's node towards another node's address
-            legs.append(
-                _Leg(
-                    direction=EGRESS,
-                    subject=client.pod,
-                    peer=HostPeer(node=receiving),
-                    port=sp.node_port,
-                    protocol=protocol,
-                )
-            )
-            notes.append(f"egress to {receiving.name}:{sp.node_port} is judged before translation")
-        pod_to_pod = (
-            _Leg(
-                direction=EGRESS,
-                subject=client.pod,
-                peer=PodPeer(pod=backend),
-                port=port,
-                protocol=protocol,
-            ),
-            _Leg(direction=INGRESS, subject=backend, peer=client, port=port, protocol=protocol),
-        )
-        if dp.service_nat_in_node:
-            return self._kube_proxy_external_ip(
-                client, backend, receiving, port, svc, dp, kind, notes, legs, pod_to_pod
-            )
-        if not legs:
-            notes.append("translated at the client like pod-to-pod, both sides evaluated (D5d)")
-            return _Path(kind=kind, legs=pod_to_pod, notes=tuple(notes), backend=backend, port=port)
-        # another node's NodePort: that node translates it like outside traffic
-        if backend.node_name == receiving.name or not dp.snat_to_receiving_node:
-            peer: Peer = client
-        else:
-            peer = HostPeer(node=receiving, via="SNAT by the receiving node")
-            notes.append(f"SNAT to {receiving.name} (D5b)")
-        legs.append(
-            _Leg(direction=INGRESS, subject=backend, peer=peer, port=port, protocol=protocol)
-        )
-        return _Path(kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port)
-
-    @staticmethod
-    def _kube_proxy_external_ip(
-        client: PodPeer,
-        backend: Pod,
-        receiving: Node,
-        port: int,
-        svc: Service,
-        dp: Dataplane,
-        kind: PathKind,
-        notes: list[str],
-        legs: list[_Leg],
-        pod_to_pod: tuple[_Leg, _Leg],
-    ) -> _Path:
-        """A pod's packet to a NodePort or LoadBalancer IP that kube-proxy translates on
-        `receiving` (D5d). Two effects, modelled apart:
-        - where NPM judges it: kube-proxy marks eTP=Cluster traffic for masquerade; with the
-          default placement KUBE-FORWARD accepts the mark before NPM (masquerade_bypass), with
-          PlaceAzureChainFirst NPM judges the translated packet first, with the client's
-          address (egress and, ipsets being cluster-wide, the backend's ingress);
-        - what address the backend sees: the mark masquerades it to `receiving`'s IP, so a
-          backend on another node is judged there against that node (D5b), either way."""
-        protocol = pod_to_pod[0].protocol
-        if svc.external_traffic_policy == "Local":
-            notes.append(
-                "externalTrafficPolicy Local: kube-proxy sends pods' traffic like "
-                "ClusterIP traffic, unmarked"
-            )
-            remote = client.pod.node_name != receiving.name
-            if remote and backend.node_name != receiving.name:
-                return _Path(
-                    kind=kind,
-                    decided=Decision.DENY,
-                    notes=tuple(notes),
-                    backend=backend,
-                    port=port,
-                    reason=(
-                        f"without SNAT the backend on {backend.node_name} answers the client "
-                        f"directly, not through {receiving.name}: the reply does not match "
-                        "the connection (a routing failure, not a policy)"
-                    ),
-                )
-            return _Path(
-                kind=kind, legs=(*legs, *pod_to_pod), notes=tuple(notes), backend=backend, port=port
-            )
-        same = backend.node_name == receiving.name
-        if dp.masquerade_bypass:
-            notes.append("kube-proxy's masquerade mark skips NPM on the receiving node (D5d)")
-            if same:
-                return _Path(
-                    kind=kind,
-                    legs=tuple(legs),
-                    notes=tuple(notes),
-                    backend=backend,
-                    port=port,
-                    reason="masquerade-marked traffic is accepted before NPM (D5d)",
-                )
-        else:
-            notes.append(
-                f"PlaceAzureChainFirst: NPM judges the translated packet on {receiving.name} "
-                "before KUBE-FORWARD accepts the masquerade mark (D5d)"
-            )
-            legs.extend(pod_to_pod)
-        if not same:
-            legs.append(
-                _Leg(
-                    direction=INGRESS,
-                    subject=backend,
-                    peer=HostPeer(node=receiving, via="SNAT by the receiving node"),
-                    port=port,
-                    protocol=protocol,
-                )
-            )
-            notes.append(f"SNAT to {receiving.name}; the backend's node judges its ingress (D5d)")
-        return _Path(kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port)
-
-    def _cluster_ip(
-        self,
-        client: Peer,
-        backend: Pod,
-        port: int,
-        protocol: Protocol,
-        dp: Dataplane,
-        kind: PathKind,
-        notes: list[str],
-    ) -> _Path:
-        if isinstance(client, PodPeer) and client.pod.key == backend.key:
-            if dp.service_nat_in_node and not dp.masquerade_bypass:
-                # PlaceAzureChainFirst: the hairpin is forwarded by the node, and NPM judges it
-                # before KUBE-FORWARD accepts its masquerade mark (D10, D25)
-                notes.append(
-                    "hairpin: NPM runs before KUBE-FORWARD (PlaceAzureChainFirst) and judges "
-                    "the pod's own traffic (D10)"
-                )
-                legs = (
-                    _Leg(
-                        direction=EGRESS,
-                        subject=backend,
-                        peer=PodPeer(pod=backend),
-                        port=port,
-                        protocol=protocol,
-                    ),
-                    _Leg(
-                        direction=INGRESS,
-                        subject=backend,
-                        peer=PodPeer(pod=backend),
-                        port=port,
-                        protocol=protocol,
-                    ),
-                )
-                return _Path(kind=kind, legs=legs, notes=tuple(notes), backend=backend, port=port)
-            if dp.masquerade_bypass:
-                notes.append(
-                    "hairpin: kube-proxy marks it for masquerade, accepted before NPM (D10)"
-                )
-                return _Path(
-                    kind=kind,
-                    decided=Decision.ALLOW,
-                    notes=tuple(notes),
-                    backend=backend,
-                    port=port,
-                )
-            if dp.hairpin_uncertain:
-                return _Path(
-                    kind=kind,
-                    decided=Decision.ALLOW,
-                    notes=tuple(notes),
-                    uncertain=("hairpin through a Service under Cilium (D10)",),
-                    backend=backend,
-                    port=port,
-                    reason="a pod cannot block traffic to itself",
-                )
-        notes.append("evaluated after service translation against the backend and targetPort (D10)")
-        return self._with_notes(self._to_pod(client, backend, port, protocol, dp, kind=kind), notes)
-
-    @staticmethod
-    def _with_notes(path: _Path, notes: list[str]) -> _Path:
-        return _Path(
-            kind=path.kind,
-            legs=path.legs,
-            notes=(*notes, *path.notes),
-            uncertain=path.uncertain,
-            backend=path.backend,
-            port=path.port,
-            decided=path.decided,
-            reason=path.reason,
-        )
-
-    def _backend(self, svc: Service, on_node: Node | None) -> Pod | None:
-        """The first ready backend by pod key (the lab sends to it too); for Local, on the node."""
-        backends = self._backends.get(svc.key)
-        if backends is None:
-            backends = self._backends[svc.key] = self.snapshot.backends(svc)
-        for pod in backends:
-            if on_node is None or pod.node_name == on_node.name:
-                return pod
-        return None

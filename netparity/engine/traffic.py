@@ -1,14 +1,22 @@
-"""Endpoints, traffic and verdicts: the values the engine takes and gives."""
+"""Endpoints, traffic and verdicts: the values the engine takes and gives.
+
+The endpoint and traffic types live in netparity.model.traffic (neutral: the lab reads
+them without the engine) and are re-exported here, so existing imports keep working.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
 
-from netparity.model.objects import Node, Pod, Protocol, Service
-
-# The documented default address of a client outside the cluster (TEST-NET-3, never routed).
-DEFAULT_EXTERNAL_IP = "203.0.113.10"
+from netparity.model.traffic import DEFAULT_EXTERNAL_IP as DEFAULT_EXTERNAL_IP
+from netparity.model.traffic import Endpoint as Endpoint
+from netparity.model.traffic import ExternalEndpoint as ExternalEndpoint
+from netparity.model.traffic import NodeEndpoint as NodeEndpoint
+from netparity.model.traffic import PodEndpoint as PodEndpoint
+from netparity.model.traffic import ServiceEndpoint as ServiceEndpoint
+from netparity.model.traffic import Traffic as Traffic
+from netparity.model.traffic import Via as Via
 
 
 class PathKind(StrEnum):
@@ -26,70 +34,6 @@ class PathKind(StrEnum):
     NODE_NODE = "node-node"
     EXTERNAL_NODE = "external-node"
     OTHER = "other"
-
-
-class Via(StrEnum):
-    CLUSTER_IP = "clusterip"
-    NODE_PORT = "nodeport"
-    LOAD_BALANCER = "lb"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PodEndpoint:
-    pod: Pod
-
-    def __str__(self) -> str:
-        return self.pod.key
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeEndpoint:
-    node: Node
-
-    def __str__(self) -> str:
-        return f"node:{self.node.name}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExternalEndpoint:
-    ip: str
-
-    def __str__(self) -> str:
-        return f"ip:{self.ip}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceEndpoint:
-    """A Service reached by ClusterIP, or by NodePort / LoadBalancer IP on a receiving node."""
-
-    service: Service
-    via: Via = Via.CLUSTER_IP
-    node: Node | None = None  # the receiving node (NodePort / LB)
-    backend: Pod | None = None  # the backend chosen; None: the first ready backend
-
-    def __str__(self) -> str:
-        base = {Via.CLUSTER_IP: "svc", Via.NODE_PORT: "nodeport", Via.LOAD_BALANCER: "lb"}[self.via]
-        at = (
-            f"@{self.node.name}" if self.node is not None and self.via is not Via.CLUSTER_IP else ""
-        )
-        return f"{base}:{self.service.key}{at}"
-
-
-Endpoint = PodEndpoint | NodeEndpoint | ExternalEndpoint | ServiceEndpoint
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Traffic:
-    """A connection attempt. For a Service, `port` is the Service port; for a pod, the
-    container port number or name (resolved against the destination pod)."""
-
-    source: Endpoint
-    destination: Endpoint
-    port: int | str
-    protocol: Protocol = Protocol.TCP
-
-    def __str__(self) -> str:
-        return f"{self.source} -> {self.destination}:{self.port}/{self.protocol}"
 
 
 class Decision(StrEnum):

@@ -6,7 +6,6 @@
 """
 
 from netparity.lab.build import (
-    DATAPLANES,
     DEFAULT_LAB,
     StderrProgress,
     add_hosts,
@@ -18,6 +17,7 @@ from netparity.lab.build import (
     up,
     upgrade,
 )
+from netparity.lab.dataplanes.registry import DATAPLANES
 from netparity.lab.runner import LabBackend
 from netparity.lab.topology import LabHost, LabNode, LabPod, LabTopology, NodeRules
 

@@ -34,6 +34,7 @@ from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import ClusterError, InputError
 from netparity.interrupts import checkpoint
 from netparity.lab import netns as nx
+from netparity.lab.dataplanes.registry import DATAPLANES, Render
 from netparity.lab.state import (
     BUILDING,
     CHANGER,
@@ -60,7 +61,6 @@ from netparity.model.objects import Pod, Protocol, Service, ServiceType, run_own
 from netparity.model.snapshot import Snapshot
 
 DEFAULT_LAB = "lab"
-DATAPLANES = ("npm", "cilium", "cilium-1.16")
 SERVICE_CIDR = ipaddress.IPv4Network("10.0.0.0/16")
 LB_CIDR = ipaddress.IPv4Network("192.0.2.0/24")
 NODE_PORT_RANGE = (30000, 32767)
@@ -76,7 +76,6 @@ _HARD_AVOID = tuple(
     for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3", f"{POD_GATEWAY}/32")
 )
 
-Render = Callable[[LabTopology], Mapping[str, NodeRules]]
 _AGENT_READY_TIMEOUT = 30.0
 
 

@@ -13,7 +13,14 @@ import re
 from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
-from netparity.engine.dataplane import TARGETS, Dataplane, get_dataplane
+from netparity.engine.dataplane import (
+    CURRENT,
+    NEWEST_TARGET,
+    TARGETS,
+    Dataplane,
+    get_dataplane,
+    older_release,
+)
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import (
     Decision,
@@ -65,14 +72,16 @@ _SERVICE_PATHS = frozenset(
 )
 
 
-def lint_snapshot(snapshot: Snapshot, *, target: str = "cilium", fixes: bool = True) -> LintReport:
+def lint_snapshot(
+    snapshot: Snapshot, *, target: str = NEWEST_TARGET, fixes: bool = True
+) -> LintReport:
     """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`."""
     if target not in TARGETS:
         raise InputError(
             f"unknown lint target {target!r} (expected one of {', '.join(TARGETS)})",
             field="target",
         )
-    npm = get_dataplane("npm").with_config(snapshot.config)
+    npm = get_dataplane(CURRENT).with_config(snapshot.config)
     tgt = get_dataplane(target).with_config(snapshot.config)
     engine = Engine(snapshot)
     classes = PodClasses(snapshot, engine)
@@ -113,15 +122,16 @@ def _notes(
     snapshot: Snapshot, engine: Engine, classes: PodClasses, linter: Linter, target: str
 ) -> list[str]:
     notes = []
-    if target == "cilium" and any(
+    older = older_release(target)
+    if older is not None and any(
         pp.end_port is not None
         for p in snapshot.network_policies
         for r in (*p.ingress, *p.egress)
         for pp in r.ports
     ):
         notes.append(
-            "endPort ranges are honoured by Cilium >= 1.17; lint with --target cilium-1.16 "
-            "for AKS on Kubernetes 1.31 (D1)"
+            "endPort ranges are honoured by Cilium >= 1.17; lint with --target "
+            f"{older} for AKS on Kubernetes 1.31 (D1)"
         )
     if classes.windows_pods:
         notes.append(
@@ -288,7 +298,7 @@ class Linter:
 
     def _unknown(self, traffic: str, vn: Verdict, vt: Verdict) -> None:
         self.unknown.append(traffic)
-        which = [(name, v) for name, v in (("npm", vn), (self.target.name, vt))]
+        which = [(name, v) for name, v in ((self.npm.name, vn), (self.target.name, vt))]
         why = "; ".join(
             f"{name}: {v.explanation}" for name, v in which if v.decision is Decision.UNKNOWN
         )

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS
-from netparity.engine.dataplane import Dataplane, get_dataplane
+from netparity.engine.dataplane import Dataplane, get_dataplane, older_release
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import (
     DEFAULT_EXTERNAL_IP,
@@ -116,8 +116,9 @@ class PlannerBase:
         self.responder = responder
         self.outside_target = responder or external_ip
         names = [current, target]
-        if target == "cilium":
-            names.append("cilium-1.16")
+        older = older_release(target)
+        if older is not None:
+            names.append(older)
         self.dps: dict[str, Dataplane] = {}
         for n in names:
             self.dps.setdefault(n, get_dataplane(n).with_config(snapshot.config))

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 
 from netparity.engine.causes import CauseFinder
 from netparity.engine.compile import EGRESS, INGRESS
-from netparity.engine.dataplane import Dataplane
+from netparity.engine.dataplane import CURRENT, NEWEST_TARGET, Dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP, PodEndpoint, Verdict
 from netparity.model.networkpolicy import IPBlock
@@ -55,8 +55,8 @@ _SCENARIO_ORDER = {s: i for i, s in enumerate(Scenario)}
 def make_plan(
     snapshot: Snapshot,
     *,
-    current: str = "npm",
-    target: str = "cilium",
+    current: str = CURRENT,
+    target: str = NEWEST_TARGET,
     explicit: Iterable[ProbeSpec | ResolvedProbe] = (),
     external_ip: str = DEFAULT_EXTERNAL_IP,
     responder: str | None = None,

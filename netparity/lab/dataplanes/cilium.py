@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 
 from netparity.facts.cilium_config import cilium_settings
 from netparity.lab.dataplanes.iptables import Table, render_tables
+from netparity.lab.dataplanes.registry import register
 from netparity.lab.dataplanes.services import (
     ServicePortRoute,
     ip_sorted,
@@ -702,3 +703,17 @@ def render(topology: LabTopology, *, honour_end_port: bool) -> dict[str, NodeRul
         )
         for node in topology.nodes
     }
+
+
+def render_newest(topology: LabTopology) -> dict[str, NodeRules]:
+    """Cilium >= 1.17: port..endPort honoured."""
+    return render(topology, honour_end_port=True)
+
+
+def render_1_16(topology: LabTopology) -> dict[str, NodeRules]:
+    """Cilium 1.16 as Microsoft's guide describes it: only `port` of a range matches (D1)."""
+    return render(topology, honour_end_port=False)
+
+
+register("cilium", render_newest)
+register("cilium-1.16", render_1_16)

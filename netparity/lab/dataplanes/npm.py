@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from netparity.lab.dataplanes.iptables import IpsetFile, Table, comment, render_tables
 from netparity.lab.dataplanes.kubeproxy import define_sets, kube_proxy
+from netparity.lab.dataplanes.registry import register
 from netparity.lab.dataplanes.services import ip_sorted, service_routes
 from netparity.lab.topology import LabTopology, NodeRules
 from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
@@ -379,3 +380,6 @@ def render(topology: LabTopology) -> dict[str, NodeRules]:
             nft=RESET_NFT,
         )
     return out
+
+
+register("npm", render)
