@@ -104,15 +104,52 @@ OLD_RETRIES_INI = "netparity_retries"  # the ini twin of --retries, before --pro
 # --------------------------------------------------------------------------- options
 
 
+# The options that take one value: (flag, dest, metavar, help), in --help's order.
+VALUE_OPTIONS = (
+    ("--cluster", "netparity_cluster", "NAME", HELP_CLUSTER),
+    ("--phase", "netparity_phase", "auto|pre|post", HELP_PHASE),
+    ("--baseline", "netparity_baseline", "FILE", HELP_BASELINE),
+    ("--target", "netparity_target", "cilium|cilium-1.16", HELP_TARGET),
+    ("--accept", "netparity_accept", "FILE", HELP_ACCEPT),
+)
+# Not --retries: pytest-retry defines it, and argparse refuses a second definition,
+# so pytest could not start at all with both plugins installed (README: renamed options).
+MORE_VALUE_OPTIONS = (
+    ("--probe-timeout", "netparity_probe_timeout", "SECONDS", HELP_PROBE_TIMEOUT),
+    ("--probe-retries", "netparity_probe_retries", "N", HELP_PROBE_RETRIES),
+    ("--report-dir", "netparity_report_dir", "DIR", HELP_REPORT_DIR),
+)
+KUBE_VALUE_OPTIONS = (
+    ("--dataplane", "netparity_dataplane", "NAME", HELP_DATAPLANE),
+    ("--probe-image", "netparity_probe_image", "IMAGE", HELP_PROBE_IMAGE),
+    ("--max-parallel", "netparity_max_parallel", "N", HELP_MAX_PARALLEL),
+    ("--settle", "netparity_settle", "SECONDS", HELP_SETTLE),
+    ("--wait-ready", "netparity_wait_ready", "SECONDS", HELP_WAIT_READY),
+    ("--max-duration", "netparity_max_duration", "SECONDS", HELP_MAX_DURATION),
+    ("--external-ip", "netparity_external_ip", "ADDRESS", HELP_EXTERNAL_IP),
+    ("--responder", "netparity_responder", "ADDRESS[:PORTS]", HELP_RESPONDER),
+    ("--service-cidr", "netparity_service_cidr", "CIDR", HELP_SERVICE_CIDR),
+)
+# The ini twins: (name, help), read where the command line does not give the option.
+INI_OPTIONS = (
+    ("netparity_probe_image", HELP_PROBE_IMAGE),
+    ("netparity_target", HELP_TARGET),
+    ("netparity_accept", HELP_ACCEPT),
+    ("netparity_probe_timeout", HELP_PROBE_TIMEOUT),
+    ("netparity_probe_retries", HELP_PROBE_RETRIES),
+    # The ini twin's old name collides with nothing: still read, with a warning.
+    (OLD_RETRIES_INI, f"renamed {RETRIES_INI} (still read, with a warning)"),
+    ("netparity_report_dir", HELP_REPORT_DIR),
+    ("netparity_max_duration", HELP_MAX_DURATION),
+    ("netparity_settle", HELP_SETTLE),
+    ("netparity_wait_ready", HELP_WAIT_READY),
+)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, GROUP_DESCRIPTION)
-    group.addoption("--cluster", dest="netparity_cluster", metavar="NAME", help=HELP_CLUSTER)
-    group.addoption("--phase", dest="netparity_phase", metavar="auto|pre|post", help=HELP_PHASE)
-    group.addoption("--baseline", dest="netparity_baseline", metavar="FILE", help=HELP_BASELINE)
-    group.addoption(
-        "--target", dest="netparity_target", metavar="cilium|cilium-1.16", help=HELP_TARGET
-    )
-    group.addoption("--accept", dest="netparity_accept", metavar="FILE", help=HELP_ACCEPT)
+    for flag, dest, metavar, text in VALUE_OPTIONS:
+        group.addoption(flag, dest=dest, metavar=metavar, help=text)
     group.addoption(
         "--probes",
         dest="netparity_probes",
@@ -121,74 +158,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         help=HELP_PROBES,
     )
-    group.addoption(
-        "--probe-timeout",
-        dest="netparity_probe_timeout",
-        metavar="SECONDS",
-        help=HELP_PROBE_TIMEOUT,
-    )
-    # Not --retries: pytest-retry defines it, and argparse refuses a second definition,
-    # so pytest could not start at all with both plugins installed (README: renamed options).
-    group.addoption(
-        "--probe-retries", dest="netparity_probe_retries", metavar="N", help=HELP_PROBE_RETRIES
-    )
-    group.addoption(
-        "--report-dir", dest="netparity_report_dir", metavar="DIR", help=HELP_REPORT_DIR
-    )
+    for flag, dest, metavar, text in MORE_VALUE_OPTIONS:
+        group.addoption(flag, dest=dest, metavar=metavar, help=text)
     group.addoption(
         "--force", dest="netparity_force", action="store_true", default=False, help=HELP_FORCE
     )
-    group.addoption("--dataplane", dest="netparity_dataplane", metavar="NAME", help=HELP_DATAPLANE)
-    group.addoption(
-        "--probe-image", dest="netparity_probe_image", metavar="IMAGE", help=HELP_PROBE_IMAGE
-    )
-    group.addoption(
-        "--max-parallel", dest="netparity_max_parallel", metavar="N", help=HELP_MAX_PARALLEL
-    )
-    group.addoption("--settle", dest="netparity_settle", metavar="SECONDS", help=HELP_SETTLE)
-    group.addoption(
-        "--wait-ready", dest="netparity_wait_ready", metavar="SECONDS", help=HELP_WAIT_READY
-    )
-    group.addoption(
-        "--max-duration", dest="netparity_max_duration", metavar="SECONDS", help=HELP_MAX_DURATION
-    )
-    group.addoption(
-        "--external-ip", dest="netparity_external_ip", metavar="ADDRESS", help=HELP_EXTERNAL_IP
-    )
-    group.addoption(
-        "--responder", dest="netparity_responder", metavar="ADDRESS[:PORTS]", help=HELP_RESPONDER
-    )
-    group.addoption(
-        "--service-cidr", dest="netparity_service_cidr", metavar="CIDR", help=HELP_SERVICE_CIDR
-    )
-    group.addoption(
-        "--allow-load-balancer",
-        dest="netparity_allow_lb",
-        action="store_true",
-        default=False,
-        help=HELP_ALLOW_LB,
-    )
-    group.addoption(
-        "--allow-host-network",
-        dest="netparity_allow_host_network",
-        action="store_true",
-        default=False,
-        help=HELP_ALLOW_HOST_NETWORK,
-    )
+    for flag, dest, metavar, text in KUBE_VALUE_OPTIONS:
+        group.addoption(flag, dest=dest, metavar=metavar, help=text)
+    for flag, dest, text in (
+        ("--allow-load-balancer", "netparity_allow_lb", HELP_ALLOW_LB),
+        ("--allow-host-network", "netparity_allow_host_network", HELP_ALLOW_HOST_NETWORK),
+    ):
+        group.addoption(flag, dest=dest, action="store_true", default=False, help=text)
     parser.addini(
         "netparity_allow_host_network", HELP_ALLOW_HOST_NETWORK, type="bool", default=False
     )
-    parser.addini("netparity_probe_image", HELP_PROBE_IMAGE)
-    parser.addini("netparity_target", HELP_TARGET)
-    parser.addini("netparity_accept", HELP_ACCEPT)
-    parser.addini("netparity_probe_timeout", HELP_PROBE_TIMEOUT)
-    parser.addini("netparity_probe_retries", HELP_PROBE_RETRIES)
-    # The ini twin's old name collides with nothing: still read, with a warning.
-    parser.addini(OLD_RETRIES_INI, f"renamed {RETRIES_INI} (still read, with a warning)")
-    parser.addini("netparity_report_dir", HELP_REPORT_DIR)
-    parser.addini("netparity_max_duration", HELP_MAX_DURATION)
-    parser.addini("netparity_settle", HELP_SETTLE)
-    parser.addini("netparity_wait_ready", HELP_WAIT_READY)
+    for name, text in INI_OPTIONS:
+        parser.addini(name, text)
 
 
 # --------------------------------------------------------------------------- resolvers

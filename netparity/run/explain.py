@@ -76,3 +76,26 @@ def explain_parity(parity: dict[str, Any]) -> tuple[int, list[str]]:
             "(fix them before migrating, or list them in an accept file with a reason)"
         )
     return unexpected, lines
+
+
+def explain_post(
+    parity: dict[str, Any], junit: Path, exit_code: int
+) -> tuple[list[str], list[str]]:
+    """A post run's result (its parity.json, its JUnit XML, pytest's exit code): what changed,
+    in words, and why the run fails the migration, if it does (empty: every failure is a
+    predicted change)."""
+    failures: list[str] = []
+    unexpected, lines = explain_parity(parity)
+    if unexpected:
+        failures.append(f"the post run found {unexpected} probes that fail for another reason")
+    others = other_failures(junit) if exit_code == 1 and junit.is_file() else []
+    if others and not unexpected:
+        failures.append(
+            f"the post run failed {len(others)} items that are not predicted changes: "
+            + "; ".join(others[:5])
+            + (" ..." if len(others) > 5 else "")
+        )
+    predicted = int(parity.get("counts", {}).get("predicted", 0))
+    if exit_code == 1 and not junit.is_file() and predicted == 0:
+        failures.append("the post run failed, and no predicted change explains it")
+    return lines, failures
