@@ -1,4 +1,4 @@
-"""One run's flow without pytest: open the cluster's backend, probe a plan (judging: netparity.verdicts).
+"""Opening a cluster's backend and probing a plan, without pytest (verdicts: netparity.verdicts).
 
 The pytest plugin is glue around these functions: it resolves options, calls them once on
 the controller, and turns each `ItemVerdict` into an item's outcome. Everything a worker
