@@ -18,19 +18,18 @@ import os
 import signal
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 from netparity import interrupts
 from netparity.errors import ClusterError
 from netparity.example import suites_path
 from netparity.outdir import check_output_dir
 from netparity.record import cluster_dirname
+from netparity.run.explain import explain_parity as _explain  # noqa: F401  (its old name here)
+from netparity.run.explain import explain_post
 from netparity.session import DEFAULT_EXAMPLE, lab_is_up
 
 DEMO_LAB = "demo"
-UNEXPECTED = ("lost", "gained", "flaky", "error", "missing")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,70 +86,6 @@ def _pytest(args: list[str]) -> int:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return interrupts.run_child(cmd, cwd=suites.parent, env=env)
-
-
-def _other_failures(junit: Path) -> list[str]:
-    """The post run's failing items that are not a predicted change (from its JUnit XML):
-    a probe file's expectation, a record that could not be written, a broken item."""
-    try:
-        root = ET.parse(junit).getroot()
-    except (OSError, ET.ParseError) as e:
-        return [f"the post run's JUnit file {junit} cannot be read ({e})"]
-    out = []
-    for case in root.iter("testcase"):
-        if case.find("failure") is None and case.find("error") is None:
-            continue
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        if props.get("netparity.status") != "predicted":
-            out.append(f"{case.get('name')} ({props.get('netparity.status') or 'no status'})")
-    return out
-
-
-def _explain(parity: dict[str, Any]) -> tuple[int, list[str]]:
-    """What changed, in words, and how many probes failed for another reason than a
-    predicted change."""
-    counts = parity.get("counts", {})
-    unexpected = sum(int(counts.get(k, 0)) for k in UNEXPECTED)
-    lines = []
-    predicted = [p for p in parity.get("probes", []) if p.get("status") == "predicted"]
-    unrealized = [p for p in parity.get("probes", []) if p.get("status") == "unrealized"]
-    by: dict[str, int] = {}
-    for p in predicted:  # by cause (each cause once; parity.json before 2.1: by purpose)
-        causes = p.get("causes")
-        if causes is None:
-            keys = [f"planned for {p.get('scenario') or 'no scenario'}"]
-        else:
-            keys = list(dict.fromkeys(c.get("scenario") or c.get("knob") for c in causes))
-        for key in keys or ["no single difference explains it"]:
-            by[key] = by.get(key, 0) + 1
-    migration = f"{parity.get('before')} -> {parity.get('after')}"
-    if unrealized:
-        lines.append(
-            f"{len(predicted)} probes changed as the engine predicted for {migration}, but "
-            f"{len(unrealized)} predicted change{'s' if len(unrealized) != 1 else ''} did not "
-            "happen (unrealized: parity holds there, the engine was wrong):"
-        )
-    else:
-        lines.append(
-            f"{len(predicted)} probes changed exactly as the engine predicted for {migration}, "
-            "by cause (a probe with several causes counts under each):"
-        )
-    lines.extend(f"  {k}: {v} probe{'s' if v != 1 else ''}" for k, v in sorted(by.items()))
-    lines.extend(f"  did not change: {p.get('id')} {p.get('title')}" for p in unrealized[:10])
-    not_run = int(counts.get("not-run", 0))
-    if not_run:
-        lines.append(f"{not_run} probes could be run by neither run (not-run): nobody checked them")
-    if unexpected:
-        lines.append(
-            f"{unexpected} probes changed in a way nobody predicted "
-            f"({', '.join(f'{counts.get(k, 0)} {k}' for k in UNEXPECTED)}): look at them first"
-        )
-    else:
-        lines.append(
-            "nothing else changed: every failure of the post run is a known migration risk "
-            "(fix them before migrating, or list them in an accept file with a reason)"
-        )
-    return unexpected, lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,27 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         if post not in (0, 1) or not parity_file.is_file():
             _say(f"the post run stopped with exit code {post} and wrote no parity report")
             return 1
-        parity = json.loads(parity_file.read_text(encoding="utf-8"))
-        unexpected, lines = _explain(parity)
-        _say("what changed")
-        for line in lines:
-            print(line)
-        if unexpected:
-            failures.append(f"the post run found {unexpected} probes that fail for another reason")
-        junit = folder / "junit-post.xml"
-        others = _other_failures(junit) if post == 1 and junit.is_file() else []
-        if others and not unexpected:
-            failures.append(
-                f"the post run failed {len(others)} items that are not predicted changes: "
-                + "; ".join(others[:5])
-                + (" ..." if len(others) > 5 else "")
-            )
-        if (
-            post == 1
-            and not junit.is_file()
-            and int(parity.get("counts", {}).get("predicted", 0)) == 0
-        ):
-            failures.append("the post run failed, and no predicted change explains it")
+        failures.extend(_post_failures(folder, parity_file, post))
         if failures:
             _say("FAILED: " + "; ".join(failures))
         code = 1 if failures else 0
@@ -261,6 +176,16 @@ def _run(args: argparse.Namespace) -> int:
             _remove(name, args.wait)
         elapsed = time.monotonic() - started
         _say(f"reports in {folder} ({elapsed:.0f}s); exit {code}")
+
+
+def _post_failures(folder: Path, parity_file: Path, post: int) -> list[str]:
+    """Explain the post run (parity.json, its JUnit XML); why it fails the demo, if it does."""
+    parity = json.loads(parity_file.read_text(encoding="utf-8"))
+    lines, failures = explain_post(parity, folder / "junit-post.xml", post)
+    _say("what changed")
+    for line in lines:
+        print(line)
+    return failures
 
 
 def lab_left(name: str) -> bool:

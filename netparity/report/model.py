@@ -294,7 +294,7 @@ def _endpoint_dict(rec: ProbeRecord, which: str) -> dict[str, Any]:
 def from_record(record: Record, *, source: str = "") -> Report:
     """A record before (or without) the upgrade: observations, and what the engine predicts
     the target dataplane will make of each probe."""
-    from netparity.session import ItemVerdict, judge_pre
+    from netparity.verdicts import ItemVerdict, judge_pre
 
     before, after = record.plan.current, record.plan.target
     rows: list[Row] = []

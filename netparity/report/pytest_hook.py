@@ -21,9 +21,11 @@ JUNIT = pytest.StashKey[Path]()  # where this run's JUnit XML goes
 
 
 def _state(config: pytest.Config) -> Any:
+    """The controller's run (netparity.run.Run), or None (no --cluster, or an xdist worker)."""
     from netparity.plugin import STATE
 
-    return config.stash.get(STATE, None)
+    state = config.stash.get(STATE, None)
+    return state.run if state is not None else None
 
 
 def suite_name(phase: str) -> str:
@@ -79,7 +81,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """After the plugin's planning: JUnit by default into the cluster's report folder."""
     config = session.config
     state = _state(config)
-    if state is None or state.settings is None or state.worker or not state.phase:
+    if state is None or not state.phase:
         return
     if config.option.collectonly:
         return
@@ -129,9 +131,9 @@ def write_session_reports(state: Any) -> list[Path]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """After the plugin wrote the record (and JUnit its XML): the human-readable reports."""
     state = _state(session.config)
-    if state is None or state.settings is None or state.worker or state.record is None:
+    if state is None or state.record is None:
         return
-    from netparity.plugin import _show
+    from netparity.run import show_path as _show
 
     junit = session.config.stash.get(JUNIT, None)
     if junit is not None and junit.is_file():

@@ -1,0 +1,492 @@
+"""The plugin's options: their declarations and one resolver per option.
+
+Each resolver reads one option (command line > ini file, where it has an ini twin) and
+raises pytest.UsageError naming the bad value, as pytest-xdist and pytest-timeout do;
+`resolve_settings` puts them together into the run's `Settings`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from pathlib import Path
+
+import pytest
+
+from netparity.errors import InputError, NetparityError
+from netparity.run.settings import Settings
+from netparity.session import ClusterSpec, KubeOptions, parse_cluster
+
+GROUP = "netparity"
+GROUP_DESCRIPTION = "netparity: NetworkPolicy parity probes (pytest suites/ --cluster NAME)"
+
+HELP_CLUSTER = (
+    "the cluster to probe: lab or lab:NAME (a local lab of network namespaces; built from "
+    "examples/aks-migration.yaml under npm if none is up), file:SNAPSHOT.yaml[@DATAPLANE] "
+    "(a dry run: the engine answers every probe), or a kubeconfig context"
+)
+HELP_PHASE = (
+    "auto (default): pre where this cluster has no baseline, post where it has one and "
+    "the dataplane changed; pre: check against the predictions and record the baseline; "
+    "post: compare with the baseline"
+)
+HELP_BASELINE = "the baseline record (default: REPORT_DIR/<cluster>/baseline.json)"
+HELP_TARGET = "the dataplane the cluster moves to: cilium (default) or cilium-1.16"
+HELP_ACCEPT = "accept file: a YAML list of {id, reason}, changes reviewed and accepted (they pass)"
+HELP_PROBES = "an explicit probe file (docs/probes.md); may be given more than once"
+HELP_PROBE_TIMEOUT = "seconds a probe waits before it counts as dropped (default 2)"
+HELP_PROBE_RETRIES = (
+    "how many times a deny is probed again before it is believed (default 1); "
+    "was --retries, which pytest-retry defines"
+)
+HELP_REPORT_DIR = "where records, the baseline and the parity report go (default reports/)"
+HELP_FORCE = "with --phase pre: replace an existing baseline"
+HELP_DATAPLANE = (
+    "the dataplane the cluster runs, overriding what is detected in kube-system "
+    "(npm, cilium, cilium-1.16, spec)"
+)
+HELP_PROBE_IMAGE = (
+    "Kubernetes: the image of the probe pods (needs python3; mirrors and digest pins "
+    "such as registry/python@sha256:... are fine; default python:3.12-slim)"
+)
+HELP_SETTLE = (
+    "Kubernetes: seconds to let the dataplane program new probe pods before probing when it "
+    "shows no per-pod state (NPM; Cilium is waited for through its CiliumEndpoints), and "
+    "between a probe and its retry (default 5)"
+)
+HELP_WAIT_READY = (
+    "Kubernetes: a cluster in the middle of the migration to Cilium (azure-npm and cilium "
+    "both present, or Cilium not ready on every Linux node) is refused; wait up to this "
+    "many seconds for it to finish instead (default 0: refuse at once)"
+)
+HELP_MAX_PARALLEL = "Kubernetes: how many probe batches run at once (default 8)"
+HELP_MAX_DURATION = (
+    "Kubernetes: the longest the run may take, in seconds; probe pods are removed by the "
+    "cluster after it even if pytest is killed (their activeDeadlineSeconds; default: the "
+    "run's planned length plus 10 minutes). Give it for long runs"
+)
+HELP_EXTERNAL_IP = (
+    "the address the cluster sees when the machine running pytest connects from outside "
+    "(after any NAT): the planner predicts outside traffic from it; default 203.0.113.10, "
+    "a documentation address that suits the lab"
+)
+HELP_RESPONDER = (
+    "Kubernetes: ADDRESS[:PORTS] of a machine outside the cluster that its pods reach, "
+    "running `python3 probes/agent.py serve --name netparity-responder --tcp PORTS "
+    "[--udp PORTS]` (PORTS: 443,8080-8081,53/udp; default 80,443,8080,8443,53/udp). "
+    "Checked to answer before probing; outside probes go only there (every ipBlock holding "
+    "it), the others are predicted only. Give the same one to every phase"
+)
+HELP_SERVICE_CIDR = (
+    "the cluster's Service range (az aks show --query networkProfile.serviceCidr) where the "
+    "ClusterIPs do not show it: no outside address is chosen inside it"
+)
+HELP_ALLOW_LB = (
+    "Kubernetes: let the run create its own LoadBalancer Services (they cost money and "
+    "minutes on AKS); without it, LoadBalancer probes are reported as not run"
+)
+HELP_ALLOW_HOST_NETWORK = (
+    "Kubernetes: probe node sources from one hostNetwork pod per node, in a namespace of "
+    "the run at the privileged Pod Security level (no added capabilities, no listening "
+    "port; needs namespace create/delete: netparity rbac --allow-host-network); without "
+    "it, node sources are reported as not run"
+)
+
+PHASES = ("auto", "pre", "post")
+DEFAULT_TARGET = "cilium"
+DEFAULT_PROBE_TIMEOUT = 2.0
+DEFAULT_PROBE_RETRIES = 1
+DEFAULT_REPORT_DIR = "reports"
+RETRIES_INI = "netparity_probe_retries"
+OLD_RETRIES_INI = "netparity_retries"  # the ini twin of --retries, before --probe-retries
+
+
+# --------------------------------------------------------------------------- options
+
+
+# The options that take one value: (flag, dest, metavar, help), in --help's order.
+VALUE_OPTIONS = (
+    ("--cluster", "netparity_cluster", "NAME", HELP_CLUSTER),
+    ("--phase", "netparity_phase", "auto|pre|post", HELP_PHASE),
+    ("--baseline", "netparity_baseline", "FILE", HELP_BASELINE),
+    ("--target", "netparity_target", "cilium|cilium-1.16", HELP_TARGET),
+    ("--accept", "netparity_accept", "FILE", HELP_ACCEPT),
+)
+# Not --retries: pytest-retry defines it, and argparse refuses a second definition,
+# so pytest could not start at all with both plugins installed (README: renamed options).
+MORE_VALUE_OPTIONS = (
+    ("--probe-timeout", "netparity_probe_timeout", "SECONDS", HELP_PROBE_TIMEOUT),
+    ("--probe-retries", "netparity_probe_retries", "N", HELP_PROBE_RETRIES),
+    ("--report-dir", "netparity_report_dir", "DIR", HELP_REPORT_DIR),
+)
+KUBE_VALUE_OPTIONS = (
+    ("--dataplane", "netparity_dataplane", "NAME", HELP_DATAPLANE),
+    ("--probe-image", "netparity_probe_image", "IMAGE", HELP_PROBE_IMAGE),
+    ("--max-parallel", "netparity_max_parallel", "N", HELP_MAX_PARALLEL),
+    ("--settle", "netparity_settle", "SECONDS", HELP_SETTLE),
+    ("--wait-ready", "netparity_wait_ready", "SECONDS", HELP_WAIT_READY),
+    ("--max-duration", "netparity_max_duration", "SECONDS", HELP_MAX_DURATION),
+    ("--external-ip", "netparity_external_ip", "ADDRESS", HELP_EXTERNAL_IP),
+    ("--responder", "netparity_responder", "ADDRESS[:PORTS]", HELP_RESPONDER),
+    ("--service-cidr", "netparity_service_cidr", "CIDR", HELP_SERVICE_CIDR),
+)
+# The ini twins: (name, help), read where the command line does not give the option.
+INI_OPTIONS = (
+    ("netparity_probe_image", HELP_PROBE_IMAGE),
+    ("netparity_target", HELP_TARGET),
+    ("netparity_accept", HELP_ACCEPT),
+    ("netparity_probe_timeout", HELP_PROBE_TIMEOUT),
+    ("netparity_probe_retries", HELP_PROBE_RETRIES),
+    # The ini twin's old name collides with nothing: still read, with a warning.
+    (OLD_RETRIES_INI, f"renamed {RETRIES_INI} (still read, with a warning)"),
+    ("netparity_report_dir", HELP_REPORT_DIR),
+    ("netparity_max_duration", HELP_MAX_DURATION),
+    ("netparity_settle", HELP_SETTLE),
+    ("netparity_wait_ready", HELP_WAIT_READY),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup(GROUP, GROUP_DESCRIPTION)
+    for flag, dest, metavar, text in VALUE_OPTIONS:
+        group.addoption(flag, dest=dest, metavar=metavar, help=text)
+    group.addoption(
+        "--probes",
+        dest="netparity_probes",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help=HELP_PROBES,
+    )
+    for flag, dest, metavar, text in MORE_VALUE_OPTIONS:
+        group.addoption(flag, dest=dest, metavar=metavar, help=text)
+    group.addoption(
+        "--force", dest="netparity_force", action="store_true", default=False, help=HELP_FORCE
+    )
+    for flag, dest, metavar, text in KUBE_VALUE_OPTIONS:
+        group.addoption(flag, dest=dest, metavar=metavar, help=text)
+    for flag, dest, text in (
+        ("--allow-load-balancer", "netparity_allow_lb", HELP_ALLOW_LB),
+        ("--allow-host-network", "netparity_allow_host_network", HELP_ALLOW_HOST_NETWORK),
+    ):
+        group.addoption(flag, dest=dest, action="store_true", default=False, help=text)
+    parser.addini(
+        "netparity_allow_host_network", HELP_ALLOW_HOST_NETWORK, type="bool", default=False
+    )
+    for name, text in INI_OPTIONS:
+        parser.addini(name, text)
+
+
+# --------------------------------------------------------------------------- resolvers
+
+
+def _value(config: pytest.Config, dest: str, ini: str | None) -> tuple[str | None, str]:
+    """A setting's raw value and where it came from: command line > ini file."""
+    raw = config.getoption(dest)
+    if raw is not None:
+        return str(raw), "--" + dest.removeprefix("netparity_").replace("_", "-")
+    if ini is not None:
+        value = config.getini(ini)
+        if isinstance(value, str) and value.strip():
+            return value.strip(), f"ini option {ini}"
+    return None, ""
+
+
+def _number(
+    config: pytest.Config,
+    dest: str,
+    *,
+    ini: str | None,
+    low: float,
+    high: float,
+    what: str,
+    whole: bool = False,
+) -> float | None:
+    """A number from `low` to `high` (None where not given); `what` ends the error."""
+    raw, where = _value(config, dest, ini)
+    if raw is None:
+        return None
+    try:
+        value = float(int(raw)) if whole else float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:
+        raise pytest.UsageError(f"netparity: {where} {raw!r} must be {what}")
+    return value
+
+
+def _retries_ini(config: pytest.Config) -> str:
+    """The ini option that holds the probe retries: its old name only where the new one is
+    not set (both set is an error); the old name is read with a deprecation warning."""
+    new, old = (config.getini(n) for n in (RETRIES_INI, OLD_RETRIES_INI))
+    if not (isinstance(old, str) and old.strip()):
+        return RETRIES_INI
+    if isinstance(new, str) and new.strip():
+        raise pytest.UsageError(
+            f"netparity: ini options {OLD_RETRIES_INI} and {RETRIES_INI} are both set; "
+            f"{OLD_RETRIES_INI} is the old name of {RETRIES_INI}: keep only {RETRIES_INI}"
+        )
+    config.issue_config_time_warning(
+        pytest.PytestDeprecationWarning(
+            f"netparity: ini option {OLD_RETRIES_INI} is renamed {RETRIES_INI} "
+            "(like --retries, now --probe-retries); rename it in your ini file"
+        ),
+        stacklevel=2,
+    )
+    return OLD_RETRIES_INI
+
+
+def resolve_cluster(config: pytest.Config) -> ClusterSpec | None:
+    """--cluster, or None; the options that need it are refused without it."""
+    raw_cluster = config.getoption("netparity_cluster")
+    if raw_cluster is None:
+        others = {
+            "--phase": config.getoption("netparity_phase"),
+            "--baseline": config.getoption("netparity_baseline"),
+            "--accept": config.getoption("netparity_accept"),
+            "--probes": config.getoption("netparity_probes") or None,
+            "--force": config.getoption("netparity_force") or None,
+        }
+        given = [k for k, v in others.items() if v is not None]
+        if given:
+            raise pytest.UsageError(
+                f"netparity: {', '.join(given)} needs --cluster NAME (lab, lab:NAME, "
+                "file:SNAPSHOT.yaml or a kubeconfig context)"
+            )
+        return None
+    try:
+        return parse_cluster(str(raw_cluster))
+    except NetparityError as e:
+        message = e.message if isinstance(e, InputError) else str(e)
+        raise pytest.UsageError(f"netparity: --cluster {raw_cluster!r}: {message}") from None
+
+
+def resolve_phase(config: pytest.Config) -> str:
+    phase = str(config.getoption("netparity_phase") or "auto")
+    if phase not in PHASES:
+        raise pytest.UsageError(f"netparity: --phase {phase!r} is not one of {', '.join(PHASES)}")
+    return phase
+
+
+def resolve_target(config: pytest.Config) -> str:
+    from netparity.engine.dataplane import TARGETS
+
+    target, where = _value(config, "netparity_target", "netparity_target")
+    target = target or DEFAULT_TARGET
+    if target not in TARGETS:
+        raise pytest.UsageError(
+            f"netparity: {where} {target!r} is not a target dataplane "
+            f"(expected {' or '.join(TARGETS)})"
+        )
+    return target
+
+
+def resolve_probe_timeout(config: pytest.Config) -> float:
+    name = "netparity_probe_timeout"
+    what = "a number of seconds above 0 and at most 300"
+    value = _number(config, name, ini=name, low=math.ulp(0.0), high=300, what=what)
+    return DEFAULT_PROBE_TIMEOUT if value is None else value
+
+
+def resolve_probe_retries(config: pytest.Config) -> int:
+    ini = _retries_ini(config)
+    what = "a whole number from 0 to 10"
+    value = _number(
+        config, "netparity_probe_retries", ini=ini, low=0, high=10, what=what, whole=True
+    )
+    return DEFAULT_PROBE_RETRIES if value is None else int(value)
+
+
+def resolve_report_dir(config: pytest.Config) -> Path:
+    """Relative to the current folder on the command line, to the rootdir in an ini file."""
+    raw_dir, where = _value(config, "netparity_report_dir", "netparity_report_dir")
+    if raw_dir is None:
+        return Path(config.invocation_params.dir) / DEFAULT_REPORT_DIR
+    if where.startswith("--"):
+        return Path(config.invocation_params.dir) / raw_dir
+    return config.rootpath / raw_dir
+
+
+def resolve_force(config: pytest.Config, phase: str) -> bool:
+    force = bool(config.getoption("netparity_force"))
+    if force and phase != "pre":
+        raise pytest.UsageError(
+            "netparity: --force only applies with --phase pre (it replaces the baseline); "
+            f"this run has --phase {phase}"
+        )
+    return force
+
+
+def resolve_baseline(config: pytest.Config, phase: str) -> Path | None:
+    raw_baseline = config.getoption("netparity_baseline")
+    if raw_baseline is None:
+        return None
+    baseline = Path(config.invocation_params.dir) / str(raw_baseline)
+    if phase != "pre" and not baseline.is_file():
+        raise pytest.UsageError(
+            f"netparity: --baseline {raw_baseline!r} does not exist "
+            "(a baseline is recorded with --phase pre)"
+        )
+    return baseline
+
+
+def resolve_accept(config: pytest.Config) -> Path | None:
+    raw_accept, where = _value(config, "netparity_accept", "netparity_accept")
+    if raw_accept is None:
+        return None
+    base = Path(config.invocation_params.dir) if where.startswith("--") else config.rootpath
+    accept = base / raw_accept
+    if not accept.is_file():
+        raise pytest.UsageError(f"netparity: {where} {raw_accept!r}: no such file")
+    return accept
+
+
+def resolve_probes(config: pytest.Config) -> tuple[Path, ...]:
+    probes = []
+    for raw in config.getoption("netparity_probes") or ():
+        p = Path(config.invocation_params.dir) / str(raw)
+        if not p.is_file():
+            raise pytest.UsageError(f"netparity: --probes {raw!r}: no such file")
+        probes.append(p)
+    return tuple(probes)
+
+
+def resolve_dataplane(config: pytest.Config, cluster: ClusterSpec) -> str | None:
+    from netparity.engine.dataplane import DATAPLANES
+
+    dataplane = config.getoption("netparity_dataplane")
+    if dataplane is not None and dataplane not in DATAPLANES:
+        raise pytest.UsageError(
+            f"netparity: --dataplane {dataplane!r} is not one of {', '.join(DATAPLANES)}"
+        )
+    if dataplane is not None and cluster.kind != "kubernetes":
+        raise pytest.UsageError(
+            f"netparity: --dataplane applies to a Kubernetes cluster; {cluster.text!r} says "
+            "its own (a lab's is set by `netparity lab up/upgrade`, a file's by @DATAPLANE)"
+        )
+    return None if dataplane is None else str(dataplane)
+
+
+def resolve_max_parallel(config: pytest.Config) -> int:
+    what = "a whole number from 1 to 256"
+    name = "netparity_max_parallel"
+    value = _number(config, name, ini=None, low=1, high=256, what=what, whole=True)
+    return 8 if value is None else int(value)
+
+
+def resolve_max_duration(config: pytest.Config) -> float | None:
+    what = "a number of seconds from 60 to 604800 (a week)"
+    name = "netparity_max_duration"
+    return _number(config, name, ini=name, low=60, high=7 * 24 * 3600, what=what)
+
+
+def resolve_settle(config: pytest.Config) -> float | None:
+    what = "a number of seconds from 0 to 600"
+    return _number(config, "netparity_settle", ini="netparity_settle", low=0, high=600, what=what)
+
+
+def resolve_wait_ready(config: pytest.Config) -> float:
+    what = "a number of seconds from 0 to 86400"
+    name = "netparity_wait_ready"
+    value = _number(config, name, ini=name, low=0, high=24 * 3600, what=what)
+    return 0.0 if value is None else value
+
+
+def resolve_external_ip(config: pytest.Config) -> str:
+    from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
+
+    external_ip = str(config.getoption("netparity_external_ip") or DEFAULT_EXTERNAL_IP)
+    try:
+        ipaddress.IPv4Address(external_ip)
+    except ValueError:
+        raise pytest.UsageError(
+            f"netparity: --external-ip {external_ip!r} is not an IPv4 address"
+        ) from None
+    return external_ip
+
+
+def resolve_responder(config: pytest.Config) -> tuple[str | None, str | None]:
+    """--responder as given, and its address."""
+    raw_responder = config.getoption("netparity_responder")
+    if raw_responder is None:
+        return None, None
+    from netparity.kube.responder import parse_responder
+
+    try:
+        return str(raw_responder), parse_responder(str(raw_responder)).ip
+    except NetparityError as e:
+        raise pytest.UsageError(f"netparity: {e}") from None
+
+
+def resolve_service_cidr(config: pytest.Config) -> ipaddress.IPv4Network | None:
+    from netparity.plan.addresses import parse_service_cidr
+
+    raw_cidr = config.getoption("netparity_service_cidr")
+    try:
+        return parse_service_cidr(str(raw_cidr)) if raw_cidr is not None else None
+    except NetparityError as e:
+        raise pytest.UsageError(f"netparity: {e}") from None
+
+
+def resolve_kube(
+    config: pytest.Config, cluster: ClusterSpec, *, external_ip: str, responder: str | None
+) -> KubeOptions:
+    """The Kubernetes backend's options."""
+    dataplane = resolve_dataplane(config, cluster)
+    max_parallel = resolve_max_parallel(config)
+    image, _ = _value(config, "netparity_probe_image", "netparity_probe_image")
+    max_duration = resolve_max_duration(config)
+    settle = resolve_settle(config)
+    wait_ready = resolve_wait_ready(config)
+    return KubeOptions(
+        responder=responder,
+        external_ip=external_ip,
+        settle=settle,
+        wait_ready=wait_ready,
+        probe_image=image,
+        max_parallel=max_parallel,
+        allow_load_balancer=bool(config.getoption("netparity_allow_lb")),
+        allow_host_network=bool(
+            config.getoption("netparity_allow_host_network")
+            or config.getini("netparity_allow_host_network")
+        ),
+        dataplane=dataplane,
+        max_duration=max_duration,
+    )
+
+
+def resolve_settings(config: pytest.Config) -> Settings | None:
+    """Every netparity option, validated, or None when no --cluster is given.
+
+    Raises pytest.UsageError naming the bad value."""
+    cluster = resolve_cluster(config)
+    if cluster is None:
+        return None
+    phase = resolve_phase(config)
+    target = resolve_target(config)
+    timeout = resolve_probe_timeout(config)
+    retries = resolve_probe_retries(config)
+    report_dir = resolve_report_dir(config)
+    force = resolve_force(config, phase)
+    baseline = resolve_baseline(config, phase)
+    accept = resolve_accept(config)
+    probes = resolve_probes(config)
+    external_ip = resolve_external_ip(config)
+    responder_given, responder = resolve_responder(config)
+    kube = resolve_kube(config, cluster, external_ip=external_ip, responder=responder_given)
+    return Settings(
+        responder=responder,
+        service_cidr=resolve_service_cidr(config),
+        external_ip=external_ip,
+        kube=kube,
+        cluster=cluster,
+        phase=phase,
+        baseline=baseline,
+        target=target,
+        accept=accept,
+        probes=probes,
+        probe_timeout=timeout,
+        retries=retries,
+        report_dir=report_dir,
+        force=force,
+    )
