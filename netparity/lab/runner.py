@@ -37,18 +37,16 @@ from netparity.engine.traffic import (
 from netparity.errors import ClusterError, NetparityError
 from netparity.interrupts import checkpoint
 from netparity.lab import netns as nx
-from netparity.lab.build import (
-    DEFAULT_LAB,
+from netparity.lab.addressing import DEFAULT_LAB, check_lab_name
+from netparity.lab.agents import agent_path, agent_python
+from netparity.lab.dataplanes.services import pinned_service, selected_pods
+from netparity.lab.lifecycle import (
     add_hosts,
     add_services,
-    agent_path,
-    agent_python,
-    check_lab_name,
     lab_problem,
     remove_services,
     status,
 )
-from netparity.lab.dataplanes.services import pinned_service, selected_pods
 from netparity.lab.state import READY, USER, LabState, hold, log_dir, state_path
 from netparity.lab.topology import LabNode, LabPod, LabTopology
 from netparity.model.objects import Protocol, Service, ServicePort, ServiceType, run_owned
@@ -495,7 +493,7 @@ def _agent_name(pod: LabPod) -> str:
 
 
 def _expected_tokens(ix: _Index, target: Target, host: str) -> frozenset[str] | None:
-    """Who may answer a probe to `host` (build.agent_specs names the agents); None: nobody
+    """Who may answer a probe to `host` (agents.agent_specs names the agents); None: nobody
     of the lab's (an address outside it), so the answer is not checked."""
     dst = target.traffic.destination
     service: Service | None = None
