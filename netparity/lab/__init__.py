@@ -2,22 +2,22 @@
 
 `up` builds it, `upgrade` renumbers every pod under another dataplane, `down` removes it,
 `LabBackend` runs probes in it. The topology contract shared with the dataplanes is in
-`netparity.lab.topology`.
+`netparity.lab.topology`. One module per concept: `addressing` (pure planning), `fabric`
+(namespaces, links, routes, rules), `agents` (probe agents), `lifecycle` (up, down,
+upgrade, status, locks); `netparity.lab.build` re-exports them for older imports.
 """
 
-from netparity.lab.build import (
-    DEFAULT_LAB,
+from netparity.lab.addressing import DATAPLANES, DEFAULT_LAB, plan_topology
+from netparity.lab.lifecycle import (
     StderrProgress,
     add_hosts,
     down,
     list_labs,
-    plan_topology,
     remove_services,
     status,
     up,
     upgrade,
 )
-from netparity.lab.dataplanes.registry import DATAPLANES
 from netparity.lab.runner import LabBackend
 from netparity.lab.topology import LabHost, LabNode, LabPod, LabTopology, NodeRules
 

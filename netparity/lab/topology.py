@@ -1,8 +1,8 @@
 """The lab's shape: which namespace holds which node, pod and external host, at which address.
 
-This is the contract between the fabric (namespaces, links, routes, agents: build.py) and
-the dataplanes (packet filters and service NAT inside node namespaces: dataplanes/).
-Pure values; computed from a snapshot by `plan_topology` in build.py.
+This is the contract between the fabric (namespaces, links, routes: fabric.py; agents:
+agents.py) and the dataplanes (packet filters and service NAT inside node namespaces: dataplanes/).
+Pure values; computed from a snapshot by `plan_topology` in addressing.py.
 
 Addressing (all inside the lab, never on a real interface):
 - a "vnet" namespace holds one bridge that every node and external host is linked to;

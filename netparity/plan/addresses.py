@@ -6,7 +6,7 @@ among them, widened to a /16; AKS's default 10.0.0.0/16 where it fits; `service_
 overrides), the pod ranges (every node's podCIDR and the overlay range that holds them,
 at least a /16), the node subnet (at least a /16), and every address of a pod, node,
 ClusterIP or LoadBalancer. A backend allocates the run's own addresses inside those
-ranges or away from the planned probe addresses (`netparity/lab/build.py`).
+ranges or away from the planned probe addresses (`netparity/lab/addressing.py`).
 
 The choice is deterministic and depends only on the block and the cluster's ranges, never
 on which pod has which IP, so a renumbered cluster picks the same addresses. An address
