@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from netparity.engine.traffic import Traffic
 from netparity.model.snapshot import Snapshot
+from netparity.model.traffic import Traffic
 
 
 class Observed(StrEnum):

@@ -14,13 +14,13 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
-from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
 from netparity.lab.dataplanes.registry import DATAPLANES as DATAPLANES
 from netparity.lab.topology import LabHost, LabNode, LabPod, LabTopology
 from netparity.model.networkpolicy import IPBlock
 from netparity.model.objects import Pod, Service, ServiceType
 from netparity.model.snapshot import Snapshot
+from netparity.model.traffic import DEFAULT_EXTERNAL_IP
 
 DEFAULT_LAB = "lab"
 SERVICE_CIDR = ipaddress.IPv4Network("10.0.0.0/16")

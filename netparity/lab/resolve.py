@@ -13,17 +13,17 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from netparity.backend import Target
-from netparity.engine.traffic import (
+from netparity.lab.dataplanes.services import pinned_service, selected_pods
+from netparity.lab.topology import LabNode, LabPod, LabTopology
+from netparity.model.objects import Protocol, Service, ServicePort, ServiceType
+from netparity.model.snapshot import Snapshot
+from netparity.model.traffic import (
     ExternalEndpoint,
     NodeEndpoint,
     PodEndpoint,
     ServiceEndpoint,
     Via,
 )
-from netparity.lab.dataplanes.services import pinned_service, selected_pods
-from netparity.lab.topology import LabNode, LabPod, LabTopology
-from netparity.model.objects import Protocol, Service, ServicePort, ServiceType
-from netparity.model.snapshot import Snapshot
 
 # Addresses the lab never places an on-demand host at.
 _NO_HOST = tuple(

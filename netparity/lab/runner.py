@@ -22,10 +22,6 @@ from netparity.backend import (
     Target,
     token_mismatch,
 )
-from netparity.engine.traffic import (
-    ExternalEndpoint,
-    ServiceEndpoint,
-)
 from netparity.errors import ClusterError, NetparityError
 from netparity.interrupts import checkpoint
 from netparity.lab.addressing import DEFAULT_LAB, check_lab_name
@@ -43,6 +39,10 @@ from netparity.lab.state import READY, USER, LabState, hold, state_path
 from netparity.lab.topology import LabTopology
 from netparity.model.objects import run_owned
 from netparity.model.snapshot import Snapshot
+from netparity.model.traffic import (
+    ExternalEndpoint,
+    ServiceEndpoint,
+)
 
 
 class LabBackend:
