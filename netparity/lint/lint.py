@@ -89,7 +89,7 @@ def lint_snapshot(snapshot: Snapshot, *, target: str = "cilium", fixes: bool = T
         probes = builder.service_probes(svc)
         services += bool(probes)
         for probe in probes:
-            linter.observe_service(probe, svc)
+            linter.observe(probe, svc)
     findings = linter.findings(target)
     if fixes:
         from netparity.lint.fixes import FixBuilder
@@ -219,26 +219,46 @@ class Linter:
             return OTHER_KIND
         return str(self._classify(change, probe, vt, sn, st, policies, refs))
 
-    def observe(self, probe: Probe) -> None:
+    def observe(self, probe: Probe, svc: Service | None = None) -> None:
+        """One connection under npm and under the target. Through a Service (`svc`), the
+        whole verdicts are compared and the finding names the Service; else the side of the
+        verdict the probe was made for, and the finding names the policies."""
         t = probe.traffic
         vn = self.engine.evaluate(t, self.npm)
         vt = self.engine.evaluate(t, self.target)
         self.connections += 1
-        sn, st = _side(vn, probe.side), _side(vt, probe.side)
-        if sn is None or st is None:
-            if vn.decision is not vt.decision:
-                self._unknown(str(t), vn, vt)
-            return
-        dn, dt = sn.decision, st.decision
+        sn = st = None
+        if svc is None:
+            sn, st = _side(vn, probe.side), _side(vt, probe.side)
+            if sn is None or st is None:
+                if vn.decision is not vt.decision:
+                    self._unknown(str(t), vn, vt)
+                return
+        dn = vn.decision if sn is None else sn.decision
+        dt = vt.decision if st is None else st.decision
         if dn is dt and dn is not Decision.UNKNOWN:
             return
         if Decision.UNKNOWN in (dn, dt):
             self._unknown(str(t), vn, vt)
             return
         change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
+        if sn is not None and st is not None:
+            self._policy_change(probe, change, vn, vt, sn, st)
+        elif svc is not None:
+            self._service_change(probe, svc, change, vn, vt)
+
+    def _policy_change(
+        self,
+        probe: Probe,
+        change: Change,
+        vn: Verdict,
+        vt: Verdict,
+        sn: DirectionResult,
+        st: DirectionResult,
+    ) -> None:
         policies, refs = self._attribute(change, sn, st)
         if not policies:
-            self.unattributed.append(str(t))
+            self.unattributed.append(str(probe.traffic))
             return
         kind = self._classify(change, probe, vt, sn, st, policies, refs)
         ns = _ns_name(policies[0])[0]
@@ -250,20 +270,14 @@ class Linter:
         acc = self._acc(kind, ns, obj, tuple(policies))
         acc.policies.update(dict.fromkeys(policies))
         acc.refs.update(dict.fromkeys(refs))
-        self._record(acc, probe, change, probe.side or "", vn, vt, sn.reason, st.reason, dn)
+        self._record(
+            acc, probe, change, probe.side or "", vn, vt, sn.reason, st.reason, sn.decision
+        )
 
-    def observe_service(self, probe: Probe, svc: Service) -> None:
-        t = probe.traffic
-        vn = self.engine.evaluate(t, self.npm)
-        vt = self.engine.evaluate(t, self.target)
-        self.connections += 1
+    def _service_change(
+        self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
+    ) -> None:
         dn, dt = vn.decision, vt.decision
-        if dn is dt and dn is not Decision.UNKNOWN:
-            return
-        if Decision.UNKNOWN in (dn, dt):
-            self._unknown(str(t), vn, vt)
-            return
-        change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
         external = vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB)
         kind: str = Scenario.EXTERNAL_INGRESS if external else Scenario.LB_IN_CLUSTER
         if vt.path not in _SERVICE_PATHS:
