@@ -95,13 +95,7 @@ class KubeBackend:
         # sources run only as external_ip (netparity.kube.layout)
         self.responder = responder
         self.external_ip = external_ip
-        if dataplane is not None and dataplane not in DATAPLANES:
-            raise InputError(
-                f"unknown dataplane {dataplane!r} (expected one of {', '.join(sorted(DATAPLANES))})",
-                field="--dataplane",
-            )
-        if max_parallel < 1:
-            raise InputError(f"must be at least 1, got {max_parallel}", field="--max-parallel")
+        _check_dataplane(dataplane, max_parallel)
         self.kube = Kube.connect(context, kubeconfig=kubeconfig)
         self.image = check_image(probe_image)
         self.max_parallel = max_parallel
@@ -109,15 +103,10 @@ class KubeBackend:
         self.allow_host_network = allow_host_network
         self.pod_timeout = pod_timeout
         self.lb_timeout = lb_timeout
-        if max_duration is not None and max_duration <= 0:
-            raise InputError(f"must be positive, got {max_duration:g}", field="--max-duration")
+        _check_times(max_duration, settle, wait_ready)
         self.max_duration = max_duration
         self.exec_handshake_timeout = exec_handshake_timeout
-        if not settle >= 0:
-            raise InputError(f"must be 0 or more seconds, got {settle:g}", field="--settle")
         self.settle = settle
-        if not wait_ready >= 0:
-            raise InputError(f"must be 0 or more seconds, got {wait_ready:g}", field="--wait-ready")
         self.wait_ready = wait_ready
         self.wait_poll = wait_poll
         self.pull_timeout = pull_timeout
@@ -152,21 +141,25 @@ class KubeBackend:
             heartbeat=self._heartbeat,
             log=self._log,
         )
-        self._wait = Waiter(
+        self._wait, self._prober, self._life = self._compose()
+
+    def _compose(self) -> tuple[Waiter, Prober, Lifecycle]:
+        """The parts that wait for, probe through and remove what `RunObjects` makes."""
+        waiter = Waiter(
             self._made,
-            pod_timeout=pod_timeout,
-            lb_timeout=lb_timeout,
-            settle=settle,
-            pull_timeout=pull_timeout,
-            unschedulable_grace=unschedulable_grace,
+            pod_timeout=self.pod_timeout,
+            lb_timeout=self.lb_timeout,
+            settle=self.settle,
+            pull_timeout=self.pull_timeout,
+            unschedulable_grace=self.unschedulable_grace,
         )
-        self._prober = Prober(
+        prober = Prober(
             self._made,
-            max_parallel=max_parallel,
-            exec_handshake_timeout=exec_handshake_timeout,
+            max_parallel=self.max_parallel,
+            exec_handshake_timeout=self.exec_handshake_timeout,
             node_ips=lambda: {n.ip for n in self.snapshot().nodes},
         )
-        self._life = Lifecycle(self._made)
+        return waiter, prober, Lifecycle(self._made)
 
     @property
     def cleanup_errors(self) -> list[str]:
@@ -383,6 +376,25 @@ class KubeBackend:
         """Remove the objects of every run that is not running (with `force`: of every run);
         one line per run removed, and one per run left alone, each saying why."""
         return self._life.cleanup_all(force=force)
+
+
+def _check_dataplane(dataplane: str | None, max_parallel: int) -> None:
+    if dataplane is not None and dataplane not in DATAPLANES:
+        raise InputError(
+            f"unknown dataplane {dataplane!r} (expected one of {', '.join(sorted(DATAPLANES))})",
+            field="--dataplane",
+        )
+    if max_parallel < 1:
+        raise InputError(f"must be at least 1, got {max_parallel}", field="--max-parallel")
+
+
+def _check_times(max_duration: float | None, settle: float, wait_ready: float) -> None:
+    if max_duration is not None and max_duration <= 0:
+        raise InputError(f"must be positive, got {max_duration:g}", field="--max-duration")
+    if not settle >= 0:
+        raise InputError(f"must be 0 or more seconds, got {settle:g}", field="--settle")
+    if not wait_ready >= 0:
+        raise InputError(f"must be 0 or more seconds, got {wait_ready:g}", field="--wait-ready")
 
 
 def _stderr(message: str) -> None:
