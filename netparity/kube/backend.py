@@ -130,7 +130,7 @@ class KubeBackend:
         self._objects: list[dict[str, Any]] | None = None
         self._detected: Detected | None = None
         self._made = RunObjects(
-            self.kube,
+            kube=self.kube,
             run_id=self.run_id,
             started=self.started,
             expires=self.expires,

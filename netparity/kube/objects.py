@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -57,39 +57,26 @@ class Twin:
     unschedulable_since: float | None = None  # ... the scheduler first said Unschedulable
 
 
+@dataclass(slots=True, kw_only=True)
 class RunObjects:
     """What one run has made in the cluster, and the making of it."""
 
-    def __init__(
-        self,
-        kube: Kube,
-        *,
-        run_id: str,
-        started: datetime,
-        expires: datetime,
-        image: str,
-        lease_seconds: int,
-        max_parallel: int,
-        max_duration: float | None,
-        heartbeat: Heartbeat,
-        log: Callable[[str], None],
-    ) -> None:
-        self.kube = kube
-        self.run_id = run_id
-        self.started = started
-        self.expires = expires
-        self.image = image
-        self.lease_seconds = lease_seconds
-        self.max_parallel = max_parallel
-        self.max_duration = max_duration
-        self.heartbeat = heartbeat
-        self.log = log
-        self.placement: Placement | None = None
-        self.deadline_at: float | None = None  # monotonic time every twin is gone by
-        self.anchors: dict[str, dict[str, Any]] = {}
-        self.twins: dict[str, Twin] = {}
-        self.services: dict[str, dict[str, Any]] = {}
-        self.service_backends: dict[str, str] = {}  # run Service key -> real backend pod key
+    kube: Kube
+    run_id: str
+    started: datetime
+    expires: datetime
+    image: str
+    lease_seconds: int
+    max_parallel: int
+    max_duration: float | None
+    heartbeat: Heartbeat
+    log: Callable[[str], None]
+    placement: Placement | None = None
+    deadline_at: float | None = None  # monotonic time every twin is gone by
+    anchors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    twins: dict[str, Twin] = field(default_factory=dict)
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    service_backends: dict[str, str] = field(default_factory=dict)  # run Service -> real pod
 
     def expiring(self, manifest: dict[str, Any]) -> dict[str, Any]:
         meta = manifest.setdefault("metadata", {})
