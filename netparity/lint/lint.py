@@ -10,7 +10,6 @@ finding whose kind is the SEMANTICS.md row the engine's explanation cites.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import TARGETS, Dataplane, get_dataplane
@@ -34,17 +33,21 @@ from netparity.lint.findings import (
     Expectation,
     Finding,
     LintReport,
-    PodGroup,
     Probe,
 )
 from netparity.lint.judged import not_judged
 from netparity.lint.probes import ProbeBuilder
+from netparity.lint.tally import NP as _NP
+from netparity.lint.tally import Acc as _Acc
+from netparity.lint.tally import Entry as _Entry
+from netparity.lint.tally import nps as _nps
+from netparity.lint.tally import ns_name as _ns_name
+from netparity.lint.tally import side as _side
 from netparity.model.objects import Protocol, Service
 from netparity.model.snapshot import Snapshot
 from netparity.plan.model import Scenario
 
 _TAG = re.compile(r"\((D\d+[a-z]?)\)")
-_NP = "NetworkPolicy "
 
 TITLES: dict[str, str] = {
     Scenario.ENDPORT: "the endPort range is not honoured",
@@ -138,49 +141,6 @@ def _notes(
             f"in the snapshot, e.g. {linter.unattributed[0]}"
         )
     return notes
-
-
-def _side(verdict: Verdict, direction: str | None) -> DirectionResult | None:
-    if direction == EGRESS:
-        return verdict.egress
-    if direction == INGRESS:
-        return verdict.ingress
-    return None
-
-
-def _nps(names: tuple[str, ...] | list[str]) -> list[str]:
-    return [n for n in names if n.startswith(_NP)]
-
-
-def _ns_name(policy: str) -> tuple[str, str]:
-    ns, _, name = policy.split(" ", 1)[1].partition("/")
-    return ns, name
-
-
-@dataclass(slots=True)
-class _Entry:
-    from_pods: bool
-    npm: str
-    target: str
-    others: tuple[PodGroup, ...] = ()
-    others_pods: int = 0
-    others_classes: int = 0
-    ports: dict[tuple[int, str], None] = field(default_factory=dict)
-    uncertain: dict[str, None] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Acc:
-    kind: str
-    namespace: str
-    object: str
-    policies: dict[str, None] = field(default_factory=dict)
-    refs: dict[RuleRef, None] = field(default_factory=dict)
-    service: Service | None = None
-    entries: dict[tuple[Change, str, PathKind, PodGroup, str], _Entry] = field(default_factory=dict)
-    expectations: list[Expectation] = field(default_factory=list)
-    rows: dict[str, None] = field(default_factory=dict)
-    uncertain: dict[str, None] = field(default_factory=dict)
 
 
 class Linter:
