@@ -574,12 +574,15 @@ def _pinned(ix: _Index, dst: ServiceEndpoint) -> Service | None:
 
 
 def _service_port(svc: Service, ref: int | str, protocol: Protocol) -> ServicePort:
-    """The Service's port by number or name and protocol (the model's lookup), or the
-    lab's reason it cannot be probed."""
-    sp = svc.port_named(ref, protocol)
-    if sp is None:
-        raise _Unresolved(f"Service {svc.key} has no {protocol} port {ref!r}")
-    return sp
+    def matches(sp: ServicePort) -> bool:
+        return (isinstance(ref, int) and sp.port == ref) or (
+            isinstance(ref, str) and sp.name == ref
+        )
+
+    for sp in svc.ports:
+        if matches(sp) and sp.protocol is protocol:
+            return sp
+    raise _Unresolved(f"Service {svc.key} has no {protocol} port {ref!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
