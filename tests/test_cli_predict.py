@@ -129,3 +129,60 @@ def test_explain_lists_each_policy_with_its_rules(
     assert out[0]["policy"] == "x/e"
     assert out[0]["selects"] == ["x/a"]
     assert out[0]["rules"] == ["egress[0]: to ipBlock 0.0.0.0/0 on all ports"]
+
+
+def _options(command: str) -> dict[str, tuple[object, ...]]:
+    """Each option of a subcommand as argparse holds it: what `--help` prints is made of it."""
+    import argparse
+
+    from netparity.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    return {
+        a.option_strings[-1] if a.option_strings else a.dest: (
+            a.metavar,
+            a.required,
+            a.default,
+            tuple(a.choices or ()),
+            a.help,
+        )
+        for a in parser._actions
+    }
+
+
+KUBECONFIG = ("PATH", False, None, (), "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+
+
+@pytest.mark.parametrize("command", ["snapshot", "cleanup"])
+def test_cluster_commands_take_the_same_cluster_options(command: str) -> None:
+    opts = _options(command)
+    assert opts["--cluster"] == ("CONTEXT", True, None, (), "kubeconfig context, or in-cluster")
+    assert opts["--kubeconfig"] == KUBECONFIG
+
+
+def test_rbac_takes_the_cluster_options_with_its_offline_form() -> None:
+    from netparity.engine.dataplane import DATAPLANES, TARGETS
+
+    opts = _options("rbac")
+    assert opts["--cluster"] == (
+        "NAME",
+        True,
+        None,
+        (),
+        "kubeconfig context, in-cluster, or file:SNAPSHOT.yaml[@DATAPLANE] (offline)",
+    )
+    assert opts["--kubeconfig"] == KUBECONFIG
+    assert opts["--current"][1:4] == (False, None, tuple(DATAPLANES))
+    assert opts["--target"][1:4] == (False, "cilium", tuple(TARGETS))
+    plan = _options("plan")
+    assert plan["--current"][1:] == (
+        False,
+        "npm",
+        tuple(DATAPLANES),
+        "the dataplane the cluster runs now (default: npm)",
+    )
+    assert plan["--target"][4] == "the dataplane it moves to (default: cilium)"
+    for command in ("plan", "lint", "predict", "explain"):
+        assert _options(command)["snapshot"][0] == "SNAPSHOT", command
+        assert "--namespace" in _options(command), command

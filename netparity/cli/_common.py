@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from netparity.engine.dataplane import DATAPLANES, TARGETS
 from netparity.errors import InputError
 from netparity.example import example_path
 from netparity.model.snapshot import Snapshot, load_snapshot
@@ -49,6 +50,30 @@ def add_snapshot_arguments(p: argparse.ArgumentParser, *, example_default: bool 
         metavar="CIDR",
         help=f"node range assumed where the input has no Nodes (default: {AKS_NODE_CIDR})",
     )
+
+
+KUBECONFIG_HELP = "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+
+
+def add_cluster_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    metavar: str = "CONTEXT",
+    help: str = "kubeconfig context, or in-cluster",
+) -> None:
+    """--cluster (required) and --kubeconfig, as every command that reads a cluster takes them."""
+    p.add_argument("--cluster", required=True, metavar=metavar, help=help)
+    p.add_argument("--kubeconfig", metavar="PATH", help=KUBECONFIG_HELP)
+
+
+def add_migration_arguments(
+    p: argparse.ArgumentParser, *, current_default: str | None, current_help: str, target_help: str
+) -> None:
+    """--current (a dataplane) and --target (default cilium), as plan and rbac take them."""
+    p.add_argument(
+        "--current", default=current_default, choices=list(DATAPLANES), help=current_help
+    )
+    p.add_argument("--target", default="cilium", choices=list(TARGETS), help=target_help)
 
 
 # AKS pairs Kubernetes minor versions with Cilium (SEMANTICS.md 2.2): 1.31 -> 1.16.x,

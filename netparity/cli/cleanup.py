@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
+from netparity.cli._common import add_cluster_arguments
 from netparity.kube.backend import KubeBackend
 from netparity.kube.cleanup import find_runs
 
@@ -23,14 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "left alone and listed. Nothing without that label is touched."
         ),
     )
-    p.add_argument(
-        "--cluster", required=True, metavar="CONTEXT", help="kubeconfig context, or in-cluster"
-    )
-    p.add_argument(
-        "--kubeconfig",
-        metavar="PATH",
-        help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)",
-    )
+    add_cluster_arguments(p)
     p.add_argument(
         "--dry-run", action="store_true", help="list what would be removed, remove nothing"
     )

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
-from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
-from netparity.engine.dataplane import DATAPLANES, TARGETS
+from netparity.cli._common import (
+    add_migration_arguments,
+    add_snapshot_arguments,
+    print_json,
+    snapshot_from_args,
+    table,
+)
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
 from netparity.plan.addresses import parse_service_cidr
@@ -19,17 +24,11 @@ from netparity.probefile import load_probe_file
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="the probes for a snapshot, predicted per dataplane")
     add_snapshot_arguments(p)
-    p.add_argument(
-        "--current",
-        default="npm",
-        choices=list(DATAPLANES),
-        help="the dataplane the cluster runs now (default: npm)",
-    )
-    p.add_argument(
-        "--target",
-        default="cilium",
-        choices=list(TARGETS),
-        help="the dataplane it moves to (default: cilium)",
+    add_migration_arguments(
+        p,
+        current_default="npm",
+        current_help="the dataplane the cluster runs now (default: npm)",
+        target_help="the dataplane it moves to (default: cilium)",
     )
     p.add_argument("--probes", metavar="FILE", help="explicit probes to add (a probe file)")
     p.add_argument(

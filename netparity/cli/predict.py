@@ -8,7 +8,7 @@ from typing import Any
 from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
 from netparity.engine.dataplane import DATAPLANES, get_dataplane
 from netparity.engine.evaluate import Engine
-from netparity.engine.traffic import Verdict
+from netparity.engine.traffic import DirectionResult, Verdict
 from netparity.probefile import ResolvedProbe, load_probe_file, resolve_probes
 
 
@@ -28,6 +28,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _side_json(side: DirectionResult | None) -> dict[str, Any] | None:
+    """One direction of a verdict (egress or ingress), or None where it was not judged."""
+    if side is None:
+        return None
+    return {
+        "decision": str(side.decision),
+        "reason": side.reason,
+        "selected_by": list(side.selected_by),
+        "rules": [str(r) for r in side.rules],
+    }
+
+
 def verdict_json(probe: ResolvedProbe, verdict: Verdict) -> dict[str, Any]:
     spec = probe.spec
     return {
@@ -40,22 +52,8 @@ def verdict_json(probe: ResolvedProbe, verdict: Verdict) -> dict[str, Any]:
         "backend": verdict.backend,
         "resolved_port": verdict.port,
         "explanation": verdict.explanation,
-        "egress": None
-        if verdict.egress is None
-        else {
-            "decision": str(verdict.egress.decision),
-            "reason": verdict.egress.reason,
-            "selected_by": list(verdict.egress.selected_by),
-            "rules": [str(r) for r in verdict.egress.rules],
-        },
-        "ingress": None
-        if verdict.ingress is None
-        else {
-            "decision": str(verdict.ingress.decision),
-            "reason": verdict.ingress.reason,
-            "selected_by": list(verdict.ingress.selected_by),
-            "rules": [str(r) for r in verdict.ingress.rules],
-        },
+        "egress": _side_json(verdict.egress),
+        "ingress": _side_json(verdict.ingress),
         "uncertain": list(verdict.uncertain),
     }
 

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from netparity.backend import Target
-from netparity.engine.dataplane import DATAPLANES, TARGETS
+from netparity.cli._common import add_cluster_arguments, add_migration_arguments
+from netparity.engine.dataplane import DATAPLANES
 from netparity.errors import InputError
 from netparity.kube.rbac import (
     DEFAULT_SUBJECT,
@@ -43,27 +44,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "narrower set."
         ),
     )
-    p.add_argument(
-        "--cluster",
-        required=True,
+    add_cluster_arguments(
+        p,
         metavar="NAME",
         help="kubeconfig context, in-cluster, or file:SNAPSHOT.yaml[@DATAPLANE] (offline)",
     )
-    p.add_argument(
-        "--kubeconfig",
-        metavar="PATH",
-        help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)",
-    )
-    p.add_argument(
-        "--current",
-        choices=list(DATAPLANES),
-        help="the dataplane the plan starts from (default: the cluster's, npm for a file)",
-    )
-    p.add_argument(
-        "--target",
-        default="cilium",
-        choices=list(TARGETS),
-        help="the dataplane the plan moves to (default: cilium)",
+    add_migration_arguments(
+        p,
+        current_default=None,
+        current_help="the dataplane the plan starts from (default: the cluster's, npm for a file)",
+        target_help="the dataplane the plan moves to (default: cilium)",
     )
     p.add_argument(
         "--probes",

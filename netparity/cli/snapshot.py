@@ -7,6 +7,7 @@ import sys
 
 import yaml
 
+from netparity.cli._common import add_cluster_arguments
 from netparity.kube.backend import KubeBackend
 from netparity.kube.read import as_list_document
 
@@ -21,14 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "YAML file that every other command accepts."
         ),
     )
-    p.add_argument(
-        "--cluster", required=True, metavar="CONTEXT", help="kubeconfig context, or in-cluster"
-    )
-    p.add_argument(
-        "--kubeconfig",
-        metavar="PATH",
-        help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)",
-    )
+    add_cluster_arguments(p)
     p.add_argument(
         "-o",
         "--output",

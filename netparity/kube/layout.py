@@ -20,7 +20,7 @@ from netparity.engine.traffic import (
 )
 from netparity.kube.render import host_key, service_name
 from netparity.kube.responder import Responder
-from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort, ServiceType
+from netparity.model.objects import Node, Pod, Protocol, Service, ServiceType
 
 LOCAL = "local"  # the source is this machine (where pytest runs)
 
@@ -217,7 +217,7 @@ class _Planner:
             raise _NotRun(
                 f"Service {svc.key} has no selector: its endpoints are not pods netparity can stand in for"
             )
-        sp = _service_port(svc, port, protocol)
+        sp = svc.port_named(port, protocol)
         if sp is None:
             raise _NotRun(f"Service {svc.key} has no {protocol} port {port}")
         backend = ep.backend
@@ -287,13 +287,6 @@ class _Planner:
                 key=key, service=rs.service, backend=rs.backend, type=stype
             )
         return self.layout
-
-
-def _service_port(svc: Service, port: int, protocol: Protocol) -> ServicePort | None:
-    for sp in svc.ports:
-        if sp.port == port and sp.protocol is protocol:
-            return sp
-    return None
 
 
 def plan_layout(

@@ -10,7 +10,6 @@ finding whose kind is the SEMANTICS.md row the engine's explanation cites.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import (
@@ -41,17 +40,21 @@ from netparity.lint.findings import (
     Expectation,
     Finding,
     LintReport,
-    PodGroup,
     Probe,
 )
 from netparity.lint.judged import not_judged
 from netparity.lint.probes import ProbeBuilder
+from netparity.lint.tally import NP as _NP
+from netparity.lint.tally import Acc as _Acc
+from netparity.lint.tally import Entry as _Entry
+from netparity.lint.tally import nps as _nps
+from netparity.lint.tally import ns_name as _ns_name
+from netparity.lint.tally import side as _side
 from netparity.model.objects import Protocol, Service
 from netparity.model.snapshot import Snapshot
 from netparity.plan.model import Scenario
 
 _TAG = re.compile(r"\((D\d+[a-z]?)\)")
-_NP = "NetworkPolicy "
 
 TITLES: dict[str, str] = {
     Scenario.ENDPORT: "the endPort range is not honoured",
@@ -98,7 +101,7 @@ def lint_snapshot(
         probes = builder.service_probes(svc)
         services += bool(probes)
         for probe in probes:
-            linter.observe_service(probe, svc)
+            linter.observe(probe, svc)
     findings = linter.findings(target)
     if fixes:
         from netparity.lint.fixes import FixBuilder
@@ -150,49 +153,6 @@ def _notes(
     return notes
 
 
-def _side(verdict: Verdict, direction: str | None) -> DirectionResult | None:
-    if direction == EGRESS:
-        return verdict.egress
-    if direction == INGRESS:
-        return verdict.ingress
-    return None
-
-
-def _nps(names: tuple[str, ...] | list[str]) -> list[str]:
-    return [n for n in names if n.startswith(_NP)]
-
-
-def _ns_name(policy: str) -> tuple[str, str]:
-    ns, _, name = policy.split(" ", 1)[1].partition("/")
-    return ns, name
-
-
-@dataclass(slots=True)
-class _Entry:
-    from_pods: bool
-    npm: str
-    target: str
-    others: tuple[PodGroup, ...] = ()
-    others_pods: int = 0
-    others_classes: int = 0
-    ports: dict[tuple[int, str], None] = field(default_factory=dict)
-    uncertain: dict[str, None] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Acc:
-    kind: str
-    namespace: str
-    object: str
-    policies: dict[str, None] = field(default_factory=dict)
-    refs: dict[RuleRef, None] = field(default_factory=dict)
-    service: Service | None = None
-    entries: dict[tuple[Change, str, PathKind, PodGroup, str], _Entry] = field(default_factory=dict)
-    expectations: list[Expectation] = field(default_factory=list)
-    rows: dict[str, None] = field(default_factory=dict)
-    uncertain: dict[str, None] = field(default_factory=dict)
-
-
 class Linter:
     def __init__(self, engine: Engine, npm: Dataplane, target: Dataplane) -> None:
         self.engine = engine
@@ -229,26 +189,46 @@ class Linter:
             return OTHER_KIND
         return str(self._classify(change, probe, vt, sn, st, policies, refs))
 
-    def observe(self, probe: Probe) -> None:
+    def observe(self, probe: Probe, svc: Service | None = None) -> None:
+        """One connection under npm and under the target. Through a Service (`svc`), the
+        whole verdicts are compared and the finding names the Service; else the side of the
+        verdict the probe was made for, and the finding names the policies."""
         t = probe.traffic
         vn = self.engine.evaluate(t, self.npm)
         vt = self.engine.evaluate(t, self.target)
         self.connections += 1
-        sn, st = _side(vn, probe.side), _side(vt, probe.side)
-        if sn is None or st is None:
-            if vn.decision is not vt.decision:
-                self._unknown(str(t), vn, vt)
-            return
-        dn, dt = sn.decision, st.decision
+        sn = st = None
+        if svc is None:
+            sn, st = _side(vn, probe.side), _side(vt, probe.side)
+            if sn is None or st is None:
+                if vn.decision is not vt.decision:
+                    self._unknown(str(t), vn, vt)
+                return
+        dn = vn.decision if sn is None else sn.decision
+        dt = vt.decision if st is None else st.decision
         if dn is dt and dn is not Decision.UNKNOWN:
             return
         if Decision.UNKNOWN in (dn, dt):
             self._unknown(str(t), vn, vt)
             return
         change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
+        if sn is not None and st is not None:
+            self._policy_change(probe, change, vn, vt, sn, st)
+        elif svc is not None:
+            self._service_change(probe, svc, change, vn, vt)
+
+    def _policy_change(
+        self,
+        probe: Probe,
+        change: Change,
+        vn: Verdict,
+        vt: Verdict,
+        sn: DirectionResult,
+        st: DirectionResult,
+    ) -> None:
         policies, refs = self._attribute(change, sn, st)
         if not policies:
-            self.unattributed.append(str(t))
+            self.unattributed.append(str(probe.traffic))
             return
         kind = self._classify(change, probe, vt, sn, st, policies, refs)
         ns = _ns_name(policies[0])[0]
@@ -260,20 +240,14 @@ class Linter:
         acc = self._acc(kind, ns, obj, tuple(policies))
         acc.policies.update(dict.fromkeys(policies))
         acc.refs.update(dict.fromkeys(refs))
-        self._record(acc, probe, change, probe.side or "", vn, vt, sn.reason, st.reason, dn)
+        self._record(
+            acc, probe, change, probe.side or "", vn, vt, sn.reason, st.reason, sn.decision
+        )
 
-    def observe_service(self, probe: Probe, svc: Service) -> None:
-        t = probe.traffic
-        vn = self.engine.evaluate(t, self.npm)
-        vt = self.engine.evaluate(t, self.target)
-        self.connections += 1
+    def _service_change(
+        self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
+    ) -> None:
         dn, dt = vn.decision, vt.decision
-        if dn is dt and dn is not Decision.UNKNOWN:
-            return
-        if Decision.UNKNOWN in (dn, dt):
-            self._unknown(str(t), vn, vt)
-            return
-        change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
         external = vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB)
         kind: str = Scenario.EXTERNAL_INGRESS if external else Scenario.LB_IN_CLUSTER
         if vt.path not in _SERVICE_PATHS:

@@ -46,7 +46,7 @@ from netparity.plan.rule_probes import RuleProbes
 from netparity.plan.scenario_probes import ScenarioProbes
 from netparity.probefile import ProbeSpec, ResolvedProbe, resolve_probes
 
-# Bump when what an id means changes: records of another version are refused (record.py).
+# Bump when what an id means changes: records of another version are refused (netparity.record).
 PLAN_VERSION = "1"
 _INTENT_ORDER = {Intent.EXPLICIT: 0, Intent.ADMIT: 1, Intent.REJECT: 2, Intent.SCENARIO: 3}
 _SCENARIO_ORDER = {s: i for i, s in enumerate(Scenario)}

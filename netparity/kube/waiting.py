@@ -1,0 +1,251 @@
+"""Waiting for a run's objects: twins running and ready (an image pull that keeps failing
+stops the run, a twin the scheduler cannot place fails early), LoadBalancer addresses, and
+the dataplane having the twins (settling) before they are probed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from netparity.backend import Progress
+from netparity.errors import ClusterError
+from netparity.kube import RUN_LABEL, TWIN_LABEL
+from netparity.kube.client import CILIUM_ENDPOINTS, PODS, SERVICES
+from netparity.kube.layout import Layout
+from netparity.kube.objects import RunObjects, Twin
+from netparity.kube.podstate import LASTING_IMAGE_FAILURES, PodState, Readiness, pod_state
+from netparity.kube.render import short_hash
+from netparity.model.objects import ServiceType
+
+POLL = 1.0
+
+
+class Waiter:
+    """Waits for what `RunObjects` made, marking the twins that will not come as failed."""
+
+    def __init__(
+        self,
+        objects: RunObjects,
+        *,
+        pod_timeout: float,
+        lb_timeout: float,
+        settle: float,
+        pull_timeout: float,
+        unschedulable_grace: float,
+    ) -> None:
+        self.objects = objects
+        self.kube = objects.kube
+        self.log = objects.log
+        self.pod_timeout = pod_timeout
+        self.lb_timeout = lb_timeout
+        self.settle_seconds = settle
+        self.pull_timeout = pull_timeout
+        self.unschedulable_grace = unschedulable_grace
+
+    def settle(self, layout: Layout, dataplane: Callable[[], str]) -> None:
+        """Probe only once the dataplane has the twins: on Cilium each twin's CiliumEndpoint
+        is ready with an identity; elsewhere (NPM shows no per-pod state) the settle
+        interval has passed since the twin's IP was known."""
+        twins = self.objects.twins
+        todo = [
+            twins[k]
+            for k in sorted(layout.twins)
+            if k in twins
+            and twins[k].failure is None
+            and not twins[k].settled
+            and twins[k].ready_at is not None
+        ]
+        if not todo:
+            return
+        if dataplane().startswith("cilium") and self._settle_cilium(todo):
+            return
+        latest = max(t.ready_at or 0.0 for t in todo)
+        wait = latest + self.settle_seconds - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        for twin in todo:
+            twin.settled = True
+
+    def _settle_cilium(self, todo: list[Twin]) -> bool:
+        """Wait for each twin's CiliumEndpoint; False if there are none to read (no CRD)."""
+        deadline = time.monotonic() + self.pod_timeout
+        pending = {id(t): t for t in todo}
+        seen: dict[int, str] = {}
+        polls = 0
+        while pending:
+            for ns in sorted({t.pod.namespace for t in pending.values()}):
+                endpoints = self.kube.list(CILIUM_ENDPOINTS, namespace=ns, missing_ok=True)
+                if endpoints is None:
+                    self.log(
+                        "no CiliumEndpoints to read (the cilium.io/v2 CRD is absent): "
+                        f"waiting {self.settle_seconds:g} s (--settle) instead"
+                    )
+                    return False
+                by_name = {str((e.get("metadata") or {}).get("name")): e for e in endpoints}
+                for key, twin in list(pending.items()):
+                    if twin.pod.namespace != ns or twin.obj is None:
+                        continue
+                    state, identity = _endpoint_state(by_name.get(twin.obj["metadata"]["name"]))
+                    seen[key] = state
+                    if state == "ready" and identity is not None:
+                        twin.settled = True
+                        del pending[key]
+            if not pending:
+                return True
+            if time.monotonic() >= deadline:
+                for key, twin in pending.items():
+                    twin.failure = (
+                        f"the CiliumEndpoint of probe pod {self.objects.twin_label(twin)} was not "
+                        f"ready with an identity after {self.pod_timeout:g} s (state: "
+                        f"{seen.get(key)}): Cilium does not enforce policy for it yet"
+                    )
+                    self.log(twin.failure)
+                return True
+            time.sleep(min(POLL, 0.1 * 2**polls))
+            polls += 1
+        return True
+
+    def twins(self, layout: Layout, progress: Progress | None) -> None:
+        """Until every twin of the layout is ready or has failed (pod_timeout at most)."""
+        twins = self.objects.twins
+        pending = {
+            k
+            for k, twin in twins.items()
+            if (k in layout.twins or k in layout.hosts)
+            and twin.failure is None
+            and (twin.state is None or twin.state.readiness is not Readiness.READY)
+        }
+        total = len(layout.twins) + len(layout.hosts)
+        deadline = time.monotonic() + self.pod_timeout
+        polls = 0
+        while pending:
+            by_ns: dict[str, list[str]] = {}
+            for key in pending:
+                by_ns.setdefault(twins[key].pod.namespace, []).append(key)
+            for ns, keys in sorted(by_ns.items()):
+                live = self._live_twins(ns)
+                for key in keys:
+                    if self._look(twins[key], pod_state(live.get(short_hash(key)))):
+                        pending.discard(key)
+            if progress is not None:
+                progress("probe pods ready", total - len(pending), total)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                for key in sorted(pending):
+                    twin = twins[key]
+                    detail = twin.state.detail if twin.state is not None else "no status"
+                    twin.failure = (
+                        f"probe pod {self.objects.twin_label(twin)} was not running after "
+                        f"{self.pod_timeout:g} s: {detail}"
+                    )
+                    self.log(twin.failure)
+                return
+            time.sleep(min(POLL, 0.1 * 2**polls))
+            polls += 1
+
+    def _live_twins(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """This run's pods in a namespace, by their twin label."""
+        return {
+            str((p.get("metadata") or {}).get("labels", {}).get(TWIN_LABEL)): p
+            for p in self.kube.list(
+                PODS, namespace=namespace, label_selector=f"{RUN_LABEL}={self.objects.run_id}"
+            )
+            or []
+        }
+
+    def _look(self, twin: Twin, state: PodState) -> bool:
+        """Take a twin's new state; True when it is waited for no more (ready or failed)."""
+        twin.state = state
+        if state.readiness is Readiness.IMAGE:
+            self._pull_failing(twin, state)
+            return False
+        if self._unschedulable(twin, state):
+            return True
+        if state.readiness is Readiness.FAILED:
+            twin.failure = f"probe pod {self.objects.twin_label(twin)} failed: {state.detail}"
+            self.log(twin.failure)
+        if state.readiness is Readiness.READY and twin.ready_at is None:
+            twin.ready_at = time.monotonic()
+            twin.pull_failing_since = None
+        return state.readiness is not Readiness.WAITING
+
+    def _pull_failing(self, twin: Twin, state: PodState) -> None:
+        """A pull that fails may pass (a registry's 429): the kubelet retries it. Give up, and
+        stop the run (every twin uses the image), only when it keeps failing past
+        pull_timeout, or at once when no retry can mend it (an invalid image name)."""
+        now = time.monotonic()
+        label, image = self.objects.twin_label(twin), self.objects.image
+        if twin.pull_failing_since is None:
+            twin.pull_failing_since = now
+            if state.reason not in LASTING_IMAGE_FAILURES:
+                self.log(
+                    f"probe pod {label} cannot pull the image {image} yet "
+                    f"({state.detail}); the kubelet retries it, netparity gives up after "
+                    f"{self.pull_timeout:g} s of failed pulls"
+                )
+        failing = now - twin.pull_failing_since
+        if state.reason in LASTING_IMAGE_FAILURES or failing >= self.pull_timeout:
+            how_long = (
+                f" (its pulls kept failing for {failing:.0f} s)"
+                if state.reason not in LASTING_IMAGE_FAILURES
+                else ""
+            )
+            raise ClusterError(
+                f"probe pod {label} cannot pull the image {image}{how_long} "
+                f"({state.detail}); mirror it where the cluster can pull from and pass "
+                f"--probe-image (a digest pin name@sha256:... is accepted)"
+            )
+
+    def _unschedulable(self, twin: Twin, state: PodState) -> bool:
+        """True when the scheduler has said Unschedulable for longer than the grace: the twin
+        fails now, naming the node and the scheduler's message, instead of at pod_timeout."""
+        if state.reason != "Unschedulable":
+            twin.unschedulable_since = None
+            return False
+        now = time.monotonic()
+        if twin.unschedulable_since is None:
+            twin.unschedulable_since = now
+        if now - twin.unschedulable_since < self.unschedulable_grace:
+            return False
+        node = twin.pod.node_name or "any node"
+        twin.failure = (
+            f"probe pod {self.objects.twin_label(twin)} cannot be placed: the scheduler says "
+            f"{state.detail} (waited {self.unschedulable_grace:g} s for room to free up on "
+            f"{node}; a node the autoscaler adds cannot take a twin, which must run on its "
+            f"pod's node)"
+        )
+        self.log(twin.failure)
+        return True
+
+    def load_balancers(self, layout: Layout) -> None:
+        """Until the run's LoadBalancer Services have an address (lb_timeout at most)."""
+        waiting = [k for k, rs in layout.services.items() if rs.type is ServiceType.LOAD_BALANCER]
+        deadline = time.monotonic() + self.lb_timeout
+        while waiting:
+            still: list[str] = []
+            for key in waiting:
+                ns, name = key.split("/", 1)
+                obj = self.kube.get(SERVICES, name, namespace=ns)
+                if obj is not None:
+                    self.objects.services[key] = obj
+                ingress = ((obj or {}).get("status") or {}).get("loadBalancer", {}).get("ingress")
+                if not ingress:
+                    still.append(key)
+            waiting = still
+            if not waiting or time.monotonic() >= deadline:
+                return
+            time.sleep(POLL * 3)
+
+
+def _endpoint_state(cep: dict[str, Any] | None) -> tuple[str, int | None]:
+    """A CiliumEndpoint's status.state and identity id ("missing" when there is none yet)."""
+    if cep is None:
+        return "missing", None
+    status = cep.get("status") if isinstance(cep.get("status"), dict) else {}
+    assert isinstance(status, dict)
+    identity = status.get("identity") if isinstance(status.get("identity"), dict) else {}
+    assert isinstance(identity, dict)
+    ident = identity.get("id")
+    return str(status.get("state") or "no state"), ident if isinstance(ident, int) else None

@@ -1,0 +1,63 @@
+"""What the linter gathers per finding while it observes connections, and the small
+readings of verdicts and policy names it needs (netparity.lint.lint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netparity.engine.compile import EGRESS, INGRESS
+from netparity.engine.traffic import DirectionResult, PathKind, RuleRef, Verdict
+from netparity.lint.findings import Change, Expectation, PodGroup
+from netparity.model.objects import Service
+
+NP = "NetworkPolicy "  # how the engine names a NetworkPolicy
+
+
+def side(verdict: Verdict, direction: str | None) -> DirectionResult | None:
+    """The direction of a verdict a connection was made for (None: the whole verdict)."""
+    if direction == EGRESS:
+        return verdict.egress
+    if direction == INGRESS:
+        return verdict.ingress
+    return None
+
+
+def nps(names: tuple[str, ...] | list[str]) -> list[str]:
+    """The NetworkPolicies among policy names (Cilium policies left out)."""
+    return [n for n in names if n.startswith(NP)]
+
+
+def ns_name(policy: str) -> tuple[str, str]:
+    """(namespace, name) of "NetworkPolicy ns/name"."""
+    ns, _, name = policy.split(" ", 1)[1].partition("/")
+    return ns, name
+
+
+@dataclass(slots=True)
+class Entry:
+    """One row of a finding: a change seen from one group of pods, on one path."""
+
+    from_pods: bool
+    npm: str
+    target: str
+    others: tuple[PodGroup, ...] = ()
+    others_pods: int = 0
+    others_classes: int = 0
+    ports: dict[tuple[int, str], None] = field(default_factory=dict)
+    uncertain: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Acc:
+    """What the linter gathers for one finding before it is made."""
+
+    kind: str
+    namespace: str
+    object: str
+    policies: dict[str, None] = field(default_factory=dict)
+    refs: dict[RuleRef, None] = field(default_factory=dict)
+    service: Service | None = None
+    entries: dict[tuple[Change, str, PathKind, PodGroup, str], Entry] = field(default_factory=dict)
+    expectations: list[Expectation] = field(default_factory=list)
+    rows: dict[str, None] = field(default_factory=dict)
+    uncertain: dict[str, None] = field(default_factory=dict)
