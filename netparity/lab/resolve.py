@@ -303,12 +303,7 @@ def pinned_run_service(ix: Index, dst: ServiceEndpoint) -> Service | None:
 
 
 def _service_port(svc: Service, ref: int | str, protocol: Protocol) -> ServicePort:
-    def matches(sp: ServicePort) -> bool:
-        return (isinstance(ref, int) and sp.port == ref) or (
-            isinstance(ref, str) and sp.name == ref
-        )
-
-    for sp in svc.ports:
-        if matches(sp) and sp.protocol is protocol:
-            return sp
-    raise Unresolved(f"Service {svc.key} has no {protocol} port {ref!r}")
+    sp = svc.port_named(ref, protocol)
+    if sp is None:
+        raise Unresolved(f"Service {svc.key} has no {protocol} port {ref!r}")
+    return sp
