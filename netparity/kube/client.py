@@ -11,12 +11,9 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,43 @@ from kubernetes.stream import stream as k8s_stream
 
 from netparity.errors import ClusterError
 from netparity.kube import RBAC_FILE, RUN_LABEL
+from netparity.kube.api_errors import Conflict as Conflict
+from netparity.kube.api_errors import Forbidden as Forbidden
+from netparity.kube.api_errors import api_failure, status_message, where_of
+from netparity.kube.exec_channels import (
+    ERROR_CHANNEL as ERROR_CHANNEL,
+)
+from netparity.kube.exec_channels import (
+    EXEC_CLOSE_SLACK as EXEC_CLOSE_SLACK,
+)
+from netparity.kube.exec_channels import (
+    EXEC_HANDSHAKE_TIMEOUT as EXEC_HANDSHAKE_TIMEOUT,
+)
+from netparity.kube.exec_channels import (
+    STDERR_CHANNEL as STDERR_CHANNEL,
+)
+from netparity.kube.exec_channels import (
+    STDOUT_CHANNEL as STDOUT_CHANNEL,
+)
+from netparity.kube.exec_channels import (
+    V5_CHANNEL_PROTOCOL as V5_CHANNEL_PROTOCOL,
+)
+from netparity.kube.exec_channels import ExecResult as ExecResult
+from netparity.kube.exec_channels import closing, drive, run_bounded
+from netparity.kube.exec_channels import exit_code_of as exit_code_of
+from netparity.kube.exec_channels import status_message_of as status_message_of
+from netparity.kube.resources import CILIUM_CLUSTERWIDE_POLICIES as CILIUM_CLUSTERWIDE_POLICIES
+from netparity.kube.resources import CILIUM_ENDPOINTS as CILIUM_ENDPOINTS
+from netparity.kube.resources import CILIUM_NETWORK_POLICIES as CILIUM_NETWORK_POLICIES
+from netparity.kube.resources import CONFIG_MAPS as CONFIG_MAPS
+from netparity.kube.resources import DAEMON_SETS as DAEMON_SETS
+from netparity.kube.resources import LEASES as LEASES
+from netparity.kube.resources import NAMESPACES as NAMESPACES
+from netparity.kube.resources import NETWORK_POLICIES as NETWORK_POLICIES
+from netparity.kube.resources import NODES as NODES
+from netparity.kube.resources import PODS as PODS
+from netparity.kube.resources import SERVICES as SERVICES
+from netparity.kube.resources import Resource as Resource
 
 # The client is untyped: reach it through Any so that nothing untyped leaks out.
 k8s_config: Any = _k8s_config
@@ -40,157 +74,12 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_PAUSES = (0.2, 0.5, 1.0)
 
-# Seconds the exec websocket handshake may take: the API server dials the kubelet (on AKS
-# through the konnectivity tunnel) before it answers 101; a stuck tunnel never answers.
-EXEC_HANDSHAKE_TIMEOUT = 30.0
-# Seconds an exec may take beyond its command's limit to close its socket.
-EXEC_CLOSE_SLACK = 10.0
-
-STDOUT_CHANNEL = 1
-STDERR_CHANNEL = 2
-ERROR_CHANNEL = 3
-V5_CHANNEL_PROTOCOL = "v5.channel.k8s.io"
-# How RBAC words a denial (`User "x" cannot create resource "pods" ...`), unlike an
-# admission plugin or webhook that refuses the object itself.
-_RBAC_DENIAL = re.compile(r'cannot [a-z]+ resource "')
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Resource:
-    """A resource the backend uses, and the generated-method stem that reaches it."""
-
-    kind: str
-    plural: str
-    group: str  # "" for the core group
-    version: str
-    namespaced: bool
-    stem: str = ""  # e.g. "pod" -> list_namespaced_pod; "" for custom resources
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def label(self) -> str:
-        """How RBAC names it: `pods`, `daemonsets.apps`, `ciliumnetworkpolicies.cilium.io`."""
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-
-NAMESPACES = Resource(
-    kind="Namespace",
-    plural="namespaces",
-    group="",
-    version="v1",
-    namespaced=False,
-    stem="namespace",
-)
-NODES = Resource(kind="Node", plural="nodes", group="", version="v1", namespaced=False, stem="node")
-PODS = Resource(kind="Pod", plural="pods", group="", version="v1", namespaced=True, stem="pod")
-SERVICES = Resource(
-    kind="Service", plural="services", group="", version="v1", namespaced=True, stem="service"
-)
-CONFIG_MAPS = Resource(
-    kind="ConfigMap",
-    plural="configmaps",
-    group="",
-    version="v1",
-    namespaced=True,
-    stem="config_map",
-)
-NETWORK_POLICIES = Resource(
-    kind="NetworkPolicy",
-    plural="networkpolicies",
-    group="networking.k8s.io",
-    version="v1",
-    namespaced=True,
-    stem="network_policy",
-)
-DAEMON_SETS = Resource(
-    kind="DaemonSet",
-    plural="daemonsets",
-    group="apps",
-    version="v1",
-    namespaced=True,
-    stem="daemon_set",
-)
-LEASES = Resource(
-    kind="Lease",
-    plural="leases",
-    group="coordination.k8s.io",
-    version="v1",
-    namespaced=True,
-    stem="lease",
-)
-CILIUM_ENDPOINTS = Resource(
-    kind="CiliumEndpoint",
-    plural="ciliumendpoints",
-    group="cilium.io",
-    version="v2",
-    namespaced=True,
-)
-CILIUM_NETWORK_POLICIES = Resource(
-    kind="CiliumNetworkPolicy",
-    plural="ciliumnetworkpolicies",
-    group="cilium.io",
-    version="v2",
-    namespaced=True,
-)
-CILIUM_CLUSTERWIDE_POLICIES = Resource(
-    kind="CiliumClusterwideNetworkPolicy",
-    plural="ciliumclusterwidenetworkpolicies",
-    group="cilium.io",
-    version="v2",
-    namespaced=False,
-)
-
 _API_CLASSES: dict[str, str] = {
     "": "CoreV1Api",
     "networking.k8s.io": "NetworkingV1Api",
     "apps": "AppsV1Api",
     "coordination.k8s.io": "CoordinationV1Api",
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecResult:
-    """What one exec gave back: its output, exit code (None: unknown) and any failure."""
-
-    stdout: str
-    stderr: str
-    exit_code: int | None
-    error: str | None = None
-    message: str | None = None  # what a failed exec's Status said (why the command failed)
-
-
-class Conflict(ClusterError):
-    """409: the object already exists."""
-
-
-class Forbidden(ClusterError):
-    """403: RBAC (or an admission plugin) refused the request."""
-
-
-def _status_message(exc: ApiException) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if isinstance(body, str) and body:
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            return body.strip().splitlines()[0][:300]
-        if isinstance(doc, dict) and isinstance(doc.get("message"), str):
-            return str(doc["message"])
-    return str(getattr(exc, "reason", "") or "")
-
-
-def _where(res: Resource, name: str | None, namespace: str | None) -> str:
-    what = res.label if name is None else f"{res.label} {name!r}"
-    if namespace:
-        what += f" in namespace {namespace}"
-    elif res.namespaced and name is None:
-        what += " in all namespaces"
-    return what
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -279,34 +168,16 @@ class Kube:
     def _fail(
         self, exc: BaseException, verb: str, res: Resource, name: str | None, namespace: str | None
     ) -> ClusterError:
-        where = _where(res, name, namespace)
+        where = where_of(res, name, namespace)
         if isinstance(exc, ApiException):
-            status = int(exc.status or 0)
-            message = _status_message(exc)
-            if status == 401:
-                return ClusterError(
-                    f"{self.name}: the API server at {self.server} rejected the credentials "
-                    f"(401 Unauthorized) when asked to {verb} {where}; refresh them "
-                    f"(for AKS: az aks get-credentials, kubelogin)"
-                )
-            if status == 403:
-                if _RBAC_DENIAL.search(message) or not message:
-                    return Forbidden(
-                        f"{self.name}: not allowed to {verb} {where} (403 Forbidden: {message}); "
-                        f"grant the verbs listed in {RBAC_FILE}"
-                    )
-                return Forbidden(
-                    f"{self.name}: the API server refused to {verb} {where}: {message}"
-                )
-            if status == 409:
-                return Conflict(
-                    f"{self.name}: cannot {verb} {where}: it already exists ({message})"
-                )
-            if status == 0:
-                return ClusterError(f"{self.name}: cannot {verb} {where}: {exc.reason}")
-            return ClusterError(
-                f"{self.name}: the API server failed to {verb} {where} "
-                f"({status} {exc.reason}: {message})"
+            return api_failure(
+                cluster=self.name,
+                server=self.server,
+                verb=verb,
+                where=where,
+                status=int(exc.status or 0),
+                reason=exc.reason,
+                message=status_message(exc),
             )
         reason = getattr(exc, "reason", None) or exc
         return ClusterError(
@@ -346,7 +217,7 @@ class Kube:
                 raise self._fail(e, verb, res, name, namespace) from None
             except ValueError as e:
                 raise ClusterError(
-                    f"{self.name}: the answer to {verb} {_where(res, name, namespace)} "
+                    f"{self.name}: the answer to {verb} {where_of(res, name, namespace)} "
                     f"is not JSON ({e})"
                 ) from None
 
@@ -512,55 +383,14 @@ class Kube:
         in a thread of its own; one that is still stuck when its time is up is abandoned
         (it closes its socket when the server lets go, at the latest when the pod is deleted)
         and the caller gets an error that says which stage hung."""
-        shaken = threading.Event()
-        finished = threading.Event()
-        abandoned = threading.Event()
-        box: dict[str, ExecResult] = {}
-
-        def work() -> None:
-            try:
-                box["result"] = self._exec(
-                    namespace, pod, command, stdin, timeout, container, shaken, abandoned
-                )
-            except Exception as e:  # never let a thread die silently
-                box["result"] = ExecResult(
-                    stdout="",
-                    stderr="",
-                    exit_code=None,
-                    error=f"exec in pod {namespace}/{pod} failed: {e}",
-                )
-            finally:
-                shaken.set()
-                finished.set()
-
-        worker = threading.Thread(target=work, name=f"exec {namespace}/{pod}", daemon=True)
-        worker.start()
-        if not shaken.wait(handshake_timeout):
-            abandoned.set()
-            return ExecResult(
-                stdout="",
-                stderr="",
-                exit_code=None,
-                error=(
-                    f"exec in pod {namespace}/{pod}: the API server did not complete the exec "
-                    f"handshake within {handshake_timeout:g} s (its connection to the kubelet "
-                    f"of the pod's node hangs; on AKS check the konnectivity-agent pods in "
-                    f"kube-system)"
-                ),
-            )
-        if not finished.wait(timeout + EXEC_CLOSE_SLACK):
-            abandoned.set()
-            return ExecResult(
-                stdout="",
-                stderr="",
-                exit_code=None,
-                error=(
-                    f"exec in pod {namespace}/{pod}: the connection gave no end within "
-                    f"{timeout + EXEC_CLOSE_SLACK:g} s (the command's limit plus "
-                    f"{EXEC_CLOSE_SLACK:g} s to close)"
-                ),
-            )
-        return box["result"]
+        return run_bounded(
+            lambda shaken, abandoned: self._exec(
+                namespace, pod, command, stdin, timeout, container, shaken, abandoned
+            ),
+            where=f"{namespace}/{pod}",
+            timeout=timeout,
+            handshake_timeout=handshake_timeout,
+        )
 
     def _exec(
         self,
@@ -602,10 +432,10 @@ class Kube:
             finally:
                 shaken.set()
             try:
-                with _closing(ws):
+                with closing(ws):
                     if abandoned.is_set():  # the caller gave up on the handshake
                         return ExecResult(stdout="", stderr="", exit_code=None, error="abandoned")
-                    return self._drive(ws, stdin, timeout)
+                    return drive(ws, stdin, timeout)
             except Exception as e:  # the socket broke mid-way
                 return ExecResult(
                     stdout="",
@@ -625,97 +455,8 @@ class Kube:
             )
         return f"exec in pod {namespace}/{pod} failed: {text}"
 
-    @staticmethod
-    def _drive(ws: Any, stdin: str, timeout: float) -> ExecResult:
-        broke: str | None = None
-        deadline = time.monotonic() + timeout
-        try:
-            ws.write_stdin(stdin)
-            if getattr(ws, "subprotocol", None) == V5_CHANNEL_PROTOCOL and hasattr(
-                ws, "close_channel"
-            ):
-                ws.close_channel(
-                    0
-                )  # v5 can say "stdin is over"; v4 cannot (the command reads one line)
-            while ws.is_open():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                ws.update(timeout=min(remaining, 1.0))
-        except Exception as e:  # the connection broke: keep whatever output arrived
-            broke = f"the exec connection broke: {e}"
-        finished = broke is None and not ws.is_open()
-        stdout = _read_channel(ws, STDOUT_CHANNEL)
-        stderr = _read_channel(ws, STDERR_CHANNEL)
-        status_text = _read_channel(ws, ERROR_CHANNEL)
-        if broke is None and not finished:
-            broke = f"the command did not finish within {timeout:g} s"
-        code = exit_code_of(status_text) if finished else None
-        message = status_message_of(status_text)
-        if code is None and message is not None:
-            # a Failure without an exit code: the command never ran (e.g. no such executable);
-            # the server then closes at once, so feeding stdin may have broken the socket too
-            broke = f"the exec failed: {message}"
-        return ExecResult(
-            stdout=stdout,
-            stderr=stderr,
-            exit_code=code,
-            error=broke,
-            message=message,
-        )
-
-
-def _read_channel(ws: Any, channel: int) -> str:
-    try:
-        return str(ws.read_channel(channel, timeout=0) or "")
-    except Exception:  # a broken socket: nothing more to read
-        return ""
-
-
-@contextmanager
-def _closing(ws: Any) -> Iterator[Any]:
-    try:
-        yield ws
-    finally:
-        ws.close()
-
-
-def exit_code_of(status_text: str) -> int | None:
-    """The exit code an exec's error channel reports (a v1 Status), None if it says nothing."""
-    if not status_text.strip():
-        return None
-    try:
-        status = json.loads(status_text)
-    except ValueError:
-        return None
-    if not isinstance(status, dict):
-        return None
-    if status.get("status") == "Success":
-        return 0
-    details = status.get("details") if isinstance(status.get("details"), dict) else {}
-    assert isinstance(details, dict)
-    for cause in details.get("causes") or ():
-        if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
-            try:
-                return int(cause.get("message", ""))
-            except ValueError:
-                return None
-    return None
-
-
-def status_message_of(status_text: str) -> str | None:
-    """What a failed exec's Status (its error channel) says, None on success or silence."""
-    try:
-        status = json.loads(status_text) if status_text.strip() else None
-    except ValueError:
-        return status_text.strip()[:500] or None
-    if not isinstance(status, dict) or status.get("status") == "Success":
-        return None
-    message = status.get("message")
-    if isinstance(message, str) and message.strip():
-        return message.strip()
-    reason = status.get("reason")
-    return str(reason) if reason else None
+    # the exec socket driver, reachable where it always was
+    _drive = staticmethod(drive)
 
 
 def _require_run_label(meta: Any, what: str) -> None:
