@@ -7,7 +7,6 @@ and its runner label against the snapshot reader (the runner is never a workload
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ from kubernetes_validate import utils as kv_utils
 from netparity.kube.client import Kube
 from netparity.kube.read import RUNNER_LABEL, read_snapshot
 
-from kubeapi import KubeAPI, demo_cluster, pod, restricted_violations
+import kube_fixtures
+from kubeapi import KubeAPI, pod, restricted_violations
 
 REPO = Path(__file__).resolve().parents[1]
 AKS_VERSIONS = [v for v in ("1.31.0", "1.32.0", "1.33.0", "1.34.0") if v in kv_utils.all_versions()]
@@ -76,14 +76,7 @@ def test_the_job_pod_meets_the_restricted_pod_security_standard() -> None:
     assert template["metadata"]["labels"][RUNNER_LABEL] == "true"
 
 
-@pytest.fixture
-def api() -> Iterator[KubeAPI]:
-    server = KubeAPI().start()
-    try:
-        demo_cluster(server)
-        yield server
-    finally:
-        server.stop()
+api = kube_fixtures.api
 
 
 def test_the_runner_pod_is_never_read_as_a_workload(api: KubeAPI, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from netparity.kube.render import anchor_name, short_hash
 from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot, load_snapshot
 
+import kube_fixtures
 from kubeapi import KubeAPI, demo_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,14 +53,8 @@ def api(request: pytest.FixtureRequest) -> Iterator[KubeAPI]:
         server.stop()
 
 
-@pytest.fixture
-def kubeconfig(api: KubeAPI, tmp_path: Path) -> str:
-    return str(api.kubeconfig(tmp_path / "kubeconfig"))
-
-
-class Log(list[str]):
-    def __call__(self, message: str) -> None:
-        self.append(message)
+kubeconfig = kube_fixtures.kubeconfig
+Log = kube_fixtures.Log
 
 
 def backend(kubeconfig: str, log: Log | None = None, **kw: Any) -> KubeBackend:

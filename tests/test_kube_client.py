@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from netparity.kube.backend import KubeBackend
 from netparity.kube.client import CONFIG_MAPS, PODS, Kube
 from netparity.model.snapshot import load_snapshot
 
+import kube_fixtures
 from kubeapi import KubeAPI, demo_cluster, migrating
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,19 +29,8 @@ RBAC_403 = (
 )
 
 
-@pytest.fixture
-def api() -> Iterator[KubeAPI]:
-    server = KubeAPI().start()
-    try:
-        demo_cluster(server)
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def kubeconfig(api: KubeAPI, tmp_path: Path) -> str:
-    return str(api.kubeconfig(tmp_path / "kubeconfig"))
+api = kube_fixtures.api
+kubeconfig = kube_fixtures.kubeconfig
 
 
 def backend(kubeconfig: str, **kw: object) -> KubeBackend:

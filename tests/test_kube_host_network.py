@@ -9,8 +9,6 @@ whose Pod Security admission reads the namespace's enforce label as the real one
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -34,7 +32,8 @@ from netparity.kube.render import (
 from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot
 
-from kubeapi import KubeAPI, demo_cluster, node, pod
+import kube_fixtures
+from kubeapi import KubeAPI, node, pod
 
 RUN = "20260101-000000-abcd"
 AKS_VERSIONS = [
@@ -42,19 +41,8 @@ AKS_VERSIONS = [
 ]
 
 
-@pytest.fixture
-def api() -> Iterator[KubeAPI]:
-    server = KubeAPI().start()
-    try:
-        demo_cluster(server)
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def kubeconfig(api: KubeAPI, tmp_path: Path) -> str:
-    return str(api.kubeconfig(tmp_path / "kubeconfig"))
+api = kube_fixtures.api
+kubeconfig = kube_fixtures.kubeconfig
 
 
 def node_targets(snap: Snapshot) -> list[Target]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,27 +24,12 @@ from netparity.kube.placement import Placement, quantity
 from netparity.model.objects import Pod, Protocol, frozen_labels
 from netparity.model.snapshot import Snapshot
 
-from kubeapi import KubeAPI, demo_cluster, node, pod, safeguards_violations
+import kube_fixtures
+from kubeapi import KubeAPI, node, pod, safeguards_violations
 
-
-@pytest.fixture
-def api() -> Iterator[KubeAPI]:
-    server = KubeAPI().start()
-    try:
-        demo_cluster(server)
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def kubeconfig(api: KubeAPI, tmp_path: Path) -> str:
-    return str(api.kubeconfig(tmp_path / "kubeconfig"))
-
-
-class Log(list[str]):
-    def __call__(self, message: str) -> None:
-        self.append(message)
+api = kube_fixtures.api
+kubeconfig = kube_fixtures.kubeconfig
+Log = kube_fixtures.Log
 
 
 def backend(kubeconfig: str, log: Log | None = None, **kw: Any) -> KubeBackend:
