@@ -5,7 +5,8 @@
 renderer registered under `topology.dataplane` (registry.py). Each renderer module
 registers its dataplanes when imported:
 - npm.py: kube-proxy (iptables mode) + Azure NPM v2 (iptables + ipsets);
-- cilium.py: Cilium with kube-proxy replacement, as one nft table (two releases).
+- cilium.py: Cilium with kube-proxy replacement, as one nft table (two releases); its
+  identities and per-pod policy rules are compiled in cilium_policy.py.
 All are compiled from `topology.snapshot` alone; the engine is never consulted.
 """
 

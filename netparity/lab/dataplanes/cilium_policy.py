@@ -1,0 +1,433 @@
+"""Cilium's policy in the lab: identities and entities, and the per-pod rules they compile to.
+
+`Compiler` turns a topology's NetworkPolicies and Cilium policies into each local pod's
+`ingress_N`/`egress_N` chain bodies (nft); `cilium.py` wraps them, with the Service
+translation, into one table per node. The semantics are those of `cilium.py`'s docstring.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from netparity.facts.cilium_config import cilium_settings
+from netparity.lab.dataplanes.services import (
+    ip_sorted,
+)
+from netparity.lab.topology import LabTopology
+from netparity.model.ciliumpolicy import (
+    CiliumPolicy,
+    CiliumPort,
+    CiliumProtocol,
+    CiliumRule,
+    Entity,
+)
+from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
+from netparity.model.objects import Pod, Protocol
+from netparity.model.selectors import LabelSelector, Requirement
+
+NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
+CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
+
+
+# ---------------------------------------------------------------------------- identities
+
+
+def _normalize(selector: LabelSelector) -> LabelSelector | None:
+    """A Cilium selector with `k8s:`/`any:` prefixes removed; None if it names another source."""
+
+    def key(k: str) -> str | None:
+        for source in ("k8s:", "any:"):
+            if k.startswith(source):
+                return k[len(source) :]
+        if ":" in k:
+            return None  # reserved:, container:, cidr:, ... never match a pod's k8s labels
+        return k
+
+    labels: list[tuple[str, str]] = []
+    for k, v in selector.match_labels:
+        nk = key(k)
+        if nk is None:
+            return None
+        labels.append((nk, v))
+    exprs: list[Requirement] = []
+    for req in selector.match_expressions:
+        nk = key(req.key)
+        if nk is None:
+            return None
+        exprs.append(replace(req, key=nk))
+    return LabelSelector(match_labels=tuple(labels), match_expressions=tuple(exprs))
+
+
+def _reserved_entity(selector: LabelSelector) -> Entity | bool | None:
+    """`reserved:<entity>` selectors select an entity; False when the selector is not one."""
+    keys = list(selector.keys())
+    if not any(k.startswith("reserved:") for k in keys):
+        return False
+    if len(selector.match_labels) == 1 and not selector.match_expressions:
+        name = selector.match_labels[0][0][len("reserved:") :]
+        try:
+            return Entity(name)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """A pod as Cilium sees it: its IP and its identity labels."""
+
+    pod: Pod
+    ip: str
+    pod_labels: Mapping[str, str]  # filtered pod labels (what a K8s podSelector matches)
+    labels: Mapping[str, str]  # + namespace label, namespace labels (CNP selectors)
+    namespace_labels: Mapping[str, str]
+
+
+# ---------------------------------------------------------------------------- L3 / L4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L3:
+    """A peer class: `all`, `pods` (ips), `host`, `remote-node`, or `world` (optionally a CIDR)."""
+
+    kind: str
+    ips: tuple[str, ...] = ()
+    cidr: ipaddress.IPv4Network | None = None
+    excepts: tuple[ipaddress.IPv4Network, ...] = ()
+
+
+ALL = L3(kind="all")
+HOST = L3(kind="host")
+REMOTE_NODE = L3(kind="remote-node")
+WORLD = L3(kind="world")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class L4:
+    """A protocol and port range; proto None: any traffic (a rule without ports)."""
+
+    proto: str | None = None
+    lo: int | None = None
+    hi: int | None = None
+
+    def nft(self) -> str:
+        if self.proto is None:
+            return ""
+        if self.lo is None:
+            return f"meta l4proto {self.proto}"
+        rng = str(self.lo) if self.hi is None or self.hi == self.lo else f"{self.lo}-{self.hi}"
+        return f"{self.proto} dport {rng}"
+
+
+ANY_L4 = L4()
+
+
+def _addr_set(ips: Sequence[str]) -> str:
+    return ips[0] if len(ips) == 1 else "{ " + ", ".join(ips) + " }"
+
+
+def _l3_nft(l3: L3, addr: str, has_remote_nodes: bool) -> str | None:
+    """The nft match for a peer class on `addr` (saddr/daddr); None: it can match nothing."""
+    if l3.kind == "all":
+        return ""
+    if l3.kind == "pods":
+        return f"ip {addr} {_addr_set(l3.ips)}" if l3.ips else None
+    if l3.kind == "host":
+        return f"fib {addr} type local"
+    if l3.kind == "remote-node":
+        return f"ip {addr} @remote_nodes" if has_remote_nodes else None
+    parts = [f"ip {addr} != @pods", f"ip {addr} != @nodes", f"fib {addr} type != local"]
+    if l3.cidr is not None and l3.cidr.prefixlen > 0:
+        parts.append(f"ip {addr} {l3.cidr}")
+    if l3.excepts:
+        parts.append(f"ip {addr} != {_addr_set([str(e) for e in l3.excepts])}")
+    return " ".join(parts)
+
+
+def _world(block: IPBlock) -> L3 | None:
+    if block.cidr.version != 4:
+        return None
+    excepts = tuple(
+        ipaddress.collapse_addresses(
+            e for e in block.excepts if isinstance(e, ipaddress.IPv4Network)
+        )
+    )
+    cidr = block.cidr if isinstance(block.cidr, ipaddress.IPv4Network) else None
+    return L3(kind="world", cidr=cidr, excepts=excepts)
+
+
+# ---------------------------------------------------------------------------- compilation
+
+
+@dataclass(slots=True)
+class PodRules:
+    """The compiled ingress or egress of one pod."""
+
+    isolated: bool = False
+    deny: list[str] = field(default_factory=list)
+    allow: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def needed(self) -> bool:
+        return self.isolated or bool(self.deny)
+
+
+class Compiler:
+    """Everything cluster-wide Cilium knows: endpoints, named ports, policies."""
+
+    def __init__(self, topology: LabTopology, *, honour_end_port: bool) -> None:
+        snap = topology.snapshot
+        self.topology = topology
+        self.honour_end_port = honour_end_port
+        self.settings = cilium_settings(snap.config)
+        self.filter = self.settings.labels
+        ns_labels = {ns.name: dict(ns.labels) for ns in snap.namespaces}
+        self.endpoints: list[Endpoint] = []
+        for p in snap.pods:
+            if p.host_network or p.ip is None or ipaddress.ip_address(p.ip).version != 4:
+                continue
+            nsl = ns_labels.get(p.namespace) or dict(snap.namespace(p.namespace).labels)
+            pod_labels = self.filter.identity(p.labels)
+            labels = dict(pod_labels)
+            labels[NAMESPACE_LABEL] = p.namespace
+            labels[CLUSTER_LABEL] = "default"
+            for k, v in nsl.items():
+                labels[NAMESPACE_LABELS_PREFIX + k] = v
+            self.endpoints.append(
+                Endpoint(pod=p, ip=p.ip, pod_labels=pod_labels, labels=labels, namespace_labels=nsl)
+            )
+        self.by_key = {e.pod.key: e for e in self.endpoints}
+        self._np_peers: dict[tuple[str, PolicyPeer], L3 | None] = {}
+        self._cnp_l3: dict[tuple[str | None, CiliumRule], list[L3]] = {}
+        # egress named ports resolve against every pod of the cluster (D3)
+        self.named: dict[tuple[str, Protocol], set[int]] = {}
+        for p in snap.pods:
+            for cp in p.ports:
+                if cp.name:
+                    self.named.setdefault((cp.name, cp.protocol), set()).add(cp.port)
+
+    # -- peers
+
+    def _pods(self, match: Iterable[Endpoint]) -> L3:
+        return L3(kind="pods", ips=tuple(ip_sorted(e.ip for e in match)))
+
+    def np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> L3 | None:
+        key = (policy.namespace, peer)
+        if key not in self._np_peers:
+            self._np_peers[key] = self._np_peer(policy, peer)
+        return self._np_peers[key]
+
+    def _np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> L3 | None:
+        if peer.ip_block is not None:
+            return _world(peer.ip_block)
+        eps = self.endpoints
+        if peer.namespace_selector is not None:
+            nsel = peer.namespace_selector
+            eps = [e for e in eps if nsel.matches(e.namespace_labels)]
+        else:
+            eps = [e for e in eps if e.pod.namespace == policy.namespace]
+        if peer.pod_selector is not None:
+            psel = peer.pod_selector
+            eps = [e for e in eps if psel.matches(e.pod_labels)]
+        return self._pods(eps)
+
+    def cnp_endpoints(self, policy: CiliumPolicy, selector: LabelSelector) -> list[L3]:
+        entity = _reserved_entity(selector)
+        if entity is not False:
+            return self.entity(entity) if isinstance(entity, Entity) else []
+        norm = _normalize(selector)
+        if norm is None:
+            return []
+        keys = set(norm.keys())
+        scoped = NAMESPACE_LABEL in keys or any(k.startswith(NAMESPACE_LABELS_PREFIX) for k in keys)
+        eps = [e for e in self.endpoints if norm.matches(e.labels)]
+        if policy.namespace is not None and not scoped:
+            eps = [e for e in eps if e.pod.namespace == policy.namespace]
+        return [self._pods(eps)]
+
+    def entity(self, entity: Entity) -> list[L3]:
+        if entity is Entity.ALL:
+            return [ALL]
+        if entity in (Entity.WORLD, Entity.WORLD_IPV4):
+            return [WORLD]
+        if entity is Entity.CLUSTER:
+            return [self._pods(self.endpoints), HOST, REMOTE_NODE]
+        if entity is Entity.HOST:
+            return [HOST]
+        if entity is Entity.REMOTE_NODE:
+            return [REMOTE_NODE]
+        return []  # kube-apiserver, init, health, unmanaged, ingress, world-ipv6: none in the lab
+
+    # -- ports
+
+    def _named(
+        self, name: str, protos: Sequence[Protocol], subject: Pod, ingress: bool
+    ) -> int | None:
+        if ingress:
+            for cp in subject.ports:
+                if cp.name == name and cp.protocol in protos:
+                    return cp.port
+            return None
+        numbers: set[int] = set()
+        for proto in protos:
+            numbers |= self.named.get((name, proto), set())
+        return next(iter(numbers)) if len(numbers) == 1 else None
+
+    def _range(self, port: int, end: int | None) -> tuple[int, int | None]:
+        return (port, end if self.honour_end_port else None)
+
+    def np_ports(self, ports: Sequence[PolicyPort], subject: Pod, ingress: bool) -> list[L4]:
+        if not ports:
+            return [ANY_L4]
+        out: list[L4] = []
+        for p in ports:
+            if p.protocol is Protocol.SCTP and not self.settings.enable_sctp:
+                continue  # SCTP is off: SCTP port rules never match (D8)
+            proto = p.protocol.lower()
+            if p.port is None:
+                out.append(L4(proto=proto))
+            elif isinstance(p.port, str):
+                n = self._named(p.port, (p.protocol,), subject, ingress)
+                if n is not None:
+                    out.append(L4(proto=proto, lo=n))
+            else:
+                lo, hi = self._range(p.port, p.end_port)
+                out.append(L4(proto=proto, lo=lo, hi=hi))
+        return out
+
+    def cnp_ports(self, ports: Sequence[CiliumPort], subject: Pod, ingress: bool) -> list[L4]:
+        if not ports:
+            return [ANY_L4]
+        out: list[L4] = []
+        for p in ports:
+            if p.protocol is CiliumProtocol.SCTP and not self.settings.enable_sctp:
+                continue  # D8, as above
+            protos: tuple[Protocol, ...]
+            if p.protocol is CiliumProtocol.ANY:
+                # ANY: the protocols the datapath parses, SCTP among them only when enabled
+                protos = (Protocol.TCP, Protocol.UDP)
+                if self.settings.enable_sctp:
+                    protos += (Protocol.SCTP,)
+            else:
+                protos = (Protocol(p.protocol.value),)
+            if p.port is None:
+                out += (
+                    [ANY_L4] if p.protocol is CiliumProtocol.ANY else [L4(proto=protos[0].lower())]
+                )
+                continue
+            if isinstance(p.port, str):
+                n = self._named(p.port, protos, subject, ingress)
+                if n is not None:
+                    out += [L4(proto=pr.lower(), lo=n) for pr in protos]
+                continue
+            lo, hi = self._range(p.port, p.end_port)
+            out += [L4(proto=pr.lower(), lo=lo, hi=hi) for pr in protos]
+        return out
+
+    # -- per pod
+
+    def pod_rules(self, ep: Endpoint, *, has_remote_nodes: bool) -> tuple[PodRules, PodRules]:
+        ingress, egress = PodRules(), PodRules()
+        snap = self.topology.snapshot
+
+        def emit(
+            into: PodRules,
+            l3s: Iterable[L3],
+            l4s: Iterable[L4],
+            verdict: str,
+            why: str,
+            is_in: bool,
+        ) -> None:
+            addr = "saddr" if is_in else "daddr"
+            lines = into.deny if verdict == "drop" else into.allow
+            l4list = list(l4s)
+            for l3 in l3s:
+                m3 = _l3_nft(l3, addr, has_remote_nodes)
+                if m3 is None:
+                    continue
+                for l4 in l4list:
+                    match = " ".join(x for x in (m3, l4.nft()) if x)
+                    lines.append(f'{match} {verdict} comment "{why}"'.lstrip())
+
+        for np_ in snap.network_policies:
+            if np_.namespace != ep.pod.namespace or not np_.pod_selector.matches(ep.pod_labels):
+                continue
+            for direction, rules, into in (
+                ("Ingress", np_.ingress, ingress),
+                ("Egress", np_.egress, egress),
+            ):
+                if direction not in np_.policy_types:
+                    continue
+                into.isolated = True
+                is_in = direction == "Ingress"
+                for rule in rules:
+                    why = f"NetworkPolicy {np_.key} {direction.lower()}[{rule.index}]"
+                    if rule.peers:
+                        l3s = [x for x in (self.np_peer(np_, p) for p in rule.peers) if x]
+                    else:
+                        l3s = [ALL]  # no from/to: a true wildcard incl. host, remote-node, world
+                    emit(into, l3s, self.np_ports(rule.ports, ep.pod, is_in), "return", why, is_in)
+
+        for cp in snap.cilium_policies:
+            if cp.node_selector is not None or cp.endpoint_selector is None:
+                continue
+            subject = _normalize(cp.endpoint_selector)
+            if subject is None or not subject.matches(ep.labels):
+                continue
+            if cp.namespace is not None and cp.namespace != ep.pod.namespace:
+                continue
+            for direction, allows, denies, default_deny, into in (
+                ("ingress", cp.ingress or (), cp.ingress_deny, cp.default_deny_ingress, ingress),
+                ("egress", cp.egress or (), cp.egress_deny, cp.default_deny_egress, egress),
+            ):
+                if (allows or denies) and default_deny is not False:
+                    into.isolated = True
+                is_in = direction == "ingress"
+                for crules, verdict, label in (
+                    (denies, "drop", f"{direction}Deny"),
+                    (allows, "return", direction),
+                ):
+                    for crule in crules:
+                        why = f"{cp.kind} {cp.key} {label}[{crule.index}]"
+                        if crule.unsupported:
+                            into.notes.append(
+                                f"skipped {why}: unsupported {', '.join(crule.unsupported)}"
+                            )
+                            continue
+                        emit(
+                            into,
+                            self.cnp_l3(cp, crule),
+                            self.cnp_ports(crule.ports, ep.pod, is_in),
+                            verdict,
+                            why,
+                            is_in,
+                        )
+        return ingress, egress
+
+    def cnp_l3(self, policy: CiliumPolicy, rule: CiliumRule) -> list[L3]:
+        key = (policy.namespace, rule)
+        if key not in self._cnp_l3:
+            self._cnp_l3[key] = self._cnp_l3_uncached(policy, rule)
+        return self._cnp_l3[key]
+
+    def _cnp_l3_uncached(self, policy: CiliumPolicy, rule: CiliumRule) -> list[L3]:
+        if not rule.has_l3:
+            # ports only: a wildcard; an empty rule `{}` selects nothing (but still isolates)
+            return [ALL] if rule.ports else []
+        out: list[L3] = []
+        for sel in rule.endpoints or ():
+            out += self.cnp_endpoints(policy, sel)
+        for ent in rule.entities:
+            out += self.entity(ent)
+        for block in rule.cidrs:
+            w = _world(block)
+            if w is not None:
+                out.append(w)
+        return out
+
+
+# ---------------------------------------------------------------------------- rendering
