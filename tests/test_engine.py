@@ -434,6 +434,49 @@ def test_d11_npm_skips_a_policy_with_an_ipv6_ipblock() -> None:
     assert decision(snap, "x/a", "ip:198.51.100.20", 443, "cilium") == "deny"
 
 
+def test_d19_npm_ors_a_multi_value_not_in_namespace_selector_cilium_ands_it() -> None:
+    # team NotIn [a, b]: x (team=a) and y (team=b) are both excluded under the spec.
+    snap = deny_ingress_y_except(
+        {
+            "namespaceSelector": {
+                "matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a", "b"]}]
+            }
+        }
+    )
+    assert decision(snap, "x/a", "y/c", 80, "spec") == "deny"
+    assert decision(snap, "x/a", "y/c", 80, "cilium") == "deny"
+    assert decision(snap, "x/a", "y/c", 80, "npm") == "allow"
+
+
+def test_d19_npm_keeps_a_multi_value_in_and_a_single_not_in_as_the_spec() -> None:
+    expr_in = {"key": "team", "operator": "In", "values": ["b", "z"]}
+    expr_out = {"key": "team", "operator": "NotIn", "values": ["a"]}
+    for expr in (expr_in, expr_out):
+        snap = deny_ingress_y_except({"namespaceSelector": {"matchExpressions": [expr]}})
+        assert decision(snap, "x/a", "y/c", 80, "npm") == "deny"
+        assert decision(snap, "x/a", "y/c", 80, "spec") == "deny"
+
+
+def test_d23_cilium_enforces_ingress_rules_that_policy_types_leaves_out() -> None:
+    snap = base_cluster(
+        netpol(
+            "y/egress-only",
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [{}],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "zzz"}}}]}],
+            },
+        )
+    )
+    assert decision(snap, "x/a", "y/c", 80, "spec") == "allow"
+    assert decision(snap, "x/a", "y/c", 80, "npm") == "allow"
+    v = judge(snap, "x/a", "y/c", 80, "cilium")
+    assert v.decision is Decision.DENY
+    assert v.ingress is not None and "NetworkPolicy y/egress-only" in v.ingress.selected_by
+    assert decision(snap, "x/a", "y/c", 80, "cilium-1.16") == "deny"
+
+
 # --- Cilium policies ----------------------------------------------------------------------
 
 

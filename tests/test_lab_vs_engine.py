@@ -386,3 +386,115 @@ def test_an_include_list_keeps_only_the_included_keys_and_cilium_own_labels(
             ("b/client", "b/named", "deny"),
         ],
     )
+
+
+def check_under(
+    lab_factory: LabFactory, snapshot: Snapshot, rows: list[tuple[str, str, dict[str, str]]]
+) -> None:
+    """Build `snapshot` as an NPM lab, then migrate it to each Cilium profile; for each
+    (source, destination, {dataplane: verdict}) the lab must observe the verdict on port 8080
+    with real packets and the engine must predict it."""
+    dataplanes = list(rows[0][2])
+    lab = lab_factory(snapshot, dataplane=dataplanes[0])
+    problems: list[str] = []
+    for i, dataplane in enumerate(dataplanes):
+        if i:
+            lab_factory.upgrade(lab, dataplane)
+        live = lab.snapshot
+        engine = Engine(live)
+        dp = get_dataplane(dataplane).with_config(live.config)
+        traffic = [
+            Traffic(
+                source=resolve_endpoint(src, live, as_source=True),
+                destination=resolve_endpoint(dst, live, as_source=False),
+                port=8080,
+            )
+            for src, dst, _ in rows
+        ]
+        for (src, dst, want), t, result in zip(
+            rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+        ):
+            verdict = engine.evaluate(t, dp)
+            if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+                problems.append(f"{src} -> {dst}: the lab could not run it: {result.error}")
+                continue
+            observed = "allow" if result.allowed else "deny"
+            expected = want[dataplane]
+            if (observed, str(verdict.decision)) != (expected, expected):
+                problems.append(
+                    f"{src} -> {dst} under {dataplane}: want {expected}, lab {observed} "
+                    f"({result.observed}), engine {verdict.decision}: {verdict.explanation}"
+                )
+    assert problems == [], "\n".join(problems)
+
+
+def test_d19_and_d23_flip_on_migration_in_the_lab_and_the_engine(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D19: NPM flattens `env NotIn [prod, stage]` in a namespaceSelector into two rules
+    (an OR), so every namespace matches; Cilium ANDs them. D23: Cilium enforces ingress rules
+    of a policy whose policyTypes names only Egress; NPM ignores them."""
+    from builders import netpol, node, ns, pod
+
+    http = [("http", 8080, "TCP")]
+    snapshot = snapshot_from_dicts(
+        [
+            ns("prod", env="prod"),
+            ns("stage", env="stage"),
+            ns("dev", env="dev"),
+            ns("srv"),
+            node("n1", "10.224.0.4", "10.244.0.0/24"),
+            node("n2", "10.224.0.5", "10.244.1.0/24"),
+            pod("prod/client", "10.244.0.10", "n1", {"app": "client"}, http),
+            pod("stage/client", "10.244.0.11", "n1", {"app": "client"}, http),
+            pod("dev/client", "10.244.0.12", "n1", {"app": "client"}, http),
+            pod("srv/web", "10.244.1.10", "n2", {"app": "web"}, http),
+            pod("srv/typed", "10.244.1.11", "n2", {"app": "typed"}, http),
+            netpol(
+                "srv/not-prod-or-stage",
+                {
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {
+                                        "matchExpressions": [
+                                            {
+                                                "key": "env",
+                                                "operator": "NotIn",
+                                                "values": ["prod", "stage"],
+                                            }
+                                        ]
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            ),
+            netpol(
+                "srv/egress-only",
+                {
+                    "podSelector": {"matchLabels": {"app": "typed"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{}],
+                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "zzz"}}}]}],
+                },
+            ),
+        ]
+    )
+    both = {"npm": "allow", "cilium": "allow", "cilium-1.16": "allow"}
+    flip = {"npm": "allow", "cilium": "deny", "cilium-1.16": "deny"}
+    check_under(
+        module_lab_factory,
+        snapshot,
+        [
+            ("prod/client", "srv/web", flip),  # D19
+            ("stage/client", "srv/web", flip),  # D19
+            ("dev/client", "srv/web", both),
+            ("dev/client", "srv/typed", flip),  # D23
+            ("srv/typed", "dev/client", both),  # egress: [{}]
+        ],
+    )

@@ -45,7 +45,8 @@ class NPTarget:
     name: str  # "NetworkPolicy ns/name"
     namespace: str
     subject: LabelSelector
-    isolates: frozenset[str]
+    isolates: frozenset[str]  # the directions policyTypes names
+    ruled: frozenset[str] = frozenset()  # D23: the directions with at least one rule
     rules: dict[str, tuple[NPRule, ...]] = field(default_factory=dict)
     untranslatable: str | None = None  # why NPM would skip it (D11)
     selector_keys: frozenset[str] = frozenset()
@@ -84,6 +85,7 @@ def compile_network_policy(policy: NetworkPolicy) -> NPTarget:
         namespace=policy.namespace,
         subject=policy.pod_selector,
         isolates=frozenset(t.lower() for t in policy.policy_types),
+        ruled=frozenset(d for d, r in rules.items() if r),
         rules=rules,
         untranslatable=_untranslatable(policy),
         selector_keys=frozenset(_all_pod_selector_keys(policy)),

@@ -70,6 +70,16 @@ class Dataplane:
     sctp_port_rules: bool = True
     # D11: NPM skips policies it cannot translate (IPv6 ipBlock, invalid values): fail-open.
     skip_untranslatable: bool = False
+    # D19: NPM flattens a namespaceSelector into one selector per value of each multi-value
+    # In/NotIn and ORs them (Azure/azure-container-networking npm/pkg/controlplane/
+    # translation/parseSelector.go:21-142, flattenNameSpaceSelector and zipMatchExprs), so
+    # `NotIn [a, b]` matches every namespace. False: the label-selector meaning (AND).
+    ns_selector_flattened: bool = False
+    # D23: Cilium translates every spec.ingress/spec.egress rule whatever policyTypes says
+    # (cilium/cilium pkg/k8s/network_policy.go, ParseNetworkPolicy: the rule loops never read
+    # policyTypes, which only adds the empty default-deny rule), and a direction with rules
+    # is enforced. False: policyTypes decides (the spec, NPM's translatePolicy).
+    rules_beyond_policy_types: bool = False
     # D14: CiliumNetworkPolicy / CCNP are enforced.
     cilium_policies: bool = False
     # D10 [VERIFY]: hairpin through a Service under Cilium.
@@ -108,6 +118,8 @@ KNOB_ROWS: Mapping[str, str] = {
     "label_filter": "D6",
     "sctp_port_rules": "D8",
     "skip_untranslatable": "D11",
+    "ns_selector_flattened": "D19",
+    "rules_beyond_policy_types": "D23",
     "cilium_policies": "D14",
     "hairpin_uncertain": "D10",
 }
@@ -127,6 +139,7 @@ NPM = Dataplane(
     service_nat_in_node=True,
     snat_to_receiving_node=True,
     skip_untranslatable=True,
+    ns_selector_flattened=True,
 )
 CILIUM = Dataplane(
     name="cilium",
@@ -139,6 +152,7 @@ CILIUM = Dataplane(
     sctp_port_rules=False,
     cilium_policies=True,
     hairpin_uncertain=True,
+    rules_beyond_policy_types=True,
 )
 CILIUM_116 = replace(
     CILIUM,

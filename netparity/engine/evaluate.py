@@ -156,7 +156,11 @@ class Engine:
         if not pod.host_network:
             labels = self.labels(pod, dp)
             for t in self._np_by_ns.get(pod.namespace, ()):
-                if direction in t.isolates and t.subject.matches(labels):
+                # D23: a dataplane that ignores policyTypes enforces any direction with rules
+                isolated = direction in t.isolates or (
+                    dp.rules_beyond_policy_types and direction in t.ruled
+                )
+                if isolated and t.subject.matches(labels):
                     if dp.skip_untranslatable and t.untranslatable:
                         notes.append(
                             f"{t.name} is not enforced by {dp.name}: {t.untranslatable} (D11)"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import product
 from typing import Protocol as TypingProtocol
 
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher.leg import Leg, Lookup
 from netparity.engine.peers import HostPeer, PodPeer
 from netparity.model.networkpolicy import IPBlock, PolicyPeer
-from netparity.model.selectors import LabelSelector
+from netparity.model.selectors import LabelSelector, Operator, Requirement
 
 
 class PeerMatcher(TypingProtocol):
@@ -47,6 +48,12 @@ class PodPeerMatcher:
     namespace: str
     namespace_selector: LabelSelector | None
     pod_selector: LabelSelector | None
+    # D19: the namespaceSelector as NPM flattens it, one selector per combination of values.
+    flattened: tuple[LabelSelector, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        flat = () if self.namespace_selector is None else flatten(self.namespace_selector)
+        object.__setattr__(self, "flattened", flat)
 
     def matches(self, leg: Leg, dp: Dataplane, look: Lookup) -> bool:
         peer = leg.peer
@@ -56,9 +63,38 @@ class PodPeerMatcher:
         if self.namespace_selector is None:
             if pod.namespace != self.namespace:
                 return False
-        elif not self.namespace_selector.matches(look.namespace_labels(pod.namespace)):
-            return False
+        else:
+            ns_labels = look.namespace_labels(pod.namespace)
+            if dp.ns_selector_flattened:
+                if not any(s.matches(ns_labels) for s in self.flattened):
+                    return False
+            elif not self.namespace_selector.matches(ns_labels):
+                return False
         return self.pod_selector is None or self.pod_selector.matches(look.labels(pod, dp))
+
+
+def flatten(selector: LabelSelector) -> tuple[LabelSelector, ...]:
+    """D19: a selector split into one selector per combination of the values of its
+    multi-value In/NotIn expressions, to be ORed: In keeps its meaning, NotIn [a, b] becomes
+    "NotIn a or NotIn b", true of every label set."""
+    base: list[Requirement] = []
+    multi: list[Requirement] = []
+    for req in selector.match_expressions:
+        is_set_op = req.operator in (Operator.IN, Operator.NOT_IN)
+        (multi if is_set_op and len(req.values) > 1 else base).append(req)
+    if not multi:
+        return (selector,)
+    choices = [
+        [
+            Requirement(key=r.key, operator=r.operator, values=frozenset({v}))
+            for v in sorted(r.values)
+        ]
+        for r in multi
+    ]
+    return tuple(
+        LabelSelector(match_labels=selector.match_labels, match_expressions=(*base, *combo))
+        for combo in product(*choices)
+    )
 
 
 @dataclass(frozen=True, slots=True)

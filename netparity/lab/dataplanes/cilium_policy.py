@@ -360,7 +360,11 @@ class Compiler:
                 ("Ingress", np_.ingress, ingress),
                 ("Egress", np_.egress, egress),
             ):
-                if direction not in np_.policy_types:
+                # SEMANTICS D23: Cilium's ParseNetworkPolicy (cilium/cilium
+                # pkg/k8s/network_policy.go) translates every spec.ingress/spec.egress rule
+                # without reading policyTypes, which only adds the empty default-deny rule to
+                # a direction that has none; a direction with any rule is enforced.
+                if direction not in np_.policy_types and not rules:
                     continue
                 into.isolated = True
                 is_in = direction == "Ingress"

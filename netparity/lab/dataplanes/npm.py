@@ -41,7 +41,7 @@ from netparity.lab.topology import LabTopology, NodeRules
 from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
 from netparity.model.npmconfig import place_azure_chain_first
 from netparity.model.objects import Pod
-from netparity.model.selectors import LabelSelector, Operator
+from netparity.model.selectors import LabelSelector, Operator, Requirement
 
 INGRESS_ALLOW_MARK = 0x200
 INGRESS_DROP_MARK = 0x400
@@ -250,17 +250,57 @@ def _port_match(port: PolicyPort, sets: Sets) -> tuple[str, str]:
     return f"-p {proto} -m {proto} --dport {rng}", f"ON-{port.protocol}-TO-PORT-{rng}"
 
 
-def _peer_match(policy: NetworkPolicy, peer: PolicyPeer, sets: Sets, tag: str) -> list[SetMatch]:
+def _flatten_ns_selector(selector: LabelSelector) -> list[LabelSelector]:
+    """SEMANTICS D19, as NPM does it (Azure/azure-container-networking
+    npm/pkg/controlplane/translation/parseSelector.go:21-142, flattenNameSpaceSelector and
+    zipMatchExprs): each multi-value In/NotIn expression of a namespaceSelector is split into
+    one single-value expression per value, and every combination becomes a selector of its
+    own, rendered as a rule of its own (so the selectors are ORed). Pod selectors keep one
+    nested set instead."""
+    flat = [
+        LabelSelector(
+            match_labels=selector.match_labels,
+            match_expressions=tuple(
+                r
+                for r in selector.match_expressions
+                if r.operator not in (Operator.IN, Operator.NOT_IN) or len(r.values) == 1
+            ),
+        )
+    ]
+    for req in selector.match_expressions:
+        if req.operator not in (Operator.IN, Operator.NOT_IN) or len(req.values) == 1:
+            continue
+        flat = [
+            LabelSelector(
+                match_labels=base.match_labels,
+                match_expressions=(
+                    *base.match_expressions,
+                    Requirement(key=req.key, operator=req.operator, values=frozenset({v})),
+                ),
+            )
+            for base in flat
+            for v in sorted(req.values)
+        ]
+    return flat
+
+
+def _peer_match(
+    policy: NetworkPolicy, peer: PolicyPeer, sets: Sets, tag: str
+) -> list[list[SetMatch]]:
+    """One peer's matches: each list is one iptables rule (ANDed sets); the rules are ORed."""
     if peer.ip_block is not None:
-        return [sets.ip_block(tag, peer.ip_block)]
-    specs: list[SetMatch] = []
+        return [[sets.ip_block(tag, peer.ip_block)]]
     if peer.namespace_selector is not None:
-        specs += _namespaces(peer.namespace_selector, sets)
-        if peer.pod_selector is not None:
-            specs += _selector_specs(peer.pod_selector, sets, pods=True)
-    elif peer.pod_selector is not None:
-        specs += _pods_in_ns(policy.namespace, peer.pod_selector, sets)
-    return specs
+        out = []
+        for nsel in _flatten_ns_selector(peer.namespace_selector):
+            specs = _namespaces(nsel, sets)
+            if peer.pod_selector is not None:
+                specs += _selector_specs(peer.pod_selector, sets, pods=True)
+            out.append(specs)
+        return out
+    if peer.pod_selector is not None:
+        return [_pods_in_ns(policy.namespace, peer.pod_selector, sets)]
+    return [[]]
 
 
 def _policy_chains(policy: NetworkPolicy, sets: Sets, filt: Table) -> None:
@@ -280,8 +320,8 @@ def _policy_chains(policy: NetworkPolicy, sets: Sets, filt: Table) -> None:
             peers: list[tuple[str, str]] = []
             for pi, peer in enumerate(rule.peers):
                 tag = f"{policy.name}-in-ns-{policy.namespace}-{rule.index}-{pi}{'IN' if ingress else 'OUT'}"
-                specs = _peer_match(policy, peer, sets, tag)
-                peers.append((_match(specs, peer_dir), _describe(specs)))
+                for specs in _peer_match(policy, peer, sets, tag):
+                    peers.append((_match(specs, peer_dir), _describe(specs)))
             if not peers:
                 peers = [("", "ALL")]
             ports = [_port_match(p, sets) for p in rule.ports] or [("", "")]
