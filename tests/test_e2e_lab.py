@@ -43,7 +43,7 @@ def lab() -> Iterator[str]:
     try:
         yield name
     finally:
-        down(name)
+        down(name, wait=30)  # a suites run that is still ending holds the lab as a user
 
 
 class Runs:
@@ -276,7 +276,7 @@ def demo(name: str, reports: Path, *pytest_args: str) -> subprocess.CompletedPro
             timeout=600,
         )
     finally:
-        down(name)
+        down(name, wait=30)  # a demo killed by the timeout: its pytest run may still be ending
     sys.stdout.write(done.stdout[-4000:])
     return done
 
