@@ -15,7 +15,8 @@ from typing import Any
 
 from netparity.accept import Acceptance
 from netparity.backend import Observed
-from netparity.compare import Parity, compare, parity_json
+from netparity.compare import Parity, compare
+from netparity.compare_output import parity_json
 from netparity.dryrun import SnapshotBackend
 from netparity.model.snapshot import Snapshot, load_snapshot
 from netparity.plan.model import Plan

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from netparity.backend import ClusterFacts, Observed, ProbeResult
-from netparity.compare import compare, parity_json
+from netparity.compare import compare
+from netparity.compare_output import parity_json
 from netparity.engine.causes import DECIDING_KNOBS, CauseFinder
 from netparity.engine.dataplane import KNOB_ROWS, Dataplane, get_dataplane
 from netparity.engine.evaluate import Engine

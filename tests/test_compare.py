@@ -11,7 +11,8 @@ import pytest
 from netparity.accept import Acceptance, load_accept
 from netparity.backend import Observed
 from netparity.cli import main
-from netparity.compare import PARITY_SCHEMA_VERSION, Status, compare, parity_json, render_text
+from netparity.compare import PARITY_SCHEMA_VERSION, Status, compare
+from netparity.compare_output import parity_json, render_text
 from netparity.errors import InputError, RecordError
 from netparity.record import (
     EndpointInfo,

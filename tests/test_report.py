@@ -111,7 +111,8 @@ def test_the_page_opens_with_the_verdict_the_counts_and_both_runs(
 
 
 def test_a_held_parity_says_so_in_green(runs: Runs, tmp_path: Path) -> None:
-    from netparity.compare import compare, parity_json
+    from netparity.compare import compare
+    from netparity.compare_output import parity_json
     from netparity.record import write_json_atomic
 
     same = compare(runs.baseline, runs.baseline, check=False)
@@ -500,7 +501,8 @@ def test_the_cli_names_the_bad_field_of_a_broken_parity(
 def test_a_version_1_parity_is_still_reported_and_an_unknown_version_refused(
     runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from netparity.compare import compare, parity_json
+    from netparity.compare import compare
+    from netparity.compare_output import parity_json
 
     old = parity_json(compare(runs.baseline, runs.baseline, check=False))
     old["schema_version"] = 1
@@ -742,7 +744,8 @@ def test_an_explicit_junitxml_keeps_its_path_and_gets_the_phase_as_suite_name(
 def test_probes_only_in_one_run_are_new_or_missing_in_the_table_and_the_matrix(
     runs: Runs, tmp_path: Path
 ) -> None:
-    from netparity.compare import compare, parity_json
+    from netparity.compare import compare
+    from netparity.compare_output import parity_json
     from netparity.record import write_json_atomic
 
     kept = runs.baseline.probes[5:]

@@ -19,7 +19,8 @@ from report_records import EXAMPLE, REPO, probe_run
 from test_plugin import CONFTEST, QUIET_PLUGINS
 
 from netparity.backend import Observed
-from netparity.compare import compare, parity_json
+from netparity.compare import compare
+from netparity.compare_output import parity_json
 from netparity.kube.layout import NODE_SOURCE
 from netparity.model.snapshot import load_snapshot
 from netparity.plan.planner import make_plan

@@ -11,7 +11,8 @@ import argparse
 
 from netparity.accept import load_accept
 from netparity.cli._common import print_json
-from netparity.compare import compare, parity_json, render_text
+from netparity.compare import compare
+from netparity.compare_output import parity_json, render_text
 from netparity.record import load_record
 
 

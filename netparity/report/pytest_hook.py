@@ -95,7 +95,7 @@ def _source(state: Any) -> tuple[dict[str, Any], str]:
     """The JSON to report on (parity.json as written, else built again) and its path."""
     import json
 
-    from netparity.compare import parity_json
+    from netparity.compare_output import parity_json
     from netparity.record import cluster_dirname, record_json
 
     folder = state.settings.report_dir / cluster_dirname(state.cluster)

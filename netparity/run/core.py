@@ -296,7 +296,7 @@ class Run:
 
     def write(self) -> None:
         """The record, and the baseline (pre) or the parity (post); says each in `written`."""
-        from netparity.compare import parity_json
+        from netparity.compare_output import parity_json
         from netparity.record import (
             cluster_dirname,
             record_json,

@@ -40,7 +40,8 @@ def summary_lines(run: Run) -> list[str]:
 
 
 def _parity_lines(run: Run) -> list[str]:
-    from netparity.compare import FAILING, MEANING, PASSING, Status, by_cause, summary_line
+    from netparity.compare import FAILING, PASSING, Status
+    from netparity.compare_output import MEANING, by_cause, summary_line
 
     parity = run.parity
     assert parity is not None
