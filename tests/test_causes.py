@@ -24,7 +24,7 @@ from netparity.plan.planner import make_plan
 from netparity.record import Record, build_record, record_from_json, record_json
 from netparity.report.lintdata import NO_SCENARIO_WHY, categorize, lint_view
 from netparity.report.matrix import build_matrix, natural
-from netparity.report.model import from_record
+from netparity.report.sources import from_record
 from tests.builders import netpol, node, ns, pod
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"

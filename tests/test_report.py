@@ -41,7 +41,8 @@ from netparity.report.lintdata import (
 )
 from netparity.report.markdown import MAX_ROWS, render_markdown
 from netparity.report.matrix import build_matrix
-from netparity.report.model import Report, Row, load_report
+from netparity.report.model import Report, Row
+from netparity.report.sources import load_report
 
 pytest_plugins = ["pytester"]
 
@@ -318,7 +319,8 @@ def test_a_pre_observation_that_disagrees_with_the_engine_is_listed_first(
 
 
 def row(**kw: Any) -> Row:
-    from netparity.report.model import Side, end_of
+    from netparity.report.model import Side
+    from netparity.report.sources import end_of
 
     base: dict[str, Any] = {
         "id": "0" * 12,
@@ -358,7 +360,7 @@ def test_a_cell_takes_the_colour_of_its_most_serious_probe_and_one_chip_per_port
 
 
 def test_the_matrix_shows_one_row_per_namespace_when_classes_are_many() -> None:
-    from netparity.report.model import end_of
+    from netparity.report.sources import end_of
 
     rows = [
         row(
@@ -375,7 +377,7 @@ def test_the_matrix_shows_one_row_per_namespace_when_classes_are_many() -> None:
 
 
 def test_services_are_one_column_whatever_node_receives_them() -> None:
-    from netparity.report.model import end_of
+    from netparity.report.sources import end_of
 
     info = {"kind": "service"}
     a = end_of("nodeport:web/web-admin@backend-node/client-on-it", info)
@@ -429,7 +431,7 @@ def test_a_pipe_in_a_name_does_not_break_the_markdown_table(
     report = categorized(runs, lint, tmp_path)
     rows = [replace(r, title=r.title) for r in report.rows]
     rows[0] = replace(rows[0], status="lost", category=UNEXPLAINED, rule="a|b")
-    from netparity.report.model import end_of
+    from netparity.report.sources import end_of
 
     rows[0] = replace(rows[0], source=end_of("ns[app=a|b]", {}))
     md = render_markdown(report.with_rows(rows))

@@ -221,7 +221,7 @@ def test_changed_probes_beyond_the_first_few_appear_on_a_click_or_a_link(
 ) -> None:
     from netparity.report.html import render_html
     from netparity.report.lintdata import categorize, load_lint
-    from netparity.report.model import load_report
+    from netparity.report.sources import load_report
 
     lint = load_lint(folder / LINT_FILE)
     report = load_report(folder / "parity.json")

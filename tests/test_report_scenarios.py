@@ -26,8 +26,8 @@ from netparity.model.snapshot import load_snapshot
 from netparity.plan.planner import make_plan
 from netparity.record import Record, record_json, write_json_atomic
 from netparity.report import write_reports
-from netparity.report.model import load_report
 from netparity.report.scenarios import cause_of, scenario_probing, summary_lines
+from netparity.report.sources import load_report
 
 pytest_plugins = ["pytester"]
 

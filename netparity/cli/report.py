@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from netparity.report.lintdata import LintView, lint_view
-    from netparity.report.model import load_report
+    from netparity.report.sources import load_report
     from netparity.report.write import write_report
 
     source = Path(args.source)

@@ -113,7 +113,7 @@ def write_session_reports(state: Any) -> list[Path]:
     """lint.json, parity.html and parity.md for the run the plugin just recorded."""
     from netparity.record import cluster_dirname
     from netparity.report.lintdata import LINT_FILE, lint_view, write_lint
-    from netparity.report.model import report_from_json
+    from netparity.report.sources import report_from_json
     from netparity.report.write import write_report
 
     folder = state.settings.report_dir / cluster_dirname(state.cluster)

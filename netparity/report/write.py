@@ -13,7 +13,8 @@ from pathlib import Path
 from netparity.report.html import render_html
 from netparity.report.lintdata import LINT_FILE, LintView, categorize, load_lint
 from netparity.report.markdown import render_markdown
-from netparity.report.model import Report, load_report
+from netparity.report.model import Report
+from netparity.report.sources import load_report
 
 HTML_FILE = "parity.html"
 MD_FILE = "parity.md"
