@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher import (
     CiliumRuleMatcher,
     PeerMatcher,
@@ -59,11 +60,47 @@ class CiliumTarget:
     name: str
     namespace: str | None  # None: clusterwide
     subject: LabelSelector | None  # None: a host policy (nodeSelector), not modelled
-    isolates: frozenset[str]
+    isolates: frozenset[str]  # default deny as Cilium's defaults have it (enableDefaultDeny)
     rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]]
     deny_rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]]
     endpoints: dict[int, tuple[LabelSelector, ...]]  # id(rule) -> normalised peer selectors
     matchers: dict[int, CiliumRuleMatcher]  # id(rule) -> the rule compiled
+    # the directions with any rule: the policy adds its rules there when it selects a pod
+    ruled: frozenset[str] = frozenset()
+    # requirements its rules add to every endpoint selector of the subject (fromRequires /
+    # toRequires, scoped like endpoint selectors); per direction, allow and deny apart
+    requires: dict[str, tuple[LabelSelector, ...]] = field(default_factory=dict)
+    requires_deny: dict[str, tuple[LabelSelector, ...]] = field(default_factory=dict)
+    requires_fields: tuple[str, ...] = ()  # their paths, to say when a version ignores them
+    # (dataplane knob, field path): a setting the policy needs, else Cilium refuses it whole
+    needs: tuple[tuple[str, str], ...] = ()
+    node_selector: LabelSelector | None = None  # a host policy's nodeSelector
+
+
+# What each knob's setting is called in cilium-config, for explanations.
+NEEDED_SETTINGS = {
+    "cilium_l7_proxy": "enable-l7-proxy",
+    "cilium_icmp_rules": "enable-icmp-rules",
+    "cilium_node_selector_labels": "enable-node-selector-labels",
+}
+
+
+def cilium_refusal(target: CiliumTarget, dp: Dataplane) -> str | None:
+    """Why Cilium refuses the whole policy under `dp`'s settings (pkg/policy/api/
+    rule_validation.go: IngressRule.Validate, EgressRule.Validate, *CommonRule.Validate),
+    or why it never applies (a host policy without enable-host-firewall); None: imported."""
+    for knob, path in target.needs:
+        if not getattr(dp, knob):  # a bool knob named in NEEDED_SETTINGS
+            return (
+                f"{target.name} is refused by Cilium (no effect): {path} needs "
+                f"{NEEDED_SETTINGS[knob]}, which is off on this cluster"
+            )
+    if target.subject is None and not dp.cilium_host_firewall:
+        return (
+            f"{target.name} is a host policy (nodeSelector) and has no effect on this cluster: "
+            "enable-host-firewall is off (AKS's managed Cilium does not turn it on, SEMANTICS 2.2)"
+        )
+    return None
 
 
 def compile_network_policy(policy: NetworkPolicy) -> NPTarget:
@@ -138,9 +175,13 @@ def _normalise(selector: LabelSelector) -> LabelSelector:
 
 
 def _scoped(selector: LabelSelector, namespace: str | None) -> LabelSelector:
-    """Cilium scopes endpoint selectors to the policy's namespace unless they name one;
-    a clusterwide policy's selectors require a namespace label (pods only)."""
-    if NAMESPACE_KEY in set(selector.keys()):
+    """Cilium scopes endpoint selectors to the policy's namespace unless they name one or
+    select on namespace labels; a clusterwide policy's selectors require a namespace label
+    (pods only). cilium/cilium pkg/k8s/apis/cilium.io/utils/utils.go getEndpointSelector."""
+    keys = set(selector.keys())
+    if NAMESPACE_KEY in keys:
+        return selector
+    if namespace is not None and any(k.startswith(NAMESPACE_LABEL_PREFIX) for k in keys):
         return selector
     if namespace is None:
         from netparity.model.selectors import Operator
@@ -158,11 +199,36 @@ def _scoped(selector: LabelSelector, namespace: str | None) -> LabelSelector:
     )
 
 
+def _subject(selector: LabelSelector, namespace: str | None) -> LabelSelector:
+    """A CNP's endpointSelector always applies in the policy's namespace: ParseToCiliumRule
+    (pkg/k8s/apis/cilium.io/utils/utils.go) logs "illegal namespace match" and overwrites
+    the `k8s:io.kubernetes.pod.namespace` match label with `AddMatch(podPrefixLbl,
+    namespace)`. Any other form (no prefix, `any:`, matchExpressions) is not found by
+    `GetMatch(podPrefixLbl)` and stays beside the added label: naming another namespace it
+    selects nothing. A CCNP's endpointSelector is taken as written."""
+    if namespace is None:
+        return _normalise(selector)
+    kept = LabelSelector(
+        match_labels=tuple((k, v) for k, v in selector.match_labels if k != "k8s:" + NAMESPACE_KEY),
+        match_expressions=selector.match_expressions,
+    )
+    norm = _normalise(kept)
+    return LabelSelector(
+        match_labels=(*norm.match_labels, (NAMESPACE_KEY, namespace)),
+        match_expressions=norm.match_expressions,
+    )
+
+
 def compile_cilium_policy(policy: CiliumPolicy) -> CiliumTarget:
     name = f"{policy.kind} {policy.key}"
     subject = None
     if policy.endpoint_selector is not None:
-        subject = _scoped(_normalise(policy.endpoint_selector), policy.namespace)
+        subject = _subject(policy.endpoint_selector, policy.namespace)
+    needs: list[tuple[str, str]] = []
+    requires: dict[str, tuple[LabelSelector, ...]] = {}
+    requires_deny: dict[str, tuple[LabelSelector, ...]] = {}
+    requires_fields: list[str] = []
+    ruled: set[str] = set()
     rules: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]] = {}
     deny: dict[str, tuple[tuple[RuleRef, CiliumRule], ...]] = {}
     endpoints: dict[int, tuple[LabelSelector, ...]] = {}
@@ -185,7 +251,23 @@ def compile_cilium_policy(policy: CiliumPolicy) -> CiliumTarget:
                     _scoped(_normalise(s), policy.namespace) for s in r.endpoints
                 )
         for r in (*allow_rules, *denies):
-            matchers[id(r)] = compile_cilium_rule(r, endpoints.get(id(r), ()))
+            nodes = tuple(_normalise(s) for s in r.nodes or ())
+            matchers[id(r)] = compile_cilium_rule(r, endpoints.get(id(r), ()), nodes)
+            where = f"{direction}[{r.index}]"
+            needs.extend(("cilium_l7_proxy", f"{path} (an L7 rule)") for path in r.l7[:1])
+            if r.icmp:
+                needs.append(("cilium_icmp_rules", f"{where}.icmps"))
+            if r.nodes is not None:
+                word = "fromNodes" if direction == INGRESS else "toNodes"
+                needs.append(("cilium_node_selector_labels", f"{where}.{word}"))
+        for into, rs in ((requires, allow_rules), (requires_deny, denies)):
+            into[direction] = tuple(
+                _scoped(_normalise(s), policy.namespace) for r in rs for s in r.requires
+            )
+            word = "fromRequires" if direction == INGRESS else "toRequires"
+            requires_fields.extend(f"{direction}[{r.index}].{word}" for r in rs if r.requires)
+        if allow_rules or denies:
+            ruled.add(direction)
         if (allow_rules or denies) and default is not False:
             isolates.add(direction)
     return CiliumTarget(
@@ -197,4 +279,10 @@ def compile_cilium_policy(policy: CiliumPolicy) -> CiliumTarget:
         deny_rules=deny,
         endpoints=endpoints,
         matchers=matchers,
+        ruled=frozenset(ruled),
+        requires=requires,
+        requires_deny=requires_deny,
+        requires_fields=tuple(requires_fields),
+        needs=tuple(needs),
+        node_selector=policy.node_selector,
     )

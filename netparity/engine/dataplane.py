@@ -84,6 +84,25 @@ class Dataplane:
     cilium_policies: bool = False
     # D10 [VERIFY]: hairpin through a Service under Cilium.
     hairpin_uncertain: bool = False
+    # The rows below: docs/semantics-notes.md "Cilium policies as Cilium imports them" (D28).
+    # fromRequires/toRequires constrain every fromEndpoints/toEndpoints selector of every rule
+    # selecting the endpoint (cilium/cilium pkg/policy/rules.go resolveL4IngressPolicy, 1.17-
+    # 1.18); deprecated in 1.17, removed in 1.19 (PR #42615): the CRD then prunes the field.
+    cnp_requires: bool = False
+    # cilium-config `cluster-name`: the io.cilium.k8s.policy.cluster identity label.
+    cilium_cluster_name: str = "default"
+    # cilium-config `enable-l7-proxy` (AKS: off unless ACNS FQDN/L7): off refuses a policy with
+    # L7 rules (pkg/policy/api/rule_validation.go:181-183) and leaves toFQDNs empty.
+    cilium_l7_proxy: bool = False
+    # `enable-icmp-rules` (default on): off refuses a policy with `icmps` (:190-192).
+    cilium_icmp_rules: bool = True
+    # `enable-node-selector-labels` (default off): off refuses fromNodes/toNodes.
+    cilium_node_selector_labels: bool = False
+    # `enable-host-firewall` (AKS: off, not user-changeable, SEMANTICS 2.2): host policies.
+    cilium_host_firewall: bool = False
+    # `enable-non-default-deny-policies` (default on): honours `enableDefaultDeny: false`
+    # (rule_validation.go:101-119, Rule.Sanitize).
+    cilium_non_default_deny: bool = True
 
     def with_config(self, config: Mapping[str, Mapping[str, str]]) -> Dataplane:
         """Apply the cluster's ConfigMaps (SEMANTICS 0.1): azure-npm-config, cilium-config."""
@@ -100,6 +119,15 @@ class Dataplane:
                 dp = replace(dp, sctp_port_rules=True)
             if cilium.host_policed:
                 dp = replace(dp, own_node_ingress_bypass=False)
+            dp = replace(
+                dp,
+                cilium_cluster_name=cilium.cluster_name,
+                cilium_l7_proxy=cilium.enable_l7_proxy,
+                cilium_icmp_rules=cilium.enable_icmp_rules,
+                cilium_node_selector_labels=cilium.enable_node_selector_labels,
+                cilium_host_firewall=cilium.enable_host_firewall,
+                cilium_non_default_deny=cilium.enable_non_default_deny_policies,
+            )
         return dp
 
 
@@ -122,6 +150,13 @@ KNOB_ROWS: Mapping[str, str] = {
     "rules_beyond_policy_types": "D23",
     "cilium_policies": "D14",
     "hairpin_uncertain": "D10",
+    "cnp_requires": "D28",
+    "cilium_cluster_name": "D28",
+    "cilium_l7_proxy": "D28",
+    "cilium_icmp_rules": "D28",
+    "cilium_node_selector_labels": "D28",
+    "cilium_host_firewall": "D28",
+    "cilium_non_default_deny": "D28",
 }
 NOTE_ONLY_KNOBS = frozenset({"end_port_uncertain", "hairpin_uncertain"})
 
@@ -153,6 +188,7 @@ CILIUM = Dataplane(
     cilium_policies=True,
     hairpin_uncertain=True,
     rules_beyond_policy_types=True,
+    cnp_requires=True,  # 1.17-1.18 honour fromRequires/toRequires; a 1.19 profile sets False
 )
 CILIUM_116 = replace(
     CILIUM,

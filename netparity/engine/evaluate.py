@@ -12,7 +12,7 @@ import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from netparity.engine.compile import (
     EGRESS,
@@ -21,10 +21,12 @@ from netparity.engine.compile import (
     NAMESPACE_LABEL_PREFIX,
     CiliumTarget,
     NPTarget,
+    cilium_refusal,
     compile_cilium_policy,
     compile_network_policy,
 )
 from netparity.engine.dataplane import Dataplane
+from netparity.engine.matcher.cilium import Match
 from netparity.engine.matcher.leg import Leg
 from netparity.engine.paths import PathResolver
 from netparity.engine.peers import HostPeer, PodPeer
@@ -42,9 +44,26 @@ from netparity.engine.traffic import (
 )
 from netparity.facts.cilium_config import LabelFilter
 from netparity.model.objects import Pod, Protocol
+from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+SERVICE_ACCOUNT_KEY = "io.cilium.k8s.policy.serviceaccount"  # D28
+CLUSTER_KEY = "io.cilium.k8s.policy.cluster"  # D28
+APISERVER_SERVICE = "default/kubernetes"
+
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """Who governs one (pod group, direction, dataplane)."""
+
+    nps: list[NPTarget]
+    cts: list[CiliumTarget]  # Cilium policies that isolate the pod
+    notes: list[str]
+    names: tuple[str, ...]
+    adders: list[CiliumTarget]  # enableDefaultDeny false: rules without isolating
+    requires: tuple[LabelSelector, ...]  # fromRequires/toRequires of every selecting policy
+    requires_deny: tuple[LabelSelector, ...]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -89,11 +108,11 @@ class Engine:
             k: frozenset(v) for k, v in named.items()
         }
         self._label_cache: dict[tuple[str, LabelFilter | None], Mapping[str, str]] = {}
-        self._cilium_label_cache: dict[tuple[str, LabelFilter | None], Mapping[str, str]] = {}
-        self._select_cache: dict[
-            tuple[int, str, int],
-            tuple[list[NPTarget], list[CiliumTarget], list[str], tuple[str, ...]],
-        ] = {}
+        self._cilium_label_cache: dict[tuple[str, LabelFilter | None, str], Mapping[str, str]] = {}
+        self._select_cache: dict[tuple[int, str, int], _Selection] = {}
+        # D28: the kube-apiserver entity is the default/kubernetes EndpointSlices' addresses
+        api = snapshot.endpoints.get(APISERVER_SERVICE)
+        self.apiserver_ips: frozenset[str] = frozenset(api.outside) if api else frozenset()
         self._label_group: dict[str, int] = {}  # pod key -> its (namespace, labels) group
         self._label_groups: dict[object, int] = {}
         self._dp_refs: dict[int, Dataplane] = {}  # keeps the ids used in cache keys alive
@@ -113,12 +132,16 @@ class Engine:
         return cached
 
     def cilium_labels(self, pod: Pod, dp: Dataplane) -> Mapping[str, str]:
-        """Identity labels: filtered pod labels, the namespace, and the namespace's labels."""
-        key = (pod.key, dp.label_filter)
+        """Identity labels: filtered pod labels, the namespace, the namespace's labels, the
+        service account and the cluster name (D28; cilium/cilium pkg/k8s/utils/utils.go
+        SanitizePodLabels)."""
+        key = (pod.key, dp.label_filter, dp.cilium_cluster_name)
         cached = self._cilium_label_cache.get(key)
         if cached is None:
             out = dict(self.labels(pod, dp))
             out[NAMESPACE_KEY] = pod.namespace
+            out[SERVICE_ACCOUNT_KEY] = pod.service_account
+            out[CLUSTER_KEY] = dp.cilium_cluster_name
             for k, v in self._ns_labels.get(pod.namespace, {}).items():
                 out[NAMESPACE_LABEL_PREFIX + k] = v
             self._cilium_label_cache[key] = cached = out
@@ -133,12 +156,14 @@ class Engine:
         self, pod: Pod, direction: str, dp: Dataplane
     ) -> tuple[list[NPTarget], list[CiliumTarget], list[str]]:
         """Policies that select `pod` and isolate it for `direction`, and notes on skipped ones."""
-        nps, cts, notes, _ = self._selection(pod, direction, dp)
-        return nps, cts, notes
+        sel = self._selection(pod, direction, dp)
+        return sel.nps, sel.cts, sel.notes
 
-    def _selection(
-        self, pod: Pod, direction: str, dp: Dataplane
-    ) -> tuple[list[NPTarget], list[CiliumTarget], list[str], tuple[str, ...]]:
+    def cilium_refusal(self, target: CiliumTarget, dp: Dataplane) -> str | None:
+        """Why `target` has no effect under `dp` (refused, or a host policy); None: it has."""
+        return cilium_refusal(target, dp)
+
+    def _selection(self, pod: Pod, direction: str, dp: Dataplane) -> _Selection:
         """`selecting` and the names of the selecting policies. Selection depends only on the
         namespace, the labels and hostNetwork, so pods alike (replicas) share one entry."""
         group = self._label_group.get(pod.key)
@@ -168,15 +193,36 @@ class Engine:
                         continue
                     nps.append(t)
         cts: list[CiliumTarget] = []
+        adders: list[CiliumTarget] = []
+        requires: list[LabelSelector] = []
+        requires_deny: list[LabelSelector] = []
         if dp.cilium_policies and not pod.host_network:
             clabels = self.cilium_labels(pod, dp)
             for c in self.cilium_targets:
-                if c.subject is None:
+                if c.subject is None or direction not in c.ruled:
                     continue
-                if direction in c.isolates and c.subject.matches(clabels):
+                if not c.subject.matches(clabels):
+                    continue
+                refused = cilium_refusal(c, dp)
+                if refused is not None:
+                    notes.append(refused)
+                    continue
+                # enableDefaultDeny is honoured only with enable-non-default-deny-policies
+                # (pkg/policy/api/rule_validation.go:101-119, Rule.Sanitize)
+                if direction in c.isolates or not dp.cilium_non_default_deny:
                     cts.append(c)
+                else:
+                    adders.append(c)
+                if c.requires_fields and not dp.cnp_requires:
+                    notes.append(
+                        f"{c.name} uses {', '.join(c.requires_fields)}, which {dp.name} ignores "
+                        "(deprecated in Cilium 1.17, removed in 1.19)"
+                    )
+                elif dp.cnp_requires:
+                    requires.extend(c.requires.get(direction, ()))
+                    requires_deny.extend(c.requires_deny.get(direction, ()))
         names = tuple(t.name for t in nps) + tuple(c.name for c in cts)
-        result = (nps, cts, notes, names)
+        result = _Selection(nps, cts, notes, names, adders, tuple(requires), tuple(requires_deny))
         self._select_cache[key] = result
         return result
 
@@ -360,33 +406,51 @@ class Engine:
             return self._result(
                 leg, Decision.ALLOW, "hostNetwork pods are never policy subjects"
             ), uncertain
-        nps, cts, skipped, selected = self._selection(subject, direction, dp)
+        sel = self._selection(subject, direction, dp)
+        nps, cts, skipped, selected = sel.nps, sel.cts, sel.notes, sel.names
+        every = (*cts, *sel.adders)
+        # Cilium deny rules win over every allow, and apply without isolation too.
+        deny_maybe: list[str] = []
+        for c in every:
+            for ref, rule in c.deny_rules.get(direction, ()):
+                m, hinge = c.matchers[id(rule)].match(leg, dp, self, uncertain, sel.requires_deny)
+                if m is Match.YES:
+                    return self._result(
+                        leg, Decision.DENY, "denied by {rules}", selected=selected, rules=(ref,)
+                    ), uncertain
+                if m is Match.MAYBE:
+                    deny_maybe.append(f"{ref} may deny it: it hinges on {hinge} (not modelled)")
         if not nps and not cts:
             why = "{subject} is not isolated for {direction}"
             if skipped:
                 why += " (" + _lit("; ".join(skipped)) + ")"
+            if deny_maybe:
+                return self._result(
+                    leg, Decision.UNKNOWN, _lit("; ".join(deny_maybe)) + "; " + why
+                ), uncertain
             return self._result(leg, Decision.ALLOW, why), uncertain
-        # Cilium deny rules win over every allow.
-        for c in cts:
-            for ref, rule in c.deny_rules.get(direction, ()):
-                if c.matchers[id(rule)].matches(leg, dp, self, uncertain):
-                    return self._result(
-                        leg, Decision.DENY, "denied by {rules}", selected=selected, rules=(ref,)
-                    ), uncertain
         admitted: list[RuleRef] = []
+        maybe: list[str] = []
         for t in nps:
             for np_rule in t.rules.get(direction, ()):
                 if np_rule.peer.matches(leg, dp, self) and np_rule.port.matches(
                     leg, dp, self, uncertain
                 ):
                     admitted.append(np_rule.ref)
-        for c in cts:
+        for c in every:
             for ref, crule in c.rules.get(direction, ()):
-                if not crule.unsupported and c.matchers[id(crule)].matches(
-                    leg, dp, self, uncertain
-                ):
+                m, hinge = c.matchers[id(crule)].match(leg, dp, self, uncertain, sel.requires)
+                if m is Match.YES:
                     admitted.append(ref)
-        if admitted:
+                elif m is Match.MAYBE:
+                    if crule.conditions and hinge.endswith(", ".join(crule.conditions)):
+                        maybe.append(
+                            f"{ref} admits it at L3/L4, but {hinge} may still refuse "
+                            "the connection or its requests (not modelled)"
+                        )
+                    else:
+                        maybe.append(f"{ref} may admit it: it hinges on {hinge} (not modelled)")
+        if admitted and not deny_maybe:
             word = "from" if direction == INGRESS else "to"
             return self._result(
                 leg,
@@ -395,25 +459,18 @@ class Engine:
                 selected=selected,
                 rules=tuple(admitted),
             ), uncertain
-        unmodelled = [
-            f"{ref} uses {', '.join(crule.unsupported)}"
-            for c in cts
-            for ref, crule in (*c.rules.get(direction, ()), *c.deny_rules.get(direction, ()))
-            if crule.unsupported
-        ]
-        if unmodelled:
+        if admitted or maybe or deny_maybe:
             return self._result(
                 leg,
                 Decision.UNKNOWN,
-                "not modelled: " + _lit("; ".join(unmodelled)),
+                "not modelled: " + _lit("; ".join((*deny_maybe, *maybe))),
                 selected=selected,
+                rules=tuple(admitted),
             ), uncertain
-        return self._result(
-            leg,
-            Decision.DENY,
-            "{subject} is isolated for {direction} by {selected}; no rule admits {peer} on {port}",
-            selected=selected,
-        ), uncertain
+        why = "{subject} is isolated for {direction} by {selected}; no rule admits {peer} on {port}"
+        if skipped:
+            why += " (" + _lit("; ".join(skipped)) + ")"
+        return self._result(leg, Decision.DENY, why, selected=selected), uncertain
 
     @staticmethod
     def _result(

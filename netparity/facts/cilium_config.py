@@ -189,6 +189,14 @@ class CiliumSettings:
     labels: LabelFilter = DEFAULT_LABEL_FILTER  # D6
     enable_sctp: bool = False  # D8: off as AKS runs Cilium
     allow_localhost: AllowLocalhost = AllowLocalhost.AUTO  # D4c
+    # D28 and docs/semantics-notes.md "Cilium policies as Cilium imports them". A key absent
+    # from a cilium-config that exists means the agent's default (pkg/defaults/defaults.go).
+    cluster_name: str = "default"  # `cluster-name`: the io.cilium.k8s.policy.cluster label
+    enable_l7_proxy: bool = True  # `enable-l7-proxy`: L7 (HTTP, Kafka, DNS) rules, DNS proxy
+    enable_icmp_rules: bool = True  # `enable-icmp-rules`: `icmps` rules
+    enable_node_selector_labels: bool = False  # `enable-node-selector-labels`: fromNodes/toNodes
+    enable_host_firewall: bool = False  # `enable-host-firewall`: host policies (nodeSelector)
+    enable_non_default_deny_policies: bool = True  # honours `enableDefaultDeny: false`
 
     @property
     def host_policed(self) -> bool:
@@ -213,8 +221,29 @@ def cilium_settings(config: Mapping[str, Mapping[str, str]]) -> CiliumSettings:
             f"allow-localhost {raw!r} is not one of auto, always, policy",
             **_where("allow-localhost"),
         ) from None
+
+    def flag(key: str, default: bool) -> bool:
+        raw_flag = data.get(key)
+        return default if raw_flag is None else raw_flag.strip() in _TRUE
+
     return CiliumSettings(
         labels=label_filter(data.get("labels")),
-        enable_sctp=data.get("enable-sctp", "false").strip() in _TRUE,
+        enable_sctp=flag("enable-sctp", False),
         allow_localhost=allow,
+        cluster_name=(data.get("cluster-name") or "").strip() or "default",
+        enable_l7_proxy=flag("enable-l7-proxy", True),
+        enable_icmp_rules=flag("enable-icmp-rules", True),
+        enable_node_selector_labels=flag("enable-node-selector-labels", False),
+        enable_host_firewall=flag("enable-host-firewall", False),
+        enable_non_default_deny_policies=flag("enable-non-default-deny-policies", True),
     )
+
+
+def acns_level(l7_proxy: bool) -> str:
+    """Which Advanced Container Networking Services policy level a setting means on AKS."""
+    if not l7_proxy:
+        return (
+            "no advanced network policies (enable-l7-proxy off: L3/L4 rules only; L7 and DNS "
+            "rules are refused and toFQDNs rules admit nothing)"
+        )
+    return "ACNS advanced network policies FQDN or L7 (enable-l7-proxy on: DNS proxy, L7 rules)"

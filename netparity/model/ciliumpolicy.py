@@ -1,7 +1,10 @@
 """CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (cilium.io/v2), the parts we model.
 
-Constructs the engine does not model (L7 rules, toFQDNs, toServices, ...) are kept as
-field paths in ``unsupported`` so that verdicts depending on them become ``unknown``.
+Every field beyond plain L3/L4 (L7 rules, toFQDNs, toServices, requirements, ...) is listed
+by path in ``unsupported`` (the lab skips such rules). The engine reads the finer fields:
+``requires``, ``icmp``, ``nodes``, ``fqdns``, ``l3_unknown`` (a peer set it cannot resolve),
+``l7`` (rules that need the L7 proxy) and ``conditions`` (what may still refuse traffic the
+L3/L4 part admits), so that only verdicts depending on them become ``unknown``.
 """
 
 from __future__ import annotations
@@ -61,10 +64,24 @@ class CiliumRule:
     cidrs: tuple[IPBlock, ...] = ()
     ports: tuple[CiliumPort, ...] = ()
     unsupported: tuple[str, ...] = ()
+    requires: tuple[LabelSelector, ...] = ()  # fromRequires / toRequires
+    icmp: bool = False  # `icmps`: the rule's L4 part is ICMP only (never with toPorts)
+    nodes: tuple[LabelSelector, ...] | None = None  # fromNodes / toNodes
+    fqdns: str | None = None  # the toFQDNs path
+    l3_unknown: tuple[str, ...] = ()  # toServices, toGroups, CIDR groups: peers not resolved
+    l7: tuple[str, ...] = ()  # toPorts[].rules.http/kafka/dns paths (need the L7 proxy)
+    conditions: tuple[str, ...] = ()  # L7, authentication, serverNames, TLS: may still refuse
 
     @property
     def has_l3(self) -> bool:
-        return self.endpoints is not None or bool(self.entities) or bool(self.cidrs)
+        return (
+            self.endpoints is not None
+            or bool(self.entities)
+            or bool(self.cidrs)
+            or self.nodes is not None
+            or self.fqdns is not None
+            or bool(self.l3_unknown)
+        )
 
 
 _PEER_FIELDS = {
@@ -90,11 +107,31 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
     ep_f, ent_f, cidr_f, cidrset_f = _PEER_FIELDS[direction]
     known = {ep_f, ent_f, cidr_f, cidrset_f, "toPorts", *_UNSUPPORTED[direction]}
     unsupported: list[str] = []
+    l3_unknown: list[str] = []
+    conditions: list[str] = []
+    l7: list[str] = []
     for key in data:
         if key not in known:
             raise ctx.sub(str(key)).error("is not a known field of a Cilium rule")
         if key in _UNSUPPORTED[direction] and data[key]:
             unsupported.append(f"{ctx.path}.{key}")
+            if key in ("toServices", "toGroups", "fromGroups"):
+                l3_unknown.append(f"{ctx.path}.{key}")
+            elif key == "authentication":
+                conditions.append(f"{ctx.path}.{key}")
+    req_f = "fromRequires" if direction == "ingress" else "toRequires"
+    requires = tuple(
+        LabelSelector.from_dict(s, ctx.sub(req_f).sub(i), kubernetes_keys=False)
+        for i, s in enumerate(as_list(data.get(req_f), ctx.sub(req_f)))
+    )
+    nodes_f = "fromNodes" if direction == "ingress" else "toNodes"
+    nodes = None
+    if data.get(nodes_f):
+        nodes = tuple(
+            LabelSelector.from_dict(s, ctx.sub(nodes_f).sub(i), kubernetes_keys=False)
+            for i, s in enumerate(as_list(data[nodes_f], ctx.sub(nodes_f)))
+        )
+    fqdns = f"{ctx.path}.toFQDNs" if data.get("toFQDNs") else None
     endpoints = None
     if ep_f in data and data[ep_f] is not None:
         endpoints = tuple(
@@ -116,6 +153,7 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
         m = as_map(item, ictx, allow_none=False)
         if "cidrGroupRef" in m or "cidrGroupSelector" in m:
             unsupported.append(f"{ictx.path}.cidrGroupRef")
+            l3_unknown.append(f"{ictx.path}.cidrGroupRef")
             continue
         excepts: list[IPNetwork] = [
             parse_cidr(e, ictx.sub("except").sub(j))
@@ -131,6 +169,12 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
         for key in pm:
             if key != "ports" and pm[key]:
                 unsupported.append(f"{pctx.path}.{key}")
+                conditions.append(f"{pctx.path}.{key}")
+                if key == "rules":
+                    kinds = as_map(pm[key], pctx.sub(key))
+                    l7.extend(
+                        f"{pctx.path}.rules.{k}" for k in ("http", "kafka", "dns") if kinds.get(k)
+                    )
         for j, pp in enumerate(as_list(pm.get("ports"), pctx.sub("ports"))):
             ppctx = pctx.sub("ports").sub(j)
             ppm = as_map(pp, ppctx, allow_none=False)
@@ -158,6 +202,13 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
         cidrs=tuple(cidrs),
         ports=tuple(ports),
         unsupported=tuple(unsupported),
+        requires=requires,
+        icmp=bool(data.get("icmps")),
+        nodes=nodes,
+        fqdns=fqdns,
+        l3_unknown=tuple(l3_unknown),
+        l7=tuple(l7),
+        conditions=tuple(conditions),
     )
 
 

@@ -92,6 +92,9 @@ class Pod:
     # "Kind/name" of the workload whose pod template this pod stands for (no pod of it was
     # running in the input; netparity.model.workloads); None for a pod that exists.
     template: str | None = None
+    # spec.serviceAccountName (the admission plugin fills in `default`): Cilium's identity
+    # label io.cilium.k8s.policy.serviceaccount (SEMANTICS D28).
+    service_account: str = "default"
     key: str = field(init=False, repr=False, compare=False)  # "namespace/name"
 
     def __post_init__(self) -> None:
@@ -152,6 +155,11 @@ class Pod:
             host_network=bool(spec.get("hostNetwork", False)),
             ports=tuple(ports),
             owner=owner,
+            service_account=as_str(
+                spec.get("serviceAccountName") or spec.get("serviceAccount"),
+                ctx.sub("spec.serviceAccountName"),
+            )
+            or "default",
         )
 
 

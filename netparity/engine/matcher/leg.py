@@ -32,6 +32,8 @@ class Lookup(TypingProtocol):
     """The engine's views the matchers read (labels as a dataplane sees them, addresses)."""
 
     named_ports: Mapping[str, frozenset[tuple[int, Protocol]]]
+    # the API server's addresses: `default/kubernetes` EndpointSlices (Cilium's kube-apiserver)
+    apiserver_ips: frozenset[str]
 
     def labels(self, pod: Pod, dp: Dataplane) -> Mapping[str, str]: ...
 
