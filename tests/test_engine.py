@@ -541,9 +541,16 @@ def test_an_unmodelled_cilium_construct_makes_the_verdict_unknown_and_names_it()
         cnp(
             "x/fqdn",
             {"endpointSelector": {}, "egress": [{"toFQDNs": [{"matchName": "example.com"}]}]},
-        )
+        ),
+        cilium_config(**{"enable-l7-proxy": "true"}),  # a DNS proxy fills toFQDNs (#23)
     )
-    v = judge(snap, "x/a", "ip:198.51.100.20", 443, "cilium")
+    traffic = Traffic(
+        source=resolve_endpoint("x/a", snap, as_source=True),
+        destination=resolve_endpoint("ip:198.51.100.20", snap, as_source=False),
+        port=443,
+        protocol=Protocol.TCP,
+    )
+    v = Engine(snap).evaluate(traffic, get_dataplane("cilium").with_config(snap.config))
     assert v.decision is Decision.UNKNOWN
     assert "CiliumNetworkPolicy x/fqdn" in v.explanation and "toFQDNs" in v.explanation
     assert decision(snap, "x/a", "ip:198.51.100.20", 443, "npm") == "allow"

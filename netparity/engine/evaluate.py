@@ -450,12 +450,13 @@ class Engine:
                         )
                     else:
                         maybe.append(f"{ref} may admit it: it hinges on {hinge} (not modelled)")
+        aside = " (" + _lit("; ".join(skipped)) + ")" if skipped else ""
         if admitted and not deny_maybe:
             word = "from" if direction == INGRESS else "to"
             return self._result(
                 leg,
                 Decision.ALLOW,
-                "{subject} {direction} " + word + " {peer} on {port} admitted by {rules}",
+                "{subject} {direction} " + word + " {peer} on {port} admitted by {rules}" + aside,
                 selected=selected,
                 rules=tuple(admitted),
             ), uncertain
@@ -463,14 +464,12 @@ class Engine:
             return self._result(
                 leg,
                 Decision.UNKNOWN,
-                "not modelled: " + _lit("; ".join((*deny_maybe, *maybe))),
+                "not modelled: " + _lit("; ".join((*deny_maybe, *maybe))) + aside,
                 selected=selected,
                 rules=tuple(admitted),
             ), uncertain
         why = "{subject} is isolated for {direction} by {selected}; no rule admits {peer} on {port}"
-        if skipped:
-            why += " (" + _lit("; ".join(skipped)) + ")"
-        return self._result(leg, Decision.DENY, why, selected=selected), uncertain
+        return self._result(leg, Decision.DENY, why + aside, selected=selected), uncertain
 
     @staticmethod
     def _result(
