@@ -17,7 +17,7 @@ from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot
 from netparity.probefile import resolve_endpoint
 
-from builders import base_cluster, cnp, netpol, pod
+from builders import base_cluster, cnp, netpol, node, ns, pod
 
 APISERVER = "20.50.1.10"
 
@@ -296,29 +296,26 @@ def test_the_cluster_entity_includes_the_api_server() -> None:
 # --- 8 and 9. refused policies; the L3/L4 part of rules with unmodelled fields -----------------
 
 
+L7_SPEC: dict[str, Any] = {
+    "endpointSelector": {},
+    "ingress": [
+        {
+            "fromEndpoints": [
+                {"matchLabels": {"k8s:io.kubernetes.pod.namespace": "x", "app": "a"}}
+            ],
+            "toPorts": [
+                {
+                    "ports": [{"port": "80", "protocol": "TCP"}],
+                    "rules": {"http": [{"method": "GET", "path": "/"}]},
+                }
+            ],
+        }
+    ],
+}
+
+
 def l7_cluster(*extra: dict[str, Any]) -> Snapshot:
-    return base_cluster(
-        *extra,
-        cnp(
-            "y/web",
-            {
-                "endpointSelector": {},
-                "ingress": [
-                    {
-                        "fromEndpoints": [
-                            {"matchLabels": {"k8s:io.kubernetes.pod.namespace": "x", "app": "a"}}
-                        ],
-                        "toPorts": [
-                            {
-                                "ports": [{"port": "80", "protocol": "TCP"}],
-                                "rules": {"http": [{"method": "GET", "path": "/"}]},
-                            }
-                        ],
-                    }
-                ],
-            },
-        ),
-    )
+    return base_cluster(*extra, cnp("y/web", L7_SPEC))
 
 
 def test_an_l7_policy_without_the_l7_proxy_is_refused_and_has_no_effect() -> None:
@@ -381,3 +378,42 @@ def test_to_services_stays_unknown_only_on_its_ports() -> None:
     v = judge(snap, "x/a", "y/c", 80)
     assert v.decision is Decision.UNKNOWN and "toServices" in v.explanation
     assert decide(snap, "x/a", "y/c", 81) == "deny"
+
+
+# --- explain ------------------------------------------------------------------------------------
+
+
+def test_explain_counts_what_each_cilium_policy_selects_and_says_why_one_does_nothing(
+    tmp_path: Any, capsys: Any
+) -> None:
+    import json
+
+    import yaml
+
+    from netparity.cli import main
+
+    docs = [
+        ns("x"),
+        ns("y"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("x/a", "10.244.0.10", "n1", {"app": "a"}),
+        pod("x/b", "10.244.0.11", "n1", {"app": "b"}),
+        pod("y/c", "10.244.1.10", "n2", {"app": "c"}),
+        cnp("y/web", L7_SPEC),
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumClusterwideNetworkPolicy",
+            "metadata": {"name": "hosts"},
+            "spec": {"nodeSelector": {}, "ingress": [{"fromEntities": ["cluster"]}]},
+        },
+        cnp("x/all", {"endpointSelector": {}, "ingress": [{"fromEntities": ["cluster"]}]}),
+    ]
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    assert main(["explain", str(path), "--format", "json"]) == 0
+    out = {i["policy"]: i for i in json.loads(capsys.readouterr().out)}
+    assert out["y/web"]["noEffect"] and "enable-l7-proxy" in out["y/web"]["effect"]
+    assert out["hosts"]["noEffect"] and "enable-host-firewall" in out["hosts"]["effect"]
+    assert out["hosts"]["selects"] == ["n1", "n2"]
+    assert not out["x/all"]["noEffect"] and out["x/all"]["selects"] == ["x/a", "x/b"]

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(snapshot)
     from netparity.engine.dataplane import SPEC
 
-    items = []
+    items: list[dict[str, object]] = []
     rows = []
     for policy in snapshot.network_policies:
         selected = [
@@ -68,16 +68,41 @@ def run(args: argparse.Namespace) -> int:
                 "; ".join(lines) or "(no rules)",
             ]
         )
-    for cp in snapshot.cilium_policies:
-        items.append({"policy": cp.key, "kind": cp.kind, "selector": str(cp.endpoint_selector)})
-        rows.append(
-            [
-                f"{cp.kind} {cp.key}",
-                str(cp.endpoint_selector),
-                "",
-                "Cilium policy (enforced by cilium dataplanes only)",
+    from netparity.engine.dataplane import NEWEST_TARGET, get_dataplane
+    from netparity.facts.cilium_config import acns_level
+
+    cilium = get_dataplane(NEWEST_TARGET).with_config(snapshot.config)
+    for cp, target in zip(snapshot.cilium_policies, engine.cilium_targets, strict=True):
+        why_not = engine.cilium_refusal(target, cilium)
+        if target.subject is not None:
+            selected = [
+                p.key
+                for p in snapshot.pods
+                if not p.host_network and target.subject.matches(engine.cilium_labels(p, cilium))
             ]
+            count = f"{len(selected)} pods"
+            selector = str(target.subject)
+        else:
+            nodesel = target.node_selector
+            selected = [
+                n.name for n in snapshot.nodes if nodesel is None or nodesel.matches(n.labels)
+            ]
+            count = f"{len(selected)} nodes"
+            selector = f"nodeSelector {cp.node_selector}"
+        effect = why_not or f"enforced under {cilium.name}"
+        if why_not and "enable-l7-proxy" in why_not:
+            effect += f"; cilium-config means {acns_level(cilium.cilium_l7_proxy)}"
+        items.append(
+            {
+                "policy": cp.key,
+                "kind": cp.kind,
+                "selector": selector,
+                "selects": selected,
+                "effect": effect,
+                "noEffect": why_not is not None,
+            }
         )
+        rows.append([f"{cp.kind} {cp.key}", selector, count, effect])
     if args.format == "json":
         print_json(items)
     else:
