@@ -194,7 +194,8 @@ class Compiler:
             pod_labels = self.filter.identity(p.labels)
             labels = dict(pod_labels)
             labels[NAMESPACE_LABEL] = p.namespace
-            labels[CLUSTER_LABEL] = "default"
+            labels[CLUSTER_LABEL] = self.settings.cluster_name  # D28
+            labels["io.cilium.k8s.policy.serviceaccount"] = p.service_account  # D28
             for k, v in nsl.items():
                 labels[NAMESPACE_LABELS_PREFIX + k] = v
             self.endpoints.append(
@@ -379,7 +380,17 @@ class Compiler:
         for cp in snap.cilium_policies:
             if cp.node_selector is not None or cp.endpoint_selector is None:
                 continue
-            subject = _normalize(cp.endpoint_selector)
+            # a CNP's k8s:io.kubernetes.pod.namespace match label is overwritten with its own
+            # namespace (ParseToCiliumRule); other forms stay and then select nothing
+            written = cp.endpoint_selector
+            if cp.namespace is not None:
+                written = replace(
+                    written,
+                    match_labels=tuple(
+                        (k, v) for k, v in written.match_labels if k != "k8s:" + NAMESPACE_LABEL
+                    ),
+                )
+            subject = _normalize(written)
             if subject is None or not subject.matches(ep.labels):
                 continue
             if cp.namespace is not None and cp.namespace != ep.pod.namespace:
