@@ -175,7 +175,9 @@ class _CiliumLint:
             order += 1
             if direction == EGRESS:
                 yield _Flow(
-                    traffic=Traffic(source=me, destination=NodeEndpoint(node=node), port=KUBELET_PORT),
+                    traffic=Traffic(
+                        source=me, destination=NodeEndpoint(node=node), port=KUBELET_PORT
+                    ),
                     peer=f"node {node.name} (own node)",
                     essential=False,
                     order=order,
@@ -197,7 +199,9 @@ class _CiliumLint:
             order += 1
             yield _Flow(
                 traffic=Traffic(
-                    source=me, destination=ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP), port=OUTSIDE_PORT
+                    source=me,
+                    destination=ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP),
+                    port=OUTSIDE_PORT,
                 ),
                 peer=f"outside address {DEFAULT_EXTERNAL_IP}",
                 essential=False,
@@ -306,7 +310,9 @@ class _CiliumLint:
 
     def _finding(self, acc: _Acc) -> Finding:
         c = acc.target
-        rows = sorted(acc.rows.values(), key=lambda r: (r.direction != EGRESS, r.order, r.pods.example))
+        rows = sorted(
+            acc.rows.values(), key=lambda r: (r.direction != EGRESS, r.order, r.pods.example)
+        )
         traffic = tuple(
             ChangedTraffic(
                 change=Change.OUTAGE,
@@ -331,8 +337,7 @@ class _CiliumLint:
             else f"it isolates pods for {'/'.join(acc.directions)} that NPM left open and cuts"
         )
         message = (
-            f"{c.name}: {TITLE} under {self.tgt.name}: {how} {cut}; "
-            f"e.g. {traffic[0].describe()}"
+            f"{c.name}: {TITLE} under {self.tgt.name}: {how} {cut}; e.g. {traffic[0].describe()}"
         )
         return Finding(
             id=f"{KIND}/{namespace or '-'}/{name.rsplit('/', 1)[-1]}",
@@ -399,9 +404,7 @@ class _CiliumLint:
             edited = [
                 replace(
                     p,
-                    default_deny_ingress=False
-                    if INGRESS in directions
-                    else p.default_deny_ingress,
+                    default_deny_ingress=False if INGRESS in directions else p.default_deny_ingress,
                     default_deny_egress=False if EGRESS in directions else p.default_deny_egress,
                 )
                 if p is which
@@ -438,9 +441,7 @@ class _CiliumLint:
                 f"{direction} (copy it into those namespaces)",
             )
             return
-        scoped = [
-            replace(which, spec_index=i, endpoint_selector=s) for i, s in enumerate(subjects)
-        ]
+        scoped = [replace(which, spec_index=i, endpoint_selector=s) for i, s in enumerate(subjects)]
         others = [p for p in specs if p is not which]
         yield Fix(
             summary=f"scopes endpointSelector to the pods NetworkPolicies already isolate for "
@@ -568,4 +569,3 @@ def accepted(
         else:
             notes.append(f"accepted {f.id}: {getattr(entry, 'reason', entry)}")
     return kept, notes
-

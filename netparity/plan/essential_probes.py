@@ -25,9 +25,9 @@ from netparity.engine.compile import EGRESS, INGRESS
 from netparity.engine.traffic import Endpoint, NodeEndpoint, ServiceEndpoint
 from netparity.model.objects import Node, Pod, Protocol, Service
 from netparity.model.snapshot import Snapshot
+from netparity.plan.base import PlannerBase, Port
 from netparity.plan.classes import PodClass
 from netparity.plan.model import Intent, PlannedProbe, Scenario
-from netparity.plan.base import PlannerBase, Port
 
 DNS_PORT = 53
 DNS_NAMESPACE = "kube-system"
@@ -192,4 +192,3 @@ class EssentialProbes(PlannerBase):
                 ):
                     return True
         return False
-

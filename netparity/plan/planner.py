@@ -38,8 +38,8 @@ from netparity.model.networkpolicy import IPBlock
 from netparity.model.objects import Protocol, ServiceType
 from netparity.model.snapshot import Snapshot
 from netparity.plan.base import Draft, Port
-from netparity.plan.essential_probes import EssentialProbes
 from netparity.plan.classes import block_members, ip_int
+from netparity.plan.essential_probes import EssentialProbes
 from netparity.plan.ids import plan_digest
 from netparity.plan.infer import infer_scenario
 from netparity.plan.model import Coverage, Intent, Plan, PlannedProbe, Prediction, Scenario
