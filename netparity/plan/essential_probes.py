@@ -160,15 +160,19 @@ class EssentialProbes(PlannerBase):
                 sig = (*sig, c.name)
             groups.setdefault(sig, []).append(c)
         for members in groups.values():
-            c = members[0]
-            src = self._pod_end(c, None)
-            if src is None:
-                continue
             stands = tuple(k for m in members for k in m.keys)
             for flow in flows:
+                # not a backend to its own Service: hairpin, not what DNS needs
+                c = next(
+                    (m for m in members if flow.service is None or not flow.service.selects(m.rep)),
+                    None,
+                )
+                src = self._pod_end(c, None) if c is not None else None
+                if src is None:
+                    continue
                 dst = flow.endpoint(src.pod, self.node_by_name)
-                if dst is None or (flow.service is not None and flow.service.selects(src.pod)):
-                    continue  # a backend to its own Service: hairpin, not what DNS needs
+                if dst is None:
+                    continue
                 pid = self._add(
                     src,
                     dst,
