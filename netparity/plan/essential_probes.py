@@ -163,11 +163,11 @@ class EssentialProbes(PlannerBase):
             stands = tuple(k for m in members for k in m.keys)
             for flow in flows:
                 # not a backend to its own Service: hairpin, not what DNS needs
-                c = next(
+                first = next(
                     (m for m in members if flow.service is None or not flow.service.selects(m.rep)),
                     None,
                 )
-                src = self._pod_end(c, None) if c is not None else None
+                src = self._pod_end(first, None) if first is not None else None
                 if src is None:
                     continue
                 dst = flow.endpoint(src.pod, self.node_by_name)
