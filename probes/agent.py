@@ -30,6 +30,13 @@ in input order, each echoing ``id``, ``host``, ``port`` and ``protocol``, with
 ``observed`` one of ``connected`` (plus ``token`` and ``latency_ms``),
 ``refused``, ``timeout`` or ``error`` (plus ``error``).  A document that cannot
 be used at all gives a single ``{"error": "..."}`` line and exit status 2.
+
+Essential probes (the only ones to real cluster services, both read-only) add
+``"check"`` to a target: ``"dns"`` sends one DNS query (type A) for ``"name"``
+(default ``kubernetes.default.svc.cluster.local``) over the target's UDP or
+TCP and is ``connected`` when a reply with the query's id arrives (``token``:
+the reply's rcode and answer count, e.g. ``NOERROR 1``); ``"connect"`` is a
+TCP connect alone (``connected`` once accepted; no token is read).
 """
 
 from __future__ import annotations
@@ -518,6 +525,117 @@ async def probe_udp(target: Target, timeout: float) -> dict[str, Any]:
         transport.close()
 
 
+# --------------------------------------------------------------------------- essential checks
+
+DNS_DEFAULT_NAME = "kubernetes.default.svc.cluster.local"
+DNS_RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+CHECKS = ("dns", "connect")
+
+
+def dns_query(name: str, query_id: int) -> bytes:
+    """A DNS query (RD set) for the A record of `name`."""
+    header = query_id.to_bytes(2, "big") + b"\x01\x00" + b"\x00\x01" + b"\x00" * 6
+    labels = b"".join(
+        len(part).to_bytes(1, "big") + part
+        for part in (p.encode("ascii") for p in name.split("."))
+        if part
+    )
+    return header + labels + b"\x00" + b"\x00\x01" + b"\x00\x01"
+
+
+def dns_answer(reply: bytes, query_id: int) -> str | None:
+    """`RCODE ANSWERS` of a reply to `query_id`, None where it is not one."""
+    if len(reply) < 12 or int.from_bytes(reply[:2], "big") != query_id or not reply[2] & 0x80:
+        return None
+    rcode = reply[3] & 0x0F
+    return f"{DNS_RCODES.get(rcode, str(rcode))} {int.from_bytes(reply[6:8], 'big')}"
+
+
+async def probe_dns(target: Target, name: str, timeout: float) -> dict[str, Any]:
+    """One DNS query over UDP (or TCP, length-prefixed); connected when a reply arrives."""
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    deadline = start + timeout
+    tcp = target.protocol == "TCP"
+    family, sockaddr = await resolve(
+        target, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM, deadline
+    )
+    query_id = secrets.randbelow(0xFFFF) + 1
+    query = dns_query(name, query_id)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
+    with sock:
+        sock.setblocking(False)
+        bind_source(sock, target.source)
+        try:
+            await asyncio.wait_for(
+                loop.sock_connect(sock, sockaddr), max(deadline - time.monotonic(), 0.001)
+            )
+            await loop.sock_sendall(sock, (len(query).to_bytes(2, "big") + query) if tcp else query)
+            while True:
+                data = await asyncio.wait_for(
+                    loop.sock_recv(sock, 65535), max(deadline - time.monotonic(), 0.001)
+                )
+                if tcp and not data:
+                    return {"observed": "error", "error": "the DNS server closed without a reply"}
+                answer = dns_answer(data[2:] if tcp else data, query_id)
+                if answer is not None:
+                    return {
+                        "observed": "connected",
+                        "token": answer,
+                        "latency_ms": elapsed_ms(start),
+                    }
+        except TimeoutError:
+            return {"observed": "timeout"}
+        except ConnectionRefusedError:
+            return {"observed": "refused"}
+        except OSError as exc:
+            raise ProbeError(errno_text(exc)) from None
+
+
+async def probe_connect(target: Target, timeout: float) -> dict[str, Any]:
+    """A TCP connect alone (the API server cannot answer a token): connected once accepted."""
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    deadline = start + timeout
+    family, sockaddr = await resolve(target, socket.SOCK_STREAM, deadline)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
+    with sock:
+        sock.setblocking(False)
+        bind_source(sock, target.source)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, sockaddr), max(deadline - start, 0.001))
+        except TimeoutError:
+            return {"observed": "timeout"}
+        except ConnectionRefusedError:
+            return {"observed": "refused"}
+        except OSError as exc:
+            raise ProbeError(errno_text(exc)) from None
+        return {"observed": "connected", "token": None, "latency_ms": elapsed_ms(start)}
+
+
+async def probe_check(raw: dict[str, Any], target: Target, timeout: float) -> dict[str, Any]:
+    """An essential probe: raw["check"] is "dns" or "connect"."""
+    check = raw.get("check")
+    if check not in CHECKS:
+        return {"observed": "error", "error": 'invalid target: "check" must be dns or connect'}
+    if check == "connect":
+        if target.protocol != "TCP":
+            return {"observed": "error", "error": 'invalid target: "connect" is a TCP check'}
+        return await probe_connect(target, timeout)
+    if target.protocol == "SCTP":
+        return {"observed": "error", "error": 'invalid target: "dns" is a UDP or TCP check'}
+    name = raw.get("name", DNS_DEFAULT_NAME)
+    if not isinstance(name, str) or not name.strip("."):
+        return {"observed": "error", "error": 'invalid target: "name" must be a DNS name'}
+    return await probe_dns(target, name, timeout)
+
+
 async def probe_one(raw: object, timeout: float, limit: asyncio.Semaphore) -> dict[str, Any]:
     result = echo(raw)
     target = validate_target(raw)
@@ -526,7 +644,9 @@ async def probe_one(raw: object, timeout: float, limit: asyncio.Semaphore) -> di
         return result
     async with limit:
         try:
-            if target.protocol == "UDP":
+            if isinstance(raw, dict) and raw.get("check") is not None:
+                outcome = await probe_check(raw, target, timeout)
+            elif target.protocol == "UDP":
                 outcome = await probe_udp(target, timeout)
             else:
                 outcome = await probe_stream(target, timeout)

@@ -103,6 +103,11 @@ def cnp(key: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def base_cluster(*extra: dict[str, Any]) -> Snapshot:
+    """`base_docs(*extra)` as a Snapshot."""
+    return snapshot_from_dicts(base_docs(*extra))
+
+
+def base_docs(*extra: dict[str, Any]) -> list[dict[str, Any]]:
     """Two nodes, namespaces x (team=a) and y (team=b); pods x/a, x/b on n1, y/c on n2, a
     hostNetwork pod on each node, and whatever `extra` adds."""
     docs = [
@@ -139,4 +144,4 @@ def base_cluster(*extra: dict[str, Any]) -> Snapshot:
         ),
         *extra,
     ]
-    return snapshot_from_dicts(docs)
+    return docs

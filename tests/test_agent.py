@@ -383,3 +383,102 @@ def test_a_batch_of_500_dropped_targets_finishes_in_about_one_timeout(netns: lis
     wall = time.monotonic() - started
     assert {r["observed"] for r in results} == {"timeout"}
     assert wall < 4.0
+
+
+# ------------------------------------------------------------------ essential checks (#23)
+
+
+@pytest.fixture
+def dns_server() -> Iterator[tuple[int, list[bytes]]]:
+    """A minimal DNS responder on 127.0.0.1 (UDP and TCP, one port): answers every query
+    NOERROR with one answer; yields (port, the queries it got)."""
+    import threading
+
+    queries: list[bytes] = []
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind((LOCAL, 0))
+    port = tcp.getsockname()[1]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((LOCAL, port))
+    tcp.listen()
+    udp.settimeout(0.2)
+    tcp.settimeout(0.2)
+    stop = threading.Event()
+
+    def reply(query: bytes) -> bytes:
+        queries.append(query)
+        return query[:2] + b"\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00" + query[12:]
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = udp.recvfrom(512)
+                udp.sendto(reply(data), addr)
+            except TimeoutError:
+                pass
+            try:
+                conn, _ = tcp.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                data = conn.recv(512)
+                answer = reply(data[2:])
+                conn.sendall(len(answer).to_bytes(2, "big") + answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port, queries
+    finally:
+        stop.set()
+        thread.join(5)
+        udp.close()
+        tcp.close()
+
+
+def test_a_dns_check_queries_the_name_over_udp_and_tcp_and_needs_an_answer(
+    dns_server: tuple[int, list[bytes]],
+) -> None:
+    port, queries = dns_server
+    silent = free_port(socket.SOCK_DGRAM)
+    targets = [
+        {**target("u", port, "UDP"), "check": "dns"},
+        {
+            **target("t", port, "TCP"),
+            "check": "dns",
+            "name": "kube-dns.kube-system.svc.cluster.local",
+        },
+        {**target("s", silent, "UDP"), "check": "dns"},
+        {**target("x", port, "SCTP"), "check": "dns"},
+        {**target("y", port, "UDP"), "check": "ping"},
+    ]
+    u, t, s, x, y = probe(targets, timeout=1.0)
+    assert (u["observed"], u["token"]) == ("connected", "NOERROR 1")
+    assert (t["observed"], t["token"]) == ("connected", "NOERROR 1")
+    assert s["observed"] in ("refused", "timeout")
+    assert x["observed"] == "error" and "UDP or TCP" in x["error"]
+    assert y["observed"] == "error" and '"check"' in y["error"]
+    assert any(b"\x0akubernetes\x07default\x03svc\x07cluster\x05local\x00" in q for q in queries)
+    assert any(b"\x08kube-dns" in q for q in queries)
+
+
+def test_a_connect_check_needs_only_an_accepted_connection() -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((LOCAL, 0))
+    listener.listen()
+    closed = free_port()
+    try:
+        ok, refused, udp = probe(
+            [
+                {**target("a", listener.getsockname()[1]), "check": "connect"},
+                {**target("b", closed), "check": "connect"},
+                {**target("c", closed, "UDP"), "check": "connect"},
+            ]
+        )
+    finally:
+        listener.close()
+    assert ok["observed"] == "connected" and ok["token"] is None
+    assert refused["observed"] == "refused"
+    assert udp["observed"] == "error" and "TCP check" in udp["error"]

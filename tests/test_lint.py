@@ -21,7 +21,7 @@ from netparity.lint.fixes import apply_fix, apply_fixes, apply_objects, check_ex
 from netparity.lint.output import INDEX, render_json, render_junit, render_text, write_fix_dir
 from netparity.model.snapshot import Snapshot, load_snapshot
 
-from builders import base_cluster, netpol, node, ns, pod, service
+from builders import base_cluster, base_docs, cnp, netpol, node, ns, pod, service
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "aks-migration.yaml"
 FORMS = ("matchLabels", "matchExpressions")
@@ -1013,3 +1013,96 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
     assert all(
         f.fix is None and f.no_fix_reason for f in report.findings if f.kind == "lb-in-cluster"
     )
+
+
+# ---------------------------------------------------------------- Cilium policies (#23)
+
+GUIDE_CNP = {"endpointSelector": {}, "egress": [{"toEntities": ["host", "remote-node"]}]}
+
+
+def _dns_objects() -> list[dict[str, Any]]:
+    dns = service("kube-system/kube-dns", {"k8s-app": "kube-dns"}, 53, 53, protocol="UDP")
+    dns["spec"]["ports"][0]["name"] = "dns"
+    dns["spec"]["ports"].append(
+        {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"}
+    )
+    return [
+        ns("kube-system"),
+        pod(
+            "kube-system/coredns-1",
+            "10.244.1.20",
+            "n2",
+            {"k8s-app": "kube-dns"},
+            [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")],
+        ),
+        dns,
+    ]
+
+
+def _cilium_findings(report: LintReport) -> list[Finding]:
+    return [f for f in report.findings if f.kind == "cilium-policy"]
+
+
+def test_the_guides_cnp_without_an_egress_policy_cuts_dns_first_and_gets_a_checked_fix() -> None:
+    snap = base_cluster(*_dns_objects(), cnp("x/allow-node-egress", GUIDE_CNP))
+    report = lint_snapshot(snap, target="cilium")
+    (f,) = _cilium_findings(report)
+    assert f.object == "CiliumNetworkPolicy x/allow-node-egress"
+    assert f.id == "cilium-policy/x/allow-node-egress"
+    assert f.traffic[0].peer.startswith("DNS: svc:kube-system/kube-dns")
+    assert {"53/UDP", "53/TCP"} <= set(f.traffic[0].ports)
+    assert "DNS" in f.message and "other pods" in f.message
+    # the node entities it admits stay open: no row towards a node
+    assert not any(t.peer.startswith("node ") for t in f.traffic)
+    assert f.fix is not None and f.fix.action is FixAction.APPLY
+    (obj,) = f.fix.objects
+    assert obj["spec"]["enableDefaultDeny"] == {"egress": False}
+    assert obj["spec"]["egress"] == [{"toEntities": ["host", "remote-node"]}]
+    fixed = lint_snapshot(apply_objects(snap, f.fix.objects), target="cilium")
+    assert _cilium_findings(fixed) == []
+
+
+def test_the_guides_cnp_where_egress_is_already_isolated_is_no_finding() -> None:
+    deny = netpol("x/deny-egress", {"podSelector": {}, "policyTypes": ["Egress"]})
+    snap = base_cluster(*_dns_objects(), deny, cnp("x/allow-node-egress", GUIDE_CNP))
+    assert _cilium_findings(lint_snapshot(snap, target="cilium")) == []
+
+
+def test_a_cnp_deny_rule_that_cuts_what_a_network_policy_allowed_is_a_finding() -> None:
+    allow = netpol("x/allow-egress", {"podSelector": {}, "egress": [{}]})
+    deny = cnp(
+        "x/no-y",
+        {
+            "endpointSelector": {"matchLabels": {"app": "a"}},
+            "egressDeny": [
+                {"toEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "y"}}]}
+            ],
+        },
+    )
+    report = lint_snapshot(base_cluster(*_dns_objects(), allow, deny), target="cilium")
+    (f,) = _cilium_findings(report)
+    assert f.object == "CiliumNetworkPolicy x/no-y"
+    assert f.rules and all("egressDeny" in r for r in f.rules)
+    assert {t.pods.example for t in f.traffic} == {"x/a"}
+    assert all(t.peer.startswith("y[") for t in f.traffic)
+
+
+def test_lint_exits_1_naming_the_cnp_and_dns_and_an_accept_entry_accepts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = [*base_docs(), *_dns_objects(), cnp("x/allow-node-egress", GUIDE_CNP)]
+    snap_file = tmp_path / "snap.yaml"
+    snap_file.write_text(yaml.safe_dump_all(docs))
+    assert main(["lint", str(snap_file), "--target", "cilium"]) == 1
+    out = capsys.readouterr().out
+    assert "cilium-policy" in out and "CiliumNetworkPolicy x/allow-node-egress" in out
+    assert "DNS: svc:kube-system/kube-dns" in out
+    accept = tmp_path / "accept.yaml"
+    accept.write_text("- id: cilium-policy/x/allow-node-egress\n  reason: x may reach nodes only\n")
+    code = main(["lint", str(snap_file), "--target", "cilium", "--accept", str(accept)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "accepted cilium-policy/x/allow-node-egress: x may reach nodes only" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- id: cilium-policy/x/allow-node-egress\n")
+    assert main(["lint", str(snap_file), "--accept", str(bad)]) == 2

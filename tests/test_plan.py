@@ -20,7 +20,7 @@ from netparity.plan.model import Intent, Plan, PlannedProbe, Scenario
 from netparity.plan.planner import make_plan
 from netparity.probefile import parse_probes
 
-from builders import base_cluster, netpol, ns, pod, service
+from builders import base_cluster, cnp, netpol, ns, pod, service
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "aks-migration.yaml"
@@ -626,7 +626,9 @@ def test_the_generated_cluster_plan_covers_every_rule_and_every_scenario() -> No
     plan = make_plan(snapshot_from_dicts(generate(pods=600, namespaces=15, policies=150, nodes=5)))
     c = plan.coverage
     assert c.rules_with_admit == c.rules_total
-    assert set(c.scenarios_probed) == set(c.scenarios_present) == {str(s) for s in Scenario}
+    # cilium-policy is a lint kind; essential a purpose (the generated cluster has no DNS)
+    every = {str(s) for s in Scenario} - {"cilium-policy", "essential"}
+    assert set(c.scenarios_probed) == set(c.scenarios_present) == every
 
 
 # --- the CLI ---------------------------------------------------------------------------------------
@@ -708,3 +710,72 @@ def test_the_outside_client_address_changes_predictions_not_ids() -> None:
     assert any(
         p.predicted["npm"].decision != moved[p.id].predicted["npm"].decision for p in shared
     ), "the partner range admits 203.0.113.10 and not 198.51.100.77"
+
+
+# --- essential flows (#23) ------------------------------------------------------------------------
+
+
+def _dns_and_api() -> list[dict[str, Any]]:
+    dns = service("kube-system/kube-dns", {"k8s-app": "kube-dns"}, 53, 53, protocol="UDP")
+    dns["spec"]["ports"][0]["name"] = "dns"
+    dns["spec"]["ports"].append(
+        {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"}
+    )
+    api = service("default/kubernetes", {}, 443, 6443, cluster_ip="10.0.0.1")
+    del api["spec"]["selector"]
+    return [
+        ns("kube-system"),
+        ns("default"),
+        pod(
+            "kube-system/coredns-1",
+            "10.244.1.20",
+            "n2",
+            {"k8s-app": "kube-dns"},
+            [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")],
+        ),
+        dns,
+        api,
+    ]
+
+
+def _src_ns(p: PlannedProbe) -> str | None:
+    src = p.traffic.source
+    return src.pod.namespace if isinstance(src, PodEndpoint) else None
+
+
+def test_essential_dns_probes_are_planned_from_every_class_and_cut_by_the_guides_cnp() -> None:
+    from netparity.plan.essential_probes import Check, essential_check
+
+    guide = cnp(
+        "x/allow-node-egress",
+        {"endpointSelector": {}, "egress": [{"toEntities": ["host", "remote-node"]}]},
+    )
+    plan = make_plan(base_cluster(*_dns_and_api(), guide), target="cilium")
+    essential = [p for p in plan.probes if Scenario.ESSENTIAL in p.scenarios]
+    from_x = [p for p in essential if _src_ns(p) == "x"]
+    udp = [p for p in from_x if p.traffic.port == 53 and str(p.traffic.protocol) == "UDP"]
+    assert udp, [p.title for p in essential]
+    probe = udp[0]
+    assert probe.scenario is Scenario.ESSENTIAL
+    assert "svc:kube-system/kube-dns" in probe.title
+    assert essential_check(probe) is Check.DNS
+    assert probe.predicted["npm"].decision.value == "allow"
+    assert probe.predicted["cilium"].decision.value == "deny"
+    # y's pods are not selected by the CNP: DNS stays open there
+    from_y = [p for p in essential if _src_ns(p) == "y"]
+    assert from_y and all(
+        p.predicted["cilium"].decision.value == "allow" for p in from_y if p.traffic.port == 53
+    )
+    # the API server: a TCP connect through default/kubernetes
+    api = [p for p in from_x if "default/kubernetes" in p.title]
+    assert api and essential_check(api[0]) is Check.CONNECT
+    # the DNS pods do not probe their own Service (hairpin)
+    assert not any(_src_ns(p) == "kube-system" and p.traffic.port == 53 for p in essential)
+
+
+def test_essential_probes_leave_the_ids_of_other_probes_alone() -> None:
+    plain = make_plan(base_cluster(), target="cilium")
+    with_dns = make_plan(base_cluster(*_dns_and_api()), target="cilium")
+    ids = {p.id for p in with_dns.probes}
+    assert {p.id for p in plain.probes} <= ids
+    assert any(Scenario.ESSENTIAL in p.scenarios for p in with_dns.probes)

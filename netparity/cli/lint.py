@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="write one YAML file per fix and an index.yaml into DIR (replaced atomically)",
     )
+    p.add_argument(
+        "--accept",
+        metavar="FILE",
+        help="accept file (the gate's: a YAML list of {id, reason}); a finding whose id it "
+        "lists is accepted: left out of the findings and named in a note",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         target, why = default_target(snapshot)
         notes.append(f"target {target}: {why} (--target overrides)")
     report = lint_snapshot(snapshot, target=target)
+    if args.accept:
+        report = _accept(report, args.accept)
     if args.target is None and target == NEWEST_TARGET:
         notes.extend(_older(snapshot, report))
     report = replace(report, notes=(*notes, *report.notes))
@@ -76,6 +84,15 @@ def run(args: argparse.Namespace) -> int:
             out += f"\nfixes written to {args.fix_dir} (see {args.fix_dir}/index.yaml)\n"
     sys.stdout.write(out)
     return exit_code(report)
+
+
+def _accept(report: LintReport, path: str) -> LintReport:
+    """The report without the findings the accept file lists (a note names each)."""
+    from netparity.accept import load_accept
+    from netparity.lint.cilium_findings import accepted
+
+    kept, notes = accepted(report.findings, load_accept(path))
+    return replace(report, findings=tuple(kept), notes=(*report.notes, *notes))
 
 
 def _older(snapshot: Snapshot, report: LintReport) -> list[str]:

@@ -107,6 +107,7 @@ def lint_snapshot(
         from netparity.lint.fixes import FixBuilder
 
         findings = FixBuilder(builder).attach(findings)
+    findings.extend(_cilium_findings(snapshot, engine, npm, tgt, fixes=fixes))
     findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
     return LintReport(
         target=target,
@@ -119,6 +120,15 @@ def lint_snapshot(
         notes=tuple(_notes(snapshot, engine, classes, linter, target)),
         not_judged=not_judged(snapshot, linter.unknown_reasons),
     )
+
+
+def _cilium_findings(
+    snapshot: Snapshot, engine: Engine, npm: Dataplane, tgt: Dataplane, *, fixes: bool
+) -> list[Finding]:
+    """The Cilium policies that cut what NPM allowed (netparity.lint.cilium_findings)."""
+    from netparity.lint.cilium_findings import cilium_findings
+
+    return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes)
 
 
 def _notes(

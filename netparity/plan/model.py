@@ -29,6 +29,8 @@ class Scenario(StrEnum):
     SCTP = "sctp"  # D8
     LB_IN_CLUSTER = "lb-in-cluster"  # D5d
     UNTRANSLATABLE = "untranslatable"  # D11
+    CILIUM_POLICY = "cilium-policy"  # a Cilium policy that isolates or cuts (lint, D13)
+    ESSENTIAL = "essential"  # DNS and the API server from every class (purpose only)
 
 
 GUIDE_SCENARIOS = (

@@ -39,6 +39,7 @@ from netparity.model.objects import Protocol, ServiceType
 from netparity.model.snapshot import Snapshot
 from netparity.plan.base import Draft, Port
 from netparity.plan.classes import block_members, ip_int
+from netparity.plan.essential_probes import EssentialProbes
 from netparity.plan.ids import plan_digest
 from netparity.plan.infer import infer_scenario
 from netparity.plan.model import Coverage, Intent, Plan, PlannedProbe, Prediction, Scenario
@@ -76,7 +77,7 @@ def make_plan(
     ).plan(tuple(explicit))
 
 
-class _Planner(RuleProbes, ScenarioProbes):
+class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
     def __init__(
         self,
         snapshot: Snapshot,
@@ -205,6 +206,7 @@ class _Planner(RuleProbes, ScenarioProbes):
         self._plan_rules()
         self._plan_node_egress()
         self._plan_services()
+        self._plan_essential()
         drafts = sorted(self.drafts.values(), key=self._order)
         probes = tuple(self._probe(d) for d in drafts)
         ids = {p.id for p in probes}
