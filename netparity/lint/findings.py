@@ -8,6 +8,7 @@ from typing import Any
 
 from netparity.engine.traffic import Decision, PathKind, RuleRef, Traffic
 from netparity.lint.judged import NotJudged
+from netparity.plan.groups import PodGroup as PodGroup  # re-exported: lint values name it
 from netparity.plan.model import GUIDE_SCENARIOS, Scenario
 
 # Findings whose kind the lint could not tie to a row of SEMANTICS.md (should not happen;
@@ -71,38 +72,6 @@ class FixAction(StrEnum):
 class FixWhen(StrEnum):
     BEFORE = "before-migration"  # NetworkPolicy changes: safe under NPM, keep parity on Cilium
     AFTER = "after-migration"  # CiliumNetworkPolicy: apply once Cilium runs (NPM ignores it)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PodGroup:
-    """Pods that behave alike for every policy: a namespace, the labels policies use, a count."""
-
-    namespace: str
-    labels: tuple[tuple[str, str], ...]
-    count: int
-    example: str  # one pod key, for a reader to find them
-    # "Kind/name" where the pods are a workload's template (no pod of it was running)
-    template: str | None = None
-
-    def __str__(self) -> str:
-        labels = ",".join(f"{k}={v}" for k, v in self.labels) or "*"
-        pods = "pod" if self.count == 1 else "pods"
-        if self.template is not None:
-            return (
-                f"{self.namespace}[{labels}] ({self.count} {pods} from {self.template}'s template)"
-            )
-        return f"{self.namespace}[{labels}] ({self.count} {pods}, e.g. {self.example})"
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "namespace": self.namespace,
-            "labels": dict(self.labels),
-            "count": self.count,
-            "example": self.example,
-        }
-        if self.template is not None:
-            out["template"] = self.template
-        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,7 +31,6 @@ from netparity.engine.traffic import (
     Verdict,
 )
 from netparity.errors import InputError
-from netparity.lint.classes import PodClasses
 from netparity.lint.findings import (
     KIND_ROWS,
     OTHER_KIND,
@@ -52,6 +51,7 @@ from netparity.lint.tally import ns_name as _ns_name
 from netparity.lint.tally import side as _side
 from netparity.model.objects import Protocol, Service
 from netparity.model.snapshot import Snapshot
+from netparity.plan.class_index import ClassIndex
 from netparity.plan.model import Scenario
 
 _TAG = re.compile(r"\((D\d+[a-z]?)\)")
@@ -87,7 +87,7 @@ def lint_snapshot(
     npm = get_dataplane(CURRENT).with_config(snapshot.config)
     tgt = get_dataplane(target).with_config(snapshot.config)
     engine = Engine(snapshot)
-    classes = PodClasses(snapshot, engine)
+    classes = ClassIndex(engine, (npm, tgt))
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
     linter = Linter(engine, npm, tgt)
     for cls in classes.classes:
@@ -122,7 +122,7 @@ def lint_snapshot(
 
 
 def _notes(
-    snapshot: Snapshot, engine: Engine, classes: PodClasses, linter: Linter, target: str
+    snapshot: Snapshot, engine: Engine, classes: ClassIndex, linter: Linter, target: str
 ) -> list[str]:
     notes = []
     older = older_release(target)
