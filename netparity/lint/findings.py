@@ -8,6 +8,7 @@ from typing import Any
 
 from netparity.engine.traffic import Decision, PathKind, RuleRef, Traffic
 from netparity.lint.judged import NotJudged
+from netparity.plan.governed import Connection
 from netparity.plan.groups import PodGroup as PodGroup  # re-exported: lint values name it
 from netparity.plan.model import GUIDE_SCENARIOS, Scenario
 
@@ -74,20 +75,9 @@ class FixWhen(StrEnum):
     AFTER = "after-migration"  # CiliumNetworkPolicy: apply once Cilium runs (NPM ignores it)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Probe:
-    """One connection the lint evaluated, the side whose verdict it compares, and for whom."""
-
-    traffic: Traffic
-    side: str | None  # "ingress"/"egress": compare that side's decision; None: the whole verdict
-    pods: PodGroup  # the governed pods (the policy's subjects, or a Service's clients/backends)
-    peer: str  # the other end, described (with a count where it stands for several)
-    port: int  # the port number on the pod (after Service translation where known)
-    port_label: str  # how a reader sees it: "8080/TCP", "80/TCP (targetPort 8080)"
-    from_pods: bool | None = None  # `pods` start the connection (None: egress side does)
-    stands_for: tuple[PodGroup, ...] = ()  # more classes every policy sees as `pods` (capped)
-    stands_for_pods: int = 0  # pods in all of those classes
-    stands_for_classes: int = 0  # how many classes (stands_for lists the first ones)
+# One connection the lint evaluated, the side whose verdict it compares, and for whom: the
+# planner's enumerator lists them (plan/governed.py).
+Probe = Connection
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

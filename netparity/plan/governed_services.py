@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from netparity.engine.compile import EGRESS, INGRESS
-from netparity.engine.dataplane import Dataplane
-from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import (
     DEFAULT_EXTERNAL_IP,
     Decision,
@@ -26,8 +25,6 @@ from netparity.engine.traffic import (
 from netparity.model.networkpolicy import IPBlock, PolicyPeer
 from netparity.model.objects import Node, Pod, Protocol, Service, ServiceType
 from netparity.model.selectors import LabelSelector
-from netparity.model.snapshot import Snapshot
-from netparity.plan.class_index import ClassIndex
 from netparity.plan.classes import PodClass
 from netparity.plan.governed import Connection, GovernedTraffic
 from netparity.plan.groups import PodGroup
@@ -48,27 +45,30 @@ class _View:
     selectors: tuple[LabelSelector, ...]  # Cilium endpoint selectors (identity labels)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Caches:
+    peer_match: dict[tuple[int, str, str], tuple[bool, bool]] = field(default_factory=dict)
+    views: dict[tuple[str, ...], _View] = field(default_factory=dict)
+    signatures: dict[tuple[tuple[str, ...], str], tuple[object, ...]] = field(default_factory=dict)
+    egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
+
+
 class ServiceTraffic(GovernedTraffic):
     """Adds the connections through NodePort/LoadBalancer Services."""
 
-    def __init__(
-        self,
-        snapshot: Snapshot,
-        engine: Engine,
-        classes: ClassIndex,
-        npm: Dataplane,
-        target: Dataplane,
-    ) -> None:
-        super().__init__(snapshot, engine, classes, npm, target)
-        self.on_node: dict[str, dict[str, list[Pod]]] = defaultdict(lambda: defaultdict(list))
-        for c in classes.classes:
-            for p in classes.members[c.name]:
+    @cached_property
+    def on_node(self) -> dict[str, dict[str, list[Pod]]]:
+        """Per node, per class name, the class's pods there (by key)."""
+        out: dict[str, dict[str, list[Pod]]] = defaultdict(lambda: defaultdict(list))
+        for c in self.classes.classes:
+            for p in self.classes.members[c.name]:
                 if p.node_name:
-                    self.on_node[p.node_name][c.name].append(p)
-        self._peer_match: dict[tuple[int, str, str], tuple[bool, bool]] = {}
-        self._views: dict[tuple[str, ...], _View] = {}
-        self._signatures: dict[tuple[tuple[str, ...], str], tuple[object, ...]] = {}
-        self._egress_sigs: dict[str, tuple[object, ...]] = {}
+                    out[p.node_name][c.name].append(p)
+        return out
+
+    @cached_property
+    def _caches(self) -> _Caches:
+        return _Caches()
 
     def service_connections(self, svc: Service) -> list[Connection]:
         if svc.type not in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
@@ -235,7 +235,7 @@ class ServiceTraffic(GovernedTraffic):
             *(t.name for t in tgt_sel[0]),
             *(c.name for c in tgt_sel[1]),
         )
-        cached = self._views.get(key)
+        cached = self._caches.views.get(key)
         if cached is not None:
             return cached
         peers: list[tuple[str, PolicyPeer]] = []
@@ -254,25 +254,25 @@ class ServiceTraffic(GovernedTraffic):
             for _, crule in (*c.rules.get(INGRESS, ()), *c.deny_rules.get(INGRESS, ())):
                 blocks.extend(crule.cidrs)
         view = _View(key=key, peers=tuple(peers), blocks=tuple(blocks), selectors=tuple(selectors))
-        self._views[key] = view
+        self._caches.views[key] = view
         return view
 
     def _egress_signature(self, cls: PodClass) -> tuple[object, ...]:
         """The policies that isolate the class for egress, on each dataplane."""
-        cached = self._egress_sigs.get(cls.name)
+        cached = self._caches.egress_sigs.get(cls.name)
         if cached is None:
             sig: list[object] = []
             for dp in (self.npm, self.target):
                 selected = self.engine.selecting(cls.rep, EGRESS, dp)
                 nps, cts, notes = selected[0], selected[1], selected[2]
                 sig.append(tuple(t.name for t in nps) + tuple(c.name for c in cts) + tuple(notes))
-            cached = self._egress_sigs[cls.name] = tuple(sig)
+            cached = self._caches.egress_sigs[cls.name] = tuple(sig)
         return cached
 
     def _client_signature(self, cls: PodClass, view: _View) -> tuple[object, ...]:
         """What the backend's ingress policies see of a client class."""
         cache_key = (view.key, cls.name)
-        cached = self._signatures.get(cache_key)
+        cached = self._caches.signatures.get(cache_key)
         if cached is not None:
             return cached
         client = cls.rep
@@ -280,7 +280,7 @@ class ServiceTraffic(GovernedTraffic):
         ns_labels = self.engine.namespace_labels(client.namespace)
         for home, pe in view.peers:
             pkey = (id(pe), home, cls.name)
-            match = self._peer_match.get(pkey)
+            match = self._caches.peer_match.get(pkey)
             if match is None:
                 in_scope = (
                     client.namespace == home
@@ -295,7 +295,7 @@ class ServiceTraffic(GovernedTraffic):
                     )
                     for dp in (self.npm, self.target)
                 )
-                match = self._peer_match[pkey] = (n, t)
+                match = self._caches.peer_match[pkey] = (n, t)
             sig.append(match)
         if view.selectors:
             clabels = self.engine.cilium_labels(client, self.target)
@@ -303,7 +303,7 @@ class ServiceTraffic(GovernedTraffic):
         if view.blocks:
             sig.extend(cls.name in self.pods_in(b) for b in view.blocks)
         result = tuple(sig)
-        self._signatures[cache_key] = result
+        self._caches.signatures[cache_key] = result
         return result
 
     def _client_samples(self, svc: Service, backend: Pod) -> list[str]:
