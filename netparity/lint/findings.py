@@ -8,6 +8,8 @@ from typing import Any
 
 from netparity.engine.traffic import Decision, PathKind, RuleRef, Traffic
 from netparity.lint.judged import NotJudged
+from netparity.plan.governed import Connection
+from netparity.plan.groups import PodGroup as PodGroup  # re-exported: lint values name it
 from netparity.plan.model import GUIDE_SCENARIOS, Scenario
 
 # Findings whose kind the lint could not tie to a row of SEMANTICS.md (should not happen;
@@ -75,52 +77,9 @@ class FixWhen(StrEnum):
     AFTER = "after-migration"  # CiliumNetworkPolicy: apply once Cilium runs (NPM ignores it)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PodGroup:
-    """Pods that behave alike for every policy: a namespace, the labels policies use, a count."""
-
-    namespace: str
-    labels: tuple[tuple[str, str], ...]
-    count: int
-    example: str  # one pod key, for a reader to find them
-    # "Kind/name" where the pods are a workload's template (no pod of it was running)
-    template: str | None = None
-
-    def __str__(self) -> str:
-        labels = ",".join(f"{k}={v}" for k, v in self.labels) or "*"
-        pods = "pod" if self.count == 1 else "pods"
-        if self.template is not None:
-            return (
-                f"{self.namespace}[{labels}] ({self.count} {pods} from {self.template}'s template)"
-            )
-        return f"{self.namespace}[{labels}] ({self.count} {pods}, e.g. {self.example})"
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "namespace": self.namespace,
-            "labels": dict(self.labels),
-            "count": self.count,
-            "example": self.example,
-        }
-        if self.template is not None:
-            out["template"] = self.template
-        return out
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Probe:
-    """One connection the lint evaluated, the side whose verdict it compares, and for whom."""
-
-    traffic: Traffic
-    side: str | None  # "ingress"/"egress": compare that side's decision; None: the whole verdict
-    pods: PodGroup  # the governed pods (the policy's subjects, or a Service's clients/backends)
-    peer: str  # the other end, described (with a count where it stands for several)
-    port: int  # the port number on the pod (after Service translation where known)
-    port_label: str  # how a reader sees it: "8080/TCP", "80/TCP (targetPort 8080)"
-    from_pods: bool | None = None  # `pods` start the connection (None: egress side does)
-    stands_for: tuple[PodGroup, ...] = ()  # more classes every policy sees as `pods` (capped)
-    stands_for_pods: int = 0  # pods in all of those classes
-    stands_for_classes: int = 0  # how many classes (stands_for lists the first ones)
+# One connection the lint evaluated, the side whose verdict it compares, and for whom: the
+# planner's enumerator lists them (plan/governed.py).
+Probe = Connection
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

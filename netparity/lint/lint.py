@@ -25,13 +25,11 @@ from netparity.engine.traffic import (
     Decision,
     DirectionResult,
     NodeEndpoint,
-    PathKind,
     PodEndpoint,
     RuleRef,
     Verdict,
 )
 from netparity.errors import InputError
-from netparity.lint.classes import PodClasses
 from netparity.lint.findings import (
     KIND_ROWS,
     OTHER_KIND,
@@ -46,12 +44,15 @@ from netparity.lint.judged import not_judged
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.tally import NP as _NP
 from netparity.lint.tally import Acc as _Acc
+from netparity.lint.tally import Compared as _Compared
 from netparity.lint.tally import Entry as _Entry
 from netparity.lint.tally import nps as _nps
 from netparity.lint.tally import ns_name as _ns_name
+from netparity.lint.tally import service_kind as _service_kind
 from netparity.lint.tally import side as _side
 from netparity.model.objects import Protocol, Service
 from netparity.model.snapshot import Snapshot
+from netparity.plan.class_index import ClassIndex
 from netparity.plan.model import Scenario
 
 _TAG = re.compile(r"\((D\d+[a-z]?)\)")
@@ -70,10 +71,6 @@ TITLES: dict[str, str] = {
     OTHER_KIND: "the verdict changes",
 }
 
-_SERVICE_PATHS = frozenset(
-    {PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB, PathKind.POD_NODEPORT, PathKind.POD_LB}
-)
-
 
 def lint_snapshot(
     snapshot: Snapshot, *, target: str = NEWEST_TARGET, fixes: bool = True
@@ -87,7 +84,7 @@ def lint_snapshot(
     npm = get_dataplane(CURRENT).with_config(snapshot.config)
     tgt = get_dataplane(target).with_config(snapshot.config)
     engine = Engine(snapshot)
-    classes = PodClasses(snapshot, engine)
+    classes = ClassIndex(engine, (npm, tgt))
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
     linter = Linter(engine, npm, tgt)
     for cls in classes.classes:
@@ -132,7 +129,7 @@ def _cilium_findings(
 
 
 def _notes(
-    snapshot: Snapshot, engine: Engine, classes: PodClasses, linter: Linter, target: str
+    snapshot: Snapshot, engine: Engine, classes: ClassIndex, linter: Linter, target: str
 ) -> list[str]:
     notes = []
     older = older_release(target)
@@ -177,53 +174,50 @@ class Linter:
 
     # ---------------------------------------------------------------- observing
 
+    def _compare(self, probe: Probe, whole: bool) -> _Compared:
+        """The connection under npm and under the target, and the probe's side of each
+        (None where `whole`, or where the verdict has no such side)."""
+        vn = self.engine.evaluate(probe.traffic, self.npm)
+        vt = self.engine.evaluate(probe.traffic, self.target)
+        if whole:
+            return _Compared(vn=vn, vt=vt, sn=None, st=None)
+        return _Compared(vn=vn, vt=vt, sn=_side(vn, probe.side), st=_side(vt, probe.side))
+
     def kind_of(self, probe: Probe) -> str | None:
         """The kind of change a connection shows, None where both dataplanes agree (or
         either does not know)."""
-        vn = self.engine.evaluate(probe.traffic, self.npm)
-        vt = self.engine.evaluate(probe.traffic, self.target)
-        sn, st = _side(vn, probe.side), _side(vt, probe.side)
-        if sn is None or st is None:
-            if vn.decision is vt.decision or Decision.UNKNOWN in (vn.decision, vt.decision):
-                return None
-            if vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB):
-                return str(Scenario.EXTERNAL_INGRESS)
-            if vt.path in _SERVICE_PATHS:
-                return str(Scenario.LB_IN_CLUSTER)
-            return OTHER_KIND
-        if sn.decision is st.decision or Decision.UNKNOWN in (sn.decision, st.decision):
+        c = self._compare(probe, whole=probe.side is None)
+        dn, dt = c.decisions
+        if dn is dt or Decision.UNKNOWN in (dn, dt):
             return None
-        change = Change.OUTAGE if sn.decision is Decision.ALLOW else Change.HOLE
-        policies, refs = self._attribute(change, sn, st)
+        if c.sn is None or c.st is None:
+            return _service_kind(c.vt)
+        change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
+        policies, refs = self._attribute(change, c.sn, c.st)
         if not policies:
             return OTHER_KIND
-        return str(self._classify(change, probe, vt, sn, st, policies, refs))
+        return str(self._classify(change, probe, c.vt, c.sn, c.st, policies, refs))
 
     def observe(self, probe: Probe, svc: Service | None = None) -> None:
         """One connection under npm and under the target. Through a Service (`svc`), the
         whole verdicts are compared and the finding names the Service; else the side of the
         verdict the probe was made for, and the finding names the policies."""
-        t = probe.traffic
-        vn = self.engine.evaluate(t, self.npm)
-        vt = self.engine.evaluate(t, self.target)
+        c = self._compare(probe, whole=svc is not None)
+        vn, vt = c.vn, c.vt
         self.connections += 1
-        sn = st = None
-        if svc is None:
-            sn, st = _side(vn, probe.side), _side(vt, probe.side)
-            if sn is None or st is None:
-                if vn.decision is not vt.decision:
-                    self._unknown(str(t), vn, vt)
-                return
-        dn = vn.decision if sn is None else sn.decision
-        dt = vt.decision if st is None else st.decision
+        if svc is None and (c.sn is None or c.st is None):
+            if vn.decision is not vt.decision:
+                self._unknown(str(probe.traffic), vn, vt)
+            return
+        dn, dt = c.decisions
         if dn is dt and dn is not Decision.UNKNOWN:
             return
         if Decision.UNKNOWN in (dn, dt):
-            self._unknown(str(t), vn, vt)
+            self._unknown(str(probe.traffic), vn, vt)
             return
         change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
-        if sn is not None and st is not None:
-            self._policy_change(probe, change, vn, vt, sn, st)
+        if c.sn is not None and c.st is not None:
+            self._policy_change(probe, change, vn, vt, c.sn, c.st)
         elif svc is not None:
             self._service_change(probe, svc, change, vn, vt)
 
@@ -258,10 +252,7 @@ class Linter:
         self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
     ) -> None:
         dn, dt = vn.decision, vt.decision
-        external = vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB)
-        kind: str = Scenario.EXTERNAL_INGRESS if external else Scenario.LB_IN_CLUSTER
-        if vt.path not in _SERVICE_PATHS:
-            kind = OTHER_KIND
+        kind = _service_kind(vt)
         policies: list[str] = []
         refs: list[RuleRef] = []
         direction = INGRESS

@@ -6,11 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS
-from netparity.engine.traffic import DirectionResult, PathKind, RuleRef, Verdict
-from netparity.lint.findings import Change, Expectation, PodGroup
+from netparity.engine.traffic import Decision, DirectionResult, PathKind, RuleRef, Verdict
+from netparity.lint.findings import OTHER_KIND, Change, Expectation, PodGroup
 from netparity.model.objects import Service
+from netparity.plan.model import Scenario
 
 NP = "NetworkPolicy "  # how the engine names a NetworkPolicy
+_SERVICE_PATHS = frozenset(
+    {PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB, PathKind.POD_NODEPORT, PathKind.POD_LB}
+)
 
 
 def side(verdict: Verdict, direction: str | None) -> DirectionResult | None:
@@ -61,3 +65,28 @@ class Acc:
     expectations: list[Expectation] = field(default_factory=list)
     rows: dict[str, None] = field(default_factory=dict)
     uncertain: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compared:
+    """A connection under npm and under the target, and the side of each compared."""
+
+    vn: Verdict
+    vt: Verdict
+    sn: DirectionResult | None  # the probe's side under npm (None: compare whole verdicts)
+    st: DirectionResult | None
+
+    @property
+    def decisions(self) -> tuple[Decision, Decision]:
+        if self.sn is None or self.st is None:
+            return self.vn.decision, self.vt.decision
+        return self.sn.decision, self.st.decision
+
+
+def service_kind(vt: Verdict) -> str:
+    """The kind of a change seen through a Service path (D5, D5d), from the target's path."""
+    if vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB):
+        return str(Scenario.EXTERNAL_INGRESS)
+    if vt.path in _SERVICE_PATHS:
+        return str(Scenario.LB_IN_CLUSTER)
+    return OTHER_KIND

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from netparity.engine.compile import NAMESPACE_KEY
@@ -127,10 +127,13 @@ def compute_classes(
     named_ports: Iterable[NamedPortUse],
     blocks: Iterable[IPBlock],
     views: Sequence[Dataplane],
+    *,
+    skip: Callable[[Pod], bool] | None = None,
 ) -> Classes:
-    """Partition the snapshot's pods (hostNetwork pods excluded) into equivalence classes."""
+    """Partition the snapshot's pods (hostNetwork pods excluded, and those `skip` names)
+    into equivalence classes."""
     snapshot = engine.snapshot
-    pods = [p for p in snapshot.pods if not p.host_network]
+    pods = [p for p in snapshot.pods if not p.host_network and (skip is None or not skip(p))]
     np_views = _distinct_views(views)
     cilium_views = _distinct_views([v for v in views if v.cilium_policies])
     keys = {k for s in selectors for k in s.selector.keys()}  # noqa: SIM118

@@ -1,0 +1,322 @@
+"""The connections each NodePort/LoadBalancer Service governs (D5, D5d).
+
+The outside clients through each backend's node and another node, and the pods that share
+a backend's node reaching the Service's external address (the in-cluster LoadBalancer
+path). Client classes a backend's ingress policies see alike are judged once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from netparity.engine.compile import EGRESS, INGRESS
+from netparity.engine.traffic import (
+    DEFAULT_EXTERNAL_IP,
+    Decision,
+    ExternalEndpoint,
+    PodEndpoint,
+    ServiceEndpoint,
+    Traffic,
+    Via,
+)
+from netparity.model.networkpolicy import IPBlock, PolicyPeer
+from netparity.model.objects import Node, Pod, Protocol, Service, ServiceType
+from netparity.model.selectors import LabelSelector
+from netparity.plan.classes import PodClass
+from netparity.plan.governed import Connection, GovernedTraffic
+from netparity.plan.groups import PodGroup
+
+MAX_STANDS_FOR = 20  # client classes named with a representative (the rest are counted)
+
+# an in-cluster client of a Service: (client, backend, node, targetPort, client class, pods)
+_Client = tuple[Pod, Pod, Node, int, PodClass, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _View:
+    """What a backend's ingress policies can tell in-cluster clients apart by."""
+
+    key: tuple[str, ...]
+    peers: tuple[tuple[str, PolicyPeer], ...]  # (policy namespace, selector peer)
+    blocks: tuple[IPBlock, ...]
+    selectors: tuple[LabelSelector, ...]  # Cilium endpoint selectors (identity labels)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Caches:
+    peer_match: dict[tuple[int, str, str], tuple[bool, bool]] = field(default_factory=dict)
+    views: dict[tuple[str, ...], _View] = field(default_factory=dict)
+    signatures: dict[tuple[tuple[str, ...], str], tuple[object, ...]] = field(default_factory=dict)
+    egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
+
+
+class ServiceTraffic(GovernedTraffic):
+    """Adds the connections through NodePort/LoadBalancer Services."""
+
+    @cached_property
+    def on_node(self) -> dict[str, dict[str, list[Pod]]]:
+        """Per node, per class name, the class's pods there (by key)."""
+        out: dict[str, dict[str, list[Pod]]] = defaultdict(lambda: defaultdict(list))
+        for c in self.classes.classes:
+            for p in self.classes.members[c.name]:
+                if p.node_name:
+                    out[p.node_name][c.name].append(p)
+        return out
+
+    @cached_property
+    def _caches(self) -> _Caches:
+        return _Caches()
+
+    def service_connections(self, svc: Service) -> list[Connection]:
+        if svc.type not in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
+            return []
+        via = Via.LOAD_BALANCER if svc.type is ServiceType.LOAD_BALANCER else Via.NODE_PORT
+        by_class: dict[str, dict[str, list[Pod]]] = defaultdict(lambda: defaultdict(list))
+        for p in self.classes.pods_by_namespace.get(svc.namespace, []):
+            if svc.selects(p) and p.node_name in self.node_by_name:
+                by_class[self.classes.of_pod[p.key].name][p.node_name].append(p)
+        out: list[Connection] = []
+        where = "LoadBalancer IP" if via is Via.LOAD_BALANCER else "NodePort"
+        for sp in svc.ports:
+            if via is Via.NODE_PORT and sp.node_port is None:
+                continue
+            for cls in sorted((self.classes.by_name[n] for n in by_class), key=lambda c: c.rep.key):
+                nodes = by_class[cls.name]
+                reps: list[tuple[Node, Pod, int, PodGroup]] = []
+                for node_name in sorted(nodes):
+                    pods = sorted(nodes[node_name], key=lambda p: p.key)
+                    b = pods[0]
+                    if isinstance(sp.target_port, int):
+                        target_port: int | None = sp.target_port
+                    else:
+                        cp = b.named_port(sp.target_port, sp.protocol)
+                        target_port = None if cp is None else cp.port
+                    if target_port is not None:
+                        reps.append(
+                            (
+                                self.node_by_name[node_name],
+                                b,
+                                target_port,
+                                self.classes.group(cls, pods),
+                            )
+                        )
+                for node, b, target_port, backend_group in reps:
+                    label = f"{sp.port}/{sp.protocol} (targetPort {target_port})"
+                    clients = [DEFAULT_EXTERNAL_IP, *self._client_samples(svc, b)]
+                    other = self._other_node(node)
+                    for recv, what in ((node, "the backend's node"), (other, "another node")):
+                        if recv is None:
+                            continue
+                        dst = ServiceEndpoint(service=svc, via=via, node=recv, backend=b)
+                        for ip in clients:
+                            out.append(
+                                Connection(
+                                    traffic=Traffic(
+                                        source=ExternalEndpoint(ip=ip),
+                                        destination=dst,
+                                        port=sp.port,
+                                        protocol=sp.protocol,
+                                    ),
+                                    side=None,
+                                    from_pods=False,
+                                    pods=backend_group,
+                                    peer=f"outside address {ip} through the {where} of "
+                                    f"Service {svc.key}, received by node {recv.name} ({what})",
+                                    port=target_port,
+                                    port_label=label,
+                                )
+                            )
+                out.extend(self._in_cluster_probes(svc, via, sp.port, sp.protocol, reps, where))
+        return out
+
+    def _in_cluster_probes(
+        self,
+        svc: Service,
+        via: Via,
+        port: int,
+        protocol: Protocol,
+        reps: Sequence[tuple[Node, Pod, int, PodGroup]],
+        where: str,
+    ) -> list[Connection]:
+        """D5d: pods on a backend's node reaching the Service's external address.
+
+        Under the target both sides are judged; a deny on either side decides. Client
+        classes the backend's ingress policies see alike (the same peers match them) share
+        the ingress side: the engine judges it once, through the first of them. Where it
+        denies, that class stands for all of them; where it admits, the classes split again
+        by the policies that isolate them for egress, one probe each.
+        """
+        if not reps:
+            return []
+        view = self._ingress_view(reps[0][1])
+        by_ingress: dict[tuple[object, ...], list[_Client]] = {}
+        for node, b, target_port, _ in reps:
+            for name, pods in self.on_node.get(node.name, {}).items():
+                klass = self.classes.by_name[name]
+                count = len(pods) - sum(1 for m in pods if m.key == b.key)
+                if not count:
+                    continue
+                client = pods[0] if pods[0].key != b.key else pods[1]
+                sig = self._client_signature(klass, view)
+                by_ingress.setdefault(sig, []).append((client, b, node, target_port, klass, count))
+        out: list[Connection] = []
+        for members in by_ingress.values():
+            members.sort(key=lambda m: m[0].key)
+            c, b, node, target_port, cls, _ = members[0]
+            dst = self._d5d_destination(svc, via, node, b)
+            verdict = self.engine.evaluate(
+                Traffic(source=PodEndpoint(pod=c), destination=dst, port=port, protocol=protocol),
+                self.target,
+            )
+            if verdict.ingress is not None and verdict.ingress.decision is Decision.DENY:
+                groups = [members]
+            else:
+                by_egress: dict[tuple[object, ...], list[_Client]] = {}
+                for m in members:
+                    by_egress.setdefault(self._egress_signature(m[4]), []).append(m)
+                groups = list(by_egress.values())
+            for group in groups:
+                c, b, node, target_port, cls, _ = group[0]
+                on_node = [m for m in self.on_node[node.name][cls.name] if m.key != b.key]
+                others: dict[str, int] = {}
+                for m in group[1:]:
+                    others[m[4].name] = others.get(m[4].name, 0) + m[5]
+                out.append(
+                    Connection(
+                        traffic=Traffic(
+                            source=PodEndpoint(pod=c),
+                            destination=self._d5d_destination(svc, via, node, b),
+                            port=port,
+                            protocol=protocol,
+                        ),
+                        side=None,
+                        from_pods=True,
+                        pods=self.classes.group(cls, on_node),
+                        stands_for=tuple(
+                            self._stand_in(self.classes.by_name[k], reps)
+                            for k in list(others)[:MAX_STANDS_FOR]
+                        ),
+                        stands_for_pods=sum(others.values()),
+                        stands_for_classes=len(others),
+                        peer=f"the {where} of Service {svc.key} (a backend on the client's node)",
+                        port=target_port,
+                        port_label=f"{port}/{protocol} (targetPort {target_port})",
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _d5d_destination(svc: Service, via: Via, node: Node, backend: Pod) -> ServiceEndpoint:
+        return ServiceEndpoint(
+            service=svc,
+            via=via,
+            node=None if via is Via.LOAD_BALANCER else node,
+            backend=backend,
+        )
+
+    def _stand_in(self, cls: PodClass, reps: Sequence[tuple[Node, Pod, int, PodGroup]]) -> PodGroup:
+        """The pods of `cls` on the backends' nodes (not a backend), as a reader sees them."""
+        nodes = {r[0].name for r in reps}
+        backends = {r[1].key for r in reps}
+        pods = [p for p in cls.pods if p.node_name in nodes and p.key not in backends]
+        return self.classes.group(cls, sorted(pods, key=lambda p: p.key))
+
+    def _ingress_view(self, backend: Pod) -> _View:
+        """What the backend's ingress policies can tell clients apart by."""
+        npm_sel = self.engine.selecting(backend, INGRESS, self.npm)
+        tgt_sel = self.engine.selecting(backend, INGRESS, self.target)
+        key = (
+            *(t.name for t in npm_sel[0]),
+            *(c.name for c in npm_sel[1]),
+            "|",
+            *(t.name for t in tgt_sel[0]),
+            *(c.name for c in tgt_sel[1]),
+        )
+        cached = self._caches.views.get(key)
+        if cached is not None:
+            return cached
+        peers: list[tuple[str, PolicyPeer]] = []
+        blocks: list[IPBlock] = []
+        selectors: list[LabelSelector] = []
+        for t in {t.name: t for t in (*npm_sel[0], *tgt_sel[0])}.values():
+            for rule in t.rules.get(INGRESS, ()):
+                for pe in rule.peers:
+                    if pe.ip_block is not None:
+                        blocks.append(pe.ip_block)
+                    else:
+                        peers.append((t.namespace, pe))
+        for c in tgt_sel[1]:
+            for sels in c.endpoints.values():
+                selectors.extend(sels)
+            for _, crule in (*c.rules.get(INGRESS, ()), *c.deny_rules.get(INGRESS, ())):
+                blocks.extend(crule.cidrs)
+        view = _View(key=key, peers=tuple(peers), blocks=tuple(blocks), selectors=tuple(selectors))
+        self._caches.views[key] = view
+        return view
+
+    def _egress_signature(self, cls: PodClass) -> tuple[object, ...]:
+        """The policies that isolate the class for egress, on each dataplane."""
+        cached = self._caches.egress_sigs.get(cls.name)
+        if cached is None:
+            sig: list[object] = []
+            for dp in (self.npm, self.target):
+                selected = self.engine.selecting(cls.rep, EGRESS, dp)
+                nps, cts, notes = selected[0], selected[1], selected[2]
+                sig.append(tuple(t.name for t in nps) + tuple(c.name for c in cts) + tuple(notes))
+            cached = self._caches.egress_sigs[cls.name] = tuple(sig)
+        return cached
+
+    def _client_signature(self, cls: PodClass, view: _View) -> tuple[object, ...]:
+        """What the backend's ingress policies see of a client class."""
+        cache_key = (view.key, cls.name)
+        cached = self._caches.signatures.get(cache_key)
+        if cached is not None:
+            return cached
+        client = cls.rep
+        sig: list[object] = []
+        ns_labels = self.engine.namespace_labels(client.namespace)
+        for home, pe in view.peers:
+            pkey = (id(pe), home, cls.name)
+            match = self._caches.peer_match.get(pkey)
+            if match is None:
+                in_scope = (
+                    client.namespace == home
+                    if pe.namespace_selector is None
+                    else pe.namespace_selector.matches(ns_labels)
+                )
+                n, t = (
+                    in_scope
+                    and (
+                        pe.pod_selector is None
+                        or pe.pod_selector.matches(self.engine.labels(client, dp))
+                    )
+                    for dp in (self.npm, self.target)
+                )
+                match = self._caches.peer_match[pkey] = (n, t)
+            sig.append(match)
+        if view.selectors:
+            clabels = self.engine.cilium_labels(client, self.target)
+            sig.extend(sel.matches(clabels) for sel in view.selectors)
+        if view.blocks:
+            sig.extend(cls.name in self.pods_in(b) for b in view.blocks)
+        result = tuple(sig)
+        self._caches.signatures[cache_key] = result
+        return result
+
+    def _client_samples(self, svc: Service, backend: Pod) -> list[str]:
+        """Outside addresses inside the ipBlocks of the ingress rules that govern the backend."""
+        labels = self.engine.labels(backend, self.npm)
+        out: list[str] = []
+        for t in self.np_by_ns.get(svc.namespace, ()):
+            if INGRESS not in t.isolates or not t.subject.matches(labels):
+                continue
+            for rule in t.rules.get(INGRESS, ()):
+                for peer in rule.peers:
+                    if peer.ip_block is not None:
+                        ip = self._sample_outside(peer.ip_block)
+                        if ip is not None and ip not in out and ip != DEFAULT_EXTERNAL_IP:
+                            out.append(ip)
+        return out
