@@ -29,6 +29,7 @@ class Scenario(StrEnum):
     SCTP = "sctp"  # D8
     LB_IN_CLUSTER = "lb-in-cluster"  # D5d
     UNTRANSLATABLE = "untranslatable"  # D11
+    POLICY_TYPES = "policy-types"  # D23: Cilium enforces rules policyTypes leaves out
 
 
 GUIDE_SCENARIOS = (
