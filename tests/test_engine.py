@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from netparity.engine.dataplane import get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Decision, Traffic, Verdict
 from netparity.errors import InputError
+from netparity.facts.cilium_config import CILIUM_CONFIG
 from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot
 from netparity.probefile import resolve_endpoint
@@ -27,6 +29,15 @@ def judge(
         protocol=Protocol(proto),
     )
     return Engine(snap).evaluate(traffic, get_dataplane(dp))
+
+
+def traffic(snap: Snapshot, src: str, dst: str, port: int | str, proto: str = "TCP") -> Traffic:
+    return Traffic(
+        source=resolve_endpoint(src, snap, as_source=True),
+        destination=resolve_endpoint(dst, snap, as_source=False),
+        port=port,
+        protocol=Protocol(proto),
+    )
 
 
 def decision(
@@ -421,8 +432,25 @@ def test_d8_sctp_port_rules_match_under_npm_but_not_cilium() -> None:
         )
     )
     assert decision(snap, "x/a", "y/c", 9999, "npm", "SCTP") == "allow"
-    v = judge(snap, "x/a", "y/c", 9999, "cilium", "SCTP")
+    # D8 alone (SCTP port rules never match), without D24's drop of every SCTP packet
+    only_d8 = replace(get_dataplane("cilium"), name="cilium-d8", sctp_dropped=False)
+    v = Engine(snap).evaluate(traffic(snap, "x/a", "y/c", 9999, "SCTP"), only_d8)
     assert v.decision is Decision.DENY and any("D8" in u for u in v.uncertain)
+
+
+def test_d24_cilium_without_sctp_drops_every_sctp_flow_policy_or_not() -> None:
+    snap = base_cluster()  # no policy at all
+    assert decision(snap, "x/a", "y/c", 9999, "npm", "SCTP") == "allow"
+    v = judge(snap, "x/a", "y/c", 9999, "cilium", "SCTP")
+    assert v.decision is Decision.DENY and "D24" in v.explanation
+    assert decision(snap, "x/a", "y/c", 9999, "cilium", "TCP") == "allow"
+    assert decision(snap, "node:n1", "y/c", 9999, "cilium-1.19", "SCTP") == "deny"
+    enabled = get_dataplane("cilium").with_config(
+        {"kube-system/cilium-config": {"enable-sctp": "true"}}
+    )
+    assert Engine(snap).evaluate(traffic(snap, "x/a", "y/c", 9999, "SCTP"), enabled).decision == (
+        Decision.ALLOW
+    )
 
 
 def test_d11_npm_skips_a_policy_with_an_ipv6_ipblock() -> None:
@@ -707,3 +735,104 @@ def test_one_table_of_cilium_default_label_exclusions() -> None:
         assert kept.keeps(key), key
     for key in ("io.kubernetes.pod.name", "controller-uid", "annotation.x", "k8s.io/x"):
         assert kept.excludes(key), key
+
+
+# --- D18, D25, D26: where NPM and Cilium agree with each other and not with the spec ------
+
+
+NOT_BLOCKED = {
+    "namespaceSelector": {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["blocked"]}
+        ]
+    }
+}
+
+
+def test_d18_a_purely_negative_namespace_selector_matches_non_pods_up_to_cilium_1_18() -> None:
+    snap = deny_ingress_y_except(NOT_BLOCKED)
+    for src in ("ip:198.51.100.7", "node:n1", "kube-system/hn1"):
+        assert decision(snap, src, "y/c", 80, "spec") == "deny", src
+        for dp in ("npm", "cilium", "cilium-1.16"):
+            assert decision(snap, src, "y/c", 80, dp) == "allow", (src, dp)
+        assert decision(snap, src, "y/c", 80, "cilium-1.19") == "deny", src
+    for dp in ("spec", "npm", "cilium", "cilium-1.19"):
+        assert decision(snap, "x/a", "y/c", 80, dp) == "allow", dp  # pods as the spec says
+
+
+def test_d18_the_cluster_setting_decides_and_a_positive_term_keeps_it_to_pods() -> None:
+    snap = deny_ingress_y_except(NOT_BLOCKED)
+    engine = Engine(snap)
+    outside = traffic(snap, "ip:198.51.100.7", "y/c", 80)
+    on = {CILIUM_CONFIG: {"policy-default-local-cluster": "true"}}
+    off = {CILIUM_CONFIG: {"policy-default-local-cluster": "false"}}
+    assert engine.evaluate(outside, get_dataplane("cilium").with_config(on)).decision == "deny"
+    assert engine.evaluate(outside, get_dataplane("cilium-1.19").with_config(off)).decision == (
+        "allow"
+    )
+    # NPM ignores cilium-config
+    assert engine.evaluate(outside, get_dataplane("npm").with_config(on)).decision == "allow"
+    # an Exists beside the NotIn, or a podSelector with matchLabels: pods only, everywhere
+    for peer in (
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    *NOT_BLOCKED["namespaceSelector"]["matchExpressions"],
+                    {"key": "kubernetes.io/metadata.name", "operator": "Exists"},
+                ]
+            }
+        },
+        {**NOT_BLOCKED, "podSelector": {"matchLabels": {"app": "a"}}},
+        {"namespaceSelector": {}},
+    ):
+        s2 = deny_ingress_y_except(peer)
+        for dp in ("npm", "cilium", "cilium-1.16"):
+            assert decision(s2, "ip:198.51.100.7", "y/c", 80, dp) == "deny", (peer, dp)
+
+
+def hairpin_cluster() -> Snapshot:
+    return base_cluster(
+        service(
+            "y/c",
+            {"app": "c"},
+            80,
+            80,
+            type_="LoadBalancer",
+            cluster_ip="10.0.0.20",
+            node_port=30080,
+            lb_ip="192.0.2.20",
+        ),
+        netpol(
+            "y/closed",
+            {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        ),
+    )
+
+
+def test_d25_a_hairpin_through_a_service_skips_cilium_policy() -> None:
+    snap = hairpin_cluster()
+    for dst in ("svc:y/c", "lb:y/c", "nodeport:y/c@n2"):
+        for dp in ("cilium", "cilium-1.16", "cilium-1.19"):
+            v = judge(snap, "y/c", dst, 80, dp)
+            assert v.decision is Decision.ALLOW and "D25" in v.explanation, (dst, dp)
+            assert v.uncertain == (), (dst, dp)
+    assert decision(snap, "y/c", "lb:y/c", 80, "spec") == "deny"  # the spec judges both sides
+    # another node's NodePort is not a hairpin: that node translates it (egress to n1 denied)
+    assert decision(snap, "y/c", "nodeport:y/c@n1", 80, "cilium") == "deny"
+
+
+def test_d26_a_cilium_deny_beats_allow_localhost() -> None:
+    snap = base_cluster(
+        cnp(
+            "y/no-host",
+            {
+                "endpointSelector": {"matchLabels": {"app": "c"}},
+                "ingress": [{"fromEntities": ["all"]}],
+                "ingressDeny": [{"fromEntities": ["host"]}],
+            },
+        )
+    )
+    v = judge(snap, "node:n2", "y/c", 80, "cilium")
+    assert v.decision is Decision.DENY and "no-host" in v.explanation
+    assert decision(snap, "node:n1", "y/c", 80, "cilium") == "allow"  # remote-node: not denied
+    assert decision(snap, "node:n2", "y/c", 80, "npm") == "allow"  # NPM ignores CNPs

@@ -374,7 +374,11 @@ def rules(dataplane: str, snapshot: Snapshot | None = None) -> dict[str, NodeRul
 
 
 def small_snapshot(*policies: dict[str, Any]) -> Snapshot:
-    return snapshot_from_dicts(
+    return snapshot_from_dicts([*_small_docs(), *policies])
+
+
+def _small_docs() -> list[dict[str, Any]]:
+    return list(
         [
             _node("n1", N1, "10.244.1.0/24"),
             _node("n2", N2, "10.244.2.0/24"),
@@ -384,7 +388,6 @@ def small_snapshot(*policies: dict[str, Any]) -> Snapshot:
             _pod("np/b", "10.244.2.10", "n2", None, (("http-test", 8080, "TCP"),)),
             _pod("other/c", "10.244.2.11", "n2", None, (("http-test", 8000, "TCP"),)),
             _pod("kube-system/h", N1, "n1", None, (("http-test", 9999, "TCP"),), host_network=True),
-            *policies,
         ]
     )
 
@@ -1285,23 +1288,28 @@ def test_cilium_enable_sctp_compiles_sctp_port_rules_that_load() -> None:
     assert all(f"{p} dport 7000 return" in b for p in ("tcp", "udp", "sctp"))
     for value in ("false", "yes"):  # the agent reads anything but Go's true spellings as false
         off = rules("cilium", small_snapshot(_cilium_config(**{"enable-sctp": value}), *policies))
-        assert "sctp" not in off["n1"].nft + off["n2"].nft
+        assert "sctp dport" not in off["n1"].nft + off["n2"].nft  # D8
+        assert "meta l4proto sctp drop" in off["n1"].nft  # D24: SCTP dropped whole
     name = f"np-sctp-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        for node_rules in on.values():
+        for node_rules in (*on.values(), *off.values()):
             _apply(name, node_rules)
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
 def test_cilium_allow_localhost_policy_sends_the_nodes_own_packets_through_ingress() -> None:
-    """Under `allow-localhost: policy` the host's packets to a local pod pass the pod's ingress
-    chain from an output hook, and that chain no longer returns early for the host."""
+    """The host's packets to a local pod pass the pod's ingress chain from an output hook (its
+    deny rules first, D26); under `allow-localhost: policy` that chain no longer returns
+    early for the host."""
     policy = _np("w", "a", ingress=[{"from": [{"podSelector": {}}]}])
     default = rules("cilium", small_snapshot(policy))["n1"].nft
-    assert "allow-localhost" in _pod_chain(default, "ingress", "np/a")
-    assert "hook output priority filter" not in default
+    chain = _pod_chain(default, "ingress", "np/a")
+    assert "allow-localhost" in chain
+    assert "ip daddr vmap { 10.244.1.10 : jump ingress_0 }" in "\n".join(
+        _chain_body(default, "output")
+    )
     config = _cilium_config(**{"allow-localhost": "policy"})
     policed = rules("cilium", small_snapshot(config, policy))["n1"].nft
     assert "allow-localhost" not in _pod_chain(policed, "ingress", "np/a")
@@ -1309,3 +1317,27 @@ def test_cilium_allow_localhost_policy_sends_the_nodes_own_packets_through_ingre
     assert "type filter hook output priority filter; policy accept;" in output
     assert "ct direction reply accept" in output
     assert "ip daddr vmap { 10.244.1.10 : jump ingress_0 }" in output
+
+
+def test_cilium_without_sctp_drops_every_sctp_packet_of_its_pods_before_policy() -> None:
+    """D24, checked on the rendered rules (the lab's kernel has no SCTP to send): with
+    `enable-sctp` off every SCTP packet from or to a local pod drops in forward, input and
+    output before the reply shortcut and any policy; with it on, no such rule."""
+    snap = small_snapshot()  # no policy at all
+    for dp in ("cilium", "cilium-1.16", "cilium-1.19"):
+        nft = rules(dp, snap)["n1"].nft
+        for chain in ("forward", "input", "output"):
+            body = _chain_body(nft, chain)
+            drop = next(i for i, line in enumerate(body) if "meta l4proto sctp drop" in line)
+            reply = next(i for i, line in enumerate(body) if "ct direction reply accept" in line)
+            assert drop < reply, (dp, chain)
+    on = small_snapshot(_cilium_config(**{"enable-sctp": "true"}))
+    assert "sctp drop" not in rules("cilium", on)["n1"].nft
+    assert "sctp drop" not in rules("npm", snap)["n1"].iptables.lower()
+
+
+def _chain_body(nft: str, name: str) -> list[str]:
+    lines = nft.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == f"chain {name} {{")
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "}")
+    return [line.strip() for line in lines[start + 1 : end]]

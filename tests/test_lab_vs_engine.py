@@ -498,3 +498,216 @@ def test_d19_and_d23_flip_on_migration_in_the_lab_and_the_engine(
             ("srv/typed", "dev/client", both),  # egress: [{}]
         ],
     )
+
+
+# ---------------------------------------------------------------- D18, D25-D27
+#
+# Rows where NPM and Cilium agree with each other and not with the spec, and the Cilium
+# release where that changes (1.19, D18). Each row states the verdict every dataplane gives;
+# the lab must observe it with real packets and the engine must predict it.
+
+CILIUM_PROFILES = ("cilium", "cilium-1.16", "cilium-1.19")
+
+
+def check_ports(
+    lab_factory: LabFactory,
+    snapshot: Snapshot,
+    rows: list[tuple[str, str, int, dict[str, str]]],
+) -> None:
+    """Like check_under, with each row's own destination port (a Service port, a NodePort)."""
+    dataplanes = list(rows[0][3])
+    lab = lab_factory(snapshot, dataplane=dataplanes[0])
+    problems: list[str] = []
+    for i, dataplane in enumerate(dataplanes):
+        if i:
+            lab_factory.upgrade(lab, dataplane)
+        live = lab.snapshot
+        engine = Engine(live)
+        dp = get_dataplane(dataplane).with_config(live.config)
+        traffic = [
+            Traffic(
+                source=resolve_endpoint(src, live, as_source=True),
+                destination=resolve_endpoint(dst, live, as_source=False),
+                port=port,
+            )
+            for src, dst, port, _ in rows
+        ]
+        for (src, dst, port, want), t, result in zip(
+            rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+        ):
+            verdict = engine.evaluate(t, dp)
+            if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+                problems.append(f"{src} -> {dst}: the lab could not run it: {result.error}")
+                continue
+            observed = "allow" if result.allowed else "deny"
+            expected = want[dataplane]
+            if (observed, str(verdict.decision)) != (expected, expected):
+                problems.append(
+                    f"{src} -> {dst}:{port} under {dataplane}: want {expected}, lab {observed} "
+                    f"({result.observed}), engine {verdict.decision}: {verdict.explanation}"
+                )
+    assert problems == [], "\n".join(problems)
+
+
+def test_d18_a_negative_namespace_selector_admits_non_pods_until_cilium_1_19(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """`from: namespaceSelector {name NotIn [blocked]}`: NPM (`! --match-set nslabel-..`) and
+    Cilium up to 1.18 (a selector true of reserved identities) also admit the outside, nodes
+    and hostNetwork pods; Cilium 1.19 adds the local-cluster label and admits pods only. An
+    `Exists` beside the NotIn keeps it to pods everywhere."""
+    from builders import netpol, node, ns, pod
+
+    http = [("http", 8080, "TCP")]
+    not_blocked = {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "NotIn",
+        "values": ["blocked"],
+    }
+    snapshot = snapshot_from_dicts(
+        [
+            ns("blocked"),
+            ns("dev"),
+            ns("srv"),
+            node("n1", "10.224.0.4", "10.244.0.0/24"),
+            node("n2", "10.224.0.5", "10.244.1.0/24"),
+            pod("blocked/client", "10.244.0.10", "n1", {"app": "client"}, http),
+            pod("dev/client", "10.244.0.11", "n1", {"app": "client"}, http),
+            pod("dev/hostnet", "10.224.0.4", "n1", {"app": "hostnet"}, host_network=True),
+            pod("srv/web", "10.244.1.10", "n2", {"app": "web"}, http),
+            pod("srv/strict", "10.244.1.11", "n2", {"app": "strict"}, http),
+            netpol(
+                "srv/not-blocked",
+                {
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                    "ingress": [
+                        {"from": [{"namespaceSelector": {"matchExpressions": [not_blocked]}}]}
+                    ],
+                },
+            ),
+            netpol(
+                "srv/not-blocked-exists",
+                {
+                    "podSelector": {"matchLabels": {"app": "strict"}},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {
+                                        "matchExpressions": [
+                                            not_blocked,
+                                            {
+                                                "key": "kubernetes.io/metadata.name",
+                                                "operator": "Exists",
+                                            },
+                                        ]
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            ),
+        ]
+    )
+    old = {"npm": "allow", "cilium": "allow", "cilium-1.16": "allow", "cilium-1.19": "deny"}
+    deny = dict.fromkeys(old, "deny")
+    allow = dict.fromkeys(old, "allow")
+    check_ports(
+        module_lab_factory,
+        snapshot,
+        [
+            ("external", "srv/web", 8080, old),
+            ("node:n1", "srv/web", 8080, old),  # remote-node for n2's pod
+            ("dev/hostnet", "srv/web", 8080, old),
+            ("dev/client", "srv/web", 8080, allow),
+            ("blocked/client", "srv/web", 8080, deny),
+            ("external", "srv/strict", 8080, deny),
+            ("node:n1", "srv/strict", 8080, deny),
+            ("dev/client", "srv/strict", 8080, allow),
+        ],
+    )
+
+
+def test_d25_d26_d27_hairpin_deny_over_localhost_and_named_ports_without_host_pods(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D25: a pod closed to everything reaches itself through its ClusterIP, its LB IP and its
+    own node's NodePort under Cilium (both policy checks skipped; NPM: the masquerade mark,
+    D5d; the spec would judge the LB and NodePort paths). D26: an `ingressDeny
+    fromEntities: host` beats allow-localhost. D27: a hostNetwork pod declaring `http` as
+    another number does not void an egress rule on `http` under Cilium."""
+    from builders import cnp, netpol, node, ns, pod, service
+
+    http = [("http", 8080, "TCP")]
+    snapshot = snapshot_from_dicts(
+        [
+            ns("a"),
+            node("n1", "10.224.0.4", "10.244.0.0/24"),
+            node("n2", "10.224.0.5", "10.244.1.0/24"),
+            pod("a/self", "10.244.0.10", "n1", {"app": "self"}, http),
+            pod("a/client", "10.244.0.11", "n1", {"app": "client"}, http),
+            pod("a/web", "10.244.1.10", "n2", {"app": "web"}, http),
+            pod("a/guarded", "10.244.1.11", "n2", {"app": "guarded"}, http),
+            pod(
+                "a/hostnet",
+                "10.224.0.5",
+                "n2",
+                {"app": "hostnet"},
+                [("http", 9090, "TCP")],
+                host_network=True,
+            ),
+            service(
+                "a/self",
+                {"app": "self"},
+                80,
+                8080,
+                type_="LoadBalancer",
+                cluster_ip="10.0.1.10",
+                node_port=30110,
+                lb_ip="192.0.2.30",
+            ),
+            netpol(
+                "a/self-closed",
+                {
+                    "podSelector": {"matchLabels": {"app": "self"}},
+                    "policyTypes": ["Ingress", "Egress"],
+                },
+            ),
+            netpol(
+                "a/client-http",
+                {
+                    "podSelector": {"matchLabels": {"app": "client"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"ports": [{"port": "http"}]}],
+                },
+            ),
+            cnp(
+                "a/guarded",
+                {
+                    "endpointSelector": {"matchLabels": {"app": "guarded"}},
+                    "ingress": [{"fromEntities": ["all"]}],
+                    "ingressDeny": [{"fromEntities": ["host"]}],
+                },
+            ),
+        ]
+    )
+    everywhere = {"npm": "allow", **dict.fromkeys(CILIUM_PROFILES, "allow")}
+    cilium_deny = {"npm": "allow", **dict.fromkeys(CILIUM_PROFILES, "deny")}
+    check_ports(
+        module_lab_factory,
+        snapshot,
+        [
+            (
+                "a/self",
+                "svc:a/self",
+                80,
+                everywhere,
+            ),
+            ("a/self", "lb:a/self", 80, everywhere),  # npm: the masquerade mark skips NPM (D5d)
+            ("a/self", "nodeport:a/self@n1", 80, everywhere),
+            ("a/client", "a/web", 8080, everywhere),  # D27: a/hostnet's 9090 does not count
+            ("node:n2", "a/guarded", 8080, cilium_deny),  # D26
+            ("node:n1", "a/guarded", 8080, everywhere),
+        ],
+    )

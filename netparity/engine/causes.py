@@ -36,6 +36,10 @@ _SCENARIOS: dict[str, str | None] = {
     "own_node_egress_bypass": "node-egress",
     "label_filter": "identity-labels",
     "sctp_port_rules": "sctp",
+    "sctp_dropped": "sctp",  # D24: SCTP dropped whole; the lint's SCTP finding covers it
+    "rules_beyond_policy_types": "policy-types",  # D23
+    "negative_ns_selector_non_pods": None,  # D18: NPM and Cilium <= 1.18 agree; a lint note
+    "hairpin_skips_policy": None,  # D25: a pod's own traffic; no lint scenario
     "skip_untranslatable": "untranslatable",
     "own_node_ingress_bypass": None,  # D4c: a cilium-config host policy; no lint scenario
     "cilium_policies": None,  # D14: Cilium policies already in the cluster; the lint's notes

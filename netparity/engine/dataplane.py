@@ -22,6 +22,7 @@ from netparity.facts.cilium_config import (
     LabelFilter,
     cilium_settings,
 )
+from netparity.facts.cilium_local_cluster import policy_default_local_cluster
 from netparity.model.npmconfig import place_azure_chain_first
 
 
@@ -82,8 +83,6 @@ class Dataplane:
     rules_beyond_policy_types: bool = False
     # D14: CiliumNetworkPolicy / CCNP are enforced.
     cilium_policies: bool = False
-    # D10 [VERIFY]: hairpin through a Service under Cilium.
-    hairpin_uncertain: bool = False
     # The rows below: docs/semantics-notes.md "Cilium policies as Cilium imports them" (D28).
     # fromRequires/toRequires constrain every fromEndpoints/toEndpoints selector of every rule
     # selecting the endpoint (cilium/cilium pkg/policy/rules.go resolveL4IngressPolicy, 1.17-
@@ -103,6 +102,30 @@ class Dataplane:
     # `enable-non-default-deny-policies` (default on): honours `enableDefaultDeny: false`
     # (rule_validation.go:101-119, Rule.Sanitize).
     cilium_non_default_deny: bool = True
+    # D18: a namespaceSelector peer made only of NotIn/DoesNotExist (and a podSelector that
+    # an empty label set satisfies) also matches what is not a pod: outside addresses, nodes,
+    # hostNetwork pods. NPM: parseNSSelector adds the all-namespaces set only to an empty
+    # selector (Azure/azure-container-networking npm/pkg/controlplane/translation/
+    # parseSelector.go:207-214), so the rule is `! --match-set nslabel-... src`. Cilium
+    # <= 1.18: parseNetworkPolicyPeer adds the namespace-exists requirement only to an empty
+    # selector (cilium/cilium pkg/k8s/network_policy.go:88-92 at v1.17), and selectors are
+    # matched against every identity, reserved and CIDR ones included. Cilium 1.19: with
+    # `policy-default-local-cluster` (the chart's default from 1.19) parseNetworkPolicyPeer
+    # adds `io.cilium.k8s.policy.cluster=<cluster>` to every peer (network_policy.go,
+    # parseNetworkPolicyPeer: `clusterName != cmtypes.PolicyAnyCluster`), a label no reserved
+    # or CIDR identity carries: pods only. False: the spec (selectors match pods only).
+    negative_ns_selector_non_pods: bool = False
+    # D24: Cilium without `enable-sctp` drops every SCTP packet of its endpoints, policy or
+    # not: conntrack refuses the protocol (bpf/lib/conntrack.h:786-800 at v1.17.5) and
+    # bpf_lxc.c:315-317 drops on that error. Stronger than D8 (sctp_port_rules).
+    sctp_dropped: bool = False
+    # D25: a pod reaching itself through a Service (ClusterIP, LB IP, its own node's NodePort)
+    # is exempt from both policy checks: lb4_local marks the flow `loopback` and SNATs it to
+    # IPV4_LOOPBACK (bpf/lib/lb.h:1848-1868 at v1.17.5); handle_ipv4_from_lxc skips egress
+    # policy `if (hairpin_flow)` ("When an endpoint connects to itself via service clusterIP,
+    # we need to skip the policy enforcement", bpf_lxc.c:969-976) and the ingress side skips
+    # it for `ct_state->loopback` (bpf_lxc.c:1947-1967). Settles D10's [VERIFY].
+    hairpin_skips_policy: bool = False
 
     def with_config(self, config: Mapping[str, Mapping[str, str]]) -> Dataplane:
         """Apply the cluster's ConfigMaps (SEMANTICS 0.1): azure-npm-config, cilium-config."""
@@ -116,7 +139,10 @@ class Dataplane:
             if self.label_filter is not None:
                 dp = replace(dp, label_filter=cilium.labels)
             if cilium.enable_sctp:
-                dp = replace(dp, sctp_port_rules=True)
+                dp = replace(dp, sctp_port_rules=True, sctp_dropped=False)
+            local = policy_default_local_cluster(config)
+            if local is not None:  # D18: the cluster's own setting wins over the release's
+                dp = replace(dp, negative_ns_selector_non_pods=not local)
             if cilium.host_policed:
                 dp = replace(dp, own_node_ingress_bypass=False)
             dp = replace(
@@ -149,7 +175,6 @@ KNOB_ROWS: Mapping[str, str] = {
     "ns_selector_flattened": "D19",
     "rules_beyond_policy_types": "D23",
     "cilium_policies": "D14",
-    "hairpin_uncertain": "D10",
     "cnp_requires": "D28",
     "cilium_cluster_name": "D28",
     "cilium_l7_proxy": "D28",
@@ -157,8 +182,11 @@ KNOB_ROWS: Mapping[str, str] = {
     "cilium_node_selector_labels": "D28",
     "cilium_host_firewall": "D28",
     "cilium_non_default_deny": "D28",
+    "negative_ns_selector_non_pods": "D18",
+    "sctp_dropped": "D24",
+    "hairpin_skips_policy": "D25",
 }
-NOTE_ONLY_KNOBS = frozenset({"end_port_uncertain", "hairpin_uncertain"})
+NOTE_ONLY_KNOBS = frozenset({"end_port_uncertain"})
 
 
 SPEC = Dataplane(
@@ -175,10 +203,11 @@ NPM = Dataplane(
     snat_to_receiving_node=True,
     skip_untranslatable=True,
     ns_selector_flattened=True,
+    negative_ns_selector_non_pods=True,
 )
 CILIUM = Dataplane(
     name="cilium",
-    description="Cilium 1.17-1.19 as AKS runs it (KPR, native routing, SNAT LB, SCTP off)",
+    description="Cilium 1.17-1.18 as AKS runs it (KPR, native routing, SNAT LB, SCTP off)",
     own_node_egress_bypass=False,
     ipblock_matches_cluster=False,
     named_port_egress=NamedPortEgress.CLUSTER_WIDE,
@@ -186,9 +215,11 @@ CILIUM = Dataplane(
     label_filter=DEFAULT_LABEL_FILTER,
     sctp_port_rules=False,
     cilium_policies=True,
-    hairpin_uncertain=True,
     rules_beyond_policy_types=True,
     cnp_requires=True,  # 1.17-1.18 honour fromRequires/toRequires; a 1.19 profile sets False
+    negative_ns_selector_non_pods=True,
+    sctp_dropped=True,
+    hairpin_skips_policy=True,
 )
 CILIUM_116 = replace(
     CILIUM,
@@ -197,10 +228,21 @@ CILIUM_116 = replace(
     end_port=EndPortMode.PORT_ONLY,
     end_port_uncertain=True,
 )
+# D18: 1.19's chart turns `policy-default-local-cluster` on [VERIFY that AKS's cilium-config
+# carries it]; a cilium-config that sets the key decides under every Cilium profile.
+CILIUM_119 = replace(
+    CILIUM,
+    name="cilium-1.19",
+    description="Cilium 1.19: peers select local-cluster pods only (D18); no fromRequires/toRequires",
+    negative_ns_selector_non_pods=False,
+    cnp_requires=False,  # fromRequires/toRequires removed in 1.19 (cilium/cilium PR #42615)
+)
 
 _PROFILES: dict[str, Dataplane] = {}
 _TARGETS: dict[str, Dataplane] = {}
 _OLDER: dict[str, str] = {}
+# (first, last) (major, minor) releases a profile stands for, by profile name.
+_RELEASES: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
 
 # Live views of the registry: every registered profile by name, and the names a migration
 # can move to (`--target`), in registration order.
@@ -208,10 +250,17 @@ DATAPLANES: Mapping[str, Dataplane] = MappingProxyType(_PROFILES)
 TARGETS: KeysView[str] = _TARGETS.keys()
 
 
-def register(profile: Dataplane, *, target: bool = False, older: str | None = None) -> Dataplane:
+def register(
+    profile: Dataplane,
+    *,
+    target: bool = False,
+    older: str | None = None,
+    releases: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> Dataplane:
     """Register `profile` under its name. `target`: a migration can move to it (`--target`);
     `older`: the registered profile of the older release also worth checking (the planner
-    adds its probes, the lint names it where the two differ)."""
+    adds its probes, the lint names it where the two differ); `releases`: the first and last
+    (major, minor) release of the software it models (`profile_for_release`)."""
     if profile.name in _PROFILES:
         raise ValueError(f"dataplane {profile.name!r} is already registered")
     _PROFILES[profile.name] = profile
@@ -219,6 +268,8 @@ def register(profile: Dataplane, *, target: bool = False, older: str | None = No
         _TARGETS[profile.name] = profile
     if older is not None:
         _OLDER[profile.name] = older
+    if releases is not None:
+        _RELEASES[profile.name] = releases
     return profile
 
 
@@ -227,6 +278,23 @@ def unregister(name: str) -> None:
     _PROFILES.pop(name, None)
     _TARGETS.pop(name, None)
     _OLDER.pop(name, None)
+    _RELEASES.pop(name, None)
+
+
+def profile_for_release(version: str | None, default: str) -> str:
+    """The registered profile whose releases hold `version` ("1.16.6", "v1.19"), else
+    `default` (no version, or one no profile claims)."""
+    if version is None:
+        return default
+    parts = version.lstrip("v").split(".")
+    try:
+        release = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
+    except ValueError:
+        return default
+    for name, (first, last) in _RELEASES.items():
+        if first <= release <= last and name in _PROFILES:
+            return name
+    return default
 
 
 def older_release(name: str) -> str | None:
@@ -237,8 +305,9 @@ def older_release(name: str) -> str | None:
 
 register(SPEC)
 register(NPM)
-register(CILIUM, target=True, older=CILIUM_116.name)
-register(CILIUM_116, target=True)
+register(CILIUM, target=True, older=CILIUM_116.name, releases=((1, 17), (1, 18)))
+register(CILIUM_116, target=True, releases=((1, 0), (1, 16)))
+register(CILIUM_119, target=True, releases=((1, 19), (1, 99)))
 # The migration netparity is about: NPM today, the newest Cilium after.
 CURRENT = NPM.name
 NEWEST_TARGET = CILIUM.name

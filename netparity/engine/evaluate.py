@@ -229,6 +229,30 @@ class Engine:
     # ---------------------------------------------------------------- evaluation
 
     def evaluate(self, traffic: Traffic, dp: Dataplane) -> Verdict:
+        if traffic.protocol is Protocol.SCTP and dp.sctp_dropped:
+            return self._sctp_dropped(traffic, dp)
+        return self._evaluate(traffic, dp)
+
+    def _sctp_dropped(self, traffic: Traffic, dp: Dataplane) -> Verdict:
+        """D24: without enable-sctp, Cilium drops every SCTP packet from or to its endpoints
+        (and cannot translate an SCTP Service), whatever the policy says."""
+        v = self._evaluate(traffic, dp)
+        src, dst = traffic.source, traffic.destination
+
+        def endpoint(e: object) -> bool:
+            return type(e) is PodEndpoint and not e.pod.host_network
+
+        if v.decision is Decision.UNKNOWN or not (
+            endpoint(src) or endpoint(dst) or type(dst) is ServiceEndpoint
+        ):
+            return v
+        note = (
+            f"{_lit(dp.name)} runs without enable-sctp: every SCTP packet of its endpoints is "
+            "dropped, whatever the policy below says (D24)"
+        )
+        return replace(v, decision=Decision.DENY, notes=(note, *v.notes))
+
+    def _evaluate(self, traffic: Traffic, dp: Dataplane) -> Verdict:
         src, dst, port = traffic.source, traffic.destination, traffic.port
         if (
             type(src) is PodEndpoint
@@ -393,6 +417,12 @@ class Engine:
         uncertain: list[str] = []
         if isinstance(peer, HostPeer) and peer.node.name == subject.node_name:
             if direction == INGRESS and dp.own_node_ingress_bypass:
+                # D26: a Cilium deny beats allow-localhost: the deny entries are computed
+                # first and the localhost allow is added only where none covers the host
+                # (cilium/cilium pkg/policy/mapstate.go:741-750 at v1.17.5).
+                denied = self._cilium_denied(leg, dp, uncertain)
+                if denied is not None:
+                    return denied, uncertain
                 return self._result(
                     leg, Decision.ALLOW, "traffic from the pod's own node is always allowed (D4c)"
                 ), uncertain
@@ -470,6 +500,21 @@ class Engine:
             ), uncertain
         why = "{subject} is isolated for {direction} by {selected}; no rule admits {peer} on {port}"
         return self._result(leg, Decision.DENY, why + aside, selected=selected), uncertain
+
+    def _cilium_denied(
+        self, leg: Leg, dp: Dataplane, uncertain: list[str]
+    ) -> DirectionResult | None:
+        """A Cilium deny rule of the subject's that matches `leg` (D26), or None."""
+        if not dp.cilium_policies or leg.subject.host_network:
+            return None
+        _, cts, _, selected = self._selection(leg.subject, leg.direction, dp)
+        for c in cts:
+            for ref, rule in c.deny_rules.get(leg.direction, ()):
+                if c.matchers[id(rule)].matches(leg, dp, self, uncertain):
+                    return self._result(
+                        leg, Decision.DENY, "denied by {rules}", selected=selected, rules=(ref,)
+                    )
+        return None
 
     @staticmethod
     def _result(

@@ -57,6 +57,8 @@ def in_cluster_external_ip(
         return _kube_proxy_external_ip(
             client, backend, receiving, port, svc, dp, kind, notes, legs, pod_to_pod
         )
+    if not legs and dp.hairpin_skips_policy and backend.key == client.pod.key:
+        return hairpin(kind, backend, port, notes)
     if not legs:
         notes.append("translated at the client like pod-to-pod, both sides evaluated (D5d)")
         return Path(kind=kind, legs=pod_to_pod, notes=tuple(notes), backend=backend, port=port)
@@ -68,6 +70,21 @@ def in_cluster_external_ip(
         notes.append(f"SNAT to {receiving.name} (D5b)")
     legs.append(Leg(direction=INGRESS, subject=backend, peer=peer, port=port, protocol=protocol))
     return Path(kind=kind, legs=tuple(legs), notes=tuple(notes), backend=backend, port=port)
+
+
+def hairpin(kind: PathKind, backend: Pod, port: int, notes: list[str]) -> Path:
+    """D25: a pod reaching itself through a Service its node translates at the pod (ClusterIP,
+    LB IP, its own node's NodePort): Cilium marks the flow loopback and skips both policy
+    checks (see Dataplane.hairpin_skips_policy)."""
+    notes.append("hairpin: the pod reaches itself through the Service (D25)")
+    return Path(
+        kind=kind,
+        decided=Decision.ALLOW,
+        notes=tuple(notes),
+        backend=backend,
+        port=port,
+        reason="Cilium skips egress and ingress policy on a hairpin through a Service (D25)",
+    )
 
 
 def _kube_proxy_external_ip(

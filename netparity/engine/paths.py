@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
-from netparity.engine.node_nat import in_cluster_external_ip
+from netparity.engine.node_nat import hairpin, in_cluster_external_ip
 from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
 from netparity.engine.traffic import (
@@ -349,16 +349,8 @@ class PathResolver:
                     backend=backend,
                     port=port,
                 )
-            if dp.hairpin_uncertain:
-                return Path(
-                    kind=kind,
-                    decided=Decision.ALLOW,
-                    notes=tuple(notes),
-                    uncertain=("hairpin through a Service under Cilium (D10)",),
-                    backend=backend,
-                    port=port,
-                    reason="a pod cannot block traffic to itself",
-                )
+            if dp.hairpin_skips_policy:
+                return hairpin(kind, backend, port, notes)
         notes.append("evaluated after service translation against the backend and targetPort (D10)")
         return self._with_notes(self._to_pod(client, backend, port, protocol, dp, kind=kind), notes)
 

@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from netparity.engine.dataplane import NEWEST_TARGET, profile_for_release
 from netparity.errors import ClusterError
 from netparity.kube.client import DAEMON_SETS, NODES, PODS, Kube
 
 KUBE_SYSTEM = "kube-system"
-DATAPLANES = frozenset({"spec", "npm", "cilium", "cilium-1.16", "unknown"})
+DATAPLANES = frozenset({"spec", "npm", "cilium", "cilium-1.16", "cilium-1.19", "unknown"})
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -79,11 +80,9 @@ def image_version(image: str) -> str | None:
 
 
 def cilium_dataplane(version: str | None) -> str:
-    """`cilium-1.16` before 1.17 (no endPort), else `cilium`; unknown versions count as current."""
-    if version is None:
-        return "cilium"
-    major, minor = (int(x) for x in version.split(".")[:2])
-    return "cilium-1.16" if (major, minor) < (1, 17) else "cilium"
+    """The profile registered for that Cilium release (`cilium-1.16` before 1.17, `cilium-1.19`
+    from 1.19, else `cilium`); unknown versions count as the newest that AKS runs."""
+    return profile_for_release(version, NEWEST_TARGET)
 
 
 def _image_of(spec: Mapping[str, Any], container: str) -> str | None:

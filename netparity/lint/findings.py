@@ -29,6 +29,7 @@ KIND_ORDER: tuple[str, ...] = (
     Scenario.SCTP,
     Scenario.UNTRANSLATABLE,
     Scenario.CILIUM_POLICY,
+    Scenario.POLICY_TYPES,
     OTHER_KIND,
 )
 
@@ -45,6 +46,7 @@ KIND_ROWS: dict[str, str] = {
     Scenario.LB_IN_CLUSTER: "D5d",
     Scenario.UNTRANSLATABLE: "D11",
     Scenario.CILIUM_POLICY: "D13",
+    Scenario.POLICY_TYPES: "D23",
 }
 
 

@@ -66,6 +66,7 @@ TITLES: dict[str, str] = {
     Scenario.EXTERNAL_INGRESS: "outside traffic through NodePort/LoadBalancer is policed from now on",
     Scenario.IDENTITY_LABELS: "a selector uses a label Cilium leaves out of identities",
     Scenario.SCTP: "SCTP port rules do not match",
+    Scenario.POLICY_TYPES: "rules outside policyTypes are enforced",
     Scenario.LB_IN_CLUSTER: "in-cluster traffic to a LoadBalancer IP/NodePort is policed from now on",
     Scenario.UNTRANSLATABLE: "NPM never enforced this policy; the target will",
     OTHER_KIND: "the verdict changes",
@@ -364,6 +365,12 @@ class Linter:
             and any(self.targets[p].untranslatable for p in policies if p in self.targets)
         ):
             return Scenario.UNTRANSLATABLE
+        # D23: the target isolates the side by a policy whose policyTypes leaves it out
+        if any(
+            p in self.targets and probe.side not in self.targets[p].isolates
+            for p in _nps(st.selected_by)
+        ):
+            return Scenario.POLICY_TYPES
         subject_ep = t.destination if probe.side == INGRESS else t.source
         if isinstance(subject_ep, PodEndpoint):
             ln = self.engine.labels(subject_ep.pod, self.npm)

@@ -40,7 +40,7 @@ def infer_scenario(
         return Scenario.LB_IN_CLUSTER
     if current.path in _EXTERNAL:
         return Scenario.EXTERNAL_INGRESS
-    if "(D8)" in then:
+    if "(D8)" in then or "(D24)" in then:
         return Scenario.SCTP
     if "(D1)" in then:
         return Scenario.ENDPORT
@@ -54,6 +54,9 @@ def infer_scenario(
         if found is not None:
             return found
         if side_now.selected_by != side_then.selected_by:
+            beyond = {t.name for t in engine.np_targets if direction not in t.isolates}
+            if beyond.intersection(side_then.selected_by):
+                return Scenario.POLICY_TYPES  # D23: rules outside policyTypes are enforced
             return Scenario.IDENTITY_LABELS  # D6: Cilium's labels select other pods
     return None
 

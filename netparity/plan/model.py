@@ -31,6 +31,7 @@ class Scenario(StrEnum):
     UNTRANSLATABLE = "untranslatable"  # D11
     CILIUM_POLICY = "cilium-policy"  # a Cilium policy that isolates or cuts (lint, D13)
     ESSENTIAL = "essential"  # DNS and the API server from every class (purpose only)
+    POLICY_TYPES = "policy-types"  # D23: Cilium enforces rules policyTypes leaves out
 
 
 GUIDE_SCENARIOS = (

@@ -51,14 +51,19 @@ class PodPeerMatcher:
     # D19: the namespaceSelector as NPM flattens it, one selector per combination of values.
     flattened: tuple[LabelSelector, ...] = field(init=False)
 
+    # D18: the peer also matches what is not a pod, where the dataplane says so.
+    negative: bool = field(init=False)
+
     def __post_init__(self) -> None:
         flat = () if self.namespace_selector is None else flatten(self.namespace_selector)
         object.__setattr__(self, "flattened", flat)
+        object.__setattr__(self, "negative", _purely_negative(self))
 
     def matches(self, leg: Leg, dp: Dataplane, look: Lookup) -> bool:
         peer = leg.peer
         if not isinstance(peer, PodPeer) or peer.pod.host_network:
-            return False
+            # D18: no namespace label, no pod label: a selector true of nothing matches it
+            return self.negative and dp.negative_ns_selector_non_pods
         pod = peer.pod
         if self.namespace_selector is None:
             if pod.namespace != self.namespace:
@@ -71,6 +76,16 @@ class PodPeerMatcher:
             elif not self.namespace_selector.matches(ns_labels):
                 return False
         return self.pod_selector is None or self.pod_selector.matches(look.labels(pod, dp))
+
+
+def _purely_negative(m: PodPeerMatcher) -> bool:
+    """D18: a non-empty namespaceSelector that an empty label set satisfies (only NotIn /
+    DoesNotExist), with no podSelector or one an empty label set satisfies too: the rule
+    the dataplane compiles is a negation, true of whatever carries no labels at all."""
+    ns = m.namespace_selector
+    if ns is None or not (ns.match_labels or ns.match_expressions) or not ns.matches({}):
+        return False
+    return m.pod_selector is None or m.pod_selector.matches({})
 
 
 def flatten(selector: LabelSelector) -> tuple[LabelSelector, ...]:

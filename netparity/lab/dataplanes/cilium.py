@@ -25,9 +25,15 @@ own since SNAT comes later in postrouting):
 - `forward`: replies and related packets pass; a packet from a local pod's veth jumps to
   that pod's `egress_N` chain, a packet to a local pod's veth to its `ingress_N` chain;
 - `input`: a local pod's packets to the node itself (D4a) jump to its `egress_N` chain;
-- `output`, only under `allow-localhost: policy`: the node's own packets to a local pod jump
-  to that pod's `ingress_N` chain; otherwise the host reaching its local pods is always
-  allowed (the `allow-localhost` rule in each ingress chain, D4c).
+- `output`: the node's own packets to a local pod jump to that pod's `ingress_N` chain, where
+  Cilium deny rules come first (D26) and then, unless `allow-localhost: policy`, the
+  `allow-localhost` rule admits the host (D4c).
+- D24: without `enable-sctp` every SCTP packet from or to a local pod drops, before policy.
+- D25: a hairpin (a pod reaching itself through a Service) returns from both of its chains.
+- D18: a NetworkPolicy peer is one selector matched against every identity: a purely
+  negative namespaceSelector also matches `host`, `remote-node` and `world`, unless
+  `policy-default-local-cluster` (the 1.19 renderer's default) adds the cluster label.
+- D27: egress named ports resolve over pods that are Cilium endpoints (no hostNetwork pods).
 Peers are classified by IP at enforcement time: a pod IP is that pod's identity (selectors
 match its filtered labels plus its namespace labels), a local address is `host`, another
 node's IP is `remote-node`, anything else is `world`, the only class CIDR rules (ipBlock,
@@ -244,7 +250,14 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
         notes += [f"{ep.pod.key}: {x}" for x in (*ing.notes, *egr.notes)]
         if egr.needed:
             name = f"egress_{n}"
-            body_lines = [*egr.deny, *egr.allow]
+            # D25: a pod reaches its own address only through a Service translated back to
+            # it (its own address never leaves its netns otherwise): bpf_lxc skips egress
+            # policy on such a hairpin flow, deny rules included.
+            body_lines = [
+                f'ip daddr {ep.ip} ct status dnat return comment "hairpin through a Service (D25)"',
+                *egr.deny,
+                *egr.allow,
+            ]
             if egr.isolated:
                 body_lines.append(f'drop comment "{ep.pod.key} egress isolated"')
             else:
@@ -267,16 +280,27 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
             host_jumps.append((ep.ip, f"jump {name}"))
 
     replies = ["ct state related accept", "ct direction reply accept"]
-    forward = list(replies)
+    # D24: without enable-sctp, conntrack refuses SCTP and bpf_lxc drops the packet, in
+    # either direction and before any policy (bpf/lib/conntrack.h:786-800, bpf_lxc.c:315-317
+    # at v1.17.5). The lab's kernel has no SCTP, so this is checked on the rules, not packets.
+    sctp: list[str] = []
+    if not compiler.settings.enable_sctp and veths:
+        sctp = [
+            'iifname @local_veths meta l4proto sctp drop comment "SCTP disabled (D24)"',
+            'oifname @local_veths meta l4proto sctp drop comment "SCTP disabled (D24)"',
+        ]
+    forward = [*sctp, *replies]
     forward += [x for x in (_vmap("iifname", egress_jumps), _vmap("oifname", ingress_jumps)) if x]
     body += _chain("forward", forward, "type filter hook forward priority filter; policy accept;")
-    inp = list(replies)
+    inp = [*sctp[:1], *replies]
     inp += [x for x in (_vmap("iifname", egress_jumps),) if x]
     body += _chain("input", inp, "type filter hook input priority filter; policy accept;")
-    if compiler.settings.host_policed:
-        out = list(replies)
-        out += [x for x in (_vmap("ip daddr", host_jumps),) if x]
-        body += _chain("output", out, "type filter hook output priority filter; policy accept;")
+    # The node's own packets to a local pod go through the pod's ingress chain: its deny
+    # rules first (D26: a deny beats allow-localhost, pkg/policy/mapstate.go:741-750 at
+    # v1.17.5), then allow-localhost unless `allow-localhost: policy` (D4c).
+    out = [*sctp[1:], *replies]
+    out += [x for x in (_vmap("ip daddr", host_jumps),) if x]
+    body += _chain("output", out, "type filter hook output priority filter; policy accept;")
     body += pod_chains
 
     notes += [
@@ -290,8 +314,10 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
     return "\n".join([*head, *body, "}"]) + "\n"
 
 
-def render(topology: LabTopology, *, honour_end_port: bool) -> dict[str, NodeRules]:
-    compiler = Compiler(topology, honour_end_port=honour_end_port)
+def render(
+    topology: LabTopology, *, honour_end_port: bool, local_cluster: bool = False
+) -> dict[str, NodeRules]:
+    compiler = Compiler(topology, honour_end_port=honour_end_port, local_cluster=local_cluster)
     routes = service_routes(topology)
     return {
         node.name: NodeRules(
@@ -302,8 +328,13 @@ def render(topology: LabTopology, *, honour_end_port: bool) -> dict[str, NodeRul
 
 
 def render_newest(topology: LabTopology) -> dict[str, NodeRules]:
-    """Cilium >= 1.17: port..endPort honoured."""
+    """Cilium 1.17-1.18: port..endPort honoured."""
     return render(topology, honour_end_port=True)
+
+
+def render_1_19(topology: LabTopology) -> dict[str, NodeRules]:
+    """Cilium 1.19: `policy-default-local-cluster` on by default (D18)."""
+    return render(topology, honour_end_port=True, local_cluster=True)
 
 
 def render_1_16(topology: LabTopology) -> dict[str, NodeRules]:
@@ -313,3 +344,4 @@ def render_1_16(topology: LabTopology) -> dict[str, NodeRules]:
 
 register("cilium", render_newest)
 register("cilium-1.16", render_1_16)
+register("cilium-1.19", render_1_19)

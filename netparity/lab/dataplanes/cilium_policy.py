@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from netparity.facts.cilium_config import cilium_settings
+from netparity.facts.cilium_local_cluster import policy_default_local_cluster
 from netparity.lab.dataplanes.services import (
     ip_sorted,
 )
@@ -25,7 +26,7 @@ from netparity.model.ciliumpolicy import (
 )
 from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
 from netparity.model.objects import Pod, Protocol
-from netparity.model.selectors import LabelSelector, Requirement
+from netparity.model.selectors import LabelSelector, Operator, Requirement
 
 NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
@@ -179,11 +180,17 @@ class PodRules:
 class Compiler:
     """Everything cluster-wide Cilium knows: endpoints, named ports, policies."""
 
-    def __init__(self, topology: LabTopology, *, honour_end_port: bool) -> None:
+    def __init__(
+        self, topology: LabTopology, *, honour_end_port: bool, local_cluster: bool = False
+    ) -> None:
         snap = topology.snapshot
         self.topology = topology
         self.honour_end_port = honour_end_port
         self.settings = cilium_settings(snap.config)
+        # D18: `policy-default-local-cluster` (the release's default, or the cluster's own
+        # cilium-config setting) adds the cluster label to every NetworkPolicy peer.
+        configured = policy_default_local_cluster(snap.config)
+        self.local_cluster = local_cluster if configured is None else configured
         self.filter = self.settings.labels
         ns_labels = {ns.name: dict(ns.labels) for ns in snap.namespaces}
         self.endpoints: list[Endpoint] = []
@@ -202,11 +209,15 @@ class Compiler:
                 Endpoint(pod=p, ip=p.ip, pod_labels=pod_labels, labels=labels, namespace_labels=nsl)
             )
         self.by_key = {e.pod.key: e for e in self.endpoints}
-        self._np_peers: dict[tuple[str, PolicyPeer], L3 | None] = {}
+        self._np_peers: dict[tuple[str, PolicyPeer], list[L3]] = {}
         self._cnp_l3: dict[tuple[str | None, CiliumRule], list[L3]] = {}
-        # egress named ports resolve against every pod of the cluster (D3)
+        # egress named ports resolve against every pod of the cluster (D3), except
+        # hostNetwork pods: Cilium's named-port map is built from its endpoints only
+        # (cilium/cilium pkg/k8s/watchers/pod.go:884-887 at v1.17.5, D27)
         self.named: dict[tuple[str, Protocol], set[int]] = {}
         for p in snap.pods:
+            if p.host_network:
+                continue
             for cp in p.ports:
                 if cp.name:
                     self.named.setdefault((cp.name, cp.protocol), set()).add(cp.port)
@@ -216,15 +227,45 @@ class Compiler:
     def _pods(self, match: Iterable[Endpoint]) -> L3:
         return L3(kind="pods", ips=tuple(ip_sorted(e.ip for e in match)))
 
-    def np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> L3 | None:
+    def np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> list[L3]:
         key = (policy.namespace, peer)
         if key not in self._np_peers:
             self._np_peers[key] = self._np_peer(policy, peer)
         return self._np_peers[key]
 
-    def _np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> L3 | None:
+    def _np_peer(self, policy: NetworkPolicy, peer: PolicyPeer) -> list[L3]:
         if peer.ip_block is not None:
-            return _world(peer.ip_block)
+            w = _world(peer.ip_block)
+            return [w] if w is not None else []
+        out = [self._np_pods(policy, peer)]
+        # The peer as Cilium's parseNetworkPolicyPeer builds it, matched against the reserved
+        # identities too (D18), whose labels hold none of its k8s keys.
+        selector = self._np_selector(peer)
+        if selector is not None:
+            out += [l3 for l3 in (HOST, REMOTE_NODE, WORLD) if selector.matches({})]
+        return out
+
+    def _np_selector(self, peer: PolicyPeer) -> LabelSelector | None:
+        """A namespaceSelector peer as one Cilium selector: the namespace keys prefixed, the
+        namespace-exists requirement only when the namespaceSelector is empty
+        (pkg/k8s/network_policy.go:88-92 at v1.17), the podSelector's terms, and the
+        local-cluster requirement under `policy-default-local-cluster`. None: no
+        namespaceSelector (the policy's namespace is then always required)."""
+        nsel = peer.namespace_selector
+        if nsel is None:
+            return None
+        labels = [(NAMESPACE_LABELS_PREFIX + k, v) for k, v in nsel.match_labels]
+        exprs = [replace(r, key=NAMESPACE_LABELS_PREFIX + r.key) for r in nsel.match_expressions]
+        if not labels and not exprs:
+            exprs.append(Requirement(key=NAMESPACE_LABEL, operator=Operator.EXISTS))
+        if peer.pod_selector is not None:
+            labels += peer.pod_selector.match_labels
+            exprs += peer.pod_selector.match_expressions
+        if self.local_cluster:
+            labels.append((CLUSTER_LABEL, "default"))
+        return LabelSelector(match_labels=tuple(labels), match_expressions=tuple(exprs))
+
+    def _np_pods(self, policy: NetworkPolicy, peer: PolicyPeer) -> L3:
         eps = self.endpoints
         if peer.namespace_selector is not None:
             nsel = peer.namespace_selector
@@ -372,7 +413,7 @@ class Compiler:
                 for rule in rules:
                     why = f"NetworkPolicy {np_.key} {direction.lower()}[{rule.index}]"
                     if rule.peers:
-                        l3s = [x for x in (self.np_peer(np_, p) for p in rule.peers) if x]
+                        l3s = [x for p in rule.peers for x in self.np_peer(np_, p)]
                     else:
                         l3s = [ALL]  # no from/to: a true wildcard incl. host, remote-node, world
                     emit(into, l3s, self.np_ports(rule.ports, ep.pod, is_in), "return", why, is_in)

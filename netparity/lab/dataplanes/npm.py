@@ -210,8 +210,10 @@ def _pods_in_ns(namespace: str, selector: LabelSelector, sets: Sets) -> list[Set
 
 def _namespaces(selector: LabelSelector, sets: Sets) -> list[SetMatch]:
     specs = _selector_specs(selector, sets, pods=False)
-    if not any(not s.negate for s in specs):
-        # an empty or purely negative namespace selector is anchored on all-namespaces
+    if not specs:
+        # D18: parseNSSelector anchors only an empty selector on all-namespaces
+        # (npm/pkg/controlplane/translation/parseSelector.go:207-214); a purely negative one
+        # stays `! --match-set nslabel-...`, true of outside addresses, nodes, hostNetwork pods
         specs.insert(0, sets.all_namespaces())
     return specs
 
