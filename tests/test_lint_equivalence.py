@@ -3,7 +3,8 @@
 The golden (tests/data/lint_golden.json.gz) was captured from the lint before it moved onto
 the planner's pod classes and enumerator (#14); the refactor must not change a finding.
 Where a finding must change on purpose, regenerate the golden with
-`NETPARITY_WRITE_GOLDEN=1 python3 -m pytest tests/test_lint_equivalence.py` and say why in
+`NETPARITY_WRITE_GOLDEN=1 python3 -m pytest -p no:xdist tests/test_lint_equivalence.py`
+(serially: every case rewrites the one file) and say why in
 the commit. The cases: the shipped example under both targets, every snapshot
 tests/test_lint.py lints (their wire dicts, tests/data/lint_scenarios.json) and small
 clusters from bench/gen.py.

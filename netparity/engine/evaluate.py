@@ -507,12 +507,13 @@ class Engine:
         """A Cilium deny rule of the subject's that matches `leg` (D26), or None."""
         if not dp.cilium_policies or leg.subject.host_network:
             return None
-        _, cts, _, selected = self._selection(leg.subject, leg.direction, dp)
-        for c in cts:
+        sel = self._selection(leg.subject, leg.direction, dp)
+        for c in (*sel.cts, *sel.adders):
             for ref, rule in c.deny_rules.get(leg.direction, ()):
-                if c.matchers[id(rule)].matches(leg, dp, self, uncertain):
+                m, _ = c.matchers[id(rule)].match(leg, dp, self, uncertain, sel.requires_deny)
+                if m is Match.YES:
                     return self._result(
-                        leg, Decision.DENY, "denied by {rules}", selected=selected, rules=(ref,)
+                        leg, Decision.DENY, "denied by {rules}", selected=sel.names, rules=(ref,)
                     )
         return None
 
