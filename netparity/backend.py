@@ -29,6 +29,9 @@ class Target:
 
     id: str
     traffic: Traffic
+    # an essential probe to a real cluster service (DNS, the API server): "dns" (a DNS query
+    # that must get an answer) or "connect" (a TCP connect alone); None: a token probe
+    check: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from netparity.backend import Backend, Observed, ProbeResult, Progress, Target
 from netparity.errors import ClusterError, InputError
 from netparity.example import example_path
+from netparity.plan.essential_probes import essential_check
 from netparity.plan.model import PlannedProbe
 from netparity.record import needs_retry
 
@@ -195,7 +196,7 @@ def probe_all(
         if dataplane is not None and dataplane in p.predicted
     }
     tries: dict[str, list[ProbeResult]] = {p.id: [] for p in probes}
-    todo = [Target(id=p.id, traffic=p.traffic) for p in probes]
+    todo = [Target(id=p.id, traffic=p.traffic, check=essential_check(p)) for p in probes]
     for attempt in range(retries + 1):
         if not todo:
             break

@@ -12,6 +12,12 @@ of ports and ranges (``80,8080,9000-9005``); each option may be repeated.
 - TCP and SCTP: on accept, send ``TOKEN\\n`` and close.
 - UDP: answer each datagram ``NONCE\\n`` with ``NONCE TOKEN\\n``.
 - Prints ``ready`` on stdout once every listener is bound; SIGTERM/SIGINT exit 0.
+- With ``--dns-answer ADDR`` (a lab's CoreDNS, the test cluster's DNS) it is
+  also a minimal DNS server on its UDP and TCP ports: a DNS query gets a reply
+  whose type-A answer for any name is ADDR (other types: NOERROR, no answer).
+  On UDP a datagram that is a DNS query gets the DNS reply, any other the
+  token line; on TCP a connection whose client sends a length-prefixed DNS
+  query within DNS_TCP_WAIT seconds gets the reply, any other the token line.
 - A TCP/UDP/SCTP port that cannot be bound: one stderr line, exit 2.  A kernel
   without SCTP: one stderr line, the other ports are still served.
 
@@ -144,8 +150,9 @@ class StreamTokenProtocol(asyncio.Protocol):
 class DatagramTokenProtocol(asyncio.DatagramProtocol):
     """Answer each datagram ``NONCE\\n`` with ``NONCE TOKEN\\n``."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, dns_addr: bytes | None = None) -> None:
         self.token = token
+        self.dns_addr = dns_addr  # --dns-answer: a DNS query gets a DNS reply
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -156,12 +163,83 @@ class DatagramTokenProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if self.transport is None:
             return
+        if self.dns_addr is not None:
+            reply = dns_reply(data, self.dns_addr)
+            if reply is not None:
+                self.transport.sendto(reply, addr)
+                return
         nonce = data[:512].decode("utf-8", "replace").strip()
         self.transport.sendto(f"{nonce} {self.token}\n".encode(), addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors about earlier replies (a prober that went away): ignore.
         pass
+
+
+DNS_TCP_WAIT = 0.2  # seconds a TCP connection may take to send its DNS query (--dns-answer)
+
+
+def dns_reply(query: bytes, answer: bytes) -> bytes | None:
+    """The reply to a DNS `query` (None: not a DNS query): an A record `answer` (4 bytes)
+    for a type-A question of class IN, NOERROR without an answer for other types, FORMERR
+    for a question that cannot be read."""
+    # A query: QR clear, opcode QUERY, one question, no answers (a token nonce is ASCII and
+    # never holds the NUL bytes of these counts).
+    if len(query) < 12 or query[2] & 0xF8 or query[4:8] != b"\x00\x01\x00\x00":
+        return None
+    pos = 12
+    while pos < len(query) and query[pos] != 0:
+        if query[pos] & 0xC0:  # a pointer cannot start a question
+            pos = len(query)
+            break
+        pos += query[pos] + 1
+    flags = bytes([0x84 | (query[2] & 0x01), 0x80])  # QR, AA, RD echoed; RA
+    if pos + 5 > len(query):
+        return query[:2] + bytes([flags[0], 0x81]) + b"\x00" * 8  # FORMERR, no question
+    question = query[12 : pos + 5]
+    qtype, qclass = question[-4:-2], question[-2:]
+    found = qtype == b"\x00\x01" and qclass == b"\x00\x01"
+    header = query[:2] + flags + b"\x00\x01" + (b"\x00\x01" if found else b"\x00\x00")
+    header += b"\x00\x00\x00\x00"
+    record = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04" + answer if found else b""
+    return header + question + record
+
+
+class StreamDnsProtocol(asyncio.Protocol):
+    """--dns-answer on TCP: a length-prefixed DNS query gets its reply; a client that sends
+    nothing within DNS_TCP_WAIT (a token probe) or something else gets the token line."""
+
+    def __init__(self, line: bytes, answer: bytes) -> None:
+        self.line = line
+        self.answer = answer
+        self.buffer = b""
+        self.transport: asyncio.WriteTransport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.WriteTransport, transport)
+        self.timer = asyncio.get_running_loop().call_later(DNS_TCP_WAIT, self.finish, self.line)
+
+    def finish(self, data: bytes) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) < 2:
+            return
+        size = int.from_bytes(self.buffer[:2], "big")
+        if len(self.buffer) < 2 + size:
+            return
+        reply = dns_reply(self.buffer[2 : 2 + size], self.answer)
+        self.finish(self.line if reply is None else len(reply).to_bytes(2, "big") + reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 def bind_listener(protocol: str, bind: str, port: int) -> socket.socket | None:
@@ -196,7 +274,9 @@ def bind_listener(protocol: str, bind: str, port: int) -> socket.socket | None:
     return sock
 
 
-async def serve(token: str, bind: str, ports: dict[str, list[int]]) -> int:
+async def serve(
+    token: str, bind: str, ports: dict[str, list[int]], dns_addr: bytes | None = None
+) -> int:
     """Bind every listener, print ``ready``, serve until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -235,13 +315,17 @@ async def serve(token: str, bind: str, ports: dict[str, list[int]]) -> int:
         for protocol, sock in bound:
             if protocol == "UDP":
                 udp_transport, _ = await loop.create_datagram_endpoint(
-                    lambda: DatagramTokenProtocol(token), sock=sock
+                    lambda: DatagramTokenProtocol(token, dns_addr), sock=sock
                 )
                 transports.append(udp_transport)
             else:
                 servers.append(
                     await loop.create_server(
-                        lambda: StreamTokenProtocol(line),
+                        (
+                            (lambda: StreamDnsProtocol(line, dns_addr))
+                            if dns_addr is not None and protocol == "TCP"
+                            else (lambda: StreamTokenProtocol(line))
+                        ),
                         sock=sock,
                         backlog=LISTEN_BACKLOG,
                     )
@@ -276,8 +360,15 @@ def run_serve(args: argparse.Namespace) -> int:
     if not any(ports.values()):
         print(f"{PROG}: serve needs at least one of --tcp, --udp, --sctp", file=sys.stderr)
         return EXIT_FAIL
+    dns_addr = None
+    if args.dns_answer is not None:
+        try:
+            dns_addr = socket.inet_pton(socket.AF_INET, args.dns_answer)
+        except OSError:
+            print(f"{PROG}: --dns-answer must be an IPv4 address", file=sys.stderr)
+            return EXIT_FAIL
     raise_nofile_limit()
-    return asyncio.run(serve(token, args.bind, ports))
+    return asyncio.run(serve(token, args.bind, ports, dns_addr))
 
 
 # --------------------------------------------------------------------------- probe
@@ -724,6 +815,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--udp", action="append", metavar="PORTS")
     serve_p.add_argument("--sctp", action="append", metavar="PORTS")
     serve_p.add_argument("--bind", default="0.0.0.0", help="local address (default 0.0.0.0)")
+    serve_p.add_argument(
+        "--dns-answer",
+        metavar="ADDR",
+        help="also answer DNS queries on the UDP and TCP ports: type A with this IPv4 address",
+    )
     serve_p.set_defaults(func=run_serve)
 
     probe_p = sub.add_parser("probe", help="probe the JSON batch of targets read on stdin")

@@ -1728,3 +1728,114 @@ def migrating(
             },
             *(_agent_pod(f"azure-npm-{n}", "azure-npm", NPM_IMAGE, n, True) for n in left),
         )
+
+
+# --------------------------------------------------------------------------- real cluster services
+
+
+def cluster_services(api: KubeAPI) -> tuple[str, str]:
+    """kube-system/kube-dns and default/kubernetes as a cluster has them, answered for real on
+    loopback: the DNS Service's ClusterIP is served by the probe agent as a DNS server
+    (`serve --dns-answer`, UDP and TCP 53; it answers with the API server's ClusterIP), and
+    the API server's ClusterIP forwards 443/TCP to this API server. A CoreDNS pod is in the
+    store (never started): a run must not twin it. Returns (DNS ClusterIP, API ClusterIP)."""
+    dns_ip, api_ip = api._address("127.6"), api._address("127.6")
+    host, port = api.httpd.server_address[:2]
+    api.add(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}},
+        pod(
+            "kube-system",
+            "coredns-1",
+            {"k8s-app": "kube-dns"},
+            "node-1",
+            "127.0.3.53",
+            [
+                {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+            ],
+        ),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "spec": {
+                "selector": {"k8s-app": "kube-dns"},
+                "clusterIP": dns_ip,
+                "ports": [
+                    {"name": "dns", "port": 53, "targetPort": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "targetPort": 53, "protocol": "TCP"},
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default"},
+            "spec": {
+                "clusterIP": api_ip,
+                "ports": [{"name": "https", "port": 443, "targetPort": port, "protocol": "TCP"}],
+            },
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "kubernetes"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [str(host)], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        },
+    )
+    agent = Path(__file__).resolve().parents[1] / "probes" / "agent.py"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, str(agent), "serve", "--name", "coredns", "--bind", dns_ip),
+            *("--udp", "53", "--tcp", "53", "--dns-answer", api_ip),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with api.lock:
+        api.runtimes["cluster:coredns"] = PodRuntime(uid="cluster:coredns", ip=dns_ip, proc=proc)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", (
+        proc.stderr.read() if proc.stderr else ""
+    )
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((api_ip, 443))
+    listener.listen(16)
+    with api.lock:
+        api.proxies["cluster:kubernetes"] = [listener]
+    api._spawn(_forward_accept, (api, listener, (str(host), int(port))))
+    return dns_ip, api_ip
+
+
+def _forward_accept(api: KubeAPI, listener: socket.socket, upstream: tuple[str, int]) -> None:
+    """The API server's ClusterIP: each connection piped both ways to the API server."""
+    while not api._stopping.is_set():
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            up = socket.create_connection(upstream, timeout=2)
+        except OSError:
+            conn.close()
+            continue
+        for a, b in ((conn, up), (up, conn)):
+            api._spawn(_pipe, (a, b))
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    for s in (src, dst):
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        s.close()

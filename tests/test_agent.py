@@ -482,3 +482,62 @@ def test_a_connect_check_needs_only_an_accepted_connection() -> None:
     assert ok["observed"] == "connected" and ok["token"] is None
     assert refused["observed"] == "refused"
     assert udp["observed"] == "error" and "TCP check" in udp["error"]
+
+
+def _a_record(reply: bytes) -> tuple[int, int, bytes]:
+    """(rcode, answer count, the first answer's RDATA) of a DNS reply to one question."""
+    pos = 12
+    while reply[pos] != 0:
+        pos += reply[pos] + 1
+    pos += 5  # the root label, QTYPE, QCLASS
+    count = int.from_bytes(reply[6:8], "big")
+    if not count:
+        return reply[3] & 0x0F, 0, b""
+    assert reply[pos : pos + 2] == b"\xc0\x0c"  # the answer names the question
+    rdlength = int.from_bytes(reply[pos + 10 : pos + 12], "big")
+    return reply[3] & 0x0F, count, reply[pos + 12 : pos + 12 + rdlength]
+
+
+def test_serve_with_dns_answer_is_a_dns_server_and_still_answers_tokens() -> None:
+    """--dns-answer (the lab's CoreDNS): a DNS query over UDP or TCP gets an A record with
+    the address; a token probe to the same ports still gets the token."""
+    port = free_port()
+    with serving(["--udp", str(port), "--tcp", str(port), "--dns-answer", "10.0.0.1"]):
+        checks = probe(
+            [
+                {**target("u", port, "UDP"), "check": "dns"},
+                {**target("t", port, "TCP"), "check": "dns"},
+                target("tu", port, "UDP"),
+                target("tt", port, "TCP"),
+            ]
+        )
+        assert [(r["observed"], r["token"]) for r in checks] == [
+            ("connected", "NOERROR 1"),
+            ("connected", "NOERROR 1"),
+            ("connected", TOKEN),
+            ("connected", TOKEN),
+        ]
+        query = bytes.fromhex("abcd0100000100000000000003617069036e657400") + b"\x00\x01\x00\x01"
+        aaaa = query[:-4] + b"\x00\x1c\x00\x01"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(query, (LOCAL, port))
+            reply = s.recv(512)
+            s.sendto(aaaa, (LOCAL, port))
+            other = s.recv(512)
+    assert reply[:2] == b"\xab\xcd" and reply[2] & 0x80  # the query's id, QR set
+    assert _a_record(reply) == (0, 1, bytes([10, 0, 0, 1]))
+    assert _a_record(other) == (0, 0, b"")  # AAAA: NOERROR, no answer
+
+
+def test_serve_refuses_a_dns_answer_that_is_not_an_ipv4_address() -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, str(AGENT), "serve", "--name", TOKEN, "--udp", "53"),
+            *("--dns-answer", "not-an-ip"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "--dns-answer" in done.stderr

@@ -781,3 +781,11 @@ def test_essential_probes_leave_the_ids_of_other_probes_alone() -> None:
     ids = {p.id for p in with_dns.probes}
     assert {p.id for p in plain.probes} <= ids
     assert any(Scenario.ESSENTIAL in p.scenarios for p in with_dns.probes)
+
+
+def test_coverage_counts_the_essential_flows_where_the_cluster_has_dns() -> None:
+    plain = make_plan(base_cluster(), target="cilium").coverage
+    with_dns = make_plan(base_cluster(*_dns_and_api()), target="cilium").coverage
+    assert "essential" not in plain.scenarios_present  # no kube-dns, no API Service
+    assert "essential" in with_dns.scenarios_present
+    assert "essential" in with_dns.scenarios_probed

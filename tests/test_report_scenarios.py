@@ -176,3 +176,18 @@ def test_the_terminal_says_it_before_and_after_the_upgrade(pytester: pytest.Pyte
         "suites/test_connectivity.py", "--cluster", "file:cluster.yaml@cilium"
     )
     post.stdout.fnmatch_lines(["*parity*", *want])
+
+
+def test_the_essential_flows_are_listed_right_after_the_guides_scenarios() -> None:
+    entries = scenario_probing(
+        [
+            (("sctp",), None),
+            (("essential",), None),
+            (("essential",), NODE_SOURCE),
+        ]
+    )
+    names = [e.scenario for e in entries]
+    assert names[6:] == ["essential", "sctp"]
+    essential = entries[6]
+    assert not essential.guide and essential.state == "partly probed"
+    assert (essential.planned, essential.probed) == (2, 1)

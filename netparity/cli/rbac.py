@@ -25,6 +25,7 @@ from netparity.kube.rbac import (
     render_yaml,
 )
 from netparity.model.snapshot import Snapshot
+from netparity.plan.essential_probes import essential_check
 from netparity.plan.planner import make_plan
 from netparity.probefile import ProbeSpec, load_probe_file, resolve_probes
 from netparity.session import parse_cluster
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
         explicit=resolve_probes(specs, snapshot),
     )
-    targets = [Target(id=p.id, traffic=p.traffic) for p in plan.probes]
+    targets = [Target(id=p.id, traffic=p.traffic, check=essential_check(p)) for p in plan.probes]
     namespaces = plan_namespaces(
         snapshot,
         targets,

@@ -44,6 +44,9 @@ class Dest:
     ip: str | None = None  # "ip", "nodeport": the address
     service: str | None = None  # "svc", "nodeport", "lb": the run Service key (ns/name)
     token: str | None = None  # "ip": the name the agent there answers with (the responder)
+    # "ip": an essential probe to a real cluster service (the agent's `check`: dns, connect);
+    # no token is expected, no twin or Service stands in
+    check: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +163,8 @@ class _Planner:
     def dest(self, target: Target, source: str) -> Dest:
         t = target.traffic
         dst = t.destination
+        if target.check is not None:
+            return self.essential_dest(target)
         if isinstance(dst, PodEndpoint):
             pod = dst.pod
             if isinstance(t.port, str):
@@ -184,6 +189,29 @@ class _Planner:
             return self.outside_dest(dst.ip, t.port, t.protocol)
         assert isinstance(dst, ServiceEndpoint)
         return self.service_dest(dst, t.port, t.protocol)
+
+    def essential_dest(self, target: Target) -> Dest:
+        """An essential probe goes to the real service, read-only (DESIGN.md: the only probes
+        that reach real cluster services): the kube-dns (or API server) Service's own
+        ClusterIP, or the node's address for node-local DNS. No twin, no run Service: real
+        CoreDNS and the real API server answer, so the agent checks a DNS answer or a TCP
+        connect instead of a token."""
+        t = target.traffic
+        dst = t.destination
+        check = target.check
+        if isinstance(t.port, str):
+            raise _NotRun(f"a named port ({t.port!r}) means nothing on {dst}")
+        if isinstance(dst, NodeEndpoint):
+            return Dest(kind="ip", port=t.port, protocol=t.protocol, ip=dst.node.ip, check=check)
+        if not isinstance(dst, ServiceEndpoint) or dst.via is not Via.CLUSTER_IP:
+            raise _NotRun(f"an essential {check} probe goes to a Service's ClusterIP, not {dst}")
+        svc = dst.service
+        sp = svc.port_named(t.port, t.protocol)
+        if sp is None:
+            raise _NotRun(f"Service {svc.key} has no {t.protocol} port {t.port}")
+        if not svc.cluster_ip or svc.cluster_ip == "None":
+            raise _NotRun(f"Service {svc.key} is headless: it has no ClusterIP")
+        return Dest(kind="ip", port=sp.port, protocol=sp.protocol, ip=svc.cluster_ip, check=check)
 
     def outside_dest(self, ip: str, port: int, protocol: Protocol) -> Dest:
         """An address outside the cluster: only the responder, where something answers (a

@@ -115,14 +115,15 @@ class Prober:
         items: list[dict[str, Any]] = []
         for step in batch.steps:
             host, port = batch.hosts[step.index]
-            items.append(
-                {
-                    "id": f"t{step.index}",
-                    "host": host,
-                    "port": port,
-                    "protocol": str(step.target.traffic.protocol),
-                }
-            )
+            item: dict[str, Any] = {
+                "id": f"t{step.index}",
+                "host": host,
+                "port": port,
+                "protocol": str(step.target.traffic.protocol),
+            }
+            if step.dest is not None and step.dest.check is not None:
+                item["check"] = step.dest.check  # real CoreDNS / API server: no token
+            items.append(item)
         source, (stdout, stderr, code, failure, status) = self._exec(batch, timeout, items)
         outcomes, complaint = parse_output(stdout, [str(it["id"]) for it in items])
         out: dict[int, ProbeResult] = {}
@@ -183,6 +184,8 @@ class Prober:
         """The name the destination's agent answers with (the real pod a twin stands in for);
         None where the answer comes from outside (an IP that no twin holds)."""
         assert step.dest is not None
+        if step.dest.check is not None:  # a real cluster service answers: no agent's name
+            return None
         if step.dest.token is not None:  # the responder
             return step.dest.token
         if step.dest.kind == "pod":

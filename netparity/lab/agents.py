@@ -4,6 +4,7 @@ which token, on which ports; starting them and reaping the ones this process sta
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import selectors
 import subprocess
@@ -24,6 +25,8 @@ from netparity.model.snapshot import Snapshot
 KUBELET_PORT = 10250
 EXTERNAL_TCP = (80, 443, 8080, 8443)
 EXTERNAL_UDP = (53,)
+DNS_PORT = 53
+API_SERVICE = "default/kubernetes"
 _AGENT_READY_TIMEOUT = 30.0
 
 
@@ -67,6 +70,9 @@ class AgentSpec:
     tcp: tuple[int, ...] = ()
     udp: tuple[int, ...] = ()
     sctp: tuple[int, ...] = ()
+    # a DNS server's pod (serves port 53): it answers DNS queries too, type A with this
+    # address (`serve --dns-answer`), so that essential DNS probes get a real DNS answer
+    dns_answer: str | None = None
 
 
 def agent_path() -> Path:
@@ -91,6 +97,13 @@ def _ports_of(ports: Iterable[tuple[int, Protocol]]) -> dict[Protocol, tuple[int
     return {p: tuple(sorted(v)) for p, v in out.items()}
 
 
+def _ipv4(ip: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(ip or "").version == 4
+    except ValueError:
+        return False
+
+
 def host_agent(host: LabHost, snapshot: Snapshot) -> AgentSpec:
     ports = policy_ports(snapshot)
     return AgentSpec(
@@ -106,6 +119,12 @@ def host_agent(host: LabHost, snapshot: Snapshot) -> AgentSpec:
 def agent_specs(topology: LabTopology) -> list[AgentSpec]:
     """Every agent of a lab: nodes (kubelet + hostNetwork pods), pods with ports, hosts."""
     specs: list[AgentSpec] = []
+    # what the lab's DNS servers answer: the API server's ClusterIP, as CoreDNS would for
+    # kubernetes.default.svc.cluster.local (else the DNS pod's own address)
+    api = next(
+        (s for s in topology.snapshot.services if s.key == API_SERVICE and s.cluster_ip), None
+    )
+    api_ip = api.cluster_ip if api is not None and _ipv4(api.cluster_ip) else None
     for node in topology.nodes:
         ports = [(KUBELET_PORT, Protocol.TCP)]
         ports += [
@@ -129,6 +148,7 @@ def agent_specs(topology: LabTopology) -> list[AgentSpec]:
         if pod.host_network or not pod.ports:
             continue
         by = _ports_of((cp.port, cp.protocol) for cp in pod.ports)
+        dns = DNS_PORT in by[Protocol.UDP] or DNS_PORT in by[Protocol.TCP]
         specs.append(
             AgentSpec(
                 netns=pod.netns,
@@ -137,6 +157,7 @@ def agent_specs(topology: LabTopology) -> list[AgentSpec]:
                 tcp=by[Protocol.TCP],
                 udp=by[Protocol.UDP],
                 sctp=by[Protocol.SCTP],
+                dns_answer=(api_ip or pod.ip) if dns and _ipv4(api_ip or pod.ip) else None,
             )
         )
     specs.extend(host_agent(h, topology.snapshot) for h in topology.hosts)
@@ -182,6 +203,8 @@ def _spawn(lab: str, specs: Sequence[AgentSpec]) -> list[_Started]:
         for opt, ports in (("--tcp", spec.tcp), ("--udp", spec.udp), ("--sctp", spec.sctp)):
             if ports:
                 argv += [opt, ",".join(str(p) for p in ports)]
+        if spec.dns_answer is not None:
+            argv += ["--dns-answer", spec.dns_answer]
         log = logs / f"{spec.netns}.{len(procs)}.log"
         with open(log, "wb") as err:
             proc = subprocess.Popen(

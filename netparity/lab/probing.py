@@ -94,6 +94,7 @@ def _agent_probe(netns: str, probes: list[Probe], timeout: float, agent: str) ->
         "timeout": timeout,
         "targets": [
             {"id": str(i), "host": p.host, "port": p.port, "protocol": str(p.protocol)}
+            | ({"check": p.check} if p.check is not None else {})
             for i, p in enumerate(probes)
         ],
     }

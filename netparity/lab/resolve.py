@@ -49,6 +49,9 @@ class Probe:
     lb_route: tuple[str, str] | None = None  # (LB IP, "via <node ip>" or "dev eth0")
     # the agent names that may answer there (a connection counts only then); None: unchecked
     expect: frozenset[str] | None = None
+    # an essential probe (Target.check): the agent sends a DNS query or a TCP connect alone,
+    # as it does to real CoreDNS and the real API server; the answer is then no agent's name
+    check: str | None = None
 
     @property
     def address(self) -> str:
@@ -135,6 +138,8 @@ def source_of(ix: Index, ep: object) -> Source:
 
 def probe_for(ix: Index, index: int, target: Target) -> Probe:
     probe = _probe(ix, index, target)
+    if target.check is not None:
+        return replace(probe, check=target.check)
     return replace(probe, expect=expected_tokens(ix, target, probe.host))
 
 

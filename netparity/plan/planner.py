@@ -39,7 +39,7 @@ from netparity.model.objects import Protocol, ServiceType
 from netparity.model.snapshot import Snapshot
 from netparity.plan.base import Draft, Port
 from netparity.plan.classes import block_members, ip_int
-from netparity.plan.essential_probes import EssentialProbes
+from netparity.plan.essential_probes import EssentialProbes, essential_flows
 from netparity.plan.ids import plan_digest
 from netparity.plan.infer import infer_scenario
 from netparity.plan.model import Coverage, Intent, Plan, PlannedProbe, Prediction, Scenario
@@ -199,6 +199,10 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
                 present.add(Scenario.EXTERNAL_INGRESS)
                 if svc.external_traffic_policy != "Local":
                     present.add(Scenario.LB_IN_CLUSTER)
+        if essential_flows(self.snapshot) and any(
+            c.rep.node_name and not c.rep.host_network for c in self.classes.classes
+        ):
+            present.add(Scenario.ESSENTIAL)  # every pod class needs DNS and the API server
         return [s for s in Scenario if s in present]
 
     def plan(self, explicit: Sequence[ProbeSpec | ResolvedProbe]) -> Plan:

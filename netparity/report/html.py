@@ -80,6 +80,11 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
         "NPM ignores CiliumNetworkPolicies; Cilium enforces them from the migration on (D14). "
         "The lint judges NetworkPolicies and Services, so it has no finding for these.",
     ),
+    "essential": (
+        "DNS and the API server",
+        "Essential flows, probed from every class at the real kube-dns Service (or node-local "
+        "DNS) and the API server, read-only: a cut here breaks everything at once (D13).",
+    ),
     PREDICTED_OTHER: (
         "Other predicted changes",
         "The engine predicts these changes, but no single difference between the dataplanes "

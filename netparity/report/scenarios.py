@@ -83,6 +83,8 @@ def scenario_probing(items: Iterable[tuple[Sequence[str], str | None]]) -> list[
                 c = cause_of(reason)
                 by[c] = by.get(c, 0) + 1
     order = [str(s) for s in GUIDE_SCENARIOS]
+    # the essential flows (DNS, the API server) next: a cut there breaks every pod at once
+    order += [str(Scenario.ESSENTIAL)] if str(Scenario.ESSENTIAL) in planned else []
     order += [str(s) for s in Scenario if str(s) in planned and str(s) not in order]
     order += sorted(s for s in planned if s not in order)
     guide = {str(s) for s in GUIDE_SCENARIOS}

@@ -440,7 +440,10 @@ class Compiler:
                 ("ingress", cp.ingress or (), cp.ingress_deny, cp.default_deny_ingress, ingress),
                 ("egress", cp.egress or (), cp.egress_deny, cp.default_deny_egress, egress),
             ):
-                if (allows or denies) and default_deny is not False:
+                # `enableDefaultDeny: false` adds rules without isolating, but only where
+                # `enable-non-default-deny-policies` is on; off, the field is ignored (D28)
+                honoured = self.settings.enable_non_default_deny_policies
+                if (allows or denies) and (default_deny is not False or not honoured):
                     into.isolated = True
                 is_in = direction == "ingress"
                 for crules, verdict, label in (
