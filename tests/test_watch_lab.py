@@ -31,8 +31,10 @@ def test_a_watch_across_a_rolling_upgrade_sees_the_exposure_window(
     lab = lab_factory(load_snapshot([str(example_path())]), dataplane="npm")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     upgrade = subprocess.Popen(
-        [sys.executable, "-m", "netparity", "lab", "upgrade", "--name", lab.name, "--rolling"]
-        + ["--node-delay", "1.5", "--wait", "30"],
+        [
+            *(sys.executable, "-m", "netparity", "lab", "upgrade", "--name", lab.name),
+            *("--rolling", "--node-delay", "1.5", "--wait", "30"),
+        ],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -86,8 +88,10 @@ def test_an_interrupted_watch_keeps_its_timeline_and_lets_the_lab_go(
     lab = lab_factory(load_snapshot([str(example_path())]), dataplane="npm")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "netparity", "watch", "--cluster", f"lab:{lab.name}"]
-        + ["--interval", "0.5", "--timeout", "0.3", "--report-dir", str(tmp_path)],
+        [
+            *(sys.executable, "-m", "netparity", "watch", "--cluster", f"lab:{lab.name}"),
+            *("--interval", "0.5", "--timeout", "0.3", "--report-dir", str(tmp_path)),
+        ],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
