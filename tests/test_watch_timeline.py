@@ -87,3 +87,17 @@ def test_the_picture_and_the_markdown_show_each_window_and_node() -> None:
     assert "cilium enforces" in svg and "http" not in svg.replace("http://www.w3.org", "")
     md = "\n".join(timeline_markdown(tl))
     assert "| exposure | title p | n1 | +3.0 s | 2.0 |" in md
+
+
+def test_a_report_beside_a_timeline_shows_the_window(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from netparity.report.timeline import with_timeline
+
+    tl = _tl(_probe("p", "deny", "deny", [D, A, D]))
+    (tmp_path / "timeline.json").write_text(json.dumps(timeline_json(tl)))
+    html, md = with_timeline("<html><body><h1>x</h1></body></html>", "# parity\n", tmp_path)
+    assert html.index("<svg") < html.index("</body>") and 'id="migration-window"' in html
+    assert md.startswith("# parity\n") and "| exposure | title p |" in md
+    (tmp_path / "timeline.json").write_text("{broken")
+    assert with_timeline("<body></body>", "m", tmp_path) == ("<body></body>", "m")

@@ -6,9 +6,11 @@ no script: plain SVG text."""
 
 from __future__ import annotations
 
+import json
 from html import escape
+from pathlib import Path
 
-from netparity.watch.timeline import Timeline, windows
+from netparity.watch.timeline import Timeline, timeline_from_json, windows
 
 _ROW = 18
 _LABEL = 260
@@ -89,3 +91,24 @@ def timeline_markdown(tl: Timeline) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+TIMELINE_FILE = "timeline.json"
+
+
+def with_timeline(html: str, markdown: str, folder: Path) -> tuple[str, str]:
+    """parity.html and parity.md with the watch's timeline where `folder` has one (a
+    timeline.json beside the report); unchanged otherwise, or where it cannot be read."""
+    path = folder / TIMELINE_FILE
+    if not path.is_file():
+        return html, markdown
+    try:
+        tl = timeline_from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return html, markdown
+    section = (
+        f'<section id="migration-window"><h2>Migration window</h2>{timeline_svg(tl)}</section>'
+    )
+    at = html.rfind("</body>")
+    html = html[:at] + section + html[at:] if at >= 0 else html + section
+    return html, markdown.rstrip("\n") + "\n\n" + "\n".join(timeline_markdown(tl))
