@@ -30,6 +30,7 @@ COMMANDS = (
     "compare",
     "report",
     "demo",
+    "watch",
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from netparity.backend import Observed, ProbeResult, Target
 from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
+from netparity.errors import InputError
 from netparity.lab import (
     DATAPLANES,
     DEFAULT_LAB,
@@ -54,6 +55,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="recreate every pod (new IPs) under another dataplane, as az aks update does",
     )
     q.add_argument("--dataplane", default="cilium", choices=DATAPLANES, help="(default: cilium)")
+    q.add_argument(
+        "--rolling",
+        action="store_true",
+        help="reimage one node at a time; the new dataplane enforces only when every node "
+        "is done (as AKS does); the reimage log is kept in the lab's state",
+    )
+    q.add_argument(
+        "--node-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --rolling: wait SECONDS after each node (default: 0)",
+    )
     name_arg(q)
     q.set_defaults(func=cmd_upgrade)
 
@@ -98,8 +112,26 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    progress = StderrProgress(args.name)
     start = time.monotonic()
+    if args.rolling:
+        from netparity.lab.rolling import upgrade_rolling
+
+        upgrade_rolling(
+            args.name,
+            args.dataplane,
+            node_delay=args.node_delay,
+            say=lambda m: print(f"lab {args.name}: {m}", file=sys.stderr, flush=True),
+            wait=args.wait,
+        )
+        st = status(args.name)
+        print(
+            f"lab {args.name} upgraded node by node: {_summary(st)}, "
+            f"in {time.monotonic() - start:.1f} s"
+        )
+        return 0
+    if args.node_delay:
+        raise InputError("--node-delay needs --rolling")
+    progress = StderrProgress(args.name)
     try:
         upgrade(args.name, args.dataplane, progress=progress, wait=args.wait)
     finally:

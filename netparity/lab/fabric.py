@@ -326,3 +326,43 @@ def route_services(topology: LabTopology, services: Iterable[Service]) -> None:
     routes = service_routes(services, node_net(topology))
     for node in topology.nodes:
         nx.ip_batch(routes, netns=node.netns, what=f"node {node.name}: Service routes")
+
+
+def reimage_node(before: LabTopology, after: LabTopology, node_name: str) -> None:
+    """Reimage one node of a ready lab, as AKS does during a rolling dataplane change: every
+    process in the node's and its pods' namespaces ends, its pods' namespaces go, its rules
+    (NPM's iptables, ipsets, any nft table) are removed, and its pods come back in new
+    namespaces at their addresses in `after`; every other node and host routes to the new
+    addresses. The node's new rules are the caller's (`apply_rules`)."""
+    node = before.node(node_name)
+    old = [p for p in before.pods_on(node_name) if not p.host_network]
+    new = [p for p in after.pods_on(node_name) if not p.host_network]
+    nx.kill_pids(nx.netns_pids([node.netns, *(p.netns for p in old)]))
+    # A namespace is freed asynchronously: delete the veths first (their routes go too).
+    nx.ip_batch_force([f"link del {p.host_ifname}" for p in old], netns=node.netns)
+    nx.delete_netns([p.netns for p in old])
+    nx.netns_exec(node.netns, ["nft", "flush", "ruleset"], what=f"nft flush on node {node.name}")
+    nx.netns_exec(node.netns, ["ipset", "destroy"], what=f"ipset destroy on node {node.name}")
+    nx.add_netns([p.netns for p in new])
+    nx.ip_batch(
+        [
+            f"link add eth0 netns {p.netns} type veth peer name {p.host_ifname} "
+            f"netns {node.netns} address {HOST_VETH_MAC}"
+            for p in new
+        ],
+        what=f"lab {after.lab}: links of node {node.name}'s pods",
+    )
+    lines: list[str] = []
+    for pod in new:
+        lines.append(f"link set {pod.host_ifname} up")
+        lines.append(f"route replace {pod.ip}/32 dev {pod.host_ifname} scope link")
+    nx.ip_batch(lines, netns=node.netns, what=f"node {node.name}: its pods' routes")
+    nx.sysctl(node.netns, _node_sysctls(after, node))
+    for pod in new:
+        nx.ip_batch(_pod_lines(pod), netns=pod.netns, what=f"pod {pod.key}")
+    moved = [f"route del {p.ip}/32" for p in old] + [
+        f"route replace {p.ip}/32 via {node.ip} dev eth0" for p in new
+    ]
+    others = [n.netns for n in after.nodes if n.name != node_name]
+    for netns in (*others, *(h.netns for h in after.hosts)):
+        nx.ip_batch_force(moved, netns=netns)

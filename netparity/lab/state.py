@@ -55,6 +55,66 @@ class AgentRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Reimage:
+    """One node reimaged by `lab upgrade --rolling`: when it went down and came back (Unix
+    seconds; `end` None while it is being reimaged)."""
+
+    node: str
+    start: float
+    end: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rolling:
+    """The reimage log of the lab's latest rolling upgrade: to which dataplane, each node in
+    the order it was reimaged, and when the new dataplane began enforcing policies (None
+    until every node is done)."""
+
+    source: str  # the dataplane before
+    target: str  # the dataplane after
+    start: float
+    reimages: tuple[Reimage, ...] = ()
+    enforced: float | None = None
+
+    def reimaging(self) -> tuple[str, ...]:
+        """The nodes being reimaged now (started, not back)."""
+        return tuple(r.node for r in self.reimages if r.end is None)
+
+    def reimaged(self) -> tuple[str, ...]:
+        """The nodes back on the new dataplane."""
+        return tuple(r.node for r in self.reimages if r.end is not None)
+
+
+def rolling_json(r: Rolling) -> dict[str, Any]:
+    return {
+        "source": r.source,
+        "target": r.target,
+        "start": r.start,
+        "enforced": r.enforced,
+        "reimages": [{"node": x.node, "start": x.start, "end": x.end} for x in r.reimages],
+    }
+
+
+def rolling_from_json(raw: Any) -> Rolling | None:
+    if raw is None:
+        return None
+    return Rolling(
+        source=str(raw["source"]),
+        target=str(raw["target"]),
+        start=float(raw["start"]),
+        enforced=None if raw.get("enforced") is None else float(raw["enforced"]),
+        reimages=tuple(
+            Reimage(
+                node=str(x["node"]),
+                start=float(x["start"]),
+                end=None if x.get("end") is None else float(x["end"]),
+            )
+            for x in raw.get("reimages") or ()
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LabState:
     name: str
     dataplane: str
@@ -68,6 +128,7 @@ class LabState:
     topology: LabTopology | None = None
     original: Snapshot | None = None  # the snapshot the lab was planned from
     agents: tuple[AgentRecord, ...] = ()
+    rolling: Rolling | None = None  # the reimage log of the latest `upgrade --rolling`
 
 
 # --------------------------------------------------------------------------- encoding
@@ -152,6 +213,7 @@ def save_state(state: LabState) -> None:
         "agents": [{"pid": a.pid, "netns": a.netns, "token": a.token} for a in state.agents],
         "topology": None if state.topology is None else encode(state.topology),
         "original": None if state.original is None else encode(state.original),
+        "rolling": None if state.rolling is None else rolling_json(state.rolling),
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -190,6 +252,7 @@ def load_state(name: str) -> LabState | None:
                 AgentRecord(pid=int(a["pid"]), netns=str(a["netns"]), token=str(a["token"]))
                 for a in doc.get("agents") or ()
             ),
+            rolling=rolling_from_json(doc.get("rolling")),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ClusterError(

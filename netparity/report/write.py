@@ -15,11 +15,12 @@ from netparity.report.lintdata import LINT_FILE, LintView, categorize, load_lint
 from netparity.report.markdown import render_markdown
 from netparity.report.model import Report
 from netparity.report.sources import load_report
+from netparity.report.timeline import TIMELINE_FILE, with_timeline
 
 HTML_FILE = "parity.html"
 MD_FILE = "parity.md"
 # Files beside the report that the page links to, where they exist.
-LINKED = ("parity.md", "parity.json", "baseline.json", LINT_FILE)
+LINKED = ("parity.md", "parity.json", "baseline.json", LINT_FILE, TIMELINE_FILE)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -56,9 +57,11 @@ def write_report(
     report = report.with_rows(categorize(report.rows, lint))
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out_dir / HTML_FILE, out_dir / MD_FILE
-    write_text_atomic(md_path, render_markdown(report, html=html_url or HTML_FILE, lint=lint))
+    md = render_markdown(report, html=html_url or HTML_FILE, lint=lint)
     files = dict(links) if links is not None else _links(out_dir)
-    write_text_atomic(html_path, render_html(report, lint=lint, files=files))
+    html, md = with_timeline(render_html(report, lint=lint, files=files), md, out_dir)  # watch
+    write_text_atomic(md_path, md)
+    write_text_atomic(html_path, html)
     return [html_path, md_path]
 
 

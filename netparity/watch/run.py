@@ -1,0 +1,263 @@
+"""`netparity watch`: probe the sentinel set every interval while a lab is migrated, and keep
+the timeline (`timeline.json` in the cluster's report folder, rewritten after every round,
+so that an interrupted watch keeps what it recorded).
+
+The watch holds the lab as a user (`lab upgrade --rolling` changes it beside it). Probes are
+planned once from the lab as it is when the watch starts, their ids by meaning; each round
+reads the lab's state again, so pods that came back at new addresses are found by name. A
+probe whose pod is absent or whose node is being reimaged is "not placed" for that round,
+never a deny. Each probe runs once a round (no retries: a round is a point in time).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netparity.backend import Observed, ProbeResult, Target
+from netparity.errors import InputError
+from netparity.model.traffic import PodEndpoint
+from netparity.plan.model import PlannedProbe
+from netparity.watch.sentinels import (
+    DEFAULT_MAX_SENTINELS,
+    SentinelSet,
+    candidates_from_plan,
+    candidates_from_record,
+    select_sentinels,
+)
+from netparity.watch.timeline import NodeChange, Sample, Seen, Timeline, WatchedProbe, timeline_json
+
+STABLE_ROUNDS = 3  # --until-stable: rounds in a row at the target's predictions, enforcing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchSettings:
+    cluster: str
+    interval: float = 2.0
+    until_stable: bool = False
+    max_duration: float | None = None
+    report_dir: Path = Path("reports")
+    baseline: Path | None = None
+    probes: tuple[Path, ...] = ()
+    max_sentinels: int = DEFAULT_MAX_SENTINELS
+    target: str = "cilium"
+    probe_timeout: float = 1.0
+
+
+@dataclass(slots=True, kw_only=True)
+class _Watched:
+    probe: PlannedProbe
+    why: str
+    nodes: tuple[str, ...]
+    samples: list[Sample] = field(default_factory=list)
+
+
+def _nodes_of(p: PlannedProbe) -> tuple[str, ...]:
+    out: list[str] = []
+    for ep in (p.traffic.source, p.traffic.destination):
+        pod = getattr(ep, "pod", None)
+        node = getattr(ep, "node", None)
+        name = pod.node_name if pod is not None else getattr(node, "name", None)
+        if name and name not in out:
+            out.append(str(name))
+    return tuple(out)
+
+
+def _pods_of(p: PlannedProbe) -> tuple[str, ...]:
+    return tuple(
+        ep.pod.key
+        for ep in (p.traffic.source, p.traffic.destination)
+        if isinstance(ep, PodEndpoint)
+    )
+
+
+def _seen(r: ProbeResult) -> Seen:
+    if r.observed in (Observed.CONNECTED, Observed.REFUSED):
+        return Seen.ALLOW
+    if r.observed is Observed.TIMEOUT:
+        return Seen.DENY
+    if r.observed is Observed.NOT_RUN:
+        return Seen.NOT_PLACED
+    return Seen.ERROR
+
+
+def watch(settings: WatchSettings, *, say: Callable[[str], None] | None = None) -> Path:
+    """Watch a lab (module doc) until interrupted, stable or out of time; returns the path
+    of timeline.json (also written when interrupted, then the interrupt goes on)."""
+    from netparity.lab import LabBackend
+    from netparity.outdir import check_output_dir
+    from netparity.plan.planner import make_plan
+    from netparity.probefile import load_probe_file, resolve_probes
+    from netparity.record import cluster_dirname, default_baseline, load_record, write_json_atomic
+    from netparity.session import parse_cluster
+
+    tell = say if say is not None else (lambda _m: None)
+    if not settings.interval > 0:
+        raise InputError(f"must be positive, got {settings.interval:g}", field="--interval")
+    if settings.max_duration is not None and not settings.max_duration > 0:
+        raise InputError(f"must be positive, got {settings.max_duration:g}", field="--max-duration")
+    if settings.max_sentinels < 1:
+        raise InputError(
+            f"must be 1 or more, got {settings.max_sentinels}", field="--max-sentinels"
+        )
+    spec = parse_cluster(settings.cluster)
+    if spec.kind != "lab":
+        raise InputError(
+            f"{spec.text!r}: the watch runs on a lab (lab:NAME) for now; a Kubernetes "
+            "cluster is not supported yet",
+            field="--cluster",
+        )
+    folder = settings.report_dir / cluster_dirname(spec.text)
+    check_output_dir(folder, "the report folder (--report-dir)")
+    out = folder / "timeline.json"
+    specs = [s for path in settings.probes for s in load_probe_file(path)]
+    backend = LabBackend(spec.value, hold=True)
+    try:
+        snapshot = backend.snapshot()
+        facts = backend.facts()
+        baseline_path = settings.baseline or default_baseline(settings.report_dir, spec.text)
+        baseline = None
+        if settings.baseline is not None or baseline_path.is_file():
+            baseline = load_record(baseline_path)
+        current = baseline.plan.current if baseline is not None else facts.dataplane
+        target = baseline.plan.target if baseline is not None else settings.target
+        resolved = resolve_probes(specs, snapshot)
+        plan = make_plan(snapshot, current=current, target=target, explicit=resolved)
+        extra = {p.id for p in plan.probes if str(p.intent) == "explicit"}
+        cands = candidates_from_record(baseline) if baseline else candidates_from_plan(plan)
+        chosen: SentinelSet = select_sentinels(
+            cands, max_sentinels=settings.max_sentinels, extra=extra
+        )
+        by_id = {p.id: p for p in plan.probes}
+        watched = [
+            _Watched(probe=by_id[i], why=chosen.why[i], nodes=_nodes_of(by_id[i]))
+            for i in chosen.ids
+            if i in by_id
+        ]
+        tell(
+            f"watching {len(watched)} sentinel probes of lab {spec.value} ({current} -> "
+            f"{target}) every {settings.interval:g} s"
+            + (f"; {chosen.left_out} left out by --max-sentinels" if chosen.left_out else "")
+            + (f"; baseline {baseline_path}" if baseline else "; no baseline: the plan's")
+        )
+        start = time.time()
+        stopped = "interrupted"
+        stable = 0
+
+        def timeline(end: float, why: str) -> Timeline:
+            rolling = backend.state().rolling
+            nodes: tuple[NodeChange, ...] = ()
+            enforced = None
+            if rolling is not None and (rolling.enforced is None or rolling.enforced >= start):
+                nodes = tuple(
+                    NodeChange(node=r.node, start=r.start, end=r.end, dataplane=rolling.target)
+                    for r in rolling.reimages
+                )
+                enforced = rolling.enforced
+            return Timeline(
+                cluster=spec.text,
+                current=current,
+                target=target,
+                start=start,
+                end=end,
+                interval=settings.interval,
+                probes=tuple(
+                    WatchedProbe(
+                        id=w.probe.id,
+                        title=w.probe.title,
+                        current=_decision(w.probe, current),
+                        target=_decision(w.probe, target),
+                        nodes=w.nodes,
+                        why=w.why,
+                        samples=tuple(w.samples),
+                    )
+                    for w in watched
+                ),
+                nodes=nodes,
+                enforced=enforced,
+                stopped=why,
+                left_out=chosen.left_out,
+                max_sentinels=chosen.max_sentinels,
+            )
+
+        try:
+            while True:
+                began = time.time()
+                _round(backend, watched, began, settings.probe_timeout)
+                state = backend.state()
+                write_json_atomic(out, timeline_json(timeline(time.time(), "running")))
+                enforcing = state.dataplane == target and (
+                    state.rolling is None or state.rolling.enforced is not None
+                )
+                at_target = all(
+                    w.samples and w.samples[-1].verdict.value == _decision(w.probe, target)
+                    for w in watched
+                    if _decision(w.probe, target) in ("allow", "deny")
+                )
+                stable = stable + 1 if enforcing and at_target else 0
+                if settings.until_stable and stable >= STABLE_ROUNDS:
+                    stopped = "stable"
+                    break
+                now = time.time()
+                if settings.max_duration is not None and now - start >= settings.max_duration:
+                    stopped = "max-duration"
+                    break
+                time.sleep(max(0.0, began + settings.interval - now))
+        finally:
+            write_json_atomic(out, timeline_json(timeline(time.time(), stopped)))
+            tell(f"timeline: {out} ({stopped})")
+        return out
+    finally:
+        backend.close()
+
+
+def _decision(p: PlannedProbe, dataplane: str) -> str:
+    pred = p.predicted.get(dataplane)
+    return "unknown" if pred is None else str(pred.decision)
+
+
+def _round(backend: object, watched: Sequence[_Watched], began: float, timeout: float) -> None:
+    """One round: every placed probe once; not placed where a pod or node is away."""
+    from netparity.lab import LabBackend
+
+    assert isinstance(backend, LabBackend)
+    before = backend.state()
+    topo = before.topology
+    assert topo is not None
+    pods = {p.key for p in topo.pods}
+    busy = set(before.rolling.reimaging()) if before.rolling is not None else set()
+    run: list[_Watched] = []
+    for w in watched:
+        away = [k for k in _pods_of(w.probe) if k not in pods]
+        if away or busy & set(w.nodes):
+            why = f"pod {away[0]} is not placed" if away else "its node is being reimaged"
+            w.samples.append(Sample(time=began, verdict=Seen.NOT_PLACED, detail=why))
+        else:
+            run.append(w)
+    # the pods' nodes as the lab has them now (a pod's node never changes on reimage)
+    targets = [Target(id=w.probe.id, traffic=w.probe.traffic) for w in run]
+    results = backend.run(targets, timeout=timeout) if targets else []
+    after = backend.state()
+    # a node that went down while this round ran: its probes saw that, not a policy
+    moved: set[str] = set(busy)
+    if after.rolling is not None:
+        moved |= {
+            r.node for r in after.rolling.reimages if r.end is None or r.start >= began - timeout
+        }
+    for w, r in zip(run, results, strict=True):
+        seen = _seen(r)
+        if seen is not Seen.ALLOW and moved & set(w.nodes):
+            w.samples.append(
+                Sample(
+                    time=began, verdict=Seen.NOT_PLACED, detail="its node was reimaged meanwhile"
+                )
+            )
+            continue
+        w.samples.append(
+            Sample(time=began, verdict=seen, detail=r.error if seen is Seen.ERROR else None)
+        )
+
+
+__all__ = ["WatchSettings", "watch"]
