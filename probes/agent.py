@@ -30,6 +30,11 @@ in input order, each echoing ``id``, ``host``, ``port`` and ``protocol``, with
 ``observed`` one of ``connected`` (plus ``token`` and ``latency_ms``),
 ``refused``, ``timeout`` or ``error`` (plus ``error``).  A document that cannot
 be used at all gives a single ``{"error": "..."}`` line and exit status 2.
+
+The probing is importable: ``probe_all`` (or ``probe_one``) runs targets in the caller's
+event loop, and the lab's one-process prober (``netparity/lab/prober.py``) drives it for
+every source at once, creating each source's sockets in that source's network namespace
+through ``SOCKET_FACTORY``. Every probe socket is made by ``new_socket``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import errno
 import json
 import math
@@ -47,7 +53,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -356,6 +362,19 @@ class ProbeError(Exception):
     """A target ends as observed=error with this text."""
 
 
+SocketFactory = Callable[[int, int, int], socket.socket]
+# How a probe's socket is made: socket.socket here; an importer that probes from several
+# network namespaces sets it (per asyncio task: a task keeps the context it was made in).
+SOCKET_FACTORY: contextvars.ContextVar[SocketFactory] = contextvars.ContextVar(
+    "SOCKET_FACTORY", default=socket.socket
+)
+
+
+def new_socket(family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A probe socket, made by the current task's SOCKET_FACTORY."""
+    return SOCKET_FACTORY.get()(family, kind, proto)
+
+
 async def resolve(
     target: Target, sock_type: int, deadline: float
 ) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
@@ -399,7 +418,7 @@ async def probe_stream(target: Target, timeout: float) -> dict[str, Any]:
     family, sockaddr = await resolve(target, socket.SOCK_STREAM, deadline)
     proto = socket.IPPROTO_TCP if target.protocol == "TCP" else IPPROTO_SCTP
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        sock = new_socket(family, socket.SOCK_STREAM, proto)
     except OSError as exc:
         if target.protocol == "SCTP" and exc.errno in SCTP_UNSUPPORTED_ERRNOS:
             raise ProbeError(SCTP_UNSUPPORTED) from None
@@ -483,7 +502,7 @@ async def probe_udp(target: Target, timeout: float) -> dict[str, Any]:
     deadline = start + timeout
     family, sockaddr = await resolve(target, socket.SOCK_DGRAM, deadline)
     try:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = new_socket(family, socket.SOCK_DGRAM)
     except OSError as exc:
         raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
     try:
