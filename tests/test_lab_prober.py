@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,3 +209,15 @@ def test_the_prober_is_chosen_by_option_or_environment(
         ClusterError, match="NETPARITY_LAB_PROBER='fast': expected one of process, agent"
     ):
         LabBackend(lab.name)
+
+
+def test_an_agent_that_cannot_be_imported_makes_each_probe_an_error_naming_it(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = tmp_path / "agent.py"
+    fake.write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.setenv("NETPARITY_AGENT", str(fake))
+    targets, _ = _targets(lab.snapshot)
+    results = LabBackend(lab.name).run(targets[:4], timeout=1.0)
+    assert [r.observed for r in results] == [Observed.ERROR] * 4
+    assert all(f"cannot load the probe agent {fake}" in (r.error or "") for r in results)

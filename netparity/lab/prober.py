@@ -47,9 +47,14 @@ def load_agent(path: Path) -> ModuleType:
             sys.modules[name] = module  # its dataclasses look their module up there
             try:
                 spec.loader.exec_module(module)
-            except BaseException:
+                for needed in ("probe_one", "SOCKET_FACTORY", "raise_nofile_limit"):
+                    if not hasattr(module, needed):
+                        raise ClusterError(f"the probe agent {path} has no {needed}")
+            except (Exception, SystemExit) as e:
                 del sys.modules[name]
-                raise
+                if isinstance(e, ClusterError):
+                    raise
+                raise ClusterError(f"cannot load the probe agent {path}: {e!r}") from e
             _AGENTS[path] = module
         return module
 
