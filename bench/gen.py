@@ -772,9 +772,16 @@ def main(argv: list[str] | None = None) -> int:
         service_cidr=args.service_cidr,
         vnet_egress=args.vnet_egress,
     )
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+    class Dumper(base):  # type: ignore[misc, valid-type]
+        """No anchors or aliases for shared objects: `kubectl get -o yaml` writes none."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
     text = yaml.dump(
-        {"apiVersion": "v1", "kind": "List", "items": docs}, Dumper=dumper, sort_keys=False
+        {"apiVersion": "v1", "kind": "List", "items": docs}, Dumper=Dumper, sort_keys=False
     )
     if args.output == "-":
         sys.stdout.write(text)

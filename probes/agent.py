@@ -43,6 +43,11 @@ Essential probes (the only ones to real cluster services, both read-only) add
 TCP and is ``connected`` when a reply with the query's id arrives (``token``:
 the reply's rcode and answer count, e.g. ``NOERROR 1``); ``"connect"`` is a
 TCP connect alone (``connected`` once accepted; no token is read).
+
+The probing is importable: ``probe_all`` (or ``probe_one``) runs targets in the caller's
+event loop, and the lab's one-process prober (``netparity/lab/prober.py``) drives it for
+every source at once, creating each source's sockets in that source's network namespace
+through ``SOCKET_FACTORY``. Every probe socket is made by ``new_socket``.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import errno
 import json
 import math
@@ -60,7 +66,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -454,6 +460,19 @@ class ProbeError(Exception):
     """A target ends as observed=error with this text."""
 
 
+SocketFactory = Callable[[int, int, int], socket.socket]
+# How a probe's socket is made: socket.socket here; an importer that probes from several
+# network namespaces sets it (per asyncio task: a task keeps the context it was made in).
+SOCKET_FACTORY: contextvars.ContextVar[SocketFactory] = contextvars.ContextVar(
+    "SOCKET_FACTORY", default=socket.socket
+)
+
+
+def new_socket(family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A probe socket, made by the current task's SOCKET_FACTORY."""
+    return SOCKET_FACTORY.get()(family, kind, proto)
+
+
 async def resolve(
     target: Target, sock_type: int, deadline: float
 ) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
@@ -497,7 +516,7 @@ async def probe_stream(target: Target, timeout: float) -> dict[str, Any]:
     family, sockaddr = await resolve(target, socket.SOCK_STREAM, deadline)
     proto = socket.IPPROTO_TCP if target.protocol == "TCP" else IPPROTO_SCTP
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        sock = new_socket(family, socket.SOCK_STREAM, proto)
     except OSError as exc:
         if target.protocol == "SCTP" and exc.errno in SCTP_UNSUPPORTED_ERRNOS:
             raise ProbeError(SCTP_UNSUPPORTED) from None
@@ -581,7 +600,7 @@ async def probe_udp(target: Target, timeout: float) -> dict[str, Any]:
     deadline = start + timeout
     family, sockaddr = await resolve(target, socket.SOCK_DGRAM, deadline)
     try:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = new_socket(family, socket.SOCK_DGRAM)
     except OSError as exc:
         raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
     try:
@@ -654,7 +673,7 @@ async def probe_dns(target: Target, name: str, timeout: float) -> dict[str, Any]
     query_id = secrets.randbelow(0xFFFF) + 1
     query = dns_query(name, query_id)
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+        sock = new_socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
     except OSError as exc:
         raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
     with sock:
@@ -693,7 +712,7 @@ async def probe_connect(target: Target, timeout: float) -> dict[str, Any]:
     deadline = start + timeout
     family, sockaddr = await resolve(target, socket.SOCK_STREAM, deadline)
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = new_socket(family, socket.SOCK_STREAM)
     except OSError as exc:
         raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
     with sock:

@@ -1,6 +1,11 @@
-"""Running resolved lab probes: one `agent.py probe` per source batch, inside the source's
-namespace, with the LoadBalancer routes a batch needs set for its length (serialised per
-namespace across processes).
+"""Running resolved lab probes, with the LoadBalancer routes a batch needs set for its length
+(serialised per namespace across processes). Two ways, with the same verdicts (the agent's
+own probing code either way):
+
+- `run_in_process` (the default): every source's probes at once from this process, each
+  socket created inside its source's namespace (`netparity.lab.prober`);
+- `run_source`: one `agent.py probe` process per source batch, inside the source's
+  namespace (`ip netns exec`), as before; selectable for comparison.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ import json
 import math
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from netparity.backend import Observed
 from netparity.errors import NetparityError
 from netparity.lab import netns as nx
+from netparity.lab import prober
 from netparity.lab.agents import agent_python
 from netparity.lab.resolve import Probe
 from netparity.lab.state import log_dir
@@ -89,14 +97,68 @@ def run_source(
     return out
 
 
+def run_in_process(
+    lab: str, groups: Mapping[str, list[SubBatch]], timeout: float, agent: str
+) -> list[tuple[Probe, Raw]]:
+    """Every source's probes from this one process, in rounds: round k runs sub-batch k of
+    every source namespace at once (one round unless LoadBalancer routes disagree)."""
+    out: list[tuple[Probe, Raw]] = []
+    rounds = max((len(subs) for subs in groups.values()), default=0)
+    for k in range(rounds):
+        batch = sorted((ns, subs[k]) for ns, subs in groups.items() if k < len(subs))
+        with contextlib.ExitStack() as stack:
+            runnable: list[tuple[str, SubBatch]] = []
+            for ns, sub in batch:  # sorted: two runs take the route locks in one order
+                if not sub.routes:
+                    runnable.append((ns, sub))
+                    continue
+                stack.enter_context(_route_lock(lab, ns))
+                stack.callback(
+                    nx.ip_batch_force, [f"route del {ip}/32" for ip in sub.routes], netns=ns
+                )
+                try:
+                    nx.ip_batch(
+                        [f"route replace {ip}/32 {spec}" for ip, spec in sub.routes.items()],
+                        netns=ns,
+                        what=f"LoadBalancer routes in {ns}",
+                    )
+                except NetparityError as e:
+                    out.extend((p, Raw(observed=Observed.ERROR, error=str(e))) for p in sub.probes)
+                    continue
+                runnable.append((ns, sub))
+            try:
+                results = prober.probe(
+                    [(ns, sub.probes) for ns, sub in runnable], timeout, Path(agent)
+                )
+            except (OSError, NetparityError) as e:
+                why = f"the prober failed: {e}"
+                results = [
+                    [{"observed": "error", "error": why}] * len(s.probes) for _, s in runnable
+                ]
+        for (_, sub), items in zip(runnable, results, strict=True):
+            out.extend(zip(sub.probes, (raw_of(item) for item in items), strict=True))
+    return out
+
+
+def raw_of(item: Mapping[str, Any]) -> Raw:
+    """One result object of the agent's (`probe_one`) as a Raw."""
+    try:
+        observed = Observed(str(item.get("observed")))
+    except ValueError:
+        observed = Observed.ERROR
+    latency = item.get("latency_ms")
+    return Raw(
+        observed=observed,
+        token=item.get("token"),
+        latency_ms=float(latency) if isinstance(latency, int | float) else None,
+        error=item.get("error"),
+    )
+
+
 def _agent_probe(netns: str, probes: list[Probe], timeout: float, agent: str) -> list[Raw]:
     doc = {
         "timeout": timeout,
-        "targets": [
-            {"id": str(i), "host": p.host, "port": p.port, "protocol": str(p.protocol)}
-            | ({"check": p.check} if p.check is not None else {})
-            for i, p in enumerate(probes)
-        ],
+        "targets": prober.target_docs(probes),
     }
     argv = [
         "ip",
@@ -131,17 +193,7 @@ def _agent_probe(netns: str, probes: list[Probe], timeout: float, agent: str) ->
         if "id" not in item:
             problem = str(item.get("error") or item)
             continue
-        try:
-            observed = Observed(str(item.get("observed")))
-        except ValueError:
-            observed = Observed.ERROR
-        latency = item.get("latency_ms")
-        by_id[str(item["id"])] = Raw(
-            observed=observed,
-            token=item.get("token"),
-            latency_ms=float(latency) if isinstance(latency, int | float) else None,
-            error=item.get("error"),
-        )
+        by_id[str(item["id"])] = raw_of(item)
     if problem is None and proc.returncode != 0:
         problem = (
             proc.stderr.strip().splitlines()[-1]

@@ -1,7 +1,8 @@
 """The lab backend: resolves each Traffic to a source namespace and a destination address in
 the lab's live state (`netparity.lab.resolve`), adds what the run needs (external hosts,
-its own Services), and runs one `agent.py probe` per source batch, batches in parallel
-(`netparity.lab.probing`).
+its own Services), and runs the probes (`netparity.lab.probing`): by default every source at
+once from this one process (`netparity.lab.prober`); with `prober="agent"` (or
+NETPARITY_LAB_PROBER=agent) one `agent.py probe` process per source batch, in parallel.
 
 A probe the lab cannot run (unknown pod, unnamed port, a Service as a source) is an
 `error` with the reason, never a deny.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -33,7 +36,7 @@ from netparity.lab.lifecycle import (
     remove_services,
     status,
 )
-from netparity.lab.probing import group_batches, run_source
+from netparity.lab.probing import Raw, group_batches, run_in_process, run_source
 from netparity.lab.resolve import Index, NeedHost, Probe, Unresolved, pinned_run_service, probe_for
 from netparity.lab.state import READY, USER, LabState, hold, state_path
 from netparity.lab.topology import LabTopology
@@ -45,18 +48,45 @@ from netparity.model.traffic import (
 )
 
 
+class Prober(enum.StrEnum):
+    """How the lab runs probes: the same agent code and verdicts either way."""
+
+    PROCESS = "process"  # every source from this one process, sockets made in each namespace
+    AGENT = "agent"  # one `agent.py probe` process per source batch (the previous way)
+
+
+PROBER_ENV = "NETPARITY_LAB_PROBER"
+
+
+def default_prober() -> Prober:
+    value = os.environ.get(PROBER_ENV, Prober.PROCESS)
+    try:
+        return Prober(value)
+    except ValueError:
+        raise ClusterError(f"{PROBER_ENV}={value!r}: expected one of {', '.join(Prober)}") from None
+
+
 class LabBackend:
     """The `Backend` for a built lab; reads the lab's state on each call (upgrades show).
 
-    `parallel` bounds the source batches (agent processes) running at once: a batch mostly
-    waits (on its timeout when something is dropped), so it is well above the CPU count.
+    `prober` picks how probes run (default: `NETPARITY_LAB_PROBER`, else one process for
+    every source). With the agent, `parallel` bounds the source batches (agent processes)
+    running at once: a batch mostly waits (on its timeout when something is dropped), so it
+    is well above the CPU count.
     """
 
     def __init__(
-        self, name: str = DEFAULT_LAB, *, parallel: int = 32, hold: bool = False, wait: float = 0.0
+        self,
+        name: str = DEFAULT_LAB,
+        *,
+        parallel: int = 32,
+        hold: bool = False,
+        wait: float = 0.0,
+        prober: Prober | str | None = None,
     ) -> None:
         self.name = check_lab_name(name)
         self.parallel = max(1, parallel)
+        self.prober = default_prober() if prober is None else Prober(prober)
         self._cache: tuple[int, LabState] | None = None
         self._run_services: set[str] = set()  # the run's own Services this backend probed
         self._hold: contextlib.ExitStack | None = None
@@ -197,7 +227,8 @@ class LabBackend:
     def run(
         self, targets: Sequence[Target], *, timeout: float, progress: Progress | None = None
     ) -> list[ProbeResult]:
-        """Run every target, one agent process per source batch; results in input order."""
+        """Run every target (all sources at once, or one agent process per source batch);
+        results in input order."""
         results: list[ProbeResult | None] = [None] * len(targets)
         if not targets:
             return []
@@ -216,7 +247,31 @@ class LabBackend:
         done = 0
         if progress is not None:
             progress("probes", 0, total)
-        if groups:
+
+        def record(batch: list[tuple[Probe, Raw]]) -> None:
+            nonlocal done
+            for p, r in batch:
+                observed, error = r.observed, r.error
+                if observed is Observed.CONNECTED and p.expect is not None:
+                    why = _wrong_answer(r.token, p.expect, p.address)
+                    if why is not None:
+                        observed, error = Observed.ERROR, why
+                results[p.index] = ProbeResult(
+                    id=targets[p.index].id,
+                    observed=observed,
+                    token=r.token,
+                    latency_ms=r.latency_ms,
+                    error=error,
+                    address=p.address,
+                    source=p.source.label,
+                )
+            done += len(batch)
+            if progress is not None:
+                progress("probes", done, total)
+
+        if groups and self.prober is Prober.PROCESS:
+            record(run_in_process(self.name, groups, timeout, agent))
+        elif groups:
             with ThreadPoolExecutor(max_workers=min(self.parallel, len(groups))) as pool:
                 futures = [
                     pool.submit(run_source, self.name, ns, subs, timeout, agent)
@@ -224,25 +279,7 @@ class LabBackend:
                 ]
                 try:
                     for f in as_completed(futures):
-                        batch = f.result()
-                        for p, r in batch:
-                            observed, error = r.observed, r.error
-                            if observed is Observed.CONNECTED and p.expect is not None:
-                                why = _wrong_answer(r.token, p.expect, p.address)
-                                if why is not None:
-                                    observed, error = Observed.ERROR, why
-                            results[p.index] = ProbeResult(
-                                id=targets[p.index].id,
-                                observed=observed,
-                                token=r.token,
-                                latency_ms=r.latency_ms,
-                                error=error,
-                                address=p.address,
-                                source=p.source.label,
-                            )
-                        done += len(batch)
-                        if progress is not None:
-                            progress("probes", done, total)
+                        record(f.result())
                 except BaseException:  # Ctrl-C, SIGTERM: sources not started never start
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
