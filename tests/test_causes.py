@@ -13,16 +13,17 @@ import pytest
 from netparity.backend import ClusterFacts, Observed, ProbeResult
 from netparity.compare import compare
 from netparity.compare_output import parity_json
-from netparity.engine.causes import DECIDING_KNOBS, CauseFinder
+from netparity.engine.causes import DECIDING_KNOBS, Cause, CauseFinder
 from netparity.engine.dataplane import KNOB_ROWS, Dataplane, get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Decision, PodEndpoint, Traffic
+from netparity.lint.findings import KIND_ROWS
 from netparity.lint.lint import lint_snapshot
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 from netparity.plan.model import PlannedProbe, Scenario
 from netparity.plan.planner import make_plan
 from netparity.record import Record, build_record, record_from_json, record_json
-from netparity.report.lintdata import NO_SCENARIO_WHY, categorize, lint_view
+from netparity.report.lintdata import NO_SCENARIO_WHY, categorize, cause_category, lint_view
 from netparity.report.matrix import build_matrix, natural
 from netparity.report.sources import from_record
 from tests.builders import netpol, node, ns, pod
@@ -238,6 +239,16 @@ def test_the_report_groups_the_edge_by_its_cause() -> None:
         (why,) = edge.no_finding
         assert why.startswith("ipblock-pods (D2) via NetworkPolicy ns13/egress egress[1]: ")
         assert "no ipblock-pods finding on NetworkPolicy ns13/egress" in why
+
+
+def test_every_lint_kind_of_a_cause_has_its_own_report_section() -> None:
+    # a cause the lint has a finding kind for is shown under that kind, never under "other"
+    # (the demo's D23 changes were counted as "other" before policy-types had a section)
+    for kind, row in KIND_ROWS.items():
+        if kind == Scenario.CILIUM_POLICY:  # D13: the lint's own kind; causes say D14
+            continue
+        cause = Cause(knob="rules_beyond_policy_types", row=row, scenario=str(kind))
+        assert cause_category(cause) == kind
 
 
 def test_the_matrix_orders_namespaces_naturally() -> None:

@@ -989,7 +989,8 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
     snap = load_snapshot([EXAMPLE])
     report = lint_snapshot(snap, target=target)
     found = {f.kind for f in report.findings}
-    expected = GUIDE_KINDS | ({"endport"} if target == "cilium-1.16" else set())
+    # both Cilium profiles enforce shop/inventory-egress's ingress rule (D23)
+    expected = GUIDE_KINDS | {"policy-types"} | ({"endport"} if target == "cilium-1.16" else set())
     assert expected <= found
     assert found - expected <= {"lb-in-cluster"}
     flagged = {p for f in report.findings for p in f.policies}
@@ -1014,6 +1015,91 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
     assert all(
         f.fix is None and f.no_fix_reason for f in report.findings if f.kind == "lb-in-cluster"
     )
+
+
+# ---------------------------------------------------------------- D23 policyTypes (#20)
+
+
+def test_the_examples_ingress_rule_outside_policy_types_is_found_and_dropped_by_the_fix() -> None:
+    snap = load_snapshot([EXAMPLE])
+    report = lint_snapshot(snap, target="cilium")
+    f = one(report, "policy-types", "NetworkPolicy shop/inventory-egress")
+    assert f.policies == ("NetworkPolicy shop/inventory-egress",) and "D23" in f.rows
+    assert {c.direction for c in f.traffic} == {"ingress"}
+    assert {c.change for c in f.traffic} == {Change.OUTAGE}
+    # pods no rule names are cut, not only the outside client; catalog (admitted) is not
+    peers = " ".join(c.peer for c in f.traffic)
+    assert "outside address" in peers and "pods shop[app=api]" in peers
+    assert "catalog" not in peers
+    for c in f.traffic:
+        assert "not isolated for ingress" in c.npm
+        assert "isolated for ingress by NetworkPolicy shop/inventory-egress" in c.target
+    assert f.fix is not None and f.fix.when is FixWhen.BEFORE
+    assert "spec.ingress" in f.fix.summary
+    fixed = assert_fix_restores_parity(snap, f, "cilium")
+    (policy,) = [p for p in fixed.network_policies if p.key == "shop/inventory-egress"]
+    assert policy.ingress == () and len(policy.egress) == 1 and policy.policy_types == {"Egress"}
+    # the text output names the cause
+    assert "policy-types (D23) NetworkPolicy shop/inventory-egress" in render_text(report)
+
+
+def _egress_rule_under_ingress_types(types: list[str]) -> dict[str, Any]:
+    return netpol(
+        "x/ingress-only",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": types,
+            "ingress": [{}],
+            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+        },
+    )
+
+
+def test_an_egress_rule_under_ingress_only_policy_types_cuts_egress_on_cilium() -> None:
+    snap, report = lint(_egress_rule_under_ingress_types(["Ingress"]))
+    f = one(report, "policy-types", "NetworkPolicy x/ingress-only")
+    assert [x.kind for x in report.findings] == ["policy-types"]
+    assert {c.direction for c in f.traffic} == {"egress"}
+    assert {c.change for c in f.traffic} == {Change.OUTAGE}
+    peers = [c.peer for c in f.traffic]
+    # the pod in another namespace, the nodes and the outside client are cut; x/b is admitted
+    assert any("e.g. y/c" in p for p in peers), peers
+    assert any("outside address" in p for p in peers) and any("own node" in p for p in peers)
+    assert not any("e.g. x/b" in p for p in peers), peers
+    assert f.fix is not None
+    fixed = assert_fix_restores_parity(snap, f, "cilium")
+    assert lint_snapshot(fixed, target="cilium", fixes=False).findings == ()
+
+
+def test_an_egress_rule_with_both_policy_types_is_no_policy_types_finding() -> None:
+    _, report = lint(_egress_rule_under_ingress_types(["Ingress", "Egress"]))
+    assert "policy-types" not in {f.kind for f in report.findings}
+    # NPM isolates egress too: only the guide's own-node change is left
+    assert {f.kind for f in report.findings} == {"node-egress"}
+
+
+def test_an_ingress_rule_outside_policy_types_opens_what_another_policy_denies() -> None:
+    only_b = netpol(
+        "x/from-b",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+        },
+    )
+    stray = netpol(
+        "x/egress-with-ingress",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": ["Egress"],
+            "egress": [{}],
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}]}],
+        },
+    )
+    snap, report = lint(only_b, stray)
+    f = one(report, "policy-types", "NetworkPolicy x/egress-with-ingress")
+    assert {c.change for c in f.traffic} == {Change.HOLE}
+    assert any("e.g. y/c" in c.peer for c in f.traffic)
+    assert_fix_restores_parity(snap, f, "cilium")
 
 
 # ---------------------------------------------------------------- Cilium policies (#23)

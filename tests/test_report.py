@@ -204,7 +204,9 @@ def test_the_remediation_yaml_is_the_lints_objects_ready_to_apply(
     report = lint_snapshot(runs.snapshot, target="cilium")
     fixes = {f.id: f.fix for f in report.findings if f.fix is not None}
     shown = re.findall(
-        r'<details class="finding" id="f-([^"]+)"[^>]*>.*?<pre class="yaml"[^>]*><code>(.*?)</code></pre>',
+        # within one finding: a finding without a fix must not take the next one's YAML
+        r'<details class="finding" id="f-([^"]+)"[^>]*>(?:(?!</details>).)*?'
+        r'<pre class="yaml"[^>]*><code>(.*?)</code></pre>',
         text,
         re.S,
     )

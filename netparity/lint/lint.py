@@ -349,6 +349,20 @@ class Linter:
                 return rule
         return None
 
+    def _beyond_policy_types(
+        self, change: Change, probe: Probe, st: DirectionResult, refs: list[RuleRef]
+    ) -> bool:
+        """D23: the target isolates the side only by policies whose policyTypes leave it
+        out (a cut), or a rule outside its policy's policyTypes admits (a hole)."""
+
+        def beyond(policy: str, side: str | None) -> bool:
+            return policy in self.targets and side not in self.targets[policy].isolates
+
+        if change is Change.OUTAGE:
+            isolating = _nps(st.selected_by)
+            return bool(isolating) and all(beyond(p, probe.side) for p in isolating)
+        return any(beyond(r.policy, r.direction) for r in refs)
+
     def _classify(
         self,
         change: Change,
@@ -365,11 +379,7 @@ class Linter:
             and any(self.targets[p].untranslatable for p in policies if p in self.targets)
         ):
             return Scenario.UNTRANSLATABLE
-        # D23: the target isolates the side by a policy whose policyTypes leaves it out
-        if any(
-            p in self.targets and probe.side not in self.targets[p].isolates
-            for p in _nps(st.selected_by)
-        ):
+        if self._beyond_policy_types(change, probe, st, refs):
             return Scenario.POLICY_TYPES
         subject_ep = t.destination if probe.side == INGRESS else t.source
         if isinstance(subject_ep, PodEndpoint):

@@ -682,9 +682,10 @@ class Remedies:
 
     def _sctp(self, finding: Finding) -> Proposal:
         raise NoFix(
-            "Cilium as AKS runs it has SCTP disabled (enable-sctp: false), so SCTP port rules "
-            "never match (D8); the only NetworkPolicy form that admits SCTP is a rule without "
-            "ports, which admits every port and protocol from those peers"
+            "Cilium as AKS runs it has SCTP disabled (enable-sctp: false), so it drops every "
+            "SCTP packet before policy, whatever the rules say (D24; its SCTP port rules never "
+            "match, D8): no NetworkPolicy admits SCTP; keeping these flows needs enable-sctp "
+            "in cilium-config, or moving them to TCP/UDP"
         )
 
     def _untranslatable(self, finding: Finding) -> Proposal:

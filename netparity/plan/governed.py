@@ -7,7 +7,10 @@ each ipBlock, the pod's own node and another node, and the default outside clien
 rule's ports, range edges and named-port numbers, or the destination's container ports for
 a rule without ports. Only peers some rule of a governing policy names are enumerated (a
 rule without from/to stands for any peer: one pod per named-port behaviour, the nodes, the
-outside), and each (rule, peer) is worked out once per plan, not per subject.
+outside), and each (rule, peer) is worked out once per plan, not per subject. A policy
+isolates a direction on a dataplane by policyTypes, or (D23, `rules_beyond_policy_types`)
+by having rules there; where only one dataplane isolates, a pod of another class in the
+subject's namespace and one in another namespace stand for the peers no rule names.
 NodePort/LoadBalancer Services: governed_services.py.
 """
 
@@ -45,6 +48,12 @@ from netparity.plan.governed_ports import (
     unique,
 )
 from netparity.plan.groups import PodGroup, describe_pods
+
+
+def isolates(t: NPTarget, direction: str, dp: Dataplane) -> bool:
+    """Whether `dp` isolates `direction` for the policy's subjects: policyTypes names it, or
+    the dataplane enforces rules beyond policyTypes (D23) and the direction has some."""
+    return direction in t.isolates or (dp.rules_beyond_policy_types and direction in t.ruled)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,15 +127,18 @@ class GovernedTraffic(PortChoice):
     # ---------------------------------------------------------------- subjects
 
     def governing(self, cls: PodClass, direction: str) -> list[NPTarget]:
-        """NetworkPolicies that isolate the class for `direction` on either dataplane."""
+        """NetworkPolicies that isolate the class for `direction` on either dataplane: by
+        policyTypes, or (D23, `rules_beyond_policy_types`) by rules in that direction."""
         rep = cls.rep
         labels_n = self.engine.labels(rep, self.npm)
         labels_t = self.engine.labels(rep, self.target)
         return [
             t
             for t in self.np_by_ns.get(cls.namespace, ())
-            if direction in t.isolates
-            and (t.subject.matches(labels_n) or t.subject.matches(labels_t))
+            if (
+                (isolates(t, direction, self.npm) and t.subject.matches(labels_n))
+                or (isolates(t, direction, self.target) and t.subject.matches(labels_t))
+            )
         ]
 
     def subject_connections(
@@ -171,6 +183,24 @@ class GovernedTraffic(PortChoice):
                     if isinstance(pp.port, int) and (pp.port, pp.protocol) not in extra:
                         extra.append((pp.port, pp.protocol))
         extra = extra[:MAX_EXTRA_PORTS]
+        if any(
+            isolates(t, direction, self.npm) != isolates(t, direction, self.target)
+            for t in governing
+        ):
+            # D23: one dataplane isolates the direction by rules the other ignores; pods no
+            # rule names show the isolation gained or lost, as the outside client does
+            for other in self._bystanders(cls):
+                peer = Peer(
+                    endpoint=PodEndpoint(pod=other.rep),
+                    desc=describe_pods([self.classes.group(other)]),
+                    pod=other.rep,
+                )
+                dst = s if direction == INGRESS else other.rep
+                ports = [(cp.port, cp.protocol) for cp in dst.ports[:MAX_PORTS]]
+                for port, proto in unique([*(ports or [(80, Protocol.TCP)]), *extra])[
+                    :MAX_NODE_PORTS
+                ]:
+                    add(peer, port, proto)
         own = self.node_by_name.get(s.node_name or "")
         outside = Peer(
             endpoint=ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP),
@@ -196,6 +226,22 @@ class GovernedTraffic(PortChoice):
             for port, proto in unique([*mine, *extra])[:MAX_NODE_PORTS]:
                 add(outside, port, proto)
         return list(out.values())
+
+    def _bystanders(self, cls: PodClass) -> list[PodClass]:
+        """Another class in the subject's namespace and one in another namespace."""
+        out = []
+        for same in (True, False):
+            other = next(
+                (
+                    c
+                    for c in self.classes.classes
+                    if c.name != cls.name and (c.namespace == cls.namespace) is same
+                ),
+                None,
+            )
+            if other is not None:
+                out.append(other)
+        return out
 
     def _other_node(self, own: Node | None) -> Node | None:
         for n in self.nodes:

@@ -26,7 +26,7 @@ from netparity.model.networkpolicy import IPBlock, PolicyPeer
 from netparity.model.objects import Node, Pod, Protocol, Service, ServiceType
 from netparity.model.selectors import LabelSelector
 from netparity.plan.classes import PodClass
-from netparity.plan.governed import Connection, GovernedTraffic
+from netparity.plan.governed import Connection, GovernedTraffic, isolates
 from netparity.plan.groups import PodGroup
 
 MAX_STANDS_FOR = 20  # client classes named with a representative (the rest are counted)
@@ -311,7 +311,8 @@ class ServiceTraffic(GovernedTraffic):
         labels = self.engine.labels(backend, self.npm)
         out: list[str] = []
         for t in self.np_by_ns.get(svc.namespace, ()):
-            if INGRESS not in t.isolates or not t.subject.matches(labels):
+            # D23: the target may isolate by rules outside policyTypes
+            if not isolates(t, INGRESS, self.target) or not t.subject.matches(labels):
                 continue
             for rule in t.rules.get(INGRESS, ()):
                 for peer in rule.peers:

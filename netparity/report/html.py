@@ -75,6 +75,11 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
         "Policies NPM never enforced",
         "NPM skipped these policies; the target enforces them (D11).",
     ),
+    "policy-types": (
+        "Rules outside policyTypes",
+        "NPM ignores rules under a direction that policyTypes leaves out; Cilium enforces "
+        "them, isolating a direction that was open (D23).",
+    ),
     "cilium-policies": (
         "Cilium policies already in the cluster",
         "NPM ignores CiliumNetworkPolicies; Cilium enforces them from the migration on (D14). "
