@@ -131,7 +131,7 @@ def test_a_held_parity_still_says_which_scenarios_were_only_predicted(folder: Pa
     md = (folder / "parity.md").read_text()
     assert "### What was probed on this cluster, per scenario" in md
     assert re.search(
-        r"\| external-ingress \| partly probed \| 16 of 22 \| no --allow-load-balancer \(6\) \|", md
+        r"\| external-ingress \| partly probed \| 18 of 24 \| no --allow-load-balancer \(6\) \|", md
     )
     assert "| named-port | probed | 2 of 2 | - |" in md
     html = (folder / "parity.html").read_text()
@@ -168,7 +168,7 @@ def test_the_terminal_says_it_before_and_after_the_upgrade(pytester: pytest.Pyte
         "  endport: probed, 7 of 7 probes run",
         "  ipblock-nodes: partly probed, 2 of 3 probes run; not run: "
         "the backend cannot run this probe (1)",
-        "  external-ingress: probed, 22 of 22 probes run",
+        "  external-ingress: probed, 24 of 24 probes run",
     ]
     pre = pytester.runpytest("suites/test_connectivity.py", "--cluster", "file:cluster.yaml")
     pre.stdout.fnmatch_lines(["*pre: * probes on npm*", *want])

@@ -36,8 +36,19 @@ def _when(time: str | None) -> str:
     return (time or "-").replace("T", " ").replace("Z", " UTC")
 
 
-def _rank(row: Row) -> int:
-    return SEVERITY.index(row.status) if row.status in SEVERITY else len(SEVERITY)
+# The list's order: what nobody predicted first, so that MAX_ROWS never hides it behind a
+# long run of predicted changes (the matrix keeps SEVERITY for its colours).
+_LISTED = (
+    *(s for s in SEVERITY if s != "predicted" and SEVERITY.index(s) < SEVERITY.index("accepted")),
+    "predicted",
+    *SEVERITY[SEVERITY.index("accepted") :],
+)
+
+
+def _rank(row: Row) -> tuple[int, int]:
+    """Observations that disagree with the engine first, then surprises, then predictions."""
+    surprise = 0 if row.check in ("disagrees", "unexpected") else 1
+    return surprise, _LISTED.index(row.status) if row.status in _LISTED else len(_LISTED)
 
 
 def _scenarios(report: Report) -> list[str]:
