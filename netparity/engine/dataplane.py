@@ -162,20 +162,52 @@ CILIUM_116 = replace(
     end_port_uncertain=True,
 )
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Detection:
+    """How a live cluster shows that a registered dataplane enforces (kube/detect.py reads
+    it): the kube-system DaemonSet that runs it (or its pods, labelled k8s-app=DAEMONSET),
+    the container whose image carries the version, and, where one product has several
+    registered releases, the (major, minor) versions this profile stands for: since <= v <
+    until. A profile without `until` also stands for an image whose version is unknown."""
+
+    daemonset: str
+    container: str
+    since: tuple[int, int] | None = None
+    until: tuple[int, int] | None = None
+
+    def covers(self, version: tuple[int, int] | None) -> bool:
+        if version is None:
+            return self.until is None
+        return (self.since is None or version >= self.since) and (
+            self.until is None or version < self.until
+        )
+
+
 _PROFILES: dict[str, Dataplane] = {}
 _TARGETS: dict[str, Dataplane] = {}
 _OLDER: dict[str, str] = {}
+_DETECTION: dict[str, Detection] = {}
 
 # Live views of the registry: every registered profile by name, and the names a migration
 # can move to (`--target`), in registration order.
 DATAPLANES: Mapping[str, Dataplane] = MappingProxyType(_PROFILES)
 TARGETS: KeysView[str] = _TARGETS.keys()
+# How each detectable profile shows on a live cluster, by name, in registration order.
+DETECTIONS: Mapping[str, Detection] = MappingProxyType(_DETECTION)
 
 
-def register(profile: Dataplane, *, target: bool = False, older: str | None = None) -> Dataplane:
+def register(
+    profile: Dataplane,
+    *,
+    target: bool = False,
+    older: str | None = None,
+    detection: Detection | None = None,
+) -> Dataplane:
     """Register `profile` under its name. `target`: a migration can move to it (`--target`);
     `older`: the registered profile of the older release also worth checking (the planner
-    adds its probes, the lint names it where the two differ)."""
+    adds its probes, the lint names it where the two differ); `detection`: how a live
+    cluster shows it (without one, the Kubernetes backend never detects it)."""
     if profile.name in _PROFILES:
         raise ValueError(f"dataplane {profile.name!r} is already registered")
     _PROFILES[profile.name] = profile
@@ -183,6 +215,8 @@ def register(profile: Dataplane, *, target: bool = False, older: str | None = No
         _TARGETS[profile.name] = profile
     if older is not None:
         _OLDER[profile.name] = older
+    if detection is not None:
+        _DETECTION[profile.name] = detection
     return profile
 
 
@@ -191,6 +225,7 @@ def unregister(name: str) -> None:
     _PROFILES.pop(name, None)
     _TARGETS.pop(name, None)
     _OLDER.pop(name, None)
+    _DETECTION.pop(name, None)
 
 
 def older_release(name: str) -> str | None:
@@ -199,10 +234,14 @@ def older_release(name: str) -> str | None:
     return older if older in _PROFILES else None
 
 
+# AKS runs NPM as the DaemonSet azure-npm and Cilium as cilium (agent container
+# cilium-agent); Cilium before 1.17 does not honour endPort (CILIUM_116).
+_NPM_DS = Detection(daemonset="azure-npm", container="azure-npm")
+_CILIUM_DS = Detection(daemonset="cilium", container="cilium-agent")
 register(SPEC)
-register(NPM)
-register(CILIUM, target=True, older=CILIUM_116.name)
-register(CILIUM_116, target=True)
+register(NPM, detection=_NPM_DS)
+register(CILIUM, target=True, older=CILIUM_116.name, detection=replace(_CILIUM_DS, since=(1, 17)))
+register(CILIUM_116, target=True, detection=replace(_CILIUM_DS, until=(1, 17)))
 # The migration netparity is about: NPM today, the newest Cilium after.
 CURRENT = NPM.name
 NEWEST_TARGET = CILIUM.name
