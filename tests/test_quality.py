@@ -65,6 +65,15 @@ SIZE_ALLOWED = {
     # (issue #14, "one notion of pod classes and traffic")
     "netparity/lint/probes.py",
 }
+# Functions (file:name) in the lab dataplanes that the NPM and Cilium row work of the same
+# round rewrites (issue #20: lab/dataplanes/kubeproxy.py, cilium.py, cilium_policy.py);
+# splitting them beside that work would only make it conflict. Checked again after it.
+FUNCTIONS_ALLOWED = {
+    "netparity/lab/dataplanes/kubeproxy.py:kube_proxy",
+    "netparity/lab/dataplanes/cilium.py:_lb_chains",
+    "netparity/lab/dataplanes/cilium.py:render_node",
+    "netparity/lab/dataplanes/cilium_policy.py:pod_rules",
+}
 
 
 def size_offences() -> list[str]:
@@ -83,7 +92,7 @@ def size_offences() -> list[str]:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 assert node.end_lineno is not None
                 length = node.end_lineno - node.lineno + 1
-                if length > MAX_FUNCTION_LINES:
+                if length > MAX_FUNCTION_LINES and f"{name}:{node.name}" not in FUNCTIONS_ALLOWED:
                     offences.append(
                         f"{name}:{node.lineno} {node.name}: {length} lines"
                         f" (at most {MAX_FUNCTION_LINES})"
@@ -102,3 +111,19 @@ def test_the_size_check_sees_every_module_and_the_allowed_files_exist() -> None:
     assert len(modules) > 100
     for name in SIZE_ALLOWED:
         assert (ROOT / name).is_file(), f"{name} is gone: drop it from SIZE_ALLOWED"
+    # an allowed function that is short again (or gone) leaves the list
+    import ast
+
+    for entry in FUNCTIONS_ALLOWED:
+        name, _, function = entry.partition(":")
+        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
+        lengths = [
+            n.end_lineno - n.lineno + 1
+            for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.name == function
+            and n.end_lineno is not None
+        ]
+        assert any(n > MAX_FUNCTION_LINES for n in lengths), (
+            f"{entry} is no longer over {MAX_FUNCTION_LINES} lines: drop it from FUNCTIONS_ALLOWED"
+        )
