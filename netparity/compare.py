@@ -16,11 +16,20 @@ or missing. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from netparity.accept import Acceptance
+from netparity.compare_model import (
+    FAILING,
+    PARITY_KIND,
+    PARITY_READS_VERSIONS,
+    PARITY_SCHEMA_VERSION,
+    PASSING,
+    Parity,
+    ProbeParity,
+    Status,
+)
 from netparity.engine.causes import UNEXPLAINED, Cause
 from netparity.record import (
     Outcome,
@@ -30,92 +39,18 @@ from netparity.record import (
     observed_text,
 )
 
-PARITY_KIND = "netparity.parity"
-# Version 2 added the statuses `unrealized` and `not-run`, and `missing` fails the gate;
-# minor 1 (`schema_minor`, as the record's) added each probe's `causes`.
-PARITY_SCHEMA_VERSION = 2
-PARITY_READS_VERSIONS = (1, 2)
-
-
-class Status(StrEnum):
-    SAME = "same"
-    UNREALIZED = "unrealized"  # predicted to change, did not
-    LOST = "lost"
-    GAINED = "gained"
-    PREDICTED = "predicted"
-    ACCEPTED = "accepted"
-    FLAKY = "flaky"
-    ERROR = "error"
-    NEW = "new"
-    MISSING = "missing"
-    NOT_RUN = "not-run"
-
-
-# The statuses that break parity (the CI gate), in the order reports list them.
-FAILING = (
-    Status.LOST,
-    Status.GAINED,
-    Status.PREDICTED,
-    Status.FLAKY,
-    Status.ERROR,
-    Status.MISSING,
-)
-# The statuses that pass, in the order reports list them (after FAILING).
-PASSING = (Status.UNREALIZED, Status.ACCEPTED, Status.NEW, Status.NOT_RUN, Status.SAME)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProbeParity:
-    id: str
-    title: str
-    status: Status
-    change: Status  # what happened, before predictions and accepts: same/lost/gained/flaky/...
-    before: Outcome | None
-    after: Outcome | None
-    predicted_before: str | None  # the engine's decision under the baseline's dataplane
-    predicted_after: str | None  # ... and under the current one
-    predicted: bool  # the engine predicted this change (before != after, both matched)
-    accepted: Acceptance | None
-    baseline: ProbeRecord | None
-    current: ProbeRecord | None
-    message: str
-    # why the engine predicts before != after: the dataplane differences that flip it;
-    # `causes_known` False where the records cannot say (older than 2.1)
-    causes: tuple[Cause, ...] = ()
-    causes_known: bool = False
-
-    @property
-    def failed(self) -> bool:
-        return self.status in FAILING
-
-    @property
-    def probe(self) -> ProbeRecord:
-        record = self.current or self.baseline
-        assert record is not None
-        return record
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Parity:
-    baseline: Record
-    current: Record
-    before: str  # the baseline's dataplane (as predictions name it)
-    after: str  # the current dataplane (as predictions name it)
-    probes: tuple[ProbeParity, ...]
-    unused_accepts: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    counts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
-
-    @property
-    def held(self) -> bool:
-        return not any(p.failed for p in self.probes)
-
-    def by_id(self) -> Mapping[str, ProbeParity]:
-        return {p.id: p for p in self.probes}
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.held else 1
+__all__ = [
+    "FAILING",
+    "PARITY_KIND",
+    "PARITY_READS_VERSIONS",
+    "PARITY_SCHEMA_VERSION",
+    "PASSING",
+    "Parity",
+    "ProbeParity",
+    "Status",
+    "check_comparable",
+    "compare",
+]
 
 
 def _dataplane(named: str, fallback: str, records: list[ProbeRecord]) -> str:
@@ -222,6 +157,63 @@ def _not_planned(base: ProbeRecord, baseline: Record, current: Record) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Judging:
+    """One probe being judged: its two records, the observed and predicted verdicts."""
+
+    pid: str
+    base: ProbeRecord | None
+    cur: ProbeRecord | None
+    before: str
+    after: str
+    accepts: Mapping[str, Acceptance]
+    pb: str | None  # predicted under `before`
+    pa: str | None  # predicted under `after`
+    causes: tuple[Cause, ...]
+    known: bool
+
+    @property
+    def probe(self) -> ProbeRecord:
+        probe = self.cur or self.base
+        assert probe is not None
+        return probe
+
+    @property
+    def b(self) -> Outcome | None:
+        return self.base.verdict if self.base is not None else None
+
+    @property
+    def a(self) -> Outcome | None:
+        return self.cur.verdict if self.cur is not None else None
+
+    def make(
+        self,
+        status: Status,
+        change: Status,
+        message: str,
+        *,
+        predicted: bool = False,
+        acceptance: Acceptance | None = None,
+    ) -> ProbeParity:
+        return ProbeParity(
+            id=self.pid,
+            title=self.probe.title,
+            status=status,
+            change=change,
+            before=self.b,
+            after=self.a,
+            predicted_before=self.pb,
+            predicted_after=self.pa,
+            predicted=predicted,
+            accepted=acceptance if status is Status.ACCEPTED else None,
+            baseline=self.base,
+            current=self.cur,
+            message=message,
+            causes=self.causes,
+            causes_known=self.known,
+        )
+
+
 def _judge_one(
     pid: str,
     base: ProbeRecord | None,
@@ -235,111 +227,114 @@ def _judge_one(
 ) -> ProbeParity:
     """One probe's status. `base`/`cur` may be probes their backend could not run
     (`ProbeRecord.not_run`); `not_planned` says why a baseline probe has no `cur`."""
-    probe = cur or base
-    assert probe is not None
     # Predictions come from the current run's plan (made for this migration), else the baseline's.
     pb = _decision(cur, before) or _decision(base, before)
     pa = _decision(cur, after) or _decision(base, after)
-    b = base.verdict if base is not None else None
-    a = cur.verdict if cur is not None else None
     causes, known = _causes(base, cur, after, origins)
     if pb == pa or pb is None or pa is None:
         causes = ()  # no change predicted: nothing to explain
-
-    def make(
-        status: Status,
-        change: Status,
-        message: str,
-        *,
-        predicted: bool = False,
-        acceptance: Acceptance | None = None,
-    ) -> ProbeParity:
-        return ProbeParity(
-            id=pid,
-            title=probe.title,
-            status=status,
-            change=change,
-            before=b,
-            after=a,
-            predicted_before=pb,
-            predicted_after=pa,
-            predicted=predicted,
-            accepted=acceptance if status is Status.ACCEPTED else None,
-            baseline=base,
-            current=cur,
-            message=message,
-            causes=causes,
-            causes_known=known,
-        )
-
+    j = _Judging(
+        pid=pid,
+        base=base,
+        cur=cur,
+        before=before,
+        after=after,
+        accepts=accepts,
+        pb=pb,
+        pa=pa,
+        causes=causes,
+        known=known,
+    )
     base_ran = base is not None and base.not_run is None
     cur_ran = cur is not None and cur.not_run is None
     if not base_ran and not cur_ran:
-        if base is not None and cur is not None:
-            why = (
-                f"not run: {cur.not_run}"
-                if base.not_run == cur.not_run
-                else f"not run in the baseline: {base.not_run}; not run now: {cur.not_run}"
-            )
-            text = f"neither run could run it ({why})"
-        elif cur is not None:
-            text = f"not in the baseline, and this run could not run it (not run: {cur.not_run})"
-        else:
-            assert base is not None
-            text = (
-                f"the baseline could not run it (not run: {base.not_run}), and this run's "
-                f"plan no longer has it ({not_planned})"
-            )
-        return make(
-            Status.NOT_RUN,
-            Status.NOT_RUN,
-            f"not-run: {text}; no verdict to compare, nobody checked this connection",
-        )
+        return _neither_ran(j, not_planned)
     if not base_ran:
-        assert cur is not None
-        if base is None:
-            return make(
-                Status.NEW, Status.NEW, f"new: not in the baseline; observed {cur.verdict} now"
-            )
-        return make(
-            Status.NEW,
-            Status.NEW,
-            f"new: the baseline could not run it (not run: {base.not_run}); "
-            f"observed {cur.verdict} now",
-        )
-    assert base is not None
+        return _only_now(j)
     if not cur_ran:
-        why = f"not run: {cur.not_run}" if cur is not None else f"not planned: {not_planned}"
-        what = (
-            f"MISSING: observed {base.verdict} in the baseline ({before}), not checked now "
-            f"({after}): {why}"
+        return _missing(j, not_planned)
+    return _both_ran(j)
+
+
+def _neither_ran(j: _Judging, not_planned: str) -> ProbeParity:
+    base, cur = j.base, j.cur
+    if base is not None and cur is not None:
+        why = (
+            f"not run: {cur.not_run}"
+            if base.not_run == cur.not_run
+            else f"not run in the baseline: {base.not_run}; not run now: {cur.not_run}"
         )
-        acceptance = accepts.get(pid)
-        if acceptance is not None:
-            return make(
-                Status.ACCEPTED,
-                Status.MISSING,
-                f"accepted ({acceptance.reason}): {what}",
-                acceptance=acceptance,
-            )
-        return make(
-            Status.MISSING,
-            Status.MISSING,
-            f"{what}\n  nobody checked this connection after the upgrade: it fails the gate "
-            "unless an accept entry covers it",
+        text = f"neither run could run it ({why})"
+    elif cur is not None:
+        text = f"not in the baseline, and this run could not run it (not run: {cur.not_run})"
+    else:
+        assert base is not None
+        text = (
+            f"the baseline could not run it (not run: {base.not_run}), and this run's "
+            f"plan no longer has it ({not_planned})"
         )
+    return j.make(
+        Status.NOT_RUN,
+        Status.NOT_RUN,
+        f"not-run: {text}; no verdict to compare, nobody checked this connection",
+    )
+
+
+def _only_now(j: _Judging) -> ProbeParity:
+    """Observed now, not in the baseline's observations."""
+    base, cur = j.base, j.cur
     assert cur is not None
+    if base is None:
+        return j.make(
+            Status.NEW, Status.NEW, f"new: not in the baseline; observed {cur.verdict} now"
+        )
+    return j.make(
+        Status.NEW,
+        Status.NEW,
+        f"new: the baseline could not run it (not run: {base.not_run}); observed {cur.verdict} now",
+    )
+
+
+def _missing(j: _Judging, not_planned: str) -> ProbeParity:
+    """Observed in the baseline, not checked now."""
+    base, cur = j.base, j.cur
+    assert base is not None
+    why = f"not run: {cur.not_run}" if cur is not None else f"not planned: {not_planned}"
+    what = (
+        f"MISSING: observed {base.verdict} in the baseline ({j.before}), not checked now "
+        f"({j.after}): {why}"
+    )
+    acceptance = j.accepts.get(j.pid)
+    if acceptance is not None:
+        return j.make(
+            Status.ACCEPTED,
+            Status.MISSING,
+            f"accepted ({acceptance.reason}): {what}",
+            acceptance=acceptance,
+        )
+    return j.make(
+        Status.MISSING,
+        Status.MISSING,
+        f"{what}\n  nobody checked this connection after the upgrade: it fails the gate "
+        "unless an accept entry covers it",
+    )
+
+
+def _both_ran(j: _Judging) -> ProbeParity:
+    base, cur, b, a = j.base, j.cur, j.b, j.a
+    assert base is not None and cur is not None
+    pb, pa, before, after = j.pb, j.pa, j.before, j.after
     if Outcome.ERROR in (b, a):
         side, rec = ("the baseline", base) if b is Outcome.ERROR else ("this run", cur)
         why = rec.error or observed_text(rec.tries)
-        return make(
+        return j.make(
             Status.ERROR,
             Status.ERROR,
             f"error: the probe could not run in {side} ({why}); an error is never counted as a deny",
         )
     if Outcome.FLAKY in (b, a):
         side, rec = ("the baseline", base) if b is Outcome.FLAKY else ("this run", cur)
-        return make(
+        return j.make(
             Status.FLAKY,
             Status.FLAKY,
             f"flaky: the verdict changed between tries in {side} ({observed_text(rec.tries)})",
@@ -347,14 +342,23 @@ def _judge_one(
     if b == a:
         decided = ("allow", "deny")
         if pb in decided and pa in decided and pb != pa:
-            return make(
+            probe = j.probe
+            return j.make(
                 Status.UNREALIZED,
                 Status.SAME,
                 f"unrealized: {a} before ({before}) and now ({after}); the engine predicted "
                 f"{pb} -> {pa}, which did not happen: parity holds, the model was wrong "
-                f"({_why(probe, causes, known)})\n  {_explain(probe, before)}\n  {_explain(probe, after)}",
+                f"({_why(probe, j.causes, j.known)})\n  {_explain(probe, before)}\n  {_explain(probe, after)}",
             )
-        return make(Status.SAME, Status.SAME, f"same: {a} before ({before}) and now ({after})")
+        return j.make(Status.SAME, Status.SAME, f"same: {a} before ({before}) and now ({after})")
+    return _changed(j)
+
+
+def _changed(j: _Judging) -> ProbeParity:
+    """Both runs observed a verdict, and they differ: lost or gained, predicted, accepted."""
+    b, a, pb, pa, before, after = j.b, j.a, j.pb, j.pa, j.before, j.after
+    probe, causes, known = j.probe, j.causes, j.known
+    assert j.cur is not None
     change = Status.LOST if b is Outcome.ALLOW else Status.GAINED
     what = (
         f"{change.upper()}: {'allowed' if change is Status.LOST else 'denied'} in the baseline "
@@ -370,11 +374,11 @@ def _judge_one(
             + (_why(probe, causes, known) if known else _where(probe))
         )
     detail = f"\n  {_explain(probe, before)}\n  {_explain(probe, after)}"
-    acceptance = accepts.get(pid)
-    if acceptance is None and cur.expect is not None and cur.expect == str(a):
-        acceptance = Acceptance(id=pid, reason=f"the probe file expects {a} under {after}")
+    acceptance = j.accepts.get(j.pid)
+    if acceptance is None and j.cur.expect is not None and j.cur.expect == str(a):
+        acceptance = Acceptance(id=j.pid, reason=f"the probe file expects {a} under {after}")
     if acceptance is not None:
-        return make(
+        return j.make(
             Status.ACCEPTED,
             change,
             f"accepted ({acceptance.reason}): {what}\n  {why}{detail}",
@@ -382,7 +386,7 @@ def _judge_one(
             acceptance=acceptance,
         )
     status = Status.PREDICTED if predicted else change
-    return make(status, change, f"{what}\n  {why}{detail}", predicted=predicted)
+    return j.make(status, change, f"{what}\n  {why}{detail}", predicted=predicted)
 
 
 def compare(
@@ -428,7 +432,32 @@ def compare(
     ]
     used = {p.id for p in out if p.status is Status.ACCEPTED}
     unused = tuple(sorted(a for a in accepts if a not in used))
-    notes = []
+    notes = _notes(baseline, current, unused, out, set(base_by) | set(cur_by))
+    counts = {s.value: 0 for s in Status}
+    for p in out:
+        counts[p.status.value] += 1
+    return Parity(
+        baseline=baseline,
+        current=current,
+        before=before,
+        after=after,
+        probes=tuple(out),
+        unused_accepts=unused,
+        notes=tuple(notes),
+        counts=MappingProxyType(counts),
+    )
+
+
+def _notes(
+    baseline: Record,
+    current: Record,
+    unused: tuple[str, ...],
+    out: list[ProbeParity],
+    ids: set[str],
+) -> list[str]:
+    """What the reader of a comparison should know: a changed plan, records on one
+    dataplane or swapped, accept entries not needed."""
+    notes: list[str] = []
     if baseline.plan.digest != current.plan.digest:
         notes.append(
             f"the plan changed since the baseline (digest {baseline.plan.digest[:12]} -> "
@@ -454,24 +483,12 @@ def compare(
     for a in unused:
         where = (
             "matches no probe of either record (a typo, or a probe no longer planned?)"
-            if a not in base_by and a not in cur_by
+            if a not in ids
             else "did not change"
         )
-        if a in base_by or a in cur_by:
+        if a in ids:
             st = next(p.status for p in out if p.id == a)
             if st in (Status.FLAKY, Status.ERROR):
                 where = f"is {st}, which an accept entry never hides"
         notes.append(f"accept entry {a} {where}: it was not needed")
-    counts = {s.value: 0 for s in Status}
-    for p in out:
-        counts[p.status.value] += 1
-    return Parity(
-        baseline=baseline,
-        current=current,
-        before=before,
-        after=after,
-        probes=tuple(out),
-        unused_accepts=unused,
-        notes=tuple(notes),
-        counts=MappingProxyType(counts),
-    )
+    return notes

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
-from netparity.engine.dataplane import DATAPLANES, get_dataplane
+from netparity.engine.dataplane import CURRENT, DATAPLANES, get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Decision
 from netparity.errors import InputError
@@ -24,11 +24,11 @@ SCHEME = "file:"
 
 
 def parse_file_cluster(spec: str) -> tuple[Path, str]:
-    """`file:PATH[@DATAPLANE]` -> (path, dataplane); npm when no dataplane is named."""
+    """`file:PATH[@DATAPLANE]` -> (path, dataplane); the current one (npm) when none is named."""
     rest = spec.removeprefix(SCHEME)
     path, at, dp = rest.rpartition("@")
     if not at or "/" in dp:
-        path, dp = rest, "npm"
+        path, dp = rest, CURRENT
     if not path:
         raise InputError("names no snapshot file (file:SNAPSHOT.yaml[@DATAPLANE])", field="cluster")
     if dp not in DATAPLANES:
@@ -54,7 +54,7 @@ class SnapshotBackend:
         self,
         snapshot: Snapshot,
         *,
-        dataplane: str = "npm",
+        dataplane: str = CURRENT,
         name: str = "snapshot",
         overrides: Mapping[str, Sequence[Observed]] | None = None,
     ) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from netparity.engine.dataplane import NEWEST_TARGET, TARGETS
 from netparity.errors import InputError, NetparityError
 from netparity.run.settings import Settings
 from netparity.session import ClusterSpec, KubeOptions, parse_cluster
@@ -93,7 +94,7 @@ HELP_ALLOW_HOST_NETWORK = (
 )
 
 PHASES = ("auto", "pre", "post")
-DEFAULT_TARGET = "cilium"
+DEFAULT_TARGET = NEWEST_TARGET
 DEFAULT_PROBE_TIMEOUT = 2.0
 DEFAULT_PROBE_RETRIES = 1
 DEFAULT_REPORT_DIR = "reports"
@@ -109,7 +110,7 @@ VALUE_OPTIONS = (
     ("--cluster", "netparity_cluster", "NAME", HELP_CLUSTER),
     ("--phase", "netparity_phase", "auto|pre|post", HELP_PHASE),
     ("--baseline", "netparity_baseline", "FILE", HELP_BASELINE),
-    ("--target", "netparity_target", "cilium|cilium-1.16", HELP_TARGET),
+    ("--target", "netparity_target", "|".join(TARGETS), HELP_TARGET),
     ("--accept", "netparity_accept", "FILE", HELP_ACCEPT),
 )
 # Not --retries: pytest-retry defines it, and argparse refuses a second definition,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netparity.backend import Backend, Observed, ProbeResult, Progress, Target
+from netparity.engine.dataplane import CURRENT
 from netparity.errors import ClusterError, InputError
 from netparity.example import example_path
 from netparity.plan.essential_probes import essential_check
@@ -126,13 +127,13 @@ def open_backend(
         if not lab_is_up(spec.value):
             if on_bring_up is not None:
                 on_bring_up(
-                    f"no lab named {spec.value} is up: building it from {example} under npm "
+                    f"no lab named {spec.value} is up: building it from {example} under {CURRENT} "
                     f"(`netparity lab down --name {spec.value}` removes it)"
                 )
             up(
                 load_snapshot([str(example)]),
                 name=spec.value,
-                dataplane="npm",
+                dataplane=CURRENT,
                 progress=lab_progress,
             )
         # held as a user until the run closes it (docs/faults.md)

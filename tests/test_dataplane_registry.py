@@ -17,8 +17,10 @@ import pytest
 from netparity.backend import Observed, Target
 from netparity.engine.dataplane import (
     DATAPLANES,
+    DETECTIONS,
     TARGETS,
     Dataplane,
+    Detection,
     EndPortMode,
     get_dataplane,
     register,
@@ -26,12 +28,16 @@ from netparity.engine.dataplane import (
 )
 from netparity.engine.evaluate import Engine
 from netparity.errors import InputError
+from netparity.kube.backend import KubeBackend
+from netparity.kube.detect import known_dataplanes
+from netparity.kube.rbac import detect_rules
 from netparity.lab import dataplanes as lab_dataplanes
 from netparity.lab.dataplanes import cilium
 from netparity.lab.topology import LabTopology, NodeRules
 from netparity.model.snapshot import load_snapshot
 from netparity.probefile import load_probe_file, resolve_probes
 
+from kubeapi import KubeAPI, demo_cluster
 from lab_fixtures import LabFactory, lab_factory  # noqa: F401
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -111,3 +117,42 @@ def test_the_lab_and_the_engine_agree_on_a_toy_dataplane(
             )
     assert problems == []
     assert lab.backend.facts().dataplane == TOY
+
+
+def _calico_node(version: str) -> dict[str, object]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "calico-node", "namespace": "kube-system"},
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "calico-node", "image": f"calico/node:{version}"}]}
+            }
+        },
+    }
+
+
+def test_a_registered_detection_is_how_a_live_cluster_shows_the_toy(
+    toy: Dataplane, tmp_path: Path
+) -> None:
+    # without a detection the toy is a valid --dataplane but never detected
+    assert TOY in known_dataplanes() and TOY not in DETECTIONS
+    unregister(TOY)
+    register(
+        toy, detection=Detection(daemonset="calico-node", container="calico-node", since=(3, 0))
+    )
+    try:
+        # the RBAC that lets detection read kube-system names the toy's DaemonSet too
+        assert any("calico-node" in rule.names for rule in detect_rules())
+        with KubeAPI() as server:
+            demo_cluster(server, dataplane="none")
+            server.add(_calico_node("v3.28.1"))
+            kb = KubeBackend("test", kubeconfig=str(server.kubeconfig(tmp_path / "kc")), log=print)
+            try:
+                facts = kb.facts()
+            finally:
+                kb.close()
+        assert (facts.dataplane, facts.version) == (TOY, "3.28.1")
+    finally:
+        unregister(TOY)
+    assert TOY not in DETECTIONS and TOY not in known_dataplanes()

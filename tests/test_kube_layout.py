@@ -19,7 +19,7 @@ from netparity.engine.traffic import (
 )
 from netparity.kube.agentio import batch_document, parse_output
 from netparity.kube.client import Kube, exit_code_of
-from netparity.kube.detect import cilium_dataplane, image_version
+from netparity.kube.detect import image_version, release_of
 from netparity.kube.layout import LOCAL, Dest, Layout, address, plan_layout
 from netparity.kube.podstate import Readiness, pod_state
 from netparity.model.objects import (
@@ -404,10 +404,12 @@ def test_versions_are_read_from_image_tags(image: str, version: str | None) -> N
 
 
 def test_cilium_before_1_17_is_the_1_16_model() -> None:
-    assert cilium_dataplane("1.16.6") == "cilium-1.16"
-    assert cilium_dataplane("1.17.0") == "cilium"
-    assert cilium_dataplane("2.0") == "cilium"
-    assert cilium_dataplane(None) == "cilium"
+    assert release_of("cilium", "1.16.6") == "cilium-1.16"
+    assert release_of("cilium", "1.17.0") == "cilium"
+    assert release_of("cilium", "2.0") == "cilium"
+    assert release_of("cilium", None) == "cilium"
+    assert release_of("azure-npm", "1.4.32") == "npm"
+    assert release_of("calico-node", "3.28") == "unknown"
 
 
 class StandInSocket:

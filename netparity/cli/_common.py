@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from netparity.engine.dataplane import DATAPLANES, TARGETS
+from netparity.engine.dataplane import DATAPLANES, NEWEST_TARGET, TARGETS, older_release
 from netparity.errors import InputError
 from netparity.example import example_path
 from netparity.model.snapshot import Snapshot, load_snapshot
@@ -69,17 +69,17 @@ def add_cluster_arguments(
 def add_migration_arguments(
     p: argparse.ArgumentParser, *, current_default: str | None, current_help: str, target_help: str
 ) -> None:
-    """--current (a dataplane) and --target (default cilium), as plan and rbac take them."""
+    """--current (a dataplane) and --target (default: the newest), as plan and rbac take them."""
     p.add_argument(
         "--current", default=current_default, choices=list(DATAPLANES), help=current_help
     )
-    p.add_argument("--target", default="cilium", choices=list(TARGETS), help=target_help)
+    p.add_argument("--target", default=NEWEST_TARGET, choices=list(TARGETS), help=target_help)
 
 
 # AKS pairs Kubernetes minor versions with Cilium (SEMANTICS.md 2.2): 1.31 -> 1.16.x,
 # 1.32 and later -> 1.17 or later. Older Kubernetes ran older Cilium, which honours endPort
-# no more than 1.16 does: cilium-1.16 is the nearest dataplane netparity models.
-NEWEST_TARGET = "cilium"
+# no more than 1.16 does: the newest target's older release (cilium-1.16) is the nearest
+# dataplane netparity models.
 
 
 def default_target(snapshot: Snapshot) -> tuple[str, str]:
@@ -89,7 +89,7 @@ def default_target(snapshot: Snapshot) -> tuple[str, str]:
         return NEWEST_TARGET, "the newest: the snapshot shows no Kubernetes version"
     major, minor = (int(x) for x in version.split(".")[:2])
     if (major, minor) <= (1, 31):
-        return "cilium-1.16", (
+        return older_release(NEWEST_TARGET) or NEWEST_TARGET, (
             f"the nodes run Kubernetes {version}, which AKS pairs with Cilium 1.16 or older"
         )
     return NEWEST_TARGET, f"the nodes run Kubernetes {version}, which AKS pairs with Cilium 1.17+"

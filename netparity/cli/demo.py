@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from netparity import interrupts
+from netparity.engine.dataplane import CURRENT, NEWEST_TARGET, TARGETS
 from netparity.errors import ClusterError
 from netparity.example import suites_path
 from netparity.outdir import check_output_dir
@@ -35,12 +36,13 @@ DEMO_LAB = "demo"
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
-        help="the migration on a local lab: baseline under npm, upgrade to cilium, parity (root)",
+        help=f"the migration on a local lab: baseline under {CURRENT}, upgrade to "
+        f"{NEWEST_TARGET}, parity (root)",
     )
     p.add_argument(
         "--name", default=DEMO_LAB, help=f"the lab's name (default: {DEMO_LAB}; removed at the end)"
     )
-    p.add_argument("--target", default="cilium", choices=("cilium", "cilium-1.16"))
+    p.add_argument("--target", default=NEWEST_TARGET, choices=list(TARGETS))
     p.add_argument(
         "--report-dir",
         default="reports",
@@ -130,10 +132,10 @@ def _run(args: argparse.Namespace) -> int:
             _say(f"a lab named {name} is left from an earlier run: removing it first")
             down(name, wait=args.wait)
         _say(
-            f"no snapshot given: building lab {name} from the shipped example {DEFAULT_EXAMPLE} under npm"
+            f"no snapshot given: building lab {name} from the shipped example {DEFAULT_EXAMPLE} under {CURRENT}"
         )
         progress = StderrProgress(name)
-        up(load_snapshot([str(DEFAULT_EXAMPLE)]), name=name, dataplane="npm", progress=progress)
+        up(load_snapshot([str(DEFAULT_EXAMPLE)]), name=name, dataplane=CURRENT, progress=progress)
         progress.finish()
 
         _say("1/2 before the upgrade: probe every planned connection and record the baseline")

@@ -10,6 +10,7 @@ from typing import Any
 from netparity.backend import Observed, ProbeResult, Target
 from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
 from netparity.errors import InputError
+from netparity.engine.dataplane import CURRENT, NEWEST_TARGET
 from netparity.lab import (
     DATAPLANES,
     DEFAULT_LAB,
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     q = lab_sub.add_parser("up", help="build a lab from a snapshot")
     add_snapshot_arguments(q, example_default=True)
-    q.add_argument("--dataplane", default="npm", choices=DATAPLANES, help="(default: npm)")
+    q.add_argument("--dataplane", default=CURRENT, choices=DATAPLANES, help=f"(default: {CURRENT})")
     name_arg(q)
     q.set_defaults(func=cmd_up)
 
@@ -54,7 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "upgrade",
         help="recreate every pod (new IPs) under another dataplane, as az aks update does",
     )
-    q.add_argument("--dataplane", default="cilium", choices=DATAPLANES, help="(default: cilium)")
+    q.add_argument(
+        "--dataplane",
+        default=NEWEST_TARGET,
+        choices=DATAPLANES,
+        help=f"(default: {NEWEST_TARGET})",
+    )
     q.add_argument(
         "--rolling",
         action="store_true",

@@ -7,12 +7,11 @@ import sys
 from dataclasses import replace
 
 from netparity.cli._common import (
-    NEWEST_TARGET,
     add_snapshot_arguments,
     default_target,
     snapshot_from_args,
 )
-from netparity.engine.dataplane import TARGETS
+from netparity.engine.dataplane import NEWEST_TARGET, TARGETS, older_release
 from netparity.lint.findings import LintReport
 from netparity.lint.lint import lint_snapshot
 from netparity.lint.output import (
@@ -24,7 +23,7 @@ from netparity.lint.output import (
 )
 from netparity.model.snapshot import Snapshot
 
-OLDER_TARGET = "cilium-1.16"
+OLDER_TARGET = older_release(NEWEST_TARGET) or NEWEST_TARGET
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

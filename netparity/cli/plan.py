@@ -12,6 +12,7 @@ from netparity.cli._common import (
     snapshot_from_args,
     table,
 )
+from netparity.engine.dataplane import CURRENT, NEWEST_TARGET
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
 from netparity.plan.addresses import parse_service_cidr
@@ -26,9 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_snapshot_arguments(p)
     add_migration_arguments(
         p,
-        current_default="npm",
-        current_help="the dataplane the cluster runs now (default: npm)",
-        target_help="the dataplane it moves to (default: cilium)",
+        current_default=CURRENT,
+        current_help=f"the dataplane the cluster runs now (default: {CURRENT})",
+        target_help=f"the dataplane it moves to (default: {NEWEST_TARGET})",
     )
     p.add_argument("--probes", metavar="FILE", help="explicit probes to add (a probe file)")
     p.add_argument(

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
-from netparity.engine.dataplane import DATAPLANES, get_dataplane
+from netparity.engine.dataplane import CURRENT, DATAPLANES, get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import DirectionResult, Verdict
 from netparity.probefile import ResolvedProbe, load_probe_file, resolve_probes
@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--dataplane",
-        default="npm",
+        default=CURRENT,
         choices=list(DATAPLANES),
-        help="enforcement model (default: npm)",
+        help=f"enforcement model (default: {CURRENT})",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from netparity.engine.dataplane import NEWEST_TARGET, TARGETS
 from netparity.errors import InputError
 from netparity.outdir import check_output_dir
 
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--target",
-        metavar="cilium|cilium-1.16",
+        metavar="|".join(TARGETS),
         help="the dataplane --snapshot is linted for (default: the report's own target)",
     )
     p.add_argument(
@@ -69,11 +70,10 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out, "the report folder (--out)")
     lint: LintView | None = None
     if args.snapshot:
-        from netparity.engine.dataplane import TARGETS
         from netparity.lint import lint_snapshot
         from netparity.model.snapshot import load_snapshot
 
-        target = args.target or (report.after if report.after in TARGETS else "cilium")
+        target = args.target or (report.after if report.after in TARGETS else NEWEST_TARGET)
         if target not in TARGETS:
             raise InputError(
                 f"{target!r} is not a target dataplane (expected {' or '.join(TARGETS)})",

@@ -238,16 +238,40 @@ CILIUM_119 = replace(
     cnp_requires=False,  # fromRequires/toRequires removed in 1.19 (cilium/cilium PR #42615)
 )
 
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Detection:
+    """How a live cluster shows that a registered dataplane enforces (kube/detect.py reads
+    it): the kube-system DaemonSet that runs it (or its pods, labelled k8s-app=DAEMONSET),
+    the container whose image carries the version, and, where one product has several
+    registered releases, the (major, minor) versions this profile stands for: since <= v <
+    until; `unknown`: it also stands for an image whose version cannot be read."""
+
+    daemonset: str
+    container: str
+    since: tuple[int, int] | None = None
+    until: tuple[int, int] | None = None
+    unknown: bool = True  # also stands for an image whose version is unknown
+
+    def covers(self, version: tuple[int, int] | None) -> bool:
+        if version is None:
+            return self.unknown
+        return (self.since is None or version >= self.since) and (
+            self.until is None or version < self.until
+        )
+
+
 _PROFILES: dict[str, Dataplane] = {}
 _TARGETS: dict[str, Dataplane] = {}
 _OLDER: dict[str, str] = {}
-# (first, last) (major, minor) releases a profile stands for, by profile name.
-_RELEASES: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+_DETECTION: dict[str, Detection] = {}
 
 # Live views of the registry: every registered profile by name, and the names a migration
 # can move to (`--target`), in registration order.
 DATAPLANES: Mapping[str, Dataplane] = MappingProxyType(_PROFILES)
 TARGETS: KeysView[str] = _TARGETS.keys()
+# How each detectable profile shows on a live cluster, by name, in registration order.
+DETECTIONS: Mapping[str, Detection] = MappingProxyType(_DETECTION)
 
 
 def register(
@@ -255,12 +279,12 @@ def register(
     *,
     target: bool = False,
     older: str | None = None,
-    releases: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    detection: Detection | None = None,
 ) -> Dataplane:
     """Register `profile` under its name. `target`: a migration can move to it (`--target`);
     `older`: the registered profile of the older release also worth checking (the planner
-    adds its probes, the lint names it where the two differ); `releases`: the first and last
-    (major, minor) release of the software it models (`profile_for_release`)."""
+    adds its probes, the lint names it where the two differ); `detection`: how a live
+    cluster shows it (without one, the Kubernetes backend never detects it)."""
     if profile.name in _PROFILES:
         raise ValueError(f"dataplane {profile.name!r} is already registered")
     _PROFILES[profile.name] = profile
@@ -268,8 +292,8 @@ def register(
         _TARGETS[profile.name] = profile
     if older is not None:
         _OLDER[profile.name] = older
-    if releases is not None:
-        _RELEASES[profile.name] = releases
+    if detection is not None:
+        _DETECTION[profile.name] = detection
     return profile
 
 
@@ -278,23 +302,7 @@ def unregister(name: str) -> None:
     _PROFILES.pop(name, None)
     _TARGETS.pop(name, None)
     _OLDER.pop(name, None)
-    _RELEASES.pop(name, None)
-
-
-def profile_for_release(version: str | None, default: str) -> str:
-    """The registered profile whose releases hold `version` ("1.16.6", "v1.19"), else
-    `default` (no version, or one no profile claims)."""
-    if version is None:
-        return default
-    parts = version.lstrip("v").split(".")
-    try:
-        release = (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
-    except ValueError:
-        return default
-    for name, (first, last) in _RELEASES.items():
-        if first <= release <= last and name in _PROFILES:
-            return name
-    return default
+    _DETECTION.pop(name, None)
 
 
 def older_release(name: str) -> str | None:
@@ -303,11 +311,21 @@ def older_release(name: str) -> str | None:
     return older if older in _PROFILES else None
 
 
+# AKS runs NPM as the DaemonSet azure-npm and Cilium as cilium (agent container
+# cilium-agent); Cilium before 1.17 does not honour endPort (CILIUM_116).
+_NPM_DS = Detection(daemonset="azure-npm", container="azure-npm")
+_CILIUM_DS = Detection(daemonset="cilium", container="cilium-agent")
 register(SPEC)
-register(NPM)
-register(CILIUM, target=True, older=CILIUM_116.name, releases=((1, 17), (1, 18)))
-register(CILIUM_116, target=True, releases=((1, 0), (1, 16)))
-register(CILIUM_119, target=True, releases=((1, 19), (1, 99)))
+register(NPM, detection=_NPM_DS)
+# An image whose version cannot be read counts as the newest release AKS runs (`cilium`).
+register(
+    CILIUM,
+    target=True,
+    older=CILIUM_116.name,
+    detection=replace(_CILIUM_DS, since=(1, 17), until=(1, 19)),
+)
+register(CILIUM_116, target=True, detection=replace(_CILIUM_DS, until=(1, 17), unknown=False))
+register(CILIUM_119, target=True, detection=replace(_CILIUM_DS, since=(1, 19), unknown=False))
 # The migration netparity is about: NPM today, the newest Cilium after.
 CURRENT = NPM.name
 NEWEST_TARGET = CILIUM.name

@@ -25,7 +25,7 @@ from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Tar
 from netparity.errors import ClusterError, InputError
 from netparity.kube.cleanup import LEASE_SECONDS, Heartbeat
 from netparity.kube.client import EXEC_HANDSHAKE_TIMEOUT, IN_CLUSTER, Kube
-from netparity.kube.detect import DATAPLANES, Detected, detect
+from netparity.kube.detect import UNKNOWN, Detected, detect, known_dataplanes
 from netparity.kube.layout import LOCAL, Step, active_deadline, plan_layout, planned_seconds
 from netparity.kube.lifecycle import Lifecycle
 from netparity.kube.objects import RunObjects
@@ -191,7 +191,7 @@ class KubeBackend:
                 f"nodes are reimaged and Cilium enforces only once every node is, so probes now "
                 f"would report noise{waited}"
             )
-        if self._detected.dataplane == "unknown":
+        if self._detected.dataplane == UNKNOWN:
             raise ClusterError(
                 f"{self.kube.name}: cannot tell which dataplane enforces NetworkPolicy: "
                 f"{self._detected.evidence}. Say it with --dataplane "
@@ -379,9 +379,10 @@ class KubeBackend:
 
 
 def _check_dataplane(dataplane: str | None, max_parallel: int) -> None:
-    if dataplane is not None and dataplane not in DATAPLANES:
+    known = known_dataplanes()
+    if dataplane is not None and dataplane not in known:
         raise InputError(
-            f"unknown dataplane {dataplane!r} (expected one of {', '.join(sorted(DATAPLANES))})",
+            f"unknown dataplane {dataplane!r} (expected one of {', '.join(sorted(known))})",
             field="--dataplane",
         )
     if max_parallel < 1:

@@ -1,4 +1,9 @@
-"""Which dataplane enforces policy: read from what runs in kube-system."""
+"""Which dataplane enforces policy: read from what runs in kube-system.
+
+The DaemonSets looked for, and which registered profile each image version stands for,
+come from the engine's registry (`register(..., detection=Detection(...))` in
+engine/dataplane.py): a new dataplane is recognised here without an edit.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netparity.engine.dataplane import NEWEST_TARGET, profile_for_release
+from netparity.engine.dataplane import CURRENT, DETECTIONS, NEWEST_TARGET
+from netparity.engine.dataplane import DATAPLANES as PROFILES
 from netparity.errors import ClusterError
 from netparity.kube.client import DAEMON_SETS, NODES, PODS, Kube
 
 KUBE_SYSTEM = "kube-system"
-DATAPLANES = frozenset({"spec", "npm", "cilium", "cilium-1.16", "cilium-1.19", "unknown"})
+UNKNOWN = "unknown"  # what detection says when it cannot tell
+
+
+def known_dataplanes() -> frozenset[str]:
+    """What `--dataplane` may name: every registered profile, or "unknown"."""
+    return frozenset(PROFILES) | {UNKNOWN}
+
+
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -79,10 +92,36 @@ def image_version(image: str) -> str | None:
     return ".".join(g for g in m.groups() if g is not None)
 
 
-def cilium_dataplane(version: str | None) -> str:
-    """The profile registered for that Cilium release (`cilium-1.16` before 1.17, `cilium-1.19`
-    from 1.19, else `cilium`); unknown versions count as the newest that AKS runs."""
-    return profile_for_release(version, NEWEST_TARGET)
+def _minor(version: str | None) -> tuple[int, int] | None:
+    if version is None:
+        return None
+    major, minor = (int(x) for x in version.split(".")[:2])
+    return major, minor
+
+
+def release_of(daemonset: str, version: str | None) -> str:
+    """The registered profile that `daemonset` at image `version` stands for (cilium at
+    1.16.6: `cilium-1.16`; at 1.17 or later, or an unknown version: `cilium`); "unknown"
+    when no registered profile covers it."""
+    minor = _minor(version)
+    for name, d in DETECTIONS.items():
+        if d.daemonset == daemonset and d.covers(minor):
+            return name
+    return UNKNOWN
+
+
+def _products() -> dict[str, str]:
+    """The DaemonSets that show a registered dataplane, each with its agent's container,
+    in registration order."""
+    out: dict[str, str] = {}
+    for d in DETECTIONS.values():
+        out.setdefault(d.daemonset, d.container)
+    return out
+
+
+def _daemonset(name: str) -> str:
+    d = DETECTIONS.get(name)
+    return d.daemonset if d is not None else name
 
 
 def _image_of(spec: Mapping[str, Any], container: str) -> str | None:
@@ -150,7 +189,8 @@ def migration_window(kube: Kube, *, npm: bool) -> Window | None:
     is not ready on every Linux node (desiredNumberScheduled against numberReady,
     updatedNumberScheduled and the Linux nodes; AKS schedules Cilium only on reimaged
     nodes). None: Cilium is ready everywhere and alone."""
-    ds = kube.get(DAEMON_SETS, "cilium", namespace=KUBE_SYSTEM) or {}
+    new, old = _daemonset(NEWEST_TARGET), _daemonset(CURRENT)
+    ds = kube.get(DAEMON_SETS, new, namespace=KUBE_SYSTEM) or {}
     status = ds.get("status") if isinstance(ds.get("status"), Mapping) else {}
     assert isinstance(status, Mapping)
     desired = _count(status, "desiredNumberScheduled")
@@ -171,17 +211,15 @@ def migration_window(kube: Kube, *, npm: bool) -> Window | None:
     )
     if not npm and not behind:
         return None
-    agents = kube.list(PODS, namespace=KUBE_SYSTEM, label_selector="k8s-app=cilium") or []
+    agents = kube.list(PODS, namespace=KUBE_SYSTEM, label_selector=f"k8s-app={new}") or []
     with_cilium = {n for p in agents if _ready(p) and (n := _node_of(p)) is not None}
     npm_pods = (
-        kube.list(PODS, namespace=KUBE_SYSTEM, label_selector="k8s-app=azure-npm") or []
-        if npm
-        else []
+        kube.list(PODS, namespace=KUBE_SYSTEM, label_selector=f"k8s-app={old}") or [] if npm else []
     )
     counts = ""
     if desired is not None:
         counts = (
-            f"cilium DaemonSet: {ready if ready is not None else '?'} of {desired} "
+            f"{new} DaemonSet: {ready if ready is not None else '?'} of {desired} "
             f"ready, {updated if updated is not None else '?'} updated, "
             f"{len(linux)} Linux nodes"
         )
@@ -205,35 +243,38 @@ def migration_window(kube: Kube, *, npm: bool) -> Window | None:
 
 
 def detect(kube: Kube) -> Detected:
-    npm, npm_image = _find(kube, "azure-npm", "azure-npm")
-    cilium, cilium_image = _find(kube, "cilium", "cilium-agent")
-    window = migration_window(kube, npm=npm) if cilium else None
-    if npm and cilium:
+    products = _products()
+    found: dict[str, str | None] = {}  # DaemonSet -> its agent's image
+    for name, container in products.items():
+        present, image = _find(kube, name, container)
+        if present:
+            found[name] = image
+    new, old = _daemonset(NEWEST_TARGET), _daemonset(CURRENT)
+    window = migration_window(kube, npm=old in found) if new in found else None
+    seen = [f"{name} ({image})" for name, image in found.items()]
+    if len(found) > 1:
         return Detected(
-            dataplane="unknown",
+            dataplane=UNKNOWN,
             evidence=(
-                f"both azure-npm ({npm_image}) and cilium ({cilium_image}) run in kube-system: "
+                f"{'both ' if len(found) == 2 else ''}{' and '.join(seen)} run in kube-system: "
                 f"which one enforces is unclear (a migration in progress?); "
                 f"{seen_in_kube_system(kube)}"
             ),
             window=window,
         )
-    if npm:
-        version = image_version(npm_image or "")
-        return Detected(dataplane="npm", version=version, evidence=f"azure-npm ({npm_image})")
-    if cilium:
-        version = image_version(cilium_image or "")
+    if found:
+        (name, image), evidence = next(iter(found.items())), seen[0]
+        version = image_version(image or "")
         return Detected(
-            dataplane=cilium_dataplane(version),
-            version=version,
-            evidence=f"cilium ({cilium_image})",
-            window=window,
+            dataplane=release_of(name, version), version=version, evidence=evidence, window=window
         )
+    names = list(products)
     return Detected(
-        dataplane="unknown",
+        dataplane=UNKNOWN,
         evidence=(
-            "neither azure-npm nor cilium runs in kube-system (looked for the DaemonSets "
-            "azure-npm and cilium, and pods labelled k8s-app=azure-npm or k8s-app=cilium); "
+            f"neither {' nor '.join(names)} runs in kube-system (looked for the DaemonSets "
+            f"{' and '.join(names)}, and pods labelled "
+            f"{' or '.join(f'k8s-app={n}' for n in names)}); "
             f"{seen_in_kube_system(kube)}"
         ),
     )

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from netparity.backend import Target
+from netparity.engine.dataplane import DETECTIONS
 from netparity.errors import InputError
 from netparity.kube.layout import plan_layout
 from netparity.model.snapshot import Snapshot
@@ -120,15 +121,24 @@ READ_RULES: tuple[Rule, ...] = (
     ),
 )
 
-# kube-system, named objects only: the dataplane detection and the enforcement ConfigMaps.
-DETECT_RULES: tuple[Rule, ...] = (
-    Rule(
-        group="apps",
-        resources=("daemonsets",),
-        names=("azure-npm", "cilium"),
-        verbs=("get",),
-        why="which dataplane enforces policy",
-    ),
+
+def detect_rules() -> tuple[Rule, ...]:
+    """kube-system, named objects only: the DaemonSets of the registered dataplanes
+    (engine/dataplane.py, `Detection`) and the enforcement ConfigMaps."""
+    daemonsets = tuple(dict.fromkeys(d.daemonset for d in DETECTIONS.values()))
+    return (
+        Rule(
+            group="apps",
+            resources=("daemonsets",),
+            names=daemonsets,
+            verbs=("get",),
+            why="which dataplane enforces policy",
+        ),
+        *_DETECT_MORE,
+    )
+
+
+_DETECT_MORE: tuple[Rule, ...] = (
     Rule(
         group="apps",
         resources=("daemonsets",),
@@ -143,6 +153,8 @@ DETECT_RULES: tuple[Rule, ...] = (
         why="the enforcement settings (SEMANTICS.md 0.1)",
     ),
 )
+# As the registry stands when this module is imported (probes/rbac.yaml carries it).
+DETECT_RULES: tuple[Rule, ...] = detect_rules()
 
 # Per namespace the plan needs: the run's objects there.
 WRITE_RULES: tuple[Rule, ...] = (
@@ -304,7 +316,7 @@ def manifests(
         )
     docs.append(role("ClusterRole", READ_ROLE, READ_RULES))
     docs.append(binding("ClusterRoleBinding", READ_ROLE, "ClusterRole", subject))
-    docs.append(role("Role", DETECT_ROLE, DETECT_RULES, KUBE_SYSTEM))
+    docs.append(role("Role", DETECT_ROLE, detect_rules(), KUBE_SYSTEM))
     docs.append(binding("RoleBinding", DETECT_ROLE, "Role", subject, KUBE_SYSTEM))
     for ns in sorted(set(namespaces)):
         docs.append(role("Role", WRITE_ROLE, WRITE_RULES, ns))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netparity.backend import Progress
+from netparity.engine.dataplane import DATAPLANES
 from netparity.errors import ClusterError
 from netparity.kube import RUN_LABEL, TWIN_LABEL
 from netparity.kube.client import CILIUM_ENDPOINTS, PODS, SERVICES
@@ -58,7 +59,9 @@ class Waiter:
         ]
         if not todo:
             return
-        if dataplane().startswith("cilium") and self._settle_cilium(todo):
+        # a dataplane that enforces Cilium policies (D14) is Cilium: it publishes CiliumEndpoints
+        profile = DATAPLANES.get(dataplane())
+        if profile is not None and profile.cilium_policies and self._settle_cilium(todo):
             return
         latest = max(t.ready_at or 0.0 for t in todo)
         wait = latest + self.settle_seconds - time.monotonic()

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from netparity import __version__
+from netparity.engine.dataplane import CURRENT
 from netparity.errors import InputError
 from netparity.lint.findings import Finding, Fix, FixAction, FixWhen, LintReport
 
@@ -172,7 +173,7 @@ def report_json(report: LintReport, files: dict[str, str] | None = None) -> dict
         "schema_version": SCHEMA_VERSION,
         "tool": "netparity",
         "version": __version__,
-        "current": "npm",
+        "current": CURRENT,
         "target": report.target,
         "snapshot": {"sources": list(report.sources), "summary": report.summary},
         "summary": {

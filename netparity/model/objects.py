@@ -270,30 +270,10 @@ class Service:
             stype = ServiceType(type_raw)
         except ValueError:
             raise ctx.sub("spec.type").error(f"unknown Service type {type_raw!r}") from None
-        ports: list[ServicePort] = []
-        for i, item in enumerate(as_list(spec.get("ports"), ctx.sub("spec.ports"))):
-            pctx = ctx.sub("spec.ports").sub(i)
-            pmap = as_map(item, pctx, allow_none=False)
-            port = as_port_number(pmap.get("port"), pctx.sub("port"))
-            target = pmap.get("targetPort", port)
-            if isinstance(target, str) and target.isdigit():
-                target = int(target)
-            if isinstance(target, int):
-                target = as_port_number(target, pctx.sub("targetPort"))
-            elif not isinstance(target, str):
-                raise pctx.sub("targetPort").error(f"must be a number or a name, got {target!r}")
-            node_port = pmap.get("nodePort")
-            if node_port is not None:
-                node_port = as_port_number(node_port, pctx.sub("nodePort"))
-            ports.append(
-                ServicePort(
-                    name=as_str(pmap.get("name"), pctx.sub("name")),
-                    protocol=Protocol.parse(pmap.get("protocol"), pctx.sub("protocol")),
-                    port=port,
-                    target_port=target,
-                    node_port=node_port,
-                )
-            )
+        ports = [
+            _service_port(item, ctx.sub("spec.ports").sub(i))
+            for i, item in enumerate(as_list(spec.get("ports"), ctx.sub("spec.ports")))
+        ]
         lb = as_map(status.get("loadBalancer"), ctx.sub("status.loadBalancer"))
         lb_ips = []
         for i, ing in enumerate(as_list(lb.get("ingress"), ctx.sub("status.loadBalancer.ingress"))):
@@ -307,19 +287,7 @@ class Service:
             for k, v in as_map(meta.get("annotations"), ctx.sub("metadata.annotations")).items()
             if isinstance(k, str) and k.startswith(CLOUD_LB_ANNOTATION_PREFIX)
         }
-        ranges_raw = spec.get("loadBalancerSourceRanges")
-        ranges = None
-        if ranges_raw is not None:
-            rctx = ctx.sub("spec.loadBalancerSourceRanges")
-            ranges = []
-            for i, item in enumerate(as_list(ranges_raw, rctx)):
-                cidr = as_str(item, rctx.sub(i), required=True)
-                assert cidr is not None
-                try:
-                    ipaddress.ip_network(cidr.strip(), strict=False)
-                except ValueError:
-                    raise rctx.sub(i).error(f"invalid CIDR {cidr!r}") from None
-                ranges.append(cidr.strip())
+        ranges = _source_ranges(spec.get("loadBalancerSourceRanges"), ctx)
         return cls(
             namespace=as_name(
                 meta.get("namespace") or "default", ctx.sub("metadata.namespace"), label=True
@@ -346,6 +314,46 @@ class Service:
             ),
             labels=frozen_labels(label_map(meta.get("labels"), ctx.sub("metadata.labels"))),
         )
+
+
+def _service_port(item: Any, pctx: Ctx) -> ServicePort:
+    """One entry of a Service's spec.ports, with targetPort a number or a name."""
+    pmap = as_map(item, pctx, allow_none=False)
+    port = as_port_number(pmap.get("port"), pctx.sub("port"))
+    target = pmap.get("targetPort", port)
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
+    if isinstance(target, int):
+        target = as_port_number(target, pctx.sub("targetPort"))
+    elif not isinstance(target, str):
+        raise pctx.sub("targetPort").error(f"must be a number or a name, got {target!r}")
+    node_port = pmap.get("nodePort")
+    if node_port is not None:
+        node_port = as_port_number(node_port, pctx.sub("nodePort"))
+    return ServicePort(
+        name=as_str(pmap.get("name"), pctx.sub("name")),
+        protocol=Protocol.parse(pmap.get("protocol"), pctx.sub("protocol")),
+        port=port,
+        target_port=target,
+        node_port=node_port,
+    )
+
+
+def _source_ranges(ranges_raw: Any, ctx: Ctx) -> list[str] | None:
+    """spec.loadBalancerSourceRanges as given (each a valid CIDR), or None if absent."""
+    ranges = None
+    if ranges_raw is not None:
+        rctx = ctx.sub("spec.loadBalancerSourceRanges")
+        ranges = []
+        for i, item in enumerate(as_list(ranges_raw, rctx)):
+            cidr = as_str(item, rctx.sub(i), required=True)
+            assert cidr is not None
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise rctx.sub(i).error(f"invalid CIDR {cidr!r}") from None
+            ranges.append(cidr.strip())
+    return ranges
 
 
 def _check_ip(value: str, ctx: Ctx) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -14,8 +12,16 @@ from types import MappingProxyType
 from typing import Any
 
 from netparity.errors import InputError
-from netparity.model._wire import Ctx, as_map, str_map
 from netparity.model.ciliumpolicy import CiliumPolicy
+from netparity.model.collect import (
+    CONFIG_MAPS,
+    add,
+    add_more,
+    check_once,
+    check_unique_ips,
+    kubelet_version,
+    with_namespace,
+)
 from netparity.model.networkpolicy import NetworkPolicy
 from netparity.model.objects import (
     NAMESPACE_NAME_LABEL,
@@ -24,10 +30,8 @@ from netparity.model.objects import (
     Pod,
     Service,
     frozen_labels,
-    run_owned,
 )
 from netparity.model.workloads import (
-    ENDPOINT_SLICE_VERSIONS,
     WORKLOAD_KINDS,
     Endpoints,
     EndpointSlice,
@@ -38,24 +42,9 @@ from netparity.model.workloads import (
 )
 from netparity.yamlio import load_all, read_text
 
-# kind -> accepted apiVersions
-_KINDS: dict[str, frozenset[str]] = {
-    "Namespace": frozenset({"v1"}),
-    "Pod": frozenset({"v1"}),
-    "Node": frozenset({"v1"}),
-    "Service": frozenset({"v1"}),
-    "ConfigMap": frozenset({"v1"}),
-    "NetworkPolicy": frozenset({"networking.k8s.io/v1"}),
-    "CiliumNetworkPolicy": frozenset({"cilium.io/v2"}),
-    "CiliumClusterwideNetworkPolicy": frozenset({"cilium.io/v2"}),
-    "EndpointSlice": ENDPOINT_SLICE_VERSIONS,
-    **WORKLOAD_KINDS,
-}
-# Kinds without a namespace; every other kind read takes --namespace when it has none.
-CLUSTER_SCOPED = frozenset({"Namespace", "Node", "CiliumClusterwideNetworkPolicy"})
+__all__ = ["CONFIG_MAPS", "Snapshot", "load_snapshot", "snapshot_from_dicts"]
+
 STDIN = "-"
-# ConfigMaps that change enforcement (SEMANTICS.md 0.1); others are skipped.
-CONFIG_MAPS = frozenset({"kube-system/azure-npm-config", "kube-system/cilium-config"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -273,44 +262,27 @@ def snapshot_from_dicts(
     for entry in docs:
         source, doc = entry if isinstance(entry, tuple) else ("<input>", entry)
         for src, obj in _flatten(source, doc):
-            obj, took = _with_namespace(obj, namespace)
+            obj, took = with_namespace(obj, namespace)
             defaulted += took
-            _check_once(obj, src, seen)
+            check_once(obj, src, seen)
             try:
                 kind = obj.get("kind")
                 if kind in WORKLOAD_KINDS or kind == "EndpointSlice":
-                    _add_more(obj, workloads, slices, skipped)
+                    add_more(obj, workloads, slices, skipped)
                 else:
-                    _add(obj, namespaces, pods, nodes, services, policies, cilium, config, skipped)
+                    add(obj, namespaces, pods, nodes, services, policies, cilium, config, skipped)
                     if kind == "Node":
-                        _kubelet_version(obj, versions)
+                        kubelet_version(obj, versions)
             except InputError as e:
                 raise e.at(source=src) from None
-    running = list(pods.values())
-    for tp in template_pods(list(workloads.values()), running):
-        pods[tp.key] = tp
     notes: list[str] = []
     if defaulted:
         notes.append(
             f"{defaulted} objects without metadata.namespace took namespace {namespace!r} "
             "(--namespace)"
         )
-    placement = place(
-        [nodes[k] for k in sorted(nodes)],
-        [pods[k] for k in sorted(pods)],
-        pod_cidr=pod_cidr,
-        node_cidr=node_cidr,
-    )
-    if placement.note:
-        notes.append(placement.note)
-    nodes = {n.name: n for n in placement.nodes}
-    pods = {p.key: p for p in placement.pods}
-    for pod in pods.values():
-        if pod.namespace not in namespaces:
-            namespaces[pod.namespace] = Namespace(
-                name=pod.namespace, labels=frozen_labels({NAMESPACE_NAME_LABEL: pod.namespace})
-            )
-    _check_unique_ips(pods.values(), nodes.values())
+    nodes, pods = _placed(nodes, pods, workloads, namespaces, notes, pod_cidr, node_cidr)
+    check_unique_ips(pods.values(), nodes.values())
     pod_list = tuple(pods[k] for k in sorted(pods))
     svc_list = tuple(services[k] for k in sorted(services))
     return Snapshot(
@@ -330,171 +302,30 @@ def snapshot_from_dicts(
     )
 
 
-def _with_namespace(obj: Mapping[str, Any], namespace: str) -> tuple[Mapping[str, Any], int]:
-    """The object with `namespace` where it is of a namespaced kind and names none."""
-    kind = obj.get("kind")
-    meta = obj.get("metadata")
-    if (
-        not isinstance(kind, str)
-        or kind not in _KINDS
-        or kind in CLUSTER_SCOPED
-        or not isinstance(meta, Mapping)
-        or meta.get("namespace")
-    ):
-        return obj, 0
-    return {**obj, "metadata": {**meta, "namespace": namespace}}, 1
-
-
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
-
-
-def _kubelet_version(obj: Mapping[str, Any], versions: Counter[str]) -> None:
-    status = obj.get("status")
-    info = status.get("nodeInfo") if isinstance(status, Mapping) else None
-    raw = info.get("kubeletVersion") if isinstance(info, Mapping) else None
-    m = _VERSION.match(raw) if isinstance(raw, str) else None
-    if m:
-        versions[".".join(m.groups())] += 1
-
-
-def _add_more(
-    obj: Mapping[str, Any],
-    workloads: dict[str, Workload],
-    slices: list[EndpointSlice],
-    skipped: Counter[str],
-) -> None:
-    kind = str(obj.get("kind"))
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-    assert isinstance(meta, Mapping)
-    label = f"{meta.get('namespace')}/{meta.get('name')}"
-    api = obj.get("apiVersion")
-    if api not in _KINDS[kind]:
-        what = "has no apiVersion" if api is None else f"unsupported apiVersion {api!r}"
-        raise InputError(
-            f"{what} (expected {', '.join(sorted(_KINDS[kind]))})",
-            kind=kind,
-            name=label,
-            field="apiVersion",
-        )
-    labels = meta.get("labels")
-    if isinstance(labels, Mapping) and run_owned(labels):
-        skipped[f"{kind} (netparity's own)"] += 1
-        return
-    ctx = Ctx(kind, label)
-    if kind == "EndpointSlice":
-        slices.append(EndpointSlice.from_dict(obj, ctx))
-    else:
-        w = Workload.from_dict(obj, ctx)
-        workloads[w.key] = w
-
-
-def _check_once(obj: Mapping[str, Any], source: str, seen: dict[tuple[str, str, str], str]) -> None:
-    """The API server holds one object per kind, namespace and name: a second one is an error."""
-    kind = obj.get("kind")
-    meta = obj.get("metadata")
-    if not isinstance(kind, str) or kind not in _KINDS or not isinstance(meta, Mapping):
-        return
-    name, ns = meta.get("name"), meta.get("namespace")
-    if not isinstance(name, str):
-        return
-    key = (kind, ns if isinstance(ns, str) else "", name)
-    if key in seen:
-        where = "earlier in the same file" if seen[key] == source else f"also in {seen[key]}"
-        raise InputError(
-            f"is defined twice ({where}); a cluster holds one {kind} of that name",
-            source=source,
-            kind=kind,
-            name=f"{ns}/{name}" if ns else name,
-            field="metadata.name",
-        )
-    seen[key] = source
-
-
-def _add(
-    obj: Mapping[str, Any],
-    namespaces: dict[str, Namespace],
-    pods: dict[str, Pod],
+def _placed(
     nodes: dict[str, Node],
-    services: dict[str, Service],
-    policies: dict[str, NetworkPolicy],
-    cilium: dict[str, CiliumPolicy],
-    config: dict[str, Mapping[str, str]],
-    skipped: Counter[str],
-) -> None:
-    kind = obj.get("kind")
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-    assert isinstance(meta, Mapping)
-    name = meta.get("name")
-    ns = meta.get("namespace")
-    label = f"{ns}/{name}" if ns else str(name)
-    if not isinstance(kind, str):
-        raise InputError("has no kind", name=label if name else None, field="kind")
-    if kind not in _KINDS:
-        skipped[kind] += 1
-        return
-    api = obj.get("apiVersion")
-    if api is None:
-        raise InputError(
-            f"has no apiVersion (expected {', '.join(sorted(_KINDS[kind]))})",
-            kind=kind,
-            name=label,
-            field="apiVersion",
-        )
-    if api not in _KINDS[kind]:
-        raise InputError(
-            f"unsupported apiVersion {api!r} (expected {', '.join(sorted(_KINDS[kind]))})",
-            kind=kind,
-            name=label,
-            field="apiVersion",
-        )
-    ctx = Ctx(kind, label)
-    labels = meta.get("labels")
-    if isinstance(labels, Mapping) and run_owned(labels):
-        skipped[f"{kind} (netparity's own)"] += 1  # a run's object, never the cluster's
-        return
-    if kind == "Namespace":
-        n = Namespace.from_dict(obj, ctx)
-        namespaces[n.name] = n
-    elif kind == "Pod":
-        phase = as_map(obj.get("status"), ctx.sub("status")).get("phase")
-        if phase in ("Succeeded", "Failed"):
-            skipped["Pod (terminated)"] += 1
-            return
-        p = Pod.from_dict(obj, ctx)
-        pods[p.key] = p
-    elif kind == "Node":
-        node = Node.from_dict(obj, ctx)
-        nodes[node.name] = node
-    elif kind == "Service":
-        s = Service.from_dict(obj, ctx)
-        services[s.key] = s
-    elif kind == "NetworkPolicy":
-        np_ = NetworkPolicy.from_dict(obj, ctx)
-        policies[np_.key] = np_
-    elif kind == "ConfigMap":
-        key = f"{ns}/{name}"
-        if key in CONFIG_MAPS:
-            config[key] = MappingProxyType(str_map(obj.get("data"), ctx.sub("data")))
-        else:
-            skipped[kind] += 1
-    else:
-        for cp in CiliumPolicy.from_dict(obj, ctx):
-            cilium[f"{cp.kind}/{cp.key}"] = cp
-
-
-def _check_unique_ips(pods: Iterable[Pod], nodes: Iterable[Node]) -> None:
-    seen: dict[str, str] = {}
-    for node in nodes:
-        seen[node.ip] = f"Node {node.name}"
-    for pod in pods:
-        if pod.ip is None or pod.host_network:
-            continue
-        ipaddress.ip_address(pod.ip)
-        if pod.ip in seen:
-            raise InputError(
-                f"IP {pod.ip} is also used by {seen[pod.ip]}",
-                kind="Pod",
-                name=pod.key,
-                field="status.podIP",
+    pods: dict[str, Pod],
+    workloads: dict[str, Workload],
+    namespaces: dict[str, Namespace],
+    notes: list[str],
+    pod_cidr: str | None,
+    node_cidr: str | None,
+) -> tuple[dict[str, Node], dict[str, Pod]]:
+    """The nodes and pods once workloads without running pods add template pods and every
+    pod has a node (`place`); a namespace that only pods name is added to `namespaces`."""
+    for tp in template_pods(list(workloads.values()), list(pods.values())):
+        pods[tp.key] = tp
+    placement = place(
+        [nodes[k] for k in sorted(nodes)],
+        [pods[k] for k in sorted(pods)],
+        pod_cidr=pod_cidr,
+        node_cidr=node_cidr,
+    )
+    if placement.note:
+        notes.append(placement.note)
+    for pod in placement.pods:
+        if pod.namespace not in namespaces:
+            namespaces[pod.namespace] = Namespace(
+                name=pod.namespace, labels=frozen_labels({NAMESPACE_NAME_LABEL: pod.namespace})
             )
-        seen[pod.ip] = f"Pod {pod.key}"
+    return {n.name: n for n in placement.nodes}, {p.key: p for p in placement.pods}

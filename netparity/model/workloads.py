@@ -350,6 +350,30 @@ def _free(net: ipaddress.IPv4Network, used: set[str], skip: int) -> Iterator[str
             yield str(addr)
 
 
+def _assumed_nodes(
+    pods_net: ipaddress.IPv4Network, nodes_net: ipaddress.IPv4Network, used: set[str]
+) -> list[Node]:
+    """AKS's Linux nodes where the input has none: addresses from the node range, each a
+    /24 (or the pod range's prefix) of the pod range."""
+    subnets = pods_net.subnets(new_prefix=max(24, pods_net.prefixlen))
+    node_ips = _free(nodes_net, used, 3)  # Azure keeps .1-.3 of a subnet
+    return [
+        Node(
+            name=name,
+            ip=next(node_ips),
+            pod_cidr=str(next(subnets)),
+            labels=frozen_labels(
+                {
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/hostname": name,
+                    "agentpool": "nodepool1",
+                }
+            ),
+        )
+        for name in ASSUMED_NODES
+    ]
+
+
 def place(
     nodes: Sequence[Node],
     pods: Sequence[Pod],
@@ -374,23 +398,7 @@ def place(
     used = {n.ip for n in nodes} | {p.ip for p in pods if p.ip}
     out_nodes = list(nodes)
     if assumed:
-        subnets = pods_net.subnets(new_prefix=max(24, pods_net.prefixlen))
-        node_ips = _free(nodes_net, used, 3)  # Azure keeps .1-.3 of a subnet
-        for name in ASSUMED_NODES:
-            out_nodes.append(
-                Node(
-                    name=name,
-                    ip=next(node_ips),
-                    pod_cidr=str(next(subnets)),
-                    labels=frozen_labels(
-                        {
-                            "kubernetes.io/os": "linux",
-                            "kubernetes.io/hostname": name,
-                            "agentpool": "nodepool1",
-                        }
-                    ),
-                )
-            )
+        out_nodes.extend(_assumed_nodes(pods_net, nodes_net, used))
     linux = [n for n in out_nodes if n.os == "linux"] or out_nodes
     by_name = {n.name: n for n in out_nodes}
     pools: dict[str, Iterator[str]] = {}

@@ -140,12 +140,7 @@ class PlannerBase:
         self.base_engine = base
         self.nodes: tuple[Node, ...] = snapshot.nodes
         self.node_by_name = {n.name: n for n in snapshot.nodes}
-        self.hostnet_port: dict[str, int] = {}
-        for p in snapshot.pods:
-            if p.host_network and p.node_name and p.node_name not in self.hostnet_port:
-                tcp = sorted(cp.port for cp in p.ports if cp.protocol is Protocol.TCP)
-                if tcp:
-                    self.hostnet_port[p.node_name] = tcp[0]
+        self.hostnet_port = _hostnet_ports(snapshot)
         self.by_ns: dict[str, list[PodClass]] = defaultdict(list)
         for c in self.classes.classes:
             self.by_ns[c.namespace].append(c)
@@ -164,6 +159,25 @@ class PlannerBase:
             if c.rep.ip and (ip := ip_int(c.rep.ip)) is not None
         )
         self.rep_ips = ([ip for ip, _ in with_ip], [i for _, i in with_ip])
+        self._index_rules(snapshot)
+        self.subjects = {spec.name: self._subjects(spec) for spec in self.specs}
+        self.policies_of: dict[str, list[PolicySpec]] = defaultdict(list)
+        for spec in self.specs:
+            for c in self.subjects[spec.name]:
+                self.policies_of[c.name].append(spec)
+        self.drafts: dict[str, Draft] = {}
+        self.inside: dict[str, set[str]] = defaultdict(set)  # rule -> probe ids
+        self.outside: dict[str, set[str]] = defaultdict(set)
+        self.uncovered: dict[str, str] = {}
+        self.verdicts: dict[tuple[str, str], Verdict] = {}
+        self.reject_cache: dict[
+            tuple[str, str, int, str], tuple[Endpoint, Endpoint, Port] | None
+        ] = {}
+        self.seq = 0
+
+    def _index_rules(self, snapshot: Snapshot) -> None:
+        """What the rules ask of the plan: the ports inside endPort ranges, the policies
+        whose egress can reach a node and whose ingress admits outside clients."""
         self.range_ports: dict[Protocol | None, set[int]] = defaultdict(set)
         for spec in self.specs:
             for r in spec.rules:
@@ -183,20 +197,6 @@ class PlannerBase:
             for r in spec.rules
             if r.direction == INGRESS and admits_outside(r)
         }
-        self.subjects = {spec.name: self._subjects(spec) for spec in self.specs}
-        self.policies_of: dict[str, list[PolicySpec]] = defaultdict(list)
-        for spec in self.specs:
-            for c in self.subjects[spec.name]:
-                self.policies_of[c.name].append(spec)
-        self.drafts: dict[str, Draft] = {}
-        self.inside: dict[str, set[str]] = defaultdict(set)  # rule -> probe ids
-        self.outside: dict[str, set[str]] = defaultdict(set)
-        self.uncovered: dict[str, str] = {}
-        self.verdicts: dict[tuple[str, str], Verdict] = {}
-        self.reject_cache: dict[
-            tuple[str, str, int, str], tuple[Endpoint, Endpoint, Port] | None
-        ] = {}
-        self.seq = 0
 
     def _isolated(self, cls: PodClass, direction: str, dp: Dataplane) -> bool:
         selected = self.base_engine.selecting(cls.rep, direction, dp)
@@ -446,3 +446,14 @@ class PlannerBase:
         if rule.deny:
             return v.decision is Decision.DENY and rule.ref in (str(r) for r in side.rules)
         return v.decision is Decision.ALLOW and rule.ref in (str(r) for r in side.rules)
+
+
+def _hostnet_ports(snapshot: Snapshot) -> dict[str, int]:
+    """Per node, the lowest TCP port a hostNetwork pod on it serves (the first such pod)."""
+    out: dict[str, int] = {}
+    for p in snapshot.pods:
+        if p.host_network and p.node_name and p.node_name not in out:
+            tcp = sorted(cp.port for cp in p.ports if cp.protocol is Protocol.TCP)
+            if tcp:
+                out[p.node_name] = tcp[0]
+    return out

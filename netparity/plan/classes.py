@@ -121,6 +121,19 @@ def _label_text(labels: Iterable[tuple[str, str]]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels) or "*"
 
 
+# A class before its name: namespace, shown labels, pods (representative first), named
+# ports, ipBlocks, the ports every pod declares, the template.
+_Draft = tuple[
+    str,
+    tuple[tuple[str, str], ...],
+    tuple[Pod, ...],
+    tuple[tuple[str, str, int | None], ...],
+    tuple[str, ...],
+    set[tuple[int, Protocol]],
+    str | None,
+]
+
+
 def compute_classes(
     engine: Engine,
     selectors: Sequence[ScopedSelector],
@@ -175,16 +188,7 @@ def compute_classes(
 
     # --- ipBlock memberships (only blocks holding some but not all pods tell pods apart)
     distinct_blocks = tuple(dict.fromkeys(blocks))
-    with_ip = sorted((ip, i) for i, p in enumerate(pods) if (ip := ip_int(p.ip)) is not None)
-    ips = [ip for ip, _ in with_ip]
-    order = [i for _, i in with_ip]
-    member_of: dict[int, list[str]] = defaultdict(list)
-    for block in sorted(distinct_blocks, key=str):
-        inside = block_members(block, ips, order)
-        if 0 < len(inside) < len(ips):
-            text = str(block)
-            for i in inside:
-                member_of[i].append(text)
+    member_of = _block_membership(pods, distinct_blocks)
     # --- classes
     by_key: dict[ClassKey, list[tuple[Pod, tuple[tuple[str, str], ...]]]] = defaultdict(list)
     for i, p in enumerate(pods):
@@ -197,7 +201,7 @@ def compute_classes(
             p.template,
         )
         by_key[ckey].append((p, proj))
-    drafts = []
+    drafts: list[_Draft] = []
     for ckey, cmembers in by_key.items():
         ns, _, ports_key, blocks_key, template = ckey
         label_sets = sorted({proj for _, proj in cmembers})
@@ -207,7 +211,31 @@ def compute_classes(
         ordered = (rep, *(p for p in member_pods if p.key != rep.key))
         declared = set.intersection(*({(cp.port, cp.protocol) for cp in p.ports} for p in ordered))
         drafts.append((ns, shown, ordered, ports_key, blocks_key, declared, template))
-    # names: namespace[labels], then port names, then ipBlocks where needed to be unique
+    named = _named(drafts)
+    named = _unique_names(named)
+    named.sort(key=lambda c: c.name)
+    of = {p.key: c for c in named for p in c.pods}
+    return Classes(classes=tuple(named), of=of, blocks=distinct_blocks)
+
+
+def _block_membership(pods: Sequence[Pod], blocks: Sequence[IPBlock]) -> dict[int, list[str]]:
+    """Per pod (by index), the ipBlocks holding it, of those that hold some but not all."""
+    with_ip = sorted((ip, i) for i, p in enumerate(pods) if (ip := ip_int(p.ip)) is not None)
+    ips = [ip for ip, _ in with_ip]
+    order = [i for _, i in with_ip]
+    member_of: dict[int, list[str]] = defaultdict(list)
+    for block in sorted(blocks, key=str):
+        inside = block_members(block, ips, order)
+        if 0 < len(inside) < len(ips):
+            text = str(block)
+            for i in inside:
+                member_of[i].append(text)
+    return member_of
+
+
+def _named(drafts: Sequence[_Draft]) -> list[PodClass]:
+    """The classes, named namespace[labels], then with port names, then ipBlocks where
+    needed to be unique."""
     base_count: dict[str, int] = defaultdict(int)
     for ns, shown, *_ in drafts:
         base_count[f"{ns}[{_label_text(shown)}]"] += 1
@@ -236,10 +264,7 @@ def compute_classes(
                 template=template,
             )
         )
-    named = _unique_names(named)
-    named.sort(key=lambda c: c.name)
-    of = {p.key: c for c in named for p in c.pods}
-    return Classes(classes=tuple(named), of=of, blocks=distinct_blocks)
+    return named
 
 
 def _unique_names(classes: list[PodClass]) -> list[PodClass]:

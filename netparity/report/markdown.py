@@ -76,6 +76,32 @@ def render_markdown(
     report: Report, *, html: str = "parity.html", lint: LintView | None = None
 ) -> str:
     """The Markdown page; `html` is where parity.html is (a relative path or a URL)."""
+    lines = _headline(report)
+    if not report.predictions_only:
+        lines.extend(_gate(report))
+    lines.extend(_scenarios(report))
+    lines.extend(_changes(report, html))
+    if lint is not None and lint.findings:
+        fixes = sum(1 for f in lint.findings if f.fix is not None)
+        lines.append(
+            f"**Lint:** {len(lint.findings)} migration finding{'s' if len(lint.findings) != 1 else ''}"
+            f" for {lint.target}, {fixes} with remediation YAML "
+            f"([fixes by cause]({html}#changes))."
+        )
+        lines.append("")
+    for n in report.notes[:5]:
+        lines.append(f"> note: {_cell(n)}")
+    if report.notes:
+        lines.append("")
+    lines.append(
+        f"[Full report]({html}) · [matrix]({html}#matrix) · [all {len(report.rows)} probes]"
+        f"({html}#probes)"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _headline(report: Report) -> list[str]:
+    """The title, who was compared, and the counts as a one-row table."""
     c = report.counts
     lines: list[str] = []
     if report.predictions_only:
@@ -115,38 +141,48 @@ def render_markdown(
     lines.append("|" + "---:|" * len(head))
     lines.append("| " + " | ".join(str(v) for v in vals) + " |")
     lines.append("")
-    if not report.predictions_only:
-        failing = sum(c.get(s, 0) for s in FAILING)
-        if failing:
-            missing = c.get("missing", 0)
-            lines.append(
-                f"**{failing} probe{'s' if failing != 1 else ''} fail the gate** (exit "
-                f"{report.exit_code if report.exit_code is not None else 1}). Fix each change "
-                "or accept it with a reason."
-                + (
-                    f" {missing} {'were' if missing != 1 else 'was'} observed in the baseline "
-                    "and not checked now (missing: not run, or not planned)."
-                    if missing
-                    else ""
-                )
-            )
-            lines.append("")
-        unrealized = c.get("unrealized", 0)
-        if unrealized:
-            lines.append(
-                f"**{unrealized} predicted change{'s' if unrealized != 1 else ''} did not "
-                "happen** (unrealized): parity holds there, the engine was wrong."
-            )
-            lines.append("")
-        not_run = c.get("not-run", 0)
-        if not_run:
-            lines.append(
-                f"**{not_run} probe{'s' if not_run != 1 else ''} could be run by neither "
-                "run** (not-run): nobody checked them."
-            )
-            lines.append("")
+    return lines
 
-    lines.extend(_scenarios(report))
+
+def _gate(report: Report) -> list[str]:
+    """What fails the gate, and the statuses that pass it but deserve a word."""
+    c = report.counts
+    lines: list[str] = []
+    failing = sum(c.get(s, 0) for s in FAILING)
+    if failing:
+        missing = c.get("missing", 0)
+        lines.append(
+            f"**{failing} probe{'s' if failing != 1 else ''} fail the gate** (exit "
+            f"{report.exit_code if report.exit_code is not None else 1}). Fix each change "
+            "or accept it with a reason."
+            + (
+                f" {missing} {'were' if missing != 1 else 'was'} observed in the baseline "
+                "and not checked now (missing: not run, or not planned)."
+                if missing
+                else ""
+            )
+        )
+        lines.append("")
+    unrealized = c.get("unrealized", 0)
+    if unrealized:
+        lines.append(
+            f"**{unrealized} predicted change{'s' if unrealized != 1 else ''} did not "
+            "happen** (unrealized): parity holds there, the engine was wrong."
+        )
+        lines.append("")
+    not_run = c.get("not-run", 0)
+    if not_run:
+        lines.append(
+            f"**{not_run} probe{'s' if not_run != 1 else ''} could be run by neither "
+            "run** (not-run): nobody checked them."
+        )
+        lines.append("")
+    return lines
+
+
+def _changes(report: Report, html: str) -> list[str]:
+    """The changed (or predicted) probes by cause, and the first MAX_ROWS of them."""
+    lines: list[str] = []
     changed = [r for r in report.rows if r.category is not None or is_problem(r)]
     if report.predictions_only:
         changed += [
@@ -191,20 +227,4 @@ def render_markdown(
     else:
         lines.append("No probe changed." if not report.predictions_only else "No change predicted.")
         lines.append("")
-    if lint is not None and lint.findings:
-        fixes = sum(1 for f in lint.findings if f.fix is not None)
-        lines.append(
-            f"**Lint:** {len(lint.findings)} migration finding{'s' if len(lint.findings) != 1 else ''}"
-            f" for {lint.target}, {fixes} with remediation YAML "
-            f"([fixes by cause]({html}#changes))."
-        )
-        lines.append("")
-    for n in report.notes[:5]:
-        lines.append(f"> note: {_cell(n)}")
-    if report.notes:
-        lines.append("")
-    lines.append(
-        f"[Full report]({html}) · [matrix]({html}#matrix) · [all {len(report.rows)} probes]"
-        f"({html}#probes)"
-    )
-    return "\n".join(lines) + "\n"
+    return lines

@@ -111,88 +111,15 @@ def _endpoint_dict(rec: ProbeRecord, which: str) -> dict[str, Any]:
 def from_record(record: Record, *, source: str = "") -> Report:
     """A record before (or without) the upgrade: observations, and what the engine predicts
     the target dataplane will make of each probe."""
-    from netparity.verdicts import ItemVerdict, judge_pre
-
     before, after = record.plan.current, record.plan.target
     rows: list[Row] = []
     counts = dict.fromkeys(STATUSES, 0)
     checks = dict.fromkeys(CHECKS, 0)
     for rec in (*record.probes, *record.not_run):
-        pb, eb, rb, ub = _prediction(rec, before)
-        pa, ea, ra, ua = _prediction(rec, after)
-        pred_after = rec.prediction(after)
-        verdict = str(rec.verdict)
-        if rec.not_run is not None:
-            judged = ItemVerdict(
-                outcome="skipped",
-                message=f"not run on the {record.backend} backend: {rec.not_run}",
-            )
-            check = "not-run"
-        else:
-            judged = judge_pre(rec, record.dataplane, phase=record.phase, target=after)
-            check = dict(judged.properties).get("netparity.status", "agrees")
+        row, check = _pre_row(record, rec, before, after)
         checks[check] = checks.get(check, 0) + 1
-        flip = pb in ("allow", "deny") and pa in ("allow", "deny") and pb != pa
-        if rec.not_run is not None:
-            status = change = "not-run"
-        elif rec.verdict is Outcome.ERROR:
-            status = change = "error"
-        elif rec.verdict is Outcome.FLAKY:
-            status = change = "flaky"
-        elif flip:
-            status, change = "predicted", ("lost" if pb == "allow" else "gained")
-        else:
-            status = change = "same"
-        counts[status] += 1
-        src, dst = _ends(
-            rec.title, _endpoint_dict(rec, "source"), _endpoint_dict(rec, "destination")
-        )
-        rows.append(
-            Row(
-                id=rec.id,
-                title=rec.title,
-                kind=rec.kind,
-                intent=rec.intent,
-                source=src,
-                destination=dst,
-                port=_port(rec.title, rec.port),
-                protocol=rec.protocol,
-                status=status,
-                change=change,
-                failed=judged.outcome == "failed",
-                predicted_change=flip,
-                before=Side(
-                    dataplane=record.dataplane,
-                    verdict=verdict,
-                    observed=observed_text(rec.tries),
-                    predicted=pb,
-                    explanation=eb,
-                    rules=rb,
-                    uncertain=ub,
-                ),
-                after=Side(
-                    dataplane=after,
-                    verdict=pa or "unknown",
-                    predicted=pa,
-                    explanation=ea,
-                    rules=ra,
-                    uncertain=ua,
-                    is_prediction=True,
-                ),
-                scenario=rec.scenario,
-                scenarios=rec.scenarios,
-                rule=rec.rule,
-                rules=rec.rules,
-                source_class=rec.source_class,
-                destination_class=rec.destination_class,
-                stands_for=rec.stands_for,
-                message=judged.message,
-                check=check,
-                causes=pred_after.causes if pred_after is not None and flip else (),
-                causes_known=record.schema_version >= 2 and record.schema_minor >= 1,
-                not_probed=rec.not_run,
-            )
-        )
+        counts[row.status] += 1
+        rows.append(row)
     notes = []
     if record.dataplane != before:
         notes.append(
@@ -225,6 +152,85 @@ def from_record(record: Record, *, source: str = "") -> Report:
         coverage=MappingProxyType(dict(record.plan.coverage)),
         rows=tuple(rows),
         source=source,
+    )
+
+
+def _pre_row(record: Record, rec: ProbeRecord, before: str, after: str) -> tuple[Row, str]:
+    """One probe of a record as a row (its observation, and the target's prediction), and
+    how the observation checks against the engine."""
+    from netparity.verdicts import ItemVerdict, judge_pre
+
+    pb, eb, rb, ub = _prediction(rec, before)
+    pa, ea, ra, ua = _prediction(rec, after)
+    pred_after = rec.prediction(after)
+    verdict = str(rec.verdict)
+    if rec.not_run is not None:
+        judged = ItemVerdict(
+            outcome="skipped",
+            message=f"not run on the {record.backend} backend: {rec.not_run}",
+        )
+        check = "not-run"
+    else:
+        judged = judge_pre(rec, record.dataplane, phase=record.phase, target=after)
+        check = dict(judged.properties).get("netparity.status", "agrees")
+    flip = pb in ("allow", "deny") and pa in ("allow", "deny") and pb != pa
+    if rec.not_run is not None:
+        status = change = "not-run"
+    elif rec.verdict is Outcome.ERROR:
+        status = change = "error"
+    elif rec.verdict is Outcome.FLAKY:
+        status = change = "flaky"
+    elif flip:
+        status, change = "predicted", ("lost" if pb == "allow" else "gained")
+    else:
+        status = change = "same"
+    src, dst = _ends(rec.title, _endpoint_dict(rec, "source"), _endpoint_dict(rec, "destination"))
+    return (
+        Row(
+            id=rec.id,
+            title=rec.title,
+            kind=rec.kind,
+            intent=rec.intent,
+            source=src,
+            destination=dst,
+            port=_port(rec.title, rec.port),
+            protocol=rec.protocol,
+            status=status,
+            change=change,
+            failed=judged.outcome == "failed",
+            predicted_change=flip,
+            before=Side(
+                dataplane=record.dataplane,
+                verdict=verdict,
+                observed=observed_text(rec.tries),
+                predicted=pb,
+                explanation=eb,
+                rules=rb,
+                uncertain=ub,
+            ),
+            after=Side(
+                dataplane=after,
+                verdict=pa or "unknown",
+                predicted=pa,
+                explanation=ea,
+                rules=ra,
+                uncertain=ua,
+                is_prediction=True,
+            ),
+            scenario=rec.scenario,
+            scenarios=rec.scenarios,
+            rule=rec.rule,
+            rules=rec.rules,
+            source_class=rec.source_class,
+            destination_class=rec.destination_class,
+            stands_for=rec.stands_for,
+            message=judged.message,
+            check=check,
+            causes=pred_after.causes if pred_after is not None and flip else (),
+            causes_known=record.schema_version >= 2 and record.schema_minor >= 1,
+            not_probed=rec.not_run,
+        ),
+        check,
     )
 
 

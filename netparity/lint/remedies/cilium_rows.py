@@ -8,28 +8,21 @@ ever enforced. Today's behaviour is kept by deleting those rules: NPM ignores th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from netparity.lint.findings import FixAction, FixWhen
-
-if TYPE_CHECKING:
-    from netparity.lint.findings import Finding
-    from netparity.lint.remedies import Proposal, Remedies
+from netparity.lint.findings import Finding, FixAction, FixWhen
+from netparity.lint.remedies.context import NoFix, Proposal, RemedyContext
 
 _SPEC_FIELD = {"Ingress": "ingress", "Egress": "egress"}
 
 
-def policy_types(remedies: Remedies, finding: Finding) -> Proposal:
+def policy_types(ctx: RemedyContext, finding: Finding) -> Proposal:
     """D23: drop the rules of each direction the policy's policyTypes leaves out."""
-    from netparity.lint.remedies import NoFix, Proposal
-
     edits: dict[str, dict[str, object]] = {}
     dropped: list[str] = []
     for name in finding.policies:
-        policy = remedies.policies.get(name)
+        policy = ctx.policies.get(name)
         if policy is None:
             continue
-        d = remedies._policy_dict(name)
+        d = ctx.policy_dict(name)
         spec = d["spec"]
         for direction, key in _SPEC_FIELD.items():
             if direction not in policy.policy_types and spec.get(key):
