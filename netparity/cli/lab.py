@@ -9,8 +9,8 @@ from typing import Any
 
 from netparity.backend import Observed, ProbeResult, Target
 from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
-from netparity.errors import InputError
 from netparity.engine.dataplane import CURRENT, NEWEST_TARGET
+from netparity.errors import InputError
 from netparity.lab import (
     DATAPLANES,
     DEFAULT_LAB,
