@@ -29,8 +29,16 @@ HELP_CLUSTER = (
 HELP_PHASE = (
     "auto (default): pre where this cluster has no baseline, post where it has one and "
     "the dataplane changed; pre: check against the predictions and record the baseline; "
-    "post: compare with the baseline"
+    "post: compare with the baseline; during: watch the sentinel probes every --interval "
+    "while the nodes are migrated (timeline.json; one item per sentinel, failing on a "
+    "disruption or exposure window the accept file does not list)"
 )
+HELP_INTERVAL = "with --phase during: seconds between two rounds of the sentinel probes (default 2)"
+HELP_UNTIL_STABLE = (
+    "with --phase during: stop once the target dataplane enforces on every node and every "
+    "sentinel has its target prediction for 3 rounds in a row"
+)
+HELP_MAX_SENTINELS = "with --phase during: the most sentinel probes watched (default 500)"
 HELP_BASELINE = "the baseline record (default: REPORT_DIR/<cluster>/baseline.json)"
 HELP_TARGET = "the dataplane the cluster moves to: cilium (default) or cilium-1.16"
 HELP_ACCEPT = "accept file: a YAML list of {id, reason}, changes reviewed and accepted (they pass)"
@@ -64,7 +72,9 @@ HELP_MAX_PARALLEL = "Kubernetes: how many probe batches run at once (default 8)"
 HELP_MAX_DURATION = (
     "Kubernetes: the longest the run may take, in seconds; probe pods are removed by the "
     "cluster after it even if pytest is killed (their activeDeadlineSeconds; default: the "
-    "run's planned length plus 10 minutes). Give it for long runs"
+    "run's planned length plus 10 minutes). Give it for long runs. With --phase during: "
+    "how long the watch goes on at most (on a lab too; Kubernetes default 7200), the probe "
+    "pods' deadline adding 300 s"
 )
 HELP_EXTERNAL_IP = (
     "the address the cluster sees when the machine running pytest connects from outside "
@@ -93,7 +103,7 @@ HELP_ALLOW_HOST_NETWORK = (
     "it, node sources are reported as not run"
 )
 
-PHASES = ("auto", "pre", "post")
+PHASES = ("auto", "pre", "post", "during")
 DEFAULT_TARGET = NEWEST_TARGET
 DEFAULT_PROBE_TIMEOUT = 2.0
 DEFAULT_PROBE_RETRIES = 1
@@ -108,7 +118,7 @@ OLD_RETRIES_INI = "netparity_retries"  # the ini twin of --retries, before --pro
 # The options that take one value: (flag, dest, metavar, help), in --help's order.
 VALUE_OPTIONS = (
     ("--cluster", "netparity_cluster", "NAME", HELP_CLUSTER),
-    ("--phase", "netparity_phase", "auto|pre|post", HELP_PHASE),
+    ("--phase", "netparity_phase", "auto|pre|post|during", HELP_PHASE),
     ("--baseline", "netparity_baseline", "FILE", HELP_BASELINE),
     ("--target", "netparity_target", "|".join(TARGETS), HELP_TARGET),
     ("--accept", "netparity_accept", "FILE", HELP_ACCEPT),
@@ -119,6 +129,8 @@ MORE_VALUE_OPTIONS = (
     ("--probe-timeout", "netparity_probe_timeout", "SECONDS", HELP_PROBE_TIMEOUT),
     ("--probe-retries", "netparity_probe_retries", "N", HELP_PROBE_RETRIES),
     ("--report-dir", "netparity_report_dir", "DIR", HELP_REPORT_DIR),
+    ("--interval", "netparity_interval", "SECONDS", HELP_INTERVAL),
+    ("--max-sentinels", "netparity_max_sentinels", "N", HELP_MAX_SENTINELS),
 )
 KUBE_VALUE_OPTIONS = (
     ("--dataplane", "netparity_dataplane", "NAME", HELP_DATAPLANE),
@@ -144,6 +156,8 @@ INI_OPTIONS = (
     ("netparity_max_duration", HELP_MAX_DURATION),
     ("netparity_settle", HELP_SETTLE),
     ("netparity_wait_ready", HELP_WAIT_READY),
+    ("netparity_interval", HELP_INTERVAL),
+    ("netparity_max_sentinels", HELP_MAX_SENTINELS),
 )
 
 
@@ -169,11 +183,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for flag, dest, text in (
         ("--allow-load-balancer", "netparity_allow_lb", HELP_ALLOW_LB),
         ("--allow-host-network", "netparity_allow_host_network", HELP_ALLOW_HOST_NETWORK),
+        ("--until-stable", "netparity_until_stable", HELP_UNTIL_STABLE),
     ):
         group.addoption(flag, dest=dest, action="store_true", default=False, help=text)
     parser.addini(
         "netparity_allow_host_network", HELP_ALLOW_HOST_NETWORK, type="bool", default=False
     )
+    parser.addini("netparity_until_stable", HELP_UNTIL_STABLE, type="bool", default=False)
     for name, text in INI_OPTIONS:
         parser.addini(name, text)
 
@@ -267,6 +283,49 @@ def resolve_phase(config: pytest.Config) -> str:
     if phase not in PHASES:
         raise pytest.UsageError(f"netparity: --phase {phase!r} is not one of {', '.join(PHASES)}")
     return phase
+
+
+def resolve_during(config: pytest.Config, phase: str) -> tuple[float, bool, int]:
+    """--interval, --until-stable and --max-sentinels: (interval, until_stable,
+    max_sentinels); given with another phase than during, refused."""
+    interval = _number(
+        config,
+        "netparity_interval",
+        ini="netparity_interval",
+        low=0.1,
+        high=3600,
+        what="a number of seconds from 0.1 to 3600",
+    )
+    sentinels = _number(
+        config,
+        "netparity_max_sentinels",
+        ini="netparity_max_sentinels",
+        low=1,
+        high=100_000,
+        what="a whole number from 1 to 100000",
+        whole=True,
+    )
+    flag = bool(config.getoption("netparity_until_stable"))
+    stable = flag or bool(config.getini("netparity_until_stable"))
+    given = [
+        name
+        for name, value in (
+            ("--interval", config.getoption("netparity_interval")),
+            ("--max-sentinels", config.getoption("netparity_max_sentinels")),
+            ("--until-stable", flag or None),
+        )
+        if value is not None
+    ]
+    if given and phase != "during":
+        raise pytest.UsageError(
+            f"netparity: {', '.join(given)} only applies with --phase during (the watch); "
+            f"this run has --phase {phase}"
+        )
+    return (
+        2.0 if interval is None else interval,
+        stable,
+        500 if sentinels is None else int(sentinels),
+    )
 
 
 def resolve_target(config: pytest.Config) -> str:
@@ -475,7 +534,16 @@ def resolve_settings(config: pytest.Config) -> Settings | None:
     external_ip = resolve_external_ip(config)
     responder_given, responder = resolve_responder(config)
     kube = resolve_kube(config, cluster, external_ip=external_ip, responder=responder_given)
+    interval, until_stable, max_sentinels = resolve_during(config, phase)
+    if phase == "during" and cluster.kind == "file":
+        raise pytest.UsageError(
+            f"netparity: --phase during watches a lab or a Kubernetes cluster; {cluster.text!r} "
+            "is a snapshot file"
+        )
     return Settings(
+        interval=interval,
+        until_stable=until_stable,
+        max_sentinels=max_sentinels,
         responder=responder,
         service_cidr=resolve_service_cidr(config),
         external_ip=external_ip,

@@ -109,13 +109,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[STATE] = State(worker=True, view=view)
         return
     settings = resolve_settings(config)
-    run = Run(settings=settings) if settings is not None else None
+    run = _new_run(config, settings) if settings is not None else None
     config.stash[STATE] = State(run=run, view=run.view if run is not None else RunView())
     if run is not None:
         # a cluster run: SIGTERM and SIGHUP end it as Ctrl-C does (docs/faults.md)
         from netparity.interrupts import install
 
         config.stash[_RESTORE_SIGNALS] = install()
+
+
+def _new_run(config: pytest.Config, settings: Settings) -> Run:
+    """The session's run: the watch's for --phase during (netparity.watch.during)."""
+    if settings.phase != "during":
+        return Run(settings=settings)
+    from netparity.watch.during import DuringRun
+
+    def say(line: str) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"netparity watch: {line}")
+
+    return DuringRun(settings=settings, say=say)
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -193,7 +207,8 @@ def _prepare(config: pytest.Config, run: Run) -> None:
     xml = getattr(config.option, "xmlpath", None)
     try:
         run.load_inputs(junit=Path(xml) if xml else None)
-        run.attach(*_open(config, run))
+        if run.settings.phase != "during":  # the watch opens the lab or cluster itself
+            run.attach(*_open(config, run))
         run.make_plan()
     except NetparityError as e:
         raise _usage(e) from None

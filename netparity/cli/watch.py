@@ -1,5 +1,6 @@
-"""`netparity watch --cluster lab:NAME`: probe the sentinel set every interval while the lab
-is migrated (`lab upgrade --rolling` beside it) and write timeline.json."""
+"""`netparity watch --cluster NAME`: probe the sentinel set every interval while a lab
+(`lab upgrade --rolling` beside it) or a Kubernetes cluster is migrated, and write
+timeline.json."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from netparity.cli._common import KUBECONFIG_HELP
 from netparity.watch.sentinels import DEFAULT_MAX_SENTINELS
 
 
@@ -15,7 +17,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "watch",
         help="probe the sentinel set every interval during a migration; write timeline.json",
     )
-    p.add_argument("--cluster", required=True, help="lab:NAME (a lab; Kubernetes: not yet)")
+    p.add_argument("--cluster", required=True, help="lab:NAME, or a kubeconfig context")
+    p.add_argument("--kubeconfig", metavar="PATH", help=KUBECONFIG_HELP)
+    p.add_argument(
+        "--probe-image",
+        default=None,
+        metavar="IMAGE",
+        help="Kubernetes: the probe pods' image (default: the suites' default)",
+    )
     p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="(default: 2)")
     p.add_argument(
         "--until-stable",
@@ -23,7 +32,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="stop once the target dataplane enforces and every sentinel has its target "
         "prediction for 3 rounds in a row",
     )
-    p.add_argument("--max-duration", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Kubernetes: seconds a new probe pod waits before it is probed (default: 5)",
+    )
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long (Kubernetes: default 7200; the probe pods' deadline is "
+        "this plus 300 s)",
+    )
     p.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR")
     p.add_argument(
         "--baseline",
@@ -59,6 +82,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         max_sentinels=args.max_sentinels,
         target=args.target,
         probe_timeout=args.timeout,
+        kubeconfig=args.kubeconfig,
+        probe_image=args.probe_image,
+        settle=args.settle,
     )
     path = watch(
         settings, say=lambda m: print(f"netparity watch: {m}", file=sys.stderr, flush=True)

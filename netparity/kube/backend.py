@@ -366,6 +366,22 @@ class KubeBackend:
             "cluster; run the suites from a machine outside the cluster for it"
         )
 
+    # ------------------------------------------------------------------ long runs (a watch)
+
+    def refresh(self) -> list[str]:
+        """Read the cluster again and forget the twins that are gone (`netparity.kube.rounds`);
+        one sentence per twin forgotten."""
+        from netparity.kube.rounds import refresh
+
+        return refresh(self)
+
+    def run_round(self, targets: Sequence[Target], *, timeout: float) -> list[ProbeResult]:
+        """One round of a watch: place what the targets need, probe what is ready, never
+        wait for a twin (`netparity.kube.rounds`)."""
+        from netparity.kube.rounds import run_round
+
+        return run_round(self, targets, timeout=timeout)
+
     # ------------------------------------------------------------------ cleaning up
 
     def close(self) -> None:

@@ -25,3 +25,7 @@ class Settings:
     kube: KubeOptions = field(default_factory=KubeOptions)
     responder: str | None = None  # its address (--responder ADDRESS[:PORTS])
     service_cidr: ipaddress.IPv4Network | None = None
+    # --phase during (the watch, netparity.watch.during)
+    interval: float = 2.0  # --interval: seconds between two rounds
+    until_stable: bool = False  # --until-stable
+    max_sentinels: int = 500  # --max-sentinels
