@@ -124,7 +124,7 @@ def _daemonset(name: str) -> str:
     return d.daemonset if d is not None else name
 
 
-def _image_of(spec: Mapping[str, Any], container: str) -> str | None:
+def image_of(spec: Mapping[str, Any], container: str) -> str | None:
     containers = [c for c in spec.get("containers") or () if isinstance(c, Mapping)]
     for c in containers:
         if c.get("name") == container and isinstance(c.get("image"), str):
@@ -140,9 +140,9 @@ def _find(kube: Kube, name: str, container: str) -> tuple[bool, str | None]:
     ds = kube.get(DAEMON_SETS, name, namespace=KUBE_SYSTEM)
     if ds is not None:
         template = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
-        return True, _image_of(template, container)
+        return True, image_of(template, container)
     for pod in kube.list(PODS, namespace=KUBE_SYSTEM, label_selector=f"k8s-app={name}") or []:
-        return True, _image_of(pod.get("spec") or {}, container)
+        return True, image_of(pod.get("spec") or {}, container)
     return False, None
 
 

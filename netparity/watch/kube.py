@@ -22,10 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from netparity.backend import Observed, ProbeResult, Target
+from netparity.engine.dataplane import DETECTIONS
 from netparity.errors import InputError
 from netparity.kube.backend import KubeBackend
 from netparity.kube.client import NODES, PODS
-from netparity.kube.detect import KUBE_SYSTEM, cilium_dataplane, image_version
+from netparity.kube.detect import KUBE_SYSTEM, image_of, image_version, release_of
 from netparity.kube.rounds import live_pods
 from netparity.model.snapshot import Snapshot
 from netparity.plan.model import PlannedProbe
@@ -44,25 +45,25 @@ def _ready(obj: Mapping[str, Any]) -> bool | None:
     return None
 
 
-def _image(pod: Mapping[str, Any]) -> str:
-    for c in (pod.get("spec") or {}).get("containers") or ():
-        if isinstance(c, Mapping) and isinstance(c.get("image"), str):
-            return str(c["image"])
-    return ""
+def _image(pod: Mapping[str, Any], container: str) -> str:
+    """The image of the agent's container (else the first container's)."""
+    spec = pod.get("spec") or {}
+    return image_of(spec, container) or ""
 
 
 def read_nodes(backend: KubeBackend) -> dict[str, NodeSeen]:
     """Every node with its Ready condition, cordon and the agent that runs on it."""
     kube = backend.kube
     agents: dict[str, str] = {}
-    for pod in kube.list(PODS, namespace=KUBE_SYSTEM, label_selector="k8s-app=azure-npm") or []:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if isinstance(node, str) and (pod.get("status") or {}).get("phase") == "Running":
-            agents[node] = "npm"
-    for pod in kube.list(PODS, namespace=KUBE_SYSTEM, label_selector="k8s-app=cilium") or []:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if isinstance(node, str) and _ready(pod):
-            agents[node] = cilium_dataplane(image_version(_image(pod)))
+    # the registered dataplanes' agents (engine/dataplane.py Detection), in registration order
+    products = {d.daemonset: d.container for d in DETECTIONS.values()}
+    for daemonset, container in products.items():
+        selector = f"k8s-app={daemonset}"
+        for pod in kube.list(PODS, namespace=KUBE_SYSTEM, label_selector=selector) or []:
+            node = (pod.get("spec") or {}).get("nodeName")
+            running = (pod.get("status") or {}).get("phase") == "Running"
+            if isinstance(node, str) and running and _ready(pod) is not False:
+                agents[node] = release_of(daemonset, image_version(_image(pod, container)))
     out: dict[str, NodeSeen] = {}
     for n in kube.list(NODES) or []:
         meta = n.get("metadata") or {}
