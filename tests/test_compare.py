@@ -367,10 +367,16 @@ def test_the_demo_never_says_exactly_as_predicted_when_a_predicted_change_did_no
     from netparity.cli.demo import _explain
 
     runs = make_runs()  # real records: one predicted change did not happen, one probe missing
-    unexpected, lines = _explain(parity_json(runs.parity))
+    data = parity_json(runs.parity)
+    unexpected, lines = _explain(data)
     text = "\n".join(lines)
     assert "exactly as the engine predicted" not in text
-    assert "22 probes changed as the engine predicted for npm -> cilium, but 1 predicted " in text
+    predicted = data["counts"]["predicted"]
+    assert predicted > 20
+    assert (
+        f"{predicted} probes changed as the engine predicted for npm -> cilium, but 1 predicted "
+        in text
+    )
     assert "change did not happen (unrealized" in text
     assert f"did not change: {runs.forced.unrealized}" in text
     assert "1 probes could be run by neither run (not-run)" in text

@@ -341,7 +341,7 @@ def test_what_was_not_judged_is_listed_and_exits_3(
         {
             "podSelector": {"matchLabels": {"app": "api"}},
             "policyTypes": ["Egress"],
-            "egress": [{"ports": [{"port": 443}]}],
+            "egress": [{"ports": [{"port": 80}]}],
         },
     )
     fqdn = {
@@ -371,14 +371,27 @@ def test_what_was_not_judged_is_listed_and_exits_3(
         "kind": "ServiceAccount",
         "metadata": {"name": "a", "namespace": "shop"},
     }
-    folder = write_folder(
-        tmp_path, [namespace("shop"), api, nothing, egress, fqdn, legacy, calico, sa]
-    )
+    # toFQDNs admits nothing without Cilium's DNS proxy (AKS without ACNS FQDN): decided, so
+    # the pod's own node is a node-egress finding; with the proxy on (enable-l7-proxy), what
+    # the rule could admit (outside addresses on 443) hinges on DNS answers: not judged
+    proxy = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cilium-config", "namespace": "kube-system"},
+        "data": {"enable-l7-proxy": "true"},
+    }
+    for docs, kinds in (([], ["node-egress"]), ([proxy], ["node-egress"])):
+        name = "fqdn-proxy" if docs else "fqdn"
+        fq = write_folder(tmp_path, [namespace("shop"), api, egress, fqdn, *docs], name)
+        code, out = lint_json(capsys, [str(fq)])
+        assert code == 1 and [f["kind"] for f in out["findings"]] == kinds
+        unknown = out["not_judged"]["unknown"]
+        assert bool(unknown and "toFQDNs" in unknown[0]["reason"]) is bool(docs), unknown
+    folder = write_folder(tmp_path, [namespace("shop"), api, nothing, legacy, calico, sa])
     code, out = lint_json(capsys, [str(folder)])
     assert code == 3 and out["findings"] == []
     nj = out["not_judged"]
     assert nj["complete"] is False
-    assert nj["unknown"] and "toFQDNs" in nj["unknown"][0]["reason"]
     assert nj["skipped"] == {"GlobalNetworkPolicy": 1}
     assert nj["services_without_backends"] == ["shop/legacy"]
     assert nj["listed"]["policies_selecting_nothing"] == ["NetworkPolicy shop/nothing"]
