@@ -24,7 +24,7 @@ from typing import Any
 from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
 from netparity.errors import ClusterError, InputError
 from netparity.kube.cleanup import LEASE_SECONDS, Heartbeat
-from netparity.kube.client import EXEC_HANDSHAKE_TIMEOUT, IN_CLUSTER, Kube
+from netparity.kube.client import DEFAULT_QPS, EXEC_HANDSHAKE_TIMEOUT, IN_CLUSTER, Kube
 from netparity.kube.detect import DATAPLANES, Detected, detect
 from netparity.kube.layout import LOCAL, Step, active_deadline, plan_layout, planned_seconds
 from netparity.kube.lifecycle import Lifecycle
@@ -90,13 +90,18 @@ class KubeBackend:
         unschedulable_grace: float = UNSCHEDULABLE_GRACE,
         responder: Responder | None = None,
         external_ip: str | None = None,
+        kube_qps: float = DEFAULT_QPS,
     ) -> None:
         # outside destinations go only to the responder (checked by the caller), outside
         # sources run only as external_ip (netparity.kube.layout)
         self.responder = responder
         self.external_ip = external_ip
         _check_dataplane(dataplane, max_parallel)
-        self.kube = Kube.connect(context, kubeconfig=kubeconfig)
+        if not kube_qps > 0:
+            raise InputError(f"must be more than 0, got {kube_qps:g}", field="--kube-qps")
+        self.kube = Kube.connect(context, kubeconfig=kubeconfig, qps=kube_qps)
+        self.probes_run = 0  # probes handed to run(), retries included
+        self._told_requests = False
         self.image = check_image(probe_image)
         self.max_parallel = max_parallel
         self.allow_load_balancer = allow_load_balancer
@@ -350,6 +355,7 @@ class KubeBackend:
             if wait > 0:
                 time.sleep(wait)
         self._prober.probe(batches, timeout, results, progress)
+        self.probes_run += len(targets)
         self._probed.update(t.id for t in targets)
         self._last_probe = time.monotonic()
         return [results[i] for i in range(len(targets))]
@@ -371,6 +377,22 @@ class KubeBackend:
     def close(self) -> None:
         """Remove every object of this run (idempotent; never raises: failures are logged)."""
         self._life.close()
+        if not self._told_requests and self.probes_run:
+            self._told_requests = True
+            self._log(f"run {self.run_id}: {self.request_line()}")
+
+    def request_line(self) -> str:
+        """What the run asked of the API server, per probe and per object created."""
+        counts = self.kube.requests
+        created = counts.total("create")
+        per_probe = counts.total() / self.probes_run if self.probes_run else 0.0
+        line = f"{counts.summary()} for {self.probes_run} probes ({per_probe:.2f} a probe"
+        if created:
+            line += f", {counts.total() / created:.1f} an object created"
+        waited = self.kube.limit.waited
+        if waited >= 0.05:
+            line += f"; {waited:.1f} s held back by --kube-qps {self.kube.limit.qps:g}"
+        return line + ")"
 
     def cleanup_all(self, *, force: bool = False) -> tuple[list[str], list[str]]:
         """Remove the objects of every run that is not running (with `force`: of every run);
