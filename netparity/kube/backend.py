@@ -90,13 +90,14 @@ class KubeBackend:
         unschedulable_grace: float = UNSCHEDULABLE_GRACE,
         responder: Responder | None = None,
         external_ip: str | None = None,
-        kube_qps: float = DEFAULT_QPS,
+        kube_qps: float | None = None,
     ) -> None:
         # outside destinations go only to the responder (checked by the caller), outside
         # sources run only as external_ip (netparity.kube.layout)
         self.responder = responder
         self.external_ip = external_ip
         _check_dataplane(dataplane, max_parallel)
+        kube_qps = DEFAULT_QPS if kube_qps is None else kube_qps
         if not kube_qps > 0:
             raise InputError(f"must be more than 0, got {kube_qps:g}", field="--kube-qps")
         self.kube = Kube.connect(context, kubeconfig=kubeconfig, qps=kube_qps)
