@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from netparity.backend import Target
+from netparity.cli import main
 from netparity.engine.traffic import PodEndpoint, Traffic
 from netparity.errors import InputError
 from netparity.kube import RUN_LABEL
@@ -150,3 +151,35 @@ def test_the_client_holds_to_its_rate_bound() -> None:
 def test_a_rate_bound_of_zero_is_refused(api: KubeAPI, kubeconfig: str) -> None:
     with pytest.raises(InputError, match="--kube-qps"):
         backend(kubeconfig, kube_qps=0)
+
+
+def test_plan_on_a_cluster_says_what_a_run_would_create_and_creates_nothing(
+    api: KubeAPI, kubeconfig: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", "--cluster", "test", "--kubeconfig", kubeconfig]) == 0
+    out = capsys.readouterr().out
+    assert {m for m, _ in api.requests} == {"GET"}  # no create, no delete, no update
+    assert not any("/exec" in p for _, p in api.requests)
+    (line,) = [x for x in out.splitlines() if "will create" in x]
+    assert "2 twins, 1 Service and a heartbeat and an anchor in each of 1 namespace (shop)" in line
+    assert "5 objects; 1 exec batch (and one from this machine) for 6 probes" in line
+    assert "nothing was created" in line
+
+
+def test_a_run_says_what_it_will_create_before_it_creates_it(api: KubeAPI, kubeconfig: str) -> None:
+    log = Log()
+    with KubeBackend("test", kubeconfig=kubeconfig, log=log, settle=0.0) as b:
+        targets = web_targets(b.snapshot(), 3)
+        cost = b.cost(targets, timeout=0.3)
+        assert {m for m, _ in api.requests} == {"GET"}  # the estimate created nothing
+        b.run(targets, timeout=0.3)
+        created = b.kube.requests.total("create")
+        execs = b.kube.requests.total("exec")
+    said = [i for i, m in enumerate(log) if "will create" in m]
+    making = [i for i, m in enumerate(log) if "creating" in m]
+    assert said and making and said[0] < making[0]
+    assert log[said[0]].startswith(f"run {b.run_id}: will create 2 twins and a heartbeat")
+    assert cost.objects == created == 4
+    assert cost.batches == execs == 1
+    # and at the end, what it asked of the API server
+    assert any(m.startswith(f"run {b.run_id}: ") and "API requests (" in m for m in log)

@@ -25,8 +25,16 @@ from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Tar
 from netparity.errors import ClusterError, InputError
 from netparity.kube.cleanup import LEASE_SECONDS, Heartbeat
 from netparity.kube.client import DEFAULT_QPS, EXEC_HANDSHAKE_TIMEOUT, IN_CLUSTER, Kube
+from netparity.kube.cost import Cost, cost_of
 from netparity.kube.detect import DATAPLANES, Detected, detect
-from netparity.kube.layout import LOCAL, Step, active_deadline, plan_layout, planned_seconds
+from netparity.kube.layout import (
+    LOCAL,
+    Layout,
+    Step,
+    active_deadline,
+    plan_layout,
+    planned_seconds,
+)
 from netparity.kube.lifecycle import Lifecycle
 from netparity.kube.objects import RunObjects
 from netparity.kube.placement import Placement
@@ -305,25 +313,12 @@ class KubeBackend:
     def _run(
         self, targets: Sequence[Target], timeout: float, progress: Progress | None
     ) -> list[ProbeResult]:
-        snap = self.snapshot()
         made = self._made
-        if made.placement is None:
-            made.placement = Placement.from_objects(self.objects())
-        placement = made.placement
-        layout = plan_layout(
-            targets,
-            run_id=self.run_id,
-            backends_of=snap.backends,
-            node_named=snap.node,
-            unsafe_twin=self._unsafe_twin(snap),
-            allow_load_balancer=self.allow_load_balancer,
-            place=placement.refuse,
-            responder=self.responder,
-            external_ip=self.external_ip,
-            allow_host_network=self.allow_host_network,
-            place_host=placement.check_host,
-        )
-        for note in placement.notes([p for k, p in layout.twins.items() if k not in made.twins]):
+        layout = self.layout(targets)
+        assert made.placement is not None
+        for note in made.placement.notes(
+            [p for k, p in layout.twins.items() if k not in made.twins]
+        ):
             self._log(note)
         if made.deadline_at is None:
             planned = planned_seconds(
@@ -344,6 +339,15 @@ class KubeBackend:
                 )
         runnable = [s for s in layout.steps if s.index not in results]
         if any(s.source != LOCAL or (s.dest is not None and s.dest.kind != "ip") for s in runnable):
+            if not made.twins and not made.services:  # before anything is placed
+                cost = cost_of(
+                    layout,
+                    runnable=runnable,
+                    timeout=timeout,
+                    max_parallel=self.max_parallel,
+                    settle=self.settle,
+                )
+                self._log(f"run {self.run_id}: {cost.line()}")
             self._life.arm()
             made.ensure(layout)
             self._wait.twins(layout, progress)
@@ -360,6 +364,40 @@ class KubeBackend:
         self._probed.update(t.id for t in targets)
         self._last_probe = time.monotonic()
         return [results[i] for i in range(len(targets))]
+
+    def layout(self, targets: Sequence[Target]) -> Layout:
+        """Where each target runs: twins, the run's Services, steps (reads the cluster once,
+        creates nothing)."""
+        snap = self.snapshot()
+        made = self._made
+        if made.placement is None:
+            made.placement = Placement.from_objects(self.objects())
+        placement = made.placement
+        return plan_layout(
+            targets,
+            run_id=self.run_id,
+            backends_of=snap.backends,
+            node_named=snap.node,
+            unsafe_twin=self._unsafe_twin(snap),
+            allow_load_balancer=self.allow_load_balancer,
+            place=placement.refuse,
+            responder=self.responder,
+            external_ip=self.external_ip,
+            allow_host_network=self.allow_host_network,
+            place_host=placement.check_host,
+        )
+
+    def cost(self, targets: Sequence[Target], *, timeout: float, retries: int = 1) -> Cost:
+        """What running `targets` will create, exec and take (creates nothing)."""
+        layout = self.layout(targets)
+        return cost_of(
+            layout,
+            runnable=[s for s in layout.steps if s.reason is None and not self._not_outside(s)],
+            timeout=timeout,
+            max_parallel=self.max_parallel,
+            settle=self.settle,
+            retries=retries,
+        )
 
     def _not_outside(self, step: Step) -> str | None:
         """In the cluster (`--cluster in-cluster`, the Job) a probe "from outside" would start
