@@ -69,6 +69,10 @@ HELP_WAIT_READY = (
     "many seconds for it to finish instead (default 0: refuse at once)"
 )
 HELP_MAX_PARALLEL = "Kubernetes: how many probe batches run at once (default 8)"
+HELP_KUBE_QPS = (
+    "Kubernetes: the most API requests a second the run makes (a token bucket with a burst "
+    "of twice that, as client-go's; default 20). The run prints how many it made"
+)
 HELP_MAX_DURATION = (
     "Kubernetes: the longest the run may take, in seconds; probe pods are removed by the "
     "cluster after it even if pytest is killed (their activeDeadlineSeconds; default: the "
@@ -136,6 +140,7 @@ KUBE_VALUE_OPTIONS = (
     ("--dataplane", "netparity_dataplane", "NAME", HELP_DATAPLANE),
     ("--probe-image", "netparity_probe_image", "IMAGE", HELP_PROBE_IMAGE),
     ("--max-parallel", "netparity_max_parallel", "N", HELP_MAX_PARALLEL),
+    ("--kube-qps", "netparity_kube_qps", "N", HELP_KUBE_QPS),
     ("--settle", "netparity_settle", "SECONDS", HELP_SETTLE),
     ("--wait-ready", "netparity_wait_ready", "SECONDS", HELP_WAIT_READY),
     ("--max-duration", "netparity_max_duration", "SECONDS", HELP_MAX_DURATION),
@@ -158,6 +163,7 @@ INI_OPTIONS = (
     ("netparity_wait_ready", HELP_WAIT_READY),
     ("netparity_interval", HELP_INTERVAL),
     ("netparity_max_sentinels", HELP_MAX_SENTINELS),
+    ("netparity_kube_qps", HELP_KUBE_QPS),
 )
 
 
@@ -434,6 +440,13 @@ def resolve_max_parallel(config: pytest.Config) -> int:
     return 8 if value is None else int(value)
 
 
+def resolve_kube_qps(config: pytest.Config) -> float | None:
+    """None where not given: the client's default (netparity.kube.client.DEFAULT_QPS)."""
+    what = "a number of requests a second from 0.1 to 10000"
+    name = "netparity_kube_qps"
+    return _number(config, name, ini=name, low=0.1, high=10_000, what=what)
+
+
 def resolve_max_duration(config: pytest.Config) -> float | None:
     what = "a number of seconds from 60 to 604800 (a week)"
     name = "netparity_max_duration"
@@ -498,7 +511,9 @@ def resolve_kube(
     max_duration = resolve_max_duration(config)
     settle = resolve_settle(config)
     wait_ready = resolve_wait_ready(config)
+    kube_qps = resolve_kube_qps(config)
     return KubeOptions(
+        kube_qps=kube_qps,
         responder=responder,
         external_ip=external_ip,
         settle=settle,

@@ -105,6 +105,7 @@ class KubeOptions:
     responder: str | None = None  # --responder ADDRESS[:PORTS]: checked to answer on open
     external_ip: str | None = None  # outside sources run from here only as this address
     allow_host_network: bool = False  # node sources from hostNetwork pods (a privileged namespace)
+    kube_qps: float | None = None  # --kube-qps; None: the client's default
 
 
 def open_backend(
@@ -170,6 +171,7 @@ def open_backend(
         wait_ready=options.wait_ready,
         responder=responder,
         external_ip=options.external_ip,
+        kube_qps=options.kube_qps,
     )
     return kube_backend, spec.text
 

@@ -1273,6 +1273,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if method == "GET":
             if name is None:
+                if (query.get("watch") or [""])[0] in ("true", "1"):
+                    serve_watch(self, plural, namespace, query)
+                    return
                 selector = (query.get("labelSelector") or [""])[0] or None
                 with api.lock:
                     items = [
@@ -1283,6 +1286,7 @@ class _Handler(BaseHTTPRequestHandler):
                         and selector_matches(selector, o.get("metadata", {}).get("labels") or {})
                     ]
                     rv = str(api._rv)
+                items, more = list_page(items, query)
                 for item in items:
                     item.pop("kind", None)
                     item.pop("apiVersion", None)
@@ -1291,7 +1295,7 @@ class _Handler(BaseHTTPRequestHandler):
                     {
                         "kind": f"{kind}List",
                         "apiVersion": "/".join(p for p in key[:2] if p),
-                        "metadata": {"resourceVersion": rv},
+                        "metadata": {"resourceVersion": rv, **more},
                         "items": items,
                     },
                 )
@@ -1839,3 +1843,78 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError):
             s.shutdown(socket.SHUT_RDWR)
         s.close()
+
+
+# ---------------------------------------------------------------------- paging and watch
+
+
+def list_page(
+    items: list[dict[str, Any]], query: Mapping[str, list[str]]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`limit`/`continue` as the API server pages a list: the page, and the list metadata
+    that says what is left (the token is the offset of the next page)."""
+    limit = int((query.get("limit") or ["0"])[0] or 0)
+    start = int((query.get("continue") or ["0"])[0] or 0)
+    if limit <= 0:
+        return items[start:], {}
+    page = items[start : start + limit]
+    left = len(items) - start - len(page)
+    if left <= 0:
+        return page, {}
+    return page, {"continue": str(start + limit), "remainingItemCount": left}
+
+
+WATCH_POLL = 0.02  # seconds between the loopback watch's looks at the store
+
+
+def serve_watch(handler: Any, plural: str, namespace: str, query: Mapping[str, list[str]]) -> None:
+    """A watch request: events (ADDED, MODIFIED, DELETED) for the matching objects whose
+    resourceVersion is past the one asked from, streamed as JSON lines in chunks, until
+    `timeoutSeconds` or the server stops. Found by looking at the store every WATCH_POLL s."""
+    api: KubeAPI = handler.api
+    selector = (query.get("labelSelector") or [""])[0] or None
+    since = int((query.get("resourceVersion") or ["0"])[0] or 0)
+    timeout = float((query.get("timeoutSeconds") or ["60"])[0] or 60)
+    end = time.monotonic() + timeout
+
+    def matching() -> dict[tuple[str, str], dict[str, Any]]:
+        with api.lock:
+            return {
+                (ns, nm): copy.deepcopy(o)
+                for (p, ns, nm), o in api.store.items()
+                if p == plural
+                and (not namespace or ns == namespace)
+                and selector_matches(selector, o.get("metadata", {}).get("labels") or {})
+            }
+
+    def chunk(kind: str, obj: Mapping[str, Any]) -> None:
+        data = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+        handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        handler.wfile.flush()
+
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    seen: dict[tuple[str, str], int] = {}
+    try:
+        first = True
+        while True:
+            now = matching()
+            for key, obj in sorted(now.items()):
+                rv = int(obj.get("metadata", {}).get("resourceVersion") or 0)
+                if rv > seen.get(key, since if first else 0):
+                    chunk("MODIFIED" if key in seen or first else "ADDED", obj)
+                seen[key] = rv
+            for key in [k for k in seen if k not in now]:
+                del seen[key]
+                chunk("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+            first = False
+            if time.monotonic() >= end or api._stopping.is_set():
+                break
+            time.sleep(WATCH_POLL)
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+    except OSError:
+        pass  # the client went away
+    handler.close_connection = True

@@ -741,7 +741,7 @@ def _used(requests: list[tuple[str, str]]) -> set[tuple[str, str, str]]:
         named = len(rest) > 1
         verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch", "PUT": "update"}.get(
             method
-        ) or ("get" if named else "list")
+        ) or ("get" if named else "watch" if "watch=True" in raw or "watch=true" in raw else "list")
         used.add((verb, group, resource))
     return used
 
@@ -767,6 +767,8 @@ def test_rbac_grants_every_verb_a_run_uses_and_no_other(api: KubeAPI, kubeconfig
         ("update", "coordination.k8s.io", "leases"),  # renewals: runs here are shorter
         ("create", "", "namespaces"),  # opt-in --allow-host-network (tests/test_rbac.py)
         ("delete", "", "namespaces"),  # opt-in --allow-host-network (tests/test_rbac.py)
+        ("watch", "", "services"),  # waiting for a LoadBalancer's address
+        ("watch", "cilium.io", "ciliumendpoints"),  # settling on Cilium
     }  # `list daemonsets` is exercised: workloads are read with the snapshot
 
 

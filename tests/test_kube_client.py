@@ -71,7 +71,7 @@ def test_the_snapshot_leaves_out_netparitys_own_objects(api: KubeAPI, kubeconfig
     )
     with backend(kubeconfig) as b:
         assert [p.name for p in b.snapshot().pods if p.template is None] == ["client-1", "web-1"]
-    assert ("GET", "/api/v1/pods?labelSelector=%21netparity.io/run") in api.requests
+    assert ("GET", "/api/v1/pods?labelSelector=%21netparity.io/run&limit=500") in api.requests
 
 
 def test_cilium_policies_are_read_where_the_crds_exist(api: KubeAPI, kubeconfig: str) -> None:
@@ -95,7 +95,7 @@ def test_cilium_policies_are_read_where_the_crds_exist(api: KubeAPI, kubeconfig:
 def test_absent_cilium_crds_are_skipped_quietly(api: KubeAPI, kubeconfig: str) -> None:
     with backend(kubeconfig) as b:
         assert b.snapshot().cilium_policies == ()
-    assert ("GET", "/apis/cilium.io/v2/ciliumnetworkpolicies") in api.requests
+    assert ("GET", "/apis/cilium.io/v2/ciliumnetworkpolicies?limit=500") in api.requests
 
 
 def test_enforcement_configmaps_that_rbac_hides_are_skipped(api: KubeAPI, kubeconfig: str) -> None:

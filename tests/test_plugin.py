@@ -574,6 +574,9 @@ def test_kubernetes_options_are_checked_before_anything_runs(suites: pytest.Pyte
     result = suites.runpytest("suites", "--cluster", "prod", "--max-duration", "10")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--max-duration '10' must be a number of seconds from 60*"])
+    result = suites.runpytest("suites", "--cluster", "prod", "--kube-qps", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--kube-qps '0' must be a number of requests a second*"])
 
 
 def test_a_probe_the_backend_cannot_run_is_skipped_and_kept_apart_in_the_record(

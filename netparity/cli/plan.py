@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import sys
 
 from netparity.cli._common import (
+    KUBECONFIG_HELP,
     add_migration_arguments,
     add_snapshot_arguments,
     print_json,
@@ -15,6 +17,7 @@ from netparity.cli._common import (
 from netparity.engine.dataplane import CURRENT, NEWEST_TARGET
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
+from netparity.model.snapshot import Snapshot
 from netparity.plan.addresses import parse_service_cidr
 from netparity.plan.export import changes, plan_json, table_rows
 from netparity.plan.model import Plan
@@ -45,6 +48,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--service-cidr", metavar="CIDR", help="the cluster's Service range (default: guessed)"
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="CONTEXT",
+        help="plan for a live cluster (a kubeconfig context, or in-cluster) instead of SNAPSHOT "
+        "files, and say what a run there would create, exec and take; reads only, creates "
+        "nothing",
+    )
+    p.add_argument("--kubeconfig", metavar="PATH", help=KUBECONFIG_HELP)
+    p.add_argument(
+        "--kube-qps",
+        metavar="N",
+        type=float,
+        help="with --cluster: the most API requests a second (default 20)",
+    )
+    p.add_argument(
+        "--probe-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=2.0,
+        help="with --cluster: the probe timeout the run would use, for its time estimate "
+        "(default %(default)g)",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=run)
@@ -77,7 +102,45 @@ def summary(plan: Plan) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cluster:
+        if args.snapshot:
+            raise InputError(
+                "give SNAPSHOT files or --cluster, not both (--cluster reads the cluster)",
+                field="--cluster",
+            )
+        return _run_on_cluster(args)
     snapshot = snapshot_from_args(args, command="plan")
+    plan = _plan(args, snapshot)
+    _show(args, plan)
+    return 0
+
+
+def _run_on_cluster(args: argparse.Namespace) -> int:
+    """Plan from a read of the cluster and say what a run would cost: creates nothing."""
+    from netparity.backend import Target
+    from netparity.kube.backend import KubeBackend
+    from netparity.plan.essential_probes import essential_check
+
+    kube = KubeBackend(
+        args.cluster, kubeconfig=args.kubeconfig, dataplane=args.current, kube_qps=args.kube_qps
+    )
+    try:  # read only: nothing is created, so closing removes nothing
+        plan = _plan(args, kube.snapshot())
+        targets = [
+            Target(id=p.id, traffic=p.traffic, check=essential_check(p)) for p in plan.probes
+        ]
+        cost = kube.cost(targets, timeout=args.probe_timeout)
+        name = kube.kube.name
+        read = kube.kube.requests.summary()
+    finally:
+        kube.close()
+    _show(args, plan)
+    line = f"a run on {name} {cost.line()} (nothing was created; reading the cluster took {read})"
+    print(line, file=sys.stderr if args.format == "json" else sys.stdout)
+    return 0
+
+
+def _plan(args: argparse.Namespace, snapshot: Snapshot) -> Plan:
     explicit = load_probe_file(args.probes) if args.probes else ()
     try:
         ipaddress.IPv4Address(args.external_ip)
@@ -90,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         from netparity.kube.responder import parse_responder
 
         responder = parse_responder(args.responder).ip
-    plan = make_plan(
+    return make_plan(
         snapshot,
         current=args.current,
         target=args.target,
@@ -99,11 +162,13 @@ def run(args: argparse.Namespace) -> int:
         responder=responder,
         service_cidr=parse_service_cidr(args.service_cidr) if args.service_cidr else None,
     )
+
+
+def _show(args: argparse.Namespace, plan: Plan) -> None:
     if args.format == "json":
         print_json(plan_json(plan))
-        return 0
+        return
     headers = ["ID", "TITLE", "INTENT", "SCENARIO", "RULE", f"{plan.current} -> {plan.target}"]
     print(table(headers, table_rows(plan)))
     print()
     print("\n".join(summary(plan)))
-    return 0

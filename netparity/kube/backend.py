@@ -24,9 +24,17 @@ from typing import Any
 from netparity.backend import ClusterFacts, Observed, ProbeResult, Progress, Target
 from netparity.errors import ClusterError, InputError
 from netparity.kube.cleanup import LEASE_SECONDS, Heartbeat
-from netparity.kube.client import EXEC_HANDSHAKE_TIMEOUT, IN_CLUSTER, Kube
+from netparity.kube.client import DEFAULT_QPS, EXEC_HANDSHAKE_TIMEOUT, IN_CLUSTER, Kube
+from netparity.kube.cost import Cost, cost_of
 from netparity.kube.detect import UNKNOWN, Detected, detect, known_dataplanes
-from netparity.kube.layout import LOCAL, Step, active_deadline, plan_layout, planned_seconds
+from netparity.kube.layout import (
+    LOCAL,
+    Layout,
+    Step,
+    active_deadline,
+    plan_layout,
+    planned_seconds,
+)
 from netparity.kube.lifecycle import Lifecycle
 from netparity.kube.objects import RunObjects
 from netparity.kube.placement import Placement
@@ -90,13 +98,19 @@ class KubeBackend:
         unschedulable_grace: float = UNSCHEDULABLE_GRACE,
         responder: Responder | None = None,
         external_ip: str | None = None,
+        kube_qps: float | None = None,
     ) -> None:
         # outside destinations go only to the responder (checked by the caller), outside
         # sources run only as external_ip (netparity.kube.layout)
         self.responder = responder
         self.external_ip = external_ip
         _check_dataplane(dataplane, max_parallel)
-        self.kube = Kube.connect(context, kubeconfig=kubeconfig)
+        kube_qps = DEFAULT_QPS if kube_qps is None else kube_qps
+        if not kube_qps > 0:
+            raise InputError(f"must be more than 0, got {kube_qps:g}", field="--kube-qps")
+        self.kube = Kube.connect(context, kubeconfig=kubeconfig, qps=kube_qps)
+        self.probes_run = 0  # probes handed to run(), retries included
+        self._told_requests = False
         self.image = check_image(probe_image)
         self.max_parallel = max_parallel
         self.allow_load_balancer = allow_load_balancer
@@ -299,25 +313,12 @@ class KubeBackend:
     def _run(
         self, targets: Sequence[Target], timeout: float, progress: Progress | None
     ) -> list[ProbeResult]:
-        snap = self.snapshot()
         made = self._made
-        if made.placement is None:
-            made.placement = Placement.from_objects(self.objects())
-        placement = made.placement
-        layout = plan_layout(
-            targets,
-            run_id=self.run_id,
-            backends_of=snap.backends,
-            node_named=snap.node,
-            unsafe_twin=self._unsafe_twin(snap),
-            allow_load_balancer=self.allow_load_balancer,
-            place=placement.refuse,
-            responder=self.responder,
-            external_ip=self.external_ip,
-            allow_host_network=self.allow_host_network,
-            place_host=placement.check_host,
-        )
-        for note in placement.notes([p for k, p in layout.twins.items() if k not in made.twins]):
+        layout = self.layout(targets)
+        assert made.placement is not None
+        for note in made.placement.notes(
+            [p for k, p in layout.twins.items() if k not in made.twins]
+        ):
             self._log(note)
         if made.deadline_at is None:
             planned = planned_seconds(
@@ -338,6 +339,15 @@ class KubeBackend:
                 )
         runnable = [s for s in layout.steps if s.index not in results]
         if any(s.source != LOCAL or (s.dest is not None and s.dest.kind != "ip") for s in runnable):
+            if not made.twins and not made.services:  # before anything is placed
+                cost = cost_of(
+                    layout,
+                    runnable=runnable,
+                    timeout=timeout,
+                    max_parallel=self.max_parallel,
+                    settle=self.settle,
+                )
+                self._log(f"run {self.run_id}: {cost.line()}")
             self._life.arm()
             made.ensure(layout)
             self._wait.twins(layout, progress)
@@ -350,9 +360,44 @@ class KubeBackend:
             if wait > 0:
                 time.sleep(wait)
         self._prober.probe(batches, timeout, results, progress)
+        self.probes_run += len(targets)
         self._probed.update(t.id for t in targets)
         self._last_probe = time.monotonic()
         return [results[i] for i in range(len(targets))]
+
+    def layout(self, targets: Sequence[Target]) -> Layout:
+        """Where each target runs: twins, the run's Services, steps (reads the cluster once,
+        creates nothing)."""
+        snap = self.snapshot()
+        made = self._made
+        if made.placement is None:
+            made.placement = Placement.from_objects(self.objects())
+        placement = made.placement
+        return plan_layout(
+            targets,
+            run_id=self.run_id,
+            backends_of=snap.backends,
+            node_named=snap.node,
+            unsafe_twin=self._unsafe_twin(snap),
+            allow_load_balancer=self.allow_load_balancer,
+            place=placement.refuse,
+            responder=self.responder,
+            external_ip=self.external_ip,
+            allow_host_network=self.allow_host_network,
+            place_host=placement.check_host,
+        )
+
+    def cost(self, targets: Sequence[Target], *, timeout: float, retries: int = 1) -> Cost:
+        """What running `targets` will create, exec and take (creates nothing)."""
+        layout = self.layout(targets)
+        return cost_of(
+            layout,
+            runnable=[s for s in layout.steps if s.reason is None and not self._not_outside(s)],
+            timeout=timeout,
+            max_parallel=self.max_parallel,
+            settle=self.settle,
+            retries=retries,
+        )
 
     def _not_outside(self, step: Step) -> str | None:
         """In the cluster (`--cluster in-cluster`, the Job) a probe "from outside" would start
@@ -387,6 +432,22 @@ class KubeBackend:
     def close(self) -> None:
         """Remove every object of this run (idempotent; never raises: failures are logged)."""
         self._life.close()
+        if not self._told_requests and self.probes_run:
+            self._told_requests = True
+            self._log(f"run {self.run_id}: {self.request_line()}")
+
+    def request_line(self) -> str:
+        """What the run asked of the API server, per probe and per object created."""
+        counts = self.kube.requests
+        created = counts.total("create")
+        per_probe = counts.total() / self.probes_run if self.probes_run else 0.0
+        line = f"{counts.summary()} for {self.probes_run} probes ({per_probe:.2f} a probe"
+        if created:
+            line += f", {counts.total() / created:.1f} an object created"
+        waited = self.kube.limit.waited
+        if waited >= 0.05:
+            line += f"; {waited:.1f} s held back by --kube-qps {self.kube.limit.qps:g}"
+        return line + ")"
 
     def cleanup_all(self, *, force: bool = False) -> tuple[list[str], list[str]]:
         """Remove the objects of every run that is not running (with `force`: of every run);

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from kubernetes import config as _k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream as k8s_stream
+from kubernetes.watch import watch as _k8s_watch
 
 from netparity.errors import ClusterError
 from netparity.kube import RBAC_FILE, RUN_LABEL
@@ -66,6 +69,7 @@ from netparity.kube.resources import Resource as Resource
 
 # The client is untyped: reach it through Any so that nothing untyped leaks out.
 k8s_config: Any = _k8s_config
+_watch_module: Any = _k8s_watch
 
 IN_CLUSTER = "in-cluster"
 # (connect, read) seconds for one ordinary API request.
@@ -73,6 +77,18 @@ REQUEST_TIMEOUT = (10.0, 60.0)
 # Reads are retried on these statuses, with these pauses (seconds).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_PAUSES = (0.2, 0.5, 1.0)
+# Lists ask for this many objects a page (`limit`/`continue`), as kubectl does: a large
+# cluster's pods come in pages the API server can serve from its watch cache.
+LIST_PAGE = 500
+# A page's continue token expires after a few minutes (410 Gone): the list starts over,
+# at most this many times.
+LIST_RESTARTS = 2
+# The client's own rate bound (--kube-qps): requests a second, with a burst of twice that,
+# as client-go's token bucket (its default is 5/10; kubectl's 50/300).
+DEFAULT_QPS = 20.0
+# The longest one watch request stays open before it is made again (the server may end it
+# sooner; the waiter then watches on from the last resourceVersion it saw).
+WATCH_SECONDS = 60.0
 
 _API_CLASSES: dict[str, str] = {
     "": "CoreV1Api",
@@ -88,6 +104,75 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value
 
 
+class Gone(ClusterError):
+    """410 Gone: a watch's resourceVersion or a list's continue token is too old."""
+
+
+class RequestCounts:
+    """The API requests one client made, by verb and resource (thread-safe): every HTTP
+    request counts once (a retry too, each page of a list, one watch however many events it
+    brings, one exec however many probes its batch holds)."""
+
+    VERBS = ("get", "list", "watch", "create", "replace", "delete", "exec")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, verb: str, resource: str) -> None:
+        with self._lock:
+            self._counts[(verb, resource)] += 1
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(verb, resource plural) -> requests."""
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self, verb: str | None = None, resource: str | None = None) -> int:
+        return sum(
+            n
+            for (v, r), n in self.counts().items()
+            if (verb is None or v == verb) and (resource is None or r == resource)
+        )
+
+    def by_verb(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (verb, _), n in self.counts().items():
+            out[verb] = out.get(verb, 0) + n
+        return {v: out[v] for v in [*self.VERBS, *sorted(set(out) - set(self.VERBS))] if v in out}
+
+    def summary(self) -> str:
+        """One line: "57 API requests (list 20, watch 2, create 12, delete 12, exec 3)"."""
+        verbs = ", ".join(f"{v} {n}" for v, n in self.by_verb().items())
+        return f"{self.total()} API requests" + (f" ({verbs})" if verbs else "")
+
+
+class RateLimit:
+    """A token bucket: `qps` requests a second on average, `burst` at once (client-go's
+    flowcontrol limiter). Every request the client makes takes a token first."""
+
+    def __init__(self, qps: float, burst: int | None = None) -> None:
+        if not qps > 0:
+            raise ValueError(f"queries per second must be positive, got {qps:g}")
+        self.qps = qps
+        self.burst = burst if burst is not None else max(1, int(qps * 2))
+        self._tokens = float(self.burst)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self.waited = 0.0  # seconds requests spent waiting for a token, in all
+
+    def take(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.qps if self._tokens < 0 else 0.0
+            self.waited += wait
+        if wait > 0:
+            time.sleep(wait)
+
+
 def _kubeconfig_paths(kubeconfig: str | None) -> str:
     if kubeconfig:
         return kubeconfig
@@ -101,16 +186,32 @@ def _kubeconfig_exists(paths: str) -> bool:
 class Kube:
     """One cluster, reached with the official client: plain dicts in, plain dicts out."""
 
-    def __init__(self, api_client: Any, *, name: str) -> None:
+    def __init__(
+        self, api_client: Any, *, name: str, qps: float = DEFAULT_QPS, burst: int | None = None
+    ) -> None:
         self._api: Any = api_client
         self.name = name
         self.server: str = str(getattr(api_client.configuration, "host", "") or "")
         self._apis: dict[str, Any] = {}
+        self.requests = RequestCounts()
+        self.limit = RateLimit(qps, burst)
+
+    def _request(self, verb: str, res: Resource) -> None:
+        """Before every HTTP request: a token of the rate bound, and the count."""
+        self.limit.take()
+        self.requests.add(verb, res.plural)
 
     # ------------------------------------------------------------------ connecting
 
     @classmethod
-    def connect(cls, context: str | None, *, kubeconfig: str | None = None) -> Kube:
+    def connect(
+        cls,
+        context: str | None,
+        *,
+        kubeconfig: str | None = None,
+        qps: float = DEFAULT_QPS,
+        burst: int | None = None,
+    ) -> Kube:
         """A kubeconfig context (None: the current one), or the in-cluster service account."""
         paths = _kubeconfig_paths(kubeconfig)
         in_cluster = context == IN_CLUSTER or (
@@ -124,7 +225,7 @@ class Kube:
                 k8s_config.load_incluster_config(client_configuration=configuration)
             except ConfigException as e:
                 raise ClusterError(f"cannot use the in-cluster configuration: {e}") from None
-            return cls(k8s.ApiClient(configuration), name=IN_CLUSTER)
+            return cls(k8s.ApiClient(configuration), name=IN_CLUSTER, qps=qps, burst=burst)
         if not _kubeconfig_exists(paths):
             raise ClusterError(
                 f"no kubeconfig at {paths}: set KUBECONFIG or run `az aks get-credentials`"
@@ -146,7 +247,7 @@ class Kube:
             )
         except (ConfigException, OSError, ValueError, TypeError, KeyError) as e:
             raise ClusterError(f"cannot load context {chosen!r} from {paths}: {e}") from None
-        return cls(api, name=chosen)
+        return cls(api, name=chosen, qps=qps, burst=burst)
 
     def close(self) -> None:
         api: Any = self._api
@@ -199,6 +300,7 @@ class Kube:
         pauses = RETRY_PAUSES if retry else ()
         attempt = 0
         while True:
+            self._request(verb, res)
             try:
                 resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
                 data = resp.data
@@ -207,6 +309,11 @@ class Kube:
                 status = int(e.status or 0)
                 if status == 404 and missing_ok:
                     return None
+                if status == 410:
+                    raise Gone(
+                        f"{self.name}: {verb} {where_of(res, name, namespace)}: "
+                        f"{status_message(e) or 'gone'} (410)"
+                    ) from None
                 if status in RETRY_STATUSES and attempt < len(pauses):
                     time.sleep(pauses[attempt])
                     attempt += 1
@@ -232,6 +339,23 @@ class Kube:
 
     # ------------------------------------------------------------------ verbs
 
+    def _list_fn(self, res: Resource, namespace: str | None) -> tuple[Any, tuple[Any, ...]]:
+        """The generated list method for a resource (of a namespace, or of all) and its args."""
+        if not res.stem:
+            api = self._custom()
+            if namespace:
+                return (
+                    api.list_namespaced_custom_object,
+                    (res.group, res.version, namespace, res.plural),
+                )
+            return api.list_cluster_custom_object, (res.group, res.version, res.plural)
+        api = self._api_for(res.group)
+        if not res.namespaced:
+            return getattr(api, f"list_{res.stem}"), ()
+        if namespace:
+            return getattr(api, f"list_namespaced_{res.stem}"), (namespace,)
+        return getattr(api, f"list_{res.stem}_for_all_namespaces"), ()
+
     def list(
         self,
         res: Resource,
@@ -239,37 +363,129 @@ class Kube:
         namespace: str | None = None,
         label_selector: str | None = None,
         missing_ok: bool = False,
+        page: int = LIST_PAGE,
     ) -> builtins.list[dict[str, Any]] | None:
-        """Every object (of a namespace, or of all); None when missing_ok and the API is absent."""
-        kw: dict[str, Any] = {}
-        fn: Any
-        args: tuple[Any, ...]
+        """Every object (of a namespace, or of all), read in pages of `page`; None when
+        missing_ok and the API is absent."""
+        found = self.list_versioned(
+            res,
+            namespace=namespace,
+            label_selector=label_selector,
+            missing_ok=missing_ok,
+            page=page,
+        )
+        return None if found is None else found[0]
+
+    def list_versioned(
+        self,
+        res: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        missing_ok: bool = False,
+        page: int = LIST_PAGE,
+    ) -> tuple[builtins.list[dict[str, Any]], str] | None:
+        """As `list`, with the list's resourceVersion (where a watch starts from)."""
+        fn, args = self._list_fn(res, namespace)
+        restarts = 0
+        while True:
+            try:
+                return self._pages(fn, args, res, namespace, label_selector, missing_ok, page)
+            except Gone:
+                if restarts >= LIST_RESTARTS:
+                    raise
+                restarts += 1  # the continue token expired: list again from the start
+
+    def _pages(
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        res: Resource,
+        namespace: str | None,
+        label_selector: str | None,
+        missing_ok: bool,
+        page: int,
+    ) -> tuple[builtins.list[dict[str, Any]], str] | None:
+        items: builtins.list[Any] = []
+        token: str | None = None
+        version = ""
+        while True:
+            kw: dict[str, Any] = {"limit": page} if page > 0 else {}
+            if label_selector:
+                kw["label_selector"] = label_selector
+            if token:
+                kw["_continue"] = token
+            doc = self._call(
+                "list", res, fn, *args, namespace=namespace, retry=True, missing_ok=missing_ok, **kw
+            )
+            if doc is None:
+                return None
+            got = doc.get("items") or []
+            items.extend(got if isinstance(got, builtins.list) else [])
+            meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+            assert isinstance(meta, dict)
+            version = version or str(meta.get("resourceVersion") or "")
+            token = str(meta.get("continue") or "") or None
+            if token is None:
+                return self._typed(items, res), version
+
+    def watch(
+        self,
+        res: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        resource_version: str | None = None,
+        timeout: float = WATCH_SECONDS,
+    ) -> Generator[tuple[str, dict[str, Any]], None, None]:
+        """One watch request: (ADDED | MODIFIED | DELETED, object) as the API server sends
+        them, until it ends the request (at most `timeout` seconds) or the caller stops
+        iterating. Gone (410) when `resource_version` is too old: list again."""
+        fn, args = self._list_fn(res, namespace)
+        kw: dict[str, Any] = {"watch": True, "timeout_seconds": max(1, math.ceil(timeout))}
         if label_selector:
             kw["label_selector"] = label_selector
-        if not res.stem:
-            api = self._custom()
-            if namespace:
-                fn, args = (
-                    api.list_namespaced_custom_object,
-                    (res.group, res.version, namespace, res.plural),
-                )
-            else:
-                fn, args = api.list_cluster_custom_object, (res.group, res.version, res.plural)
-        else:
-            api = self._api_for(res.group)
-            if not res.namespaced:
-                fn, args = getattr(api, f"list_{res.stem}"), ()
-            elif namespace:
-                fn, args = getattr(api, f"list_namespaced_{res.stem}"), (namespace,)
-            else:
-                fn, args = getattr(api, f"list_{res.stem}_for_all_namespaces"), ()
-        doc = self._call(
-            "list", res, fn, *args, namespace=namespace, retry=True, missing_ok=missing_ok, **kw
-        )
-        if doc is None:
-            return None
-        items = doc.get("items") or []
-        return self._typed(items if isinstance(items, list) else [], res)
+        if resource_version:
+            kw["resource_version"] = resource_version
+        self._request("watch", res)
+        try:
+            resp = fn(
+                *args,
+                _preload_content=False,
+                _request_timeout=(REQUEST_TIMEOUT[0], timeout + REQUEST_TIMEOUT[0]),
+                **kw,
+            )
+        except ApiException as e:
+            raise self._fail(e, "watch", res, None, namespace) from None
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise self._fail(e, "watch", res, None, namespace) from None
+        try:
+            for line in _watch_module.iter_resp_lines(resp):
+                if not line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                kind, obj = event.get("type"), event.get("object")
+                if not isinstance(obj, dict):
+                    continue
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone(f"{self.name}: watch {res.plural}: {obj.get('message')}")
+                    raise ClusterError(
+                        f"{self.name}: watch {where_of(res, None, namespace)} failed: "
+                        f"{obj.get('message') or obj}"
+                    )
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    obj.setdefault("apiVersion", res.api_version)
+                    obj.setdefault("kind", res.kind)
+                    yield str(kind), obj
+        except (urllib3.exceptions.HTTPError, OSError):
+            return  # the connection ended: the caller watches again from what it saw
+        finally:
+            resp.close()
+            resp.release_conn()
 
     def get(
         self, res: Resource, name: str, *, namespace: str | None = None
@@ -383,6 +599,7 @@ class Kube:
         in a thread of its own; one that is still stuck when its time is up is abandoned
         (it closes its socket when the server lets go, at the latest when the pod is deleted)
         and the caller gets an error that says which stage hung."""
+        self._request("exec", PODS)  # before the handshake's clock starts
         return run_bounded(
             lambda shaken, abandoned: self._exec(
                 namespace, pod, command, stdin, timeout, container, shaken, abandoned

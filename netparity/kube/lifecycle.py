@@ -72,19 +72,25 @@ class Lifecycle:
 
         run_id = self.objects.run_id
         deleted = 0
+        listed: set[str] = set()  # uids the listing found (and so deleted, or tried to)
         try:
             for run in find_runs(self.kube, run_id=run_id).values():
+                listed |= {str((o.get("metadata") or {}).get("uid")) for _, o in run.objects}
                 deleted += remove(self.kube, run, on_error=failed)
         except ClusterError as e:
             failed(str(e))
         # Whatever the listing missed: the heartbeats and the anchors made (the anchors'
-        # deletion collects the rest).
+        # deletion collects the rest). One delete per object: none twice.
         for lease in self.objects.heartbeat.leases():
+            if str(lease["metadata"].get("uid")) in listed:
+                continue
             try:
                 self.kube.delete(LEASES, lease)
             except ClusterError as e:
                 failed(f"{e} (the heartbeat in {lease['metadata'].get('namespace')})")
         for ns, anchor in sorted(self.objects.anchors.items()):
+            if str(anchor["metadata"].get("uid")) in listed:
+                continue
             try:
                 self.kube.delete(CONFIG_MAPS, anchor)
             except ClusterError as e:

@@ -119,6 +119,18 @@ READ_RULES: tuple[Rule, ...] = (
         verbs=("list",),
         why="the snapshot: backends of Services without a selector (default/kubernetes)",
     ),
+    Rule(
+        group="",
+        resources=("pods", "services"),
+        verbs=("watch",),
+        why="waiting for the run's twins and LoadBalancer Services by watch, not by polling",
+    ),
+    Rule(
+        group="cilium.io",
+        resources=("ciliumendpoints",),
+        verbs=("watch",),
+        why="settle: waiting for the twins' CiliumEndpoints by watch, not by polling",
+    ),
 )
 
 

@@ -1,9 +1,15 @@
 """Waiting for a run's objects: twins running and ready (an image pull that keeps failing
 stops the run, a twin the scheduler cannot place fails early), LoadBalancer addresses, and
-the dataplane having the twins (settling) before they are probed."""
+the dataplane having the twins (settling) before they are probed.
+
+Every wait is one list and then a watch from the list's resourceVersion (`follow`), never
+a poll: what it costs the API server is a constant per wait plus one event per change of
+the run's own objects, however long the wait."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,14 +18,82 @@ from netparity.backend import Progress
 from netparity.engine.dataplane import DATAPLANES
 from netparity.errors import ClusterError
 from netparity.kube import RUN_LABEL, TWIN_LABEL
-from netparity.kube.client import CILIUM_ENDPOINTS, PODS, SERVICES
+from netparity.kube.client import (
+    CILIUM_ENDPOINTS,
+    PODS,
+    SERVICES,
+    WATCH_SECONDS,
+    Gone,
+    Kube,
+    Resource,
+)
 from netparity.kube.layout import Layout
 from netparity.kube.objects import RunObjects, Twin
 from netparity.kube.podstate import LASTING_IMAGE_FAILURES, PodState, Readiness, pod_state
 from netparity.kube.render import short_hash
 from netparity.model.objects import ServiceType
 
-POLL = 1.0
+POLL = 1.0  # kept for callers that pace themselves (backend's --wait-ready)
+
+
+def follow(
+    kube: Kube,
+    res: Resource,
+    *,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+    deadline: float,
+    seen: Callable[[str, dict[str, Any]], None],
+    done: Callable[[], bool],
+    due: Callable[[], float | None] = lambda: None,
+    tick: Callable[[], None] = lambda: None,
+) -> bool | None:
+    """List once, then watch from the list's resourceVersion, handing every object (listed:
+    ADDED; then each event) to `seen`, until `done()` or the monotonic `deadline`.
+
+    `due()` says when time alone may change the outcome (a grace that ends): a watch request
+    then ends by it and `tick()` looks again. A watch the server ends is made again from the
+    last resourceVersion seen; 410 Gone lists again. True when done, False at the deadline,
+    None when the resource does not exist (a CRD that is absent)."""
+    found = kube.list_versioned(
+        res, namespace=namespace, label_selector=label_selector, missing_ok=True
+    )
+    if found is None:
+        return None
+    items, version = found
+    for obj in items:
+        seen("ADDED", obj)
+    while not done():
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        until = min(deadline, due() or deadline, now + WATCH_SECONDS)
+        try:
+            with contextlib.closing(
+                kube.watch(
+                    res,
+                    namespace=namespace,
+                    label_selector=label_selector,
+                    resource_version=version,
+                    timeout=max(1.0, math.ceil(until - now)),
+                )
+            ) as events:
+                for kind, obj in events:
+                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                    seen(kind, obj)
+                    if done():
+                        return True
+        except Gone:
+            relisted = kube.list_versioned(
+                res, namespace=namespace, label_selector=label_selector, missing_ok=True
+            )
+            if relisted is None:
+                return None
+            items, version = relisted
+            for obj in items:
+                seen("ADDED", obj)
+        tick()
+    return True
 
 
 class Waiter:
@@ -71,92 +145,117 @@ class Waiter:
             twin.settled = True
 
     def _settle_cilium(self, todo: list[Twin]) -> bool:
-        """Wait for each twin's CiliumEndpoint; False if there are none to read (no CRD)."""
+        """Wait for each twin's CiliumEndpoint (one list and watch per namespace); False if
+        there are none to read (no CRD)."""
         deadline = time.monotonic() + self.pod_timeout
-        pending = {id(t): t for t in todo}
         seen: dict[int, str] = {}
-        polls = 0
-        while pending:
-            for ns in sorted({t.pod.namespace for t in pending.values()}):
-                endpoints = self.kube.list(CILIUM_ENDPOINTS, namespace=ns, missing_ok=True)
-                if endpoints is None:
-                    self.log(
-                        "no CiliumEndpoints to read (the cilium.io/v2 CRD is absent): "
-                        f"waiting {self.settle_seconds:g} s (--settle) instead"
-                    )
-                    return False
-                by_name = {str((e.get("metadata") or {}).get("name")): e for e in endpoints}
-                for key, twin in list(pending.items()):
-                    if twin.pod.namespace != ns or twin.obj is None:
-                        continue
-                    state, identity = _endpoint_state(by_name.get(twin.obj["metadata"]["name"]))
-                    seen[key] = state
-                    if state == "ready" and identity is not None:
-                        twin.settled = True
-                        del pending[key]
-            if not pending:
-                return True
-            if time.monotonic() >= deadline:
-                for key, twin in pending.items():
-                    twin.failure = (
-                        f"the CiliumEndpoint of probe pod {self.objects.twin_label(twin)} was not "
-                        f"ready with an identity after {self.pod_timeout:g} s (state: "
-                        f"{seen.get(key)}): Cilium does not enforce policy for it yet"
-                    )
-                    self.log(twin.failure)
-                return True
-            time.sleep(min(POLL, 0.1 * 2**polls))
-            polls += 1
+        for ns in sorted({t.pod.namespace for t in todo}):
+            pending = {
+                str(t.obj["metadata"]["name"]): t
+                for t in todo
+                if t.pod.namespace == ns and t.obj is not None
+            }
+
+            def look(kind: str, cep: dict[str, Any], pending: dict[str, Twin] = pending) -> None:
+                twin = pending.get(str((cep.get("metadata") or {}).get("name")))
+                if twin is None:
+                    return
+                state, identity = _endpoint_state(None if kind == "DELETED" else cep)
+                seen[id(twin)] = state
+                if state == "ready" and identity is not None:
+                    twin.settled = True
+                    del pending[str(cep["metadata"]["name"])]
+
+            got = follow(
+                self.kube,
+                CILIUM_ENDPOINTS,
+                namespace=ns,
+                deadline=deadline,
+                seen=look,
+                done=lambda pending=pending: not pending,  # type: ignore[misc]
+            )
+            if got is None:
+                self.log(
+                    "no CiliumEndpoints to read (the cilium.io/v2 CRD is absent): "
+                    f"waiting {self.settle_seconds:g} s (--settle) instead"
+                )
+                return False
+            for twin in pending.values():
+                twin.failure = (
+                    f"the CiliumEndpoint of probe pod {self.objects.twin_label(twin)} was not "
+                    f"ready with an identity after {self.pod_timeout:g} s (state: "
+                    f"{seen.get(id(twin))}): Cilium does not enforce policy for it yet"
+                )
+                self.log(twin.failure)
         return True
 
     def twins(self, layout: Layout, progress: Progress | None) -> None:
-        """Until every twin of the layout is ready or has failed (pod_timeout at most)."""
+        """Until every twin of the layout is ready or has failed (pod_timeout at most): one
+        list of the run's pods, then a watch."""
         twins = self.objects.twins
         pending = {
-            k
+            (twin.pod.namespace, short_hash(k)): k
             for k, twin in twins.items()
             if (k in layout.twins or k in layout.hosts)
             and twin.failure is None
             and (twin.state is None or twin.state.readiness is not Readiness.READY)
         }
         total = len(layout.twins) + len(layout.hosts)
-        deadline = time.monotonic() + self.pod_timeout
-        polls = 0
-        while pending:
-            by_ns: dict[str, list[str]] = {}
-            for key in pending:
-                by_ns.setdefault(twins[key].pod.namespace, []).append(key)
-            for ns, keys in sorted(by_ns.items()):
-                live = self._live_twins(ns)
-                for key in keys:
-                    if self._look(twins[key], pod_state(live.get(short_hash(key)))):
-                        pending.discard(key)
-            if progress is not None:
-                progress("probe pods ready", total - len(pending), total)
-            if not pending:
-                break
-            if time.monotonic() >= deadline:
-                for key in sorted(pending):
-                    twin = twins[key]
-                    detail = twin.state.detail if twin.state is not None else "no status"
-                    twin.failure = (
-                        f"probe pod {self.objects.twin_label(twin)} was not running after "
-                        f"{self.pod_timeout:g} s: {detail}"
-                    )
-                    self.log(twin.failure)
-                return
-            time.sleep(min(POLL, 0.1 * 2**polls))
-            polls += 1
+        if not pending:
+            return
+        if progress is not None:
+            progress("probe pods ready", total - len(pending), total)
 
-    def _live_twins(self, namespace: str) -> dict[str, dict[str, Any]]:
-        """This run's pods in a namespace, by their twin label."""
-        return {
-            str((p.get("metadata") or {}).get("labels", {}).get(TWIN_LABEL)): p
-            for p in self.kube.list(
-                PODS, namespace=namespace, label_selector=f"{RUN_LABEL}={self.objects.run_id}"
-            )
-            or []
-        }
+        def take(where: tuple[str, str], state: PodState) -> None:
+            if self._look(twins[pending[where]], state):
+                del pending[where]
+                if progress is not None:
+                    progress("probe pods ready", total - len(pending), total)
+
+        def seen(kind: str, pod: dict[str, Any]) -> None:
+            meta = pod.get("metadata") or {}
+            where = (str(meta.get("namespace")), str((meta.get("labels") or {}).get(TWIN_LABEL)))
+            if where in pending:
+                take(where, pod_state(None if kind == "DELETED" else pod))
+
+        def due() -> float | None:
+            """When a grace ends for a twin that is waiting on nothing but time."""
+            ends = [
+                since + grace
+                for key in pending.values()
+                for since, grace in (
+                    (twins[key].unschedulable_since, self.unschedulable_grace),
+                    (twins[key].pull_failing_since, self.pull_timeout),
+                )
+                if since is not None
+            ]
+            return min(ends, default=None)
+
+        def tick() -> None:
+            for where, key in list(pending.items()):
+                state = twins[key].state
+                if state is not None:
+                    take(where, state)
+
+        done = follow(
+            self.kube,
+            PODS,
+            label_selector=f"{RUN_LABEL}={self.objects.run_id}",
+            deadline=time.monotonic() + self.pod_timeout,
+            seen=seen,
+            done=lambda: not pending,
+            due=due,
+            tick=tick,
+        )
+        if done is False:
+            for key in sorted(pending.values()):
+                twin = twins[key]
+                detail = twin.state.detail if twin.state is not None else "no status"
+                twin.failure = (
+                    f"probe pod {self.objects.twin_label(twin)} was not running after "
+                    f"{self.pod_timeout:g} s: {detail}"
+                )
+                self.log(twin.failure)
 
     def _look(self, twin: Twin, state: PodState) -> bool:
         """Take a twin's new state; True when it is waited for no more (ready or failed)."""
@@ -223,23 +322,29 @@ class Waiter:
         return True
 
     def load_balancers(self, layout: Layout) -> None:
-        """Until the run's LoadBalancer Services have an address (lb_timeout at most)."""
-        waiting = [k for k, rs in layout.services.items() if rs.type is ServiceType.LOAD_BALANCER]
-        deadline = time.monotonic() + self.lb_timeout
-        while waiting:
-            still: list[str] = []
-            for key in waiting:
-                ns, name = key.split("/", 1)
-                obj = self.kube.get(SERVICES, name, namespace=ns)
-                if obj is not None:
-                    self.objects.services[key] = obj
-                ingress = ((obj or {}).get("status") or {}).get("loadBalancer", {}).get("ingress")
-                if not ingress:
-                    still.append(key)
-            waiting = still
-            if not waiting or time.monotonic() >= deadline:
+        """Until the run's LoadBalancer Services have an address (lb_timeout at most): one
+        list of the run's Services, then a watch."""
+        waiting = {k for k, rs in layout.services.items() if rs.type is ServiceType.LOAD_BALANCER}
+        if not waiting:
+            return
+
+        def seen(kind: str, obj: dict[str, Any]) -> None:
+            meta = obj.get("metadata") or {}
+            key = f"{meta.get('namespace')}/{meta.get('name')}"
+            if key not in waiting or kind == "DELETED":
                 return
-            time.sleep(POLL * 3)
+            self.objects.services[key] = obj
+            if ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+                waiting.discard(key)
+
+        follow(
+            self.kube,
+            SERVICES,
+            label_selector=f"{RUN_LABEL}={self.objects.run_id}",
+            deadline=time.monotonic() + self.lb_timeout,
+            seen=seen,
+            done=lambda: not waiting,
+        )
 
 
 def _endpoint_state(cep: dict[str, Any] | None) -> tuple[str, int | None]:
