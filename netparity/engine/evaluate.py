@@ -96,6 +96,19 @@ class Engine:
         ] = {}
         self._label_group: dict[str, int] = {}  # pod key -> its (namespace, labels) group
         self._label_groups: dict[object, int] = {}
+        # Selection reads only the label keys some policy's subject names: pods that agree
+        # on those (and on namespace and hostNetwork) share one selection, whatever their
+        # other labels (pod-template-hash, a StatefulSet's pod name) say.
+        subjects = [t.subject for t in self.np_targets]
+        subjects += [c.subject for c in self.cilium_targets if c.subject is not None]
+        self._subject_keys = frozenset(k for sel in subjects for k in sel.keys())  # noqa: SIM118
+        # Cilium policies with the one namespace their subject pins ("": any namespace).
+        self._cilium_pins: list[tuple[CiliumTarget, str]] = []
+        for c in self.cilium_targets:
+            if c.subject is not None:
+                pins = {v for k, v in c.subject.match_labels if k == NAMESPACE_KEY}
+                self._cilium_pins.append((c, pins.pop() if len(pins) == 1 else ""))
+        self._cilium_by_ns: dict[str, list[CiliumTarget]] = {}
         self._dp_refs: dict[int, Dataplane] = {}  # keeps the ids used in cache keys alive
         self._ips: dict[str, _IP] = {}
 
@@ -143,7 +156,12 @@ class Engine:
         namespace, the labels and hostNetwork, so pods alike (replicas) share one entry."""
         group = self._label_group.get(pod.key)
         if group is None:
-            raw = (pod.namespace, pod.host_network, tuple(pod.labels.items()))
+            keys = self._subject_keys
+            raw = (
+                pod.namespace,
+                pod.host_network,
+                tuple(kv for kv in pod.labels.items() if kv[0] in keys),
+            )
             group = self._label_groups.setdefault(raw, len(self._label_groups))
             self._label_group[pod.key] = group
         key = (group, direction, id(dp))
@@ -170,15 +188,23 @@ class Engine:
         cts: list[CiliumTarget] = []
         if dp.cilium_policies and not pod.host_network:
             clabels = self.cilium_labels(pod, dp)
-            for c in self.cilium_targets:
-                if c.subject is None:
-                    continue
+            for c in self._cilium_in(pod.namespace):
+                assert c.subject is not None
                 if direction in c.isolates and c.subject.matches(clabels):
                     cts.append(c)
         names = tuple(t.name for t in nps) + tuple(c.name for c in cts)
         result = (nps, cts, notes, names)
         self._select_cache[key] = result
         return result
+
+    def _cilium_in(self, namespace: str) -> list[CiliumTarget]:
+        """The Cilium policies (in policy order) whose subject can select a pod of
+        `namespace`: those that pin it, and those that pin none."""
+        found = self._cilium_by_ns.get(namespace)
+        if found is None:
+            found = [c for c, pin in self._cilium_pins if pin in (namespace, "")]
+            self._cilium_by_ns[namespace] = found
+        return found
 
     # ---------------------------------------------------------------- evaluation
 

@@ -219,6 +219,7 @@ class _Planner(RuleProbes, ScenarioProbes):
             )
             & ids
         ]
+        admitted = set(with_admit)
         present = self._present()
         probed = {s for p in probes for s in p.scenarios}
         coverage = Coverage(
@@ -230,7 +231,7 @@ class _Planner(RuleProbes, ScenarioProbes):
             uncovered=tuple(
                 f"{r}: {self.uncovered.get(r, 'no admit probe')}"
                 for r in all_rules
-                if r not in set(with_admit)
+                if r not in admitted
             ),
         )
         return Plan(
