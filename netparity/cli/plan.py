@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import sys
+from collections.abc import Sequence
 
 from netparity.cli._common import (
     add_migration_arguments,
@@ -14,11 +16,13 @@ from netparity.cli._common import (
 )
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
+from netparity.model.snapshot import Snapshot
 from netparity.plan.addresses import parse_service_cidr
+from netparity.plan.base import Progress
 from netparity.plan.export import changes, plan_json, table_rows
 from netparity.plan.model import Plan
 from netparity.plan.planner import make_plan
-from netparity.probefile import load_probe_file
+from netparity.probefile import ProbeSpec, ResolvedProbe, load_probe_file
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +50,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--service-cidr", metavar="CIDR", help="the cluster's Service range (default: guessed)"
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr: classes built, rules planned, probes predicted "
+        "(default: when stderr is a terminal)",
+    )
     p.set_defaults(func=run)
 
 
@@ -75,6 +86,25 @@ def summary(plan: Plan) -> list[str]:
     return lines
 
 
+def _make_plan(
+    args: argparse.Namespace,
+    snapshot: Snapshot,
+    explicit: Sequence[ProbeSpec | ResolvedProbe],
+    responder: str | None,
+    progress: Progress | None,
+) -> Plan:
+    return make_plan(
+        snapshot,
+        current=args.current,
+        target=args.target,
+        explicit=explicit,
+        external_ip=args.external_ip,
+        responder=responder,
+        service_cidr=parse_service_cidr(args.service_cidr) if args.service_cidr else None,
+        progress=progress,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     snapshot = snapshot_from_args(args, command="plan")
     explicit = load_probe_file(args.probes) if args.probes else ()
@@ -89,15 +119,17 @@ def run(args: argparse.Namespace) -> int:
         from netparity.kube.responder import parse_responder
 
         responder = parse_responder(args.responder).ip
-    plan = make_plan(
-        snapshot,
-        current=args.current,
-        target=args.target,
-        explicit=explicit,
-        external_ip=args.external_ip,
-        responder=responder,
-        service_cidr=parse_service_cidr(args.service_cidr) if args.service_cidr else None,
-    )
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = None
+    if show:
+        from netparity.lab.lifecycle import StderrProgress
+
+        progress = StderrProgress("plan", prefix="plan")
+    try:
+        plan = _make_plan(args, snapshot, explicit, responder, progress)
+    finally:
+        if progress is not None:
+            progress.finish()
     if args.format == "json":
         print_json(plan_json(plan))
         return 0

@@ -69,10 +69,22 @@ def _lit(text: str) -> str:
 class Engine:
     """A snapshot compiled for evaluation. Thread-safe for reads; caches per dataplane."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, *, compiled: Engine | None = None) -> None:
+        """`compiled`: an engine over a snapshot with the same policies (the same objects),
+        whose compiled policies are reused instead of compiled again."""
         self.snapshot = snapshot
-        self.np_targets = tuple(compile_network_policy(p) for p in snapshot.network_policies)
-        self.cilium_targets = tuple(compile_cilium_policy(p) for p in snapshot.cilium_policies)
+        self.np_targets: tuple[NPTarget, ...]
+        self.cilium_targets: tuple[CiliumTarget, ...]
+        if (
+            compiled is not None
+            and compiled.snapshot.network_policies is snapshot.network_policies
+            and compiled.snapshot.cilium_policies is snapshot.cilium_policies
+        ):
+            self.np_targets = compiled.np_targets
+            self.cilium_targets = compiled.cilium_targets
+        else:
+            self.np_targets = tuple(compile_network_policy(p) for p in snapshot.network_policies)
+            self.cilium_targets = tuple(compile_cilium_policy(p) for p in snapshot.cilium_policies)
         self._np_by_ns: dict[str, list[NPTarget]] = defaultdict(list)
         for t in self.np_targets:
             self._np_by_ns[t.namespace].append(t)

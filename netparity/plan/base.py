@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS
@@ -94,6 +94,13 @@ class Port:
     tags: tuple[Scenario, ...] = ()
 
 
+Progress = Callable[[str, int, int], None]  # (what, done, total), as backend.Progress
+
+
+def _silent(what: str, done: int, total: int) -> None:
+    return None
+
+
 class PlannerBase:
     snapshot: Snapshot  # with the run-owned Services (set by the planner)
     engine: Engine  # over `snapshot`
@@ -108,7 +115,9 @@ class PlannerBase:
         external_ip: str = DEFAULT_EXTERNAL_IP,
         responder: str | None = None,
         service_cidr: ipaddress.IPv4Network | None = None,
+        progress: Progress | None = None,
     ) -> None:
+        self._progress: Progress = progress or _silent
         # The outside client: where the machine running the probes is seen from (its id
         # stays `external:default` whatever the address, so records stay comparable).
         self.external_ip = external_ip
@@ -139,6 +148,8 @@ class PlannerBase:
             list(self.dps.values()),
         )
         self.base_engine = base
+        built = len(self.classes.classes)
+        self._progress("classes built", built, built)
         self.nodes: tuple[Node, ...] = snapshot.nodes
         self.node_by_name = {n.name: n for n in snapshot.nodes}
         self.hostnet_port: dict[str, int] = {}

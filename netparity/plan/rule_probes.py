@@ -95,7 +95,11 @@ class RuleProbes(PlannerBase):
         return len(numbers) > 1
 
     def _plan_rules(self) -> None:
+        total = sum(len(spec.rules) for spec in self.specs)
+        done = 0
         for spec in self.specs:
+            done += len(spec.rules)
+            self._progress("rules planned", done, total)
             subjects = self.subjects[spec.name]
             for rule in spec.rules:
                 if spec.subject is None:
