@@ -106,6 +106,9 @@ class Engine:
             tuple[int, str, int],
             tuple[list[NPTarget], list[CiliumTarget], list[str], tuple[str, ...]],
         ] = {}
+        self._match_cache: dict[
+            tuple[object, ...], tuple[list[NPTarget], list[CiliumTarget], list[NPTarget]]
+        ] = {}
         self._label_group: dict[str, int] = {}  # pod key -> its (namespace, labels) group
         self._label_groups: dict[object, int] = {}
         # Selection reads only the label keys some policy's subject names: pods that agree
@@ -181,8 +184,35 @@ class Engine:
         if cached is not None:
             return cached
         self._dp_refs[id(dp)] = dp
+        # Profiles that differ only in what selection never reads (the cause finder's
+        # one-knob variants) share the matching; only the notes name the dataplane.
+        view = (
+            group,
+            direction,
+            dp.label_filter,
+            dp.rules_beyond_policy_types,
+            dp.skip_untranslatable,
+            dp.cilium_policies,
+        )
+        matched = self._match_cache.get(view)
+        if matched is None:
+            matched = self._match_cache[view] = self._match(pod, direction, dp)
+        nps, cts, skipped = matched
+        notes = [
+            f"{t.name} is not enforced by {dp.name}: {t.untranslatable} (D11)" for t in skipped
+        ]
+        names = tuple(t.name for t in nps) + tuple(c.name for c in cts)
+        result = (nps, cts, notes, names)
+        self._select_cache[key] = result
+        return result
+
+    def _match(
+        self, pod: Pod, direction: str, dp: Dataplane
+    ) -> tuple[list[NPTarget], list[CiliumTarget], list[NPTarget]]:
+        """The policies that select `pod` for `direction` under `dp`, and the NetworkPolicies
+        that would but that `dp` skips (D11). Reads only the fields `_selection` keys on."""
         nps: list[NPTarget] = []
-        notes: list[str] = []
+        skipped: list[NPTarget] = []
         if not pod.host_network:
             labels = self.labels(pod, dp)
             for t in self._np_by_ns.get(pod.namespace, ()):
@@ -192,9 +222,7 @@ class Engine:
                 )
                 if isolated and t.subject.matches(labels):
                     if dp.skip_untranslatable and t.untranslatable:
-                        notes.append(
-                            f"{t.name} is not enforced by {dp.name}: {t.untranslatable} (D11)"
-                        )
+                        skipped.append(t)
                         continue
                     nps.append(t)
         cts: list[CiliumTarget] = []
@@ -204,10 +232,7 @@ class Engine:
                 assert c.subject is not None
                 if direction in c.isolates and c.subject.matches(clabels):
                     cts.append(c)
-        names = tuple(t.name for t in nps) + tuple(c.name for c in cts)
-        result = (nps, cts, notes, names)
-        self._select_cache[key] = result
-        return result
+        return nps, cts, skipped
 
     def _cilium_in(self, namespace: str) -> list[CiliumTarget]:
         """The Cilium policies (in policy order) whose subject can select a pod of
