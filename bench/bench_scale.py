@@ -80,8 +80,12 @@ def run(size: str, command: str, path: Path, profile: str | None) -> Run:
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     code = proc.returncode
-    if code not in (0, 1, 3):  # lint: 1 findings, 3 not judged
-        sys.stderr.write(err.decode(errors="replace"))
+    text = err.decode(errors="replace")
+    if "Traceback (most recent call last)" in text:
+        code = -1  # an uncaught exception also exits 1, like a lint with findings
+        sys.stderr.write(text[-2000:])
+    elif code not in (0, 1, 3):  # lint: 1 findings, 3 not judged
+        sys.stderr.write(text)
     cpu = usage.ru_utime + usage.ru_stime
     return Run(size, command, seconds, cpu, usage.ru_maxrss / 1024, code)
 
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.flush()
     print()
     print(report(sorted(runs, key=lambda r: (commands.index(r.command), 0)), commands))
-    return 0 if all(r.exit_code in (0, 1, 3) for r in runs) else 1
+    return 0 if all(r.exit_code in (0, 1, 3) for r in runs) else 1  # -1: it crashed
 
 
 if __name__ == "__main__":
