@@ -168,6 +168,7 @@ class PlannerBase:
         self.ranges = cluster_ranges(snapshot, service_cidr=service_cidr)
         self.backend_cache: dict[str, list[Pod]] = {}
         self.block_cache: dict[IPBlock, list[PodClass]] = {}
+        self.address_cache: dict[tuple[IPBlock, str, bool], str | None] = {}
         self.peer_cache: dict[tuple[bool, str | None, PeerSpec], list[PodClass]] = {}
         self.ns_cache: dict[LabelSelector, list[str]] = {}
         self.label_index: dict[
