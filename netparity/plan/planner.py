@@ -335,7 +335,13 @@ class _Planner(RuleProbes, ScenarioProbes):
         now = verdicts.get(self.current)
         for name, v in verdicts.items():
             if now is not None and name != self.current and v.decision is not now.decision:
-                causes = self._causes(name).causes(d.traffic, now, v)
+                twin = self.twins[name]
+                if twin is not None and v is verdicts.get(twin.name):
+                    # the twin's verdict stands (endPort cannot matter here): so do its
+                    # causes, as no endPort knob can flip this traffic
+                    causes = predicted[twin.name].causes
+                else:
+                    causes = self._causes(name).causes(d.traffic, now, v)
                 predicted[name] = dataclasses.replace(predicted[name], causes=causes)
         scenarios = list(d.scenarios)
         if not scenarios and self.current in verdicts and self.target in verdicts:
