@@ -143,3 +143,40 @@ def _update() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--update"]:
         _update()
+
+
+# --- progress (issue 19) ----------------------------------------------------------------------
+
+
+def test_planning_reports_classes_rules_and_probes_as_it_goes() -> None:
+    seen: list[tuple[str, int, int]] = []
+    plan = make_plan(
+        snapshot_from_dicts(CLUSTERS["gen-300"]()),
+        progress=lambda what, done, total: seen.append((what, done, total)),
+    )
+    stages = list(dict.fromkeys(what for what, _, _ in seen))
+    assert stages == ["classes built", "rules planned", "probes predicted"]
+    last = {what: (done, total) for what, done, total in seen}
+    assert last["classes built"] == (len(plan.classes), len(plan.classes))
+    assert last["rules planned"] == (plan.coverage.rules_total, plan.coverage.rules_total)
+    assert last["probes predicted"] == (len(plan.probes), len(plan.probes))
+    predicted = [done for what, done, _ in seen if what == "probes predicted"]
+    assert predicted == sorted(predicted) and predicted[0] == 1
+
+
+def test_plan_shows_progress_on_stderr_when_asked_and_not_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netparity.cli import main
+
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"kind": "List", "items": CLUSTERS["example"]()}))
+    assert main(["plan", str(path), "--format", "json"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == ""  # stderr is not a terminal here
+    assert main(["plan", str(path), "--format", "json", "--progress"]) == 0
+    shown = capsys.readouterr()
+    assert json.loads(shown.out) == json.loads(quiet.out)
+    lines = shown.err.splitlines()
+    assert lines and all(line.startswith("plan: classes built ") for line in lines)
+    assert "probes predicted 80/80" in lines[-1]
