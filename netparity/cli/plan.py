@@ -21,7 +21,7 @@ from netparity.plan.addresses import parse_service_cidr
 from netparity.plan.base import Progress
 from netparity.plan.export import changes, plan_json, table_rows
 from netparity.plan.model import Plan
-from netparity.plan.planner import make_plan
+from netparity.plan.planner import gc_paused, make_plan
 from netparity.probefile import ProbeSpec, ResolvedProbe, load_probe_file
 
 
@@ -106,7 +106,8 @@ def _make_plan(
 
 
 def run(args: argparse.Namespace) -> int:
-    snapshot = snapshot_from_args(args, command="plan")
+    with gc_paused():  # loading makes many objects and no garbage, as planning does
+        snapshot = snapshot_from_args(args, command="plan")
     explicit = load_probe_file(args.probes) if args.probes else ()
     try:
         ipaddress.IPv4Address(args.external_ip)

@@ -71,7 +71,7 @@ def make_plan(
     holds it, and for "anywhere"); `service_cidr` replaces the guessed Service range;
     `progress` is told (what, done, total) as classes are built, policies planned and
     probes predicted."""
-    with _gc_paused():
+    with gc_paused():
         return _Planner(
             snapshot,
             current=current,
@@ -84,7 +84,7 @@ def make_plan(
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Planning allocates millions of small acyclic objects; Python's cycle collector would
     walk the whole heap again and again while they pile up (a third of the time at 20,000
     pods) and find nothing. It runs again, once, when the plan is done."""
