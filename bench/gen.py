@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import itertools
 import random
 import sys
 from dataclasses import dataclass, field
@@ -229,7 +230,11 @@ def generate(
             k += 1
     docs.extend(pod_docs)
     # ------------------------------------------------------------------ services
-    lb_ips = (str(ipaddress.IPv4Address("192.0.2.10") + i) for i in range(240))
+    # 240 documentation addresses, then the benchmarking range (50,000 pods need more)
+    lb_ips = itertools.chain(
+        (str(ipaddress.IPv4Address("192.0.2.10") + i) for i in range(240)),
+        (str(ipaddress.IPv4Address("198.18.0.10") + i) for i in range(130_000)),
+    )
     node_port = 30000
     for ns in ns_names[1:]:
         for app in apps[ns]:

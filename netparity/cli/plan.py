@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from collections.abc import Sequence
 
 from netparity.cli._common import (
     KUBECONFIG_HELP,
@@ -19,10 +20,11 @@ from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
 from netparity.model.snapshot import Snapshot
 from netparity.plan.addresses import parse_service_cidr
+from netparity.plan.base import Progress
 from netparity.plan.export import changes, plan_json, table_rows
 from netparity.plan.model import Plan
-from netparity.plan.planner import make_plan
-from netparity.probefile import load_probe_file
+from netparity.plan.planner import gc_paused, make_plan
+from netparity.probefile import ProbeSpec, ResolvedProbe, load_probe_file
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,6 +74,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(default %(default)g)",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr: classes built, rules planned, probes predicted "
+        "(default: when stderr is a terminal)",
+    )
     p.set_defaults(func=run)
 
 
@@ -101,6 +110,25 @@ def summary(plan: Plan) -> list[str]:
     return lines
 
 
+def _make_plan(
+    args: argparse.Namespace,
+    snapshot: Snapshot,
+    explicit: Sequence[ProbeSpec | ResolvedProbe],
+    responder: str | None,
+    progress: Progress | None,
+) -> Plan:
+    return make_plan(
+        snapshot,
+        current=args.current,
+        target=args.target,
+        explicit=explicit,
+        external_ip=args.external_ip,
+        responder=responder,
+        service_cidr=parse_service_cidr(args.service_cidr) if args.service_cidr else None,
+        progress=progress,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.cluster:
         if args.snapshot:
@@ -109,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
                 field="--cluster",
             )
         return _run_on_cluster(args)
-    snapshot = snapshot_from_args(args, command="plan")
+    with gc_paused():  # loading makes many objects and no garbage, as planning does
+        snapshot = snapshot_from_args(args, command="plan")
     plan = _plan(args, snapshot)
     _show(args, plan)
     return 0
@@ -153,15 +182,18 @@ def _plan(args: argparse.Namespace, snapshot: Snapshot) -> Plan:
         from netparity.kube.responder import parse_responder
 
         responder = parse_responder(args.responder).ip
-    return make_plan(
-        snapshot,
-        current=args.current,
-        target=args.target,
-        explicit=explicit,
-        external_ip=args.external_ip,
-        responder=responder,
-        service_cidr=parse_service_cidr(args.service_cidr) if args.service_cidr else None,
-    )
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = None
+    if show:
+        from netparity.lab.lifecycle import StderrProgress
+
+        progress = StderrProgress("plan", prefix="plan")
+    try:
+        with gc_paused():
+            return _make_plan(args, snapshot, explicit, responder, progress)
+    finally:
+        if progress is not None:
+            progress.finish()
 
 
 def _show(args: argparse.Namespace, plan: Plan) -> None:

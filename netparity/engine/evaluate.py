@@ -12,7 +12,7 @@ import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from netparity.engine.compile import (
     EGRESS,
@@ -66,6 +66,20 @@ class _Selection:
     requires_deny: tuple[LabelSelector, ...]
 
 
+@dataclass(slots=True, kw_only=True)
+class _Match:
+    """The dataplane-independent part of a selection (`Engine._match`)."""
+
+    nps: list[NPTarget]
+    skipped: list[NPTarget]  # NetworkPolicies the dataplane does not translate (D11)
+    cts: list[CiliumTarget] = field(default_factory=list)
+    adders: list[CiliumTarget] = field(default_factory=list)
+    refused: list[CiliumTarget] = field(default_factory=list)
+    requires_ignored: list[CiliumTarget] = field(default_factory=list)
+    requires: tuple[LabelSelector, ...] = ()
+    requires_deny: tuple[LabelSelector, ...] = ()
+
+
 @functools.lru_cache(maxsize=4096)
 def _port_text(port: int, protocol: Protocol) -> str:
     return f"{port}/{protocol}"
@@ -88,10 +102,22 @@ def _lit(text: str) -> str:
 class Engine:
     """A snapshot compiled for evaluation. Thread-safe for reads; caches per dataplane."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, *, compiled: Engine | None = None) -> None:
+        """`compiled`: an engine over a snapshot with the same policies (the same objects),
+        whose compiled policies are reused instead of compiled again."""
         self.snapshot = snapshot
-        self.np_targets = tuple(compile_network_policy(p) for p in snapshot.network_policies)
-        self.cilium_targets = tuple(compile_cilium_policy(p) for p in snapshot.cilium_policies)
+        self.np_targets: tuple[NPTarget, ...]
+        self.cilium_targets: tuple[CiliumTarget, ...]
+        if (
+            compiled is not None
+            and compiled.snapshot.network_policies is snapshot.network_policies
+            and compiled.snapshot.cilium_policies is snapshot.cilium_policies
+        ):
+            self.np_targets = compiled.np_targets
+            self.cilium_targets = compiled.cilium_targets
+        else:
+            self.np_targets = tuple(compile_network_policy(p) for p in snapshot.network_policies)
+            self.cilium_targets = tuple(compile_cilium_policy(p) for p in snapshot.cilium_policies)
         self._np_by_ns: dict[str, list[NPTarget]] = defaultdict(list)
         for t in self.np_targets:
             self._np_by_ns[t.namespace].append(t)
@@ -113,8 +139,23 @@ class Engine:
         # D28: the kube-apiserver entity is the default/kubernetes EndpointSlices' addresses
         api = snapshot.endpoints.get(APISERVER_SERVICE)
         self.apiserver_ips: frozenset[str] = frozenset(api.outside) if api else frozenset()
+        # the policies one (label group, direction, selection-relevant knobs) selects
+        self._match_cache: dict[tuple[object, ...], _Match] = {}
         self._label_group: dict[str, int] = {}  # pod key -> its (namespace, labels) group
         self._label_groups: dict[object, int] = {}
+        # Selection reads only the label keys some policy's subject names: pods that agree
+        # on those (and on namespace and hostNetwork) share one selection, whatever their
+        # other labels (pod-template-hash, a StatefulSet's pod name) say.
+        subjects = [t.subject for t in self.np_targets]
+        subjects += [c.subject for c in self.cilium_targets if c.subject is not None]
+        self._subject_keys = frozenset(k for sel in subjects for k in sel.keys())  # noqa: SIM118
+        # Cilium policies with the one namespace their subject pins ("": any namespace).
+        self._cilium_pins: list[tuple[CiliumTarget, str]] = []
+        for c in self.cilium_targets:
+            if c.subject is not None:
+                pins = {v for k, v in c.subject.match_labels if k == NAMESPACE_KEY}
+                self._cilium_pins.append((c, pins.pop() if len(pins) == 1 else ""))
+        self._cilium_by_ns: dict[str, list[CiliumTarget]] = {}
         self._dp_refs: dict[int, Dataplane] = {}  # keeps the ids used in cache keys alive
         self._ips: dict[str, _IP] = {}
 
@@ -165,10 +206,17 @@ class Engine:
 
     def _selection(self, pod: Pod, direction: str, dp: Dataplane) -> _Selection:
         """`selecting` and the names of the selecting policies. Selection depends only on the
-        namespace, the labels and hostNetwork, so pods alike (replicas) share one entry."""
+        namespace, the service account, hostNetwork and the labels some policy's subject
+        reads, so pods alike (replicas) share one entry."""
         group = self._label_group.get(pod.key)
         if group is None:
-            raw = (pod.namespace, pod.host_network, tuple(pod.labels.items()))
+            keys = self._subject_keys
+            raw = (
+                pod.namespace,
+                pod.host_network,
+                pod.service_account,
+                tuple(kv for kv in pod.labels.items() if kv[0] in keys),
+            )
             group = self._label_groups.setdefault(raw, len(self._label_groups))
             self._label_group[pod.key] = group
         key = (group, direction, id(dp))
@@ -176,8 +224,48 @@ class Engine:
         if cached is not None:
             return cached
         self._dp_refs[id(dp)] = dp
+        # Profiles that differ only in what selection never reads (the cause finder's
+        # one-knob variants) share the matching; only the notes name the dataplane.
+        view = (
+            group,
+            direction,
+            dp.label_filter,
+            dp.rules_beyond_policy_types,
+            dp.skip_untranslatable,
+            dp.cilium_policies,
+            dp.cilium_cluster_name,
+            dp.cilium_non_default_deny,
+            dp.cnp_requires,
+            dp.cilium_l7_proxy,
+            dp.cilium_icmp_rules,
+            dp.cilium_node_selector_labels,
+            dp.cilium_host_firewall,
+        )
+        m = self._match_cache.get(view)
+        if m is None:
+            m = self._match_cache[view] = self._match(pod, direction, dp)
+        notes = [
+            f"{t.name} is not enforced by {dp.name}: {t.untranslatable} (D11)" for t in m.skipped
+        ]
+        for c in m.refused:
+            refused = cilium_refusal(c, dp)
+            if refused is not None:
+                notes.append(refused)
+        notes += [
+            f"{c.name} uses {', '.join(c.requires_fields)}, which {dp.name} ignores "
+            "(deprecated in Cilium 1.17, removed in 1.19)"
+            for c in m.requires_ignored
+        ]
+        names = tuple(t.name for t in m.nps) + tuple(c.name for c in m.cts)
+        result = _Selection(m.nps, m.cts, notes, names, m.adders, m.requires, m.requires_deny)
+        self._select_cache[key] = result
+        return result
+
+    def _match(self, pod: Pod, direction: str, dp: Dataplane) -> _Match:
+        """The policies that select `pod` for `direction` under `dp`, those `dp` skips (D11)
+        or refuses, and the requirements. Reads only the fields `_selection` keys on."""
         nps: list[NPTarget] = []
-        notes: list[str] = []
+        skipped: list[NPTarget] = []
         if not pod.host_network:
             labels = self.labels(pod, dp)
             for t in self._np_by_ns.get(pod.namespace, ()):
@@ -187,44 +275,47 @@ class Engine:
                 )
                 if isolated and t.subject.matches(labels):
                     if dp.skip_untranslatable and t.untranslatable:
-                        notes.append(
-                            f"{t.name} is not enforced by {dp.name}: {t.untranslatable} (D11)"
-                        )
+                        skipped.append(t)
                         continue
                     nps.append(t)
-        cts: list[CiliumTarget] = []
-        adders: list[CiliumTarget] = []
+        m = _Match(nps=nps, skipped=skipped)
+        if dp.cilium_policies and not pod.host_network:
+            self._match_cilium(pod, direction, dp, m)
+        return m
+
+    def _match_cilium(self, pod: Pod, direction: str, dp: Dataplane, m: _Match) -> None:
+        clabels = self.cilium_labels(pod, dp)
         requires: list[LabelSelector] = []
         requires_deny: list[LabelSelector] = []
-        if dp.cilium_policies and not pod.host_network:
-            clabels = self.cilium_labels(pod, dp)
-            for c in self.cilium_targets:
-                if c.subject is None or direction not in c.ruled:
-                    continue
-                if not c.subject.matches(clabels):
-                    continue
-                refused = cilium_refusal(c, dp)
-                if refused is not None:
-                    notes.append(refused)
-                    continue
-                # enableDefaultDeny is honoured only with enable-non-default-deny-policies
-                # (pkg/policy/api/rule_validation.go:101-119, Rule.Sanitize)
-                if direction in c.isolates or not dp.cilium_non_default_deny:
-                    cts.append(c)
-                else:
-                    adders.append(c)
-                if c.requires_fields and not dp.cnp_requires:
-                    notes.append(
-                        f"{c.name} uses {', '.join(c.requires_fields)}, which {dp.name} ignores "
-                        "(deprecated in Cilium 1.17, removed in 1.19)"
-                    )
-                elif dp.cnp_requires:
-                    requires.extend(c.requires.get(direction, ()))
-                    requires_deny.extend(c.requires_deny.get(direction, ()))
-        names = tuple(t.name for t in nps) + tuple(c.name for c in cts)
-        result = _Selection(nps, cts, notes, names, adders, tuple(requires), tuple(requires_deny))
-        self._select_cache[key] = result
-        return result
+        for c in self._cilium_in(pod.namespace):
+            assert c.subject is not None
+            if direction not in c.ruled or not c.subject.matches(clabels):
+                continue
+            if cilium_refusal(c, dp) is not None:
+                m.refused.append(c)
+                continue
+            # enableDefaultDeny is honoured only with enable-non-default-deny-policies
+            # (pkg/policy/api/rule_validation.go:101-119, Rule.Sanitize)
+            if direction in c.isolates or not dp.cilium_non_default_deny:
+                m.cts.append(c)
+            else:
+                m.adders.append(c)
+            if c.requires_fields and not dp.cnp_requires:
+                m.requires_ignored.append(c)
+            elif dp.cnp_requires:
+                requires.extend(c.requires.get(direction, ()))
+                requires_deny.extend(c.requires_deny.get(direction, ()))
+        m.requires = tuple(requires)
+        m.requires_deny = tuple(requires_deny)
+
+    def _cilium_in(self, namespace: str) -> list[CiliumTarget]:
+        """The Cilium policies (in policy order) whose subject can select a pod of
+        `namespace`: those that pin it, and those that pin none."""
+        found = self._cilium_by_ns.get(namespace)
+        if found is None:
+            found = [c for c, pin in self._cilium_pins if pin in (namespace, "")]
+            self._cilium_by_ns[namespace] = found
+        return found
 
     # ---------------------------------------------------------------- evaluation
 

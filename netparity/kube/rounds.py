@@ -191,7 +191,7 @@ def _look(backend: KubeBackend, keys: Sequence[str]) -> None:
         and (t.state is None or t.state.readiness is not Readiness.READY)
     ]
     for ns in sorted({made.twins[k].pod.namespace for k in pending}):
-        live = waiter._live_twins(ns)
+        live = waiter.live_twins(ns)
         for key in pending:
             twin = made.twins[key]
             if twin.pod.namespace == ns:

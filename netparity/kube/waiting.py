@@ -257,6 +257,16 @@ class Waiter:
                 )
                 self.log(twin.failure)
 
+    def live_twins(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """This run's pods in a namespace, by their twin label (one list: a watch's rounds)."""
+        return {
+            str((p.get("metadata") or {}).get("labels", {}).get(TWIN_LABEL)): p
+            for p in self.kube.list(
+                PODS, namespace=namespace, label_selector=f"{RUN_LABEL}={self.objects.run_id}"
+            )
+            or []
+        }
+
     def _look(self, twin: Twin, state: PodState) -> bool:
         """Take a twin's new state; True when it is waited for no more (ready or failed)."""
         twin.state = state

@@ -72,8 +72,16 @@ def _say(message: str) -> None:
 class StderrProgress:
     """A Progress callback that keeps one line on stderr: `lab NAME: nodes 3/3, pods 12/60`."""
 
-    def __init__(self, name: str, *, stream: IO[str] | None = None, interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        stream: IO[str] | None = None,
+        interval: float = 0.25,
+        prefix: str | None = None,
+    ) -> None:
         self.name = name
+        self.prefix = prefix if prefix is not None else f"lab {name}"  # `plan`, `lint` too
         self.stream = stream if stream is not None else sys.stderr
         self.counts: dict[str, tuple[int, int]] = {}
         self.interval = interval
@@ -88,7 +96,7 @@ class StderrProgress:
             if done < total and now - self._last < self.interval:
                 return
             self._last = now
-            line = f"lab {self.name}: " + ", ".join(
+            line = f"{self.prefix}: " + ", ".join(
                 f"{w} {d}/{t}" for w, (d, t) in self.counts.items()
             )
             if self._tty:

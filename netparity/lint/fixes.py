@@ -42,17 +42,27 @@ def apply_fixes(snapshot: Snapshot, fixes: Iterable[Fix]) -> Snapshot:
 def apply_objects(
     snapshot: Snapshot, objects: Sequence[dict[str, Any]], action: FixAction = FixAction.APPLY
 ) -> Snapshot:
-    parsed = snapshot_from_dicts(objects)
+    return apply_each(snapshot, [(objects, action)])
+
+
+def apply_each(
+    snapshot: Snapshot, changes: Sequence[tuple[Sequence[dict[str, Any]], FixAction]]
+) -> Snapshot:
+    """`apply_objects` for each (objects, action) in turn, the policies indexed once (a
+    batch of fixes costs its objects, not its objects times the cluster's policies)."""
     nps = {p.key: p for p in snapshot.network_policies}
     cps = {f"{c.kind}/{c.key}": c for c in snapshot.cilium_policies}
-    names = {(c.kind, c.namespace, c.name) for c in parsed.cilium_policies}
-    cps = {k: c for k, c in cps.items() if (c.kind, c.namespace, c.name) not in names}
-    if action is FixAction.DELETE:
-        for p in parsed.network_policies:
-            nps.pop(p.key, None)
-    else:
-        nps.update({p.key: p for p in parsed.network_policies})
-        cps.update({f"{c.kind}/{c.key}": c for c in parsed.cilium_policies})
+    for objects, action in changes:
+        parsed = snapshot_from_dicts(objects)
+        if parsed.cilium_policies:  # every spec of a replaced Cilium policy goes
+            names = {(c.kind, c.namespace, c.name) for c in parsed.cilium_policies}
+            cps = {k: c for k, c in cps.items() if (c.kind, c.namespace, c.name) not in names}
+        if action is FixAction.DELETE:
+            for p in parsed.network_policies:
+                nps.pop(p.key, None)
+        else:
+            nps.update({p.key: p for p in parsed.network_policies})
+            cps.update({f"{c.kind}/{c.key}": c for c in parsed.cilium_policies})
     return replace(
         snapshot,
         network_policies=tuple(nps[k] for k in sorted(nps)),
@@ -210,9 +220,9 @@ class FixBuilder(Remedies):
             return
         fixed = self.snapshot
         expectations: list[Expectation] = []
-        for f, proposal in batch:
-            fixed = apply_objects(fixed, proposal.objects, proposal.action)
+        for f, _ in batch:
             expectations.extend(f.expectations)
+        fixed = apply_each(fixed, [(p.objects, p.action) for _, p in batch])
         engine = Engine(relevant_part(fixed, expectations))
         linter = Linter(engine, self.npm, self.target)
         for f, proposal in batch:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from netparity.model.objects import Pod
 from netparity.model.snapshot import Snapshot
 
 # Kinds that never change whether a connection is allowed: skipping them leaves nothing
@@ -129,13 +130,12 @@ def not_judged(snapshot: Snapshot, unknown: Sequence[tuple[str, str]] = ()) -> N
     skipped = {k: n for k, n in snapshot.skipped.items() if not _no_effect(k)}
     ignored = {k: n for k, n in snapshot.skipped.items() if _no_effect(k)}
     idle = []
+    pods_by_ns: dict[str, list[Pod]] = {}
+    for p in snapshot.pods:
+        if not p.host_network:
+            pods_by_ns.setdefault(p.namespace, []).append(p)
     for np_ in snapshot.network_policies:
-        if not any(
-            p.namespace == np_.namespace
-            and not p.host_network
-            and np_.pod_selector.matches(p.labels)
-            for p in snapshot.pods
-        ):
+        if not any(np_.pod_selector.matches(p.labels) for p in pods_by_ns.get(np_.namespace, ())):
             idle.append(f"NetworkPolicy {np_.key}")
     return NotJudged(
         unknown=tuple(dict.fromkeys(unknown)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS
@@ -26,6 +26,7 @@ from netparity.engine.traffic import (
     Traffic,
     Verdict,
 )
+from netparity.facts.cilium_config import LabelFilter
 from netparity.model.networkpolicy import IPBlock
 from netparity.model.objects import Node, Pod, Protocol, Service
 from netparity.model.selectors import LabelSelector
@@ -93,6 +94,13 @@ class Port:
     tags: tuple[Scenario, ...] = ()
 
 
+Progress = Callable[[str, int, int], None]  # (what, done, total), as backend.Progress
+
+
+def _silent(what: str, done: int, total: int) -> None:
+    return None
+
+
 class PlannerBase:
     snapshot: Snapshot  # with the run-owned Services (set by the planner)
     engine: Engine  # over `snapshot`
@@ -107,7 +115,9 @@ class PlannerBase:
         external_ip: str = DEFAULT_EXTERNAL_IP,
         responder: str | None = None,
         service_cidr: ipaddress.IPv4Network | None = None,
+        progress: Progress | None = None,
     ) -> None:
+        self._progress: Progress = progress or _silent
         # The outside client: where the machine running the probes is seen from (its id
         # stays `external:default` whatever the address, so records stay comparable).
         self.external_ip = external_ip
@@ -138,6 +148,8 @@ class PlannerBase:
             list(self.dps.values()),
         )
         self.base_engine = base
+        built = len(self.classes.classes)
+        self._progress("classes built", built, built)
         self.nodes: tuple[Node, ...] = snapshot.nodes
         self.node_by_name = {n.name: n for n in snapshot.nodes}
         self.hostnet_port = _hostnet_ports(snapshot)
@@ -151,8 +163,12 @@ class PlannerBase:
         self.ranges = cluster_ranges(snapshot, service_cidr=service_cidr)
         self.backend_cache: dict[str, list[Pod]] = {}
         self.block_cache: dict[IPBlock, list[PodClass]] = {}
+        self.address_cache: dict[tuple[IPBlock, str, bool], str | None] = {}
         self.peer_cache: dict[tuple[bool, str | None, PeerSpec], list[PodClass]] = {}
         self.ns_cache: dict[LabelSelector, list[str]] = {}
+        self.label_index: dict[
+            LabelFilter | None, dict[tuple[str, str], dict[str, list[PodClass]]]
+        ] = {}
         with_ip = sorted(
             (ip, i)
             for i, c in enumerate(self.classes.classes)
@@ -232,7 +248,9 @@ class PlannerBase:
             return self.classes.classes
         if peer.kind is not PeerKind.PODS:
             return ()
-        key = (spec.cilium, spec.namespace, peer)
+        # the policy's namespace matters only to a peer without a namespace selector
+        own_ns = peer.cilium_selector is None and peer.namespace_selector is None
+        key = (spec.cilium, spec.namespace if own_ns else None, peer)
         found = self.peer_cache.get(key)
         if found is not None:
             return found
@@ -249,19 +267,38 @@ class PlannerBase:
                 )
                 found = [c for c in pool if sel.matches(eng.cilium_labels(c.rep, dp))]
             else:
+                podsel = peer.pod_selector
                 if peer.namespace_selector is None:
                     pool = self.by_ns.get(spec.namespace or "", [])
+                elif podsel is not None and podsel.match_labels:
+                    # only the classes that carry the selector's first label can match
+                    having = self._label_index(dp).get(podsel.match_labels[0], {})
+                    pool = [
+                        c
+                        for ns in self._namespaces(peer.namespace_selector)
+                        for c in having.get(ns, ())
+                    ]
                 else:
                     pool = [
                         c
                         for ns in self._namespaces(peer.namespace_selector)
                         for c in self.by_ns[ns]
                     ]
-                podsel = peer.pod_selector
                 found = [c for c in pool if podsel is None or podsel.matches(eng.labels(c.rep, dp))]
             if found:
                 break
         self.peer_cache[key] = found
+        return found
+
+    def _label_index(self, dp: Dataplane) -> dict[tuple[str, str], dict[str, list[PodClass]]]:
+        """Classes by each label their representative carries under `dp`'s view, by
+        namespace, in class order."""
+        found = self.label_index.get(dp.label_filter)
+        if found is None:
+            found = self.label_index[dp.label_filter] = {}
+            for c in self.classes.classes:
+                for kv in self.base_engine.labels(c.rep, dp).items():
+                    found.setdefault(kv, {}).setdefault(c.namespace, []).append(c)
         return found
 
     def _namespaces(self, selector: LabelSelector) -> list[str]:

@@ -25,9 +25,11 @@ Coverage counts a Cilium deny rule's probes (traffic it must reject) as both its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from netparity.engine.causes import CauseFinder
 from netparity.engine.compile import EGRESS, INGRESS
@@ -37,7 +39,7 @@ from netparity.engine.traffic import DEFAULT_EXTERNAL_IP, PodEndpoint, Verdict
 from netparity.model.networkpolicy import IPBlock
 from netparity.model.objects import Protocol, ServiceType
 from netparity.model.snapshot import Snapshot
-from netparity.plan.base import Draft, Port
+from netparity.plan.base import Draft, Port, Progress
 from netparity.plan.classes import block_members, ip_int
 from netparity.plan.essential_probes import EssentialProbes, essential_flows
 from netparity.plan.ids import plan_digest
@@ -62,19 +64,38 @@ def make_plan(
     external_ip: str = DEFAULT_EXTERNAL_IP,
     responder: str | None = None,
     service_cidr: ipaddress.IPv4Network | None = None,
+    progress: Progress | None = None,
 ) -> Plan:
     """Plan the probes for `snapshot` moving from `current` to `target` (deterministic).
     `external_ip` is the outside client's address as the cluster sees it; `responder` the
     address of an agent that answers outside destinations (used for every ipBlock that
-    holds it, and for "anywhere"); `service_cidr` replaces the guessed Service range."""
-    return _Planner(
-        snapshot,
-        current=current,
-        target=target,
-        external_ip=external_ip,
-        responder=responder,
-        service_cidr=service_cidr,
-    ).plan(tuple(explicit))
+    holds it, and for "anywhere"); `service_cidr` replaces the guessed Service range;
+    `progress` is told (what, done, total) as classes are built, policies planned and
+    probes predicted."""
+    with gc_paused():
+        return _Planner(
+            snapshot,
+            current=current,
+            target=target,
+            external_ip=external_ip,
+            responder=responder,
+            service_cidr=service_cidr,
+            progress=progress,
+        ).plan(tuple(explicit))
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Planning allocates millions of small acyclic objects; Python's cycle collector would
+    walk the whole heap again and again while they pile up (a third of the time at 20,000
+    pods) and find nothing. It runs again, once, when the plan is done."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
@@ -87,6 +108,7 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
         external_ip: str,
         responder: str | None = None,
         service_cidr: ipaddress.IPv4Network | None = None,
+        progress: Progress | None = None,
     ) -> None:
         super().__init__(
             snapshot,
@@ -95,12 +117,13 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
             external_ip=external_ip,
             responder=responder,
             service_cidr=service_cidr,
+            progress=progress,
         )
         self.synthetic = self._synthetic_services(snapshot)
         self.snapshot = dataclasses.replace(
             snapshot, services=(*snapshot.services, *self.synthetic)
         )
-        self.engine = Engine(self.snapshot)
+        self.engine = Engine(self.snapshot, compiled=self.base_engine)
         self.twins = {name: self._find_twin(dp) for name, dp in self.dps.items()}
         self.cause_finders: dict[str, CauseFinder] = {}
 
@@ -212,7 +235,7 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
         self._plan_services()
         self._plan_essential()
         drafts = sorted(self.drafts.values(), key=self._order)
-        probes = tuple(self._probe(d) for d in drafts)
+        probes = tuple(self._probe(d, i, len(drafts)) for i, d in enumerate(drafts, 1))
         ids = {p.id for p in probes}
         all_rules = [r.ref for spec in self.specs for r in spec.rules]
         with_admit = [r for r in all_rules if self.inside.get(r, set()) & ids]
@@ -225,6 +248,7 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
             )
             & ids
         ]
+        admitted = set(with_admit)
         present = self._present()
         probed = {s for p in probes for s in p.scenarios}
         coverage = Coverage(
@@ -236,7 +260,7 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
             uncovered=tuple(
                 f"{r}: {self.uncovered.get(r, 'no admit probe')}"
                 for r in all_rules
-                if r not in set(with_admit)
+                if r not in admitted
             ),
         )
         return Plan(
@@ -293,7 +317,9 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
             None, ()
         )
 
-    def _probe(self, d: Draft) -> PlannedProbe:
+    def _probe(self, d: Draft, done: int = 0, total: int = 0) -> PlannedProbe:
+        if total:
+            self._progress("probes predicted", done, total)
         predicted: dict[str, Prediction] = {}
         verdicts: dict[str, Verdict] = {}
         for name, dp in self.dps.items():
@@ -315,7 +341,13 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
         now = verdicts.get(self.current)
         for name, v in verdicts.items():
             if now is not None and name != self.current and v.decision is not now.decision:
-                causes = self._causes(name).causes(d.traffic, now, v)
+                twin = self.twins[name]
+                if twin is not None and v is verdicts.get(twin.name):
+                    # the twin's verdict stands (endPort cannot matter here): so do its
+                    # causes, as no endPort knob can flip this traffic
+                    causes = predicted[twin.name].causes
+                else:
+                    causes = self._causes(name).causes(d.traffic, now, v)
                 predicted[name] = dataclasses.replace(predicted[name], causes=causes)
         scenarios = list(d.scenarios)
         if not scenarios and self.current in verdicts and self.target in verdicts:

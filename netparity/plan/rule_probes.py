@@ -12,6 +12,7 @@ from netparity.engine.traffic import (
     NodeEndpoint,
     PodEndpoint,
 )
+from netparity.model.networkpolicy import IPBlock
 from netparity.model.objects import Node, Protocol
 from netparity.plan.addresses import excepted_address, outside_address
 from netparity.plan.base import (
@@ -95,7 +96,11 @@ class RuleProbes(PlannerBase):
         return len(numbers) > 1
 
     def _plan_rules(self) -> None:
+        total = sum(len(spec.rules) for spec in self.specs)
+        done = 0
         for spec in self.specs:
+            done += len(spec.rules)
+            self._progress("rules planned", done, total)
             subjects = self.subjects[spec.name]
             for rule in spec.rules:
                 if spec.subject is None:
@@ -170,7 +175,7 @@ class RuleProbes(PlannerBase):
                     self._add(src, dst, rp, Intent.REJECT, rule=rule, scenarios=tags)
             for peer in peers:
                 if peer.kind is PeerKind.BLOCK and peer.block is not None and peer.block.excepts:
-                    addr = excepted_address(peer.block, self.ranges, self._prefer(rule.direction))
+                    addr = self._address(peer.block, rule.direction, excepted=True)
                     if addr is None:
                         continue
                     out_end = ExternalEndpoint(ip=addr)
@@ -186,6 +191,15 @@ class RuleProbes(PlannerBase):
         """The outside end of a rule's direction: the runner as a source (ingress), the
         responder (else the runner's address) as a destination (egress)."""
         return self.external_ip if direction == INGRESS else self.outside_target
+
+    def _address(self, block: IPBlock, direction: str, *, excepted: bool = False) -> str | None:
+        """`outside_address` (or `excepted_address`) of the block, once per block: policies
+        repeat the same few CIDRs."""
+        key = (block, direction, excepted)
+        if key not in self.address_cache:
+            find = excepted_address if excepted else outside_address
+            self.address_cache[key] = find(block, self.ranges, self._prefer(direction))
+        return self.address_cache[key]
 
     def _prefer(self, direction: str) -> tuple[str | None, ...]:
         """Addresses to choose first inside an ipBlock: the ones a backend can use there."""
@@ -230,7 +244,7 @@ class RuleProbes(PlannerBase):
                 yield NodeEndpoint(node=other), (), None, other
             return
         assert peer.block is not None
-        addr = outside_address(peer.block, self.ranges, self._prefer(rule.direction))
+        addr = self._address(peer.block, rule.direction)
         if addr is not None:
             yield ExternalEndpoint(ip=addr), (), None, None
         if spec.cilium:

@@ -8,11 +8,13 @@ its own text already touches (D6 excluded label keys, D11 untranslatable).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol as _Protocol
+from typing import TypeVar
 
-from netparity.engine.compile import EGRESS, INGRESS
+from netparity.engine.compile import EGRESS, INGRESS, CiliumTarget, NPTarget
 from netparity.engine.evaluate import Engine
 from netparity.facts.cilium_config import LabelFilter
 from netparity.model.ciliumpolicy import CiliumPolicy, CiliumProtocol, CiliumRule, Entity
@@ -21,6 +23,14 @@ from netparity.model.objects import Protocol
 from netparity.model.selectors import LabelSelector
 from netparity.plan.classes import NamedPortUse, ScopedSelector, scope_of_cilium_selector
 from netparity.plan.model import Scenario
+
+
+class _HasName(_Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_Named = TypeVar("_Named", bound=_HasName)
 
 
 class PeerKind(StrEnum):
@@ -86,8 +96,20 @@ def _cilium_port(protocol: CiliumProtocol, port: int | str | None, end: int | No
     return PortSpec(protocol=proto, port=port, end_port=end)
 
 
+def _by_name(targets: Sequence[_Named]) -> dict[str, _Named]:
+    """Compiled policies by name, the first of a name winning (as a search in order)."""
+    out: dict[str, _Named] = {}
+    for t in targets:
+        out.setdefault(t.name, t)
+    return out
+
+
 def network_policy_spec(
-    policy: NetworkPolicy, order: int, engine: Engine, excluded: LabelFilter | None
+    policy: NetworkPolicy,
+    order: int,
+    engine: Engine,
+    excluded: LabelFilter | None,
+    targets: Mapping[str, NPTarget] | None = None,
 ) -> PolicySpec:
     name = f"NetworkPolicy {policy.key}"
     rules: list[RuleSpec] = []
@@ -126,7 +148,9 @@ def network_policy_spec(
     tags: list[Scenario] = []
     if uses_excluded:
         tags.append(Scenario.IDENTITY_LABELS)
-    target = next((t for t in engine.np_targets if t.name == name), None)
+    if targets is None:
+        targets = _by_name(engine.np_targets)
+    target = targets.get(name)
     if target is not None and target.untranslatable:
         tags.append(Scenario.UNTRANSLATABLE)
     return PolicySpec(
@@ -173,9 +197,16 @@ def _cilium_rule(
     )
 
 
-def cilium_policy_spec(policy: CiliumPolicy, order: int, engine: Engine) -> PolicySpec:
+def cilium_policy_spec(
+    policy: CiliumPolicy,
+    order: int,
+    engine: Engine,
+    targets: Mapping[str, CiliumTarget] | None = None,
+) -> PolicySpec:
     name = f"{policy.kind} {policy.key}"
-    target = next((t for t in engine.cilium_targets if t.name == name), None)
+    if targets is None:
+        targets = _by_name(engine.cilium_targets)
+    target = targets.get(name)
     assert target is not None
     rules: list[RuleSpec] = []
     for d_index, direction in enumerate((INGRESS, EGRESS)):
@@ -213,9 +244,16 @@ def cilium_policy_spec(policy: CiliumPolicy, order: int, engine: Engine) -> Poli
 
 def policy_specs(engine: Engine, excluded: LabelFilter | None) -> tuple[PolicySpec, ...]:
     snap = engine.snapshot
-    out = [network_policy_spec(p, i, engine, excluded) for i, p in enumerate(snap.network_policies)]
+    nps = _by_name(engine.np_targets)
+    out = [
+        network_policy_spec(p, i, engine, excluded, nps)
+        for i, p in enumerate(snap.network_policies)
+    ]
     base = len(out)
-    out.extend(cilium_policy_spec(p, base + i, engine) for i, p in enumerate(snap.cilium_policies))
+    cnps = _by_name(engine.cilium_targets)
+    out.extend(
+        cilium_policy_spec(p, base + i, engine, cnps) for i, p in enumerate(snap.cilium_policies)
+    )
     return tuple(out)
 
 

@@ -1,0 +1,176 @@
+"""Benchmark how `netparity plan` and `netparity lint` grow with the cluster (issue 19).
+
+    python3 bench/bench_scale.py                          # 1k, 5k and 20k pods
+    python3 bench/bench_scale.py --sizes 1k,5k,20k,50k    # and 50,000 pods / 10,000 policies
+    python3 bench/bench_scale.py --sizes 20k --only plan --profile plan.prof
+
+Each size is a cluster from bench/gen.py (seed 1), written as `kubectl get -o json` writes
+a List, then planned and linted by the CLI in a subprocess of its own, as a user runs them:
+`netparity plan FILE` and `netparity lint FILE` (fixes built and checked). Per run: wall
+time, the child's CPU time (user + system) and its peak resident memory (os.wait4's
+rusage). The machine is shared, so CPU time is what the goals and ratios use; wall time
+is printed beside it. Between two sizes the growth per doubling is
+2 ** (log(CPU time ratio) / log(size ratio)): 2.0 is linear, 4.0 quadratic. Goal
+(issue 19): 20k pods planned < 10 s and linted < 15 s, within 1 GB; doubling the
+cluster at most about doubles the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gen import generate  # noqa: E402
+
+# name: (pods, namespaces, NetworkPolicies, nodes)
+SIZES: dict[str, tuple[int, int, int, int]] = {
+    "1k": (1_000, 20, 200, 20),
+    "5k": (5_000, 100, 1_000, 20),
+    "20k": (20_000, 200, 4_000, 20),
+    "50k": (50_000, 500, 10_000, 20),
+}
+GOALS = {"plan": 10.0, "lint": 15.0}  # seconds at 20k pods
+GOAL_MB = 1024
+
+
+@dataclass(slots=True)
+class Run:
+    size: str
+    command: str
+    seconds: float  # wall
+    cpu: float  # user + system seconds of the child
+    peak_mb: float
+    exit_code: int
+
+
+def write_cluster(size: str, folder: Path) -> Path:
+    pods, namespaces, policies, nodes = SIZES[size]
+    docs = generate(pods=pods, namespaces=namespaces, policies=policies, nodes=nodes, seed=1)
+    path = folder / f"cluster-{size}.json"
+    with path.open("w", encoding="utf-8") as f:
+        json.dump({"apiVersion": "v1", "kind": "List", "items": docs}, f, indent=4)
+    return path
+
+
+def run(size: str, command: str, path: Path, profile: str | None) -> Run:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable]
+    if profile:
+        argv += ["-m", "cProfile", "-o", f"{profile}.{command}.{size}", "-m", "netparity"]
+    else:
+        argv += ["-m", "netparity"]
+    argv += [command, str(path)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    code = proc.returncode
+    text = err.decode(errors="replace")
+    if "Traceback (most recent call last)" in text:
+        code = -1  # an uncaught exception also exits 1, like a lint with findings
+        sys.stderr.write(text[-2000:])
+    elif code not in (0, 1, 3):  # lint: 1 findings, 3 not judged
+        sys.stderr.write(text)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(size, command, seconds, cpu, usage.ru_maxrss / 1024, code)
+
+
+def per_doubling(small: Run, big: Run) -> float:
+    """CPU time growth per doubling of the cluster between two sizes (2.0 = linear)."""
+    ratio = SIZES[big.size][0] / SIZES[small.size][0]
+    if small.cpu <= 0 or ratio <= 1:
+        return float("nan")
+    return float(2 ** (math.log(big.cpu / small.cpu) / math.log(ratio)))
+
+
+def report(runs: list[Run], commands: list[str]) -> str:
+    lines = [
+        "| pods / namespaces / policies | command | wall time | CPU time | peak memory | exit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        pods, namespaces, policies, _ = SIZES[r.size]
+        lines.append(
+            f"| {pods:,} / {namespaces:,} / {policies:,} | {r.command} | {r.seconds:.1f} s "
+            f"| {r.cpu:.1f} s | {r.peak_mb:.0f} MB | {r.exit_code} |"
+        )
+    lines.append("")
+    for command in commands:
+        mine = [r for r in runs if r.command == command]
+        steps = [
+            f"{a.size} -> {b.size}: x{b.cpu / a.cpu:.1f} CPU time "
+            f"(x{per_doubling(a, b):.2f} per doubling; wall x{b.seconds / a.seconds:.1f})"
+            for a, b in itertools.pairwise(mine)
+            if a.cpu > 0 and a.seconds > 0
+        ]
+        if steps:
+            lines.append(f"{command} growth: " + "; ".join(steps))
+        for r in mine:
+            if r.size == "20k":
+                ok = r.cpu < GOALS[command] and r.peak_mb < GOAL_MB
+                lines.append(
+                    f"{command} at 20k: {r.cpu:.1f} s CPU ({r.seconds:.1f} s wall), "
+                    f"{r.peak_mb:.0f} MB "
+                    f"(goal < {GOALS[command]:.0f} s, < {GOAL_MB} MB: "
+                    f"{'met' if ok else 'NOT met'})"
+                )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument(
+        "--sizes",
+        default="1k,5k,20k",
+        help=f"comma-separated sizes out of {', '.join(SIZES)} (default: %(default)s)",
+    )
+    p.add_argument("--only", choices=("plan", "lint"), help="run one command only")
+    p.add_argument("--profile", metavar="PREFIX", help="cProfile each run into PREFIX.CMD.SIZE")
+    p.add_argument("--keep", metavar="DIR", help="write the clusters into DIR and keep them")
+    args = p.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        p.error(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
+    commands = [args.only] if args.only else ["plan", "lint"]
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.keep) if args.keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for size in sizes:
+            t0 = time.perf_counter()
+            path = write_cluster(size, folder)
+            mb = path.stat().st_size / 1e6
+            print(
+                f"{size}: {path.name} ({mb:.0f} MB) generated in {time.perf_counter() - t0:.1f} s"
+            )
+            for command in commands:
+                r = run(size, command, path, args.profile)
+                runs.append(r)
+                print(
+                    f"  {command}: {r.seconds:.1f} s wall, {r.cpu:.1f} s CPU, "
+                    f"peak {r.peak_mb:.0f} MB, exit {r.exit_code}"
+                )
+                sys.stdout.flush()
+    print()
+    print(report(sorted(runs, key=lambda r: (commands.index(r.command), 0)), commands))
+    return 0 if all(r.exit_code in (0, 1, 3) for r in runs) else 1  # -1: it crashed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
