@@ -134,7 +134,8 @@ class KubeAPI:
 
     def stop(self) -> None:
         self._stopping.set()
-        self.httpd.shutdown()
+        if self._threads:  # serve_forever runs: shutdown() waits for it to return
+            self.httpd.shutdown()
         self.httpd.server_close()
         with self.lock:
             runtimes = list(self.runtimes.values())
