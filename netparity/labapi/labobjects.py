@@ -264,13 +264,14 @@ def dataplane_objects(dataplane: str, nodes: list[str]) -> list[dict[str, Any]]:
                 },
             },
             "status": {
-                key: n
+                key: 0 if key == "numberMisscheduled" else n
                 for key in (
                     "desiredNumberScheduled",
                     "currentNumberScheduled",
                     "numberReady",
                     "updatedNumberScheduled",
                     "numberAvailable",
+                    "numberMisscheduled",
                 )
             },
         }

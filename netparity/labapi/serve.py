@@ -122,7 +122,18 @@ def _dataplane_crds(state: LabState) -> bool:
     return state.dataplane.startswith("cilium")
 
 
-def _serve(api: LabKubeAPI, state: LabState) -> None:
+def _listen_outside(api: LabKubeAPI, state: LabState, extra: list[ThreadingHTTPServer]) -> None:
+    """(Again, after an upgrade rebuilt the lab's namespaces) the API inside the outside host."""
+    for httpd in extra:
+        httpd.shutdown()
+        httpd.server_close()
+    extra.clear()
+    outside = _outside_host(state)
+    if outside is not None:
+        extra.append(serve_in_netns(api, outside))
+
+
+def _serve(api: LabKubeAPI, state: LabState, extra: list[ThreadingHTTPServer]) -> None:
     """Follow the lab until it is gone: a new generation (upgrade) is shown when ready."""
     generation = state.generation
     while True:
@@ -139,6 +150,7 @@ def _serve(api: LabKubeAPI, state: LabState) -> None:
                 api.store.clear()
             api.cilium_crds = _dataplane_crds(now)
             api.add(*lab_objects(now))
+            _listen_outside(api, now, extra)
             generation = now.generation
 
 
@@ -180,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             api.add(*lab_objects(state))
             api.start()
-            outside = _outside_host(state)
-            if outside is not None:
-                extra.append(serve_in_netns(api, outside))
+            _listen_outside(api, state, extra)
             merge_context(args.kubeconfig, context, api.url, folder / "tls.crt", token)
             record = {
                 "pid": os.getpid(),
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             _record(args.lab).write_text(json.dumps(record), encoding="utf-8")
             print(f"ready {api.url}", flush=True)
-            _serve(api, state)
+            _serve(api, state, extra)
         except KeyboardInterrupt:
             pass
         finally:
