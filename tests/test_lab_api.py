@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -198,3 +199,28 @@ def test_nothing_the_run_created_is_left_and_down_removes_only_its_context(
     doc = yaml.safe_load(kubeconfig.read_text())
     assert [c["name"] for c in doc["contexts"]] == ["aks-prod"]
     assert doc["current-context"] == "aks-prod" and doc["users"][0]["user"]["token"] == "keep-me"
+
+
+@pytest.mark.parametrize("how", ["SIGHUP", "lab removed"])
+def test_the_server_ends_with_the_lab_or_a_signal_and_cleans_up(how: str, tmp_path: Path) -> None:
+    name = unique_lab_name("s")
+    kubeconfig = tmp_path / "config"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        _netparity("lab", "up", "--name", name, "--api", "--kubeconfig", str(kubeconfig), env=env)
+        record = serve.load_record(name)
+        assert record is not None
+        pid = int(str(record["pid"]))
+        assert yaml.safe_load(kubeconfig.read_text())["current-context"] == context_name(name)
+        if how == "SIGHUP":
+            os.kill(pid, signal.SIGHUP)
+        else:
+            down(name)  # not through the CLI: the server sees its lab gone and stops
+        deadline = time.monotonic() + 20
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(pid)
+        assert yaml.safe_load(kubeconfig.read_text())["contexts"] == []
+    finally:
+        serve.stop(name)
+        down(name, wait=30)
