@@ -19,6 +19,7 @@ from netparity.labapi.admission import (
 )
 from netparity.labapi.scheduling import node_matches
 from netparity.labapi.server import KubeAPI
+from netparity.labapi.watch import WATCH_POLL, list_page, serve_watch
 from netparity.labapi.websocket import WS_GUID, ws_frame, ws_read_frame
 from netparity.labapi.wire import (
     KIND_TO_RESOURCE,
@@ -36,17 +37,20 @@ __all__ = [
     "PSA_ENFORCE",
     "RESOURCES",
     "SAFE_SYSCTLS",
+    "WATCH_POLL",
     "WS_GUID",
     "Fault",
     "KubeAPI",
     "PodRuntime",
     "baseline_violations",
+    "list_page",
     "node_matches",
     "now",
     "pod_security_violations",
     "restricted_violations",
     "safeguards_violations",
     "selector_matches",
+    "serve_watch",
     "status_body",
     "ws_frame",
     "ws_read_frame",

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from netparity.labapi.watch import list_page, serve_watch
 from netparity.labapi.websocket import accept_key, choose_protocol, run_session, send_failure
 from netparity.labapi.wire import RESOURCES, selector_matches, status_body
 
@@ -139,6 +140,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _list(self, key: tuple[str, str, str], namespace: str, query: dict[str, list[str]]) -> None:
         api, plural = self.api, key[2]
+        if (query.get("watch") or [""])[0] in ("true", "1"):
+            serve_watch(self, plural, namespace, query)
+            return
         selector = (query.get("labelSelector") or [""])[0] or None
         with api.lock:
             items = [
@@ -149,13 +153,14 @@ class Handler(BaseHTTPRequestHandler):
                 and selector_matches(selector, o.get("metadata", {}).get("labels") or {})
             ]
             rv = str(api._rv)
+        items, more = list_page(items, query)
         for item in items:
             item.pop("kind", None)
             item.pop("apiVersion", None)
         doc = {
             "kind": f"{RESOURCES[key][0]}List",
             "apiVersion": "/".join(p for p in key[:2] if p),
-            "metadata": {"resourceVersion": rv},
+            "metadata": {"resourceVersion": rv, **more},
             "items": items,
         }
         self._send(200, doc)
