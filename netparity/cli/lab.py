@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from netparity.backend import Observed, ProbeResult, Target
@@ -48,6 +49,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = lab_sub.add_parser("up", help="build a lab from a snapshot")
     add_snapshot_arguments(q, example_default=True)
     q.add_argument("--dataplane", default=CURRENT, choices=DATAPLANES, help=f"(default: {CURRENT})")
+    q.add_argument(
+        "--api",
+        action="store_true",
+        help="serve the lab as a Kubernetes API (loopback, TLS, a token) and add the context "
+        "netparity-lab-NAME to the kubeconfig (docs/lab-api.md)",
+    )
+    q.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="with --api: the kubeconfig to add the context to (default: $KUBECONFIG, "
+        "else ~/.kube/config); other contexts are left as they are",
+    )
+    q.add_argument(
+        "--programming-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="with --api: seconds before the dataplane polices a pod the API created (default: 1)",
+    )
     name_arg(q)
     q.set_defaults(func=cmd_up)
 
@@ -114,6 +134,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         progress.finish()
     st = status(args.name)
     print(f"lab {args.name} up: {_summary(st)}, in {time.monotonic() - start:.1f} s")
+    if args.api:
+        from netparity.labapi import serve
+        from netparity.labapi.kubeconfig import context_name, default_kubeconfig
+
+        kubeconfig = Path(args.kubeconfig) if args.kubeconfig else default_kubeconfig()
+        url = serve.start(args.name, kubeconfig, programming_delay=args.programming_delay)
+        print(
+            f"lab {args.name} API: {url}, context {context_name(args.name)} in {kubeconfig} "
+            f"(`netparity lab down --name {args.name}` stops it)"
+        )
     return 0
 
 
@@ -249,6 +279,10 @@ def _broken(problem: str | None) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from netparity.labapi import serve
+
+    if serve.stop(args.name):  # first: it removes the pods a run left, then its context
+        print(f"lab {args.name} API stopped")
     if down(args.name, wait=args.wait):
         print(f"lab {args.name} removed")
     else:

@@ -102,6 +102,9 @@ def _pod_lines(pod: LabPod) -> list[str]:
     ]
 
 
+pod_lines = _pod_lines  # for pods wired into a ready lab (lab/runpods.py)
+
+
 def _host_lines(topology: LabTopology, host: LabHost) -> list[str]:
     lines = [
         "link set lo up",

@@ -65,6 +65,9 @@ class LabTopology:
     pods: tuple[LabPod, ...]
     hosts: tuple[LabHost, ...]
     snapshot: Snapshot  # the lab's live state: pods at the addresses they have in the lab
+    # pods that are not Ready (a run's pods whose readiness gate nobody sets): no Service
+    # sends to them unless it publishes not-ready addresses
+    not_ready: frozenset[str] = frozenset()
 
     def node(self, name: str) -> LabNode:
         for n in self.nodes:

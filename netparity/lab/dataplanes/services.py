@@ -132,7 +132,13 @@ def service_routes(topology: LabTopology) -> tuple[ServicePortRoute, ...]:
         if svc.type is ServiceType.EXTERNAL_NAME:
             continue
         candidates = sorted(
-            (p for p in selected_pods(snap, svc) if p.ip is not None and _valid_ipv4(p.ip)),
+            (
+                p
+                for p in selected_pods(snap, svc)
+                if p.ip is not None
+                and _valid_ipv4(p.ip)
+                and (svc.publish_not_ready or p.key not in topology.not_ready)
+            ),
             key=lambda p: p.key,
         )
         exposed = svc.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
