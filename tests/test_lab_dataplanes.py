@@ -511,11 +511,50 @@ def test_npm_skips_policies_it_cannot_translate_and_says_so() -> None:
         ),
     )
     text = rules("npm", snap)["n1"].iptables
-    assert "# NPM skips NetworkPolicy np/v6: egress[0] has a non-IPv4 ipBlock (fail-open)" in text
+    assert (
+        "# NPM skips NetworkPolicy np/v6: egress[0] has an ipBlock NPM does not take for IPv4 "
+        "(::/0) (fail-open)" in text
+    )
     assert "# NPM skips NetworkPolicy np/badvalue:" in text
     assert "POLICY-np/v6" not in text and "POLICY-np/badvalue" not in text
     # no translated policy: AZURE-NPM stays empty (NPM is not activated)
     assert "-A AZURE-NPM -j" not in text
+
+
+def test_npm_validates_what_translate_policy_validates_and_no_more() -> None:
+    """D20: an allow-all rule returns before the direction's other rules are read, a long
+    label value passes NPM's regex, a direction policyTypes leaves out is never read; a
+    non-canonical /0 fails util.IsIPV4."""
+    long_value = "v" * 70
+    snap = small_snapshot(
+        _np("allall", "a", egress=[{}, {"to": [_ipblock("::/0")]}]),
+        _np(
+            "long",
+            {"app": "a"},
+            ingress=[
+                {
+                    "from": [
+                        {
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {"key": "x", "operator": "NotIn", "values": [long_value]}
+                                ]
+                            }
+                        }
+                    ]
+                }
+            ],
+        ),
+        _np("slash0", "a", egress=[{"to": [_ipblock("10.0.0.0/0")]}]),
+    )
+    text = rules("npm", snap)["n1"].iptables
+    skipped = [line for line in text.splitlines() if line.startswith("# NPM skips")]
+    assert skipped == [
+        "# NPM skips NetworkPolicy np/slash0: egress[0] has an ipBlock NPM does not take for "
+        "IPv4 (10.0.0.0/0) (fail-open)"
+    ]
+    assert "EGRESS-POLICY-np/allall" in text and "ALLOW-ALL-TO" in text
+    assert "INGRESS-POLICY-np/long" in text
 
 
 def test_kube_proxy_chains_pick_the_first_backend_by_key_and_resolve_named_target_ports() -> None:

@@ -498,3 +498,89 @@ def test_d19_and_d23_flip_on_migration_in_the_lab_and_the_engine(
             ("srv/typed", "dev/client", both),  # egress: [{}]
         ],
     )
+
+
+def place_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`docs` with azure-npm-config's PlaceAzureChainFirst set (NPM's jump first in FORWARD)."""
+    import json
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "azure-npm-config", "namespace": "kube-system"},
+        "data": {"azure-npm.json": json.dumps({"Toggles": {"PlaceAzureChainFirst": True}})},
+    }
+    return [*docs, config]
+
+
+def test_d20_npm_validates_what_translate_policy_validates_and_no_more(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D20: an allow-all ingress rule returns before NPM reads the rule with an IPv6 block, so
+    the policy (and its egress deny) is enforced; a 70-character NotIn value passes NPM's
+    regex, so the policy is enforced; `10.0.0.0/0` fails util.IsIPV4, so NPM skips that policy
+    whole (fail-open) while Cilium enforces its egress deny. Under npm with PlaceAzureChainFirst
+    false and true, then migrated to cilium."""
+    from builders import netpol, node, ns, pod
+
+    http = [("http", 8080, "TCP")]
+    docs = [
+        ns("d20"),
+        ns("other"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("d20/client", "10.244.0.10", "n1", {"app": "client"}, http),
+        pod("other/client", "10.244.0.11", "n1", {"app": "client"}, http),
+        pod("d20/allall", "10.244.1.10", "n2", {"app": "allall"}, http),
+        pod("d20/long", "10.244.1.11", "n2", {"app": "long"}, http),
+        pod("d20/slash0", "10.244.0.12", "n1", {"app": "slash0"}, http),
+        netpol(
+            "d20/allall",
+            {
+                "podSelector": {"matchLabels": {"app": "allall"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{}, {"from": [{"ipBlock": {"cidr": "fd00::/8"}}]}],
+                "egress": [],
+            },
+        ),
+        netpol(
+            "d20/long",
+            {
+                "podSelector": {"matchLabels": {"app": "long"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "podSelector": {
+                                    "matchExpressions": [
+                                        {"key": "x", "operator": "NotIn", "values": ["v" * 70]}
+                                    ]
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+        ),
+        netpol(
+            "d20/slash0",
+            {
+                "podSelector": {"matchLabels": {"app": "slash0"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/0"}}]}],
+                "egress": [],
+            },
+        ),
+    ]
+    both_allow = {"npm": "allow", "cilium": "allow"}
+    both_deny = {"npm": "deny", "cilium": "deny"}
+    rows = [
+        ("d20/client", "d20/allall", both_allow),
+        ("d20/allall", "other/client", both_deny),  # the allow-all early return
+        ("d20/client", "d20/long", both_allow),
+        ("other/client", "d20/long", both_deny),  # no 63-character limit
+        ("d20/slash0", "other/client", {"npm": "allow", "cilium": "deny"}),  # IsIPV4 fails
+    ]
+    for variant in (docs, place_first(docs)):
+        check_under(module_lab_factory, snapshot_from_dicts(variant), rows)
