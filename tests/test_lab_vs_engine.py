@@ -584,3 +584,81 @@ def test_d20_npm_validates_what_translate_policy_validates_and_no_more(
     ]
     for variant in (docs, place_first(docs)):
         check_under(module_lab_factory, snapshot_from_dicts(variant), rows)
+
+
+def test_d22_a_service_without_endpoints_is_rejected_and_judged_a_deny(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D22: kube-proxy writes only REJECT rules in filter for a Service port with no
+    endpoints: KUBE-SERVICES (FORWARD, OUTPUT) for the ClusterIP, KUBE-EXTERNAL-SERVICES
+    (INPUT) for a nodePort. The probe sees `refused`, which for such a Service is the deny the
+    engine predicts. D21: with PlaceAzureChainFirst an active NPM accepts the pod's packet
+    before KUBE-SERVICES, so the REJECT is never reached and the packet to the ClusterIP goes
+    nowhere: a timeout, still a deny. The lab's Cilium drops (a timeout)."""
+    from builders import netpol, node, ns, pod, service
+
+    from netparity.record.model import Outcome, judge
+
+    docs = [
+        ns("d22"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("d22/client", "10.244.0.10", "n1", {"app": "client"}, [("http", 8080, "TCP")]),
+        pod("d22/web", "10.244.1.10", "n2", {"app": "web"}, [("http", 8080, "TCP")]),
+        service("d22/empty", {"app": "nobody"}, 80, 8080, cluster_ip="10.0.0.50"),
+        service(
+            "d22/emptynp",
+            {"app": "nobody"},
+            80,
+            8080,
+            type_="NodePort",
+            cluster_ip="10.0.0.51",
+            node_port=30222,
+        ),
+        # NPM is active (AZURE-NPM has rules) only once it has a policy
+        netpol(
+            "d22/web",
+            {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]},
+        ),
+    ]
+    # (source, destination, observed under npm, npm place-first, cilium)
+    rows = [
+        ("d22/client", "svc:d22/empty", ("refused", "timeout", "timeout")),
+        ("node:n2", "svc:d22/empty", ("refused", "refused", "timeout")),
+        ("d22/client", "nodeport:d22/emptynp@n2", ("refused", "refused", "timeout")),
+        ("external", "nodeport:d22/emptynp@n2", ("refused", "refused", "timeout")),
+    ]
+    problems: list[str] = []
+    for variant, dataplanes in ((docs, ("npm", "cilium")), (place_first(docs), ("npm",))):
+        lab = module_lab_factory(snapshot_from_dicts(variant), dataplane="npm")
+        for dataplane in dataplanes:
+            if dataplane != "npm":
+                module_lab_factory.upgrade(lab, dataplane)
+            live = lab.snapshot
+            engine = Engine(live)
+            dp = get_dataplane(dataplane).with_config(live.config)
+            column = 2 if dataplane != "npm" else (1 if variant is not docs else 0)
+            traffic = [
+                Traffic(
+                    source=resolve_endpoint(src, live, as_source=True),
+                    destination=resolve_endpoint(dst, live, as_source=False),
+                    port=80,
+                )
+                for src, dst, _ in rows
+            ]
+            for (src, dst, want), t, result in zip(
+                rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+            ):
+                verdict = engine.evaluate(t, dp)
+                where = f"{src} -> {dst} under {dataplane} (place-first: {variant is not docs})"
+                if verdict.decision != "deny" or not verdict.refused_is_deny:
+                    problems.append(f"{where}: engine {verdict.decision}: {verdict.explanation}")
+                elif "D22" not in verdict.explanation:
+                    problems.append(f"{where}: the reason does not name D22")
+                if result.observed != want[column]:
+                    problems.append(f"{where}: lab {result.observed}, want {want[column]}")
+                if judge([result.observed], refused_is_deny=verdict.refused_is_deny) != (
+                    Outcome.DENY
+                ):
+                    problems.append(f"{where}: {result.observed} is not judged a deny")
+    assert problems == [], "\n".join(problems)

@@ -37,6 +37,7 @@ _SCENARIOS: dict[str, str | None] = {
     "label_filter": "identity-labels",
     "sctp_port_rules": "sctp",
     "skip_untranslatable": "untranslatable",
+    "ns_selector_flattened": "ns-selector-or",  # D19
     "own_node_ingress_bypass": None,  # D4c: a cilium-config host policy; no lint scenario
     "cilium_policies": None,  # D14: Cilium policies already in the cluster; the lint's notes
 }

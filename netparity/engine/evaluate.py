@@ -209,6 +209,7 @@ class Engine:
                 uncertain=path.uncertain,
                 backend=path.backend.key if path.backend else None,
                 port=path.port,
+                refused_is_deny=path.refused_is_deny,
             )
         sides: dict[str, DirectionResult] = {}
         uncertain = list(path.uncertain)

@@ -213,6 +213,20 @@ class PathResolver:
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
         kind = _SERVICE_KIND[(external, dst.via)]
+        if backend is None and not self.backends(svc):
+            # D22: no endpoints at all. kube-proxy writes no NAT for the port, only a REJECT
+            # in filter (KUBE-SERVICES for the ClusterIP, KUBE-EXTERNAL-SERVICES for LB IPs
+            # and nodePorts: kubernetes pkg/proxy/iptables/proxier.go, syncProxyRules, "has
+            # no endpoints"); Cilium rejects too by default (cilium/cilium pkg/defaults/
+            # defaults.go, ServiceNoBackendResponse = "reject"). The client sees `refused`,
+            # which for such a Service is the dataplane's deny (docs/semantics-notes.md).
+            return Path(
+                kind=kind,
+                decided=Decision.DENY,
+                refused_is_deny=True,
+                reason=f"Service {svc.key} has no endpoints: the dataplane rejects it, the "
+                "client sees refused (D22)",
+            )
         if backend is None:
             where = f" on {receiving.name}" if local_only and receiving else ""
             return Path(

@@ -26,6 +26,7 @@ KIND_ORDER: tuple[str, ...] = (
     Scenario.IDENTITY_LABELS,
     Scenario.SCTP,
     Scenario.UNTRANSLATABLE,
+    Scenario.NS_SELECTOR_OR,
     OTHER_KIND,
 )
 
@@ -41,6 +42,7 @@ KIND_ROWS: dict[str, str] = {
     Scenario.SCTP: "D8",
     Scenario.LB_IN_CLUSTER: "D5d",
     Scenario.UNTRANSLATABLE: "D11",
+    Scenario.NS_SELECTOR_OR: "D19",
 }
 
 

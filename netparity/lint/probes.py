@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.evaluate import Engine
+from netparity.engine.matcher.peer import flatten
 from netparity.engine.traffic import (
     DEFAULT_EXTERNAL_IP,
     Decision,
@@ -306,7 +307,10 @@ class ProbeBuilder:
             namespaces = [
                 ns
                 for ns in self.classes.by_namespace
-                if sel.matches(self.engine.namespace_labels(ns))
+                if any(
+                    ns_selector_matches(sel, self.engine.namespace_labels(ns), dp)
+                    for dp in (self.npm, self.target)
+                )
             ]
         candidates: list[PodClass] = []
         for ns in namespaces:
@@ -737,13 +741,13 @@ class ProbeBuilder:
             pkey = (id(pe), home, cls)
             match = self._peer_match.get(pkey)
             if match is None:
-                in_scope = (
-                    client.namespace == home
-                    if pe.namespace_selector is None
-                    else pe.namespace_selector.matches(ns_labels)
-                )
+                nsel = pe.namespace_selector
                 n, t = (
-                    in_scope
+                    (
+                        client.namespace == home
+                        if nsel is None
+                        else ns_selector_matches(nsel, ns_labels, dp)
+                    )
                     and (
                         pe.pod_selector is None
                         or pe.pod_selector.matches(self.engine.labels(client, dp))
@@ -775,6 +779,14 @@ class ProbeBuilder:
                         if ip is not None and ip not in out and ip != DEFAULT_EXTERNAL_IP:
                             out.append(ip)
         return out
+
+
+def ns_selector_matches(sel: LabelSelector, labels: Mapping[str, str], dp: Dataplane) -> bool:
+    """A namespaceSelector as `dp` reads it (D19: NPM ORs each value of a multi-value
+    In/NotIn, engine.matcher.peer.flatten)."""
+    if dp.ns_selector_flattened:
+        return any(f.matches(labels) for f in flatten(sel))
+    return sel.matches(labels)
 
 
 def _unique(ports: Iterable[tuple[int, Protocol]]) -> _PortList:

@@ -20,6 +20,7 @@ from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import Dataplane, EndPortMode
 from netparity.engine.traffic import Decision, ExternalEndpoint, ServiceEndpoint
 from netparity.facts.cilium_config import LabelFilter
+from netparity.lint import remedy_rows
 from netparity.lint.classes import exact_selectors
 from netparity.lint.findings import Change, Finding, FixAction, FixWhen
 from netparity.lint.probes import ProbeBuilder
@@ -88,6 +89,7 @@ class Remedies:
             Scenario.IDENTITY_LABELS: self._identity_labels,
             Scenario.SCTP: self._sctp,
             Scenario.UNTRANSLATABLE: self._untranslatable,
+            Scenario.NS_SELECTOR_OR: lambda f: remedy_rows.ns_selector_or(self, f),
         }
 
     def _policy_dict(self, name: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class Scenario(StrEnum):
     SCTP = "sctp"  # D8
     LB_IN_CLUSTER = "lb-in-cluster"  # D5d
     UNTRANSLATABLE = "untranslatable"  # D11
+    NS_SELECTOR_OR = "ns-selector-or"  # D19: NPM ORs a multi-value In/NotIn namespaceSelector
 
 
 GUIDE_SCENARIOS = (
@@ -57,6 +58,8 @@ class Prediction:
     # why it differs from the plan's current dataplane (netparity.engine.causes); () where
     # it does not differ, or where nothing explains it
     causes: tuple[Cause, ...] = ()
+    # D22: a Service without endpoints: the probe's `refused` is the dataplane's deny
+    refused_is_deny: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

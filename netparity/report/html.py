@@ -75,6 +75,11 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
         "Policies NPM never enforced",
         "NPM skipped these policies; the target enforces them (D11).",
     ),
+    "ns-selector-or": (
+        "namespaceSelector In/NotIn read as an OR by NPM",
+        "NPM splits a multi-value In/NotIn of a namespaceSelector into one selector per value "
+        "and ORs them (NotIn [a, b] admits every namespace); Cilium reads it as the spec (D19).",
+    ),
     "cilium-policies": (
         "Cilium policies already in the cluster",
         "NPM ignores CiliumNetworkPolicies; Cilium enforces them from the migration on (D14). "

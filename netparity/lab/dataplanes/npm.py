@@ -462,15 +462,12 @@ def render(topology: LabTopology) -> dict[str, NodeRules]:
         ipsets = IpsetFile()
         define_sets(topology, ipsets)
         ipsets.extend(npm_sets)
-        mangle, nat, kp_filter = kube_proxy(topology, node, routes)
-        # positionAzureChainJumpRule: first in FORWARD, or right after kube-proxy's jumps
-        filt = Table("filter")
+        # positionAzureChainJumpRule (npm/pkg/dataplane/policies/chain-management_linux.go:
+        # 601-670): FORWARD line 1 with PlaceAzureChainFirst, else right after the jump to
+        # KUBE-SERVICES (SEMANTICS D21)
+        mangle, nat, filt = kube_proxy(topology, node, routes, azure_jump=JUMP, azure_first=first)
         if first:
-            filt.add("FORWARD", JUMP)
             filt.note("PlaceAzureChainFirst: AZURE-NPM is jumped to before KUBE-FORWARD")
-        filt.extend(kp_filter)
-        if not first:
-            filt.add("FORWARD", JUMP)
         filt.extend(npm_chains)
         out[node.name] = NodeRules(
             ipset=ipsets.render(),
