@@ -990,7 +990,9 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
     found = {f.kind for f in report.findings}
     expected = GUIDE_KINDS | ({"endport"} if target == "cilium-1.16" else set())
     assert expected <= found
-    assert found - expected <= {"lb-in-cluster"}
+    # beyond the guide: D19 (shop/allow-inventory-readers)
+    assert "ns-selector-or" in found
+    assert found - expected <= {"lb-in-cluster", "ns-selector-or"}
     flagged = {p for f in report.findings for p in f.policies}
     for clean in ("shop/allow-web-to-api", "shop/allow-catalog-readers", "web/allow-status-port"):
         assert f"NetworkPolicy {clean}" not in {

@@ -213,7 +213,7 @@ class PathResolver:
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
         kind = _SERVICE_KIND[(external, dst.via)]
-        if backend is None and not self.backends(svc):
+        if backend is None and not self.backends(svc) and not self.host_backends(svc):
             # D22: no endpoints at all. kube-proxy writes no NAT for the port, only a REJECT
             # in filter (KUBE-SERVICES for the ClusterIP, KUBE-EXTERNAL-SERVICES for LB IPs
             # and nodePorts: kubernetes pkg/proxy/iptables/proxier.go, syncProxyRules, "has
@@ -387,6 +387,18 @@ class PathResolver:
             port=path.port,
             decided=path.decided,
             reason=path.reason,
+        )
+
+    def host_backends(self, svc: Service) -> tuple[Pod, ...]:
+        """The hostNetwork pods a Service selects, by key: endpoints at their node's address
+        (kube-proxy DNATs to nodeIP:port), which `backends` leaves out."""
+        if not svc.selector:
+            return ()
+        return tuple(
+            sorted(
+                (p for p in self.snapshot.pods if p.host_network and svc.selects(p)),
+                key=lambda p: p.key,
+            )
         )
 
     def _backend(self, svc: Service, on_node: Node | None) -> Pod | None:

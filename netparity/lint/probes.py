@@ -267,6 +267,13 @@ class ProbeBuilder:
             if peer is not None and peer.pod_selector is not None:
                 key.append(peer.pod_selector.matches(self.engine.labels(c.rep, self.npm)))
                 key.append(peer.pod_selector.matches(self.engine.labels(c.rep, self.target)))
+            if peer is not None and peer.namespace_selector is not None:
+                # D19: the namespace passes as one dataplane reads the selector, not the other
+                ns_labels = self.engine.namespace_labels(c.rep.namespace)
+                key.extend(
+                    ns_selector_matches(peer.namespace_selector, ns_labels, dp)
+                    for dp in (self.npm, self.target)
+                )
             for name, proto in named:
                 cp = c.rep.named_port(name, proto)
                 key.append(None if cp is None else cp.port)
