@@ -595,9 +595,9 @@ def test_d22_a_service_without_endpoints_is_rejected_and_judged_a_deny(
     engine predicts. D21: with PlaceAzureChainFirst an active NPM accepts the pod's packet
     before KUBE-SERVICES, so the REJECT is never reached and the packet to the ClusterIP goes
     nowhere: a timeout, still a deny. The lab's Cilium drops (a timeout)."""
-    from builders import netpol, node, ns, pod, service
-
     from netparity.record.model import Outcome, judge
+
+    from builders import netpol, node, ns, pod, service
 
     docs = [
         ns("d22"),
