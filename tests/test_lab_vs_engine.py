@@ -662,3 +662,69 @@ def test_d22_a_service_without_endpoints_is_rejected_and_judged_a_deny(
                 ):
                     problems.append(f"{where}: {result.observed} is not judged a deny")
     assert problems == [], "\n".join(problems)
+
+
+def test_d22_a_service_backed_by_a_hostnetwork_pod_bypasses_npm_on_the_clients_node(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D22 + D4a: kube-proxy DNATs a Service whose endpoint is a hostNetwork pod to
+    nodeIP:port. From a pod on that node the packet goes to INPUT, which NPM never hooks:
+    even an egress deny-all lets it through, PlaceAzureChainFirst or not. From another node it
+    is the pod's egress to a node address, which NPM judges. Cilium polices both."""
+    from builders import netpol, node, ns, pod, service
+
+    hostnet = [("hostnet", 18080, "TCP")]
+    docs = [
+        ns("a"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("kube-system/hn1", "10.224.0.4", "n1", {"app": "hostnet"}, hostnet, True),
+        pod("kube-system/hn2", "10.224.0.5", "n2", {"app": "hostnet"}, hostnet, True),
+        pod("a/locked", "10.244.0.10", "n1", {"lock": "yes"}, [("http", 8080, "TCP")]),
+        pod("a/locked2", "10.244.1.10", "n2", {"lock": "yes"}, [("http", 8080, "TCP")]),
+        pod("a/free", "10.244.1.11", "n2", {"app": "free"}, [("http", 8080, "TCP")]),
+        service("kube-system/hostsvc", {"app": "hostnet"}, 80, 18080, cluster_ip="10.0.0.60"),
+        netpol(
+            "a/lock",
+            {"podSelector": {"matchLabels": {"lock": "yes"}}, "policyTypes": ["Egress"]},
+        ),
+    ]
+    rows = [
+        # the endpoint is kube-system/hn1 (the first by key), on n1
+        ("a/locked", "svc:kube-system/hostsvc", {"npm": "allow", "cilium": "deny"}),
+        ("a/locked2", "svc:kube-system/hostsvc", {"npm": "deny", "cilium": "deny"}),
+        ("a/free", "svc:kube-system/hostsvc", {"npm": "allow", "cilium": "allow"}),
+    ]
+    problems: list[str] = []
+    for variant in (docs, place_first(docs)):
+        lab = module_lab_factory(snapshot_from_dicts(variant), dataplane="npm")
+        dataplanes = ("npm", "cilium") if variant is docs else ("npm",)
+        for dataplane in dataplanes:
+            if dataplane != "npm":
+                module_lab_factory.upgrade(lab, dataplane)
+            live = lab.snapshot
+            engine = Engine(live)
+            dp = get_dataplane(dataplane).with_config(live.config)
+            traffic = [
+                Traffic(
+                    source=resolve_endpoint(src, live, as_source=True),
+                    destination=resolve_endpoint(dst, live, as_source=False),
+                    port=80,
+                )
+                for src, dst, _ in rows
+            ]
+            for (src, dst, want), t, result in zip(
+                rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+            ):
+                verdict = engine.evaluate(t, dp)
+                where = f"{src} -> {dst} under {dataplane} (place-first: {variant is not docs})"
+                if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+                    problems.append(f"{where}: the lab could not run it: {result.error}")
+                    continue
+                observed = "allow" if result.allowed else "deny"
+                if (observed, str(verdict.decision)) != (want[dataplane], want[dataplane]):
+                    problems.append(
+                        f"{where}: want {want[dataplane]}, lab {observed} ({result.observed}, "
+                        f"{result.token}), engine {verdict.decision}: {verdict.explanation}"
+                    )
+    assert problems == [], "\n".join(problems)

@@ -23,7 +23,7 @@ from netparity.engine.traffic import (
     Traffic,
     Via,
 )
-from netparity.model.objects import Node, Pod, Protocol, Service
+from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort
 from netparity.model.snapshot import Snapshot
 
 # A Service path's kind: (the client is outside the pods, how the Service is reached).
@@ -213,7 +213,10 @@ class PathResolver:
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
         kind = _SERVICE_KIND[(external, dst.via)]
-        if backend is None and not self.backends(svc) and not self.host_backends(svc):
+        hosts = self.host_backends(svc) if backend is None and not self.backends(svc) else ()
+        if hosts and dst.via is Via.CLUSTER_IP:
+            return self._host_backed(client, svc, sp, hosts[0], traffic.protocol, kind)
+        if backend is None and not self.backends(svc) and not hosts:
             # D22: no endpoints at all. kube-proxy writes no NAT for the port, only a REJECT
             # in filter (KUBE-SERVICES for the ClusterIP, KUBE-EXTERNAL-SERVICES for LB IPs
             # and nodePorts: kubernetes pkg/proxy/iptables/proxier.go, syncProxyRules, "has
@@ -388,6 +391,59 @@ class PathResolver:
             decided=path.decided,
             reason=path.reason,
         )
+
+    def _host_backed(
+        self,
+        client: Peer,
+        svc: Service,
+        sp: ServicePort,
+        host: Pod,
+        protocol: Protocol,
+        kind: PathKind,
+    ) -> Path:
+        """D22: a Service whose endpoints are hostNetwork pods is DNATed to nodeIP:port
+        (kube-proxy's KUBE-SEP, the endpoint being the pod's = the node's address), so the
+        client's traffic meets policy as traffic to that node: from a pod on the same node it
+        goes to INPUT and NPM, hooked on FORWARD, never sees it (D4a); to another node it is
+        the pod's egress to a node address. No ingress policy selects a hostNetwork pod."""
+        node = self._nodes.get(host.node_name or "")
+        if isinstance(sp.target_port, str):
+            cp = host.named_port(sp.target_port, sp.protocol)
+            if cp is None:
+                return Path(
+                    kind=kind,
+                    decided=Decision.UNKNOWN,
+                    reason=f"backend {host.key} has no port named {sp.target_port!r}",
+                )
+            port = cp.port
+        else:
+            port = sp.target_port
+        if node is None:
+            return Path(
+                kind=kind,
+                decided=Decision.UNKNOWN,
+                reason=f"the hostNetwork backend {host.key} is on no known node",
+            )
+        notes = (
+            f"Service {svc.key} -> hostNetwork backend {host.key}, DNATed to its node "
+            f"{node.name} ({node.ip}:{port}) (D22)",
+        )
+        if not isinstance(client, PodPeer):
+            return Path(
+                kind=kind,
+                notes=notes,
+                port=port,
+                backend=host,
+                reason="neither end is a pod: no pod policy applies",
+            )
+        leg = Leg(
+            direction=EGRESS,
+            subject=client.pod,
+            peer=HostPeer(node=node, via=f"hostNetwork pod {host.key}"),
+            port=port,
+            protocol=protocol,
+        )
+        return Path(kind=kind, legs=(leg,), notes=notes, port=port, backend=host)
 
     def host_backends(self, svc: Service) -> tuple[Pod, ...]:
         """The hostNetwork pods a Service selects, by key: endpoints at their node's address

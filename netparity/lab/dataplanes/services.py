@@ -2,7 +2,8 @@
 
 Deterministic by design: every Service port sends to ONE backend, the first pod by key
 (namespace/name) among the non-hostNetwork pods its selector matches on which the
-targetPort resolves; for externalTrafficPolicy=Local from outside, the first such pod
+targetPort resolves (hostNetwork pods, at their node's address, only where it selects no
+other pod: D22); for externalTrafficPolicy=Local from outside, the first such pod
 on the receiving node. Also the address ranges kube-proxy calls "the cluster".
 """
 
@@ -135,6 +136,17 @@ def service_routes(topology: LabTopology) -> tuple[ServicePortRoute, ...]:
             (p for p in selected_pods(snap, svc) if p.ip is not None and _valid_ipv4(p.ip)),
             key=lambda p: p.key,
         )
+        if not candidates and svc.selector and PINNED_POD not in svc.selector:
+            # D22: hostNetwork endpoints, at their node's address (kube-proxy DNATs to
+            # nodeIP:port; from a pod on that node the packet goes to INPUT)
+            candidates = sorted(
+                (
+                    p
+                    for p in snap.pods
+                    if p.host_network and p.ip and _valid_ipv4(p.ip) and svc.selects(p)
+                ),
+                key=lambda p: p.key,
+            )
         exposed = svc.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
         lb_ips = (
             tuple(ip for ip in (_valid_ipv4(i) for i in svc.load_balancer_ips) if ip)
