@@ -728,3 +728,63 @@ def test_d22_a_service_backed_by_a_hostnetwork_pod_bypasses_npm_on_the_clients_n
                         f"{result.token}), engine {verdict.decision}: {verdict.explanation}"
                     )
     assert problems == [], "\n".join(problems)
+
+
+def test_d22_internal_traffic_policy_local_keeps_clusterip_traffic_on_the_clients_node(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D22: with internalTrafficPolicy Local kube-proxy sends ClusterIP traffic only to an
+    endpoint on the client's node (KUBE-SVL-*) and drops it where there is none ("has no
+    local endpoints"), for pods and nodes alike; NPM's placement does not change that."""
+    from builders import node, ns, pod, service
+
+    http = [("http", 8080, "TCP")]
+    svc = service("b/local", {"app": "web"}, 80, 8080, cluster_ip="10.0.0.70")
+    svc["spec"]["internalTrafficPolicy"] = "Local"
+    docs = [
+        ns("a"),
+        ns("b"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("a/near", "10.244.0.10", "n1", {"app": "client"}, http),
+        pod("a/far", "10.244.1.10", "n2", {"app": "client"}, http),
+        pod("b/web", "10.244.0.20", "n1", {"app": "web"}, http),
+        svc,
+    ]
+    rows = [
+        ("a/near", "svc:b/local", "allow"),
+        ("a/far", "svc:b/local", "deny"),
+        ("node:n1", "svc:b/local", "allow"),
+        ("node:n2", "svc:b/local", "deny"),
+    ]
+    problems: list[str] = []
+    for variant in (docs, place_first(docs)):
+        lab = module_lab_factory(snapshot_from_dicts(variant), dataplane="npm")
+        live = lab.snapshot
+        engine = Engine(live)
+        dp = get_dataplane("npm").with_config(live.config)
+        traffic = [
+            Traffic(
+                source=resolve_endpoint(src, live, as_source=True),
+                destination=resolve_endpoint(dst, live, as_source=False),
+                port=80,
+            )
+            for src, dst, _ in rows
+        ]
+        for (src, dst, want), t, result in zip(
+            rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+        ):
+            verdict = engine.evaluate(t, dp)
+            where = f"{src} -> {dst} (place-first: {variant is not docs})"
+            if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+                problems.append(f"{where}: the lab could not run it: {result.error}")
+                continue
+            observed = "allow" if result.allowed else "deny"
+            if (observed, str(verdict.decision)) != (want, want):
+                problems.append(
+                    f"{where}: want {want}, lab {observed} ({result.observed}), "
+                    f"engine {verdict.decision}: {verdict.explanation}"
+                )
+            if want == "deny" and "D22" not in verdict.explanation:
+                problems.append(f"{where}: the engine's reason does not name D22")
+    assert problems == [], "\n".join(problems)

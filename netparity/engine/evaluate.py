@@ -277,6 +277,12 @@ class Engine:
             backends = tuple(b for b in backends if dst.node and b.node_name == dst.node.name)
             if len(backends) < 2:
                 return None
+        itp_node = self.paths.internal_local_node(svc, dst.via, self.paths.peer_of(src))
+        if itp_node is not None:
+            # internalTrafficPolicy Local: only the client's node's endpoints (D22)
+            backends = tuple(b for b in backends if b.node_name == itp_node.name)
+            if len(backends) < 2:
+                return None
         verdicts = [
             self.evaluate(
                 Traffic(

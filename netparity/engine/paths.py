@@ -15,6 +15,7 @@ from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
 from netparity.engine.traffic import (
     Decision,
+    Endpoint,
     ExternalEndpoint,
     NodeEndpoint,
     PathKind,
@@ -53,6 +54,12 @@ class PathResolver:
         if backends is None:
             backends = self._backends[svc.key] = self.snapshot.backends(svc)
         return backends
+
+    def peer_of(self, endpoint: Endpoint) -> Peer | None:
+        """What a source endpoint is to policy; None for a Service (never a source)."""
+        if isinstance(endpoint, ServiceEndpoint):
+            return None
+        return self._as_peer(endpoint)
 
     def _as_peer(self, endpoint: PodEndpoint | NodeEndpoint | ExternalEndpoint) -> Peer:
         if isinstance(endpoint, PodEndpoint):
@@ -213,6 +220,20 @@ class PathResolver:
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
         kind = _SERVICE_KIND[(external, dst.via)]
+        itp_node = self.internal_local_node(svc, dst.via, client)
+        if itp_node is not None and self.backends(svc):
+            # D22: internalTrafficPolicy Local keeps in-cluster traffic to the ClusterIP on
+            # the client's node (kube-proxy: KUBE-SVL-*, else "has no local endpoints" DROP)
+            if dst.backend is None:
+                backend = self._backend(svc, itp_node)
+            if backend is None or backend.node_name != itp_node.name:
+                return Path(
+                    kind=kind,
+                    decided=Decision.DENY,
+                    reason=f"Service {svc.key} has internalTrafficPolicy Local and no endpoint "
+                    + (f"{backend.key} " if backend is not None else "")
+                    + f"on the client's node {itp_node.name}: dropped (D22)",
+                )
         hosts = self.host_backends(svc) if backend is None and not self.backends(svc) else ()
         if hosts and dst.via is Via.CLUSTER_IP:
             return self._host_backed(client, svc, sp, hosts[0], traffic.protocol, kind)
@@ -444,6 +465,17 @@ class PathResolver:
             protocol=protocol,
         )
         return Path(kind=kind, legs=(leg,), notes=notes, port=port, backend=host)
+
+    def internal_local_node(self, svc: Service, via: Via, client: Peer | None) -> Node | None:
+        """The node internalTrafficPolicy Local confines a ClusterIP connection to (the
+        client's), or None where it does not apply (D22)."""
+        if via is not Via.CLUSTER_IP or svc.internal_traffic_policy != "Local":
+            return None
+        if isinstance(client, PodPeer):
+            return self._nodes.get(client.pod.node_name or "")
+        if isinstance(client, HostPeer):
+            return client.node
+        return None
 
     def host_backends(self, svc: Service) -> tuple[Pod, ...]:
         """The hostNetwork pods a Service selects, by key: endpoints at their node's address

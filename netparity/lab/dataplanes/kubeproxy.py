@@ -151,7 +151,22 @@ def kube_proxy(
             continue
 
         nat.add(svc, f"{comment(route.name)} -j {_sep(nat, route, backend)}")
-        if route.cluster_ip:
+        internal = svc
+        if route.cluster_ip and route.service.internal_traffic_policy == "Local":
+            # internalTrafficPolicy Local: the ClusterIP goes to this node's endpoint
+            # (KUBE-SVL-*), or is dropped in filter ("has no local endpoints") (D22)
+            local = route.local_backend(node.name)
+            if local is None:
+                filt.add(
+                    SERVICES,
+                    f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} "
+                    f"{comment(route.name + ' has no local endpoints')} -j DROP",
+                )
+                internal = ""
+            else:
+                internal = svc_chain(route, "KUBE-SVL-")
+                nat.add(internal, f"{comment(route.name)} -j {_sep(nat, route, local)}")
+        if route.cluster_ip and internal:
             nat.add(
                 "KUBE-SERVICES",
                 f"-m set ! --match-set {CLUSTER_SET} src -d {route.cluster_ip}/32 -p {proto} "
@@ -160,7 +175,7 @@ def kube_proxy(
             nat.add(
                 "KUBE-SERVICES",
                 f"-d {route.cluster_ip}/32 -p {proto} "
-                f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j {svc}",
+                f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j {internal}",
             )
         if not route.external:
             continue

@@ -90,6 +90,7 @@ def pinned_service(svc: Service, backend: Pod) -> Service:
         selector=MappingProxyType({PINNED_POD: backend.name}),
         ports=tuple(replace(sp, node_port=None) for sp in svc.ports),
         external_traffic_policy=svc.external_traffic_policy,
+        internal_traffic_policy=svc.internal_traffic_policy,
         publish_not_ready=True,
         labels=MappingProxyType({RUN_LABEL: "pinned"}),  # the run's own: never the cluster's
     )
