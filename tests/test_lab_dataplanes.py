@@ -413,12 +413,13 @@ def test_npm_forward_runs_kube_forward_before_azure_npm_on_new_connections_only(
     # D21: kube-proxy's jumps in the order its Prepend leaves them, NPM's right after
     # KUBE-SERVICES (positionAzureChainJumpRule), before KUBE-EXTERNAL-SERVICES
     assert [line.split(" -j ")[-1] for line in forward] == [
+        "KUBE-PROXY-FIREWALL",
         "KUBE-FORWARD",
         "KUBE-SERVICES",
         "AZURE-NPM",
         "KUBE-EXTERNAL-SERVICES",
     ]
-    assert forward[2] == "-A FORWARD -m conntrack --ctstate NEW -j AZURE-NPM"
+    assert forward[3] == "-A FORWARD -m conntrack --ctstate NEW -j AZURE-NPM"
     assert "-A INPUT -m conntrack --ctstate NEW -j AZURE" not in text
     assert "-A OUTPUT -m conntrack --ctstate NEW -j AZURE" not in text
     assert re.search(r"-A KUBE-FORWARD .*--mark 0x4000/0x4000 -j ACCEPT", text)

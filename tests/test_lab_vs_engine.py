@@ -788,3 +788,71 @@ def test_d22_internal_traffic_policy_local_keeps_clusterip_traffic_on_the_client
             if want == "deny" and "D22" not in verdict.explanation:
                 problems.append(f"{where}: the engine's reason does not name D22")
     assert problems == [], "\n".join(problems)
+
+
+def test_d22_load_balancer_source_ranges_are_enforced_by_kube_proxy_for_every_client(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D22: kube-proxy DNATs a LoadBalancer IP only for sources inside
+    loadBalancerSourceRanges (nat KUBE-FW-*); KUBE-PROXY-FIREWALL, first in FORWARD, INPUT and
+    OUTPUT, drops the rest. Pods, nodes and outside clients alike; no NetworkPolicy here."""
+    from builders import node, ns, pod, service
+
+    http = [("http", 8080, "TCP")]
+    svc = service(
+        "b/ranged",
+        {"app": "web"},
+        80,
+        8080,
+        type_="LoadBalancer",
+        cluster_ip="10.0.0.80",
+        node_port=30280,
+        lb_ip="192.0.2.80",
+    )
+    svc["spec"]["loadBalancerSourceRanges"] = ["10.244.0.0/24", "203.0.113.0/24"]
+    docs = [
+        ns("a"),
+        ns("b"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("a/inside", "10.244.0.10", "n1", {"app": "client"}, http),
+        pod("a/outside", "10.244.1.10", "n2", {"app": "client"}, http),
+        pod("b/web", "10.244.1.20", "n2", {"app": "web"}, http),
+        svc,
+    ]
+    rows = [
+        ("a/inside", "lb:b/ranged", "allow"),
+        ("a/outside", "lb:b/ranged", "deny"),  # 10.244.1.10 is in no range
+        ("node:n1", "lb:b/ranged", "deny"),  # 10.224.0.4 is in no range
+        ("external", "lb:b/ranged", "allow"),  # 203.0.113.10
+        ("a/outside", "svc:b/ranged", "allow"),  # the ClusterIP is not restricted
+    ]
+    lab = module_lab_factory(snapshot_from_dicts(docs), dataplane="npm")
+    live = lab.snapshot
+    engine = Engine(live)
+    problems: list[str] = []
+    traffic = [
+        Traffic(
+            source=resolve_endpoint(src, live, as_source=True),
+            destination=resolve_endpoint(dst, live, as_source=False),
+            port=80,
+        )
+        for src, dst, _ in rows
+    ]
+    for (src, dst, want), t, result in zip(
+        rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+    ):
+        for dataplane in ("npm", "cilium"):
+            verdict = engine.evaluate(t, get_dataplane(dataplane))
+            if str(verdict.decision) != want:
+                problems.append(
+                    f"{src} -> {dst} under {dataplane}: want {want}, engine "
+                    f"{verdict.decision}: {verdict.explanation}"
+                )
+        if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+            problems.append(f"{src} -> {dst}: the lab could not run it: {result.error}")
+            continue
+        observed = "allow" if result.allowed else "deny"
+        if observed != want:
+            problems.append(f"{src} -> {dst} under npm: want {want}, lab {observed}")
+    assert problems == [], "\n".join(problems)

@@ -566,7 +566,7 @@ def test_the_lab_places_npms_forward_jump_where_the_config_says(first: bool) -> 
     forward = [line for line in text.splitlines() if line.startswith("-A FORWARD ")]
     # D21: line 1 with PlaceAzureChainFirst, else right after the jump to KUBE-SERVICES
     # (positionAzureChainJumpRule, chain-management_linux.go:601-670)
-    kube = ["KUBE-FORWARD", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"]
-    expected = ["AZURE-NPM", *kube] if first else [*kube[:2], "AZURE-NPM", kube[2]]
+    kube = ["KUBE-PROXY-FIREWALL", "KUBE-FORWARD", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"]
+    expected = ["AZURE-NPM", *kube] if first else [*kube[:3], "AZURE-NPM", kube[3]]
     assert [line.split(" -j ")[-1] for line in forward] == expected
     assert "-A FORWARD -m conntrack --ctstate NEW -j AZURE-NPM" in forward

@@ -8,6 +8,8 @@ or a decision the path alone makes, with its notes. No policy is read here.
 
 from __future__ import annotations
 
+import ipaddress
+
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
 from netparity.engine.node_nat import in_cluster_external_ip
@@ -220,6 +222,21 @@ class PathResolver:
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
         kind = _SERVICE_KIND[(external, dst.via)]
+        if dst.via is Via.LOAD_BALANCER and svc.load_balancer_source_ranges and self.backends(svc):
+            # D22: kube-proxy DNATs an LB IP only for sources inside loadBalancerSourceRanges
+            # (nat KUBE-FW-*); the rest is dropped by filter KUBE-PROXY-FIREWALL, first in
+            # INPUT, FORWARD and OUTPUT (kubernetes pkg/proxy/iptables/proxier.go, usesFWChain)
+            address = ipaddress.ip_address(client.ip) if client.ip else None
+            if address is None or not any(
+                address in ipaddress.ip_network(r.strip(), strict=False)
+                for r in svc.load_balancer_source_ranges
+            ):
+                return Path(
+                    kind=kind,
+                    decided=Decision.DENY,
+                    reason=f"{client} is outside loadBalancerSourceRanges of Service {svc.key} "
+                    f"({', '.join(svc.load_balancer_source_ranges)}): dropped (D22)",
+                )
         itp_node = self.internal_local_node(svc, dst.via, client)
         if itp_node is not None and self.backends(svc):
             # D22: internalTrafficPolicy Local keeps in-cluster traffic to the ClusterIP on

@@ -34,6 +34,7 @@ MASQ = f"0x{KUBE_MASQ_MARK:x}/0x{KUBE_MASQ_MARK:x}"
 CLUSTER_SET = "kube-cluster-ranges"  # pods + nodes: kube-proxy's clusterCIDR
 POD_SET = "kube-pod-ranges"  # pods only: the local-traffic detector for eTP=Local
 NO_ENDPOINTS = "NETPARITY-NO-ENDPOINTS"
+FIREWALL = "KUBE-PROXY-FIREWALL"  # filter: drop LB traffic outside loadBalancerSourceRanges
 SERVICES = "KUBE-SERVICES"  # filter: REJECT ClusterIPs without endpoints
 EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"  # filter: REJECT LB IPs, nodePorts without them
 
@@ -98,6 +99,7 @@ def kube_proxy(
     mangle = Table("mangle")
     nat = NatTable()
     filt = Table("filter")
+    filt.chain(FIREWALL)
     filt.chain(SERVICES)
     filt.chain(EXTERNAL_SERVICES)
 
@@ -222,11 +224,29 @@ def kube_proxy(
                 " -j KUBE-MARK-MASQ",
             )
             nat.add(ext, f"-j {svc}")
+        lb_chain = ext
+        ranges = route.service.load_balancer_source_ranges
+        if route.lb_ips and ranges:
+            # loadBalancerSourceRanges (D22): KUBE-FW-* sends the listed sources on, and what
+            # it leaves un-DNATed KUBE-PROXY-FIREWALL drops in filter (usesFWChain)
+            lb_chain = svc_chain(route, "KUBE-FW-")
+            for r in ranges:
+                nat.add(
+                    lb_chain,
+                    f"-s {r.strip()} {comment(route.name + ' loadbalancer IP')} -j {ext}",
+                )
+            for ip in route.lb_ips:
+                filt.add(
+                    FIREWALL,
+                    f"-d {ip}/32 {_proto(route)} --dport {sport} "
+                    f"{comment(route.name + ' traffic not accepted by ' + lb_chain)} -j DROP",
+                )
         for ip in route.lb_ips:
             nat.add(
                 "KUBE-SERVICES",
                 f"-d {ip}/32 -p {proto} "
-                f"{comment(route.name + ' loadbalancer IP')} -m {proto} --dport {sport} -j {ext}",
+                f"{comment(route.name + ' loadbalancer IP')} -m {proto} --dport {sport} "
+                f"-j {lb_chain}",
             )
         if route.node_port is not None:
             nat.add(
@@ -248,6 +268,9 @@ def kube_proxy(
     new = "-m conntrack --ctstate NEW"
     if azure_jump is not None and azure_first:
         filt.add("FORWARD", azure_jump)
+    firewall = comment("kubernetes load balancer firewall")
+    for hook in ("INPUT", "FORWARD", "OUTPUT"):
+        filt.add(hook, f"{new} {firewall} -j {FIREWALL}")
     filt.add("FORWARD", f"{comment('kubernetes forwarding rules')} -j KUBE-FORWARD")
     filt.add("FORWARD", f"{new} {comment('kubernetes service portals')} -j {SERVICES}")
     if azure_jump is not None and not azure_first:
