@@ -370,7 +370,7 @@ def test_the_demo_never_says_exactly_as_predicted_when_a_predicted_change_did_no
     unexpected, lines = _explain(parity_json(runs.parity))
     text = "\n".join(lines)
     assert "exactly as the engine predicted" not in text
-    assert "22 probes changed as the engine predicted for npm -> cilium, but 1 predicted " in text
+    assert "23 probes changed as the engine predicted for npm -> cilium, but 1 predicted " in text
     assert "change did not happen (unrealized" in text
     assert f"did not change: {runs.forced.unrealized}" in text
     assert "1 probes could be run by neither run (not-run)" in text
