@@ -413,9 +413,18 @@ def test_rendering_is_deterministic() -> None:
 def test_npm_forward_runs_kube_forward_before_azure_npm_on_new_connections_only() -> None:
     text = rules("npm")["n1"].iptables
     forward = [line for line in text.splitlines() if line.startswith("-A FORWARD ")]
-    assert forward[0].endswith("-j KUBE-FORWARD")
-    assert forward[-1] == "-A FORWARD -m conntrack --ctstate NEW -j AZURE-NPM"
-    assert "-A INPUT" not in text and "-A OUTPUT -m conntrack --ctstate NEW -j AZURE" not in text
+    # D21: kube-proxy's jumps in the order its Prepend leaves them, NPM's right after
+    # KUBE-SERVICES (positionAzureChainJumpRule), before KUBE-EXTERNAL-SERVICES
+    assert [line.split(" -j ")[-1] for line in forward] == [
+        "KUBE-PROXY-FIREWALL",
+        "KUBE-FORWARD",
+        "KUBE-SERVICES",
+        "AZURE-NPM",
+        "KUBE-EXTERNAL-SERVICES",
+    ]
+    assert forward[3] == "-A FORWARD -m conntrack --ctstate NEW -j AZURE-NPM"
+    assert "-A INPUT -m conntrack --ctstate NEW -j AZURE" not in text
+    assert "-A OUTPUT -m conntrack --ctstate NEW -j AZURE" not in text
     assert re.search(r"-A KUBE-FORWARD .*--mark 0x4000/0x4000 -j ACCEPT", text)
     assert re.search(r"-A KUBE-FORWARD .*--ctstate RELATED,ESTABLISHED -j ACCEPT", text)
 
@@ -514,11 +523,50 @@ def test_npm_skips_policies_it_cannot_translate_and_says_so() -> None:
         ),
     )
     text = rules("npm", snap)["n1"].iptables
-    assert "# NPM skips NetworkPolicy np/v6: egress[0] has a non-IPv4 ipBlock (fail-open)" in text
+    assert (
+        "# NPM skips NetworkPolicy np/v6: egress[0] has an ipBlock NPM does not take for IPv4 "
+        "(::/0) (fail-open)" in text
+    )
     assert "# NPM skips NetworkPolicy np/badvalue:" in text
     assert "POLICY-np/v6" not in text and "POLICY-np/badvalue" not in text
     # no translated policy: AZURE-NPM stays empty (NPM is not activated)
     assert "-A AZURE-NPM -j" not in text
+
+
+def test_npm_validates_what_translate_policy_validates_and_no_more() -> None:
+    """D20: an allow-all rule returns before the direction's other rules are read, a long
+    label value passes NPM's regex, a direction policyTypes leaves out is never read; a
+    non-canonical /0 fails util.IsIPV4."""
+    long_value = "v" * 70
+    snap = small_snapshot(
+        _np("allall", "a", egress=[{}, {"to": [_ipblock("::/0")]}]),
+        _np(
+            "long",
+            {"app": "a"},
+            ingress=[
+                {
+                    "from": [
+                        {
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {"key": "x", "operator": "NotIn", "values": [long_value]}
+                                ]
+                            }
+                        }
+                    ]
+                }
+            ],
+        ),
+        _np("slash0", "a", egress=[{"to": [_ipblock("10.0.0.0/0")]}]),
+    )
+    text = rules("npm", snap)["n1"].iptables
+    skipped = [line for line in text.splitlines() if line.startswith("# NPM skips")]
+    assert skipped == [
+        "# NPM skips NetworkPolicy np/slash0: egress[0] has an ipBlock NPM does not take for "
+        "IPv4 (10.0.0.0/0) (fail-open)"
+    ]
+    assert "EGRESS-POLICY-np/allall" in text and "ALLOW-ALL-TO" in text
+    assert "INGRESS-POLICY-np/long" in text
 
 
 def test_kube_proxy_chains_pick_the_first_backend_by_key_and_resolve_named_target_ports() -> None:

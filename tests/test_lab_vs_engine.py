@@ -711,3 +711,361 @@ def test_d25_d26_d27_hairpin_deny_over_localhost_and_named_ports_without_host_po
             ("node:n1", "a/guarded", 8080, everywhere),
         ],
     )
+
+
+def place_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`docs` with azure-npm-config's PlaceAzureChainFirst set (NPM's jump first in FORWARD)."""
+    import json
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "azure-npm-config", "namespace": "kube-system"},
+        "data": {"azure-npm.json": json.dumps({"Toggles": {"PlaceAzureChainFirst": True}})},
+    }
+    return [*docs, config]
+
+
+def test_d20_npm_validates_what_translate_policy_validates_and_no_more(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D20: an allow-all ingress rule returns before NPM reads the rule with an IPv6 block, so
+    the policy (and its egress deny) is enforced; a 70-character NotIn value passes NPM's
+    regex, so the policy is enforced; `10.0.0.0/0` fails util.IsIPV4, so NPM skips that policy
+    whole (fail-open) while Cilium enforces its egress deny. Under npm with PlaceAzureChainFirst
+    false and true, then migrated to cilium."""
+    from builders import netpol, node, ns, pod
+
+    http = [("http", 8080, "TCP")]
+    docs = [
+        ns("d20"),
+        ns("other"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("d20/client", "10.244.0.10", "n1", {"app": "client"}, http),
+        pod("other/client", "10.244.0.11", "n1", {"app": "client"}, http),
+        pod("d20/allall", "10.244.1.10", "n2", {"app": "allall"}, http),
+        pod("d20/long", "10.244.1.11", "n2", {"app": "long"}, http),
+        pod("d20/slash0", "10.244.0.12", "n1", {"app": "slash0"}, http),
+        netpol(
+            "d20/allall",
+            {
+                "podSelector": {"matchLabels": {"app": "allall"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{}, {"from": [{"ipBlock": {"cidr": "fd00::/8"}}]}],
+                "egress": [],
+            },
+        ),
+        netpol(
+            "d20/long",
+            {
+                "podSelector": {"matchLabels": {"app": "long"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "podSelector": {
+                                    "matchExpressions": [
+                                        {"key": "x", "operator": "NotIn", "values": ["v" * 70]}
+                                    ]
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+        ),
+        netpol(
+            "d20/slash0",
+            {
+                "podSelector": {"matchLabels": {"app": "slash0"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/0"}}]}],
+                "egress": [],
+            },
+        ),
+    ]
+    both_allow = {"npm": "allow", "cilium": "allow"}
+    both_deny = {"npm": "deny", "cilium": "deny"}
+    rows = [
+        ("d20/client", "d20/allall", both_allow),
+        ("d20/allall", "other/client", both_deny),  # the allow-all early return
+        ("d20/client", "d20/long", both_allow),
+        ("other/client", "d20/long", both_deny),  # no 63-character limit
+        ("d20/slash0", "other/client", {"npm": "allow", "cilium": "deny"}),  # IsIPV4 fails
+    ]
+    for variant in (docs, place_first(docs)):
+        check_under(module_lab_factory, snapshot_from_dicts(variant), rows)
+
+
+def test_d22_a_service_without_endpoints_is_rejected_and_judged_a_deny(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D22: kube-proxy writes only REJECT rules in filter for a Service port with no
+    endpoints: KUBE-SERVICES (FORWARD, OUTPUT) for the ClusterIP, KUBE-EXTERNAL-SERVICES
+    (INPUT) for a nodePort. The probe sees `refused`, which for such a Service is the deny the
+    engine predicts. D21: with PlaceAzureChainFirst an active NPM accepts the pod's packet
+    before KUBE-SERVICES, so the REJECT is never reached and the packet to the ClusterIP goes
+    nowhere: a timeout, still a deny. The lab's Cilium drops (a timeout)."""
+    from netparity.record.model import Outcome, judge
+
+    from builders import netpol, node, ns, pod, service
+
+    docs = [
+        ns("d22"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("d22/client", "10.244.0.10", "n1", {"app": "client"}, [("http", 8080, "TCP")]),
+        pod("d22/web", "10.244.1.10", "n2", {"app": "web"}, [("http", 8080, "TCP")]),
+        service("d22/empty", {"app": "nobody"}, 80, 8080, cluster_ip="10.0.0.50"),
+        service(
+            "d22/emptynp",
+            {"app": "nobody"},
+            80,
+            8080,
+            type_="NodePort",
+            cluster_ip="10.0.0.51",
+            node_port=30222,
+        ),
+        # NPM is active (AZURE-NPM has rules) only once it has a policy
+        netpol(
+            "d22/web",
+            {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]},
+        ),
+    ]
+    # (source, destination, observed under npm, npm place-first, cilium)
+    rows = [
+        ("d22/client", "svc:d22/empty", ("refused", "timeout", "timeout")),
+        ("node:n2", "svc:d22/empty", ("refused", "refused", "timeout")),
+        ("d22/client", "nodeport:d22/emptynp@n2", ("refused", "refused", "timeout")),
+        ("external", "nodeport:d22/emptynp@n2", ("refused", "refused", "timeout")),
+    ]
+    problems: list[str] = []
+    for variant, dataplanes in ((docs, ("npm", "cilium")), (place_first(docs), ("npm",))):
+        lab = module_lab_factory(snapshot_from_dicts(variant), dataplane="npm")
+        for dataplane in dataplanes:
+            if dataplane != "npm":
+                module_lab_factory.upgrade(lab, dataplane)
+            live = lab.snapshot
+            engine = Engine(live)
+            dp = get_dataplane(dataplane).with_config(live.config)
+            column = 2 if dataplane != "npm" else (1 if variant is not docs else 0)
+            traffic = [
+                Traffic(
+                    source=resolve_endpoint(src, live, as_source=True),
+                    destination=resolve_endpoint(dst, live, as_source=False),
+                    port=80,
+                )
+                for src, dst, _ in rows
+            ]
+            for (src, dst, want), t, result in zip(
+                rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+            ):
+                verdict = engine.evaluate(t, dp)
+                where = f"{src} -> {dst} under {dataplane} (place-first: {variant is not docs})"
+                if verdict.decision != "deny" or not verdict.refused_is_deny:
+                    problems.append(f"{where}: engine {verdict.decision}: {verdict.explanation}")
+                elif "D22" not in verdict.explanation:
+                    problems.append(f"{where}: the reason does not name D22")
+                if result.observed != want[column]:
+                    problems.append(f"{where}: lab {result.observed}, want {want[column]}")
+                if judge([result.observed], refused_is_deny=verdict.refused_is_deny) != (
+                    Outcome.DENY
+                ):
+                    problems.append(f"{where}: {result.observed} is not judged a deny")
+    assert problems == [], "\n".join(problems)
+
+
+def test_d22_a_service_backed_by_a_hostnetwork_pod_bypasses_npm_on_the_clients_node(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D22 + D4a: kube-proxy DNATs a Service whose endpoint is a hostNetwork pod to
+    nodeIP:port. From a pod on that node the packet goes to INPUT, which NPM never hooks:
+    even an egress deny-all lets it through, PlaceAzureChainFirst or not. From another node it
+    is the pod's egress to a node address, which NPM judges. Cilium polices both."""
+    from builders import netpol, node, ns, pod, service
+
+    hostnet = [("hostnet", 18080, "TCP")]
+    docs = [
+        ns("a"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("kube-system/hn1", "10.224.0.4", "n1", {"app": "hostnet"}, hostnet, True),
+        pod("kube-system/hn2", "10.224.0.5", "n2", {"app": "hostnet"}, hostnet, True),
+        pod("a/locked", "10.244.0.10", "n1", {"lock": "yes"}, [("http", 8080, "TCP")]),
+        pod("a/locked2", "10.244.1.10", "n2", {"lock": "yes"}, [("http", 8080, "TCP")]),
+        pod("a/free", "10.244.1.11", "n2", {"app": "free"}, [("http", 8080, "TCP")]),
+        service("kube-system/hostsvc", {"app": "hostnet"}, 80, 18080, cluster_ip="10.0.0.60"),
+        netpol(
+            "a/lock",
+            {"podSelector": {"matchLabels": {"lock": "yes"}}, "policyTypes": ["Egress"]},
+        ),
+    ]
+    rows = [
+        # the endpoint is kube-system/hn1 (the first by key), on n1
+        ("a/locked", "svc:kube-system/hostsvc", {"npm": "allow", "cilium": "deny"}),
+        ("a/locked2", "svc:kube-system/hostsvc", {"npm": "deny", "cilium": "deny"}),
+        ("a/free", "svc:kube-system/hostsvc", {"npm": "allow", "cilium": "allow"}),
+    ]
+    problems: list[str] = []
+    for variant in (docs, place_first(docs)):
+        lab = module_lab_factory(snapshot_from_dicts(variant), dataplane="npm")
+        dataplanes = ("npm", "cilium") if variant is docs else ("npm",)
+        for dataplane in dataplanes:
+            if dataplane != "npm":
+                module_lab_factory.upgrade(lab, dataplane)
+            live = lab.snapshot
+            engine = Engine(live)
+            dp = get_dataplane(dataplane).with_config(live.config)
+            traffic = [
+                Traffic(
+                    source=resolve_endpoint(src, live, as_source=True),
+                    destination=resolve_endpoint(dst, live, as_source=False),
+                    port=80,
+                )
+                for src, dst, _ in rows
+            ]
+            for (src, dst, want), t, result in zip(
+                rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+            ):
+                verdict = engine.evaluate(t, dp)
+                where = f"{src} -> {dst} under {dataplane} (place-first: {variant is not docs})"
+                if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+                    problems.append(f"{where}: the lab could not run it: {result.error}")
+                    continue
+                observed = "allow" if result.allowed else "deny"
+                if (observed, str(verdict.decision)) != (want[dataplane], want[dataplane]):
+                    problems.append(
+                        f"{where}: want {want[dataplane]}, lab {observed} ({result.observed}, "
+                        f"{result.token}), engine {verdict.decision}: {verdict.explanation}"
+                    )
+    assert problems == [], "\n".join(problems)
+
+
+def test_d22_internal_traffic_policy_local_keeps_clusterip_traffic_on_the_clients_node(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D22: with internalTrafficPolicy Local kube-proxy sends ClusterIP traffic only to an
+    endpoint on the client's node (KUBE-SVL-*) and drops it where there is none ("has no
+    local endpoints"), for pods and nodes alike; NPM's placement does not change that."""
+    from builders import node, ns, pod, service
+
+    http = [("http", 8080, "TCP")]
+    svc = service("b/local", {"app": "web"}, 80, 8080, cluster_ip="10.0.0.70")
+    svc["spec"]["internalTrafficPolicy"] = "Local"
+    docs = [
+        ns("a"),
+        ns("b"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("a/near", "10.244.0.10", "n1", {"app": "client"}, http),
+        pod("a/far", "10.244.1.10", "n2", {"app": "client"}, http),
+        pod("b/web", "10.244.0.20", "n1", {"app": "web"}, http),
+        svc,
+    ]
+    rows = [
+        ("a/near", "svc:b/local", "allow"),
+        ("a/far", "svc:b/local", "deny"),
+        ("node:n1", "svc:b/local", "allow"),
+        ("node:n2", "svc:b/local", "deny"),
+    ]
+    problems: list[str] = []
+    for variant in (docs, place_first(docs)):
+        lab = module_lab_factory(snapshot_from_dicts(variant), dataplane="npm")
+        live = lab.snapshot
+        engine = Engine(live)
+        dp = get_dataplane("npm").with_config(live.config)
+        traffic = [
+            Traffic(
+                source=resolve_endpoint(src, live, as_source=True),
+                destination=resolve_endpoint(dst, live, as_source=False),
+                port=80,
+            )
+            for src, dst, _ in rows
+        ]
+        for (src, dst, want), t, result in zip(
+            rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+        ):
+            verdict = engine.evaluate(t, dp)
+            where = f"{src} -> {dst} (place-first: {variant is not docs})"
+            if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+                problems.append(f"{where}: the lab could not run it: {result.error}")
+                continue
+            observed = "allow" if result.allowed else "deny"
+            if (observed, str(verdict.decision)) != (want, want):
+                problems.append(
+                    f"{where}: want {want}, lab {observed} ({result.observed}), "
+                    f"engine {verdict.decision}: {verdict.explanation}"
+                )
+            if want == "deny" and "D22" not in verdict.explanation:
+                problems.append(f"{where}: the engine's reason does not name D22")
+    assert problems == [], "\n".join(problems)
+
+
+def test_d22_load_balancer_source_ranges_are_enforced_by_kube_proxy_for_every_client(
+    module_lab_factory: LabFactory,  # noqa: F811
+) -> None:
+    """D22: kube-proxy DNATs a LoadBalancer IP only for sources inside
+    loadBalancerSourceRanges (nat KUBE-FW-*); KUBE-PROXY-FIREWALL, first in FORWARD, INPUT and
+    OUTPUT, drops the rest. Pods, nodes and outside clients alike; no NetworkPolicy here."""
+    from builders import node, ns, pod, service
+
+    http = [("http", 8080, "TCP")]
+    svc = service(
+        "b/ranged",
+        {"app": "web"},
+        80,
+        8080,
+        type_="LoadBalancer",
+        cluster_ip="10.0.0.80",
+        node_port=30280,
+        lb_ip="192.0.2.80",
+    )
+    svc["spec"]["loadBalancerSourceRanges"] = ["10.244.0.0/24", "203.0.113.0/24"]
+    docs = [
+        ns("a"),
+        ns("b"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        node("n2", "10.224.0.5", "10.244.1.0/24"),
+        pod("a/inside", "10.244.0.10", "n1", {"app": "client"}, http),
+        pod("a/outside", "10.244.1.10", "n2", {"app": "client"}, http),
+        pod("b/web", "10.244.1.20", "n2", {"app": "web"}, http),
+        svc,
+    ]
+    rows = [
+        ("a/inside", "lb:b/ranged", "allow"),
+        ("a/outside", "lb:b/ranged", "deny"),  # 10.244.1.10 is in no range
+        ("node:n1", "lb:b/ranged", "deny"),  # 10.224.0.4 is in no range
+        ("external", "lb:b/ranged", "allow"),  # 203.0.113.10
+        ("a/outside", "svc:b/ranged", "allow"),  # the ClusterIP is not restricted
+    ]
+    lab = module_lab_factory(snapshot_from_dicts(docs), dataplane="npm")
+    live = lab.snapshot
+    engine = Engine(live)
+    problems: list[str] = []
+    traffic = [
+        Traffic(
+            source=resolve_endpoint(src, live, as_source=True),
+            destination=resolve_endpoint(dst, live, as_source=False),
+            port=80,
+        )
+        for src, dst, _ in rows
+    ]
+    for (src, dst, want), t, result in zip(
+        rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+    ):
+        for dataplane in ("npm", "cilium"):
+            verdict = engine.evaluate(t, get_dataplane(dataplane))
+            if str(verdict.decision) != want:
+                problems.append(
+                    f"{src} -> {dst} under {dataplane}: want {want}, engine "
+                    f"{verdict.decision}: {verdict.explanation}"
+                )
+        if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+            problems.append(f"{src} -> {dst}: the lab could not run it: {result.error}")
+            continue
+        observed = "allow" if result.allowed else "deny"
+        if observed != want:
+            problems.append(f"{src} -> {dst} under npm: want {want}, lab {observed}")
+    assert problems == [], "\n".join(problems)

@@ -992,7 +992,9 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
     # both Cilium profiles enforce shop/inventory-egress's ingress rule (D23)
     expected = GUIDE_KINDS | {"policy-types"} | ({"endport"} if target == "cilium-1.16" else set())
     assert expected <= found
-    assert found - expected <= {"lb-in-cluster"}
+    # beyond the guide: D19 (shop/allow-inventory-readers)
+    assert "ns-selector-or" in found
+    assert found - expected <= {"lb-in-cluster", "ns-selector-or"}
     flagged = {p for f in report.findings for p in f.policies}
     for clean in ("shop/allow-web-to-api", "shop/allow-catalog-readers", "web/allow-status-port"):
         assert f"NetworkPolicy {clean}" not in {
@@ -1193,3 +1195,62 @@ def test_lint_exits_1_naming_the_cnp_and_dns_and_an_accept_entry_accepts_it(
     bad = tmp_path / "bad.yaml"
     bad.write_text("- id: cilium-policy/x/allow-node-egress\n")
     assert main(["lint", str(snap_file), "--accept", str(bad)]) == 2
+
+
+# --- D19 a multi-value In/NotIn namespaceSelector --------------------------------------------
+
+
+@pytest.mark.parametrize("direction", ["ingress", "egress"])
+def test_a_multi_value_notin_namespace_selector_is_an_or_in_npm_and_spelled_out_by_the_fix(
+    direction: str,
+) -> None:
+    """D19: NPM reads `team NotIn [a, b]` as `NotIn a OR NotIn b` (every namespace), Cilium
+    as the spec (neither a nor b): x and y lose access. The fix lists NPM's two selectors as
+    peers, which both dataplanes read alike."""
+    peer = {
+        "namespaceSelector": {
+            "matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a", "b"]}]
+        }
+    }
+    spec: dict[str, Any] = {"podSelector": {"matchLabels": {"app": "c"}}}
+    if direction == "ingress":
+        spec |= {"policyTypes": ["Ingress"], "ingress": [{"from": [peer]}]}
+    else:
+        spec |= {"policyTypes": ["Egress"], "egress": [{"to": [peer]}]}
+    snap, report = lint(netpol("y/not-a-or-b", spec))
+    f = one(report, "ns-selector-or", "NetworkPolicy y/not-a-or-b")
+    assert "D19" in f.rows and f.severity == "outage" and f.changes == (Change.OUTAGE,)
+    assert {t.direction for t in f.traffic} == {direction}
+    assert f.fix is not None and f.fix.action is FixAction.APPLY
+    assert f.fix.when is FixWhen.BEFORE
+    fixed = assert_fix_restores_parity(snap, f, "cilium")
+    policy = next(p for p in fixed.network_policies if p.key == "y/not-a-or-b")
+    rule = (policy.ingress if direction == "ingress" else policy.egress)[0]
+    assert sorted(str(p.namespace_selector) for p in rule.peers) == [
+        "team notin (a)",
+        "team notin (b)",
+    ]
+
+
+def test_a_multi_value_in_namespace_selector_means_the_same_on_both_and_is_no_finding() -> None:
+    policy = netpol(
+        "y/in-a-or-b",
+        {
+            "podSelector": {"matchLabels": {"app": "c"}},
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [
+                                    {"key": "team", "operator": "In", "values": ["a", "b"]}
+                                ]
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    )
+    _, report = lint(policy)
+    assert [f for f in report.findings if f.kind == "ns-selector-or"] == []

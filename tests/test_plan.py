@@ -196,7 +196,7 @@ def test_a_class_probes_through_its_first_pod_and_stands_for_all_of_them() -> No
 def test_every_rule_of_the_example_gets_an_admit_probe_that_the_rule_admits() -> None:
     plan = make_plan(snapshot_from_dicts(example_docs()))
     c = plan.coverage
-    assert c.rules_total == 15 and c.rules_with_admit == 15 and not c.uncovered  # + D23
+    assert c.rules_total == 16 and c.rules_with_admit == 16 and not c.uncovered  # + D23, D19
     admitted: set[str] = set()
     for p in plan.probes:
         if p.intent is Intent.ADMIT and p.predicted["npm"].decision is Decision.ALLOW:
@@ -628,8 +628,14 @@ def test_the_generated_cluster_plan_covers_every_rule_and_every_scenario() -> No
     c = plan.coverage
     assert c.rules_with_admit == c.rules_total
     # cilium-policy is a lint kind; essential a purpose (the generated cluster has no DNS);
-    # D23 (policy-types) is found by the rules' own probes, not planned as a scenario
-    every = {str(s) for s in Scenario} - {"cilium-policy", "essential", "policy-types"}
+    # D23 (policy-types) is found by the rules' own probes, not planned as a scenario;
+    # bench/gen.py writes no multi-value NotIn namespaceSelector (D19): the example has one
+    every = {str(s) for s in Scenario} - {
+        "cilium-policy",
+        "essential",
+        "policy-types",
+        "ns-selector-or",
+    }
     assert set(c.scenarios_probed) == set(c.scenarios_present) == every
 
 
@@ -642,7 +648,7 @@ def test_the_cli_prints_the_plan_as_json(capsys: pytest.CaptureFixture[str]) -> 
     plan = make_plan(snapshot_from_dicts(example_docs()))
     assert [p["id"] for p in data["probes"]] == [p.id for p in plan.probes]
     assert data["digest"] == plan.digest and data["current"] == "npm"
-    assert data["coverage"]["rules_total"] == 15
+    assert data["coverage"]["rules_total"] == 16
     probe = data["probes"][0]
     assert set(probe["predicted"]) == {"npm", "cilium", "cilium-1.16"}
     assert {"id", "title", "intent", "from", "to", "port", "protocol", "stands_for"} <= set(probe)
@@ -659,7 +665,7 @@ def test_the_cli_table_marks_changes_and_prints_coverage(
     out = capsys.readouterr().out
     assert "npm -> cilium-1.16" in out
     assert "allow -> deny !" in out
-    assert "rules: 15/15 with an admit probe" in out
+    assert "rules: 16/16 with an admit probe" in out
     assert "scenarios present: endport" in out
 
 

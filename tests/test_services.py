@@ -564,12 +564,9 @@ def test_the_lab_places_npms_forward_jump_where_the_config_says(first: bool) -> 
         snap = dataclasses.replace(snap, config=snapshot_from_dicts([PLACE_FIRST]).config)
     text = render(plan_topology(snap, lab="t", dataplane="npm"))["n1"].iptables
     forward = [line for line in text.splitlines() if line.startswith("-A FORWARD ")]
-    assert (
-        forward
-        == (
-            [
-                "-A FORWARD -m conntrack --ctstate NEW -j AZURE-NPM",
-                '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
-            ][:: 1 if first else -1]
-        )
-    )
+    # D21: line 1 with PlaceAzureChainFirst, else right after the jump to KUBE-SERVICES
+    # (positionAzureChainJumpRule, chain-management_linux.go:601-670)
+    kube = ["KUBE-PROXY-FIREWALL", "KUBE-FORWARD", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"]
+    expected = ["AZURE-NPM", *kube] if first else [*kube[:3], "AZURE-NPM", kube[3]]
+    assert [line.split(" -j ")[-1] for line in forward] == expected
+    assert "-A FORWARD -m conntrack --ctstate NEW -j AZURE-NPM" in forward

@@ -41,6 +41,7 @@ _SCENARIOS: dict[str, str | None] = {
     "negative_ns_selector_non_pods": None,  # D18: NPM and Cilium <= 1.18 agree; a lint note
     "hairpin_skips_policy": None,  # D25: a pod's own traffic; no lint scenario
     "skip_untranslatable": "untranslatable",
+    "ns_selector_flattened": "ns-selector-or",  # D19
     "own_node_ingress_bypass": None,  # D4c: a cilium-config host policy; no lint scenario
     "cilium_policies": None,  # D14: Cilium policies already in the cluster; the lint's notes
 }

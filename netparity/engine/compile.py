@@ -8,6 +8,7 @@ path resolution in paths.py.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from netparity.engine.dataplane import Dataplane
@@ -138,22 +139,68 @@ def _all_pod_selector_keys(policy: NetworkPolicy) -> list[str]:
     return keys
 
 
+def npm_ipv4(cidr: str) -> bool:
+    """NPM's util.IsIPV4 (Azure/azure-container-networking npm/util/util.go:366-384), the
+    only check an ipBlock cidr gets (translatePolicy.go:233-235): any text containing
+    "/0" other than 0.0.0.0/0 fails (a non-canonical `10.0.0.0/0`, SEMANTICS D20), then the
+    address must be IPv4 and the whole a CIDR Go's net.ParseCIDR accepts (host bits allowed)."""
+    ip_only = cidr.split("/")
+    if "/0" in cidr and ip_only[0] != "0.0.0.0":
+        return False
+    try:
+        address = ipaddress.ip_address(ip_only[0])
+    except ValueError:
+        return False
+    if address.version != 4:
+        return False
+    if "/" in cidr:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            return False
+    return True
+
+
 def _untranslatable(policy: NetworkPolicy) -> str | None:
-    """D11: what makes NPM's TranslatePolicy fail (then the policy is not programmed)."""
-    selectors = [policy.pod_selector]
+    """D11/D20: what makes NPM's TranslatePolicy return an error (then the policy is not
+    programmed at all), and nothing more (Azure/azure-container-networking
+    npm/pkg/controlplane/translation/translatePolicy.go):
+    - spec.podSelector is always parsed (TranslatePolicy, :655-658): an invalid In/NotIn
+      value there fails;
+    - only the directions policyTypes names are translated (:666-678);
+    - a direction with an allow-all rule (`{}`) returns before its other rules are read
+      (ingressPolicy :575-578, egressPolicy :618-621): nothing in them can fail;
+    - otherwise each peer: an ipBlock cidr that util.IsIPV4 rejects (:233-235; IPv6, a
+      non-canonical /0), an invalid In/NotIn value in a namespaceSelector
+      (flattenNameSpaceSelector, parseSelector.go:80-84) or a podSelector (parsePodSelector,
+      :268-272). Label values are checked by regex alone, no 63-character limit."""
+    if policy.pod_selector.has_invalid_values():
+        return f"a matchExpressions value in spec.podSelector {policy.pod_selector} is not a valid label value"
     for direction, rules in (("ingress", policy.ingress), ("egress", policy.egress)):
+        if direction.capitalize() not in policy.policy_types:
+            continue
+        if any(not r.peers and not r.ports for r in rules):
+            continue  # the allow-all early return
+        field_name = "from" if direction == "ingress" else "to"
         for rule in rules:
             for i, peer in enumerate(rule.peers):
-                if peer.ip_block is not None and peer.ip_block.cidr.version != 4:
-                    field_name = "from" if direction == "ingress" else "to"
-                    return (
-                        f"spec.{direction}[{rule.index}].{field_name}[{i}].ipBlock is IPv6 "
-                        f"({peer.ip_block.cidr}), which NPM cannot translate"
-                    )
-                selectors.extend(s for s in (peer.pod_selector, peer.namespace_selector) if s)
-    for sel in selectors:
-        if sel.has_invalid_values():
-            return f"a matchExpressions value in {sel} is not a valid label value"
+                where = f"spec.{direction}[{rule.index}].{field_name}[{i}]"
+                if peer.ip_block is not None:
+                    if not npm_ipv4(peer.ip_block.written):
+                        return (
+                            f"{where}.ipBlock.cidr {peer.ip_block.written!r} is not what NPM "
+                            "takes for IPv4 (util.IsIPV4)"
+                        )
+                    continue
+                for what, sel in (
+                    ("namespaceSelector", peer.namespace_selector),
+                    ("podSelector", peer.pod_selector),
+                ):
+                    if sel is not None and sel.has_invalid_values():
+                        return (
+                            f"a matchExpressions value in {where}.{what} {sel} is not a valid "
+                            "label value"
+                        )
     return None
 
 

@@ -70,6 +70,10 @@ class Dataplane:
     # D8: SCTP port rules match (NPM Linux) or never (Cilium without enable-sctp).
     sctp_port_rules: bool = True
     # D11: NPM skips policies it cannot translate (IPv6 ipBlock, invalid values): fail-open.
+    # D20: exactly what TranslatePolicy rejects (Azure/azure-container-networking npm/pkg/
+    # controlplane/translation/translatePolicy.go:575-578, 618-621, 655-678, 233-235;
+    # parseSelector.go:80-84, 268-272, 312-319; npm/util/util.go:366-384), see
+    # engine/compile.py `_untranslatable` and docs/semantics-notes.md.
     skip_untranslatable: bool = False
     # D19: NPM flattens a namespaceSelector into one selector per value of each multi-value
     # In/NotIn and ORs them (Azure/azure-container-networking npm/pkg/controlplane/

@@ -370,6 +370,7 @@ class Engine:
                 uncertain=path.uncertain,
                 backend=path.backend.key if path.backend else None,
                 port=path.port,
+                refused_is_deny=path.refused_is_deny,
             )
         sides: dict[str, DirectionResult] = {}
         uncertain = list(path.uncertain)
@@ -435,6 +436,12 @@ class Engine:
         ):
             # outside traffic with Local stays on the receiving node (D5c)
             backends = tuple(b for b in backends if dst.node and b.node_name == dst.node.name)
+            if len(backends) < 2:
+                return None
+        itp_node = self.paths.internal_local_node(svc, dst.via, self.paths.peer_of(src))
+        if itp_node is not None:
+            # internalTrafficPolicy Local: only the client's node's endpoints (D22)
+            backends = tuple(b for b in backends if b.node_name == itp_node.name)
             if len(backends) < 2:
                 return None
         verdicts = [

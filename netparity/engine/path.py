@@ -20,3 +20,6 @@ class Path:
     port: int | None = None
     decided: Decision | None = None  # set when the path alone decides (bypass, no backend)
     reason: str = ""
+    # D22: the destination is a Service without endpoints, which the dataplane rejects: a
+    # probe's `refused` is that rejection (a deny), not a port nobody listens on
+    refused_is_deny: bool = False

@@ -8,6 +8,8 @@ or a decision the path alone makes, with its notes. No policy is read here.
 
 from __future__ import annotations
 
+import ipaddress
+
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
 from netparity.engine.node_nat import hairpin, in_cluster_external_ip
@@ -15,6 +17,7 @@ from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
 from netparity.engine.traffic import (
     Decision,
+    Endpoint,
     ExternalEndpoint,
     NodeEndpoint,
     PathKind,
@@ -23,7 +26,7 @@ from netparity.engine.traffic import (
     Traffic,
     Via,
 )
-from netparity.model.objects import Node, Pod, Protocol, Service
+from netparity.model.objects import Node, Pod, Protocol, Service, ServicePort
 from netparity.model.snapshot import Snapshot
 
 # A Service path's kind: (the client is outside the pods, how the Service is reached).
@@ -53,6 +56,12 @@ class PathResolver:
         if backends is None:
             backends = self._backends[svc.key] = self.snapshot.backends(svc)
         return backends
+
+    def peer_of(self, endpoint: Endpoint) -> Peer | None:
+        """What a source endpoint is to policy; None for a Service (never a source)."""
+        if isinstance(endpoint, ServiceEndpoint):
+            return None
+        return self._as_peer(endpoint)
 
     def _as_peer(self, endpoint: PodEndpoint | NodeEndpoint | ExternalEndpoint) -> Peer:
         if isinstance(endpoint, PodEndpoint):
@@ -213,6 +222,52 @@ class PathResolver:
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
         kind = _SERVICE_KIND[(external, dst.via)]
+        if dst.via is Via.LOAD_BALANCER and svc.load_balancer_source_ranges and self.backends(svc):
+            # D22: kube-proxy DNATs an LB IP only for sources inside loadBalancerSourceRanges
+            # (nat KUBE-FW-*); the rest is dropped by filter KUBE-PROXY-FIREWALL, first in
+            # INPUT, FORWARD and OUTPUT (kubernetes pkg/proxy/iptables/proxier.go, usesFWChain)
+            address = ipaddress.ip_address(client.ip) if client.ip else None
+            if address is None or not any(
+                address in ipaddress.ip_network(r.strip(), strict=False)
+                for r in svc.load_balancer_source_ranges
+            ):
+                return Path(
+                    kind=kind,
+                    decided=Decision.DENY,
+                    reason=f"{client} is outside loadBalancerSourceRanges of Service {svc.key} "
+                    f"({', '.join(svc.load_balancer_source_ranges)}): dropped (D22)",
+                )
+        itp_node = self.internal_local_node(svc, dst.via, client)
+        if itp_node is not None and self.backends(svc):
+            # D22: internalTrafficPolicy Local keeps in-cluster traffic to the ClusterIP on
+            # the client's node (kube-proxy: KUBE-SVL-*, else "has no local endpoints" DROP)
+            if dst.backend is None:
+                backend = self._backend(svc, itp_node)
+            if backend is None or backend.node_name != itp_node.name:
+                return Path(
+                    kind=kind,
+                    decided=Decision.DENY,
+                    reason=f"Service {svc.key} has internalTrafficPolicy Local and no endpoint "
+                    + (f"{backend.key} " if backend is not None else "")
+                    + f"on the client's node {itp_node.name}: dropped (D22)",
+                )
+        hosts = self.host_backends(svc) if backend is None and not self.backends(svc) else ()
+        if hosts and dst.via is Via.CLUSTER_IP:
+            return self._host_backed(client, svc, sp, hosts[0], traffic.protocol, kind)
+        if backend is None and not self.backends(svc) and not hosts:
+            # D22: no endpoints at all. kube-proxy writes no NAT for the port, only a REJECT
+            # in filter (KUBE-SERVICES for the ClusterIP, KUBE-EXTERNAL-SERVICES for LB IPs
+            # and nodePorts: kubernetes pkg/proxy/iptables/proxier.go, syncProxyRules, "has
+            # no endpoints"); Cilium rejects too by default (cilium/cilium pkg/defaults/
+            # defaults.go, ServiceNoBackendResponse = "reject"). The client sees `refused`,
+            # which for such a Service is the dataplane's deny (docs/semantics-notes.md).
+            return Path(
+                kind=kind,
+                decided=Decision.DENY,
+                refused_is_deny=True,
+                reason=f"Service {svc.key} has no endpoints: the dataplane rejects it, the "
+                "client sees refused (D22)",
+            )
         if backend is None:
             where = f" on {receiving.name}" if local_only and receiving else ""
             return Path(
@@ -365,6 +420,82 @@ class PathResolver:
             port=path.port,
             decided=path.decided,
             reason=path.reason,
+        )
+
+    def _host_backed(
+        self,
+        client: Peer,
+        svc: Service,
+        sp: ServicePort,
+        host: Pod,
+        protocol: Protocol,
+        kind: PathKind,
+    ) -> Path:
+        """D22: a Service whose endpoints are hostNetwork pods is DNATed to nodeIP:port
+        (kube-proxy's KUBE-SEP, the endpoint being the pod's = the node's address), so the
+        client's traffic meets policy as traffic to that node: from a pod on the same node it
+        goes to INPUT and NPM, hooked on FORWARD, never sees it (D4a); to another node it is
+        the pod's egress to a node address. No ingress policy selects a hostNetwork pod."""
+        node = self._nodes.get(host.node_name or "")
+        if isinstance(sp.target_port, str):
+            cp = host.named_port(sp.target_port, sp.protocol)
+            if cp is None:
+                return Path(
+                    kind=kind,
+                    decided=Decision.UNKNOWN,
+                    reason=f"backend {host.key} has no port named {sp.target_port!r}",
+                )
+            port = cp.port
+        else:
+            port = sp.target_port
+        if node is None:
+            return Path(
+                kind=kind,
+                decided=Decision.UNKNOWN,
+                reason=f"the hostNetwork backend {host.key} is on no known node",
+            )
+        notes = (
+            f"Service {svc.key} -> hostNetwork backend {host.key}, DNATed to its node "
+            f"{node.name} ({node.ip}:{port}) (D22)",
+        )
+        if not isinstance(client, PodPeer):
+            return Path(
+                kind=kind,
+                notes=notes,
+                port=port,
+                backend=host,
+                reason="neither end is a pod: no pod policy applies",
+            )
+        leg = Leg(
+            direction=EGRESS,
+            subject=client.pod,
+            peer=HostPeer(node=node, via=f"hostNetwork pod {host.key}"),
+            port=port,
+            protocol=protocol,
+        )
+        return Path(kind=kind, legs=(leg,), notes=notes, port=port, backend=host)
+
+    def internal_local_node(self, svc: Service, via: Via, client: Peer | None) -> Node | None:
+        """The node internalTrafficPolicy Local confines a ClusterIP connection to (the
+        client's), or None where it does not apply (D22)."""
+        if via is not Via.CLUSTER_IP or svc.internal_traffic_policy != "Local":
+            return None
+        if isinstance(client, PodPeer):
+            return self._nodes.get(client.pod.node_name or "")
+        if isinstance(client, HostPeer):
+            return client.node
+        return None
+
+    def host_backends(self, svc: Service) -> tuple[Pod, ...]:
+        """The hostNetwork pods a Service selects, by key: endpoints at their node's address
+        (kube-proxy DNATs to nodeIP:port), which `backends` leaves out."""
+        if not svc.selector:
+            return ()
+        return tuple(
+            sorted(
+                (p for p in self.snapshot.pods if p.host_network and svc.selects(p)),
+                key=lambda p: p.key,
+            )
         )
 
     def _backend(self, svc: Service, on_node: Node | None) -> Pod | None:

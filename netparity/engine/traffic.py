@@ -92,6 +92,8 @@ class Verdict:
     uncertain: tuple[str, ...] = ()  # [VERIFY] points the verdict depends on
     backend: str | None = None  # the pod key that receives the traffic, if any
     port: int | None = None  # the destination port after resolution (targetPort, named port)
+    # D22: a Service without endpoints, which the dataplane rejects: `refused` is this deny
+    refused_is_deny: bool = False
 
     @property
     def explanation(self) -> str:

@@ -72,6 +72,17 @@ def service_routes(services: Iterable[Service], net: _Net) -> list[str]:
             addr = ipaddress.IPv4Address(ip)
             if addr not in SERVICE_CIDR and addr not in net:
                 lines.append(f"route replace {ip}/32 dev eth0 scope link")
+        # An AKS node routes a LoadBalancer IP (its default route): what kube-proxy does not
+        # DNAT (loadBalancerSourceRanges, no endpoints) reaches FORWARD, as there (D22). A
+        # /31, so that the prober's own /32 route for a probe (lab/probing.py) overrides it
+        # while it is set and leaves it when it is deleted.
+        for lb in svc.load_balancer_ips:
+            try:
+                lb_net = ipaddress.IPv4Network(f"{lb}/31", strict=False)
+            except ValueError:
+                continue
+            if not lb_net.overlaps(net):
+                lines.append(f"route replace {lb_net} dev eth0 scope link")
     return lines
 
 

@@ -30,6 +30,7 @@ KIND_ORDER: tuple[str, ...] = (
     Scenario.UNTRANSLATABLE,
     Scenario.CILIUM_POLICY,
     Scenario.POLICY_TYPES,
+    Scenario.NS_SELECTOR_OR,
     OTHER_KIND,
 )
 
@@ -47,6 +48,7 @@ KIND_ROWS: dict[str, str] = {
     Scenario.UNTRANSLATABLE: "D11",
     Scenario.CILIUM_POLICY: "D13",
     Scenario.POLICY_TYPES: "D23",
+    Scenario.NS_SELECTOR_OR: "D19",
 }
 
 

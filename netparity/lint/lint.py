@@ -21,9 +21,11 @@ from netparity.engine.dataplane import (
     older_release,
 )
 from netparity.engine.evaluate import Engine
+from netparity.engine.matcher.peer import flatten
 from netparity.engine.traffic import (
     Decision,
     DirectionResult,
+    Endpoint,
     NodeEndpoint,
     PodEndpoint,
     RuleRef,
@@ -69,6 +71,8 @@ TITLES: dict[str, str] = {
     Scenario.POLICY_TYPES: "rules outside policyTypes are enforced",
     Scenario.LB_IN_CLUSTER: "in-cluster traffic to a LoadBalancer IP/NodePort is policed from now on",
     Scenario.UNTRANSLATABLE: "NPM never enforced this policy; the target will",
+    Scenario.NS_SELECTOR_OR: "NPM reads a multi-value In/NotIn namespaceSelector as an OR; "
+    "the target as the spec (AND)",
     OTHER_KIND: "the verdict changes",
 }
 
@@ -393,6 +397,8 @@ class Linter:
                 return Scenario.IDENTITY_LABELS
         peer_ep = t.source if probe.side == INGRESS else t.destination
         rules = [r for r in (self._rule(ref) for ref in refs) if r is not None]
+        if _ns_selector_or(self, peer_ep, rules):
+            return Scenario.NS_SELECTOR_OR
         if isinstance(peer_ep, PodEndpoint) and not peer_ep.pod.host_network:
             pod = peer_ep.pod
             ln, lt = self.engine.labels(pod, self.npm), self.engine.labels(pod, self.target)
@@ -514,3 +520,21 @@ class Linter:
 def _row_key(row: str) -> tuple[int, str]:
     m = re.match(r"D(\d+)(.*)", row)
     return (int(m.group(1)), m.group(2)) if m else (999, row)
+
+
+def _ns_selector_or(linter: Linter, peer: Endpoint, rules: list[NPRule]) -> bool:
+    """D19: a rule's namespaceSelector decides differently as NPM flattens it (an OR of its
+    multi-value In/NotIn, engine.matcher.peer.flatten) and as the target reads it."""
+    if linter.npm.ns_selector_flattened == linter.target.ns_selector_flattened:
+        return False
+    if not isinstance(peer, PodEndpoint) or peer.pod.host_network:
+        return False
+    labels = linter.engine.snapshot.namespace(peer.pod.namespace).labels
+    for rule in rules:
+        for pe in rule.peers:
+            sel = pe.namespace_selector
+            if sel is not None and any(s.matches(labels) for s in flatten(sel)) != sel.matches(
+                labels
+            ):
+                return True
+    return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from netparity.model._wire import (
@@ -35,6 +35,14 @@ def parse_cidr(value: Any, ctx: Ctx) -> IPNetwork:
 class IPBlock:
     cidr: IPNetwork
     excepts: tuple[IPNetwork, ...] = ()
+    # `cidr` as written ("10.0.0.0/0" is kept: NPM rejects that text, SEMANTICS D20);
+    # empty: str(cidr). Not part of equality: the network is the meaning.
+    cidr_text: str = field(default="", compare=False)
+
+    @property
+    def written(self) -> str:
+        """The cidr as the manifest wrote it."""
+        return self.cidr_text or str(self.cidr)
 
     def contains(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if ip.version != self.cidr.version or ip not in self.cidr:
@@ -59,7 +67,7 @@ class IPBlock:
             if net.version != cidr.version or not net.subnet_of(cidr):  # type: ignore[arg-type]
                 raise ctx.sub("except").sub(i).error(f"{net} is not inside the cidr {cidr}")
             excepts.append(net)
-        return cls(cidr=cidr, excepts=tuple(excepts))
+        return cls(cidr=cidr, excepts=tuple(excepts), cidr_text=str(data["cidr"]))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

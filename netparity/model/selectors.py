@@ -78,12 +78,11 @@ class LabelSelector:
             yield req.key
 
     def has_invalid_values(self) -> bool:
-        """True where a matchExpressions value is not a valid label value (NPM skips those)."""
-        return any(
-            not _LABEL_VALUE.match(v) or len(v) > 63
-            for r in self.match_expressions
-            for v in r.values
-        )
+        """True where an In/NotIn value fails NPM's label-value check, which is the label
+        regex alone, with no 63-character limit (SEMANTICS D20: isValidLabelValue in
+        Azure/azure-container-networking npm/pkg/controlplane/translation/parseSelector.go:
+        17, 312-319, called at :80-84 and :268-272)."""
+        return any(not _LABEL_VALUE.fullmatch(v) for r in self.match_expressions for v in r.values)
 
     def __str__(self) -> str:
         if self.is_empty:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.evaluate import Engine
+from netparity.engine.matcher.peer import flatten
 from netparity.engine.traffic import (
     DEFAULT_EXTERNAL_IP,
     ExternalEndpoint,
@@ -33,6 +34,7 @@ from netparity.engine.traffic import (
 )
 from netparity.model.networkpolicy import IPBlock, PolicyPeer
 from netparity.model.objects import Node, Pod, Protocol
+from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.classes import PodClass
@@ -287,6 +289,13 @@ class GovernedTraffic(PortChoice):
             if peer is not None and peer.pod_selector is not None:
                 key.append(peer.pod_selector.matches(self.engine.labels(c.rep, self.npm)))
                 key.append(peer.pod_selector.matches(self.engine.labels(c.rep, self.target)))
+            if peer is not None and peer.namespace_selector is not None:
+                # D19: the namespace passes as one dataplane reads the selector, not the other
+                ns_labels = self.engine.namespace_labels(c.rep.namespace)
+                key.extend(
+                    ns_selector_matches(peer.namespace_selector, ns_labels, dp)
+                    for dp in (self.npm, self.target)
+                )
             for name, proto in named:
                 cp = c.rep.named_port(name, proto)
                 key.append(None if cp is None else cp.port)
@@ -327,7 +336,10 @@ class GovernedTraffic(PortChoice):
             namespaces = [
                 ns
                 for ns in self.classes.by_namespace
-                if sel.matches(self.engine.namespace_labels(ns))
+                if any(
+                    ns_selector_matches(sel, self.engine.namespace_labels(ns), dp)
+                    for dp in (self.npm, self.target)
+                )
             ]
         candidates: list[PodClass] = []
         for ns in namespaces:
@@ -499,3 +511,11 @@ class GovernedTraffic(PortChoice):
             )
         )
         return out
+
+
+def ns_selector_matches(sel: LabelSelector, labels: Mapping[str, str], dp: Dataplane) -> bool:
+    """A namespaceSelector as `dp` reads it (D19: NPM ORs each value of a multi-value
+    In/NotIn, engine.matcher.peer.flatten)."""
+    if dp.ns_selector_flattened:
+        return any(f.matches(labels) for f in flatten(sel))
+    return sel.matches(labels)

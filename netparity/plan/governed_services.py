@@ -26,7 +26,12 @@ from netparity.model.networkpolicy import IPBlock, PolicyPeer
 from netparity.model.objects import Node, Pod, Protocol, Service, ServiceType
 from netparity.model.selectors import LabelSelector
 from netparity.plan.classes import PodClass
-from netparity.plan.governed import Connection, GovernedTraffic, isolates
+from netparity.plan.governed import (
+    Connection,
+    GovernedTraffic,
+    isolates,
+    ns_selector_matches,
+)
 from netparity.plan.groups import PodGroup
 
 MAX_STANDS_FOR = 20  # client classes named with a representative (the rest are counted)
@@ -282,13 +287,13 @@ class ServiceTraffic(GovernedTraffic):
             pkey = (id(pe), home, cls.name)
             match = self._caches.peer_match.get(pkey)
             if match is None:
-                in_scope = (
-                    client.namespace == home
-                    if pe.namespace_selector is None
-                    else pe.namespace_selector.matches(ns_labels)
-                )
+                nsel = pe.namespace_selector
                 n, t = (
-                    in_scope
+                    (
+                        client.namespace == home
+                        if nsel is None
+                        else ns_selector_matches(nsel, ns_labels, dp)
+                    )
                     and (
                         pe.pod_selector is None
                         or pe.pod_selector.matches(self.engine.labels(client, dp))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule
 from netparity.engine.evaluate import Engine
+from netparity.engine.matcher.peer import flatten
 from netparity.engine.traffic import (
     DirectionResult,
     NodeEndpoint,
@@ -71,6 +72,14 @@ def _from_rules(
             continue
         if any(isinstance(p.port, str) for p in rule.ports):
             return Scenario.NAMED_PORT
+        if isinstance(peer, PodEndpoint) and not peer.pod.host_network:
+            labels = engine.namespace_labels(peer.pod.namespace)
+            for p in rule.peers:
+                sel = p.namespace_selector
+                if sel is not None and any(f.matches(labels) for f in flatten(sel)) != (
+                    sel.matches(labels)
+                ):
+                    return Scenario.NS_SELECTOR_OR  # D19
         if any(p.ip_block is not None for p in rule.peers):
             node = isinstance(peer, NodeEndpoint) or (
                 isinstance(peer, PodEndpoint) and peer.pod.host_network

@@ -32,6 +32,7 @@ class Scenario(StrEnum):
     CILIUM_POLICY = "cilium-policy"  # a Cilium policy that isolates or cuts (lint, D13)
     ESSENTIAL = "essential"  # DNS and the API server from every class (purpose only)
     POLICY_TYPES = "policy-types"  # D23: Cilium enforces rules policyTypes leaves out
+    NS_SELECTOR_OR = "ns-selector-or"  # D19: NPM ORs a multi-value In/NotIn namespaceSelector
 
 
 GUIDE_SCENARIOS = (
@@ -60,6 +61,8 @@ class Prediction:
     # why it differs from the plan's current dataplane (netparity.engine.causes); () where
     # it does not differ, or where nothing explains it
     causes: tuple[Cause, ...] = ()
+    # D22: a Service without endpoints: the probe's `refused` is the dataplane's deny
+    refused_is_deny: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

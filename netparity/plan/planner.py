@@ -337,6 +337,7 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
                 explanation=v.explanation,
                 rules=rules,
                 uncertain=v.uncertain,
+                refused_is_deny=v.refused_is_deny,
             )
         now = verdicts.get(self.current)
         for name, v in verdicts.items():

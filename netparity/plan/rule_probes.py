@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from netparity.engine.compile import EGRESS, INGRESS
+from netparity.engine.matcher.peer import flatten
 from netparity.engine.traffic import (
     Decision,
     Endpoint,
@@ -111,10 +112,64 @@ class RuleProbes(PlannerBase):
                     self.uncovered[rule.ref] = "the rule selects no peer"
                 else:
                     self._plan_rule(spec, rule, subjects)
+                    if Scenario.NS_SELECTOR_OR in spec.tags:
+                        self._plan_ns_selector_or(spec, rule, subjects)
                     if rule.ref not in self.inside:
                         self.uncovered[rule.ref] = "no peer the rule matches can be probed"
             if subjects:
                 self._plan_default_deny(spec, subjects)
+
+    def _plan_ns_selector_or(
+        self, spec: PolicySpec, rule: RuleSpec, subjects: Sequence[PodClass]
+    ) -> None:
+        """D19: per peer, one class in a namespace that NPM's flattened reading of the
+        namespaceSelector admits and the selector itself does not (the admit probe prefers
+        a peer both dataplanes admit, so it never shows this)."""
+        eng = self.base_engine
+        for peer in rule.peers:
+            sel = peer.namespace_selector
+            if peer.kind is not PeerKind.PODS or sel is None:
+                continue
+            flat = flatten(sel)
+            found = [
+                c
+                for ns in sorted(self.by_ns)
+                if not sel.matches(labels := eng.namespace_labels(ns))
+                and any(f.matches(labels) for f in flat)
+                for c in self.by_ns[ns]
+                if peer.pod_selector is None
+                or peer.pod_selector.matches(eng.labels(c.rep, self.cur))
+            ]
+            other_side = EGRESS if rule.direction == INGRESS else INGRESS
+            for ps in rule.ports or (PortSpec(protocol=None, port=None),):
+                subject = self._pick_subject(subjects, ps, rule.direction)
+                me = PodEndpoint(pod=subject.rep)
+                chosen: tuple[Endpoint, Endpoint, Port] | None = None
+                for c in found[:CANDIDATES]:
+                    end = self._pod_end(c, subject.rep)
+                    if end is None:
+                        continue
+                    if rule.direction == INGRESS:
+                        src, dst = end, me
+                        ports = self._admit_ports(ps, subject, None, INGRESS)
+                    else:
+                        src, dst = me, end
+                        ports = self._admit_ports(ps, c, None, EGRESS)
+                    if not ports:
+                        continue
+                    pid, traffic = self._judge(src, dst, ports[0])
+                    side = self._side(self._verdict(pid, traffic, self.tgt), other_side)
+                    if chosen is None or side is None or side.decision is Decision.ALLOW:
+                        chosen = (src, dst, ports[0])
+                    if side is None or side.decision is Decision.ALLOW:
+                        break  # the other side allows: only this rule's reading decides
+                if chosen is not None:
+                    self._add(
+                        *chosen,
+                        Intent.SCENARIO,
+                        rule=rule,
+                        scenarios=(Scenario.NS_SELECTOR_OR,),
+                    )
 
     def _pick_subject(self, subjects: Sequence[PodClass], ps: PortSpec, direction: str) -> PodClass:
         if direction != INGRESS or ps.port is None:

@@ -20,7 +20,7 @@ from netparity.facts.cilium_config import LabelFilter
 from netparity.model.ciliumpolicy import CiliumPolicy, CiliumProtocol, CiliumRule, Entity
 from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPort
 from netparity.model.objects import Protocol
-from netparity.model.selectors import LabelSelector
+from netparity.model.selectors import LabelSelector, Operator
 from netparity.plan.classes import NamedPortUse, ScopedSelector, scope_of_cilium_selector
 from netparity.plan.model import Scenario
 
@@ -153,6 +153,15 @@ def network_policy_spec(
     target = targets.get(name)
     if target is not None and target.untranslatable:
         tags.append(Scenario.UNTRANSLATABLE)
+    if any(
+        req.operator is Operator.NOT_IN and len(req.values) > 1
+        for r in (*policy.ingress, *policy.egress)
+        for p in r.peers
+        if p.namespace_selector is not None
+        for req in p.namespace_selector.match_expressions
+    ):
+        # D19: NPM ORs the values of a multi-value NotIn (In keeps its meaning)
+        tags.append(Scenario.NS_SELECTOR_OR)
     return PolicySpec(
         name=name,
         namespace=policy.namespace,

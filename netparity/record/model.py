@@ -47,8 +47,12 @@ class Outcome(StrEnum):
     NOT_RUN = "not-run"  # the backend cannot run it here (every try `not-run`): no observation
 
 
-def judge(tries: Sequence[Observed]) -> Outcome:
-    """allow if a try got through and none was dropped; deny only if every try was dropped."""
+def judge(tries: Sequence[Observed], *, refused_is_deny: bool = False) -> Outcome:
+    """allow if a try got through and none was dropped; deny only if every try was dropped.
+    `refused_is_deny`: the destination is a Service without endpoints, which the dataplane
+    rejects (SEMANTICS D22, docs/semantics-notes.md): `refused` is that deny."""
+    if refused_is_deny:
+        tries = [Observed.TIMEOUT if t is Observed.REFUSED else t for t in tries]
     allowed = any(t in (Observed.CONNECTED, Observed.REFUSED) for t in tries)
     dropped = any(t is Observed.TIMEOUT for t in tries)
     if allowed and dropped:
@@ -295,7 +299,11 @@ def probe_record(
             }
         ),
         tries=tuple(Try.of(r) for r in tries),
-        verdict=Outcome.NOT_RUN if why_not_run is not None else judge(observed),
+        verdict=Outcome.NOT_RUN
+        if why_not_run is not None
+        else judge(
+            observed, refused_is_deny=any(p.refused_is_deny for p in probe.predicted.values())
+        ),
         expect=expect,
         not_run=why_not_run,
     )

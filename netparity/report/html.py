@@ -80,6 +80,10 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
         "Rules outside policyTypes",
         "NPM ignores rules under a direction that policyTypes leaves out; Cilium enforces "
         "them, isolating a direction that was open (D23).",
+    "ns-selector-or": (
+        "namespaceSelector In/NotIn read as an OR by NPM",
+        "NPM splits a multi-value In/NotIn of a namespaceSelector into one selector per value "
+        "and ORs them (NotIn [a, b] admits every namespace); Cilium reads it as the spec (D19).",
     ),
     "cilium-policies": (
         "Cilium policies already in the cluster",

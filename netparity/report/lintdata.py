@@ -39,7 +39,14 @@ GUIDE = (
     "node-egress",
     "external-ingress",
 )
-OTHER_SCENARIOS = ("lb-in-cluster", "identity-labels", "sctp", "untranslatable", "policy-types")
+OTHER_SCENARIOS = (
+    "lb-in-cluster",
+    "identity-labels",
+    "sctp",
+    "untranslatable",
+    "policy-types",
+    "ns-selector-or",
+)
 # Causes the lint has no scenario for, by their SEMANTICS row (anything else: "other")
 ROW_CATEGORIES = {"D14": "cilium-policies"}
 PREDICTED_OTHER = "other"

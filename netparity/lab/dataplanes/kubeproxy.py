@@ -7,11 +7,13 @@ masquerade (eTP=Cluster) or, for eTP=Local, sends pods' traffic to KUBE-SVC-* an
 KUBE-SVL-* (the receiving node's backend). KUBE-SEP-* marks hairpin traffic, then DNATs.
 nat POSTROUTING -> KUBE-POSTROUTING: the 0x4000 mark is SNATed to the node IP. filter
 FORWARD starts with KUBE-FORWARD, which accepts marked and RELATED,ESTABLISHED packets:
-that is what lets kube-proxy's masquerade bypass NPM (D5, D5d, D10).
+that is what lets kube-proxy's masquerade bypass NPM (D5, D5d, D10); then KUBE-SERVICES
+(NEW), NPM's jump (unless PlaceAzureChainFirst put it first), KUBE-EXTERNAL-SERVICES (NEW).
+A Service port with no endpoints at all is REJECTed there, as kube-proxy does (D22).
 
 Lab differences: each Service port has exactly one endpoint (no `statistic` rules), and
-traffic to a Service port without a usable endpoint is dropped in mangle PREROUTING
-(kube-proxy rejects it in filter; dropping before routing keeps it a silent timeout).
+outside traffic to an eTP=Local port without a local endpoint is dropped in mangle
+PREROUTING (kube-proxy drops it in filter KUBE-EXTERNAL-SERVICES; both are a timeout).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ MASQ = f"0x{KUBE_MASQ_MARK:x}/0x{KUBE_MASQ_MARK:x}"
 CLUSTER_SET = "kube-cluster-ranges"  # pods + nodes: kube-proxy's clusterCIDR
 POD_SET = "kube-pod-ranges"  # pods only: the local-traffic detector for eTP=Local
 NO_ENDPOINTS = "NETPARITY-NO-ENDPOINTS"
+FIREWALL = "KUBE-PROXY-FIREWALL"  # filter: drop LB traffic outside loadBalancerSourceRanges
+SERVICES = "KUBE-SERVICES"  # filter: REJECT ClusterIPs without endpoints
+EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"  # filter: REJECT LB IPs, nodePorts without them
 
 
 def _hash(text: str) -> str:
@@ -82,14 +87,23 @@ def _sep(nat: NatTable, route: ServicePortRoute, backend: Backend) -> str:
 
 
 def kube_proxy(
-    topology: LabTopology, node: LabNode, routes: tuple[ServicePortRoute, ...]
+    topology: LabTopology,
+    node: LabNode,
+    routes: tuple[ServicePortRoute, ...],
+    *,
+    azure_jump: str | None = None,
+    azure_first: bool = False,
 ) -> tuple[Table, Table, Table]:
-    """The mangle, nat and filter tables of kube-proxy on `node` (NPM adds to filter)."""
+    """The mangle, nat and filter tables of kube-proxy on `node`, with NPM's FORWARD jump
+    `azure_jump` (if any) where NPM puts it; NPM adds its own chains to filter."""
     mangle = Table("mangle")
     nat = NatTable()
     filt = Table("filter")
+    filt.chain(FIREWALL)
+    filt.chain(SERVICES)
+    filt.chain(EXTERNAL_SERVICES)
 
-    # mangle: drop traffic to Service ports without a usable endpoint, before routing.
+    # mangle: drop outside traffic to eTP=Local ports without a local endpoint, before routing.
     mangle.add("PREROUTING", f"-m conntrack --ctstate NEW -j {NO_ENDPOINTS}")
     mangle.add("OUTPUT", f"-m conntrack --ctstate NEW -j {NO_ENDPOINTS}")
     mangle.chain(NO_ENDPOINTS)
@@ -115,29 +129,46 @@ def kube_proxy(
         svc = svc_chain(route)
         backend = route.backend
         if backend is None:
-            # no endpoints at all: every address of the port drops
+            # no endpoints at all: kube-proxy writes no nat rule, only REJECTs in filter
+            # (syncProxyRules: internalTrafficFilterTarget = "REJECT", "<svc> has no
+            # endpoints"): the ClusterIP in KUBE-SERVICES, LB IPs and the nodePort in
+            # KUBE-EXTERNAL-SERVICES. The client sees `refused` (SEMANTICS D22).
+            why = comment(route.name + " has no endpoints")
             if route.cluster_ip:
-                mangle.add(
-                    NO_ENDPOINTS,
-                    f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} "
-                    f"{comment(route.name + ' has no endpoints')} -j DROP",
+                filt.add(
+                    SERVICES,
+                    f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} {why} -j REJECT",
                 )
             for ip in route.lb_ips:
-                mangle.add(
-                    NO_ENDPOINTS,
-                    f"-d {ip}/32 {_proto(route)} --dport {sport} "
-                    f"{comment(route.name + ' has no endpoints')} -j DROP",
+                filt.add(
+                    EXTERNAL_SERVICES,
+                    f"-d {ip}/32 {_proto(route)} --dport {sport} {why} -j REJECT",
                 )
             if route.node_port is not None:
-                mangle.add(
-                    NO_ENDPOINTS,
+                filt.add(
+                    EXTERNAL_SERVICES,
                     f"-m addrtype --dst-type LOCAL {_proto(route)} --dport {route.node_port} "
-                    f"{comment(route.name + ' has no endpoints')} -j DROP",
+                    f"{why} -j REJECT",
                 )
             continue
 
         nat.add(svc, f"{comment(route.name)} -j {_sep(nat, route, backend)}")
-        if route.cluster_ip:
+        internal = svc
+        if route.cluster_ip and route.service.internal_traffic_policy == "Local":
+            # internalTrafficPolicy Local: the ClusterIP goes to this node's endpoint
+            # (KUBE-SVL-*), or is dropped in filter ("has no local endpoints") (D22)
+            local = route.local_backend(node.name)
+            if local is None:
+                filt.add(
+                    SERVICES,
+                    f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} "
+                    f"{comment(route.name + ' has no local endpoints')} -j DROP",
+                )
+                internal = ""
+            else:
+                internal = svc_chain(route, "KUBE-SVL-")
+                nat.add(internal, f"{comment(route.name)} -j {_sep(nat, route, local)}")
+        if route.cluster_ip and internal:
             nat.add(
                 "KUBE-SERVICES",
                 f"-m set ! --match-set {CLUSTER_SET} src -d {route.cluster_ip}/32 -p {proto} "
@@ -146,7 +177,7 @@ def kube_proxy(
             nat.add(
                 "KUBE-SERVICES",
                 f"-d {route.cluster_ip}/32 -p {proto} "
-                f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j {svc}",
+                f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j {internal}",
             )
         if not route.external:
             continue
@@ -193,11 +224,29 @@ def kube_proxy(
                 " -j KUBE-MARK-MASQ",
             )
             nat.add(ext, f"-j {svc}")
+        lb_chain = ext
+        ranges = route.service.load_balancer_source_ranges
+        if route.lb_ips and ranges:
+            # loadBalancerSourceRanges (D22): KUBE-FW-* sends the listed sources on, and what
+            # it leaves un-DNATed KUBE-PROXY-FIREWALL drops in filter (usesFWChain)
+            lb_chain = svc_chain(route, "KUBE-FW-")
+            for r in ranges:
+                nat.add(
+                    lb_chain,
+                    f"-s {r.strip()} {comment(route.name + ' loadbalancer IP')} -j {ext}",
+                )
+            for ip in route.lb_ips:
+                filt.add(
+                    FIREWALL,
+                    f"-d {ip}/32 {_proto(route)} --dport {sport} "
+                    f"{comment(route.name + ' traffic not accepted by ' + lb_chain)} -j DROP",
+                )
         for ip in route.lb_ips:
             nat.add(
                 "KUBE-SERVICES",
                 f"-d {ip}/32 -p {proto} "
-                f"{comment(route.name + ' loadbalancer IP')} -m {proto} --dport {sport} -j {ext}",
+                f"{comment(route.name + ' loadbalancer IP')} -m {proto} --dport {sport} "
+                f"-j {lb_chain}",
             )
         if route.node_port is not None:
             nat.add(
@@ -211,8 +260,25 @@ def kube_proxy(
         " -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS",
     )
 
-    # filter: KUBE-FORWARD first in FORWARD (NPM appends its jump after it).
+    # filter: the jumps syncProxyRules prepends, in the order that leaves (iptablesJumpChains,
+    # kubernetes pkg/proxy/iptables/proxier.go): FORWARD: KUBE-FORWARD, KUBE-SERVICES,
+    # KUBE-EXTERNAL-SERVICES; INPUT: KUBE-EXTERNAL-SERVICES; OUTPUT: KUBE-SERVICES. NPM's
+    # jump goes first (`azure_first`) or right after KUBE-SERVICES (`azure_jump`), as
+    # positionAzureChainJumpRule places it (SEMANTICS D21).
+    new = "-m conntrack --ctstate NEW"
+    if azure_jump is not None and azure_first:
+        filt.add("FORWARD", azure_jump)
+    firewall = comment("kubernetes load balancer firewall")
+    for hook in ("INPUT", "FORWARD", "OUTPUT"):
+        filt.add(hook, f"{new} {firewall} -j {FIREWALL}")
     filt.add("FORWARD", f"{comment('kubernetes forwarding rules')} -j KUBE-FORWARD")
+    filt.add("FORWARD", f"{new} {comment('kubernetes service portals')} -j {SERVICES}")
+    if azure_jump is not None and not azure_first:
+        filt.add("FORWARD", azure_jump)
+    external = comment("kubernetes externally-visible service portals")
+    filt.add("FORWARD", f"{new} {external} -j {EXTERNAL_SERVICES}")
+    filt.add("INPUT", f"{new} {external} -j {EXTERNAL_SERVICES}")
+    filt.add("OUTPUT", f"{new} {comment('kubernetes service portals')} -j {SERVICES}")
     filt.add("KUBE-FORWARD", "-m conntrack --ctstate INVALID -j DROP")
     filt.add(
         "KUBE-FORWARD",

@@ -23,13 +23,16 @@ Marks are set and matched under their own bit (0x200/0x200, ...), never the whol
 has done since PR #1313 ("updating NPM marks with a mask to not clash with kube-proxy"): with
 PlaceAzureChainFirst a packet NPM accepts still carries kube-proxy's 0x4000 and is SNATed.
 A default drop only marks, so a later policy can still allow: the union of policies.
-Policies NPM cannot translate (non-IPv4 ipBlock, invalid matchExpression values) are
-skipped whole (fail-open, D11) and listed in comment lines.
+A direction with an allow-all rule (`{}`) is one ALLOW-ALL rule: NPM returns before reading
+its other rules (D20). Policies TranslatePolicy rejects (an ipBlock cidr util.IsIPV4 refuses:
+IPv6 or a non-canonical /0; an In/NotIn value failing the label regex, any length) are
+skipped whole (fail-open, D11, D20) and listed in comment lines.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -38,7 +41,13 @@ from netparity.lab.dataplanes.kubeproxy import define_sets, kube_proxy
 from netparity.lab.dataplanes.registry import register
 from netparity.lab.dataplanes.services import ip_sorted, service_routes
 from netparity.lab.topology import LabTopology, NodeRules
-from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
+from netparity.model.networkpolicy import (
+    IPBlock,
+    NetworkPolicy,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
+)
 from netparity.model.npmconfig import place_azure_chain_first
 from netparity.model.objects import Pod
 from netparity.model.selectors import LabelSelector, Operator, Requirement
@@ -218,22 +227,66 @@ def _namespaces(selector: LabelSelector, sets: Sets) -> list[SetMatch]:
     return specs
 
 
+_VALID_LABEL = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+def _valid_label_value(value: str) -> bool:
+    """isValidLabelValue (npm/pkg/controlplane/translation/parseSelector.go:17, 312-319): the
+    regex must match the whole value; there is no length limit."""
+    return _VALID_LABEL.fullmatch(value) is not None
+
+
+def _is_ipv4(cidr: str) -> bool:
+    """util.IsIPV4 (npm/util/util.go:366-384), on the cidr as written."""
+    ip_only = cidr.split("/")
+    if "/0" in cidr and ip_only[0] != "0.0.0.0":
+        return False  # a non-canonical /0 such as 10.0.0.0/0 (SEMANTICS D20)
+    try:
+        if ipaddress.ip_address(ip_only[0]).version != 4:
+            return False
+        if "/" in cidr:
+            ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_selector(selector: LabelSelector | None, where: str) -> None:
+    if selector is None:
+        return
+    for req in selector.match_expressions:
+        in_not_in = req.operator in (Operator.IN, Operator.NOT_IN)
+        if in_not_in and not all(_valid_label_value(v) for v in req.values):
+            raise UntranslatableError(f"{where}: an invalid matchExpressions value")
+
+
+def _allow_all(rules: tuple[PolicyRule, ...]) -> bool:
+    """isAllowAllToIngress / isAllowAllToEgress (translatePolicy.go:560-568, 603-611)."""
+    return any(not r.peers and not r.ports for r in rules)
+
+
 def _check_translatable(policy: NetworkPolicy) -> None:
-    selectors = [policy.pod_selector]
+    """The errors TranslatePolicy returns on Linux (npm/pkg/controlplane/translation/
+    translatePolicy.go), in its order: spec.podSelector always (:655-658); then each direction
+    policyTypes names (:666-678), unless it has an allow-all rule, whose early return
+    (:575-578, :618-621) leaves its other rules unread; in those, an ipBlock cidr util.IsIPV4
+    rejects (:233-235) and invalid In/NotIn values in a peer's selectors."""
+    _check_selector(policy.pod_selector, "spec.podSelector")
     for direction, rules in (("Ingress", policy.ingress), ("Egress", policy.egress)):
-        if direction not in policy.policy_types:
+        if direction not in policy.policy_types or _allow_all(rules):
             continue
         for rule in rules:
+            where = f"{direction.lower()}[{rule.index}]"
             for peer in rule.peers:
                 if peer.ip_block is not None:
-                    nets = (peer.ip_block.cidr, *peer.ip_block.excepts)
-                    if any(n.version != 4 for n in nets):
+                    if not _is_ipv4(peer.ip_block.written):
                         raise UntranslatableError(
-                            f"{direction.lower()}[{rule.index}] has a non-IPv4 ipBlock"
+                            f"{where} has an ipBlock NPM does not take for IPv4 "
+                            f"({peer.ip_block.written})"
                         )
-                selectors += [s for s in (peer.pod_selector, peer.namespace_selector) if s]
-    if any(s.has_invalid_values() for s in selectors):
-        raise UntranslatableError("a matchExpressions value is not a valid label value")
+                    continue
+                _check_selector(peer.pod_selector, where)
+                _check_selector(peer.namespace_selector, where)
 
 
 def _port_match(port: PolicyPort, sets: Sets) -> tuple[str, str]:
@@ -318,6 +371,10 @@ def _policy_chains(policy: NetworkPolicy, sets: Sets, filt: Table) -> None:
         peer_dir = "src" if ingress else "dst"
         allow = f"-j {INGRESS_ALLOW}" if ingress else f"-j {ACCEPT}"
         word = "FROM" if ingress else "TO"
+        if _allow_all(rules):
+            # the allow-all early return: one ACL allowing everything, no default drop
+            filt.add(chain, f"{comment(f'ALLOW-ALL-{word}')} {allow}")
+            rules = ()
         for rule in rules:
             peers: list[tuple[str, str]] = []
             for pi, peer in enumerate(rule.peers):
@@ -333,7 +390,8 @@ def _policy_chains(policy: NetworkPolicy, sets: Sets, filt: Table) -> None:
                     spec = " ".join(s for s in (port_spec, peer_spec, comment(text), allow) if s)
                     filt.add(chain, spec)
         mark = INGRESS_DROP_MARK if ingress else EGRESS_DROP_MARK
-        filt.add(chain, f"{comment('DROP-ALL')} -j MARK --set-xmark 0x{mark:x}/0x{mark:x}")
+        if not _allow_all(policy.ingress if ingress else policy.egress):
+            filt.add(chain, f"{comment('DROP-ALL')} -j MARK --set-xmark 0x{mark:x}/0x{mark:x}")
         label = "TO" if ingress else "FROM"
         filt.add(
             base,
@@ -406,15 +464,12 @@ def render(topology: LabTopology) -> dict[str, NodeRules]:
         ipsets = IpsetFile()
         define_sets(topology, ipsets)
         ipsets.extend(npm_sets)
-        mangle, nat, kp_filter = kube_proxy(topology, node, routes)
-        # positionAzureChainJumpRule: first in FORWARD, or right after kube-proxy's jumps
-        filt = Table("filter")
+        # positionAzureChainJumpRule (npm/pkg/dataplane/policies/chain-management_linux.go:
+        # 601-670): FORWARD line 1 with PlaceAzureChainFirst, else right after the jump to
+        # KUBE-SERVICES (SEMANTICS D21)
+        mangle, nat, filt = kube_proxy(topology, node, routes, azure_jump=JUMP, azure_first=first)
         if first:
-            filt.add("FORWARD", JUMP)
             filt.note("PlaceAzureChainFirst: AZURE-NPM is jumped to before KUBE-FORWARD")
-        filt.extend(kp_filter)
-        if not first:
-            filt.add("FORWARD", JUMP)
         filt.extend(npm_chains)
         out[node.name] = NodeRules(
             ipset=ipsets.render(),

@@ -2,7 +2,8 @@
 
 Deterministic by design: every Service port sends to ONE backend, the first pod by key
 (namespace/name) among the non-hostNetwork pods its selector matches on which the
-targetPort resolves; for externalTrafficPolicy=Local from outside, the first such pod
+targetPort resolves (hostNetwork pods, at their node's address, only where it selects no
+other pod: D22); for externalTrafficPolicy=Local from outside, the first such pod
 on the receiving node. Also the address ranges kube-proxy calls "the cluster".
 """
 
@@ -89,6 +90,7 @@ def pinned_service(svc: Service, backend: Pod) -> Service:
         selector=MappingProxyType({PINNED_POD: backend.name}),
         ports=tuple(replace(sp, node_port=None) for sp in svc.ports),
         external_traffic_policy=svc.external_traffic_policy,
+        internal_traffic_policy=svc.internal_traffic_policy,
         publish_not_ready=True,
         labels=MappingProxyType({RUN_LABEL: "pinned"}),  # the run's own: never the cluster's
     )
@@ -141,6 +143,17 @@ def service_routes(topology: LabTopology) -> tuple[ServicePortRoute, ...]:
             ),
             key=lambda p: p.key,
         )
+        if not candidates and svc.selector and PINNED_POD not in svc.selector:
+            # D22: hostNetwork endpoints, at their node's address (kube-proxy DNATs to
+            # nodeIP:port; from a pod on that node the packet goes to INPUT)
+            candidates = sorted(
+                (
+                    p
+                    for p in snap.pods
+                    if p.host_network and p.ip and _valid_ipv4(p.ip) and svc.selects(p)
+                ),
+                key=lambda p: p.key,
+            )
         exposed = svc.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
         lb_ips = (
             tuple(ip for ip in (_valid_ipv4(i) for i in svc.load_balancer_ips) if ip)

@@ -21,6 +21,7 @@ from netparity.lint.probes import ProbeBuilder
 from netparity.lint.remedies import (
     cilium_rows,
     nodes,
+    ns_selector,
     ports,
     selectors,
     services,
@@ -58,6 +59,7 @@ BUILDERS: dict[str, Builder] = {
     Scenario.LB_IN_CLUSTER: services.lb_in_cluster,
     Scenario.UNTRANSLATABLE: untranslatable.untranslatable,
     Scenario.POLICY_TYPES: cilium_rows.policy_types,
+    Scenario.NS_SELECTOR_OR: ns_selector.ns_selector_or,
 }
 
 
