@@ -80,6 +80,7 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
         "Rules outside policyTypes",
         "NPM ignores rules under a direction that policyTypes leaves out; Cilium enforces "
         "them, isolating a direction that was open (D23).",
+    ),
     "ns-selector-or": (
         "namespaceSelector In/NotIn read as an OR by NPM",
         "NPM splits a multi-value In/NotIn of a namespaceSelector into one selector per value "
@@ -88,7 +89,7 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
     "cilium-policies": (
         "Cilium policies already in the cluster",
         "NPM ignores CiliumNetworkPolicies; Cilium enforces them from the migration on (D14). "
-        "The lint judges NetworkPolicies and Services, so it has no finding for these.",
+        "The lint reports those that cut what NPM allowed as cilium-policy findings.",
     ),
     "essential": (
         "DNS and the API server",
