@@ -406,7 +406,9 @@ def test_versions_are_read_from_image_tags(image: str, version: str | None) -> N
 def test_cilium_before_1_17_is_the_1_16_model() -> None:
     assert release_of("cilium", "1.16.6") == "cilium-1.16"
     assert release_of("cilium", "1.17.0") == "cilium"
-    assert release_of("cilium", "2.0") == "cilium"
+    assert release_of("cilium", "1.18.4") == "cilium"
+    assert release_of("cilium", "1.19.1") == "cilium-1.19"  # D18, no fromRequires
+    assert release_of("cilium", "2.0") == "cilium-1.19"
     assert release_of("cilium", None) == "cilium"
     assert release_of("azure-npm", "1.4.32") == "npm"
     assert release_of("calico-node", "3.28") == "unknown"
