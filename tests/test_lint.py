@@ -989,12 +989,12 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
     snap = load_snapshot([EXAMPLE])
     report = lint_snapshot(snap, target=target)
     found = {f.kind for f in report.findings}
-    # both Cilium profiles enforce shop/inventory-egress's ingress rule (D23)
+    # both Cilium profiles enforce shop/stock-egress's ingress rule (D23)
     expected = GUIDE_KINDS | {"policy-types"} | ({"endport"} if target == "cilium-1.16" else set())
     assert expected <= found
     # beyond the guide: D19 (shop/allow-inventory-readers)
     assert "ns-selector-or" in found
-    assert found - expected <= {"lb-in-cluster", "ns-selector-or"}
+    assert found - expected <= {"lb-in-cluster", "ns-selector-or", "policy-types"}
     flagged = {p for f in report.findings for p in f.policies}
     for clean in ("shop/allow-web-to-api", "shop/allow-catalog-readers", "web/allow-status-port"):
         assert f"NetworkPolicy {clean}" not in {
@@ -1025,8 +1025,8 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
 def test_the_examples_ingress_rule_outside_policy_types_is_found_and_dropped_by_the_fix() -> None:
     snap = load_snapshot([EXAMPLE])
     report = lint_snapshot(snap, target="cilium")
-    f = one(report, "policy-types", "NetworkPolicy shop/inventory-egress")
-    assert f.policies == ("NetworkPolicy shop/inventory-egress",) and "D23" in f.rows
+    f = one(report, "policy-types", "NetworkPolicy shop/stock-egress")
+    assert f.policies == ("NetworkPolicy shop/stock-egress",) and "D23" in f.rows
     assert {c.direction for c in f.traffic} == {"ingress"}
     assert {c.change for c in f.traffic} == {Change.OUTAGE}
     # pods no rule names are cut, not only the outside client; catalog (admitted) is not
@@ -1035,14 +1035,14 @@ def test_the_examples_ingress_rule_outside_policy_types_is_found_and_dropped_by_
     assert "catalog" not in peers
     for c in f.traffic:
         assert "not isolated for ingress" in c.npm
-        assert "isolated for ingress by NetworkPolicy shop/inventory-egress" in c.target
+        assert "isolated for ingress by NetworkPolicy shop/stock-egress" in c.target
     assert f.fix is not None and f.fix.when is FixWhen.BEFORE
     assert "spec.ingress" in f.fix.summary
     fixed = assert_fix_restores_parity(snap, f, "cilium")
-    (policy,) = [p for p in fixed.network_policies if p.key == "shop/inventory-egress"]
+    (policy,) = [p for p in fixed.network_policies if p.key == "shop/stock-egress"]
     assert policy.ingress == () and len(policy.egress) == 1 and policy.policy_types == {"Egress"}
     # the text output names the cause
-    assert "policy-types (D23) NetworkPolicy shop/inventory-egress" in render_text(report)
+    assert "policy-types (D23) NetworkPolicy shop/stock-egress" in render_text(report)
 
 
 def _egress_rule_under_ingress_types(types: list[str]) -> dict[str, Any]:
