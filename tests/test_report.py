@@ -417,7 +417,9 @@ def test_markdown_links_each_changed_probe_into_the_page_by_an_anchor_that_exist
     order = ("same", "lost", "gained", "predicted", "flaky", "error", "missing", "accepted")
     row = " | ".join(str(counts[k]) for k in (*order, "unrealized", "new", "not-run"))
     assert f"| {row} |" in md
-    assert row.startswith(f"{counts['same']} | 1 | 1 | {counts['predicted']} | 1 | 1 | 1 | 1 | 1 | 0 | 1")
+    assert row.startswith(
+        f"{counts['same']} | 1 | 1 | {counts['predicted']} | 1 | 1 | 1 | 1 | 1 | 0 | 1"
+    )
     assert "1 was observed in the baseline and not checked now (missing: not run" in md
     assert "**1 predicted change did not happen** (unrealized)" in md
     assert "**1 probe could be run by neither run** (not-run)" in md
