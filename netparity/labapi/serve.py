@@ -60,6 +60,30 @@ def load_record(lab: str) -> dict[str, object] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _write_record(lab: str, record: dict[str, object]) -> None:
+    """Replace the record at once (a reader never sees half of it)."""
+    tmp = _record(lab).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    tmp.replace(_record(lab))
+
+
+def wait_shown(lab: str, generation: int, *, timeout: float = 30.0) -> None:
+    """Wait until the lab's API server shows generation `generation` of the lab (after
+    `lab upgrade`: the new pods and DaemonSets); ClusterError if it does not in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = load_record(lab)
+        if record is not None and record.get("generation") == generation:
+            return
+        if time.monotonic() > deadline:
+            shown = record.get("generation") if record is not None else "no server"
+            raise ClusterError(
+                f"the API server of lab {lab} does not show generation {generation} of the "
+                f"lab after {timeout:.0f} s (it shows {shown}; see {api_dir(lab) / 'server.log'})"
+            )
+        time.sleep(0.05)
+
+
 def start(
     lab: str, kubeconfig: Path, *, programming_delay: float = DEFAULT_PROGRAMMING_DELAY
 ) -> str:
@@ -133,8 +157,14 @@ def _listen_outside(api: LabKubeAPI, state: LabState, extra: list[ThreadingHTTPS
         extra.append(serve_in_netns(api, outside))
 
 
-def _serve(api: LabKubeAPI, state: LabState, extra: list[ThreadingHTTPServer]) -> None:
-    """Follow the lab until it is gone: a new generation (upgrade) is shown when ready."""
+def _serve(
+    api: LabKubeAPI,
+    state: LabState,
+    extra: list[ThreadingHTTPServer],
+    record: dict[str, object],
+) -> None:
+    """Follow the lab until it is gone: a new generation (upgrade) is shown when ready, and
+    the record says which generation the API shows."""
     generation = state.generation
     while True:
         time.sleep(POLL)
@@ -152,6 +182,7 @@ def _serve(api: LabKubeAPI, state: LabState, extra: list[ThreadingHTTPServer]) -
             api.add(*lab_objects(now))
             _listen_outside(api, now, extra)
             generation = now.generation
+            _write_record(api.lab, {**record, "generation": generation})
 
 
 def _outside_host(state: LabState) -> str | None:
@@ -194,16 +225,17 @@ def main(argv: list[str] | None = None) -> int:
             api.start()
             _listen_outside(api, state, extra)
             merge_context(args.kubeconfig, context, api.url, folder / "tls.crt", token)
-            record = {
+            record: dict[str, object] = {
                 "pid": os.getpid(),
                 "start": nx.process_start(os.getpid()),
                 "url": api.url,
                 "kubeconfig": str(args.kubeconfig),
                 "context": context,
             }
-            _record(args.lab).write_text(json.dumps(record), encoding="utf-8")
+            record["generation"] = state.generation
+            _write_record(args.lab, record)
             print(f"ready {api.url}", flush=True)
-            _serve(api, state, extra)
+            _serve(api, state, extra, record)
         except KeyboardInterrupt:
             pass
         finally:
