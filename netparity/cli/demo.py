@@ -8,6 +8,10 @@ the lab: a second demo of the same name is refused, naming this one. Exit 0 when
 run passed and every post failure is a change the engine predicted; else 1 (the pre run
 disagreeing with the engine, a change nobody predicted, a flaky, failed or missing probe,
 any other failing item), saying which phase failed and why.
+
+`--backend kubernetes` runs the same migration through the lab's Kubernetes API
+(netparity/cli/demo_api.py): the suites use the context netparity-lab-NAME from the lab's
+outside host, and the probes that path did not run are listed with their reasons.
 """
 
 from __future__ import annotations
