@@ -46,7 +46,12 @@ def start(lab: str, kubeconfig: str | None, say: Callable[[str], None]) -> Route
     from netparity.labapi.kubeconfig import default_kubeconfig
 
     config = Path(kubeconfig).resolve() if kubeconfig else default_kubeconfig()
-    url = serve.start(lab, config)
+    from netparity.cli.rbac import lab_rbac
+    from netparity.lab import status
+
+    state = status(lab)
+    assert state.topology is not None
+    url = serve.start(lab, config, rbac=lab_rbac(state.topology.snapshot, state.dataplane))
     outside = serve.outside_host(lab)
     if outside is None:
         raise ClusterError(f"lab {lab} has no outside host to run the suites from")

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -23,6 +24,8 @@ import sys
 import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+import yaml
 
 from netparity.errors import ClusterError
 from netparity.interrupts import signals_as_interrupt
@@ -42,9 +45,12 @@ from netparity.labapi.labhost import (
     serve_in_netns,
 )
 from netparity.labapi.labobjects import lab_objects
+from netparity.labapi.rbac import Authorizer
 from netparity.model.traffic import DEFAULT_EXTERNAL_IP
 
 READY_TIMEOUT = 60.0
+RBAC_FILE = "rbac.yaml"  # the RBAC objects the ServiceAccount's requests are checked against
+ACCOUNT_TOKEN_FILE = "serviceaccount-token"  # the ServiceAccount netparity/netparity's token
 POLL = 0.5
 
 
@@ -85,12 +91,23 @@ def wait_shown(lab: str, generation: int, *, timeout: float = 30.0) -> None:
 
 
 def start(
-    lab: str, kubeconfig: Path, *, programming_delay: float = DEFAULT_PROGRAMMING_DELAY
+    lab: str,
+    kubeconfig: Path,
+    *,
+    programming_delay: float = DEFAULT_PROGRAMMING_DELAY,
+    rbac: str | None = None,
 ) -> str:
-    """Start the API server of ready lab `lab`; returns its URL (ClusterError on failure)."""
+    """Start the API server of ready lab `lab`; returns its URL (ClusterError on failure).
+    With `rbac` (RBAC objects as YAML, what `netparity rbac` prints), the server also serves
+    the ServiceAccount netparity/netparity: its token (file `serviceaccount-token` next to
+    the server's) is authorized by those objects, and gets 403 outside them."""
     stop(lab)
     folder = api_dir(lab)
     make_credentials(folder)
+    if rbac is not None:
+        (folder / RBAC_FILE).write_text(rbac, encoding="utf-8")
+        token = secrets.token_urlsafe(32)
+        (folder / ACCOUNT_TOKEN_FILE).write_text(token + "\n", encoding="utf-8")
     argv = [
         *(sys.executable, "-m", "netparity.labapi.serve", "--lab", lab),
         *("--kubeconfig", str(kubeconfig), "--programming-delay", str(programming_delay)),
@@ -217,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         tls=(folder / "tls.crt", folder / "tls.key"),
         cilium_crds=_dataplane_crds(state),
     )
+    if (folder / RBAC_FILE).is_file():
+        docs = yaml.safe_load_all((folder / RBAC_FILE).read_text(encoding="utf-8"))
+        api.authorizer = Authorizer(d for d in docs if isinstance(d, dict))
+        api.account_token = (folder / ACCOUNT_TOKEN_FILE).read_text(encoding="utf-8").strip()
     context = context_name(args.lab)
     extra: list[ThreadingHTTPServer] = []
     with signals_as_interrupt():
