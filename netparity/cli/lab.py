@@ -135,11 +135,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     st = status(args.name)
     print(f"lab {args.name} up: {_summary(st)}, in {time.monotonic() - start:.1f} s")
     if args.api:
+        from netparity.cli.rbac import lab_rbac
         from netparity.labapi import serve
         from netparity.labapi.kubeconfig import context_name, default_kubeconfig
 
         kubeconfig = Path(args.kubeconfig) if args.kubeconfig else default_kubeconfig()
-        url = serve.start(args.name, kubeconfig, programming_delay=args.programming_delay)
+        assert st.topology is not None
+        rbac = lab_rbac(st.topology.snapshot, st.dataplane)
+        url = serve.start(
+            args.name, kubeconfig, programming_delay=args.programming_delay, rbac=rbac
+        )
         print(
             f"lab {args.name} API: {url}, context {context_name(args.name)} in {kubeconfig} "
             f"(`netparity lab down --name {args.name}` stops it)"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from netparity.backend import Target
 from netparity.cli._common import add_cluster_arguments, add_migration_arguments
-from netparity.engine.dataplane import DATAPLANES
+from netparity.engine.dataplane import DATAPLANES, NEWEST_TARGET
 from netparity.errors import InputError
 from netparity.kube.rbac import (
     DEFAULT_SUBJECT,
@@ -26,6 +26,7 @@ from netparity.kube.rbac import (
 )
 from netparity.model.snapshot import Snapshot
 from netparity.plan.essential_probes import essential_check
+from netparity.plan.model import Plan
 from netparity.plan.planner import make_plan
 from netparity.probefile import ProbeSpec, load_probe_file, resolve_probes
 from netparity.session import parse_cluster
@@ -127,13 +128,7 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
         explicit=resolve_probes(specs, snapshot),
     )
-    targets = [Target(id=p.id, traffic=p.traffic, check=essential_check(p)) for p in plan.probes]
-    namespaces = plan_namespaces(
-        snapshot,
-        targets,
-        allow_load_balancer=args.allow_load_balancer,
-        allow_host_network=args.allow_host_network,
-    )
+    namespaces = _namespaces(snapshot, plan, args.allow_load_balancer, args.allow_host_network)
     header = [
         f"netparity rbac for cluster {name}: {len(plan.probes)} probes "
         f"({plan.current} -> {plan.target}, plan {plan.digest[:12]})",
@@ -165,3 +160,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _namespaces(snapshot: Snapshot, plan: Plan, allow_lb: bool, allow_host: bool) -> list[str]:
+    """Where a run of `plan` creates objects."""
+    targets = [Target(id=p.id, traffic=p.traffic, check=essential_check(p)) for p in plan.probes]
+    return plan_namespaces(
+        snapshot, targets, allow_load_balancer=allow_lb, allow_host_network=allow_host
+    )
+
+
+def lab_rbac(snapshot: Snapshot, dataplane: str) -> str:
+    """The RBAC a lab's API server enforces for the ServiceAccount of probes/rbac.yaml: what
+    `netparity rbac --cluster file:SNAPSHOT` prints for the lab's snapshot (its dataplane,
+    the newest target, the suites' default options)."""
+    plan = make_plan(snapshot, current=dataplane, target=NEWEST_TARGET)
+    namespaces = _namespaces(snapshot, plan, False, False)
+    header = [f"the lab's RBAC for {DEFAULT_SUBJECT}: write Roles in {', '.join(namespaces)}"]
+    return render_yaml(manifests(namespaces, parse_subject(DEFAULT_SUBJECT)), header)

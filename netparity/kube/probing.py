@@ -4,6 +4,7 @@ with; from outside the cluster a silent address is checked for reachability firs
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ class Prober:
         self.max_parallel = max_parallel
         self.exec_handshake_timeout = exec_handshake_timeout
         self.node_ips = node_ips
+        # outside hosts that answered this machine in any batch of the run: a later round
+        # (a repeat, a re-probe) whose only probe there times out still counts as reaching it
+        self._reached: set[str] = set()
+        self._reached_lock = threading.Lock()
 
     def batches(self, steps: Sequence[Step], results: dict[int, ProbeResult]) -> list[Batch]:
         """One batch per source; a step that cannot run gets its error in `results`."""
@@ -198,11 +203,16 @@ class Prober:
         self, batch: Batch, out: dict[int, ProbeResult], timeout: float
     ) -> dict[int, ProbeResult]:
         """From outside the cluster a timeout means a deny only if this machine reaches the
-        address at all: some probe there answered, or (a node) its kubelet port answers."""
-        answered: set[str] = set()
-        for index, result in out.items():
-            if result.observed in (Observed.CONNECTED, Observed.REFUSED):
-                answered.add(batch.hosts[index][0])
+        address at all: some probe there answered (in this batch or an earlier one of the
+        run), or (a node) its kubelet port answers."""
+        answered = {
+            batch.hosts[index][0]
+            for index, result in out.items()
+            if result.observed in (Observed.CONNECTED, Observed.REFUSED)
+        }
+        with self._reached_lock:
+            self._reached |= answered
+            answered = set(self._reached)
         silent = sorted(
             {batch.hosts[i][0] for i, r in out.items() if r.observed is Observed.TIMEOUT} - answered
         )
@@ -217,11 +227,14 @@ class Prober:
                 batch_document(min(timeout, 3.0), checks), timeout=timeout + EXEC_SLACK
             )
             control, _ = parse_output(stdout, [str(c["id"]) for c in checks])
-            answered |= {
+            controlled = {
                 h
                 for h, o in control.items()
                 if o.observed in (Observed.CONNECTED, Observed.REFUSED)
             }
+            with self._reached_lock:
+                self._reached |= controlled
+            answered |= controlled
         fixed: dict[int, ProbeResult] = {}
         for index, result in out.items():
             host = batch.hosts[index][0]

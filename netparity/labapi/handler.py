@@ -9,11 +9,13 @@ import copy
 import json
 import re
 import socket
+import sys
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from netparity.labapi.rbac import request_verb
 from netparity.labapi.watch import list_page, serve_watch
 from netparity.labapi.websocket import accept_key, choose_protocol, run_session, send_failure
 from netparity.labapi.wire import RESOURCES, selector_matches, status_body
@@ -105,12 +107,19 @@ class Handler(BaseHTTPRequestHandler):
         api.requests.append((method, self.path))
         scheme, _, credential = str(self.headers.get("Authorization") or "").partition(" ")
         # the scheme is case-insensitive (RFC 9110); the in-cluster loader writes "bearer"
-        if scheme.lower() != "bearer" or credential != api.token:
+        account = api.authorizer is not None and credential == api.account_token
+        if scheme.lower() != "bearer" or not (credential == api.token or account):
             self._send(401, status_body(401, "Unauthorized", "Unauthorized"))
             return
         if self._fault(method):
             return
         key, namespace, name, sub, query = route(self.path)
+        if (
+            account
+            and key is not None
+            and not self._authorized(method, key, namespace, name, sub, query)
+        ):
+            return
         if key is None or not self._served(key):
             message = "the server could not find the requested resource"
             self._send(404, status_body(404, "NotFound", message))
@@ -123,6 +132,28 @@ class Handler(BaseHTTPRequestHandler):
             self._get(key, namespace, name)
         else:
             self._send(*self._change(method, key[2], namespace, name))
+
+    def _authorized(
+        self,
+        method: str,
+        key: tuple[str, str, str],
+        namespace: str,
+        name: str | None,
+        sub: str | None,
+        query: dict[str, list[str]],
+    ) -> bool:
+        """Does the ServiceAccount's RBAC allow this request? Else a 403 is sent."""
+        authorizer = self.api.authorizer
+        assert authorizer is not None
+        watch = (query.get("watch") or [""])[0] in ("true", "1")
+        resource = f"{key[2]}/{sub}" if sub else key[2]
+        for verb in request_verb(method, name, sub, watch):
+            if not authorizer.allows(verb, key[0], resource, namespace, name or ""):
+                doc = authorizer.forbidden(verb, key[0], resource, namespace, name or "")
+                print(f"403 {method} {self.path}: {doc['message']}", file=sys.stderr, flush=True)
+                self._send(403, doc)
+                return False
+        return True
 
     def _change(
         self, method: str, plural: str, namespace: str, name: str | None

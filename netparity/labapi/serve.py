@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -23,6 +24,8 @@ import sys
 import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+import yaml
 
 from netparity.errors import ClusterError
 from netparity.interrupts import signals_as_interrupt
@@ -42,9 +45,12 @@ from netparity.labapi.labhost import (
     serve_in_netns,
 )
 from netparity.labapi.labobjects import lab_objects
+from netparity.labapi.rbac import Authorizer
 from netparity.model.traffic import DEFAULT_EXTERNAL_IP
 
 READY_TIMEOUT = 60.0
+RBAC_FILE = "rbac.yaml"  # the RBAC objects the ServiceAccount's requests are checked against
+ACCOUNT_TOKEN_FILE = "serviceaccount-token"  # the ServiceAccount netparity/netparity's token
 POLL = 0.5
 
 
@@ -60,13 +66,48 @@ def load_record(lab: str) -> dict[str, object] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _write_record(lab: str, record: dict[str, object]) -> None:
+    """Replace the record at once (a reader never sees half of it)."""
+    tmp = _record(lab).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    tmp.replace(_record(lab))
+
+
+def wait_shown(lab: str, generation: int, *, timeout: float = 30.0) -> None:
+    """Wait until the lab's API server shows generation `generation` of the lab (after
+    `lab upgrade`: the new pods and DaemonSets); ClusterError if it does not in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = load_record(lab)
+        if record is not None and record.get("generation") == generation:
+            return
+        if time.monotonic() > deadline:
+            shown = record.get("generation") if record is not None else "no server"
+            raise ClusterError(
+                f"the API server of lab {lab} does not show generation {generation} of the "
+                f"lab after {timeout:.0f} s (it shows {shown}; see {api_dir(lab) / 'server.log'})"
+            )
+        time.sleep(0.05)
+
+
 def start(
-    lab: str, kubeconfig: Path, *, programming_delay: float = DEFAULT_PROGRAMMING_DELAY
+    lab: str,
+    kubeconfig: Path,
+    *,
+    programming_delay: float = DEFAULT_PROGRAMMING_DELAY,
+    rbac: str | None = None,
 ) -> str:
-    """Start the API server of ready lab `lab`; returns its URL (ClusterError on failure)."""
+    """Start the API server of ready lab `lab`; returns its URL (ClusterError on failure).
+    With `rbac` (RBAC objects as YAML, what `netparity rbac` prints), the server also serves
+    the ServiceAccount netparity/netparity: its token (file `serviceaccount-token` next to
+    the server's) is authorized by those objects, and gets 403 outside them."""
     stop(lab)
     folder = api_dir(lab)
     make_credentials(folder)
+    if rbac is not None:
+        (folder / RBAC_FILE).write_text(rbac, encoding="utf-8")
+        token = secrets.token_urlsafe(32)
+        (folder / ACCOUNT_TOKEN_FILE).write_text(token + "\n", encoding="utf-8")
     argv = [
         *(sys.executable, "-m", "netparity.labapi.serve", "--lab", lab),
         *("--kubeconfig", str(kubeconfig), "--programming-delay", str(programming_delay)),
@@ -133,8 +174,14 @@ def _listen_outside(api: LabKubeAPI, state: LabState, extra: list[ThreadingHTTPS
         extra.append(serve_in_netns(api, outside))
 
 
-def _serve(api: LabKubeAPI, state: LabState, extra: list[ThreadingHTTPServer]) -> None:
-    """Follow the lab until it is gone: a new generation (upgrade) is shown when ready."""
+def _serve(
+    api: LabKubeAPI,
+    state: LabState,
+    extra: list[ThreadingHTTPServer],
+    record: dict[str, object],
+) -> None:
+    """Follow the lab until it is gone: a new generation (upgrade) is shown when ready, and
+    the record says which generation the API shows."""
     generation = state.generation
     while True:
         time.sleep(POLL)
@@ -152,6 +199,7 @@ def _serve(api: LabKubeAPI, state: LabState, extra: list[ThreadingHTTPServer]) -
             api.add(*lab_objects(now))
             _listen_outside(api, now, extra)
             generation = now.generation
+            _write_record(api.lab, {**record, "generation": generation})
 
 
 def _outside_host(state: LabState) -> str | None:
@@ -186,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         tls=(folder / "tls.crt", folder / "tls.key"),
         cilium_crds=_dataplane_crds(state),
     )
+    if (folder / RBAC_FILE).is_file():
+        docs = yaml.safe_load_all((folder / RBAC_FILE).read_text(encoding="utf-8"))
+        api.authorizer = Authorizer(d for d in docs if isinstance(d, dict))
+        api.account_token = (folder / ACCOUNT_TOKEN_FILE).read_text(encoding="utf-8").strip()
     context = context_name(args.lab)
     extra: list[ThreadingHTTPServer] = []
     with signals_as_interrupt():
@@ -194,16 +246,17 @@ def main(argv: list[str] | None = None) -> int:
             api.start()
             _listen_outside(api, state, extra)
             merge_context(args.kubeconfig, context, api.url, folder / "tls.crt", token)
-            record = {
+            record: dict[str, object] = {
                 "pid": os.getpid(),
                 "start": nx.process_start(os.getpid()),
                 "url": api.url,
                 "kubeconfig": str(args.kubeconfig),
                 "context": context,
             }
-            _record(args.lab).write_text(json.dumps(record), encoding="utf-8")
+            record["generation"] = state.generation
+            _write_record(args.lab, record)
             print(f"ready {api.url}", flush=True)
-            _serve(api, state, extra)
+            _serve(api, state, extra, record)
         except KeyboardInterrupt:
             pass
         finally:

@@ -32,6 +32,7 @@ import yaml
 from netparity.labapi import kubelet, proxy
 from netparity.labapi.admission import PSA_ENFORCE, denial
 from netparity.labapi.handler import Handler
+from netparity.labapi.rbac import Authorizer
 from netparity.labapi.wire import (
     KIND_TO_RESOURCE,
     Fault,
@@ -70,6 +71,9 @@ class KubeAPI:
         port: int = 0,
     ) -> None:
         self.token = token
+        # the ServiceAccount the server serves: its token, checked against its RBAC
+        self.account_token: str | None = None
+        self.authorizer: Authorizer | None = None
         self.tls = tls  # (certificate, key): serve HTTPS, as in-cluster clients require
         self.cilium_crds = cilium_crds
         self.exec_protocol = exec_protocol
