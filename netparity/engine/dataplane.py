@@ -361,6 +361,19 @@ CURRENT = NPM.name
 NEWEST_TARGET = CILIUM.name
 
 
+def target_for(target: str, detected: str | None) -> str:
+    """The profile `--target` stands for: the newest target (`cilium`) means the release
+    the cluster runs where that is known (`detected`: a registered target the same DaemonSet
+    shows, e.g. `cilium-1.19`), else the newest that AKS runs (ISSUES #20). Any other
+    target is taken as given."""
+    if target != NEWEST_TARGET or detected is None or detected not in _TARGETS:
+        return target
+    mine, theirs = _DETECTION.get(target), _DETECTION.get(detected)
+    if mine is None or theirs is None or mine.daemonset != theirs.daemonset:
+        return target
+    return detected
+
+
 def get_dataplane(name: str) -> Dataplane:
     try:
         return DATAPLANES[name]
