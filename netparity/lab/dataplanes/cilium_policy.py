@@ -211,12 +211,10 @@ class Compiler:
                 Endpoint(pod=p, ip=p.ip, pod_labels=pod_labels, labels=labels, namespace_labels=nsl)
             )
         self.by_key = {e.pod.key: e for e in self.endpoints}
-        # D28: the kube-apiserver identity: the `default/kubernetes` EndpointSlices'
-        # addresses outside the pods (the kubernetes Service's endpoints get the
-        # reserved:kube-apiserver label); still `world` too, as the engine has it
+        # D28: kube-apiserver: `default/kubernetes`'s addresses outside the pods (also `world`)
         api = snap.endpoints.get("default/kubernetes")
-        ips = ip_sorted(ip for ip in (api.outside if api else ()) if ":" not in ip)
-        self.apiserver = (L3(kind="apiserver", ips=tuple(ips)),) if ips else ()
+        ips = tuple(ip_sorted(ip for ip in (api.outside if api else ()) if ":" not in ip))
+        self.apiserver = (L3(kind="apiserver", ips=ips),) if ips else ()
         self._np_peers: dict[tuple[str, PolicyPeer], list[L3]] = {}
         self._cnp_l3: dict[tuple[str | None, CiliumRule], list[L3]] = {}
         # egress named ports resolve against every pod of the cluster (D3), except
@@ -310,9 +308,8 @@ class Compiler:
             return [HOST]
         if entity is Entity.REMOTE_NODE:
             return [REMOTE_NODE]
-        if entity is Entity.KUBE_APISERVER:
-            return list(self.apiserver)
-        return []  # init, health, unmanaged, ingress, world-ipv6: none in the lab
+        # init, health, unmanaged, ingress, world-ipv6: none in the lab
+        return list(self.apiserver) if entity is Entity.KUBE_APISERVER else []
 
     # -- ports
 
