@@ -30,6 +30,7 @@ from netparity.engine.traffic import (
 )
 from netparity.errors import ClusterError, InputError
 from netparity.lab import down, plan_topology, up
+from netparity.lab.apiserver import LAB_API_IP
 from netparity.lab.netns import list_netns, netns_pids
 from netparity.lab.state import (
     BUILDING,
@@ -317,7 +318,8 @@ def test_external_hosts_sit_inside_every_ip_block_and_inside_each_except() -> No
     # 10.224.0.0/16 holds the nodes: its host is another address of that subnet.
     node_net = [ip for ip in ips if ip in ipaddress.ip_network("10.224.0.0/16")]
     assert len(node_net) == 1 and str(node_net[0]) not in taken
-    assert len(topo.hosts) == 4  # default, 172.16/12 minus except, the except, the node subnet
+    # default, 172.16/12 minus except, the except, the node subnet, the API server (last)
+    assert len(topo.hosts) == 5 and topo.hosts[-1].ip == LAB_API_IP
 
 
 @pytest.mark.parametrize("name", ["", "Lab", "toolongname", "a-b", "a_b"])

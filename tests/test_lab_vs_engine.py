@@ -807,7 +807,8 @@ def test_d22_a_service_without_endpoints_is_rejected_and_judged_a_deny(
     (INPUT) for a nodePort. The probe sees `refused`, which for such a Service is the deny the
     engine predicts. D21: with PlaceAzureChainFirst an active NPM accepts the pod's packet
     before KUBE-SERVICES, so the REJECT is never reached and the packet to the ClusterIP goes
-    nowhere: a timeout, still a deny. The lab's Cilium drops (a timeout)."""
+    nowhere: a timeout, still a deny. Cilium answers ICMP port unreachable (refused) with
+    `service-no-backend-response: reject`, its default, and drops with `drop`."""
     from netparity.record.model import Outcome, judge
 
     from builders import netpol, node, ns, pod, service
@@ -834,15 +835,20 @@ def test_d22_a_service_without_endpoints_is_rejected_and_judged_a_deny(
             {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]},
         ),
     ]
-    # (source, destination, observed under npm, npm place-first, cilium)
+    # (source, destination, observed under npm, npm place-first, cilium, cilium with `drop`)
     rows = [
-        ("d22/client", "svc:d22/empty", ("refused", "timeout", "timeout")),
-        ("node:n2", "svc:d22/empty", ("refused", "refused", "timeout")),
-        ("d22/client", "nodeport:d22/emptynp@n2", ("refused", "refused", "timeout")),
-        ("external", "nodeport:d22/emptynp@n2", ("refused", "refused", "timeout")),
+        ("d22/client", "svc:d22/empty", ("refused", "timeout", "refused", "timeout")),
+        ("node:n2", "svc:d22/empty", ("refused", "refused", "refused", "timeout")),
+        ("d22/client", "nodeport:d22/emptynp@n2", ("refused", "refused", "refused", "timeout")),
+        ("external", "nodeport:d22/emptynp@n2", ("refused", "refused", "refused", "timeout")),
     ]
+    dropping = [*docs, cilium_config(**{"service-no-backend-response": "drop"})]
     problems: list[str] = []
-    for variant, dataplanes in ((docs, ("npm", "cilium")), (place_first(docs), ("npm",))):
+    for variant, dataplanes in (
+        (docs, ("npm", "cilium")),
+        (place_first(docs), ("npm",)),
+        (dropping, ("cilium-1.19",)),
+    ):
         lab = module_lab_factory(snapshot_from_dicts(variant), dataplane="npm")
         for dataplane in dataplanes:
             if dataplane != "npm":
@@ -850,7 +856,7 @@ def test_d22_a_service_without_endpoints_is_rejected_and_judged_a_deny(
             live = lab.snapshot
             engine = Engine(live)
             dp = get_dataplane(dataplane).with_config(live.config)
-            column = 2 if dataplane != "npm" else (1 if variant is not docs else 0)
+            column = {"npm": 1 if variant is not docs else 0, "cilium": 2}.get(dataplane, 3)
             traffic = [
                 Traffic(
                     source=resolve_endpoint(src, live, as_source=True),
@@ -864,7 +870,7 @@ def test_d22_a_service_without_endpoints_is_rejected_and_judged_a_deny(
             ):
                 verdict = engine.evaluate(t, dp)
                 where = f"{src} -> {dst} under {dataplane} (place-first: {variant is not docs})"
-                if verdict.decision != "deny" or not verdict.refused_is_deny:
+                if verdict.decision != "deny" or verdict.refused_is_deny != (column != 3):
                     problems.append(f"{where}: engine {verdict.decision}: {verdict.explanation}")
                 elif "D22" not in verdict.explanation:
                     problems.append(f"{where}: the reason does not name D22")
@@ -943,12 +949,58 @@ def test_d22_a_service_backed_by_a_hostnetwork_pod_bypasses_npm_on_the_clients_n
     assert problems == [], "\n".join(problems)
 
 
+def judged(result: Any, verdict: Any) -> str:
+    """The lab's observation judged as the record judges it (refused is a deny where the
+    engine says the dataplane rejects: D22)."""
+    from netparity.record.model import judge
+
+    if result.observed in (Observed.ERROR, Observed.NOT_RUN):
+        return f"error ({result.error})"
+    return str(judge([result.observed], refused_is_deny=verdict.refused_is_deny))
+
+
+def run_rows(
+    lab: Any, rows: list[tuple[str, str, dict[str, str]]], dataplane: str, where: str = ""
+) -> list[str]:
+    """Run `rows` (source, destination, want per family: npm or cilium) on port 80 in `lab`
+    and return every disagreement between the want, the lab and the engine."""
+    live = lab.snapshot
+    engine = Engine(live)
+    dp = get_dataplane(dataplane).with_config(live.config)
+    family = "cilium" if dp.cilium_policies else "npm"
+    traffic = [
+        Traffic(
+            source=resolve_endpoint(src, live, as_source=True),
+            destination=resolve_endpoint(dst, live, as_source=False),
+            port=80,
+        )
+        for src, dst, _ in rows
+    ]
+    problems: list[str] = []
+    for (src, dst, want), t, result in zip(
+        rows, traffic, lab.run(traffic, timeout=1.5), strict=True
+    ):
+        verdict = engine.evaluate(t, dp)
+        seen = judged(result, verdict)
+        label = f"{src} -> {dst} under {dataplane}{where}"
+        if (seen, str(verdict.decision)) != (want[family], want[family]):
+            problems.append(
+                f"{label}: want {want[family]}, lab {seen} ({result.observed}), "
+                f"engine {verdict.decision}: {verdict.explanation}"
+            )
+        if want[family] == "deny" and "D22" not in verdict.explanation:
+            problems.append(f"{label}: the engine's reason does not name D22")
+    return problems
+
+
 def test_d22_internal_traffic_policy_local_keeps_clusterip_traffic_on_the_clients_node(
     module_lab_factory: LabFactory,  # noqa: F811
 ) -> None:
     """D22: with internalTrafficPolicy Local kube-proxy sends ClusterIP traffic only to an
     endpoint on the client's node (KUBE-SVL-*) and drops it where there is none ("has no
-    local endpoints"), for pods and nodes alike; NPM's placement does not change that."""
+    local endpoints"), for pods and nodes alike; NPM's placement does not change that.
+    Cilium's local-scope lookup finds no backend there and rejects it (refused), as for a
+    Service without endpoints: a deny too."""
     from builders import node, ns, pod, service
 
     http = [("http", 8080, "TCP")]
@@ -964,55 +1016,38 @@ def test_d22_internal_traffic_policy_local_keeps_clusterip_traffic_on_the_client
         pod("b/web", "10.244.0.20", "n1", {"app": "web"}, http),
         svc,
     ]
+    allow = {"npm": "allow", "cilium": "allow"}
+    deny = {"npm": "deny", "cilium": "deny"}
     rows = [
-        ("a/near", "svc:b/local", "allow"),
-        ("a/far", "svc:b/local", "deny"),
-        ("node:n1", "svc:b/local", "allow"),
-        ("node:n2", "svc:b/local", "deny"),
+        ("a/near", "svc:b/local", allow),
+        ("a/far", "svc:b/local", deny),
+        ("node:n1", "svc:b/local", allow),
+        ("node:n2", "svc:b/local", deny),
     ]
     problems: list[str] = []
     for variant in (docs, place_first(docs)):
         lab = module_lab_factory(snapshot_from_dicts(variant), dataplane="npm")
-        live = lab.snapshot
-        engine = Engine(live)
-        dp = get_dataplane("npm").with_config(live.config)
-        traffic = [
-            Traffic(
-                source=resolve_endpoint(src, live, as_source=True),
-                destination=resolve_endpoint(dst, live, as_source=False),
-                port=80,
-            )
-            for src, dst, _ in rows
-        ]
-        for (src, dst, want), t, result in zip(
-            rows, traffic, lab.run(traffic, timeout=1.5), strict=True
-        ):
-            verdict = engine.evaluate(t, dp)
-            where = f"{src} -> {dst} (place-first: {variant is not docs})"
-            if result.observed in (Observed.ERROR, Observed.NOT_RUN):
-                problems.append(f"{where}: the lab could not run it: {result.error}")
-                continue
-            observed = "allow" if result.allowed else "deny"
-            if (observed, str(verdict.decision)) != (want, want):
-                problems.append(
-                    f"{where}: want {want}, lab {observed} ({result.observed}), "
-                    f"engine {verdict.decision}: {verdict.explanation}"
-                )
-            if want == "deny" and "D22" not in verdict.explanation:
-                problems.append(f"{where}: the engine's reason does not name D22")
+        where = f" (place-first: {variant is not docs})"
+        problems += run_rows(lab, rows, "npm", where)
+        if variant is docs:
+            for dataplane in ("cilium", "cilium-1.19"):
+                module_lab_factory.upgrade(lab, dataplane)
+                problems += run_rows(lab, rows, dataplane, where)
     assert problems == [], "\n".join(problems)
 
 
-def test_d22_load_balancer_source_ranges_are_enforced_by_kube_proxy_for_every_client(
+def test_d22_load_balancer_source_ranges_kube_proxy_checks_every_client_cilium_outside_ones(
     module_lab_factory: LabFactory,  # noqa: F811
 ) -> None:
     """D22: kube-proxy DNATs a LoadBalancer IP only for sources inside
     loadBalancerSourceRanges (nat KUBE-FW-*); KUBE-PROXY-FIREWALL, first in FORWARD, INPUT and
-    OUTPUT, drops the rest. Pods, nodes and outside clients alike; no NetworkPolicy here."""
+    OUTPUT, drops the rest: pods, nodes and outside clients alike. Cilium's KPR checks only
+    traffic from outside the cluster (nodeport_lb4): pods and nodes outside the ranges get
+    through, an outside client outside them is dropped. No NetworkPolicy here."""
     from builders import node, ns, pod, service
 
     http = [("http", 8080, "TCP")]
-    svc = service(
+    ranged = service(
         "b/ranged",
         {"app": "web"},
         80,
@@ -1022,7 +1057,18 @@ def test_d22_load_balancer_source_ranges_are_enforced_by_kube_proxy_for_every_cl
         node_port=30280,
         lb_ip="192.0.2.80",
     )
-    svc["spec"]["loadBalancerSourceRanges"] = ["10.244.0.0/24", "203.0.113.0/24"]
+    ranged["spec"]["loadBalancerSourceRanges"] = ["10.244.0.0/24", "203.0.113.0/24"]
+    closed = service(
+        "b/closed",
+        {"app": "web"},
+        80,
+        8080,
+        type_="LoadBalancer",
+        cluster_ip="10.0.0.81",
+        node_port=30281,
+        lb_ip="192.0.2.81",
+    )
+    closed["spec"]["loadBalancerSourceRanges"] = ["198.51.100.0/24"]
     docs = [
         ns("a"),
         ns("b"),
@@ -1031,41 +1077,57 @@ def test_d22_load_balancer_source_ranges_are_enforced_by_kube_proxy_for_every_cl
         pod("a/inside", "10.244.0.10", "n1", {"app": "client"}, http),
         pod("a/outside", "10.244.1.10", "n2", {"app": "client"}, http),
         pod("b/web", "10.244.1.20", "n2", {"app": "web"}, http),
-        svc,
+        ranged,
+        closed,
     ]
+    allow = {"npm": "allow", "cilium": "allow"}
     rows = [
-        ("a/inside", "lb:b/ranged", "allow"),
-        ("a/outside", "lb:b/ranged", "deny"),  # 10.244.1.10 is in no range
-        ("node:n1", "lb:b/ranged", "deny"),  # 10.224.0.4 is in no range
-        ("external", "lb:b/ranged", "allow"),  # 203.0.113.10
-        ("a/outside", "svc:b/ranged", "allow"),  # the ClusterIP is not restricted
+        ("a/inside", "lb:b/ranged", allow),
+        ("a/outside", "lb:b/ranged", {"npm": "deny", "cilium": "allow"}),  # 10.244.1.10
+        ("node:n1", "lb:b/ranged", {"npm": "deny", "cilium": "allow"}),  # 10.224.0.4
+        ("external", "lb:b/ranged", allow),  # 203.0.113.10
+        ("a/outside", "svc:b/ranged", allow),  # the ClusterIP is not restricted
+        ("external", "lb:b/closed", {"npm": "deny", "cilium": "deny"}),
+        ("a/inside", "lb:b/closed", {"npm": "deny", "cilium": "allow"}),
     ]
     lab = module_lab_factory(snapshot_from_dicts(docs), dataplane="npm")
-    live = lab.snapshot
-    engine = Engine(live)
-    problems: list[str] = []
-    traffic = [
-        Traffic(
-            source=resolve_endpoint(src, live, as_source=True),
-            destination=resolve_endpoint(dst, live, as_source=False),
+    problems = run_rows(lab, rows, "npm")
+    module_lab_factory.upgrade(lab, "cilium")
+    problems += run_rows(lab, rows, "cilium")
+    assert problems == [], "\n".join(problems)
+
+
+def test_d22_cilium_source_range_check_off_checks_no_range() -> None:
+    """`enable-svc-source-range-check: false` in cilium-config: Cilium checks no range; NPM's
+    kube-proxy reads no cilium-config and still checks every client."""
+    from builders import node, ns, pod, service
+
+    svc = service(
+        "b/closed",
+        {"app": "web"},
+        80,
+        8080,
+        type_="LoadBalancer",
+        cluster_ip="10.0.0.81",
+        lb_ip="192.0.2.81",
+    )
+    svc["spec"]["loadBalancerSourceRanges"] = ["198.51.100.0/24"]
+    docs = [
+        ns("b"),
+        node("n1", "10.224.0.4", "10.244.0.0/24"),
+        pod("b/web", "10.244.0.20", "n1", {"app": "web"}, [("http", 8080, "TCP")]),
+        svc,
+    ]
+    off = snapshot_from_dicts([*docs, cilium_config(**{"enable-svc-source-range-check": "false"})])
+    on = snapshot_from_dicts(docs)
+    for snap, cilium in ((off, "allow"), (on, "deny")):
+        t = Traffic(
+            source=resolve_endpoint("external", snap, as_source=True),
+            destination=resolve_endpoint("lb:b/closed", snap, as_source=False),
             port=80,
         )
-        for src, dst, _ in rows
-    ]
-    for (src, dst, want), t, result in zip(
-        rows, traffic, lab.run(traffic, timeout=1.5), strict=True
-    ):
-        for dataplane in ("npm", "cilium"):
-            verdict = engine.evaluate(t, get_dataplane(dataplane))
-            if str(verdict.decision) != want:
-                problems.append(
-                    f"{src} -> {dst} under {dataplane}: want {want}, engine "
-                    f"{verdict.decision}: {verdict.explanation}"
-                )
-        if result.observed in (Observed.ERROR, Observed.NOT_RUN):
-            problems.append(f"{src} -> {dst}: the lab could not run it: {result.error}")
-            continue
-        observed = "allow" if result.allowed else "deny"
-        if observed != want:
-            problems.append(f"{src} -> {dst} under npm: want {want}, lab {observed}")
-    assert problems == [], "\n".join(problems)
+        engine = Engine(snap)
+        assert engine.evaluate(t, get_dataplane("cilium").with_config(snap.config)).decision == (
+            cilium
+        )
+        assert engine.evaluate(t, get_dataplane("npm").with_config(snap.config)).decision == "deny"

@@ -63,7 +63,14 @@ def run(args: argparse.Namespace) -> int:
     snapshot = snapshot_from_args(args, command="lint", say_notes=False)
     notes = list(snapshot.notes)
     target = args.target
-    if target is None:
+    from netparity.kube.detect import resolved_target
+
+    # `--target cilium` (or none) means the release the snapshot's DaemonSet runs (#20)
+    detected, said = resolved_target(target or NEWEST_TARGET, snapshot)
+    if said is not None:
+        target = detected
+        notes.append(said)
+    elif target is None:
         target, why = default_target(snapshot)
         notes.append(f"target {target}: {why} (--target overrides)")
     report = lint_snapshot(snapshot, target=target)

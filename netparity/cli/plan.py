@@ -170,6 +170,12 @@ def _run_on_cluster(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, snapshot: Snapshot) -> Plan:
+    from netparity.kube.detect import resolved_target
+
+    # `--target cilium` means the release the snapshot's DaemonSet runs (#20)
+    args.target, said = resolved_target(args.target, snapshot)
+    if said is not None:
+        print(said, file=sys.stderr)
     explicit = load_probe_file(args.probes) if args.probes else ()
     try:
         ipaddress.IPv4Address(args.external_ip)

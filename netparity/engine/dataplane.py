@@ -130,6 +130,23 @@ class Dataplane:
     # we need to skip the policy enforcement", bpf_lxc.c:969-976) and the ingress side skips
     # it for `ct_state->loopback` (bpf_lxc.c:1947-1967). Settles D10's [VERIFY].
     hairpin_skips_policy: bool = False
+    # D22: a Service port without endpoints is rejected, the client sees `refused`: kube-
+    # proxy's REJECT; Cilium's `service-no-backend-response: reject` (its default: bpf_lxc.c
+    # tail-calls CILIUM_CALL_IPV4_NO_SERVICE on DROP_NO_SERVICE, tail_no_service_ipv4 in
+    # bpf/lib/lb.h answers ICMP port unreachable). False (`drop`): dropped, a timeout.
+    service_no_backend_reject: bool = True
+    # D22: internalTrafficPolicy Local with no endpoint on the client's node: kube-proxy
+    # DROPs ("has no local endpoints"); Cilium's local-scope entry has no backend, so lb4_local
+    # returns DROP_NO_SERVICE and the no-backend response above applies (a reject).
+    itp_no_local_reject: bool = False
+    # D22: loadBalancerSourceRanges: kube-proxy checks every client (KUBE-PROXY-FIREWALL in
+    # INPUT, FORWARD, OUTPUT); Cilium's KPR only traffic from outside the cluster (lb4_src_range_ok
+    # is called in nodeport_lb4, bpf/lib/nodeport.h, never in bpf_lxc or bpf_sock; its docs:
+    # "When accessing the service from inside a cluster, the kube-proxy replacement will
+    # ignore the field"): pods and nodes reach the LB IP whatever the ranges.
+    lb_source_ranges_in_cluster: bool = True
+    # D22: Cilium's `enable-svc-source-range-check` (default true): off, no range is checked.
+    lb_source_range_check: bool = True
 
     def with_config(self, config: Mapping[str, Mapping[str, str]]) -> Dataplane:
         """Apply the cluster's ConfigMaps (SEMANTICS 0.1): azure-npm-config, cilium-config."""
@@ -157,6 +174,9 @@ class Dataplane:
                 cilium_node_selector_labels=cilium.enable_node_selector_labels,
                 cilium_host_firewall=cilium.enable_host_firewall,
                 cilium_non_default_deny=cilium.enable_non_default_deny_policies,
+                service_no_backend_reject=cilium.service_no_backend_reject,
+                itp_no_local_reject=cilium.service_no_backend_reject,
+                lb_source_range_check=cilium.svc_source_range_check,
             )
         return dp
 
@@ -189,6 +209,10 @@ KNOB_ROWS: Mapping[str, str] = {
     "negative_ns_selector_non_pods": "D18",
     "sctp_dropped": "D24",
     "hairpin_skips_policy": "D25",
+    "service_no_backend_reject": "D22",
+    "itp_no_local_reject": "D22",
+    "lb_source_ranges_in_cluster": "D22",
+    "lb_source_range_check": "D22",
 }
 NOTE_ONLY_KNOBS = frozenset({"end_port_uncertain"})
 
@@ -224,6 +248,8 @@ CILIUM = Dataplane(
     negative_ns_selector_non_pods=True,
     sctp_dropped=True,
     hairpin_skips_policy=True,
+    itp_no_local_reject=True,
+    lb_source_ranges_in_cluster=False,
 )
 CILIUM_116 = replace(
     CILIUM,
@@ -333,6 +359,19 @@ register(CILIUM_119, target=True, detection=replace(_CILIUM_DS, since=(1, 19), u
 # The migration netparity is about: NPM today, the newest Cilium after.
 CURRENT = NPM.name
 NEWEST_TARGET = CILIUM.name
+
+
+def target_for(target: str, detected: str | None) -> str:
+    """The profile `--target` stands for: the newest target (`cilium`) means the release
+    the cluster runs where that is known (`detected`: a registered target the same DaemonSet
+    shows, e.g. `cilium-1.19`), else the newest that AKS runs (ISSUES #20). Any other
+    target is taken as given."""
+    if target != NEWEST_TARGET or detected is None or detected not in _TARGETS:
+        return target
+    mine, theirs = _DETECTION.get(target), _DETECTION.get(detected)
+    if mine is None or theirs is None or mine.daemonset != theirs.daemonset:
+        return target
+    return detected
 
 
 def get_dataplane(name: str) -> Dataplane:

@@ -8,13 +8,12 @@ or a decision the path alone makes, with its notes. No policy is read here.
 
 from __future__ import annotations
 
-import ipaddress
-
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
 from netparity.engine.node_nat import hairpin, in_cluster_external_ip
 from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
+from netparity.engine.service_d22 import no_endpoints, no_local_endpoint, source_range_drop
 from netparity.engine.traffic import (
     Decision,
     Endpoint,
@@ -222,52 +221,23 @@ class PathResolver:
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
         kind = _SERVICE_KIND[(external, dst.via)]
-        if dst.via is Via.LOAD_BALANCER and svc.load_balancer_source_ranges and self.backends(svc):
-            # D22: kube-proxy DNATs an LB IP only for sources inside loadBalancerSourceRanges
-            # (nat KUBE-FW-*); the rest is dropped by filter KUBE-PROXY-FIREWALL, first in
-            # INPUT, FORWARD and OUTPUT (kubernetes pkg/proxy/iptables/proxier.go, usesFWChain)
-            address = ipaddress.ip_address(client.ip) if client.ip else None
-            if address is None or not any(
-                address in ipaddress.ip_network(r.strip(), strict=False)
-                for r in svc.load_balancer_source_ranges
-            ):
-                return Path(
-                    kind=kind,
-                    decided=Decision.DENY,
-                    reason=f"{client} is outside loadBalancerSourceRanges of Service {svc.key} "
-                    f"({', '.join(svc.load_balancer_source_ranges)}): dropped (D22)",
-                )
+        if dst.via is Via.LOAD_BALANCER and self.backends(svc):
+            dropped = source_range_drop(svc, client, dp, kind)
+            if dropped is not None:
+                return dropped
         itp_node = self.internal_local_node(svc, dst.via, client)
         if itp_node is not None and self.backends(svc):
             # D22: internalTrafficPolicy Local keeps in-cluster traffic to the ClusterIP on
-            # the client's node (kube-proxy: KUBE-SVL-*, else "has no local endpoints" DROP)
+            # the client's node (kube-proxy: KUBE-SVL-*; Cilium: the local-scope backends)
             if dst.backend is None:
                 backend = self._backend(svc, itp_node)
             if backend is None or backend.node_name != itp_node.name:
-                return Path(
-                    kind=kind,
-                    decided=Decision.DENY,
-                    reason=f"Service {svc.key} has internalTrafficPolicy Local and no endpoint "
-                    + (f"{backend.key} " if backend is not None else "")
-                    + f"on the client's node {itp_node.name}: dropped (D22)",
-                )
+                return no_local_endpoint(svc, backend, itp_node, dp, kind)
         hosts = self.host_backends(svc) if backend is None and not self.backends(svc) else ()
         if hosts and dst.via is Via.CLUSTER_IP:
             return self._host_backed(client, svc, sp, hosts[0], traffic.protocol, kind)
         if backend is None and not self.backends(svc) and not hosts:
-            # D22: no endpoints at all. kube-proxy writes no NAT for the port, only a REJECT
-            # in filter (KUBE-SERVICES for the ClusterIP, KUBE-EXTERNAL-SERVICES for LB IPs
-            # and nodePorts: kubernetes pkg/proxy/iptables/proxier.go, syncProxyRules, "has
-            # no endpoints"); Cilium rejects too by default (cilium/cilium pkg/defaults/
-            # defaults.go, ServiceNoBackendResponse = "reject"). The client sees `refused`,
-            # which for such a Service is the dataplane's deny (docs/semantics-notes.md).
-            return Path(
-                kind=kind,
-                decided=Decision.DENY,
-                refused_is_deny=True,
-                reason=f"Service {svc.key} has no endpoints: the dataplane rejects it, the "
-                "client sees refused (D22)",
-            )
+            return no_endpoints(svc, dp, kind)  # D22
         if backend is None:
             where = f" on {receiving.name}" if local_only and receiving else ""
             return Path(

@@ -197,6 +197,11 @@ class CiliumSettings:
     enable_node_selector_labels: bool = False  # `enable-node-selector-labels`: fromNodes/toNodes
     enable_host_firewall: bool = False  # `enable-host-firewall`: host policies (nodeSelector)
     enable_non_default_deny_policies: bool = True  # honours `enableDefaultDeny: false`
+    # D22: `service-no-backend-response` (reject | drop, default reject: the agent's
+    # SERVICE_NO_BACKEND_RESPONSE define, answered by tail_no_service_ipv4 in bpf/lib/lb.h
+    # with ICMP port unreachable) and `enable-svc-source-range-check` (default true).
+    service_no_backend_reject: bool = True
+    svc_source_range_check: bool = True
 
     @property
     def host_policed(self) -> bool:
@@ -222,6 +227,13 @@ def cilium_settings(config: Mapping[str, Mapping[str, str]]) -> CiliumSettings:
             **_where("allow-localhost"),
         ) from None
 
+    no_backend = (data.get("service-no-backend-response") or "").strip() or "reject"
+    if no_backend not in ("reject", "drop"):
+        raise InputError(
+            f"service-no-backend-response {no_backend!r} is not one of reject, drop",
+            **_where("service-no-backend-response"),
+        )
+
     def flag(key: str, default: bool) -> bool:
         raw_flag = data.get(key)
         return default if raw_flag is None else raw_flag.strip() in _TRUE
@@ -236,6 +248,8 @@ def cilium_settings(config: Mapping[str, Mapping[str, str]]) -> CiliumSettings:
         enable_node_selector_labels=flag("enable-node-selector-labels", False),
         enable_host_firewall=flag("enable-host-firewall", False),
         enable_non_default_deny_policies=flag("enable-non-default-deny-policies", True),
+        service_no_backend_reject=no_backend == "reject",
+        svc_source_range_check=flag("enable-svc-source-range-check", True),
     )
 
 

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from netparity.engine.dataplane import CURRENT, DETECTIONS, NEWEST_TARGET
+from netparity.engine.dataplane import CURRENT, DETECTIONS, NEWEST_TARGET, TARGETS, target_for
 from netparity.engine.dataplane import DATAPLANES as PROFILES
 from netparity.errors import ClusterError
 from netparity.kube.client import DAEMON_SETS, NODES, PODS, Kube
+from netparity.model.snapshot import Snapshot
 
 KUBE_SYSTEM = "kube-system"
 UNKNOWN = "unknown"  # what detection says when it cannot tell
@@ -108,6 +109,41 @@ def release_of(daemonset: str, version: str | None) -> str:
         if d.daemonset == daemonset and d.covers(minor):
             return name
     return UNKNOWN
+
+
+def release_in_snapshot(snapshot: Snapshot) -> tuple[str, str | None] | None:
+    """The registered target release a snapshot's kube-system DaemonSet shows, with its
+    version (a `cilium` DaemonSet whose cilium-agent image is v1.19.1: ("cilium-1.19",
+    "1.19.1")); None where the snapshot holds no such DaemonSet."""
+    products = _products()
+    for w in snapshot.workloads:
+        container = products.get(w.name)
+        if w.kind != "DaemonSet" or w.namespace != KUBE_SYSTEM or container is None:
+            continue
+        spec = w.template.get("spec")
+        image = image_of(spec if isinstance(spec, Mapping) else {}, container)
+        version = image_version(image or "")
+        release = release_of(w.name, version)
+        if release in TARGETS:
+            return release, version
+    return None
+
+
+def resolved_target(target: str, snapshot: Snapshot) -> tuple[str, str | None]:
+    """`target` as the snapshot's DaemonSet resolves it (`target_for`), and the one line
+    that says so where it changed (None: unchanged)."""
+    found = release_in_snapshot(snapshot)
+    if found is None:
+        return target, None
+    release, version = found
+    chosen = target_for(target, release)
+    if chosen == target:
+        return target, None
+    shown = f"Cilium {version}" if version else "a Cilium image of unknown version"
+    return chosen, (
+        f"target {chosen}: the snapshot's kube-system DaemonSet runs {shown} "
+        f"(--target {target} means the detected release)"
+    )
 
 
 def _products() -> dict[str, str]:

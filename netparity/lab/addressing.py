@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
 from netparity.errors import InputError
+from netparity.lab.apiserver import apiserver_ips, with_apiserver
 from netparity.lab.dataplanes.registry import DATAPLANES as DATAPLANES
 from netparity.lab.topology import LabHost, LabNode, LabPod, LabTopology
 from netparity.model.networkpolicy import IPBlock
@@ -163,6 +164,7 @@ def plan_topology(
     subnet for pods that had an address there), different from the one before.
     """
     check_lab_name(lab)
+    snapshot = with_apiserver(snapshot)  # the API server's Service and host (#23)
     if generation < 0:
         raise InputError(f"lab generation must be 0 or more, got {generation}")
     if not snapshot.nodes:
@@ -196,6 +198,10 @@ def plan_topology(
     lab_snapshot = dataclasses.replace(snapshot, pods=pods, services=services)
     soft = [SERVICE_CIDR, LB_CIDR, node_net, *(c for c in pod_cidrs.values() if c is not None)]
     host_ips = _plan_hosts(lab_snapshot, soft, used)
+    for api in apiserver_ips(lab_snapshot):  # a host at each API server address
+        n = int(ipaddress.IPv4Address(api))
+        if n not in host_ips and n not in node_ips and n not in pod_ips_int(lab_snapshot):
+            host_ips.append(n)
     hosts = tuple(
         LabHost(name=f"ext{i}", netns=f"np-{lab}-ext{i}", ip=_ip(h)) for i, h in enumerate(host_ips)
     )
@@ -209,6 +215,14 @@ def plan_topology(
         hosts=hosts,
         snapshot=lab_snapshot,
     )
+
+
+def pod_ips_int(snapshot: Snapshot) -> set[int]:
+    return {
+        int(ipaddress.IPv4Address(p.ip))
+        for p in snapshot.pods
+        if p.ip and ipaddress.ip_address(p.ip).version == 4
+    }
 
 
 def _plan_nodes(snapshot: Snapshot, lab: str) -> tuple[list[LabNode], dict[str, _Net | None]]:

@@ -312,6 +312,17 @@ def _config_maps(snapshot: Snapshot) -> list[dict[str, Any]]:
     return out
 
 
+def _outside_slice(svc: Service, snapshot: Snapshot) -> dict[str, Any]:
+    """A selectorless Service's EndpointSlice of addresses outside the pods (the lab's API
+    server behind `default/kubernetes`, netparity/lab/apiserver.py)."""
+    eps = snapshot.endpoints.get(svc.key)
+    obj = _slice(svc, snapshot, {})
+    obj["endpoints"] = [
+        {"addresses": [ip], "conditions": {"ready": True}} for ip in (eps.outside if eps else ())
+    ]
+    return obj
+
+
 def lab_objects(state: LabState) -> list[dict[str, Any]]:
     """Every object the API shows for lab `state` (see the module docstring)."""
     topology = state.topology
@@ -338,6 +349,11 @@ def lab_objects(state: LabState) -> list[dict[str, Any]]:
     out += [lab_pod(p, topology, raw_pods.get(p.key), state.generation) for p in pods]
     out += [_service(s) for s in snap.services]
     out += [_slice(s, snap, pod_names) for s in snap.services if s.selector]
+    out += [
+        _outside_slice(s, snap)
+        for s in snap.services
+        if not s.selector and (ep := snap.endpoints.get(s.key)) and ep.outside and not ep.pods
+    ]
     out += [o for o in raw if o.get("kind") in RAW_KINDS]
     out += _config_maps(snap)
     out += dataplane_objects(state.dataplane, node_names)

@@ -80,6 +80,7 @@ class Run:
 
     def make_plan(self) -> None:
         """Read the cluster, choose the phase, plan; fills the header and the item lists."""
+        from netparity.engine.dataplane import target_for
         from netparity.outdir import check_output_dir
         from netparity.plan.planner import make_plan
         from netparity.probefile import resolve_probes
@@ -113,10 +114,17 @@ class Run:
                 "its probes cannot be matched; record a new baseline before the upgrade"
             )
         resolved = resolve_probes(list(self.explicit), snapshot)
+        # `--target cilium` means the release the cluster runs where it is known (#20)
+        target = target_for(settings.target, facts.dataplane)
+        if target != settings.target:
+            self.view.header.append(
+                f"target: {target}, the release the cluster runs (--target {settings.target} "
+                "means the detected release)"
+            )
         self.plan = make_plan(
             snapshot,
             current=current,
-            target=settings.target,
+            target=target,
             explicit=resolved,
             external_ip=settings.external_ip,
             responder=settings.responder,
@@ -220,7 +228,8 @@ class Run:
     def _lint(self, snapshot: Any) -> list[tuple[str, str, ItemVerdict]]:
         from netparity.lint import lint_snapshot
 
-        self.lint = lint_snapshot(snapshot, target=self.settings.target)
+        target = self.plan.target if self.plan is not None else self.settings.target
+        self.lint = lint_snapshot(snapshot, target=target)
         return lint_items(self.lint, self.phase)
 
     # ------------------------------------------------------------------- probe and judge

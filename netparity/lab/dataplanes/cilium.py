@@ -18,7 +18,11 @@ Service translation (nat chains, before any filtering):
 - `lb_out` (output): the node's own traffic to ClusterIP / LB IP / own NodePort.
 - `lb_post` (postrouting): the SNAT above, and hairpin (a pod reaching itself through a
   Service) SNATed to Cilium's service loopback address 169.254.42.1.
-- `lb_drop_pre` / `lb_drop_out`: Service ports without a usable backend drop, before routing.
+- `lb_drop_pre` / `lb_drop_out`, before routing (D22): a Service port without a backend is
+  rejected with ICMP port unreachable (`service-no-backend-response: reject`, the default;
+  `drop` drops); a ClusterIP with internalTrafficPolicy Local and no backend on this node
+  likewise, for local pods and the host; outside clients that `loadBalancerSourceRanges`
+  leaves out drop (pods and nodes are not checked, as in Cilium's KPR).
 
 Policy (filter chains; they see translated addresses, the original source is the packet's
 own since SNAT comes later in postrouting):
@@ -44,8 +48,10 @@ packet is checked, not only the first (D7).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
+from netparity.facts.cilium_config import CiliumSettings
 from netparity.lab.dataplanes.cilium_policy import ALL as ALL
 from netparity.lab.dataplanes.cilium_policy import ANY_L4 as ANY_L4
 from netparity.lab.dataplanes.cilium_policy import CLUSTER_LABEL as CLUSTER_LABEL
@@ -109,7 +115,10 @@ def _vmap(key: str, entries: Sequence[tuple[str, str]]) -> str | None:
 
 
 def _lb_chains(
-    node: LabNode, routes: Sequence[ServicePortRoute], local_veths: Sequence[str]
+    node: LabNode,
+    routes: Sequence[ServicePortRoute],
+    local_veths: Sequence[str],
+    settings: CiliumSettings,
 ) -> tuple[list[str], list[str], list[str]]:
     """Service NAT for one node: (nft chain lines, lb_post rules, notes)."""
     from_pods: list[tuple[str, str]] = []  # ip . proto . port -> jump
@@ -121,6 +130,8 @@ def _lb_chains(
     drop_any_np: list[str] = []  # proto . port
     drop_outside: list[str] = []
     drop_outside_np: list[str] = []
+    reject_local: list[str] = []  # ip . proto . port: from local pods and the host (ITP Local)
+    ranged: list[str] = []  # outside clients outside loadBalancerSourceRanges (D22)
     chains: list[str] = []
     notes: list[str] = []
     for i, r in enumerate(routes):
@@ -132,7 +143,7 @@ def _lb_chains(
             drop_any += [f"{ip} . {proto} . {port}" for ip in r.lb_ips]
             if r.node_port is not None:
                 drop_any_np.append(f"{proto} . {r.node_port}")
-            notes.append(f"{r.name}/{r.protocol} has no endpoints: dropped")
+            notes.append(f"{r.name}/{r.protocol} has no endpoints: {_no_backend(settings)}")
             continue
         be = f"svc_{i}"
         chains += _chain(
@@ -140,8 +151,10 @@ def _lb_chains(
         )
         if r.cluster_ip:
             key = f"{r.cluster_ip} . {proto} . {port}"
-            from_pods.append((key, f"jump {be}"))
-            host.append((key, f"jump {be}"))
+            internal = _internal(r, node, be, chains, reject_local, notes, settings)
+            if internal is not None:
+                from_pods.append((key, f"jump {internal}"))
+                host.append((key, f"jump {internal}"))
             drop_outside.append(key)  # Cilium serves ClusterIPs to pods and the host only
         if not r.external:
             continue
@@ -157,6 +170,7 @@ def _lb_chains(
             if r.node_port is not None:
                 drop_outside_np.append(f"{proto} . {r.node_port}")
             continue
+        ranged += _source_ranges(r, settings)
         ext = f"ext_{i}"
         snat = not r.external_local and target.node != node.name
         mark = f"meta mark set meta mark | 0x{SNAT_MARK:08x} " if snat else ""
@@ -174,9 +188,22 @@ def _lb_chains(
     from_local = "iifname @local_veths" if local_veths else None
     not_local = "iifname != @local_veths " if local_veths else ""
 
-    drops = [f"{svc_key} {{ {', '.join(dict.fromkeys(drop_any))} }} drop"] if drop_any else []
-    drops += [f"{np_key} {{ {', '.join(dict.fromkeys(drop_any_np))} }} drop"] if drop_any_np else []
+    # D22: a Service port without endpoints: Cilium answers ICMP port unreachable
+    # (`service-no-backend-response: reject`, the default) or drops (`drop`)
+    verdict = _NO_BACKEND_VERDICT if settings.service_no_backend_reject else "drop"
+    drops = [f"{svc_key} {{ {', '.join(dict.fromkeys(drop_any))} }} {verdict}"] if drop_any else []
+    drops += (
+        [f"{np_key} {{ {', '.join(dict.fromkeys(drop_any_np))} }} {verdict}"] if drop_any_np else []
+    )
+    if reject_local:
+        keys = ", ".join(dict.fromkeys(reject_local))
+        drops.append(f"{svc_key} {{ {keys} }} {verdict}")
     out_drops = list(drops)
+    if reject_local and local_veths:
+        drops[-1] = f"iifname @local_veths {drops[-1]}"
+    elif reject_local:
+        drops.pop()  # no local pod: nothing but the host reaches it here
+    drops += [f"{not_local}{r}" for r in ranged]
     if drop_outside:
         drops.append(f"{not_local}{svc_key} {{ {', '.join(dict.fromkeys(drop_outside))} }} drop")
     if drop_outside_np:
@@ -213,6 +240,79 @@ def _lb_chains(
     return lines, post, notes
 
 
+# Cilium's answer to a Service port without a backend (tail_no_service_ipv4, bpf/lib/lb.h):
+# ICMP destination unreachable, port unreachable, which a TCP or UDP client sees as refused.
+_NO_BACKEND_VERDICT = "reject with icmp type port-unreachable"
+
+
+def _no_backend(settings: CiliumSettings) -> str:
+    return "rejected" if settings.service_no_backend_reject else "dropped"
+
+
+def _internal(
+    r: ServicePortRoute,
+    node: LabNode,
+    chain: str,
+    chains: list[str],
+    reject_local: list[str],
+    notes: list[str],
+    settings: CiliumSettings,
+) -> str | None:
+    """The chain a local pod's or the host's packet to the ClusterIP of `r` jumps to: `chain`
+    (every backend) or, with internalTrafficPolicy Local, one to this node's backend. D22:
+    Cilium keeps the local-scope backends apart (SVC_FLAG_INT_LOCAL_SCOPE, bpf/lib/lb.h);
+    with none on this node lb4_local finds no backend and the no-backend response applies
+    (DROP_NO_SERVICE -> CILIUM_CALL_IPV4_NO_SERVICE in bpf_lxc.c). None: rejected here."""
+    if r.service.internal_traffic_policy != "Local":
+        return chain
+    local = r.local_backend(node.name)
+    if local is None:
+        reject_local.append(f"{r.cluster_ip} . {r.protocol.lower()} . {r.port.port}")
+        notes.append(
+            f"{r.name}/{r.protocol}: internalTrafficPolicy Local, no endpoint on {node.name}: "
+            + _no_backend(settings)
+        )
+        return None
+    name = f"{chain}_local"
+    chains += _chain(
+        name,
+        [
+            f"meta l4proto {r.protocol.lower()} dnat to {local.endpoint} "
+            f'comment "{r.name} internalTrafficPolicy Local"'
+        ],
+    )
+    return name
+
+
+def _source_ranges(r: ServicePortRoute, settings: CiliumSettings) -> list[str]:
+    """D22: the drop of outside clients that `loadBalancerSourceRanges` leaves out. Cilium
+    checks them only where traffic from outside meets the LB IP (nodeport_lb4 calls
+    lb4_src_range_ok, bpf/lib/nodeport.h); pods and nodes translate the LB IP at their own
+    veth or socket, unchecked. `enable-svc-source-range-check: false` checks nothing."""
+    given = r.service.load_balancer_source_ranges
+    if not r.lb_ips or not given or not settings.svc_source_range_check:
+        return []
+    ranges = _ipv4_ranges(given)
+    keys = ", ".join(f"{ip} . {r.protocol.lower()} . {r.port.port}" for ip in r.lb_ips)
+    allowed = f"ip saddr != {{ {', '.join(ranges)} }} " if ranges else ""
+    return [
+        f"ip daddr . meta l4proto . th dport {{ {keys} }} {allowed}drop "
+        f'comment "{r.name} loadBalancerSourceRanges"'
+    ]
+
+
+def _ipv4_ranges(ranges: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for text in ranges:
+        try:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv4Network):
+            out.append(str(net))
+    return out
+
+
 def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortRoute]) -> str:
     topo = compiler.topology
     local: list[tuple[LabPod, Endpoint]] = []
@@ -231,7 +331,7 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
     body += _set("remote_nodes", "ipv4_addr", remote)
     body += _set("local_veths", "ifname", veths)
 
-    lb_lines, post, lb_notes = _lb_chains(node, routes, veths)
+    lb_lines, post, lb_notes = _lb_chains(node, routes, veths, compiler.settings)
     notes += lb_notes
     for lp, ep in local:
         post.append(

@@ -138,6 +138,8 @@ def _l3_nft(l3: L3, addr: str, has_remote_nodes: bool) -> str | None:
         return f"ip {addr} {_addr_set(l3.ips)}" if l3.ips else None
     if l3.kind == "host":
         return f"fib {addr} type local"
+    if l3.kind == "apiserver":
+        return f"ip {addr} {_addr_set(l3.ips)}"
     if l3.kind == "remote-node":
         return f"ip {addr} @remote_nodes" if has_remote_nodes else None
     parts = [f"ip {addr} != @pods", f"ip {addr} != @nodes", f"fib {addr} type != local"]
@@ -209,6 +211,10 @@ class Compiler:
                 Endpoint(pod=p, ip=p.ip, pod_labels=pod_labels, labels=labels, namespace_labels=nsl)
             )
         self.by_key = {e.pod.key: e for e in self.endpoints}
+        # D28: kube-apiserver: `default/kubernetes`'s addresses outside the pods (also `world`)
+        api = snap.endpoints.get("default/kubernetes")
+        ips = tuple(ip_sorted(ip for ip in (api.outside if api else ()) if ":" not in ip))
+        self.apiserver = (L3(kind="apiserver", ips=ips),) if ips else ()
         self._np_peers: dict[tuple[str, PolicyPeer], list[L3]] = {}
         self._cnp_l3: dict[tuple[str | None, CiliumRule], list[L3]] = {}
         # egress named ports resolve against every pod of the cluster (D3), except
@@ -296,13 +302,14 @@ class Compiler:
             return [ALL]
         if entity in (Entity.WORLD, Entity.WORLD_IPV4):
             return [WORLD]
-        if entity is Entity.CLUSTER:
-            return [self._pods(self.endpoints), HOST, REMOTE_NODE]
+        if entity is Entity.CLUSTER:  # D28: kube-apiserver is part of the cluster
+            return [self._pods(self.endpoints), HOST, REMOTE_NODE, *self.apiserver]
         if entity is Entity.HOST:
             return [HOST]
         if entity is Entity.REMOTE_NODE:
             return [REMOTE_NODE]
-        return []  # kube-apiserver, init, health, unmanaged, ingress, world-ipv6: none in the lab
+        # init, health, unmanaged, ingress, world-ipv6: none in the lab
+        return list(self.apiserver) if entity is Entity.KUBE_APISERVER else []
 
     # -- ports
 

@@ -24,7 +24,7 @@ IPv4Net = ipaddress.IPv4Network
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Backend:
-    pod: Pod
+    pod: Pod | None  # None: an address outside the pods (the API server's, #23)
     ip: str
     node: str
     port: int  # the resolved targetPort
@@ -154,6 +154,7 @@ def service_routes(topology: LabTopology) -> tuple[ServicePortRoute, ...]:
                 ),
                 key=lambda p: p.key,
             )
+        outside = () if candidates or svc.selector else snap.endpoints.get(svc.key)
         exposed = svc.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
         lb_ips = (
             tuple(ip for ip in (_valid_ipv4(i) for i in svc.load_balancer_ips) if ip)
@@ -168,6 +169,13 @@ def service_routes(topology: LabTopology) -> tuple[ServicePortRoute, ...]:
                 if port is None or pod.ip is None:
                     continue
                 backends.append(Backend(pod=pod, ip=pod.ip, node=node, port=port))
+            if outside:  # a selectorless Service's EndpointSlice addresses outside the pods
+                port = sp.target_port if isinstance(sp.target_port, int) else sp.port
+                backends += [
+                    Backend(pod=None, ip=ip, node="", port=port)
+                    for ip in outside.outside
+                    if _valid_ipv4(ip)
+                ]
             local: dict[str, Backend] = {}
             for b in backends:
                 local.setdefault(b.node, b)
