@@ -223,7 +223,7 @@ class FixBuilder(Remedies):
         for f, _ in batch:
             expectations.extend(f.expectations)
         fixed = apply_each(fixed, [(p.objects, p.action) for _, p in batch])
-        engine = Engine(relevant_part(fixed, expectations))
+        engine = Engine(relevant_part(fixed, expectations), compiled=self.engine)
         linter = Linter(engine, self.npm, self.target)
         for f, proposal in batch:
             failures = _failures(
