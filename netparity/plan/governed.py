@@ -52,6 +52,9 @@ from netparity.plan.governed_ports import (
 from netparity.plan.groups import PodGroup, describe_pods
 
 
+_Named = tuple[tuple[str, Protocol], ...]  # a rule's egress named ports
+
+
 def isolates(t: NPTarget, direction: str, dp: Dataplane) -> bool:
     """Whether `dp` isolates `direction` for the policy's subjects: policyTypes names it, or
     the dataplane enforces rules beyond policyTypes (D23) and the direction has some."""
@@ -113,8 +116,8 @@ class GovernedTraffic(PortChoice):
         self.np_by_ns: dict[str, list[NPTarget]] = defaultdict(list)
         for t in engine.np_targets:
             self.np_by_ns[t.namespace].append(t)
-        self._selector_cache: dict[tuple[int, int, str], list[Peer]] = {}
-        self._ipblock_cache: dict[tuple[int, int], list[Peer]] = {}
+        self._selector_cache: dict[tuple[PolicyPeer, str, _Named], list[Peer]] = {}
+        self._ipblock_cache: dict[tuple[str, _Named], list[Peer]] = {}
         self._named_cache: dict[tuple[int, str], list[Peer]] = {}
         self._sample_cache: dict[int, str | None] = {}
         self._inside_cache: dict[str, dict[str, list[Pod]]] = {}
@@ -316,7 +319,9 @@ class GovernedTraffic(PortChoice):
     def _selector_pods(
         self, t: NPTarget, peer: PolicyPeer, rule: NPRule, direction: str
     ) -> list[Peer]:
-        key = (id(peer), id(rule), t.namespace)
+        # by value: the policies that name the same peer share its classes (issue 19)
+        home = t.namespace if peer.namespace_selector is None else ""
+        key = (peer, home, tuple(self._named(rule, direction)))
         cached = self._selector_cache.get(key)
         if cached is None:
             cached = self._behaviour(self._matching(t, peer), rule, direction, peer)
@@ -325,7 +330,8 @@ class GovernedTraffic(PortChoice):
 
     def _matching(self, t: NPTarget, peer: PolicyPeer) -> list[PodClass]:
         """The classes a selector peer matches on either dataplane."""
-        key = (str(peer.namespace_selector), str(peer.pod_selector), t.namespace)
+        home = t.namespace if peer.namespace_selector is None else ""
+        key = (str(peer.namespace_selector), str(peer.pod_selector), home)
         cached = self._match_cache.get(key)
         if cached is not None:
             return cached
@@ -382,12 +388,12 @@ class GovernedTraffic(PortChoice):
         return inside
 
     def _ipblock_pods(self, block: IPBlock, rule: NPRule, direction: str) -> list[Peer]:
-        key = (id(block), id(rule))
+        named = self._named(rule, direction)
+        key = (str(block), tuple(named))
         cached = self._ipblock_cache.get(key)
         if cached is not None:
             return cached
         inside = self.pods_in(block)
-        named = self._named(rule, direction)
         groups: dict[tuple[int | None, ...], list[tuple[PodClass, list[Pod]]]] = defaultdict(list)
         for name, pods in inside.items():
             c = self.classes.by_name[name]
