@@ -10,6 +10,7 @@ finding whose kind is the SEMANTICS.md row the engine's explanation cites.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import (
@@ -57,6 +58,8 @@ from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.model import Scenario
 
+Progress = Callable[[str, int, int], None]  # (what, done, total), as netparity.backend's
+
 _TAG = re.compile(r"\((D\d+[a-z]?)\)")
 
 TITLES: dict[str, str] = {
@@ -78,9 +81,17 @@ TITLES: dict[str, str] = {
 
 
 def lint_snapshot(
-    snapshot: Snapshot, *, target: str = NEWEST_TARGET, fixes: bool = True
+    snapshot: Snapshot,
+    *,
+    target: str = NEWEST_TARGET,
+    fixes: bool = True,
+    progress: Progress | None = None,
 ) -> LintReport:
-    """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`."""
+    """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`.
+
+    `progress(what, done, total)` hears of the pod classes walked, the Services walked and
+    the findings whose fix was checked (`netparity lint --progress`)."""
+    report: Progress = progress if progress is not None else _quiet
     if target not in TARGETS:
         raise InputError(
             f"unknown lint target {target!r} (expected one of {', '.join(TARGETS)})",
@@ -92,23 +103,25 @@ def lint_snapshot(
     classes = ClassIndex(engine, (npm, tgt))
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
     linter = Linter(engine, npm, tgt)
-    for cls in classes.classes:
+    for i, cls in enumerate(classes.classes, 1):
         for direction in (INGRESS, EGRESS):
             governing = builder.governing(cls, direction)
             if governing:
                 for probe in builder.subject_probes(cls, direction, governing):
                     linter.observe(probe)
+        report("classes", i, len(classes.classes))
     services = 0
-    for svc in snapshot.services:
+    for i, svc in enumerate(snapshot.services, 1):
         probes = builder.service_probes(svc)
         services += bool(probes)
         for probe in probes:
             linter.observe(probe, svc)
+        report("services", i, len(snapshot.services))
     findings = linter.findings(target)
     if fixes:
         from netparity.lint.fixes import FixBuilder
 
-        findings = FixBuilder(builder).attach(findings)
+        findings = FixBuilder(builder).attach(findings, report)
     findings.extend(_cilium_findings(snapshot, engine, npm, tgt, fixes=fixes))
     findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
     return LintReport(
@@ -122,6 +135,10 @@ def lint_snapshot(
         notes=tuple(_notes(snapshot, engine, classes, linter, target)),
         not_judged=not_judged(snapshot, linter.unknown_reasons),
     )
+
+
+def _quiet(what: str, done: int, total: int) -> None:
+    pass
 
 
 def _cilium_findings(

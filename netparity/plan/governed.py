@@ -38,6 +38,7 @@ from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.classes import PodClass
+from netparity.plan.governed_blocks import ipblock_nodes, sample_outside
 from netparity.plan.governed_ports import (
     EXTERNAL_PORT,
     KUBELET_PORT,
@@ -50,7 +51,6 @@ from netparity.plan.governed_ports import (
     unique,
 )
 from netparity.plan.groups import PodGroup, describe_pods
-
 
 _Named = tuple[tuple[str, Protocol], ...]  # a rule's egress named ports
 
@@ -120,6 +120,7 @@ class GovernedTraffic(PortChoice):
         self._ipblock_cache: dict[tuple[str, _Named], list[Peer]] = {}
         self._named_cache: dict[tuple[int, str], list[Peer]] = {}
         self._sample_cache: dict[int, str | None] = {}
+        self._nodes_cache: dict[tuple[str, str | None], list[Peer]] = {}
         self._inside_cache: dict[str, dict[str, list[Pod]]] = {}
         self._inside_by_id: dict[int, tuple[IPBlock, dict[str, list[Pod]]]] = {}
         self._match_cache: dict[tuple[str, str, str], list[PodClass]] = {}
@@ -418,56 +419,18 @@ class GovernedTraffic(PortChoice):
         return result
 
     def _ipblock_nodes(self, block: IPBlock, s: Pod) -> list[Peer]:
-        out = []
-        own_seen = other_seen = False
-        for n in self.nodes:
-            if not block.contains(ipaddress.ip_address(n.ip)):
-                continue
-            own = n.name == s.node_name
-            if (own and own_seen) or (not own and other_seen):
-                continue
-            what = "own node" if own else "another node"
-            out.append(
-                Peer(
-                    endpoint=NodeEndpoint(node=n),
-                    desc=f"node {n.name} ({what}; node IP in ipBlock {block})",
-                    node=n,
-                )
-            )
-            own_seen = own_seen or own
-            other_seen = other_seen or not own
-        return out
+        key = (str(block), s.node_name)  # the same for every pod on the node
+        cached = self._nodes_cache.get(key)
+        if cached is None:
+            cached = self._nodes_cache[key] = ipblock_nodes(block, self.nodes, s)
+        return cached
 
     def _sample_outside(self, block: IPBlock) -> str | None:
         """An address inside the block (not excepted) that no pod, node or Service owns."""
         key = id(block)
-        if key in self._sample_cache:
-            return self._sample_cache[key]
-        net = block.cidr
-        candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-        default = ipaddress.ip_address(DEFAULT_EXTERNAL_IP)
-        if default.version == net.version:
-            candidates.append(default)
-        size = net.num_addresses
-        first = net.network_address
-        candidates += [first + min(1, size - 1), first + size // 2, first + max(0, size - 2)]
-        for e in block.excepts:
-            after = int(e.broadcast_address) + 1
-            if after <= int(net.broadcast_address):
-                candidates.append(ipaddress.ip_address(after))
-        fallback: str | None = None
-        chosen: str | None = None
-        for c in candidates:
-            if not block.contains(c) or str(c) in self.owned:
-                continue
-            if any(c in cidr for cidr in self.pod_cidrs if cidr.version == c.version):
-                fallback = fallback or str(c)
-                continue
-            chosen = str(c)
-            break
-        result = chosen or fallback
-        self._sample_cache[key] = result
-        return result
+        if key not in self._sample_cache:
+            self._sample_cache[key] = sample_outside(block, self.owned, self.pod_cidrs)
+        return self._sample_cache[key]
 
     def _all_peers(self, rule: NPRule, direction: str, s: Pod) -> list[Peer]:
         """A rule without from/to: a pod (one per named-port behaviour), nodes, the outside."""
