@@ -193,20 +193,8 @@ class GovernedTraffic(PortChoice):
             isolates(t, direction, self.npm) != isolates(t, direction, self.target)
             for t in governing
         ):
-            # D23: one dataplane isolates the direction by rules the other ignores; pods no
-            # rule names show the isolation gained or lost, as the outside client does
-            for other in self._bystanders(cls):
-                peer = Peer(
-                    endpoint=PodEndpoint(pod=other.rep),
-                    desc=describe_pods([self.classes.group(other)]),
-                    pod=other.rep,
-                )
-                dst = s if direction == INGRESS else other.rep
-                ports = [(cp.port, cp.protocol) for cp in dst.ports[:MAX_PORTS]]
-                for port, proto in unique([*(ports or [(80, Protocol.TCP)]), *extra])[
-                    :MAX_NODE_PORTS
-                ]:
-                    add(peer, port, proto)
+            for peer, port, proto in self._bystander_peers(cls, direction, extra):
+                add(peer, port, proto)
         own = self.node_by_name.get(s.node_name or "")
         outside = Peer(
             endpoint=ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP),
@@ -232,6 +220,24 @@ class GovernedTraffic(PortChoice):
             for port, proto in unique([*mine, *extra])[:MAX_NODE_PORTS]:
                 add(outside, port, proto)
         return list(out.values())
+
+    def _bystander_peers(
+        self, cls: PodClass, direction: str, extra: PortList
+    ) -> list[tuple[Peer, int, Protocol]]:
+        """D23: one dataplane isolates the direction by rules the other ignores; pods no
+        rule names show the isolation gained or lost, as the outside client does."""
+        out = []
+        for other in self._bystanders(cls):
+            peer = Peer(
+                endpoint=PodEndpoint(pod=other.rep),
+                desc=describe_pods([self.classes.group(other)]),
+                pod=other.rep,
+            )
+            dst = cls.rep if direction == INGRESS else other.rep
+            ports = [(cp.port, cp.protocol) for cp in dst.ports[:MAX_PORTS]]
+            for port, proto in unique([*(ports or [(80, Protocol.TCP)]), *extra])[:MAX_NODE_PORTS]:
+                out.append((peer, port, proto))
+        return out
 
     def _bystanders(self, cls: PodClass) -> list[PodClass]:
         """Another class in the subject's namespace and one in another namespace."""
