@@ -320,6 +320,25 @@ def test_a_named_port_fix_leaves_alone_a_blamed_rule_without_ports() -> None:
     assert_fix_restores_parity(snap, f, "cilium")
 
 
+def test_lint_progress_counts_classes_services_and_checked_findings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: dict[str, tuple[int, int]] = {}
+    report = lint_snapshot(
+        load_snapshot([EXAMPLE]),
+        target="cilium",
+        progress=lambda what, done, total: seen.__setitem__(what, (done, total)),
+    )
+    assert set(seen) == {"classes", "services", "findings checked"}
+    assert all(done == total > 0 for done, total in seen.values()), seen
+    assert seen["findings checked"][1] == sum(f.kind != "cilium-policy" for f in report.findings)
+    assert main(["lint", str(EXAMPLE), "--target", "cilium", "--progress"]) == 1
+    err = capsys.readouterr().err
+    assert "lint: classes" in err and "findings checked" in err
+    assert main(["lint", str(EXAMPLE), "--target", "cilium", "--no-progress"]) == 1
+    assert "lint: classes" not in capsys.readouterr().err
+
+
 def test_an_ingress_named_port_migrates_cleanly() -> None:
     policy = netpol(
         "x/named-in",
