@@ -93,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _lint(args: argparse.Namespace, snapshot: Snapshot, target: str) -> LintReport:
-    """The lint, with progress on stderr if asked. (The cycle collector stays on: paused as
-    the planner pauses it, the lint at 20,000 pods peaked at 1.2 GB, over issue 19's 1 GB.)"""
+    """The lint, the cycle collector paused (as the planner's), progress on stderr if asked."""
+    from netparity.plan.planner import gc_paused
+
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = None
     if show:
@@ -102,7 +103,8 @@ def _lint(args: argparse.Namespace, snapshot: Snapshot, target: str) -> LintRepo
 
         progress = StderrProgress("lint", prefix="lint")
     try:
-        return lint_snapshot(snapshot, target=target, progress=progress)
+        with gc_paused():
+            return lint_snapshot(snapshot, target=target, progress=progress)
     finally:
         if progress is not None:
             progress.finish()
@@ -119,7 +121,10 @@ def _accept(report: LintReport, path: str) -> LintReport:
 
 def _older(snapshot: Snapshot, report: LintReport) -> list[str]:
     """What linting for cilium-1.16 (AKS on Kubernetes 1.31) adds, in one line."""
-    older = lint_snapshot(snapshot, target=OLDER_TARGET, fixes=False)
+    from netparity.plan.planner import gc_paused
+
+    with gc_paused():
+        older = lint_snapshot(snapshot, target=OLDER_TARGET, fixes=False)
     seen = {f.id for f in report.findings}
     extra = [f for f in older.findings if f.id not in seen]
     if not extra:
