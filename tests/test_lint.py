@@ -290,6 +290,55 @@ def test_a_named_port_with_one_number_cluster_wide_opens_outside_addresses_on_ci
     assert_fix_restores_parity(snap, f, "cilium")
 
 
+def test_a_named_port_fix_leaves_alone_a_blamed_rule_without_ports() -> None:
+    # x/out's ipBlock rule (no ports) also admits the named port's connections under NPM, so
+    # the finding blames it too; the fix splits x/named and leaves x/out as it is (this
+    # crashed: bench/gen.py's 1,000-pod cluster with seed 2, issue 19)
+    named = netpol(
+        "x/named",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"port": "http"}]}],
+        },
+    )
+    wide = netpol(
+        "x/out",
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
+        },
+    )
+    snap, report = lint(named, wide)
+    f = one(report, "named-port", "NetworkPolicies x/named, x/out")
+    assert "NetworkPolicy x/out egress[0]" in f.rules
+    assert f.fix is not None
+    assert [o["metadata"]["name"] for o in f.fix.objects] == ["named"]
+    rules = f.fix.objects[0]["spec"]["egress"]
+    assert sorted(r["ports"][0]["port"] for r in rules) == [80, 8080]
+    assert_fix_restores_parity(snap, f, "cilium")
+
+
+def test_lint_progress_counts_classes_services_and_checked_findings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: dict[str, tuple[int, int]] = {}
+    report = lint_snapshot(
+        load_snapshot([EXAMPLE]),
+        target="cilium",
+        progress=lambda what, done, total: seen.__setitem__(what, (done, total)),
+    )
+    assert set(seen) == {"classes", "services", "findings checked"}
+    assert all(done == total > 0 for done, total in seen.values()), seen
+    assert seen["findings checked"][1] == sum(f.kind != "cilium-policy" for f in report.findings)
+    assert main(["lint", str(EXAMPLE), "--target", "cilium", "--progress"]) == 1
+    err = capsys.readouterr().err
+    assert "lint: classes" in err and "findings checked" in err
+    assert main(["lint", str(EXAMPLE), "--target", "cilium", "--no-progress"]) == 1
+    assert "lint: classes" not in capsys.readouterr().err
+
+
 def test_an_ingress_named_port_migrates_cleanly() -> None:
     policy = netpol(
         "x/named-in",

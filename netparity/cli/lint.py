@@ -56,6 +56,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="accept file (the gate's: a YAML list of {id, reason}); a finding whose id it "
         "lists is accepted: left out of the findings and named in a note",
     )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show progress on stderr: classes walked, Services walked, findings checked "
+        "(default: when stderr is a terminal)",
+    )
     p.set_defaults(func=run)
 
 
@@ -73,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     elif target is None:
         target, why = default_target(snapshot)
         notes.append(f"target {target}: {why} (--target overrides)")
-    report = lint_snapshot(snapshot, target=target)
+    report = _lint(args, snapshot, target)
     if args.accept:
         report = _accept(report, args.accept)
     if args.target is None and target == NEWEST_TARGET:
@@ -92,6 +99,24 @@ def run(args: argparse.Namespace) -> int:
     return exit_code(report)
 
 
+def _lint(args: argparse.Namespace, snapshot: Snapshot, target: str) -> LintReport:
+    """The lint, the cycle collector paused (as the planner's), progress on stderr if asked."""
+    from netparity.plan.planner import gc_paused
+
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = None
+    if show:
+        from netparity.lab.lifecycle import StderrProgress
+
+        progress = StderrProgress("lint", prefix="lint")
+    try:
+        with gc_paused():
+            return lint_snapshot(snapshot, target=target, progress=progress)
+    finally:
+        if progress is not None:
+            progress.finish()
+
+
 def _accept(report: LintReport, path: str) -> LintReport:
     """The report without the findings the accept file lists (a note names each)."""
     from netparity.accept import load_accept
@@ -103,7 +128,10 @@ def _accept(report: LintReport, path: str) -> LintReport:
 
 def _older(snapshot: Snapshot, report: LintReport) -> list[str]:
     """What linting for cilium-1.16 (AKS on Kubernetes 1.31) adds, in one line."""
-    older = lint_snapshot(snapshot, target=OLDER_TARGET, fixes=False)
+    from netparity.plan.planner import gc_paused
+
+    with gc_paused():
+        older = lint_snapshot(snapshot, target=OLDER_TARGET, fixes=False)
     seen = {f.id for f in report.findings}
     extra = [f for f in older.findings if f.id not in seen]
     if not extra:

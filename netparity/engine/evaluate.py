@@ -103,8 +103,8 @@ class Engine:
     """A snapshot compiled for evaluation. Thread-safe for reads; caches per dataplane."""
 
     def __init__(self, snapshot: Snapshot, *, compiled: Engine | None = None) -> None:
-        """`compiled`: an engine over a snapshot with the same policies (the same objects),
-        whose compiled policies are reused instead of compiled again."""
+        """`compiled`: an engine over a snapshot with (some of) the same policies (the same
+        objects), whose compiled policies are reused instead of compiled again."""
         self.snapshot = snapshot
         self.np_targets: tuple[NPTarget, ...]
         self.cilium_targets: tuple[CiliumTarget, ...]
@@ -115,6 +115,18 @@ class Engine:
         ):
             self.np_targets = compiled.np_targets
             self.cilium_targets = compiled.cilium_targets
+        elif compiled is not None:  # the policies both snapshots hold are compiled once
+            old = compiled.snapshot
+            nps = {id(p): t for p, t in zip(old.network_policies, compiled.np_targets, strict=True)}
+            cps = {
+                id(c): t for c, t in zip(old.cilium_policies, compiled.cilium_targets, strict=True)
+            }
+            self.np_targets = tuple(
+                nps.get(id(p)) or compile_network_policy(p) for p in snapshot.network_policies
+            )
+            self.cilium_targets = tuple(
+                cps.get(id(c)) or compile_cilium_policy(c) for c in snapshot.cilium_policies
+            )
         else:
             self.np_targets = tuple(compile_network_policy(p) for p in snapshot.network_policies)
             self.cilium_targets = tuple(compile_cilium_policy(p) for p in snapshot.cilium_policies)

@@ -460,7 +460,7 @@ class _CiliumLint:
             fixed = apply_objects(self.snapshot, fix.objects, fix.action)
         except Exception:  # a fix the parser refuses is no fix
             return False
-        engine = Engine(fixed)
+        engine = Engine(fixed, compiled=self.engine)
         for traffic, direction in acc.cuts:
             result = _side(engine.evaluate(traffic, self.tgt), direction)
             if result is None or result.decision is not Decision.ALLOW:

@@ -14,9 +14,42 @@ from netparity.model.objects import Pod
 from netparity.model.selectors import LabelSelector
 
 
+class LabelIndex:
+    """A scope's pods grouped by their labels (as `labels_of` gives them), built once for the
+    many `exact_selectors` calls over the same scope (issue 19: not a pass over every pod
+    per call)."""
+
+    def __init__(self, scope: Iterable[Pod], labels_of: Mapping[str, Mapping[str, str]]) -> None:
+        self.group_of: dict[str, int] = {}
+        self.labels: list[Mapping[str, str]] = []
+        self.sizes: list[int] = []
+        ids: dict[tuple[tuple[str, str], ...], int] = {}
+        for p in scope:
+            if p.key in self.group_of:
+                continue
+            labels = labels_of[p.key]
+            items = tuple(sorted(labels.items()))
+            i = ids.get(items)
+            if i is None:
+                i = ids[items] = len(self.labels)
+                self.labels.append(labels)
+                self.sizes.append(0)
+            self.sizes[i] += 1
+            self.group_of[p.key] = i
+
+    def others(self, want: set[str]) -> list[Mapping[str, str]]:
+        """The distinct label sets of the scope's pods outside `want`."""
+        taken: dict[int, int] = defaultdict(int)
+        for k in want:
+            i = self.group_of.get(k)
+            if i is not None:
+                taken[i] += 1
+        return [labels for i, labels in enumerate(self.labels) if taken[i] < self.sizes[i]]
+
+
 def exact_selectors(
     wanted: Sequence[Pod],
-    scope: Sequence[Pod],
+    scope: Sequence[Pod] | LabelIndex,
     labels_of: Mapping[str, Mapping[str, str]],
     *,
     split: bool = True,
@@ -24,18 +57,15 @@ def exact_selectors(
     """Selectors (OR'd) over `labels_of` that match exactly `wanted` within `scope`, or None.
 
     `labels_of` maps a pod key to the labels a selector may use (identity labels only, so that
-    the selector means the same on both dataplanes). Without `split`, only one selector (the
-    labels the wanted pods share) is tried.
+    the selector means the same on both dataplanes); `scope` may come indexed (LabelIndex over
+    the same `labels_of`). Without `split`, only one selector (the labels the wanted pods
+    share) is tried.
     """
     want = {p.key for p in wanted}
     if not want:
         return []
-    distinct: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
-    for p in scope:
-        if p.key not in want:
-            labels = labels_of[p.key]
-            distinct.setdefault(tuple(sorted(labels.items())), labels)
-    others = list(distinct.values())
+    index = scope if isinstance(scope, LabelIndex) else LabelIndex(scope, labels_of)
+    others = index.others(want)
     if not others:
         return [LabelSelector()]
 

@@ -11,7 +11,7 @@ changes too (and says which it supersedes), so applying the files in order gives
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -175,7 +175,11 @@ def _failures(
 class FixBuilder(Remedies):
     """Builds, checks and attaches the fix of each finding, in report order."""
 
-    def attach(self, findings: Sequence[Finding]) -> list[Finding]:
+    def attach(
+        self,
+        findings: Sequence[Finding],
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> list[Finding]:
         """Every finding with its checked fix (or the reason it has none), in report order.
 
         Fixes are checked in batches, one Engine per batch: a batch never holds a fix whose
@@ -212,7 +216,11 @@ class FixBuilder(Remedies):
                 proposed.append((f, proposal))
             for batch in _pack(proposed):
                 self._flush(batch, done)
+                if progress is not None:
+                    progress("findings checked", len(done), len(ordered))
             todo = later
+        if progress is not None:
+            progress("findings checked", len(done), len(ordered))
         return [done[f.id] for f in ordered]
 
     def _flush(self, batch: list[tuple[Finding, Proposal]], done: dict[str, Finding]) -> None:
@@ -223,7 +231,7 @@ class FixBuilder(Remedies):
         for f, _ in batch:
             expectations.extend(f.expectations)
         fixed = apply_each(fixed, [(p.objects, p.action) for _, p in batch])
-        engine = Engine(relevant_part(fixed, expectations))
+        engine = Engine(relevant_part(fixed, expectations), compiled=self.engine)
         linter = Linter(engine, self.npm, self.target)
         for f, proposal in batch:
             failures = _failures(

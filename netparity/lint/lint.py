@@ -10,6 +10,7 @@ finding whose kind is the SEMANTICS.md row the engine's explanation cites.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import (
@@ -18,14 +19,11 @@ from netparity.engine.dataplane import (
     TARGETS,
     Dataplane,
     get_dataplane,
-    older_release,
 )
 from netparity.engine.evaluate import Engine
-from netparity.engine.matcher.peer import flatten
 from netparity.engine.traffic import (
     Decision,
     DirectionResult,
-    Endpoint,
     NodeEndpoint,
     PodEndpoint,
     RuleRef,
@@ -43,6 +41,7 @@ from netparity.lint.findings import (
     Probe,
 )
 from netparity.lint.judged import not_judged
+from netparity.lint.kinds import TITLES, notes, ns_selector_or, row_key
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.tally import NP as _NP
 from netparity.lint.tally import Acc as _Acc
@@ -57,30 +56,23 @@ from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.model import Scenario
 
-_TAG = re.compile(r"\((D\d+[a-z]?)\)")
+Progress = Callable[[str, int, int], None]  # (what, done, total), as netparity.backend's
 
-TITLES: dict[str, str] = {
-    Scenario.ENDPORT: "the endPort range is not honoured",
-    Scenario.IPBLOCK_PODS: "the ipBlock no longer matches pod IPs",
-    Scenario.IPBLOCK_NODES: "the ipBlock no longer matches node IPs",
-    Scenario.NAMED_PORT: "the named port resolves differently",
-    Scenario.NODE_EGRESS: "egress to the pod's own node is policed from now on",
-    Scenario.EXTERNAL_INGRESS: "outside traffic through NodePort/LoadBalancer is policed from now on",
-    Scenario.IDENTITY_LABELS: "a selector uses a label Cilium leaves out of identities",
-    Scenario.SCTP: "SCTP port rules do not match",
-    Scenario.POLICY_TYPES: "rules outside policyTypes are enforced",
-    Scenario.LB_IN_CLUSTER: "in-cluster traffic to a LoadBalancer IP/NodePort is policed from now on",
-    Scenario.UNTRANSLATABLE: "NPM never enforced this policy; the target will",
-    Scenario.NS_SELECTOR_OR: "NPM reads a multi-value In/NotIn namespaceSelector as an OR; "
-    "the target as the spec (AND)",
-    OTHER_KIND: "the verdict changes",
-}
+_TAG = re.compile(r"\((D\d+[a-z]?)\)")
 
 
 def lint_snapshot(
-    snapshot: Snapshot, *, target: str = NEWEST_TARGET, fixes: bool = True
+    snapshot: Snapshot,
+    *,
+    target: str = NEWEST_TARGET,
+    fixes: bool = True,
+    progress: Progress | None = None,
 ) -> LintReport:
-    """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`."""
+    """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`.
+
+    `progress(what, done, total)` hears of the pod classes walked, the Services walked and
+    the findings whose fix was checked (`netparity lint --progress`)."""
+    report: Progress = progress if progress is not None else _quiet
     if target not in TARGETS:
         raise InputError(
             f"unknown lint target {target!r} (expected one of {', '.join(TARGETS)})",
@@ -92,23 +84,25 @@ def lint_snapshot(
     classes = ClassIndex(engine, (npm, tgt))
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
     linter = Linter(engine, npm, tgt)
-    for cls in classes.classes:
+    for i, cls in enumerate(classes.classes, 1):
         for direction in (INGRESS, EGRESS):
             governing = builder.governing(cls, direction)
             if governing:
                 for probe in builder.subject_probes(cls, direction, governing):
                     linter.observe(probe)
+        report("classes", i, len(classes.classes))
     services = 0
-    for svc in snapshot.services:
+    for i, svc in enumerate(snapshot.services, 1):
         probes = builder.service_probes(svc)
         services += bool(probes)
         for probe in probes:
             linter.observe(probe, svc)
+        report("services", i, len(snapshot.services))
     findings = linter.findings(target)
     if fixes:
         from netparity.lint.fixes import FixBuilder
 
-        findings = FixBuilder(builder).attach(findings)
+        findings = FixBuilder(builder).attach(findings, report)
     findings.extend(_cilium_findings(snapshot, engine, npm, tgt, fixes=fixes))
     findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
     return LintReport(
@@ -119,9 +113,13 @@ def lint_snapshot(
         policies=len(snapshot.network_policies),
         services=services,
         connections=linter.connections,
-        notes=tuple(_notes(snapshot, engine, classes, linter, target)),
+        notes=tuple(notes(snapshot, classes, linter, target)),
         not_judged=not_judged(snapshot, linter.unknown_reasons),
     )
+
+
+def _quiet(what: str, done: int, total: int) -> None:
+    pass
 
 
 def _cilium_findings(
@@ -131,38 +129,6 @@ def _cilium_findings(
     from netparity.lint.cilium_findings import cilium_findings
 
     return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes)
-
-
-def _notes(
-    snapshot: Snapshot, engine: Engine, classes: ClassIndex, linter: Linter, target: str
-) -> list[str]:
-    notes = []
-    older = older_release(target)
-    if older is not None and any(
-        pp.end_port is not None
-        for p in snapshot.network_policies
-        for r in (*p.ingress, *p.egress)
-        for pp in r.ports
-    ):
-        notes.append(
-            "endPort ranges are honoured by Cilium >= 1.17; lint with --target "
-            f"{older} for AKS on Kubernetes 1.31 (D1)"
-        )
-    if classes.windows_pods:
-        notes.append(
-            f"{classes.windows_pods} pods on Windows nodes are out of scope (Cilium is Linux-only, D15)"
-        )
-    if linter.unknown:
-        notes.append(
-            f"{len(linter.unknown)} connections have an unknown verdict and are not judged, "
-            f"e.g. {linter.unknown[0]}"
-        )
-    if linter.unattributed:
-        notes.append(
-            f"{len(linter.unattributed)} connections change because of Cilium policies already "
-            f"in the snapshot, e.g. {linter.unattributed[0]}"
-        )
-    return notes
 
 
 class Linter:
@@ -397,7 +363,7 @@ class Linter:
                 return Scenario.IDENTITY_LABELS
         peer_ep = t.source if probe.side == INGRESS else t.destination
         rules = [r for r in (self._rule(ref) for ref in refs) if r is not None]
-        if _ns_selector_or(self, peer_ep, rules):
+        if ns_selector_or(self, peer_ep, rules):
             return Scenario.NS_SELECTOR_OR
         if isinstance(peer_ep, PodEndpoint) and not peer_ep.pod.host_network:
             pod = peer_ep.pod
@@ -509,32 +475,9 @@ class Linter:
                     title=TITLES.get(kind, kind),
                     message=message,
                     traffic=tuple(traffic),
-                    rows=tuple(sorted(rows, key=_row_key)),
+                    rows=tuple(sorted(rows, key=row_key)),
                     uncertain=tuple(acc.uncertain),
                     expectations=tuple(acc.expectations),
                 )
             )
         return out
-
-
-def _row_key(row: str) -> tuple[int, str]:
-    m = re.match(r"D(\d+)(.*)", row)
-    return (int(m.group(1)), m.group(2)) if m else (999, row)
-
-
-def _ns_selector_or(linter: Linter, peer: Endpoint, rules: list[NPRule]) -> bool:
-    """D19: a rule's namespaceSelector decides differently as NPM flattens it (an OR of its
-    multi-value In/NotIn, engine.matcher.peer.flatten) and as the target reads it."""
-    if linter.npm.ns_selector_flattened == linter.target.ns_selector_flattened:
-        return False
-    if not isinstance(peer, PodEndpoint) or peer.pod.host_network:
-        return False
-    labels = linter.engine.snapshot.namespace(peer.pod.namespace).labels
-    for rule in rules:
-        for pe in rule.peers:
-            sel = pe.namespace_selector
-            if sel is not None and any(s.matches(labels) for s in flatten(sel)) != sel.matches(
-                labels
-            ):
-                return True
-    return False

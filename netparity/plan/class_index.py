@@ -78,18 +78,23 @@ class ClassIndex:
             for ns, cs in self.by_namespace.items()
         }
         self.all_pods: tuple[Pod, ...] = tuple(p for c in self.classes for p in c.pods)
+        self._groups: dict[tuple[str, int, str], PodGroup] = {}  # group(cls, pods), once
 
     def group(self, cls: PodClass, pods: Sequence[Pod] | None = None) -> PodGroup:
         """The class (or the `pods` of it) as a reader sees them."""
         if pods is None:
             return self._full[cls.name]
-        return PodGroup(
-            namespace=cls.namespace,
-            labels=self._shown[cls.name],
-            count=len(pods),
-            example=pods[0].key,
-            template=pods[0].template,
-        )
+        key = (cls.name, len(pods), pods[0].key)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = PodGroup(
+                namespace=cls.namespace,
+                labels=self._shown[cls.name],
+                count=len(pods),
+                example=pods[0].key,
+                template=pods[0].template,
+            )
+        return group
 
 
 def _shared(pods: Sequence[Pod], used: frozenset[str]) -> tuple[tuple[str, str], ...]:

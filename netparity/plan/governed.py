@@ -38,6 +38,7 @@ from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.classes import PodClass
+from netparity.plan.governed_blocks import ipblock_nodes, sample_outside
 from netparity.plan.governed_ports import (
     EXTERNAL_PORT,
     KUBELET_PORT,
@@ -50,6 +51,8 @@ from netparity.plan.governed_ports import (
     unique,
 )
 from netparity.plan.groups import PodGroup, describe_pods
+
+_Named = tuple[tuple[str, Protocol], ...]  # a rule's egress named ports
 
 
 def isolates(t: NPTarget, direction: str, dp: Dataplane) -> bool:
@@ -113,10 +116,11 @@ class GovernedTraffic(PortChoice):
         self.np_by_ns: dict[str, list[NPTarget]] = defaultdict(list)
         for t in engine.np_targets:
             self.np_by_ns[t.namespace].append(t)
-        self._selector_cache: dict[tuple[int, int, str], list[Peer]] = {}
-        self._ipblock_cache: dict[tuple[int, int], list[Peer]] = {}
+        self._selector_cache: dict[tuple[PolicyPeer, str, _Named], list[Peer]] = {}
+        self._ipblock_cache: dict[tuple[str, _Named], list[Peer]] = {}
         self._named_cache: dict[tuple[int, str], list[Peer]] = {}
         self._sample_cache: dict[int, str | None] = {}
+        self._nodes_cache: dict[tuple[str, str | None], list[Peer]] = {}
         self._inside_cache: dict[str, dict[str, list[Pod]]] = {}
         self._inside_by_id: dict[int, tuple[IPBlock, dict[str, list[Pod]]]] = {}
         self._match_cache: dict[tuple[str, str, str], list[PodClass]] = {}
@@ -189,20 +193,8 @@ class GovernedTraffic(PortChoice):
             isolates(t, direction, self.npm) != isolates(t, direction, self.target)
             for t in governing
         ):
-            # D23: one dataplane isolates the direction by rules the other ignores; pods no
-            # rule names show the isolation gained or lost, as the outside client does
-            for other in self._bystanders(cls):
-                peer = Peer(
-                    endpoint=PodEndpoint(pod=other.rep),
-                    desc=describe_pods([self.classes.group(other)]),
-                    pod=other.rep,
-                )
-                dst = s if direction == INGRESS else other.rep
-                ports = [(cp.port, cp.protocol) for cp in dst.ports[:MAX_PORTS]]
-                for port, proto in unique([*(ports or [(80, Protocol.TCP)]), *extra])[
-                    :MAX_NODE_PORTS
-                ]:
-                    add(peer, port, proto)
+            for peer, port, proto in self._bystander_peers(cls, direction, extra):
+                add(peer, port, proto)
         own = self.node_by_name.get(s.node_name or "")
         outside = Peer(
             endpoint=ExternalEndpoint(ip=DEFAULT_EXTERNAL_IP),
@@ -228,6 +220,24 @@ class GovernedTraffic(PortChoice):
             for port, proto in unique([*mine, *extra])[:MAX_NODE_PORTS]:
                 add(outside, port, proto)
         return list(out.values())
+
+    def _bystander_peers(
+        self, cls: PodClass, direction: str, extra: PortList
+    ) -> list[tuple[Peer, int, Protocol]]:
+        """D23: one dataplane isolates the direction by rules the other ignores; pods no
+        rule names show the isolation gained or lost, as the outside client does."""
+        out = []
+        for other in self._bystanders(cls):
+            peer = Peer(
+                endpoint=PodEndpoint(pod=other.rep),
+                desc=describe_pods([self.classes.group(other)]),
+                pod=other.rep,
+            )
+            dst = cls.rep if direction == INGRESS else other.rep
+            ports = [(cp.port, cp.protocol) for cp in dst.ports[:MAX_PORTS]]
+            for port, proto in unique([*(ports or [(80, Protocol.TCP)]), *extra])[:MAX_NODE_PORTS]:
+                out.append((peer, port, proto))
+        return out
 
     def _bystanders(self, cls: PodClass) -> list[PodClass]:
         """Another class in the subject's namespace and one in another namespace."""
@@ -316,7 +326,9 @@ class GovernedTraffic(PortChoice):
     def _selector_pods(
         self, t: NPTarget, peer: PolicyPeer, rule: NPRule, direction: str
     ) -> list[Peer]:
-        key = (id(peer), id(rule), t.namespace)
+        # by value: the policies that name the same peer share its classes (issue 19)
+        home = t.namespace if peer.namespace_selector is None else ""
+        key = (peer, home, tuple(self._named(rule, direction)))
         cached = self._selector_cache.get(key)
         if cached is None:
             cached = self._behaviour(self._matching(t, peer), rule, direction, peer)
@@ -325,7 +337,8 @@ class GovernedTraffic(PortChoice):
 
     def _matching(self, t: NPTarget, peer: PolicyPeer) -> list[PodClass]:
         """The classes a selector peer matches on either dataplane."""
-        key = (str(peer.namespace_selector), str(peer.pod_selector), t.namespace)
+        home = t.namespace if peer.namespace_selector is None else ""
+        key = (str(peer.namespace_selector), str(peer.pod_selector), home)
         cached = self._match_cache.get(key)
         if cached is not None:
             return cached
@@ -382,12 +395,12 @@ class GovernedTraffic(PortChoice):
         return inside
 
     def _ipblock_pods(self, block: IPBlock, rule: NPRule, direction: str) -> list[Peer]:
-        key = (id(block), id(rule))
+        named = self._named(rule, direction)
+        key = (str(block), tuple(named))
         cached = self._ipblock_cache.get(key)
         if cached is not None:
             return cached
         inside = self.pods_in(block)
-        named = self._named(rule, direction)
         groups: dict[tuple[int | None, ...], list[tuple[PodClass, list[Pod]]]] = defaultdict(list)
         for name, pods in inside.items():
             c = self.classes.by_name[name]
@@ -412,56 +425,18 @@ class GovernedTraffic(PortChoice):
         return result
 
     def _ipblock_nodes(self, block: IPBlock, s: Pod) -> list[Peer]:
-        out = []
-        own_seen = other_seen = False
-        for n in self.nodes:
-            if not block.contains(ipaddress.ip_address(n.ip)):
-                continue
-            own = n.name == s.node_name
-            if (own and own_seen) or (not own and other_seen):
-                continue
-            what = "own node" if own else "another node"
-            out.append(
-                Peer(
-                    endpoint=NodeEndpoint(node=n),
-                    desc=f"node {n.name} ({what}; node IP in ipBlock {block})",
-                    node=n,
-                )
-            )
-            own_seen = own_seen or own
-            other_seen = other_seen or not own
-        return out
+        key = (str(block), s.node_name)  # the same for every pod on the node
+        cached = self._nodes_cache.get(key)
+        if cached is None:
+            cached = self._nodes_cache[key] = ipblock_nodes(block, self.nodes, s)
+        return cached
 
     def _sample_outside(self, block: IPBlock) -> str | None:
         """An address inside the block (not excepted) that no pod, node or Service owns."""
         key = id(block)
-        if key in self._sample_cache:
-            return self._sample_cache[key]
-        net = block.cidr
-        candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-        default = ipaddress.ip_address(DEFAULT_EXTERNAL_IP)
-        if default.version == net.version:
-            candidates.append(default)
-        size = net.num_addresses
-        first = net.network_address
-        candidates += [first + min(1, size - 1), first + size // 2, first + max(0, size - 2)]
-        for e in block.excepts:
-            after = int(e.broadcast_address) + 1
-            if after <= int(net.broadcast_address):
-                candidates.append(ipaddress.ip_address(after))
-        fallback: str | None = None
-        chosen: str | None = None
-        for c in candidates:
-            if not block.contains(c) or str(c) in self.owned:
-                continue
-            if any(c in cidr for cidr in self.pod_cidrs if cidr.version == c.version):
-                fallback = fallback or str(c)
-                continue
-            chosen = str(c)
-            break
-        result = chosen or fallback
-        self._sample_cache[key] = result
-        return result
+        if key not in self._sample_cache:
+            self._sample_cache[key] = sample_outside(block, self.owned, self.pod_cidrs)
+        return self._sample_cache[key]
 
     def _all_peers(self, rule: NPRule, direction: str, s: Pod) -> list[Peer]:
         """A rule without from/to: a pod (one per named-port behaviour), nodes, the outside."""

@@ -54,7 +54,8 @@ class _View:
 class _Caches:
     peer_match: dict[tuple[int, str, str], tuple[bool, bool]] = field(default_factory=dict)
     views: dict[tuple[str, ...], _View] = field(default_factory=dict)
-    signatures: dict[tuple[tuple[str, ...], str], tuple[object, ...]] = field(default_factory=dict)
+    # per view key, per class name: what the view sees of the class
+    by_view: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
     egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
 
@@ -157,15 +158,20 @@ class ServiceTraffic(GovernedTraffic):
         if not reps:
             return []
         view = self._ingress_view(reps[0][1])
+        sigs = self._caches.by_view.setdefault(view.key, {})
+        by_class = self.classes.by_name
         by_ingress: dict[tuple[object, ...], list[_Client]] = {}
         for node, b, target_port, _ in reps:
+            own = self.classes.of_pod[b.key].name  # the backend's class: less the backend
             for name, pods in self.on_node.get(node.name, {}).items():
-                klass = self.classes.by_name[name]
-                count = len(pods) - sum(1 for m in pods if m.key == b.key)
+                count = len(pods) - (name == own)
                 if not count:
                     continue
+                klass = by_class[name]
                 client = pods[0] if pods[0].key != b.key else pods[1]
-                sig = self._client_signature(klass, view)
+                sig = sigs.get(name)
+                if sig is None:
+                    sig = sigs[name] = self._client_signature(klass, view)
                 by_ingress.setdefault(sig, []).append((client, b, node, target_port, klass, count))
         out: list[Connection] = []
         for members in by_ingress.values():
@@ -276,10 +282,6 @@ class ServiceTraffic(GovernedTraffic):
 
     def _client_signature(self, cls: PodClass, view: _View) -> tuple[object, ...]:
         """What the backend's ingress policies see of a client class."""
-        cache_key = (view.key, cls.name)
-        cached = self._caches.signatures.get(cache_key)
-        if cached is not None:
-            return cached
         client = cls.rep
         sig: list[object] = []
         ns_labels = self.engine.namespace_labels(client.namespace)
@@ -307,9 +309,7 @@ class ServiceTraffic(GovernedTraffic):
             sig.extend(sel.matches(clabels) for sel in view.selectors)
         if view.blocks:
             sig.extend(cls.name in self.pods_in(b) for b in view.blocks)
-        result = tuple(sig)
-        self._caches.signatures[cache_key] = result
-        return result
+        return tuple(sig)
 
     def _client_samples(self, svc: Service, backend: Pod) -> list[str]:
         """Outside addresses inside the ipBlocks of the ingress rules that govern the backend."""

@@ -18,7 +18,7 @@ from typing import Any
 from netparity.engine.compile import NPRule, NPTarget
 from netparity.engine.dataplane import Dataplane, EndPortMode
 from netparity.facts.cilium_config import LabelFilter
-from netparity.lint.classes import exact_selectors
+from netparity.lint.classes import LabelIndex, exact_selectors
 from netparity.lint.findings import Finding, FixAction, FixWhen
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.wire import network_policy_dict, selector_dict
@@ -65,6 +65,8 @@ class RemedyContext:
         self.id_labels = {p.key: engine.labels(p, target) for p in classes.all_pods}
         self.all_keys = frozenset(p.key for p in classes.all_pods)
         self._ranges: list[str] | None = None
+        self._indexes: dict[str | None, LabelIndex] = {}
+        self._precise: dict[tuple[str, frozenset[str]], list[dict[str, Any]] | NoFix] = {}
         self.excluded: LabelFilter | None = target.label_filter
 
     def policy_dict(self, name: str) -> dict[str, Any]:
@@ -126,18 +128,44 @@ class RemedyContext:
             if sel.matches(self.engine.namespace_labels(ns))
         ]
 
+    def label_index(self, namespace: str | None) -> LabelIndex:
+        """The pods of `namespace` (None: of the cluster) by identity labels, built once."""
+        index = self._indexes.get(namespace)
+        if index is None:
+            scope = (
+                self.classes.all_pods
+                if namespace is None
+                else self.classes.pods_by_namespace.get(namespace, [])
+            )
+            index = self._indexes[namespace] = LabelIndex(scope, self.id_labels)
+        return index
+
     def precise_peers(self, pods: Sequence[Pod], home: str) -> list[dict[str, Any]]:
         """Peers that select exactly `pods` today, by identity labels (same on both dataplanes):
         one selector over every namespace if a few labels tell them apart cluster-wide, else
-        per namespace. Too many peers to read is no fix."""
-        keys = {p.key for p in pods}
+        per namespace. Too many peers to read is no fix. Worked out once per set of pods."""
+        keys = frozenset(p.key for p in pods)
+        cached = self._precise.get((home, keys))
+        if cached is None:
+            try:
+                cached = self._precise_peers(pods, keys, home)
+            except NoFix as e:
+                cached = e
+            self._precise[(home, keys)] = cached
+        if isinstance(cached, NoFix):
+            raise NoFix(str(cached))
+        return copy.deepcopy(cached)
+
+    def _precise_peers(
+        self, pods: Sequence[Pod], keys: frozenset[str], home: str
+    ) -> list[dict[str, Any]]:
         if keys == self.all_keys:
             return [{"namespaceSelector": {}}]
         by_ns: dict[str, list[Pod]] = defaultdict(list)
         for p in pods:
             by_ns[p.namespace].append(p)
         if len(by_ns) > 1:
-            wide = exact_selectors(pods, self.classes.all_pods, self.id_labels, split=False)
+            wide = exact_selectors(pods, self.label_index(None), self.id_labels, split=False)
             if wide is not None:
                 return [
                     {"namespaceSelector": {}, "podSelector": selector_dict(sel)} for sel in wide
@@ -150,9 +178,7 @@ class RemedyContext:
             )
         out: list[dict[str, Any]] = []
         for ns in sorted(by_ns):
-            sels = exact_selectors(
-                by_ns[ns], self.classes.pods_by_namespace.get(ns, []), self.id_labels
-            )
+            sels = exact_selectors(by_ns[ns], self.label_index(ns), self.id_labels)
             if sels is None:
                 raise NoFix(
                     f"the pods in {ns} ({', '.join(sorted(p.key for p in by_ns[ns])[:3])}) "

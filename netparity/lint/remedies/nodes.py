@@ -66,7 +66,7 @@ def node_egress(ctx: RemedyContext, finding: Finding) -> Proposal:
         if cls is not None:
             affected.update({p.key: p for p in cls.pods})
     namespace = finding.namespace
-    scope = ctx.classes.pods_by_namespace.get(namespace, [])
+    scope = ctx.label_index(namespace)
     selectors: list[dict[str, Any]] | None = None
     for name in finding.policies:
         policy = ctx.policies.get(name)

@@ -60,6 +60,8 @@ def named_port(ctx: RemedyContext, finding: Finding) -> Proposal:
             raise NoFix("ingress named ports resolve on the selected pod on both dataplanes")
         policy = ctx.policies[name]
         rule = ctx.rule(name, direction, index)
+        if not any(isinstance(pp.port, str) for pp in rule.ports):
+            continue  # a rule that also decided the connections, without a named port
         d = edits.get(name) or ctx.policy_dict(name)
         edits[name] = d
         wire_rule = d["spec"][direction][index]
@@ -85,6 +87,8 @@ def named_port(ctx: RemedyContext, finding: Finding) -> Proposal:
                     entry["port"] = next(iter(numbers[key]))
             continue
         _one_rule_per_number(ctx, d["spec"][direction], index, numbers, policy.namespace)
+    if not edits:
+        raise NoFix("no rule that decided these connections names a port")
     split = any(
         "to" in r and len(r.get("ports", [])) == 1
         for d in edits.values()
@@ -164,7 +168,7 @@ def _one_rule_per_number(
     if keep:
         wire_rule["ports"] = keep
         rules.extend(new_rules)
-    else:
+    elif new_rules:
         rules[index] = new_rules[0]
         rules.extend(new_rules[1:])
 

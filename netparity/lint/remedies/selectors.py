@@ -67,7 +67,7 @@ def identity_labels(ctx: RemedyContext, finding: Finding) -> Proposal:
             continue
         d = ctx.policy_dict(name)
         changed = False
-        scope = ctx.classes.pods_by_namespace.get(policy.namespace, [])
+        scope = ctx.label_index(policy.namespace)
         if any(ctx.is_excluded(k) for k in tuple(policy.pod_selector.keys())):
             wanted = ctx.selected(policy, ctx.npm)
             sels = exact_selectors(wanted, scope, ctx.id_labels)

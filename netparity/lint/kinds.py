@@ -1,0 +1,91 @@
+"""What the lint's report says around its findings: the kinds' titles, the notes, the
+order of SEMANTICS rows, and the D19 check (lint.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from netparity.engine.compile import NPRule
+from netparity.engine.dataplane import older_release
+from netparity.engine.matcher.peer import flatten
+from netparity.engine.traffic import Endpoint, PodEndpoint
+from netparity.lint.findings import OTHER_KIND
+from netparity.model.snapshot import Snapshot
+from netparity.plan.class_index import ClassIndex
+from netparity.plan.model import Scenario
+
+if TYPE_CHECKING:
+    from netparity.lint.lint import Linter
+
+TITLES: dict[str, str] = {
+    Scenario.ENDPORT: "the endPort range is not honoured",
+    Scenario.IPBLOCK_PODS: "the ipBlock no longer matches pod IPs",
+    Scenario.IPBLOCK_NODES: "the ipBlock no longer matches node IPs",
+    Scenario.NAMED_PORT: "the named port resolves differently",
+    Scenario.NODE_EGRESS: "egress to the pod's own node is policed from now on",
+    Scenario.EXTERNAL_INGRESS: "outside traffic through NodePort/LoadBalancer is policed from now on",
+    Scenario.IDENTITY_LABELS: "a selector uses a label Cilium leaves out of identities",
+    Scenario.SCTP: "SCTP port rules do not match",
+    Scenario.POLICY_TYPES: "rules outside policyTypes are enforced",
+    Scenario.LB_IN_CLUSTER: "in-cluster traffic to a LoadBalancer IP/NodePort is policed from now on",
+    Scenario.UNTRANSLATABLE: "NPM never enforced this policy; the target will",
+    Scenario.NS_SELECTOR_OR: "NPM reads a multi-value In/NotIn namespaceSelector as an OR; "
+    "the target as the spec (AND)",
+    OTHER_KIND: "the verdict changes",
+}
+
+
+def notes(snapshot: Snapshot, classes: ClassIndex, linter: Linter, target: str) -> list[str]:
+    """The report's notes: the older target, Windows pods, connections not judged or changed
+    by Cilium policies already there."""
+    notes = []
+    older = older_release(target)
+    if older is not None and any(
+        pp.end_port is not None
+        for p in snapshot.network_policies
+        for r in (*p.ingress, *p.egress)
+        for pp in r.ports
+    ):
+        notes.append(
+            "endPort ranges are honoured by Cilium >= 1.17; lint with --target "
+            f"{older} for AKS on Kubernetes 1.31 (D1)"
+        )
+    if classes.windows_pods:
+        notes.append(
+            f"{classes.windows_pods} pods on Windows nodes are out of scope (Cilium is Linux-only, D15)"
+        )
+    if linter.unknown:
+        notes.append(
+            f"{len(linter.unknown)} connections have an unknown verdict and are not judged, "
+            f"e.g. {linter.unknown[0]}"
+        )
+    if linter.unattributed:
+        notes.append(
+            f"{len(linter.unattributed)} connections change because of Cilium policies already "
+            f"in the snapshot, e.g. {linter.unattributed[0]}"
+        )
+    return notes
+
+
+def row_key(row: str) -> tuple[int, str]:
+    m = re.match(r"D(\d+)(.*)", row)
+    return (int(m.group(1)), m.group(2)) if m else (999, row)
+
+
+def ns_selector_or(linter: Linter, peer: Endpoint, rules: list[NPRule]) -> bool:
+    """D19: a rule's namespaceSelector decides differently as NPM flattens it (an OR of its
+    multi-value In/NotIn, engine.matcher.peer.flatten) and as the target reads it."""
+    if linter.npm.ns_selector_flattened == linter.target.ns_selector_flattened:
+        return False
+    if not isinstance(peer, PodEndpoint) or peer.pod.host_network:
+        return False
+    labels = linter.engine.snapshot.namespace(peer.pod.namespace).labels
+    for rule in rules:
+        for pe in rule.peers:
+            sel = pe.namespace_selector
+            if sel is not None and any(s.matches(labels) for s in flatten(sel)) != sel.matches(
+                labels
+            ):
+                return True
+    return False
