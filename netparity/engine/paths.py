@@ -8,13 +8,19 @@ or a decision the path alone makes, with its notes. No policy is read here.
 
 from __future__ import annotations
 
-import ipaddress
-
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
 from netparity.engine.node_nat import hairpin, in_cluster_external_ip
 from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
+from netparity.engine.service_gates import (
+    host_backed,
+    host_backends,
+    internal_local_drop,
+    no_endpoints,
+    source_range_drop,
+    target_port,
+)
 from netparity.engine.traffic import (
     Decision,
     Endpoint,
@@ -196,6 +202,52 @@ class PathResolver:
                 decided=Decision.UNKNOWN,
                 reason=f"Service {svc.key} has no nodePort",
             )
+        external = not isinstance(client, PodPeer)
+        receiving, local_only = self._receiving(client, dst, dp)
+        backend = dst.backend or self._backend(svc, receiving if local_only else None)
+        if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
+            receiving = self._nodes.get(backend.node_name or "")
+        kind = _SERVICE_KIND[(external, dst.via)]
+        if dst.via is Via.LOAD_BALANCER and self.backends(svc):
+            dropped = source_range_drop(client, svc, kind)
+            if dropped is not None:
+                return dropped
+        itp_node = self.internal_local_node(svc, dst.via, client)
+        if itp_node is not None and self.backends(svc):
+            if dst.backend is None:
+                backend = self._backend(svc, itp_node)
+            if backend is None or backend.node_name != itp_node.name:
+                return internal_local_drop(svc, kind, backend, itp_node)
+        hosts = self.host_backends(svc) if backend is None and not self.backends(svc) else ()
+        if hosts and dst.via is Via.CLUSTER_IP:
+            host = hosts[0]
+            node = self._nodes.get(host.node_name or "")
+            return host_backed(client, svc, sp, host, node, traffic.protocol, kind)
+        if backend is None and not self.backends(svc) and not hosts:
+            return no_endpoints(svc, kind)
+        if backend is None:
+            where = f" on {receiving.name}" if local_only and receiving else ""
+            return Path(
+                kind=kind,
+                decided=Decision.DENY if local_only else Decision.UNKNOWN,
+                reason=f"Service {svc.key} has no backend{where}"
+                + (" (externalTrafficPolicy Local drops it)" if local_only else ""),
+            )
+        port = target_port(backend, sp)
+        if port is None:
+            return Path(
+                kind=kind,
+                decided=Decision.UNKNOWN,
+                reason=f"backend {backend.key} has no port named {sp.target_port!r}",
+            )
+        return self._to_backend(client, dst, sp, backend, port, receiving, dp, kind)
+
+    def _receiving(
+        self, client: Peer, dst: ServiceEndpoint, dp: Dataplane
+    ) -> tuple[Node | None, bool]:
+        """The node that receives (translates) a Service connection, and whether only its
+        backends may serve it (externalTrafficPolicy Local)."""
+        svc = dst.service
         receiving = dst.node
         if dst.via is Via.LOAD_BALANCER and isinstance(client, PodPeer):
             # a pod's packets to a LoadBalancer IP leave through, and are taken by, its own node
@@ -218,75 +270,22 @@ class PathResolver:
             # Cilium translates only its own node's NodePorts at the pod; another node's
             # NodePort is handled there like outside traffic: Local keeps local backends.
             local_only = True
-        backend = dst.backend or self._backend(svc, receiving if local_only else None)
-        if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
-            receiving = self._nodes.get(backend.node_name or "")
-        kind = _SERVICE_KIND[(external, dst.via)]
-        if dst.via is Via.LOAD_BALANCER and svc.load_balancer_source_ranges and self.backends(svc):
-            # D22: kube-proxy DNATs an LB IP only for sources inside loadBalancerSourceRanges
-            # (nat KUBE-FW-*); the rest is dropped by filter KUBE-PROXY-FIREWALL, first in
-            # INPUT, FORWARD and OUTPUT (kubernetes pkg/proxy/iptables/proxier.go, usesFWChain)
-            address = ipaddress.ip_address(client.ip) if client.ip else None
-            if address is None or not any(
-                address in ipaddress.ip_network(r.strip(), strict=False)
-                for r in svc.load_balancer_source_ranges
-            ):
-                return Path(
-                    kind=kind,
-                    decided=Decision.DENY,
-                    reason=f"{client} is outside loadBalancerSourceRanges of Service {svc.key} "
-                    f"({', '.join(svc.load_balancer_source_ranges)}): dropped (D22)",
-                )
-        itp_node = self.internal_local_node(svc, dst.via, client)
-        if itp_node is not None and self.backends(svc):
-            # D22: internalTrafficPolicy Local keeps in-cluster traffic to the ClusterIP on
-            # the client's node (kube-proxy: KUBE-SVL-*, else "has no local endpoints" DROP)
-            if dst.backend is None:
-                backend = self._backend(svc, itp_node)
-            if backend is None or backend.node_name != itp_node.name:
-                return Path(
-                    kind=kind,
-                    decided=Decision.DENY,
-                    reason=f"Service {svc.key} has internalTrafficPolicy Local and no endpoint "
-                    + (f"{backend.key} " if backend is not None else "")
-                    + f"on the client's node {itp_node.name}: dropped (D22)",
-                )
-        hosts = self.host_backends(svc) if backend is None and not self.backends(svc) else ()
-        if hosts and dst.via is Via.CLUSTER_IP:
-            return self._host_backed(client, svc, sp, hosts[0], traffic.protocol, kind)
-        if backend is None and not self.backends(svc) and not hosts:
-            # D22: no endpoints at all. kube-proxy writes no NAT for the port, only a REJECT
-            # in filter (KUBE-SERVICES for the ClusterIP, KUBE-EXTERNAL-SERVICES for LB IPs
-            # and nodePorts: kubernetes pkg/proxy/iptables/proxier.go, syncProxyRules, "has
-            # no endpoints"); Cilium rejects too by default (cilium/cilium pkg/defaults/
-            # defaults.go, ServiceNoBackendResponse = "reject"). The client sees `refused`,
-            # which for such a Service is the dataplane's deny (docs/semantics-notes.md).
-            return Path(
-                kind=kind,
-                decided=Decision.DENY,
-                refused_is_deny=True,
-                reason=f"Service {svc.key} has no endpoints: the dataplane rejects it, the "
-                "client sees refused (D22)",
-            )
-        if backend is None:
-            where = f" on {receiving.name}" if local_only and receiving else ""
-            return Path(
-                kind=kind,
-                decided=Decision.DENY if local_only else Decision.UNKNOWN,
-                reason=f"Service {svc.key} has no backend{where}"
-                + (" (externalTrafficPolicy Local drops it)" if local_only else ""),
-            )
-        if isinstance(sp.target_port, str):
-            cp = backend.named_port(sp.target_port, sp.protocol)
-            if cp is None:
-                return Path(
-                    kind=kind,
-                    decided=Decision.UNKNOWN,
-                    reason=f"backend {backend.key} has no port named {sp.target_port!r}",
-                )
-            port = cp.port
-        else:
-            port = sp.target_port
+        return receiving, local_only
+
+    def _to_backend(
+        self,
+        client: Peer,
+        dst: ServiceEndpoint,
+        sp: ServicePort,
+        backend: Pod,
+        port: int,
+        receiving: Node | None,
+        dp: Dataplane,
+        kind: PathKind,
+    ) -> Path:
+        """The path once the Service has picked `backend` (translated to `port`)."""
+        svc = dst.service
+        external = not isinstance(client, PodPeer)
         on = f"backend {backend.key} on {backend.node_name}, targetPort {port}"
         notes = [f"Service {svc.key} -> {on}"]
         if receiving is not None and dst.via is not Via.CLUSTER_IP:
@@ -422,59 +421,6 @@ class PathResolver:
             reason=path.reason,
         )
 
-    def _host_backed(
-        self,
-        client: Peer,
-        svc: Service,
-        sp: ServicePort,
-        host: Pod,
-        protocol: Protocol,
-        kind: PathKind,
-    ) -> Path:
-        """D22: a Service whose endpoints are hostNetwork pods is DNATed to nodeIP:port
-        (kube-proxy's KUBE-SEP, the endpoint being the pod's = the node's address), so the
-        client's traffic meets policy as traffic to that node: from a pod on the same node it
-        goes to INPUT and NPM, hooked on FORWARD, never sees it (D4a); to another node it is
-        the pod's egress to a node address. No ingress policy selects a hostNetwork pod."""
-        node = self._nodes.get(host.node_name or "")
-        if isinstance(sp.target_port, str):
-            cp = host.named_port(sp.target_port, sp.protocol)
-            if cp is None:
-                return Path(
-                    kind=kind,
-                    decided=Decision.UNKNOWN,
-                    reason=f"backend {host.key} has no port named {sp.target_port!r}",
-                )
-            port = cp.port
-        else:
-            port = sp.target_port
-        if node is None:
-            return Path(
-                kind=kind,
-                decided=Decision.UNKNOWN,
-                reason=f"the hostNetwork backend {host.key} is on no known node",
-            )
-        notes = (
-            f"Service {svc.key} -> hostNetwork backend {host.key}, DNATed to its node "
-            f"{node.name} ({node.ip}:{port}) (D22)",
-        )
-        if not isinstance(client, PodPeer):
-            return Path(
-                kind=kind,
-                notes=notes,
-                port=port,
-                backend=host,
-                reason="neither end is a pod: no pod policy applies",
-            )
-        leg = Leg(
-            direction=EGRESS,
-            subject=client.pod,
-            peer=HostPeer(node=node, via=f"hostNetwork pod {host.key}"),
-            port=port,
-            protocol=protocol,
-        )
-        return Path(kind=kind, legs=(leg,), notes=notes, port=port, backend=host)
-
     def internal_local_node(self, svc: Service, via: Via, client: Peer | None) -> Node | None:
         """The node internalTrafficPolicy Local confines a ClusterIP connection to (the
         client's), or None where it does not apply (D22)."""
@@ -487,16 +433,8 @@ class PathResolver:
         return None
 
     def host_backends(self, svc: Service) -> tuple[Pod, ...]:
-        """The hostNetwork pods a Service selects, by key: endpoints at their node's address
-        (kube-proxy DNATs to nodeIP:port), which `backends` leaves out."""
-        if not svc.selector:
-            return ()
-        return tuple(
-            sorted(
-                (p for p in self.snapshot.pods if p.host_network and svc.selects(p)),
-                key=lambda p: p.key,
-            )
-        )
+        """The hostNetwork pods a Service selects, by key (see `service_gates.host_backends`)."""
+        return host_backends(self.snapshot, svc)
 
     def _backend(self, svc: Service, on_node: Node | None) -> Pod | None:
         """The first ready backend by pod key (the lab sends to it too); for Local, on the node."""
