@@ -225,7 +225,8 @@ def _selectors_per_namespace(
         per_ns[ns] = (list(dict.fromkeys(plain)), list(dict.fromkeys(cil)))
     return per_ns
 
-pods: Sequence[Pod], blocks: Sequence[IPBlock]) -> dict[int, list[str]]:
+
+def _block_membership(pods: Sequence[Pod], blocks: Sequence[IPBlock]) -> dict[int, list[str]]:
     """Per pod (by index), the ipBlocks holding it, of those that hold some but not all."""
     with_ip = sorted((ip, i) for i, p in enumerate(pods) if (ip := ip_int(p.ip)) is not None)
     ips = [ip for ip, _ in with_ip]
