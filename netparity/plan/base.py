@@ -37,7 +37,7 @@ from netparity.plan.classes import (
     PodClass,
     block_members,
     compute_classes,
-    ip_int,
+    rep_ips,
     scope_of_cilium_selector,
 )
 from netparity.plan.ids import Meaning, meaning
@@ -163,7 +163,7 @@ class PlannerBase:
         self.label_index: dict[
             LabelFilter | None, dict[tuple[str, str], dict[str, list[PodClass]]]
         ] = {}
-        self.rep_ips = _rep_ips(self.classes.classes)
+        self.rep_ips = rep_ips(self.classes.classes)
         self._index_rules(snapshot)
         self.subjects = {spec.name: self._subjects(spec) for spec in self.specs}
         self.policies_of: dict[str, list[PolicySpec]] = defaultdict(list)
@@ -485,15 +485,6 @@ def _dataplanes(snapshot: Snapshot, current: str, target: str) -> dict[str, Data
     for n in names:
         dps.setdefault(n, get_dataplane(n).with_config(snapshot.config))
     return dps
-
-
-def _rep_ips(classes: Sequence[PodClass]) -> tuple[list[int], list[int]]:
-    """The classes' representatives' addresses (as integers), sorted, and their classes'
-    indexes."""
-    with_ip = sorted(
-        (ip, i) for i, c in enumerate(classes) if c.rep.ip and (ip := ip_int(c.rep.ip)) is not None
-    )
-    return [ip for ip, _ in with_ip], [i for _, i in with_ip]
 
 
 def _hostnet_ports(snapshot: Snapshot) -> dict[str, int]:

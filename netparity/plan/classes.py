@@ -226,6 +226,15 @@ def _selectors_per_namespace(
     return per_ns
 
 
+def rep_ips(classes: Sequence[PodClass]) -> tuple[list[int], list[int]]:
+    """The classes' representatives' addresses (as integers), sorted, and their classes'
+    indexes."""
+    with_ip = sorted(
+        (ip, i) for i, c in enumerate(classes) if c.rep.ip and (ip := ip_int(c.rep.ip)) is not None
+    )
+    return [ip for ip, _ in with_ip], [i for _, i in with_ip]
+
+
 def _block_membership(pods: Sequence[Pod], blocks: Sequence[IPBlock]) -> dict[int, list[str]]:
     """Per pod (by index), the ipBlocks holding it, of those that hold some but not all."""
     with_ip = sorted((ip, i) for i, p in enumerate(pods) if (ip := ip_int(p.ip)) is not None)
