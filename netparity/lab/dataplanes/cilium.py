@@ -45,6 +45,7 @@ packet is checked, not only the first (D7).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from netparity.lab.dataplanes.cilium_policy import ALL as ALL
 from netparity.lab.dataplanes.cilium_policy import ANY_L4 as ANY_L4
@@ -108,79 +109,95 @@ def _vmap(key: str, entries: Sequence[tuple[str, str]]) -> str | None:
     return f"{key} vmap {{ " + ", ".join(f"{k} : {v}" for k, v in first.items()) + " }"
 
 
-def _lb_chains(
-    node: LabNode, routes: Sequence[ServicePortRoute], local_veths: Sequence[str]
-) -> tuple[list[str], list[str], list[str]]:
-    """Service NAT for one node: (nft chain lines, lb_post rules, notes)."""
-    from_pods: list[tuple[str, str]] = []  # ip . proto . port -> jump
-    from_pods_np: list[tuple[str, str]] = []  # proto . port -> jump (local address)
-    outside: list[tuple[str, str]] = []
-    outside_np: list[tuple[str, str]] = []
-    host: list[tuple[str, str]] = []
-    drop_any: list[str] = []  # ip . proto . port
-    drop_any_np: list[str] = []  # proto . port
-    drop_outside: list[str] = []
-    drop_outside_np: list[str] = []
-    chains: list[str] = []
-    notes: list[str] = []
+@dataclass(slots=True)
+class _LbMaps:
+    """One node's Service NAT, as the verdict maps and drop sets `_lb_chains` writes."""
+
+    from_pods: list[tuple[str, str]] = field(default_factory=list)  # ip . proto . port -> jump
+    from_pods_np: list[tuple[str, str]] = field(default_factory=list)  # proto . port -> jump
+    outside: list[tuple[str, str]] = field(default_factory=list)
+    outside_np: list[tuple[str, str]] = field(default_factory=list)
+    host: list[tuple[str, str]] = field(default_factory=list)
+    drop_any: list[str] = field(default_factory=list)  # ip . proto . port
+    drop_any_np: list[str] = field(default_factory=list)  # proto . port
+    drop_outside: list[str] = field(default_factory=list)
+    drop_outside_np: list[str] = field(default_factory=list)
+    chains: list[str] = field(default_factory=list)  # the per-Service dnat chains
+    notes: list[str] = field(default_factory=list)
+
+
+def _lb_maps(node: LabNode, routes: Sequence[ServicePortRoute]) -> _LbMaps:
+    """Where each Service port of `node` goes, from pods, from outside and from the host."""
+    m = _LbMaps()
     for i, r in enumerate(routes):
         proto = r.protocol.lower()
         port = r.port.port
         if r.backend is None:
             if r.cluster_ip:
-                drop_any.append(f"{r.cluster_ip} . {proto} . {port}")
-            drop_any += [f"{ip} . {proto} . {port}" for ip in r.lb_ips]
+                m.drop_any.append(f"{r.cluster_ip} . {proto} . {port}")
+            m.drop_any += [f"{ip} . {proto} . {port}" for ip in r.lb_ips]
             if r.node_port is not None:
-                drop_any_np.append(f"{proto} . {r.node_port}")
-            notes.append(f"{r.name}/{r.protocol} has no endpoints: dropped")
+                m.drop_any_np.append(f"{proto} . {r.node_port}")
+            m.notes.append(f"{r.name}/{r.protocol} has no endpoints: dropped")
             continue
         be = f"svc_{i}"
-        chains += _chain(
+        m.chains += _chain(
             be, [f'meta l4proto {proto} dnat to {r.backend.endpoint} comment "{r.name}"']
         )
         if r.cluster_ip:
             key = f"{r.cluster_ip} . {proto} . {port}"
-            from_pods.append((key, f"jump {be}"))
-            host.append((key, f"jump {be}"))
-            drop_outside.append(key)  # Cilium serves ClusterIPs to pods and the host only
+            m.from_pods.append((key, f"jump {be}"))
+            m.host.append((key, f"jump {be}"))
+            m.drop_outside.append(key)  # Cilium serves ClusterIPs to pods and the host only
         if not r.external:
             continue
         for ip in r.lb_ips:
-            from_pods.append((f"{ip} . {proto} . {port}", f"jump {be}"))
-            host.append((f"{ip} . {proto} . {port}", f"jump {be}"))
+            m.from_pods.append((f"{ip} . {proto} . {port}", f"jump {be}"))
+            m.host.append((f"{ip} . {proto} . {port}", f"jump {be}"))
         if r.node_port is not None:
-            from_pods_np.append((f"{proto} . {r.node_port}", f"jump {be}"))
-            host.append((f"{node.ip} . {proto} . {r.node_port}", f"jump {be}"))
+            m.from_pods_np.append((f"{proto} . {r.node_port}", f"jump {be}"))
+            m.host.append((f"{node.ip} . {proto} . {r.node_port}", f"jump {be}"))
         target = r.local_backend(node.name) if r.external_local else r.backend
         if target is None:
-            drop_outside += [f"{ip} . {proto} . {port}" for ip in r.lb_ips]
+            m.drop_outside += [f"{ip} . {proto} . {port}" for ip in r.lb_ips]
             if r.node_port is not None:
-                drop_outside_np.append(f"{proto} . {r.node_port}")
+                m.drop_outside_np.append(f"{proto} . {r.node_port}")
             continue
         ext = f"ext_{i}"
         snat = not r.external_local and target.node != node.name
         mark = f"meta mark set meta mark | 0x{SNAT_MARK:08x} " if snat else ""
-        chains += _chain(
+        m.chains += _chain(
             ext,
             [f'meta l4proto {proto} {mark}dnat to {target.endpoint} comment "{r.name} external"'],
         )
-        outside += [(f"{ip} . {proto} . {port}", f"jump {ext}") for ip in r.lb_ips]
+        m.outside += [(f"{ip} . {proto} . {port}", f"jump {ext}") for ip in r.lb_ips]
         if r.node_port is not None:
-            outside_np.append((f"{proto} . {r.node_port}", f"jump {ext}"))
+            m.outside_np.append((f"{proto} . {r.node_port}", f"jump {ext}"))
+    return m
 
+
+def _lb_chains(
+    node: LabNode, routes: Sequence[ServicePortRoute], local_veths: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """Service NAT for one node: (nft chain lines, lb_post rules, notes)."""
+    m = _lb_maps(node, routes)
     svc_key = "ip daddr . meta l4proto . th dport"
     np_key = "fib daddr type local meta l4proto . th dport"
     lines: list[str] = []
     from_local = "iifname @local_veths" if local_veths else None
     not_local = "iifname != @local_veths " if local_veths else ""
 
-    drops = [f"{svc_key} {{ {', '.join(dict.fromkeys(drop_any))} }} drop"] if drop_any else []
-    drops += [f"{np_key} {{ {', '.join(dict.fromkeys(drop_any_np))} }} drop"] if drop_any_np else []
+    drops = [f"{svc_key} {{ {', '.join(dict.fromkeys(m.drop_any))} }} drop"] if m.drop_any else []
+    drops += (
+        [f"{np_key} {{ {', '.join(dict.fromkeys(m.drop_any_np))} }} drop"] if m.drop_any_np else []
+    )
     out_drops = list(drops)
-    if drop_outside:
-        drops.append(f"{not_local}{svc_key} {{ {', '.join(dict.fromkeys(drop_outside))} }} drop")
-    if drop_outside_np:
-        drops.append(f"{not_local}{np_key} {{ {', '.join(dict.fromkeys(drop_outside_np))} }} drop")
+    if m.drop_outside:
+        drops.append(f"{not_local}{svc_key} {{ {', '.join(dict.fromkeys(m.drop_outside))} }} drop")
+    if m.drop_outside_np:
+        drops.append(
+            f"{not_local}{np_key} {{ {', '.join(dict.fromkeys(m.drop_outside_np))} }} drop"
+        )
     lines += _chain(
         "lb_drop_pre", drops, "type filter hook prerouting priority mangle; policy accept;"
     )
@@ -195,22 +212,107 @@ def _lb_chains(
     pre.append("jump lb_from_outside")
     lines += _chain("lb_pre", pre, "type nat hook prerouting priority dstnat; policy accept;")
     lines += _chain(
-        "lb_from_pods", [x for x in (_vmap(svc_key, from_pods), _vmap(np_key, from_pods_np)) if x]
+        "lb_from_pods",
+        [x for x in (_vmap(svc_key, m.from_pods), _vmap(np_key, m.from_pods_np)) if x],
     )
     lines += _chain(
-        "lb_from_outside", [x for x in (_vmap(svc_key, outside), _vmap(np_key, outside_np)) if x]
+        "lb_from_outside",
+        [x for x in (_vmap(svc_key, m.outside), _vmap(np_key, m.outside_np)) if x],
     )
     lines += _chain(
         "lb_out",
-        [x for x in (_vmap(svc_key, host),) if x],
+        [x for x in (_vmap(svc_key, m.host),) if x],
         "type nat hook output priority -100; policy accept;",
     )
     post = [
         f"meta mark & 0x{SNAT_MARK:08x} == 0x{SNAT_MARK:08x} snat to {node.ip} "
         'comment "external traffic to a backend on another node"'
     ]
-    lines += chains
-    return lines, post, notes
+    lines += m.chains
+    return lines, post, m.notes
+
+
+@dataclass(slots=True)
+class _PodChains:
+    """The policy chains of a node's pods and the jumps to them."""
+
+    lines: list[str] = field(default_factory=list)
+    egress_jumps: list[tuple[str, str]] = field(default_factory=list)
+    ingress_jumps: list[tuple[str, str]] = field(default_factory=list)
+    host_jumps: list[tuple[str, str]] = field(default_factory=list)  # the node's own (D4c)
+    notes: list[str] = field(default_factory=list)
+
+
+def _pod_chains(
+    compiler: Compiler, local: Sequence[tuple[LabPod, Endpoint]], *, has_remote_nodes: bool
+) -> _PodChains:
+    """Each local pod's egress and ingress chains (where its policies need one)."""
+    out = _PodChains()
+    for n, (lp, ep) in enumerate(local):
+        ing, egr = compiler.pod_rules(ep, has_remote_nodes=has_remote_nodes)
+        out.notes += [f"{ep.pod.key}: {x}" for x in (*ing.notes, *egr.notes)]
+        if egr.needed:
+            name = f"egress_{n}"
+            # D25: a pod reaches its own address only through a Service translated back to
+            # it (its own address never leaves its netns otherwise): bpf_lxc skips egress
+            # policy on such a hairpin flow, deny rules included.
+            body_lines = [
+                f'ip daddr {ep.ip} ct status dnat return comment "hairpin through a Service (D25)"',
+                *egr.deny,
+                *egr.allow,
+            ]
+            if egr.isolated:
+                body_lines.append(f'drop comment "{ep.pod.key} egress isolated"')
+            else:
+                body_lines.append("return")
+            out.lines += [f"\t# egress of {ep.pod.key}", *_chain(name, body_lines)]
+            out.egress_jumps.append((f'"{lp.host_ifname}"', f"jump {name}"))
+        if ing.needed:
+            name = f"ingress_{n}"
+            body_lines = [f'ip saddr {ep.ip} return comment "hairpin through a Service (loopback)"']
+            body_lines += ing.deny
+            if not compiler.settings.host_policed:
+                body_lines.append('fib saddr type local return comment "allow-localhost"')
+            body_lines += ing.allow
+            if ing.isolated:
+                body_lines.append(f'drop comment "{ep.pod.key} ingress isolated"')
+            else:
+                body_lines.append("return")
+            out.lines += [f"\t# ingress of {ep.pod.key}", *_chain(name, body_lines)]
+            out.ingress_jumps.append((f'"{lp.host_ifname}"', f"jump {name}"))
+            out.host_jumps.append((ep.ip, f"jump {name}"))
+    return out
+
+
+def _hook_chains(compiler: Compiler, veths: Sequence[str], chains: _PodChains) -> list[str]:
+    """The forward, input and output hooks: replies, SCTP (D24), then the pods' chains."""
+    replies = ["ct state related accept", "ct direction reply accept"]
+    # D24: without enable-sctp, conntrack refuses SCTP and bpf_lxc drops the packet, in
+    # either direction and before any policy (bpf/lib/conntrack.h:786-800, bpf_lxc.c:315-317
+    # at v1.17.5). The lab's kernel has no SCTP, so this is checked on the rules, not packets.
+    sctp: list[str] = []
+    if not compiler.settings.enable_sctp and veths:
+        sctp = [
+            'iifname @local_veths meta l4proto sctp drop comment "SCTP disabled (D24)"',
+            'oifname @local_veths meta l4proto sctp drop comment "SCTP disabled (D24)"',
+        ]
+    forward = [*sctp, *replies]
+    forward += [
+        x
+        for x in (_vmap("iifname", chains.egress_jumps), _vmap("oifname", chains.ingress_jumps))
+        if x
+    ]
+    body = _chain("forward", forward, "type filter hook forward priority filter; policy accept;")
+    inp = [*sctp[:1], *replies]
+    inp += [x for x in (_vmap("iifname", chains.egress_jumps),) if x]
+    body += _chain("input", inp, "type filter hook input priority filter; policy accept;")
+    # The node's own packets to a local pod go through the pod's ingress chain: its deny
+    # rules first (D26: a deny beats allow-localhost, pkg/policy/mapstate.go:741-750 at
+    # v1.17.5), then allow-localhost unless `allow-localhost: policy` (D4c).
+    out = [*sctp[1:], *replies]
+    out += [x for x in (_vmap("ip daddr", chains.host_jumps),) if x]
+    body += _chain("output", out, "type filter hook output priority filter; policy accept;")
+    return body
 
 
 def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortRoute]) -> str:
@@ -241,67 +343,10 @@ def render_node(compiler: Compiler, node: LabNode, routes: Sequence[ServicePortR
     body += lb_lines
     body += _chain("lb_post", post, "type nat hook postrouting priority srcnat; policy accept;")
 
-    egress_jumps: list[tuple[str, str]] = []
-    ingress_jumps: list[tuple[str, str]] = []
-    host_jumps: list[tuple[str, str]] = []  # the node's own packets to a local pod (D4c)
-    pod_chains: list[str] = []
-    for n, (lp, ep) in enumerate(local):
-        ing, egr = compiler.pod_rules(ep, has_remote_nodes=bool(remote))
-        notes += [f"{ep.pod.key}: {x}" for x in (*ing.notes, *egr.notes)]
-        if egr.needed:
-            name = f"egress_{n}"
-            # D25: a pod reaches its own address only through a Service translated back to
-            # it (its own address never leaves its netns otherwise): bpf_lxc skips egress
-            # policy on such a hairpin flow, deny rules included.
-            body_lines = [
-                f'ip daddr {ep.ip} ct status dnat return comment "hairpin through a Service (D25)"',
-                *egr.deny,
-                *egr.allow,
-            ]
-            if egr.isolated:
-                body_lines.append(f'drop comment "{ep.pod.key} egress isolated"')
-            else:
-                body_lines.append("return")
-            pod_chains += [f"\t# egress of {ep.pod.key}", *_chain(name, body_lines)]
-            egress_jumps.append((f'"{lp.host_ifname}"', f"jump {name}"))
-        if ing.needed:
-            name = f"ingress_{n}"
-            body_lines = [f'ip saddr {ep.ip} return comment "hairpin through a Service (loopback)"']
-            body_lines += ing.deny
-            if not compiler.settings.host_policed:
-                body_lines.append('fib saddr type local return comment "allow-localhost"')
-            body_lines += ing.allow
-            if ing.isolated:
-                body_lines.append(f'drop comment "{ep.pod.key} ingress isolated"')
-            else:
-                body_lines.append("return")
-            pod_chains += [f"\t# ingress of {ep.pod.key}", *_chain(name, body_lines)]
-            ingress_jumps.append((f'"{lp.host_ifname}"', f"jump {name}"))
-            host_jumps.append((ep.ip, f"jump {name}"))
-
-    replies = ["ct state related accept", "ct direction reply accept"]
-    # D24: without enable-sctp, conntrack refuses SCTP and bpf_lxc drops the packet, in
-    # either direction and before any policy (bpf/lib/conntrack.h:786-800, bpf_lxc.c:315-317
-    # at v1.17.5). The lab's kernel has no SCTP, so this is checked on the rules, not packets.
-    sctp: list[str] = []
-    if not compiler.settings.enable_sctp and veths:
-        sctp = [
-            'iifname @local_veths meta l4proto sctp drop comment "SCTP disabled (D24)"',
-            'oifname @local_veths meta l4proto sctp drop comment "SCTP disabled (D24)"',
-        ]
-    forward = [*sctp, *replies]
-    forward += [x for x in (_vmap("iifname", egress_jumps), _vmap("oifname", ingress_jumps)) if x]
-    body += _chain("forward", forward, "type filter hook forward priority filter; policy accept;")
-    inp = [*sctp[:1], *replies]
-    inp += [x for x in (_vmap("iifname", egress_jumps),) if x]
-    body += _chain("input", inp, "type filter hook input priority filter; policy accept;")
-    # The node's own packets to a local pod go through the pod's ingress chain: its deny
-    # rules first (D26: a deny beats allow-localhost, pkg/policy/mapstate.go:741-750 at
-    # v1.17.5), then allow-localhost unless `allow-localhost: policy` (D4c).
-    out = [*sctp[1:], *replies]
-    out += [x for x in (_vmap("ip daddr", host_jumps),) if x]
-    body += _chain("output", out, "type filter hook output priority filter; policy accept;")
-    body += pod_chains
+    chains = _pod_chains(compiler, local, has_remote_nodes=bool(remote))
+    notes += chains.notes
+    body += _hook_chains(compiler, veths, chains)
+    body += chains.lines
 
     notes += [
         f"skipped {cp.kind} {cp.key}: nodeSelector (host firewall) is not modelled"
