@@ -18,6 +18,7 @@ from netparity.engine.service_gates import (
     host_backends,
     internal_local_drop,
     no_endpoints,
+    no_named_port,
     source_range_drop,
     target_port,
 )
@@ -235,11 +236,7 @@ class PathResolver:
             )
         port = target_port(backend, sp)
         if port is None:
-            return Path(
-                kind=kind,
-                decided=Decision.UNKNOWN,
-                reason=f"backend {backend.key} has no port named {sp.target_port!r}",
-            )
+            return no_named_port(backend, sp, kind)
         return self._to_backend(client, dst, sp, backend, port, receiving, dp, kind)
 
     def _receiving(

@@ -23,6 +23,15 @@ def target_port(backend: Pod, sp: ServicePort) -> int | None:
     return sp.target_port
 
 
+def no_named_port(backend: Pod, sp: ServicePort, kind: PathKind) -> Path:
+    """The backend has no container port the Service port's targetPort names."""
+    return Path(
+        kind=kind,
+        decided=Decision.UNKNOWN,
+        reason=f"backend {backend.key} has no port named {sp.target_port!r}",
+    )
+
+
 def source_range_drop(client: Peer, svc: Service, kind: PathKind) -> Path | None:
     """D22: kube-proxy DNATs an LB IP only for sources inside loadBalancerSourceRanges
     (nat KUBE-FW-*); the rest is dropped by filter KUBE-PROXY-FIREWALL, first in INPUT,
@@ -102,11 +111,7 @@ def host_backed(
     `node`: the host pod's node (None: unknown)."""
     port = target_port(host, sp)
     if port is None:
-        return Path(
-            kind=kind,
-            decided=Decision.UNKNOWN,
-            reason=f"backend {host.key} has no port named {sp.target_port!r}",
-        )
+        return no_named_port(host, sp, kind)
     if node is None:
         return Path(
             kind=kind,
