@@ -61,14 +61,12 @@ MAX_FUNCTION_LINES = 80
 # Files another helper rewrites in the same round, checked again once their rewrite lands.
 # Keep this list short and explicit: every entry is a known debt, not a waiver.
 SIZE_ALLOWED: set[str] = set()
-# Functions (file:name) in the lab dataplanes that the NPM and Cilium row work of the same
-# round rewrites (issue #20: lab/dataplanes/kubeproxy.py, cilium.py, cilium_policy.py);
-# splitting them beside that work would only make it conflict. Checked again after it.
-FUNCTIONS_ALLOWED = {
-    "netparity/lab/dataplanes/kubeproxy.py:kube_proxy",
+# Functions (file:name) allowed over the limit, each a known debt. Empty: keep it so.
+# The Cilium lab's Service NAT gained D22 (no-backend reject, internalTrafficPolicy, source
+# ranges) while it was being split: the split did not survive the merge; it is next.
+FUNCTIONS_ALLOWED: set[str] = {
     "netparity/lab/dataplanes/cilium.py:_lb_chains",
     "netparity/lab/dataplanes/cilium.py:render_node",
-    "netparity/lab/dataplanes/cilium_policy.py:pod_rules",
 }
 
 

@@ -26,26 +26,24 @@ from netparity.lab.build import lab_problem
 from netparity.lab.state import LabState
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("lab", help="build, upgrade, inspect, probe and remove a local lab (root)")
-    lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
-
-    def name_arg(q: argparse.ArgumentParser, *, wait: bool = True) -> None:
+def _name_arg(q: argparse.ArgumentParser, *, wait: bool = True) -> None:
+    q.add_argument(
+        "--name",
+        default=DEFAULT_LAB,
+        help=f"lab name, 1-8 lowercase letters or digits (default: {DEFAULT_LAB})",
+    )
+    if wait:
         q.add_argument(
-            "--name",
-            default=DEFAULT_LAB,
-            help=f"lab name, 1-8 lowercase letters or digits (default: {DEFAULT_LAB})",
+            "--wait",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="wait up to SECONDS for another process holding the lab "
+            "(default: refuse at once, naming it)",
         )
-        if wait:
-            q.add_argument(
-                "--wait",
-                type=float,
-                default=0.0,
-                metavar="SECONDS",
-                help="wait up to SECONDS for another process holding the lab "
-                "(default: refuse at once, naming it)",
-            )
 
+
+def _add_up(lab_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = lab_sub.add_parser("up", help="build a lab from a snapshot")
     add_snapshot_arguments(q, example_default=True)
     q.add_argument("--dataplane", default=CURRENT, choices=DATAPLANES, help=f"(default: {CURRENT})")
@@ -68,9 +66,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="with --api: seconds before the dataplane polices a pod the API created (default: 1)",
     )
-    name_arg(q)
+    _name_arg(q)
     q.set_defaults(func=cmd_up)
 
+
+def _add_upgrade(lab_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q = lab_sub.add_parser(
         "upgrade",
         help="recreate every pod (new IPs) under another dataplane, as az aks update does",
@@ -94,23 +94,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="with --rolling: wait SECONDS after each node (default: 0)",
     )
-    name_arg(q)
+    _name_arg(q)
     q.set_defaults(func=cmd_upgrade)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("lab", help="build, upgrade, inspect, probe and remove a local lab (root)")
+    lab_sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    _add_up(lab_sub)
+    _add_upgrade(lab_sub)
 
     q = lab_sub.add_parser("status", help="nodes, pods, hosts and addresses of a lab")
     q.add_argument("--format", choices=("table", "json"), default="table")
-    name_arg(q, wait=False)
+    _name_arg(q, wait=False)
     q.set_defaults(func=cmd_status)
 
     q = lab_sub.add_parser("down", help="remove a lab (namespaces, agents, state)")
-    name_arg(q)
+    _name_arg(q)
     q.set_defaults(func=cmd_down)
 
     q = lab_sub.add_parser("probe", help="run an explicit probe file in a lab")
     q.add_argument("--probes", required=True, metavar="FILE", help="explicit probe file")
     q.add_argument("--format", choices=("table", "json"), default="table")
     q.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default: 2)")
-    name_arg(q)
+    _name_arg(q)
     q.set_defaults(func=cmd_probe)
 
 

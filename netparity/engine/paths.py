@@ -178,23 +178,12 @@ class PathResolver:
             backend=pod,
         )
 
-    def _resolve_service(
-        self, traffic: Traffic, client: Peer, dst: ServiceEndpoint, dp: Dataplane
-    ) -> Path:
+    def _receiving(
+        self, client: Peer, dst: ServiceEndpoint, dp: Dataplane
+    ) -> tuple[Node | None, bool]:
+        """The node that receives the packet (None: not known yet) and whether only its
+        local backends count (externalTrafficPolicy Local)."""
         svc = dst.service
-        sp = svc.port_named(traffic.port, traffic.protocol)
-        if sp is None:
-            return Path(
-                kind=PathKind.OTHER,
-                decided=Decision.UNKNOWN,
-                reason=f"Service {svc.key} has no {traffic.protocol} port {traffic.port!r}",
-            )
-        if dst.via is not Via.CLUSTER_IP and sp.node_port is None and dst.via is Via.NODE_PORT:
-            return Path(
-                kind=PathKind.OTHER,
-                decided=Decision.UNKNOWN,
-                reason=f"Service {svc.key} has no nodePort",
-            )
         receiving = dst.node
         if dst.via is Via.LOAD_BALANCER and isinstance(client, PodPeer):
             # a pod's packets to a LoadBalancer IP leave through, and are taken by, its own node
@@ -217,6 +206,27 @@ class PathResolver:
             # Cilium translates only its own node's NodePorts at the pod; another node's
             # NodePort is handled there like outside traffic: Local keeps local backends.
             local_only = True
+        return receiving, local_only
+
+    def _resolve_service(
+        self, traffic: Traffic, client: Peer, dst: ServiceEndpoint, dp: Dataplane
+    ) -> Path:
+        svc = dst.service
+        sp = svc.port_named(traffic.port, traffic.protocol)
+        if sp is None:
+            return Path(
+                kind=PathKind.OTHER,
+                decided=Decision.UNKNOWN,
+                reason=f"Service {svc.key} has no {traffic.protocol} port {traffic.port!r}",
+            )
+        if dst.via is not Via.CLUSTER_IP and sp.node_port is None and dst.via is Via.NODE_PORT:
+            return Path(
+                kind=PathKind.OTHER,
+                decided=Decision.UNKNOWN,
+                reason=f"Service {svc.key} has no nodePort",
+            )
+        external = not isinstance(client, PodPeer)
+        receiving, local_only = self._receiving(client, dst, dp)
         backend = dst.backend or self._backend(svc, receiving if local_only else None)
         if receiving is None and dst.via is not Via.CLUSTER_IP and backend is not None:
             receiving = self._nodes.get(backend.node_name or "")
@@ -246,17 +256,13 @@ class PathResolver:
                 reason=f"Service {svc.key} has no backend{where}"
                 + (" (externalTrafficPolicy Local drops it)" if local_only else ""),
             )
-        if isinstance(sp.target_port, str):
-            cp = backend.named_port(sp.target_port, sp.protocol)
-            if cp is None:
-                return Path(
-                    kind=kind,
-                    decided=Decision.UNKNOWN,
-                    reason=f"backend {backend.key} has no port named {sp.target_port!r}",
-                )
-            port = cp.port
-        else:
-            port = sp.target_port
+        port = _target_port(backend, sp)
+        if port is None:
+            return Path(
+                kind=kind,
+                decided=Decision.UNKNOWN,
+                reason=f"backend {backend.key} has no port named {sp.target_port!r}",
+            )
         on = f"backend {backend.key} on {backend.node_name}, targetPort {port}"
         notes = [f"Service {svc.key} -> {on}"]
         if receiving is not None and dst.via is not Via.CLUSTER_IP:
@@ -474,3 +480,12 @@ class PathResolver:
             if on_node is None or pod.node_name == on_node.name:
                 return pod
         return None
+
+
+def _target_port(backend: Pod, sp: ServicePort) -> int | None:
+    """The backend's port for `sp` (a named targetPort resolved on the pod; None: no such
+    name)."""
+    if isinstance(sp.target_port, str):
+        cp = backend.named_port(sp.target_port, sp.protocol)
+        return None if cp is None else cp.port
+    return sp.target_port

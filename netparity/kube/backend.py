@@ -105,10 +105,7 @@ class KubeBackend:
         self.responder = responder
         self.external_ip = external_ip
         _check_dataplane(dataplane, max_parallel)
-        kube_qps = DEFAULT_QPS if kube_qps is None else kube_qps
-        if not kube_qps > 0:
-            raise InputError(f"must be more than 0, got {kube_qps:g}", field="--kube-qps")
-        self.kube = Kube.connect(context, kubeconfig=kubeconfig, qps=kube_qps)
+        self.kube = _connect(context, kubeconfig, kube_qps)
         self.probes_run = 0  # probes handed to run(), retries included
         self._told_requests = False
         self.image = check_image(probe_image)
@@ -453,6 +450,14 @@ class KubeBackend:
         """Remove the objects of every run that is not running (with `force`: of every run);
         one line per run removed, and one per run left alone, each saying why."""
         return self._life.cleanup_all(force=force)
+
+
+def _connect(context: str | None, kubeconfig: str | None, kube_qps: float | None) -> Kube:
+    """The client, once --kube-qps is checked."""
+    qps = DEFAULT_QPS if kube_qps is None else kube_qps
+    if not qps > 0:
+        raise InputError(f"must be more than 0, got {qps:g}", field="--kube-qps")
+    return Kube.connect(context, kubeconfig=kubeconfig, qps=qps)
 
 
 def _check_dataplane(dataplane: str | None, max_parallel: int) -> None:

@@ -1,4 +1,6 @@
-"""The only module that imports `kubernetes`: a typed facade that speaks plain wire dicts.
+"""The Kubernetes client: a typed facade that speaks plain wire dicts. With its two halves
+`kube/kubeconfig.py` (connecting) and `kube/pod_exec.py` (exec), the only modules that
+import `kubernetes`.
 
 Every call goes through the official client's generated methods with
 `_preload_content=False`, so objects come back exactly as the API server wrote them
@@ -11,24 +13,19 @@ from __future__ import annotations
 import builtins
 import json
 import math
-import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Generator, Mapping
-from pathlib import Path
 from typing import Any
 
 import urllib3.exceptions
 from kubernetes import client as k8s
-from kubernetes import config as _k8s_config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-from kubernetes.stream import stream as k8s_stream
 from kubernetes.watch import watch as _k8s_watch
 
 from netparity.errors import ClusterError
-from netparity.kube import RBAC_FILE, RUN_LABEL
+from netparity.kube import RUN_LABEL
+from netparity.kube.accounting import RateLimit as RateLimit
+from netparity.kube.accounting import RequestCounts as RequestCounts
 from netparity.kube.api_errors import Conflict as Conflict
 from netparity.kube.api_errors import Forbidden as Forbidden
 from netparity.kube.api_errors import api_failure, status_message, where_of
@@ -51,9 +48,11 @@ from netparity.kube.exec_channels import (
     V5_CHANNEL_PROTOCOL as V5_CHANNEL_PROTOCOL,
 )
 from netparity.kube.exec_channels import ExecResult as ExecResult
-from netparity.kube.exec_channels import closing, drive, run_bounded
 from netparity.kube.exec_channels import exit_code_of as exit_code_of
 from netparity.kube.exec_channels import status_message_of as status_message_of
+from netparity.kube.kubeconfig import IN_CLUSTER as IN_CLUSTER
+from netparity.kube.kubeconfig import api_client_for
+from netparity.kube.pod_exec import PodExec
 from netparity.kube.resources import CILIUM_CLUSTERWIDE_POLICIES as CILIUM_CLUSTERWIDE_POLICIES
 from netparity.kube.resources import CILIUM_ENDPOINTS as CILIUM_ENDPOINTS
 from netparity.kube.resources import CILIUM_NETWORK_POLICIES as CILIUM_NETWORK_POLICIES
@@ -68,10 +67,8 @@ from netparity.kube.resources import SERVICES as SERVICES
 from netparity.kube.resources import Resource as Resource
 
 # The client is untyped: reach it through Any so that nothing untyped leaks out.
-k8s_config: Any = _k8s_config
 _watch_module: Any = _k8s_watch
 
-IN_CLUSTER = "in-cluster"
 # (connect, read) seconds for one ordinary API request.
 REQUEST_TIMEOUT = (10.0, 60.0)
 # Reads are retried on these statuses, with these pauses (seconds).
@@ -108,82 +105,7 @@ class Gone(ClusterError):
     """410 Gone: a watch's resourceVersion or a list's continue token is too old."""
 
 
-class RequestCounts:
-    """The API requests one client made, by verb and resource (thread-safe): every HTTP
-    request counts once (a retry too, each page of a list, one watch however many events it
-    brings, one exec however many probes its batch holds)."""
-
-    VERBS = ("get", "list", "watch", "create", "replace", "delete", "exec")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str]] = Counter()
-
-    def add(self, verb: str, resource: str) -> None:
-        with self._lock:
-            self._counts[(verb, resource)] += 1
-
-    def counts(self) -> dict[tuple[str, str], int]:
-        """(verb, resource plural) -> requests."""
-        with self._lock:
-            return dict(self._counts)
-
-    def total(self, verb: str | None = None, resource: str | None = None) -> int:
-        return sum(
-            n
-            for (v, r), n in self.counts().items()
-            if (verb is None or v == verb) and (resource is None or r == resource)
-        )
-
-    def by_verb(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for (verb, _), n in self.counts().items():
-            out[verb] = out.get(verb, 0) + n
-        return {v: out[v] for v in [*self.VERBS, *sorted(set(out) - set(self.VERBS))] if v in out}
-
-    def summary(self) -> str:
-        """One line: "57 API requests (list 20, watch 2, create 12, delete 12, exec 3)"."""
-        verbs = ", ".join(f"{v} {n}" for v, n in self.by_verb().items())
-        return f"{self.total()} API requests" + (f" ({verbs})" if verbs else "")
-
-
-class RateLimit:
-    """A token bucket: `qps` requests a second on average, `burst` at once (client-go's
-    flowcontrol limiter). Every request the client makes takes a token first."""
-
-    def __init__(self, qps: float, burst: int | None = None) -> None:
-        if not qps > 0:
-            raise ValueError(f"queries per second must be positive, got {qps:g}")
-        self.qps = qps
-        self.burst = burst if burst is not None else max(1, int(qps * 2))
-        self._tokens = float(self.burst)
-        self._last = time.monotonic()
-        self._lock = threading.Lock()
-        self.waited = 0.0  # seconds requests spent waiting for a token, in all
-
-    def take(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
-            self._last = now
-            self._tokens -= 1.0
-            wait = -self._tokens / self.qps if self._tokens < 0 else 0.0
-            self.waited += wait
-        if wait > 0:
-            time.sleep(wait)
-
-
-def _kubeconfig_paths(kubeconfig: str | None) -> str:
-    if kubeconfig:
-        return kubeconfig
-    return os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
-
-
-def _kubeconfig_exists(paths: str) -> bool:
-    return any(Path(p).expanduser().is_file() for p in paths.split(os.pathsep) if p)
-
-
-class Kube:
+class Kube(PodExec):
     """One cluster, reached with the official client: plain dicts in, plain dicts out."""
 
     def __init__(
@@ -213,41 +135,8 @@ class Kube:
         burst: int | None = None,
     ) -> Kube:
         """A kubeconfig context (None: the current one), or the in-cluster service account."""
-        paths = _kubeconfig_paths(kubeconfig)
-        in_cluster = context == IN_CLUSTER or (
-            context is None
-            and "KUBERNETES_SERVICE_HOST" in os.environ
-            and not _kubeconfig_exists(paths)
-        )
-        if in_cluster:
-            configuration = k8s.Configuration()
-            try:
-                k8s_config.load_incluster_config(client_configuration=configuration)
-            except ConfigException as e:
-                raise ClusterError(f"cannot use the in-cluster configuration: {e}") from None
-            return cls(k8s.ApiClient(configuration), name=IN_CLUSTER, qps=qps, burst=burst)
-        if not _kubeconfig_exists(paths):
-            raise ClusterError(
-                f"no kubeconfig at {paths}: set KUBECONFIG or run `az aks get-credentials`"
-            )
-        try:
-            contexts, current = k8s_config.list_kube_config_contexts(config_file=paths)
-        except (ConfigException, OSError, ValueError, TypeError, KeyError) as e:
-            raise ClusterError(f"cannot read the kubeconfig {paths}: {e}") from None
-        names = [str(c.get("name")) for c in contexts or ()]
-        if context is not None and context not in names:
-            listed = ", ".join(sorted(names)) or "none"
-            raise ClusterError(
-                f"the kubeconfig {paths} has no context {context!r} (contexts: {listed})"
-            )
-        chosen = context if context is not None else str((current or {}).get("name", ""))
-        try:
-            api = k8s_config.new_client_from_config(
-                config_file=paths, context=chosen, persist_config=False
-            )
-        except (ConfigException, OSError, ValueError, TypeError, KeyError) as e:
-            raise ClusterError(f"cannot load context {chosen!r} from {paths}: {e}") from None
-        return cls(api, name=chosen, qps=qps, burst=burst)
+        api, name = api_client_for(context, kubeconfig=kubeconfig)
+        return cls(api, name=name, qps=qps, burst=burst)
 
     def close(self) -> None:
         api: Any = self._api
@@ -578,102 +467,6 @@ class Kube:
         except Conflict:
             return False  # the uid precondition failed: that name now belongs to another object
         return doc is not None
-
-    # ------------------------------------------------------------------ exec
-
-    def exec(
-        self,
-        namespace: str,
-        pod: str,
-        command: builtins.list[str],
-        *,
-        stdin: str,
-        timeout: float,
-        container: str | None = None,
-        handshake_timeout: float = EXEC_HANDSHAKE_TIMEOUT,
-    ) -> ExecResult:
-        """Run `command` in a pod over the exec websocket, feed it `stdin`, collect its output.
-
-        Never hangs: the handshake is bounded by `handshake_timeout` and the command by
-        `timeout`. The official client's handshake has no timeout of its own, so the exec runs
-        in a thread of its own; one that is still stuck when its time is up is abandoned
-        (it closes its socket when the server lets go, at the latest when the pod is deleted)
-        and the caller gets an error that says which stage hung."""
-        self._request("exec", PODS)  # before the handshake's clock starts
-        return run_bounded(
-            lambda shaken, abandoned: self._exec(
-                namespace, pod, command, stdin, timeout, container, shaken, abandoned
-            ),
-            where=f"{namespace}/{pod}",
-            timeout=timeout,
-            handshake_timeout=handshake_timeout,
-        )
-
-    def _exec(
-        self,
-        namespace: str,
-        pod: str,
-        command: builtins.list[str],
-        stdin: str,
-        timeout: float,
-        container: str | None,
-        shaken: threading.Event,
-        abandoned: threading.Event,
-    ) -> ExecResult:
-        # A client of its own: stream() swaps the ApiClient's transport while it runs,
-        # which is not safe to share between threads.
-        api: Any = k8s.ApiClient(self._api.configuration)
-        try:
-            core = k8s.CoreV1Api(api)
-            kw: dict[str, Any] = {"container": container} if container else {}
-            try:
-                ws = k8s_stream(
-                    core.connect_get_namespaced_pod_exec,
-                    pod,
-                    namespace,
-                    command=command,
-                    stdin=True,
-                    stdout=True,
-                    stderr=True,
-                    tty=False,
-                    _preload_content=False,
-                    **kw,
-                )
-            except ApiException as e:
-                return ExecResult(
-                    stdout="",
-                    stderr="",
-                    exit_code=None,
-                    error=self._exec_failure(e, namespace, pod),
-                )
-            finally:
-                shaken.set()
-            try:
-                with closing(ws):
-                    if abandoned.is_set():  # the caller gave up on the handshake
-                        return ExecResult(stdout="", stderr="", exit_code=None, error="abandoned")
-                    return drive(ws, stdin, timeout)
-            except Exception as e:  # the socket broke mid-way
-                return ExecResult(
-                    stdout="",
-                    stderr="",
-                    exit_code=None,
-                    error=f"exec in pod {namespace}/{pod} failed: {e}",
-                )
-        finally:
-            api.close()
-
-    def _exec_failure(self, e: ApiException, namespace: str, pod: str) -> str:
-        text = str(e.reason or e)
-        if "403" in text:
-            return (
-                f"{self.name}: not allowed to create pods/exec in namespace {namespace} "
-                f"(403 Forbidden); grant the verbs listed in {RBAC_FILE}"
-            )
-        return f"exec in pod {namespace}/{pod} failed: {text}"
-
-    # the exec socket driver, reachable where it always was
-    _drive = staticmethod(drive)
 
 
 def _require_run_label(meta: Any, what: str) -> None:

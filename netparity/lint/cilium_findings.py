@@ -28,7 +28,7 @@ in the accept file (its id is the finding's id; `netparity lint --accept FILE`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from netparity.engine.compile import EGRESS, INGRESS, CiliumTarget
@@ -45,21 +45,17 @@ from netparity.engine.traffic import (
     Traffic,
     Verdict,
 )
+from netparity.lint.cilium_fixes import CiliumFixer
 from netparity.lint.findings import (
     Change,
     ChangedTraffic,
     Expectation,
     Finding,
-    Fix,
-    FixAction,
-    FixWhen,
     PodGroup,
     Probe,
 )
 from netparity.lint.tally import NP
 from netparity.lint.tally import side as _side
-from netparity.lint.wire import ip_block_dict, selector_dict
-from netparity.model.ciliumpolicy import CiliumPolicy, CiliumRule
 from netparity.model.objects import Pod, Protocol
 from netparity.model.snapshot import Snapshot
 from netparity.plan.essential_probes import essential_flows
@@ -71,10 +67,6 @@ MAX_PEERS = 24  # pod classes probed per class and direction (same namespace fir
 MAX_PORTS = 3  # container ports per destination class
 KUBELET_PORT = 10250
 OUTSIDE_PORT = 443
-_FIELDS = {
-    INGRESS: ("fromEndpoints", "fromEntities", "fromCIDRSet", "toPorts"),
-    EGRESS: ("toEndpoints", "toEntities", "toCIDRSet", "toPorts"),
-}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +126,7 @@ class _CiliumLint:
         self.groups = [sorted(g, key=lambda p: p.key) for g in groups.values()]
         self.groups.sort(key=lambda g: (g[0].namespace, g[0].key))
         self.verdicts: dict[tuple[str, str], Verdict] = {}
+        self.fixer = CiliumFixer(snapshot, engine, tgt)
 
     # ---------------------------------------------------------------- flows
 
@@ -246,7 +239,7 @@ class _CiliumLint:
         out = []
         for acc in accs.values():
             finding = self._finding(acc)
-            out.append(self._with_fix(finding, acc) if fixes else finding)
+            out.append(self.fixer.with_fix(finding, acc) if fixes else finding)
         return out
 
     def _judge(
@@ -356,117 +349,6 @@ class _CiliumLint:
             rule_refs=tuple(acc.refs),
         )
 
-    # ---------------------------------------------------------------- fixes
-
-    def _with_fix(self, finding: Finding, acc: _Acc) -> Finding:
-        specs = self._specs(acc.target)
-        if specs is None:
-            return replace(
-                finding,
-                no_fix_reason="the policy uses fields the lint cannot copy into a fix; "
-                + _by_hand(acc),
-            )
-        tried: list[str] = []
-        for fix in self._candidates(acc, specs):
-            if self._restores(fix, acc):
-                return replace(finding, fix=fix)
-            tried.append(fix.summary)
-        return replace(
-            finding,
-            no_fix_reason="no fix restores every cut connection under the engine (tried: "
-            + "; ".join(tried)
-            + "); "
-            + _by_hand(acc),
-        )
-
-    def _specs(self, c: CiliumTarget) -> list[CiliumPolicy] | None:
-        """Every spec of the policy's object, in order; None where one cannot be copied."""
-        kind, _, key = c.name.partition(" ")
-        base = key.split("#", 1)[0]
-        specs = [
-            p
-            for p in self.snapshot.cilium_policies
-            if p.kind == kind and (f"{p.namespace}/{p.name}" if p.namespace else p.name) == base
-        ]
-        if not specs or any(
-            r.unsupported
-            for p in specs
-            for r in (*(p.ingress or ()), *(p.egress or ()), *p.ingress_deny, *p.egress_deny)
-        ):
-            return None
-        return sorted(specs, key=lambda p: p.spec_index)
-
-    def _candidates(self, acc: _Acc, specs: list[CiliumPolicy]) -> Iterator[Fix]:
-        c = acc.target
-        which = next(p for p in specs if f"{p.kind} {p.key}" == c.name)
-        directions = list(acc.directions)
-        if not acc.refs:
-            edited = [
-                replace(
-                    p,
-                    default_deny_ingress=False if INGRESS in directions else p.default_deny_ingress,
-                    default_deny_egress=False if EGRESS in directions else p.default_deny_egress,
-                )
-                if p is which
-                else p
-                for p in specs
-            ]
-            dd = ", ".join(f"{d}: false" for d in directions)
-            yield Fix(
-                summary=f"sets enableDefaultDeny: {{{dd}}}: the policy adds its allows to pods "
-                "other policies isolate, and isolates none itself",
-                action=FixAction.APPLY,
-                when=FixWhen.BEFORE,
-                objects=(_policy_dict(edited),),
-                explanation="Cilium honours enableDefaultDeny only where "
-                "enable-non-default-deny-policies is on; the engine checked it under "
-                f"{self.tgt.name} with the snapshot's cilium-config",
-            )
-        if which.namespace is None or len(directions) != 1:
-            return
-        direction = directions[0]
-        subjects = [
-            t.subject
-            for t in self.engine.np_targets
-            if t.namespace == which.namespace and direction in t.isolates
-        ]
-        if not subjects:
-            yield Fix(
-                summary=f"deletes the policy: no NetworkPolicy isolates a pod of namespace "
-                f"{which.namespace} for {direction}, so it only cuts there",
-                action=FixAction.DELETE,
-                when=FixWhen.BEFORE,
-                objects=(_policy_dict(specs),),
-                explanation="keep it where pods are isolated for "
-                f"{direction} (copy it into those namespaces)",
-            )
-            return
-        scoped = [replace(which, spec_index=i, endpoint_selector=s) for i, s in enumerate(subjects)]
-        others = [p for p in specs if p is not which]
-        yield Fix(
-            summary=f"scopes endpointSelector to the pods NetworkPolicies already isolate for "
-            f"{direction} (one spec per NetworkPolicy podSelector)",
-            action=FixAction.APPLY,
-            when=FixWhen.BEFORE,
-            objects=(_policy_dict([*others, *scoped]),),
-            explanation="the policy's rules are unchanged; pods isolated later need the "
-            "selector widened",
-        )
-
-    def _restores(self, fix: Fix, acc: _Acc) -> bool:
-        from netparity.lint.fixes import apply_objects
-
-        try:
-            fixed = apply_objects(self.snapshot, fix.objects, fix.action)
-        except Exception:  # a fix the parser refuses is no fix
-            return False
-        engine = Engine(fixed, compiled=self.engine)
-        for traffic, direction in acc.cuts:
-            result = _side(engine.evaluate(traffic, self.tgt), direction)
-            if result is None or result.decision is not Decision.ALLOW:
-                return False
-        return True
-
 
 # -------------------------------------------------------------------- helpers
 
@@ -485,75 +367,6 @@ def _what_is_cut(traffic: Sequence[ChangedTraffic]) -> str:
         else:
             kinds["other pods"] = None
     return ", ".join(kinds)
-
-
-def _by_hand(acc: _Acc) -> str:
-    if acc.refs:
-        return "remove or narrow the deny rules named, or accept the change (--accept)"
-    dd = ", ".join(f"{d}: false" for d in acc.directions)
-    return (
-        f"add enableDefaultDeny: {{{dd}}} to its spec, scope its endpointSelector to pods "
-        "already isolated, or accept the change (--accept)"
-    )
-
-
-def _policy_dict(specs: Sequence[CiliumPolicy]) -> dict[str, Any]:
-    first = specs[0]
-    meta: dict[str, Any] = {"name": first.name}
-    if first.namespace is not None:
-        meta["namespace"] = first.namespace
-    out: dict[str, Any] = {"apiVersion": "cilium.io/v2", "kind": first.kind, "metadata": meta}
-    bodies = [_spec_dict(p) for p in specs]
-    if len(bodies) == 1:
-        out["spec"] = bodies[0]
-    else:
-        out["specs"] = bodies
-    return out
-
-
-def _spec_dict(p: CiliumPolicy) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if p.endpoint_selector is not None:
-        out["endpointSelector"] = selector_dict(p.endpoint_selector)
-    if p.node_selector is not None:
-        out["nodeSelector"] = selector_dict(p.node_selector)
-    for key, rules, direction in (
-        ("ingress", p.ingress, INGRESS),
-        ("egress", p.egress, EGRESS),
-        ("ingressDeny", p.ingress_deny or None, INGRESS),
-        ("egressDeny", p.egress_deny or None, EGRESS),
-    ):
-        if rules is not None:
-            out[key] = [_rule_dict(r, direction) for r in rules]
-    dd = {
-        k: v
-        for k, v in (("ingress", p.default_deny_ingress), ("egress", p.default_deny_egress))
-        if v is not None
-    }
-    if dd:
-        out["enableDefaultDeny"] = dd
-    return out
-
-
-def _rule_dict(rule: CiliumRule, direction: str) -> dict[str, Any]:
-    endpoints, entities, cidrs, ports = _FIELDS[direction]
-    out: dict[str, Any] = {}
-    if rule.endpoints is not None:
-        out[endpoints] = [selector_dict(s) for s in rule.endpoints]
-    if rule.entities:
-        out[entities] = [str(e) for e in rule.entities]
-    if rule.cidrs:
-        out[cidrs] = [ip_block_dict(b) for b in rule.cidrs]
-    if rule.ports:
-        items = []
-        for cp in rule.ports:
-            item: dict[str, Any] = {"port": "0" if cp.port is None else str(cp.port)}
-            if cp.end_port:
-                item["endPort"] = cp.end_port
-            item["protocol"] = str(cp.protocol)
-            items.append(item)
-        out[ports] = [{"ports": items}]
-    return out
 
 
 def accepted(

@@ -120,30 +120,56 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
             elif key == "authentication":
                 conditions.append(f"{ctx.path}.{key}")
     req_f = "fromRequires" if direction == "ingress" else "toRequires"
-    requires = tuple(
-        LabelSelector.from_dict(s, ctx.sub(req_f).sub(i), kubernetes_keys=False)
-        for i, s in enumerate(as_list(data.get(req_f), ctx.sub(req_f)))
-    )
+    requires = _selectors(data.get(req_f), ctx.sub(req_f))
     nodes_f = "fromNodes" if direction == "ingress" else "toNodes"
-    nodes = None
-    if data.get(nodes_f):
-        nodes = tuple(
-            LabelSelector.from_dict(s, ctx.sub(nodes_f).sub(i), kubernetes_keys=False)
-            for i, s in enumerate(as_list(data[nodes_f], ctx.sub(nodes_f)))
-        )
+    nodes = _selectors(data[nodes_f], ctx.sub(nodes_f)) if data.get(nodes_f) else None
     fqdns = f"{ctx.path}.toFQDNs" if data.get("toFQDNs") else None
     endpoints = None
     if ep_f in data and data[ep_f] is not None:
-        endpoints = tuple(
-            LabelSelector.from_dict(s, ctx.sub(ep_f).sub(i), kubernetes_keys=False)
-            for i, s in enumerate(as_list(data[ep_f], ctx.sub(ep_f)))
-        )
+        endpoints = _selectors(data[ep_f], ctx.sub(ep_f))
     entities = []
     for i, e in enumerate(as_list(data.get(ent_f), ctx.sub(ent_f))):
         try:
             entities.append(Entity(str(e)))
         except ValueError:
             raise ctx.sub(ent_f).sub(i).error(f"unknown entity {e!r}") from None
+    cidrs = _parse_cidrs(data, ctx, cidr_f, cidrset_f, unsupported, l3_unknown)
+    ports = _parse_to_ports(data, ctx, unsupported, conditions, l7)
+    return CiliumRule(
+        index=index,
+        endpoints=endpoints,
+        entities=tuple(entities),
+        cidrs=tuple(cidrs),
+        ports=tuple(ports),
+        unsupported=tuple(unsupported),
+        requires=requires,
+        icmp=bool(data.get("icmps")),
+        nodes=nodes,
+        fqdns=fqdns,
+        l3_unknown=tuple(l3_unknown),
+        l7=tuple(l7),
+        conditions=tuple(conditions),
+    )
+
+
+def _selectors(raw: Any, ctx: Ctx) -> tuple[LabelSelector, ...]:
+    """A list of Cilium label selectors (keys as Cilium writes them)."""
+    return tuple(
+        LabelSelector.from_dict(s, ctx.sub(i), kubernetes_keys=False)
+        for i, s in enumerate(as_list(raw, ctx))
+    )
+
+
+def _parse_cidrs(
+    data: Mapping[str, Any],
+    ctx: Ctx,
+    cidr_f: str,
+    cidrset_f: str,
+    unsupported: list[str],
+    l3_unknown: list[str],
+) -> list[IPBlock]:
+    """A rule's CIDR peers (toCIDR/fromCIDR and the CIDR sets); a CIDR group reference is
+    noted as unsupported."""
     cidrs = [
         IPBlock(cidr=parse_cidr(c, ctx.sub(cidr_f).sub(i)))
         for i, c in enumerate(as_list(data.get(cidr_f), ctx.sub(cidr_f)))
@@ -162,6 +188,13 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
         cidrs.append(
             IPBlock(cidr=parse_cidr(m.get("cidr"), ictx.sub("cidr")), excepts=tuple(excepts))
         )
+    return cidrs
+
+
+def _parse_to_ports(
+    data: Mapping[str, Any], ctx: Ctx, unsupported: list[str], conditions: list[str], l7: list[str]
+) -> list[CiliumPort]:
+    """A rule's toPorts; what else a port rule holds (L7 rules, SNI, ...) is noted."""
     ports: list[CiliumPort] = []
     for i, pr in enumerate(as_list(data.get("toPorts"), ctx.sub("toPorts"))):
         pctx = ctx.sub("toPorts").sub(i)
@@ -195,21 +228,7 @@ def _parse_rule(raw: Any, ctx: Ctx, index: int, direction: str) -> CiliumRule:
             ports.append(CiliumPort(port=port, end_port=end_port, protocol=proto))
         if not pm.get("ports"):
             ports.append(CiliumPort(port=None))
-    return CiliumRule(
-        index=index,
-        endpoints=endpoints,
-        entities=tuple(entities),
-        cidrs=tuple(cidrs),
-        ports=tuple(ports),
-        unsupported=tuple(unsupported),
-        requires=requires,
-        icmp=bool(data.get("icmps")),
-        nodes=nodes,
-        fqdns=fqdns,
-        l3_unknown=tuple(l3_unknown),
-        l7=tuple(l7),
-        conditions=tuple(conditions),
-    )
+    return ports
 
 
 def _parse_cilium_port(raw: Any, ctx: Ctx) -> int | str | None:

@@ -37,7 +37,7 @@ from netparity.plan.classes import (
     PodClass,
     block_members,
     compute_classes,
-    ip_int,
+    rep_ips,
     scope_of_cilium_selector,
 )
 from netparity.plan.ids import Meaning, meaning
@@ -125,13 +125,7 @@ class PlannerBase:
         # backend runs outside probes only to an address something answers at).
         self.responder = responder
         self.outside_target = responder or external_ip
-        names = [current, target]
-        older = older_release(target)
-        if older is not None:
-            names.append(older)
-        self.dps: dict[str, Dataplane] = {}
-        for n in names:
-            self.dps.setdefault(n, get_dataplane(n).with_config(snapshot.config))
+        self.dps = _dataplanes(snapshot, current, target)
         self.current = current
         self.target = target
         self.cur = self.dps[current]
@@ -169,12 +163,7 @@ class PlannerBase:
         self.label_index: dict[
             LabelFilter | None, dict[tuple[str, str], dict[str, list[PodClass]]]
         ] = {}
-        with_ip = sorted(
-            (ip, i)
-            for i, c in enumerate(self.classes.classes)
-            if c.rep.ip and (ip := ip_int(c.rep.ip)) is not None
-        )
-        self.rep_ips = ([ip for ip, _ in with_ip], [i for _, i in with_ip])
+        self.rep_ips = rep_ips(self.classes.classes)
         self._index_rules(snapshot)
         self.subjects = {spec.name: self._subjects(spec) for spec in self.specs}
         self.policies_of: dict[str, list[PolicySpec]] = defaultdict(list)
@@ -483,6 +472,19 @@ class PlannerBase:
         if rule.deny:
             return v.decision is Decision.DENY and rule.ref in (str(r) for r in side.rules)
         return v.decision is Decision.ALLOW and rule.ref in (str(r) for r in side.rules)
+
+
+def _dataplanes(snapshot: Snapshot, current: str, target: str) -> dict[str, Dataplane]:
+    """The current and target dataplanes (and the target's older release), configured by
+    the snapshot's cilium-config, by name."""
+    names = [current, target]
+    older = older_release(target)
+    if older is not None:
+        names.append(older)
+    dps: dict[str, Dataplane] = {}
+    for n in names:
+        dps.setdefault(n, get_dataplane(n).with_config(snapshot.config))
+    return dps
 
 
 def _hostnet_ports(snapshot: Snapshot) -> dict[str, int]:

@@ -151,13 +151,7 @@ def compute_classes(
     cilium_views = _distinct_views([v for v in views if v.cilium_policies])
     keys = {k for s in selectors for k in s.selector.keys()}  # noqa: SIM118
     # --- selectors per namespace
-    namespaces = sorted({p.namespace for p in pods})
-    per_ns: dict[str, tuple[list[LabelSelector], list[LabelSelector]]] = {}
-    unique = list(dict.fromkeys((s.selector, s.cilium, s.namespaces) for s in selectors))
-    for ns in namespaces:
-        plain = [s for s, c, scope in unique if not c and (scope is None or ns in scope)]
-        cil = [s for s, c, scope in unique if c and (scope is None or ns in scope)]
-        per_ns[ns] = (list(dict.fromkeys(plain)), list(dict.fromkeys(cil)))
+    per_ns = _selectors_per_namespace(sorted({p.namespace for p in pods}), selectors)
     # --- group by namespace + projected labels, then one answer vector per group
     groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[Pod]] = defaultdict(list)
     for p in pods:
@@ -216,6 +210,29 @@ def compute_classes(
     named.sort(key=lambda c: c.name)
     of = {p.key: c for c in named for p in c.pods}
     return Classes(classes=tuple(named), of=of, blocks=distinct_blocks)
+
+
+def _selectors_per_namespace(
+    namespaces: Sequence[str], selectors: Sequence[ScopedSelector]
+) -> dict[str, tuple[list[LabelSelector], list[LabelSelector]]]:
+    """Per namespace, the distinct selectors that may apply to its pods: the plain
+    (NetworkPolicy) ones and the Cilium ones."""
+    per_ns: dict[str, tuple[list[LabelSelector], list[LabelSelector]]] = {}
+    unique = list(dict.fromkeys((s.selector, s.cilium, s.namespaces) for s in selectors))
+    for ns in namespaces:
+        plain = [s for s, c, scope in unique if not c and (scope is None or ns in scope)]
+        cil = [s for s, c, scope in unique if c and (scope is None or ns in scope)]
+        per_ns[ns] = (list(dict.fromkeys(plain)), list(dict.fromkeys(cil)))
+    return per_ns
+
+
+def rep_ips(classes: Sequence[PodClass]) -> tuple[list[int], list[int]]:
+    """The classes' representatives' addresses (as integers), sorted, and their classes'
+    indexes."""
+    with_ip = sorted(
+        (ip, i) for i, c in enumerate(classes) if c.rep.ip and (ip := ip_int(c.rep.ip)) is not None
+    )
+    return [ip for ip, _ in with_ip], [i for _, i in with_ip]
 
 
 def _block_membership(pods: Sequence[Pod], blocks: Sequence[IPBlock]) -> dict[int, list[str]]:

@@ -134,16 +134,7 @@ class Watch:
         from netparity.session import parse_cluster
 
         settings, tell = self.settings, self.tell
-        if not settings.interval > 0:
-            raise InputError(f"must be positive, got {settings.interval:g}", field="--interval")
-        if settings.max_duration is not None and not settings.max_duration > 0:
-            raise InputError(
-                f"must be positive, got {settings.max_duration:g}", field="--max-duration"
-            )
-        if settings.max_sentinels < 1:
-            raise InputError(
-                f"must be 1 or more, got {settings.max_sentinels}", field="--max-sentinels"
-            )
+        _check_settings(settings)
         spec = parse_cluster(settings.cluster)
         if spec.kind == "file":
             raise InputError(
@@ -156,27 +147,7 @@ class Watch:
         check_output_dir(folder, "the report folder (--report-dir)")
         self.out = folder / "timeline.json"
         specs = [s for path in settings.probes for s in load_probe_file(path)]
-        if spec.kind == "lab":
-            self.source = _LabSource(spec.value)
-        else:
-            from netparity.kube.backend import DEFAULT_MAX_DURATION
-            from netparity.watch.kube import KubeSource
-
-            if self.limit is None:
-                self.limit = DEFAULT_MAX_DURATION
-                tell(
-                    f"no --max-duration: on Kubernetes the watch stops after {self.limit:g} s "
-                    "(its probe pods' deadline is set when they are made)"
-                )
-            self.source = KubeSource(
-                spec.value,
-                max_duration=self.limit,
-                kubeconfig=settings.kubeconfig,
-                probe_image=settings.probe_image,
-                settle=settings.settle,
-                log=tell,
-            )
-        source = self.source
+        self.source = source = self._open_source(spec.kind, spec.value)
         snapshot = source.snapshot()
         baseline_path = settings.baseline or default_baseline(settings.report_dir, spec.text)
         baseline = None
@@ -219,6 +190,30 @@ class Watch:
         )
         self.header.append(line)
         tell(line)
+
+    def _open_source(self, kind: str, value: str) -> _Source:
+        """The lab, or the Kubernetes cluster (whose watch stops at --max-duration, by
+        default the backend's longest run)."""
+        if kind == "lab":
+            return _LabSource(value)
+        from netparity.kube.backend import DEFAULT_MAX_DURATION
+        from netparity.watch.kube import KubeSource
+
+        settings = self.settings
+        if self.limit is None:
+            self.limit = DEFAULT_MAX_DURATION
+            self.tell(
+                f"no --max-duration: on Kubernetes the watch stops after {self.limit:g} s "
+                "(its probe pods' deadline is set when they are made)"
+            )
+        return KubeSource(
+            value,
+            max_duration=self.limit,
+            kubeconfig=settings.kubeconfig,
+            probe_image=settings.probe_image,
+            settle=settings.settle,
+            log=self.tell,
+        )
 
     def _timeline(self, start: float, end: float, why: str) -> Timeline:
         source, chosen = self.source, self.chosen
@@ -363,6 +358,17 @@ class _LabSource:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _check_settings(settings: WatchSettings) -> None:
+    if not settings.interval > 0:
+        raise InputError(f"must be positive, got {settings.interval:g}", field="--interval")
+    if settings.max_duration is not None and not settings.max_duration > 0:
+        raise InputError(f"must be positive, got {settings.max_duration:g}", field="--max-duration")
+    if settings.max_sentinels < 1:
+        raise InputError(
+            f"must be 1 or more, got {settings.max_sentinels}", field="--max-sentinels"
+        )
 
 
 def _decision(p: PlannedProbe, dataplane: str) -> str:

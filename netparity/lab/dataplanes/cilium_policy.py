@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from netparity.facts.cilium_config import cilium_settings
 from netparity.facts.cilium_local_cluster import policy_default_local_cluster
+from netparity.lab.dataplanes.cilium_nft import ALL as ALL
+from netparity.lab.dataplanes.cilium_nft import ANY_L4 as ANY_L4
+from netparity.lab.dataplanes.cilium_nft import HOST as HOST
+from netparity.lab.dataplanes.cilium_nft import L3 as L3
+from netparity.lab.dataplanes.cilium_nft import L4 as L4
+from netparity.lab.dataplanes.cilium_nft import REMOTE_NODE as REMOTE_NODE
+from netparity.lab.dataplanes.cilium_nft import WORLD as WORLD
+from netparity.lab.dataplanes.cilium_nft import PodRules as PodRules
+from netparity.lab.dataplanes.cilium_nft import emit as _emit
+from netparity.lab.dataplanes.cilium_nft import world as _world
 from netparity.lab.dataplanes.services import (
     ip_sorted,
 )
@@ -24,7 +34,7 @@ from netparity.model.ciliumpolicy import (
     CiliumRule,
     Entity,
 )
-from netparity.model.networkpolicy import IPBlock, NetworkPolicy, PolicyPeer, PolicyPort
+from netparity.model.networkpolicy import NetworkPolicy, PolicyPeer, PolicyPort
 from netparity.model.objects import Pod, Protocol
 from netparity.model.selectors import LabelSelector, Operator, Requirement
 
@@ -85,98 +95,6 @@ class Endpoint:
     pod_labels: Mapping[str, str]  # filtered pod labels (what a K8s podSelector matches)
     labels: Mapping[str, str]  # + namespace label, namespace labels (CNP selectors)
     namespace_labels: Mapping[str, str]
-
-
-# ---------------------------------------------------------------------------- L3 / L4
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class L3:
-    """A peer class: `all`, `pods` (ips), `host`, `remote-node`, or `world` (optionally a CIDR)."""
-
-    kind: str
-    ips: tuple[str, ...] = ()
-    cidr: ipaddress.IPv4Network | None = None
-    excepts: tuple[ipaddress.IPv4Network, ...] = ()
-
-
-ALL = L3(kind="all")
-HOST = L3(kind="host")
-REMOTE_NODE = L3(kind="remote-node")
-WORLD = L3(kind="world")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class L4:
-    """A protocol and port range; proto None: any traffic (a rule without ports)."""
-
-    proto: str | None = None
-    lo: int | None = None
-    hi: int | None = None
-
-    def nft(self) -> str:
-        if self.proto is None:
-            return ""
-        if self.lo is None:
-            return f"meta l4proto {self.proto}"
-        rng = str(self.lo) if self.hi is None or self.hi == self.lo else f"{self.lo}-{self.hi}"
-        return f"{self.proto} dport {rng}"
-
-
-ANY_L4 = L4()
-
-
-def _addr_set(ips: Sequence[str]) -> str:
-    return ips[0] if len(ips) == 1 else "{ " + ", ".join(ips) + " }"
-
-
-def _l3_nft(l3: L3, addr: str, has_remote_nodes: bool) -> str | None:
-    """The nft match for a peer class on `addr` (saddr/daddr); None: it can match nothing."""
-    if l3.kind == "all":
-        return ""
-    if l3.kind == "pods":
-        return f"ip {addr} {_addr_set(l3.ips)}" if l3.ips else None
-    if l3.kind == "host":
-        return f"fib {addr} type local"
-    if l3.kind == "apiserver":
-        return f"ip {addr} {_addr_set(l3.ips)}"
-    if l3.kind == "remote-node":
-        return f"ip {addr} @remote_nodes" if has_remote_nodes else None
-    parts = [f"ip {addr} != @pods", f"ip {addr} != @nodes", f"fib {addr} type != local"]
-    if l3.cidr is not None and l3.cidr.prefixlen > 0:
-        parts.append(f"ip {addr} {l3.cidr}")
-    if l3.excepts:
-        parts.append(f"ip {addr} != {_addr_set([str(e) for e in l3.excepts])}")
-    return " ".join(parts)
-
-
-def _world(block: IPBlock) -> L3 | None:
-    if block.cidr.version != 4:
-        return None
-    excepts = tuple(
-        ipaddress.collapse_addresses(
-            e for e in block.excepts if isinstance(e, ipaddress.IPv4Network)
-        )
-    )
-    cidr = block.cidr if isinstance(block.cidr, ipaddress.IPv4Network) else None
-    return L3(kind="world", cidr=cidr, excepts=excepts)
-
-
-# ---------------------------------------------------------------------------- compilation
-
-
-@dataclass(slots=True)
-class PodRules:
-    """The compiled ingress or egress of one pod."""
-
-    isolated: bool = False
-    deny: list[str] = field(default_factory=list)
-    allow: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def needed(self) -> bool:
-        return self.isolated or bool(self.deny)
 
 
 class Compiler:
@@ -381,27 +299,15 @@ class Compiler:
 
     def pod_rules(self, ep: Endpoint, *, has_remote_nodes: bool) -> tuple[PodRules, PodRules]:
         ingress, egress = PodRules(), PodRules()
+        self._np_rules(ep, ingress, egress, has_remote_nodes)
+        self._cnp_rules(ep, ingress, egress, has_remote_nodes)
+        return ingress, egress
+
+    def _np_rules(
+        self, ep: Endpoint, ingress: PodRules, egress: PodRules, has_remote_nodes: bool
+    ) -> None:
+        """The rules of the NetworkPolicies that select the pod."""
         snap = self.topology.snapshot
-
-        def emit(
-            into: PodRules,
-            l3s: Iterable[L3],
-            l4s: Iterable[L4],
-            verdict: str,
-            why: str,
-            is_in: bool,
-        ) -> None:
-            addr = "saddr" if is_in else "daddr"
-            lines = into.deny if verdict == "drop" else into.allow
-            l4list = list(l4s)
-            for l3 in l3s:
-                m3 = _l3_nft(l3, addr, has_remote_nodes)
-                if m3 is None:
-                    continue
-                for l4 in l4list:
-                    match = " ".join(x for x in (m3, l4.nft()) if x)
-                    lines.append(f'{match} {verdict} comment "{why}"'.lstrip())
-
         for np_ in snap.network_policies:
             if np_.namespace != ep.pod.namespace or not np_.pod_selector.matches(ep.pod_labels):
                 continue
@@ -423,8 +329,21 @@ class Compiler:
                         l3s = [x for p in rule.peers for x in self.np_peer(np_, p)]
                     else:
                         l3s = [ALL]  # no from/to: a true wildcard incl. host, remote-node, world
-                    emit(into, l3s, self.np_ports(rule.ports, ep.pod, is_in), "return", why, is_in)
+                    _emit(
+                        into,
+                        l3s,
+                        self.np_ports(rule.ports, ep.pod, is_in),
+                        "return",
+                        why,
+                        is_in,
+                        has_remote_nodes,
+                    )
 
+    def _cnp_rules(
+        self, ep: Endpoint, ingress: PodRules, egress: PodRules, has_remote_nodes: bool
+    ) -> None:
+        """The rules of the Cilium policies that select the pod (deny rules first)."""
+        snap = self.topology.snapshot
         for cp in snap.cilium_policies:
             if cp.node_selector is not None or cp.endpoint_selector is None:
                 continue
@@ -464,15 +383,15 @@ class Compiler:
                                 f"skipped {why}: unsupported {', '.join(crule.unsupported)}"
                             )
                             continue
-                        emit(
+                        _emit(
                             into,
                             self.cnp_l3(cp, crule),
                             self.cnp_ports(crule.ports, ep.pod, is_in),
                             verdict,
                             why,
                             is_in,
+                            has_remote_nodes,
                         )
-        return ingress, egress
 
     def cnp_l3(self, policy: CiliumPolicy, rule: CiliumRule) -> list[L3]:
         key = (policy.namespace, rule)

@@ -96,6 +96,26 @@ def kube_proxy(
 ) -> tuple[Table, Table, Table]:
     """The mangle, nat and filter tables of kube-proxy on `node`, with NPM's FORWARD jump
     `azure_jump` (if any) where NPM puts it; NPM adds its own chains to filter."""
+    mangle, nat, filt = _tables(node)
+    for route in routes:
+        if route.backend is None:
+            _no_endpoints(filt, route)
+            continue
+        _cluster_ip(nat, filt, route, route.backend, node)
+        if route.external:
+            _external(mangle, nat, filt, route, node)
+    nat.add(
+        "KUBE-SERVICES",
+        f"{comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')}"
+        " -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS",
+    )
+
+    _filter_jumps(filt, azure_jump, azure_first)
+    return mangle, nat, filt
+
+
+def _tables(node: LabNode) -> tuple[Table, NatTable, Table]:
+    """kube-proxy's tables with the chains and rules that do not depend on a Service."""
     mangle = Table("mangle")
     nat = NatTable()
     filt = Table("filter")
@@ -123,143 +143,166 @@ def kube_proxy(
         f"{comment('kubernetes service traffic requiring SNAT')} -j SNAT --to-source {node.ip}",
     )
 
-    for route in routes:
-        proto = route.protocol.lower()
-        sport = route.port.port
-        svc = svc_chain(route)
-        backend = route.backend
-        if backend is None:
-            # no endpoints at all: kube-proxy writes no nat rule, only REJECTs in filter
-            # (syncProxyRules: internalTrafficFilterTarget = "REJECT", "<svc> has no
-            # endpoints"): the ClusterIP in KUBE-SERVICES, LB IPs and the nodePort in
-            # KUBE-EXTERNAL-SERVICES. The client sees `refused` (SEMANTICS D22).
-            why = comment(route.name + " has no endpoints")
-            if route.cluster_ip:
-                filt.add(
-                    SERVICES,
-                    f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} {why} -j REJECT",
-                )
-            for ip in route.lb_ips:
-                filt.add(
-                    EXTERNAL_SERVICES,
-                    f"-d {ip}/32 {_proto(route)} --dport {sport} {why} -j REJECT",
-                )
-            if route.node_port is not None:
-                filt.add(
-                    EXTERNAL_SERVICES,
-                    f"-m addrtype --dst-type LOCAL {_proto(route)} --dport {route.node_port} "
-                    f"{why} -j REJECT",
-                )
-            continue
+    return mangle, nat, filt
 
-        nat.add(svc, f"{comment(route.name)} -j {_sep(nat, route, backend)}")
-        internal = svc
-        if route.cluster_ip and route.service.internal_traffic_policy == "Local":
-            # internalTrafficPolicy Local: the ClusterIP goes to this node's endpoint
-            # (KUBE-SVL-*), or is dropped in filter ("has no local endpoints") (D22)
-            local = route.local_backend(node.name)
-            if local is None:
-                filt.add(
-                    SERVICES,
-                    f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} "
-                    f"{comment(route.name + ' has no local endpoints')} -j DROP",
-                )
-                internal = ""
-            else:
-                internal = svc_chain(route, "KUBE-SVL-")
-                nat.add(internal, f"{comment(route.name)} -j {_sep(nat, route, local)}")
-        if route.cluster_ip and internal:
-            nat.add(
-                "KUBE-SERVICES",
-                f"-m set ! --match-set {CLUSTER_SET} src -d {route.cluster_ip}/32 -p {proto} "
-                f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j KUBE-MARK-MASQ",
+
+def _no_endpoints(filt: Table, route: ServicePortRoute) -> None:
+    sport = route.port.port
+    # no endpoints at all: kube-proxy writes no nat rule, only REJECTs in filter
+    # (syncProxyRules: internalTrafficFilterTarget = "REJECT", "<svc> has no
+    # endpoints"): the ClusterIP in KUBE-SERVICES, LB IPs and the nodePort in
+    # KUBE-EXTERNAL-SERVICES. The client sees `refused` (SEMANTICS D22).
+    why = comment(route.name + " has no endpoints")
+    if route.cluster_ip:
+        filt.add(
+            SERVICES,
+            f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} {why} -j REJECT",
+        )
+    for ip in route.lb_ips:
+        filt.add(
+            EXTERNAL_SERVICES,
+            f"-d {ip}/32 {_proto(route)} --dport {sport} {why} -j REJECT",
+        )
+    if route.node_port is not None:
+        filt.add(
+            EXTERNAL_SERVICES,
+            f"-m addrtype --dst-type LOCAL {_proto(route)} --dport {route.node_port} "
+            f"{why} -j REJECT",
+        )
+
+
+def _cluster_ip(
+    nat: NatTable, filt: Table, route: ServicePortRoute, backend: Backend, node: LabNode
+) -> None:
+    """The Service chain and the ClusterIP's rules (internalTrafficPolicy Local: D22)."""
+    proto = route.protocol.lower()
+    sport = route.port.port
+    svc = svc_chain(route)
+    nat.add(svc, f"{comment(route.name)} -j {_sep(nat, route, backend)}")
+    internal = svc
+    if route.cluster_ip and route.service.internal_traffic_policy == "Local":
+        # internalTrafficPolicy Local: the ClusterIP goes to this node's endpoint
+        # (KUBE-SVL-*), or is dropped in filter ("has no local endpoints") (D22)
+        local = route.local_backend(node.name)
+        if local is None:
+            filt.add(
+                SERVICES,
+                f"-d {route.cluster_ip}/32 {_proto(route)} --dport {sport} "
+                f"{comment(route.name + ' has no local endpoints')} -j DROP",
             )
-            nat.add(
-                "KUBE-SERVICES",
-                f"-d {route.cluster_ip}/32 -p {proto} "
-                f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j {internal}",
-            )
-        if not route.external:
-            continue
-        ext = svc_chain(route, "KUBE-EXT-")
-        if route.external_local:
-            nat.add(
-                ext,
-                f"-m set --match-set {POD_SET} src "
-                f"{comment('pod traffic for ' + route.name + ' external destinations')} -j {svc}",
-            )
-            nat.add(
-                ext,
-                f"-m addrtype --src-type LOCAL {comment('masquerade LOCAL traffic for ' + route.name)}"
-                " -j KUBE-MARK-MASQ",
-            )
-            nat.add(
-                ext,
-                f"-m addrtype --src-type LOCAL {comment('route LOCAL traffic for ' + route.name)}"
-                f" -j {svc}",
-            )
-            local = route.local_backend(node.name)
-            if local is not None:
-                svl = svc_chain(route, "KUBE-SVL-")
-                nat.add(ext, f"-j {svl}")
-                nat.add(svl, f"{comment(route.name)} -j {_sep(nat, route, local)}")
-            else:
-                why = comment(route.name + " has no local endpoints")
-                outside = f"-m set ! --match-set {POD_SET} src -m addrtype ! --src-type LOCAL"
-                for ip in route.lb_ips:
-                    mangle.add(
-                        NO_ENDPOINTS,
-                        f"{outside} -d {ip}/32 {_proto(route)} --dport {sport} {why} -j DROP",
-                    )
-                if route.node_port is not None:
-                    mangle.add(
-                        NO_ENDPOINTS,
-                        f"{outside} -m addrtype --dst-type LOCAL {_proto(route)} "
-                        f"--dport {route.node_port} {why} -j DROP",
-                    )
+            internal = ""
         else:
-            nat.add(
-                ext,
-                f"{comment('masquerade traffic for ' + route.name + ' external destinations')}"
-                " -j KUBE-MARK-MASQ",
-            )
-            nat.add(ext, f"-j {svc}")
-        lb_chain = ext
-        ranges = route.service.load_balancer_source_ranges
-        if route.lb_ips and ranges:
-            # loadBalancerSourceRanges (D22): KUBE-FW-* sends the listed sources on, and what
-            # it leaves un-DNATed KUBE-PROXY-FIREWALL drops in filter (usesFWChain)
-            lb_chain = svc_chain(route, "KUBE-FW-")
-            for r in ranges:
-                nat.add(
-                    lb_chain,
-                    f"-s {r.strip()} {comment(route.name + ' loadbalancer IP')} -j {ext}",
-                )
-            for ip in route.lb_ips:
-                filt.add(
-                    FIREWALL,
-                    f"-d {ip}/32 {_proto(route)} --dport {sport} "
-                    f"{comment(route.name + ' traffic not accepted by ' + lb_chain)} -j DROP",
-                )
+            internal = svc_chain(route, "KUBE-SVL-")
+            nat.add(internal, f"{comment(route.name)} -j {_sep(nat, route, local)}")
+    if route.cluster_ip and internal:
+        nat.add(
+            "KUBE-SERVICES",
+            f"-m set ! --match-set {CLUSTER_SET} src -d {route.cluster_ip}/32 -p {proto} "
+            f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j KUBE-MARK-MASQ",
+        )
+        nat.add(
+            "KUBE-SERVICES",
+            f"-d {route.cluster_ip}/32 -p {proto} "
+            f"{comment(route.name + ' cluster IP')} -m {proto} --dport {sport} -j {internal}",
+        )
+
+
+def _external(
+    mangle: Table, nat: NatTable, filt: Table, route: ServicePortRoute, node: LabNode
+) -> None:
+    """The KUBE-EXT-* chain (externalTrafficPolicy), LoadBalancer IPs and the nodePort."""
+    proto = route.protocol.lower()
+    sport = route.port.port
+    svc = svc_chain(route)
+    ext = svc_chain(route, "KUBE-EXT-")
+    if route.external_local:
+        _external_local(mangle, nat, route, node, ext, svc)
+    else:
+        nat.add(
+            ext,
+            f"{comment('masquerade traffic for ' + route.name + ' external destinations')}"
+            " -j KUBE-MARK-MASQ",
+        )
+        nat.add(ext, f"-j {svc}")
+    lb_chain = _source_ranges(nat, filt, route, ext)
+    for ip in route.lb_ips:
+        nat.add(
+            "KUBE-SERVICES",
+            f"-d {ip}/32 -p {proto} "
+            f"{comment(route.name + ' loadbalancer IP')} -m {proto} --dport {sport} "
+            f"-j {lb_chain}",
+        )
+    if route.node_port is not None:
+        nat.add(
+            "KUBE-NODEPORTS",
+            f"-p {proto} {comment(route.name)} -m {proto} --dport {route.node_port} -j {ext}",
+        )
+
+
+def _external_local(
+    mangle: Table, nat: NatTable, route: ServicePortRoute, node: LabNode, ext: str, svc: str
+) -> None:
+    """externalTrafficPolicy Local: this node's endpoint, or outside traffic dropped."""
+    sport = route.port.port
+    nat.add(
+        ext,
+        f"-m set --match-set {POD_SET} src "
+        f"{comment('pod traffic for ' + route.name + ' external destinations')} -j {svc}",
+    )
+    nat.add(
+        ext,
+        f"-m addrtype --src-type LOCAL {comment('masquerade LOCAL traffic for ' + route.name)}"
+        " -j KUBE-MARK-MASQ",
+    )
+    nat.add(
+        ext,
+        f"-m addrtype --src-type LOCAL {comment('route LOCAL traffic for ' + route.name)} -j {svc}",
+    )
+    local = route.local_backend(node.name)
+    if local is not None:
+        svl = svc_chain(route, "KUBE-SVL-")
+        nat.add(ext, f"-j {svl}")
+        nat.add(svl, f"{comment(route.name)} -j {_sep(nat, route, local)}")
+    else:
+        why = comment(route.name + " has no local endpoints")
+        outside = f"-m set ! --match-set {POD_SET} src -m addrtype ! --src-type LOCAL"
         for ip in route.lb_ips:
-            nat.add(
-                "KUBE-SERVICES",
-                f"-d {ip}/32 -p {proto} "
-                f"{comment(route.name + ' loadbalancer IP')} -m {proto} --dport {sport} "
-                f"-j {lb_chain}",
+            mangle.add(
+                NO_ENDPOINTS,
+                f"{outside} -d {ip}/32 {_proto(route)} --dport {sport} {why} -j DROP",
             )
         if route.node_port is not None:
-            nat.add(
-                "KUBE-NODEPORTS",
-                f"-p {proto} {comment(route.name)} -m {proto} --dport {route.node_port} -j {ext}",
+            mangle.add(
+                NO_ENDPOINTS,
+                f"{outside} -m addrtype --dst-type LOCAL {_proto(route)} "
+                f"--dport {route.node_port} {why} -j DROP",
             )
 
-    nat.add(
-        "KUBE-SERVICES",
-        f"{comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')}"
-        " -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS",
-    )
 
+def _source_ranges(nat: NatTable, filt: Table, route: ServicePortRoute, ext: str) -> str:
+    """The chain LoadBalancer IPs jump to: KUBE-FW-* where loadBalancerSourceRanges are set."""
+    sport = route.port.port
+    lb_chain = ext
+    ranges = route.service.load_balancer_source_ranges
+    if route.lb_ips and ranges:
+        # loadBalancerSourceRanges (D22): KUBE-FW-* sends the listed sources on, and what
+        # it leaves un-DNATed KUBE-PROXY-FIREWALL drops in filter (usesFWChain)
+        lb_chain = svc_chain(route, "KUBE-FW-")
+        for r in ranges:
+            nat.add(
+                lb_chain,
+                f"-s {r.strip()} {comment(route.name + ' loadbalancer IP')} -j {ext}",
+            )
+        for ip in route.lb_ips:
+            filt.add(
+                FIREWALL,
+                f"-d {ip}/32 {_proto(route)} --dport {sport} "
+                f"{comment(route.name + ' traffic not accepted by ' + lb_chain)} -j DROP",
+            )
+    return lb_chain
+
+
+def _filter_jumps(filt: Table, azure_jump: str | None, azure_first: bool) -> None:
     # filter: the jumps syncProxyRules prepends, in the order that leaves (iptablesJumpChains,
     # kubernetes pkg/proxy/iptables/proxier.go): FORWARD: KUBE-FORWARD, KUBE-SERVICES,
     # KUBE-EXTERNAL-SERVICES; INPUT: KUBE-EXTERNAL-SERVICES; OUTPUT: KUBE-SERVICES. NPM's
@@ -289,4 +332,3 @@ def kube_proxy(
         f"{comment('kubernetes forwarding conntrack rule')} "
         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
     )
-    return mangle, nat, filt
