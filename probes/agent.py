@@ -531,7 +531,8 @@ async def probe_stream(target: Target, timeout: float) -> dict[str, Any]:
                 max(deadline - connect_start, 0.001),
             )
         except TimeoutError:
-            return {"observed": "timeout"}
+            if not connected_late(sock):
+                return {"observed": "timeout"}
         except ConnectionRefusedError:
             return {"observed": "refused"}
         except OSError as exc:
@@ -541,18 +542,43 @@ async def probe_stream(target: Target, timeout: float) -> dict[str, Any]:
         return {"observed": "connected", "token": token, "latency_ms": latency}
 
 
+def connected_late(sock: socket.socket) -> bool:
+    """At the deadline, did the connection complete all the same? On a busy machine the
+    event loop can run late: the kernel completed the handshake in time (a policy drop
+    never completes it), the loop had not looked yet. One look, not a longer wait."""
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def recv_late(sock: socket.socket) -> bytes | None:
+    """At the deadline, what has arrived all the same (the loop ran late); None if nothing."""
+    try:
+        return sock.recv(TOKEN_MAX_BYTES)
+    except OSError:  # BlockingIOError: nothing has
+        return None
+
+
 async def read_token_line(sock: socket.socket, deadline: float) -> str | None:
     """Read up to the first newline before the deadline; None if nothing usable."""
     loop = asyncio.get_running_loop()
     buf = b""
     while b"\n" not in buf and len(buf) < TOKEN_MAX_BYTES:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        try:
-            chunk = await asyncio.wait_for(loop.sock_recv(sock, TOKEN_MAX_BYTES), remaining)
-        except (TimeoutError, OSError):
-            return None
+        chunk: bytes | None = None
+        if remaining > 0:
+            try:
+                chunk = await asyncio.wait_for(loop.sock_recv(sock, TOKEN_MAX_BYTES), remaining)
+            except TimeoutError:
+                chunk = None
+            except OSError:
+                return None
+        if chunk is None:
+            chunk = recv_late(sock)
+            if chunk is None:
+                return None
         if not chunk:
             break
         buf += chunk
@@ -630,7 +656,14 @@ async def probe_udp(target: Target, timeout: float) -> dict[str, Any]:
             await asyncio.wait({protocol.done}, timeout=max(wait_until - time.monotonic(), 0))
             if protocol.done.done():
                 return protocol.done.result()
-        return {"observed": "timeout"}
+        while not protocol.done.done():  # what has arrived all the same (the loop ran late)
+            try:
+                protocol.datagram_received(sock.recv(65535), sockaddr)
+            except ConnectionRefusedError as exc:
+                protocol.error_received(exc)
+            except OSError:  # BlockingIOError: nothing has
+                break
+        return protocol.done.result() if protocol.done.done() else {"observed": "timeout"}
     finally:
         transport.close()
 
@@ -721,7 +754,8 @@ async def probe_connect(target: Target, timeout: float) -> dict[str, Any]:
         try:
             await asyncio.wait_for(loop.sock_connect(sock, sockaddr), max(deadline - start, 0.001))
         except TimeoutError:
-            return {"observed": "timeout"}
+            if not connected_late(sock):
+                return {"observed": "timeout"}
         except ConnectionRefusedError:
             return {"observed": "refused"}
         except OSError as exc:

@@ -147,11 +147,38 @@ class Run:
             self.proc.wait()
 
 
-def ns_inodes(name: str) -> set[int]:
-    return {os.stat(NETNS_DIR / n).st_ino for n in list_netns(f"np-{name}-")}
+class Pinned:
+    """The lab's namespaces as they were when noted, each held open (its descriptor), so
+    that it is not freed while the test may still look into it. A freed namespace's inode
+    number is given to the next namespace made on the machine (another lab of a parallel
+    worker): without the pin, that lab's agents would read as processes left in this one."""
+
+    def __init__(self) -> None:
+        self.fds: dict[tuple[int, int], int] = {}
+
+    def add(self, name: str) -> None:
+        for n in list_netns(f"np-{name}-"):
+            try:
+                fd = os.open(NETNS_DIR / n, os.O_RDONLY)
+            except OSError:
+                continue  # removed meanwhile
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) in self.fds:
+                os.close(fd)
+            else:
+                self.fds[(st.st_dev, st.st_ino)] = fd
+
+    def __bool__(self) -> bool:
+        return bool(self.fds)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
-def processes_in(inodes: set[int]) -> list[int]:
+def processes_in(pinned: Pinned) -> list[str]:
+    """The live processes (pid and command line) in one of the pinned namespaces."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -159,10 +186,11 @@ def processes_in(inodes: set[int]) -> list[int]:
                 st = os.stat(f"/proc/{entry}/ns/net")
                 with open(f"/proc/{entry}/stat") as f:
                     zombie = f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
             except OSError:
                 continue
-            if st.st_ino in inodes and not zombie:
-                found.append(int(entry))
+            if (st.st_dev, st.st_ino) in pinned.fds and not zombie:
+                found.append(f"{entry} {cmd.decode(errors='replace').strip()}")
     return found
 
 
@@ -218,6 +246,7 @@ def lab(root_before: str, tmp_path: Path) -> Iterator[Lab]:
         for run in lab.runs:
             run.kill()
         down(name, wait=30)  # a killed demo's pytest run may still be ending
+        lab.pinned.close()
 
 
 class Lab:
@@ -226,7 +255,7 @@ class Lab:
         self.root_before = root_before
         self.tmp = tmp
         self.runs: list[Run] = []
-        self.inodes: set[int] = set()
+        self.pinned = Pinned()
         self.snapshot = tmp / "snapshot.yaml"
         self.snapshot.write_text(SNAPSHOT)
         self.probes = tmp / "probes.yaml"
@@ -264,7 +293,7 @@ class Lab:
 
     def remember(self) -> None:
         """Note the lab's namespaces now, to look for processes left in them later."""
-        self.inodes |= ns_inodes(self.name)
+        self.pinned.add(self.name)
 
     def status(self) -> subprocess.CompletedProcess[str]:
         return netparity("lab", "status", "--name", self.name)
@@ -279,10 +308,11 @@ class Lab:
 
     def assert_nothing_left(self) -> None:
         deadline = time.monotonic() + 5
-        while processes_in(self.inodes) and time.monotonic() < deadline:
+        while processes_in(self.pinned) and time.monotonic() < deadline:
             time.sleep(0.05)  # killed processes being reaped
         assert list_netns(f"np-{self.name}-") == []
-        assert processes_in(self.inodes) == [], "processes left in the lab's namespaces"
+        left = processes_in(self.pinned)
+        assert left == [], f"processes left in the lab's namespaces: {left}"
         assert processes_with(f"lab:{self.name} ") == [], "a pytest run of the lab is left"
         assert lab_files(self.name) == []
         assert root_rules() == self.root_before, "the root namespace's rules changed"
@@ -489,7 +519,7 @@ def test_two_demos_on_one_lab_do_not_corrupt_each_other(lab: Lab) -> None:
     assert not (lab.tmp / "other").exists()
     after = json.loads((state_dir() / f"{lab.name}.json").read_text())
     assert (after["generation"], after["agents"]) == (before["generation"], before["agents"])
-    assert processes_in(lab.inodes), "the first demo's agents still run"
+    assert processes_in(lab.pinned), "the first demo's agents still run"
 
     os.kill(child, signal.SIGUSR1)  # resume the first demo's pre run
     os.kill(first.paused(nth=2), signal.SIGUSR1)  # and its post run

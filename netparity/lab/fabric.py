@@ -351,7 +351,7 @@ def reimage_node(before: LabTopology, after: LabTopology, node_name: str) -> Non
     node = before.node(node_name)
     old = [p for p in before.pods_on(node_name) if not p.host_network]
     new = [p for p in after.pods_on(node_name) if not p.host_network]
-    nx.kill_pids(nx.netns_pids([node.netns, *(p.netns for p in old)]))
+    nx.end_processes_in([node.netns, *(p.netns for p in old)])
     # A namespace is freed asynchronously: delete the veths first (their routes go too).
     nx.ip_batch_force([f"link del {p.host_ifname}" for p in old], netns=node.netns)
     nx.delete_netns([p.netns for p in old])

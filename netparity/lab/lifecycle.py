@@ -144,7 +144,7 @@ def _teardown(name: str, *, keep_state: bool = False) -> int:
                 )
             )
     names = nx.list_netns(netns_prefix(name))
-    nx.kill_pids(nx.netns_pids(names))
+    nx.end_processes_in(names)
     reap_agents(name)
     checkpoint("teardown:namespaces")
     nx.delete_netns(names)

@@ -181,3 +181,15 @@ def kill_pids(pids: Iterable[int], *, grace: float = 1.0) -> None:
     while left and time.monotonic() < deadline:
         time.sleep(0.02)
         left = [p for p in left if _alive(p)]
+
+
+def end_processes_in(names: Sequence[str], *, grace: float = 1.0, rounds: int = 5) -> None:
+    """End every process in the namespaces `names` and wait until each is gone, looking
+    again after each kill: a process that entered one meanwhile (`ip netns exec` of a
+    probe or of a child of a killed process) is found and ended too. Call it before the
+    namespaces are deleted: a process in a deleted namespace can no longer be found."""
+    for _ in range(rounds):
+        pids = netns_pids(names)
+        if not pids:
+            return
+        kill_pids(pids, grace=grace)

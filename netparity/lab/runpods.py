@@ -114,7 +114,7 @@ def remove_pods(name: str, keys: Iterable[str]) -> None:
         if not gone_keys:
             return
         own = [p.netns for p in gone]
-        nx.kill_pids(nx.netns_pids(own))
+        nx.end_processes_in(own)
         nx.delete_netns(own)
         for lp in gone:
             dead = [f"route del {lp.ip}/32"]

@@ -151,14 +151,22 @@ def _start(api: KubeAPI, pod: dict[str, Any], node: str) -> None:
             at = argv.index("--name") + 1
             argv[at] = api.answer_as.get(argv[at], argv[at])
     with api.lock:
-        if ("pods", namespace, name) not in api.store:
+        if ("pods", namespace, name) not in api.store or api.stopping:
             api.release(rt)
             return
         api.runtimes[uid] = rt
-    rt.proc = api.launch(rt, argv)
-    assert rt.proc.stdout is not None
-    r, _, _ = select.select([rt.proc.stdout], [], [], AGENT_READY_TIMEOUT)
-    if r and rt.proc.stdout.readline().strip() == "ready":
+        # Started under the lock: `stop()` and the pod's deletion either find the process
+        # in the runtime (and end it) or come first (and it never starts). Started after
+        # the lock, it could start after they ended the runtime and outlive the server.
+        rt.proc = api.launch(rt, argv)
+    stdout = rt.proc.stdout
+    assert stdout is not None
+    try:
+        r, _, _ = select.select([stdout], [], [], AGENT_READY_TIMEOUT)
+        ready = bool(r) and stdout.readline().strip() == "ready"
+    except (ValueError, OSError):  # ended meanwhile (`stop()`, the pod deleted): its pipe shut
+        return
+    if ready:
         _running(api, pod, node, ip)
         return
     _crashed(api, pod, ip, rt.proc)

@@ -136,6 +136,10 @@ class KubeAPI:
         self._threads.append(t)
         return self
 
+    @property
+    def stopping(self) -> bool:  # `stop()` has begun: no pod starts any more
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         self._stopping.set()
         if self._threads:  # serve_forever runs: shutdown() waits for it to return
