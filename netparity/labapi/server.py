@@ -483,9 +483,6 @@ class KubeAPI:
     def endpoints(self, namespace: str, name: str) -> list[str]:
         return proxy.endpoints(self, namespace, name)
 
-    def _named_port(self, namespace: str, ip: str, name: str) -> int | None:
-        return proxy.named_port(self, namespace, ip, name)
-
     # ------------------------------------------------------------------ exec
 
     def exec_argv(self, namespace: str, name: str, command: list[str]) -> list[str] | str:
