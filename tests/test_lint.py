@@ -1303,3 +1303,25 @@ def test_a_multi_value_in_namespace_selector_means_the_same_on_both_and_is_no_fi
     )
     _, report = lint(policy)
     assert [f for f in report.findings if f.kind == "ns-selector-or"] == []
+
+
+# --- D18 a namespaceSelector of only NotIn/DoesNotExist ------------------------------------
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_a_negative_only_namespace_selector_is_one_note_not_a_finding(positive: bool) -> None:
+    """D18: NPM and Cilium <= 1.18 agree that `team NotIn [a]` alone also matches outside
+    addresses, nodes and hostNetwork pods: no migration risk, one note. A positive term
+    (`Exists`) scopes it to namespaces in both, so there is nothing to say."""
+    exprs = [{"key": "team", "operator": "NotIn", "values": ["a"]}]
+    if positive:
+        exprs.append({"key": "team", "operator": "Exists"})
+    spec = {
+        "podSelector": {"matchLabels": {"app": "c"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": exprs}}]}],
+    }
+    report = lint_snapshot(base_cluster(netpol("y/neg", spec)), target="cilium")
+    d18 = [n for n in report.notes if "(D18" in n]
+    assert [f.kind for f in report.findings if "y/neg" in " ".join(f.policies)] == []
+    assert d18 == ([] if positive else [d18[0]]) and (positive or "y/neg" in d18[0])

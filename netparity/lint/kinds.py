@@ -11,6 +11,8 @@ from netparity.engine.dataplane import older_release
 from netparity.engine.matcher.peer import flatten
 from netparity.engine.traffic import Endpoint, PodEndpoint
 from netparity.lint.findings import OTHER_KIND
+from netparity.model.networkpolicy import PolicyPeer
+from netparity.model.selectors import Operator
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.model import Scenario
@@ -60,12 +62,43 @@ def notes(snapshot: Snapshot, classes: ClassIndex, linter: Linter, target: str) 
             f"{len(linter.unknown)} connections have an unknown verdict and are not judged, "
             f"e.g. {linter.unknown[0]}"
         )
+    negative = negative_namespace_peers(snapshot)
+    if negative:
+        notes.append(
+            f"{len(negative)} NetworkPolicies (e.g. {negative[0]}) have a peer whose "
+            "namespaceSelector is only NotIn/DoesNotExist: NPM and Cilium up to 1.18 also match "
+            "outside addresses, nodes and hostNetwork pods with it, which the spec does not "
+            "(D18; both agree, so it is no migration risk; Cilium 1.19 with "
+            "policy-default-local-cluster matches pods only)"
+        )
     if linter.unattributed:
         notes.append(
             f"{len(linter.unattributed)} connections change because of Cilium policies already "
             f"in the snapshot, e.g. {linter.unattributed[0]}"
         )
     return notes
+
+
+def negative_namespace_peers(snapshot: Snapshot) -> list[str]:
+    """NetworkPolicies with a peer that an empty label set satisfies on both selectors and
+    whose namespaceSelector says only what a namespace is not (D18), in snapshot order."""
+    out: list[str] = []
+    for p in snapshot.network_policies:
+        for rule in (*p.ingress, *p.egress):
+            if any(_negative(peer) for peer in rule.peers):
+                out.append(p.key)
+                break
+    return out
+
+
+def _negative(peer: PolicyPeer) -> bool:
+    ns = peer.namespace_selector
+    if ns is None or ns.match_labels or not ns.match_expressions:
+        return False
+    only_not = all(
+        r.operator in (Operator.NOT_IN, Operator.DOES_NOT_EXIST) for r in ns.match_expressions
+    )
+    return only_not and (peer.pod_selector is None or peer.pod_selector.matches({}))
 
 
 def row_key(row: str) -> tuple[int, str]:
