@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from netparity.backend import ClusterFacts, Observed, ProbeResult
-from netparity.compare import compare, parity_json
+from netparity.compare import compare
+from netparity.compare_output import parity_json
 from netparity.model.snapshot import snapshot_from_dicts
 from netparity.plan.model import Plan
 from netparity.plan.planner import make_plan

@@ -116,3 +116,23 @@ def test_the_size_check_sees_every_module_and_the_allowed_files_exist() -> None:
         assert any(n > MAX_FUNCTION_LINES for n in lengths), (
             f"{entry} is no longer over {MAX_FUNCTION_LINES} lines: drop it from FUNCTIONS_ALLOWED"
         )
+
+
+def test_every_bench_script_imports_what_exists() -> None:
+    """bench/ is run by hand, not by the suite: a moved name must not break it unseen."""
+    import ast
+    import importlib
+
+    missing = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("netparity"):
+                module = importlib.import_module(str(node.module))
+                for alias in node.names:
+                    if hasattr(module, alias.name):
+                        continue
+                    try:
+                        importlib.import_module(f"{node.module}.{alias.name}")
+                    except ImportError:
+                        missing.append(f"{path.name}: {node.module}.{alias.name}")
+    assert not missing, missing
