@@ -94,6 +94,10 @@ def netparity(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """A command started in the background, its output (stdout and stderr) collected."""
 
@@ -106,6 +110,9 @@ class Run:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # SIGINT as a terminal's Ctrl-C: a test run started in the background by a shell
+            # (`pytest ... &`) inherits SIGINT ignored, and so would the command
+            preexec_fn=_default_sigint,
         )
         self.lines: list[str] = []
         assert self.proc.stdout is not None
