@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from netparity.backend import Observed, ProbeResult, Target
+from netparity.backend import ProbeResult, Target
 from netparity.engine.dataplane import DETECTIONS
 from netparity.errors import InputError
 from netparity.kube.backend import KubeBackend
@@ -31,6 +31,7 @@ from netparity.kube.rounds import live_pods
 from netparity.model.snapshot import Snapshot
 from netparity.plan.model import PlannedProbe
 from netparity.watch.nodes import NodeSeen, NodeTracker
+from netparity.watch.probes import nodes_of, pods_of, seen_of
 from netparity.watch.timeline import NodeChange, Sample, Seen
 
 # Twins live this much longer than --max-duration: the first round's placing and the last
@@ -169,7 +170,7 @@ class KubeSource:
                     )
                 )
                 continue
-            nodes = _nodes_of(probe)
+            nodes = nodes_of(probe)
             w.see_nodes(nodes)
             away = sorted(busy & set(nodes))
             if away:
@@ -193,14 +194,14 @@ class KubeSource:
         live = live_pods(self.backend) if run else {}
         made = self.backend._made
         for (w, probe), r in zip(run, results, strict=True):
-            seen = _seen(r)
+            seen = seen_of(r)
             if seen is Seen.DENY or seen is Seen.ERROR:
                 moved = [
-                    n for n in _nodes_of(probe) if n not in after_nodes or not after_nodes[n].steady
+                    n for n in nodes_of(probe) if n not in after_nodes or not after_nodes[n].steady
                 ]
                 gone = [
                     key
-                    for key in _pods_of(probe)
+                    for key in pods_of(probe)
                     if (twin := made.twins.get(key)) is not None
                     and twin.obj is not None
                     and (
@@ -226,36 +227,3 @@ def _shape(snap: Snapshot) -> object:
         tuple(sorted((p.key, p.node_name or "") for p in snap.pods)),
         tuple(sorted(n.name for n in snap.nodes)),
     )
-
-
-def _seen(r: ProbeResult) -> Seen:
-    if r.observed in (Observed.CONNECTED, Observed.REFUSED):
-        return Seen.ALLOW
-    if r.observed is Observed.TIMEOUT:
-        return Seen.DENY
-    if r.observed is Observed.NOT_RUN:
-        return Seen.NOT_PLACED
-    return Seen.ERROR
-
-
-def _nodes_of(p: PlannedProbe) -> tuple[str, ...]:
-    out: list[str] = []
-    for ep in (p.traffic.source, p.traffic.destination):
-        pod = getattr(ep, "pod", None)
-        node = getattr(ep, "node", None)
-        name = pod.node_name if pod is not None else getattr(node, "name", None)
-        if name and name not in out:
-            out.append(str(name))
-    return tuple(out)
-
-
-def _pods_of(p: PlannedProbe) -> tuple[str, ...]:
-    out: list[str] = []
-    for ep in (p.traffic.source, p.traffic.destination):
-        pod = getattr(ep, "pod", None)
-        if pod is not None:
-            out.append(str(pod.key))
-    return tuple(out)
-
-
-__all__ = ["TWIN_MARGIN", "KubeSource", "read_nodes"]

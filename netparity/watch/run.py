@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from netparity.backend import Observed, ProbeResult, Target
+from netparity.backend import Target
 from netparity.errors import InputError
 from netparity.model.snapshot import Snapshot
-from netparity.model.traffic import PodEndpoint
 from netparity.plan.model import PlannedProbe
+from netparity.watch.probes import nodes_of, pods_of, seen_of
 from netparity.watch.sentinels import (
     DEFAULT_MAX_SENTINELS,
     SentinelSet,
@@ -64,35 +64,6 @@ class _Watched:
 
     def see_nodes(self, nodes: Sequence[str]) -> None:
         self.nodes.extend(n for n in nodes if n not in self.nodes)
-
-
-def _nodes_of(p: PlannedProbe) -> tuple[str, ...]:
-    out: list[str] = []
-    for ep in (p.traffic.source, p.traffic.destination):
-        pod = getattr(ep, "pod", None)
-        node = getattr(ep, "node", None)
-        name = pod.node_name if pod is not None else getattr(node, "name", None)
-        if name and name not in out:
-            out.append(str(name))
-    return tuple(out)
-
-
-def _pods_of(p: PlannedProbe) -> tuple[str, ...]:
-    return tuple(
-        ep.pod.key
-        for ep in (p.traffic.source, p.traffic.destination)
-        if isinstance(ep, PodEndpoint)
-    )
-
-
-def _seen(r: ProbeResult) -> Seen:
-    if r.observed in (Observed.CONNECTED, Observed.REFUSED):
-        return Seen.ALLOW
-    if r.observed is Observed.TIMEOUT:
-        return Seen.DENY
-    if r.observed is Observed.NOT_RUN:
-        return Seen.NOT_PLACED
-    return Seen.ERROR
 
 
 def watch(settings: WatchSettings, *, say: Callable[[str], None] | None = None) -> Path:
@@ -165,7 +136,7 @@ class Watch:
         )
         by_id = {p.id: p for p in plan.probes}
         self.watched = [
-            _Watched(probe=by_id[i], why=chosen.why[i], nodes=list(_nodes_of(by_id[i])))
+            _Watched(probe=by_id[i], why=chosen.why[i], nodes=list(nodes_of(by_id[i])))
             for i in chosen.ids
             if i in by_id
         ]
@@ -389,7 +360,7 @@ def _round(backend: object, watched: Sequence[_Watched], began: float, timeout: 
     busy = set(before.rolling.reimaging()) if before.rolling is not None else set()
     run: list[_Watched] = []
     for w in watched:
-        away = [k for k in _pods_of(w.probe) if k not in pods]
+        away = [k for k in pods_of(w.probe) if k not in pods]
         if away or busy & set(w.nodes):
             why = f"pod {away[0]} is not placed" if away else "its node is being reimaged"
             w.samples.append(Sample(time=began, verdict=Seen.NOT_PLACED, detail=why))
@@ -406,7 +377,7 @@ def _round(backend: object, watched: Sequence[_Watched], began: float, timeout: 
             r.node for r in after.rolling.reimages if r.end is None or r.start >= began - timeout
         }
     for w, r in zip(run, results, strict=True):
-        seen = _seen(r)
+        seen = seen_of(r)
         if seen is not Seen.ALLOW and moved & set(w.nodes):
             w.samples.append(
                 Sample(
