@@ -14,6 +14,17 @@ from netparity.engine.peers import ExternalPeer, Peer
 from netparity.engine.traffic import Decision, PathKind
 from netparity.model.objects import Node, Pod, Service
 
+# The words of the range drop's reason that the lint and the planner recognise it by
+# (lint kind and scenario `lb-source-ranges`).
+SOURCE_RANGES_MARK = "outside loadBalancerSourceRanges"
+
+
+def outside_source_ranges(svc: Service, ip: str | None) -> bool:
+    """`ip` is a client the Service's loadBalancerSourceRanges leave out (False where the
+    Service has no ranges: every client is admitted)."""
+    ranges = svc.load_balancer_source_ranges
+    return bool(ranges) and ip is not None and not _in_ranges(ip, ranges or ())
+
 
 def _in_ranges(ip: str | None, ranges: tuple[str, ...]) -> bool:
     if not ip:
@@ -46,7 +57,7 @@ def source_range_drop(svc: Service, client: Peer, dp: Dataplane, kind: PathKind)
     return Path(
         kind=kind,
         decided=Decision.DENY,
-        reason=f"{client} is outside loadBalancerSourceRanges of Service {svc.key} "
+        reason=f"{client} is {SOURCE_RANGES_MARK} of Service {svc.key} "
         f"({', '.join(ranges)}): dropped (D22)",
     )
 
