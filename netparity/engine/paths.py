@@ -235,7 +235,7 @@ class PathResolver:
             dropped = source_range_drop(svc, client, dp, kind)
             if dropped is not None:
                 return dropped
-        itp_node = self.internal_local_node(svc, dst.via, client)
+        itp_node = self.internal_local_node(svc, dst.via, client, dp, receiving)
         if itp_node is not None and self.backends(svc):
             # D22: internalTrafficPolicy Local keeps in-cluster traffic to the ClusterIP on
             # the client's node (kube-proxy: KUBE-SVL-*; Cilium: the local-scope backends)
@@ -451,11 +451,26 @@ class PathResolver:
         )
         return Path(kind=kind, legs=(leg,), notes=notes, port=port, backend=host)
 
-    def internal_local_node(self, svc: Service, via: Via, client: Peer | None) -> Node | None:
-        """The node internalTrafficPolicy Local confines a ClusterIP connection to (the
-        client's), or None where it does not apply (D22)."""
-        if via is not Via.CLUSTER_IP or svc.internal_traffic_policy != "Local":
+    def internal_local_node(
+        self,
+        svc: Service,
+        via: Via,
+        client: Peer | None,
+        dp: Dataplane | None = None,
+        receiving: Node | None = None,
+    ) -> Node | None:
+        """The node internalTrafficPolicy Local confines a connection to (the client's), or
+        None where it does not apply (D22): the ClusterIP; under `itp_external_frontends`
+        (Cilium) also a pod's LB IP and its own node's NodePort (`receiving`)."""
+        if svc.internal_traffic_policy != "Local":
             return None
+        if via is not Via.CLUSTER_IP:
+            if dp is None or not dp.itp_external_frontends or not isinstance(client, PodPeer):
+                return None
+            own = self._nodes.get(client.pod.node_name or "")
+            if via is Via.NODE_PORT and (own is None or receiving is None or receiving != own):
+                return None  # another node's NodePort is handled there as outside traffic
+            return own
         if isinstance(client, PodPeer):
             return self._nodes.get(client.pod.node_name or "")
         if isinstance(client, HostPeer):
