@@ -13,7 +13,12 @@ from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
 from netparity.engine.node_nat import hairpin, in_cluster_external_ip
 from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
-from netparity.engine.service_d22 import no_endpoints, no_local_endpoint, source_range_drop
+from netparity.engine.service_d22 import (
+    itp_node,
+    no_endpoints,
+    no_local_endpoint,
+    source_range_drop,
+)
 from netparity.engine.traffic import (
     Decision,
     Endpoint,
@@ -460,22 +465,11 @@ class PathResolver:
         receiving: Node | None = None,
     ) -> Node | None:
         """The node internalTrafficPolicy Local confines a connection to (the client's), or
-        None where it does not apply (D22): the ClusterIP; under `itp_external_frontends`
-        (Cilium) also a pod's LB IP and its own node's NodePort (`receiving`)."""
-        if svc.internal_traffic_policy != "Local":
-            return None
-        if via is not Via.CLUSTER_IP:
-            if dp is None or not dp.itp_external_frontends or not isinstance(client, PodPeer):
-                return None
-            own = self._nodes.get(client.pod.node_name or "")
-            if via is Via.NODE_PORT and (own is None or receiving is None or receiving != own):
-                return None  # another node's NodePort is handled there as outside traffic
-            return own
+        None where it does not apply (D22, service_d22.itp_node)."""
+        own = client.node if isinstance(client, HostPeer) else None
         if isinstance(client, PodPeer):
-            return self._nodes.get(client.pod.node_name or "")
-        if isinstance(client, HostPeer):
-            return client.node
-        return None
+            own = self._nodes.get(client.pod.node_name or "")
+        return itp_node(svc, via, client, own, dp, receiving)
 
     def host_backends(self, svc: Service) -> tuple[Pod, ...]:
         """The hostNetwork pods a Service selects, by key: endpoints at their node's address
