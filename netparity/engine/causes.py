@@ -44,6 +44,8 @@ _SCENARIOS: dict[str, str | None] = {
     "ns_selector_flattened": "ns-selector-or",  # D19
     "own_node_ingress_bypass": None,  # D4c: a cilium-config host policy; no lint scenario
     "cilium_policies": None,  # D14: Cilium policies already in the cluster; the lint's notes
+    "lb_source_ranges_in_cluster": "lb-source-ranges",  # D22: in-cluster clients not checked
+    "lb_source_range_check": "lb-source-ranges",  # D22: enable-svc-source-range-check false
 }
 
 # The knobs that may decide a change (every field but the name, the description and the

@@ -147,6 +147,16 @@ class Dataplane:
     lb_source_ranges_in_cluster: bool = True
     # D22: Cilium's `enable-svc-source-range-check` (default true): off, no range is checked.
     lb_source_range_check: bool = True
+    # D22: internalTrafficPolicy Local also confines a pod's own connections to a LoadBalancer
+    # IP or its own node's NodePort. Cilium looks them up in the internal scope (bpf_sock/
+    # bpf_lxc call lb4_lookup_service with scope_switch; a NodePort/LB frontend has a second,
+    # internal scope when ETP and ITP differ: "Scopes for NodePort and LoadBalancer. Either
+    # just external (policies are the same), or both external and internal (when one policy
+    # is local)", the agent's k8s Service conversion, SVC_FLAG_TWO_SCOPES), whose backends
+    # ITP chooses. kube-proxy sends a pod's LB/NodePort traffic through KUBE-EXT-* to every
+    # endpoint (ETP Local "pod traffic for external destinations" short-circuits to the
+    # cluster chain; ITP shapes the ClusterIP only).
+    itp_external_frontends: bool = False
 
     def with_config(self, config: Mapping[str, Mapping[str, str]]) -> Dataplane:
         """Apply the cluster's ConfigMaps (SEMANTICS 0.1): azure-npm-config, cilium-config."""
@@ -213,6 +223,7 @@ KNOB_ROWS: Mapping[str, str] = {
     "itp_no_local_reject": "D22",
     "lb_source_ranges_in_cluster": "D22",
     "lb_source_range_check": "D22",
+    "itp_external_frontends": "D22",
 }
 NOTE_ONLY_KNOBS = frozenset({"end_port_uncertain"})
 
@@ -250,6 +261,7 @@ CILIUM = Dataplane(
     hairpin_skips_policy=True,
     itp_no_local_reject=True,
     lb_source_ranges_in_cluster=False,
+    itp_external_frontends=True,
 )
 CILIUM_116 = replace(
     CILIUM,

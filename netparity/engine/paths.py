@@ -13,7 +13,12 @@ from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
 from netparity.engine.node_nat import hairpin, in_cluster_external_ip
 from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, HostPeer, Peer, PodPeer
-from netparity.engine.service_d22 import no_endpoints, no_local_endpoint, source_range_drop
+from netparity.engine.service_d22 import (
+    itp_node,
+    no_endpoints,
+    no_local_endpoint,
+    source_range_drop,
+)
 from netparity.engine.traffic import (
     Decision,
     Endpoint,
@@ -235,7 +240,7 @@ class PathResolver:
             dropped = source_range_drop(svc, client, dp, kind)
             if dropped is not None:
                 return dropped
-        itp_node = self.internal_local_node(svc, dst.via, client)
+        itp_node = self.internal_local_node(svc, dst.via, client, dp, receiving)
         if itp_node is not None and self.backends(svc):
             # D22: internalTrafficPolicy Local keeps in-cluster traffic to the ClusterIP on
             # the client's node (kube-proxy: KUBE-SVL-*; Cilium: the local-scope backends)
@@ -451,16 +456,20 @@ class PathResolver:
         )
         return Path(kind=kind, legs=(leg,), notes=notes, port=port, backend=host)
 
-    def internal_local_node(self, svc: Service, via: Via, client: Peer | None) -> Node | None:
-        """The node internalTrafficPolicy Local confines a ClusterIP connection to (the
-        client's), or None where it does not apply (D22)."""
-        if via is not Via.CLUSTER_IP or svc.internal_traffic_policy != "Local":
-            return None
+    def internal_local_node(
+        self,
+        svc: Service,
+        via: Via,
+        client: Peer | None,
+        dp: Dataplane | None = None,
+        receiving: Node | None = None,
+    ) -> Node | None:
+        """The node internalTrafficPolicy Local confines a connection to (the client's), or
+        None where it does not apply (D22, service_d22.itp_node)."""
+        own = client.node if isinstance(client, HostPeer) else None
         if isinstance(client, PodPeer):
-            return self._nodes.get(client.pod.node_name or "")
-        if isinstance(client, HostPeer):
-            return client.node
-        return None
+            own = self._nodes.get(client.pod.node_name or "")
+        return itp_node(svc, via, client, own, dp, receiving)
 
     def host_backends(self, svc: Service) -> tuple[Pod, ...]:
         """The hostNetwork pods a Service selects, by key: endpoints at their node's address

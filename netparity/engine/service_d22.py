@@ -10,9 +10,20 @@ import ipaddress
 
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.path import Path
-from netparity.engine.peers import ExternalPeer, Peer
-from netparity.engine.traffic import Decision, PathKind
+from netparity.engine.peers import ExternalPeer, Peer, PodPeer
+from netparity.engine.traffic import Decision, PathKind, Via
 from netparity.model.objects import Node, Pod, Service
+
+# The words of the range drop's reason that the lint and the planner recognise it by
+# (lint kind and scenario `lb-source-ranges`).
+SOURCE_RANGES_MARK = "outside loadBalancerSourceRanges"
+
+
+def outside_source_ranges(svc: Service, ip: str | None) -> bool:
+    """`ip` is a client the Service's loadBalancerSourceRanges leave out (False where the
+    Service has no ranges: every client is admitted)."""
+    ranges = svc.load_balancer_source_ranges
+    return bool(ranges) and ip is not None and not _in_ranges(ip, ranges or ())
 
 
 def _in_ranges(ip: str | None, ranges: tuple[str, ...]) -> bool:
@@ -46,9 +57,32 @@ def source_range_drop(svc: Service, client: Peer, dp: Dataplane, kind: PathKind)
     return Path(
         kind=kind,
         decided=Decision.DENY,
-        reason=f"{client} is outside loadBalancerSourceRanges of Service {svc.key} "
+        reason=f"{client} is {SOURCE_RANGES_MARK} of Service {svc.key} "
         f"({', '.join(ranges)}): dropped (D22)",
     )
+
+
+def itp_node(
+    svc: Service,
+    via: Via,
+    client: Peer | None,
+    client_node: Node | None,
+    dp: Dataplane | None,
+    receiving: Node | None,
+) -> Node | None:
+    """The node internalTrafficPolicy Local confines a connection to (`client_node`, the
+    client's), or None where it does not apply: the ClusterIP, from a pod or a node; under
+    `itp_external_frontends` (Cilium's internal scope) also a pod's LB IP and its own node's
+    NodePort (`receiving`); another node's NodePort is handled there as outside traffic."""
+    if svc.internal_traffic_policy != "Local":
+        return None
+    if via is Via.CLUSTER_IP:
+        return client_node
+    if dp is None or not dp.itp_external_frontends or not isinstance(client, PodPeer):
+        return None
+    if via is Via.NODE_PORT and (client_node is None or receiving != client_node):
+        return None
+    return client_node
 
 
 def no_local_endpoint(

@@ -31,6 +31,7 @@ KIND_ORDER: tuple[str, ...] = (
     Scenario.CILIUM_POLICY,
     Scenario.POLICY_TYPES,
     Scenario.NS_SELECTOR_OR,
+    Scenario.LB_SOURCE_RANGES,
     OTHER_KIND,
 )
 
@@ -49,6 +50,7 @@ KIND_ROWS: dict[str, str] = {
     Scenario.CILIUM_POLICY: "D13",
     Scenario.POLICY_TYPES: "D23",
     Scenario.NS_SELECTOR_OR: "D19",
+    Scenario.LB_SOURCE_RANGES: "D22",
 }
 
 

@@ -34,6 +34,8 @@ TITLES: dict[str, str] = {
     Scenario.UNTRANSLATABLE: "NPM never enforced this policy; the target will",
     Scenario.NS_SELECTOR_OR: "NPM reads a multi-value In/NotIn namespaceSelector as an OR; "
     "the target as the spec (AND)",
+    Scenario.LB_SOURCE_RANGES: "in-cluster clients outside loadBalancerSourceRanges reach the "
+    "LoadBalancer IP from now on",
     OTHER_KIND: "the verdict changes",
 }
 

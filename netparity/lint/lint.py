@@ -162,7 +162,7 @@ class Linter:
         if dn is dt or Decision.UNKNOWN in (dn, dt):
             return None
         if c.sn is None or c.st is None:
-            return _service_kind(c.vt)
+            return _service_kind(c.vt, c.vn)
         change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
         policies, refs = self._attribute(change, c.sn, c.st)
         if not policies:
@@ -223,7 +223,7 @@ class Linter:
         self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
     ) -> None:
         dn, dt = vn.decision, vt.decision
-        kind = _service_kind(vt)
+        kind = _service_kind(vt, vn)
         policies: list[str] = []
         refs: list[RuleRef] = []
         direction = INGRESS

@@ -1,16 +1,16 @@
 """The connections the lint judges: the planner's enumerator (plan/governed.py,
-plan/governed_services.py) over the planner's pod classes (plan/class_index.py)."""
+plan/governed_services.py, and lint/source_ranges.py for D22) over the planner's pod classes (plan/class_index.py)."""
 
 from __future__ import annotations
 
 from netparity.engine.compile import NPTarget
 from netparity.lint.findings import Probe
+from netparity.lint.source_ranges import SourceRangeTraffic
 from netparity.model.objects import Service
 from netparity.plan.classes import PodClass
-from netparity.plan.governed_services import ServiceTraffic
 
 
-class ProbeBuilder(ServiceTraffic):
+class ProbeBuilder(SourceRangeTraffic):
     """The enumerator under the lint's names (remedies read its indexes too)."""
 
     def subject_probes(
@@ -19,4 +19,5 @@ class ProbeBuilder(ServiceTraffic):
         return self.subject_connections(cls, direction, governing)
 
     def service_probes(self, svc: Service) -> list[Probe]:
-        return self.service_connections(svc)
+        known = self.service_connections(svc)
+        return known + self.source_range_connections(svc, known)

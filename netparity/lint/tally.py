@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS
+from netparity.engine.service_d22 import SOURCE_RANGES_MARK
 from netparity.engine.traffic import Decision, DirectionResult, PathKind, RuleRef, Verdict
 from netparity.lint.findings import OTHER_KIND, Change, Expectation, PodGroup
 from netparity.model.objects import Service
@@ -83,8 +84,11 @@ class Compared:
         return self.sn.decision, self.st.decision
 
 
-def service_kind(vt: Verdict) -> str:
-    """The kind of a change seen through a Service path (D5, D5d), from the target's path."""
+def service_kind(vt: Verdict, vn: Verdict | None = None) -> str:
+    """The kind of a change seen through a Service path (D5, D5d), from the target's path;
+    D22 where NPM's kube-proxy dropped it outside loadBalancerSourceRanges (`vn`)."""
+    if vn is not None and SOURCE_RANGES_MARK in vn.explanation:
+        return str(Scenario.LB_SOURCE_RANGES)
     if vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB):
         return str(Scenario.EXTERNAL_INGRESS)
     if vt.path in _SERVICE_PATHS:

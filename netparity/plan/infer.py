@@ -11,6 +11,7 @@ from __future__ import annotations
 from netparity.engine.compile import EGRESS, INGRESS, NPRule
 from netparity.engine.evaluate import Engine
 from netparity.engine.matcher.peer import flatten
+from netparity.engine.service_d22 import SOURCE_RANGES_MARK
 from netparity.engine.traffic import (
     DirectionResult,
     NodeEndpoint,
@@ -37,6 +38,8 @@ def infer_scenario(
         return Scenario.UNTRANSLATABLE
     if "(D4a)" in now:
         return Scenario.NODE_EGRESS
+    if SOURCE_RANGES_MARK in now:
+        return Scenario.LB_SOURCE_RANGES  # D22: NPM's kube-proxy dropped it, Cilium does not
     if current.path in _IN_CLUSTER and "(D5d)" in now + then:
         return Scenario.LB_IN_CLUSTER
     if current.path in _EXTERNAL:

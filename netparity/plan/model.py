@@ -33,6 +33,7 @@ class Scenario(StrEnum):
     ESSENTIAL = "essential"  # DNS and the API server from every class (purpose only)
     POLICY_TYPES = "policy-types"  # D23: Cilium enforces rules policyTypes leaves out
     NS_SELECTOR_OR = "ns-selector-or"  # D19: NPM ORs a multi-value In/NotIn namespaceSelector
+    LB_SOURCE_RANGES = "lb-source-ranges"  # D22: Cilium checks the ranges for outside clients only
 
 
 GUIDE_SCENARIOS = (

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from netparity.engine.compile import EGRESS, INGRESS
+from netparity.engine.service_d22 import outside_source_ranges
 from netparity.engine.traffic import (
+    Decision,
     ExternalEndpoint,
     NodeEndpoint,
     PodEndpoint,
@@ -192,6 +194,72 @@ class ScenarioProbes(PlannerBase):
                             )
                 if vias and not local:
                     self._in_cluster_client(svc, vias[0], backends, bcls, port)
+        self._plan_source_ranges()
+
+    def _plan_source_ranges(self) -> None:
+        """D22: a pod outside a LoadBalancer's loadBalancerSourceRanges reaching its LB IP.
+        NPM's kube-proxy drops it (KUBE-PROXY-FIREWALL); Cilium checks the ranges only for
+        traffic from outside the cluster (`nodeport_lb4`), so policy decides. One probe per
+        Service port, from the first client (other namespaces first) the target admits,
+        else from the first client."""
+        for svc in self.snapshot.services:
+            if (
+                svc.type is not ServiceType.LOAD_BALANCER
+                or not svc.load_balancer_source_ranges
+                or not svc.load_balancer_ips
+            ):
+                continue
+            backends = [p for p in self._backends(svc) if p.node_name in self.node_by_name]
+            backends = [p for p in backends if not p.host_network]
+            if not backends:
+                continue
+            b = min(backends, key=lambda p: (self._class_name(p.key) or "", p.key))
+            bcls = self.classes.of.get(b.key)
+            if bcls is None:
+                continue
+            firsts = (
+                next(
+                    (
+                        p
+                        for p in c.pods
+                        if p.key != b.key
+                        and p.node_name
+                        and not p.host_network
+                        and outside_source_ranges(svc, p.ip)
+                    ),
+                    None,
+                )
+                for c in self._other_namespaces_first(bcls)
+            )
+            clients = [p for p in firsts if p is not None][:REJECT_TRIES]
+            if not clients:
+                continue
+            dst = ServiceEndpoint(
+                service=svc,
+                via=Via.LOAD_BALANCER,
+                node=self.node_by_name[b.node_name or ""],
+                backend=b,
+            )
+            for sp in svc.ports:
+                port = Port(number=sp.port, name=None, protocol=sp.protocol)
+                client = next(
+                    (
+                        c
+                        for c in clients
+                        if self._verdict(
+                            *self._judge(PodEndpoint(pod=c), dst, port), self.tgt
+                        ).decision
+                        is Decision.ALLOW
+                    ),
+                    clients[0],
+                )
+                self._add(
+                    PodEndpoint(pod=client),
+                    dst,
+                    port,
+                    Intent.SCENARIO,
+                    scenarios=(Scenario.LB_SOURCE_RANGES,),
+                )
 
     def _in_cluster_client(
         self,

@@ -86,6 +86,12 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
         "NPM splits a multi-value In/NotIn of a namespaceSelector into one selector per value "
         "and ORs them (NotIn [a, b] admits every namespace); Cilium reads it as the spec (D19).",
     ),
+    "lb-source-ranges": (
+        "loadBalancerSourceRanges and in-cluster clients",
+        "kube-proxy applies a LoadBalancer's loadBalancerSourceRanges to every client of its "
+        "IP; Cilium only to clients outside the cluster, so pods and nodes outside the ranges "
+        "get through (D22).",
+    ),
     "cilium-policies": (
         "Cilium policies already in the cluster",
         "NPM ignores CiliumNetworkPolicies; Cilium enforces them from the migration on (D14). "

@@ -46,6 +46,7 @@ OTHER_SCENARIOS = (
     "untranslatable",
     "policy-types",
     "ns-selector-or",
+    "lb-source-ranges",
 )
 # Causes the lint has no scenario for, by their SEMANTICS row (anything else: "other")
 ROW_CATEGORIES = {"D14": "cilium-policies"}

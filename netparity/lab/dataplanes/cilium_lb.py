@@ -50,6 +50,10 @@ class _LbMaps:
     # ip . proto . port: from local pods and the host (internalTrafficPolicy Local)
     reject_local: list[str] = field(default_factory=list)
     ranged: list[str] = field(default_factory=list)  # outside loadBalancerSourceRanges (D22)
+    # from local pods only: LB IPs (ip . proto . port) and own NodePorts (proto . port) that
+    # internalTrafficPolicy Local leaves without a backend here (D22)
+    reject_pods: list[str] = field(default_factory=list)
+    reject_pods_np: list[str] = field(default_factory=list)
     chains: list[str] = field(default_factory=list)  # the per-Service dnat chains
     notes: list[str] = field(default_factory=list)
 
@@ -83,11 +87,14 @@ def _lb_maps(
             m.drop_outside.append(key)  # Cilium serves ClusterIPs to pods and the host only
         if not r.external:
             continue
+        pods = _pods_external(r, node, be, m, settings)
         for ip in r.lb_ips:
-            m.from_pods.append((f"{ip} . {proto} . {port}", f"jump {be}"))
+            if pods is not None:
+                m.from_pods.append((f"{ip} . {proto} . {port}", f"jump {pods}"))
             m.host.append((f"{ip} . {proto} . {port}", f"jump {be}"))
         if r.node_port is not None:
-            m.from_pods_np.append((f"{proto} . {r.node_port}", f"jump {be}"))
+            if pods is not None:
+                m.from_pods_np.append((f"{proto} . {r.node_port}", f"jump {pods}"))
             m.host.append((f"{node.ip} . {proto} . {r.node_port}", f"jump {be}"))
         target = r.local_backend(node.name) if r.external_local else r.backend
         if target is None:
@@ -138,6 +145,12 @@ def _lb_drops(
         drops[-1] = f"iifname @local_veths {drops[-1]}"
     elif m.reject_local:
         drops.pop()  # no local pod: nothing but the host reaches it here
+    if m.reject_pods and local_veths:
+        keys = ", ".join(dict.fromkeys(m.reject_pods))
+        drops.append(f"iifname @local_veths {svc_key} {{ {keys} }} {verdict}")
+    if m.reject_pods_np and local_veths:
+        keys = ", ".join(dict.fromkeys(m.reject_pods_np))
+        drops.append(f"iifname @local_veths {np_key} {{ {keys} }} {verdict}")
     drops += [f"{not_local}{r}" for r in m.ranged]
     if m.drop_outside:
         drops.append(f"{not_local}{svc_key} {{ {', '.join(dict.fromkeys(m.drop_outside))} }} drop")
@@ -235,6 +248,40 @@ def _internal(
             f'comment "{r.name} internalTrafficPolicy Local"'
         ],
     )
+    return name
+
+
+def _pods_external(
+    r: ServicePortRoute, node: LabNode, chain: str, m: _LbMaps, settings: CiliumSettings
+) -> str | None:
+    """The chain a local pod's packet to an LB IP or this node's NodePort of `r` jumps to.
+    D22: Cilium looks a pod's own connection up in the internal scope (bpf_sock/bpf_lxc:
+    lb4_lookup_service with scope_switch; the frontend gets a second, internal scope where
+    externalTrafficPolicy and internalTrafficPolicy differ, SVC_FLAG_TWO_SCOPES), so
+    internalTrafficPolicy Local keeps it on this node's backend, as for the ClusterIP;
+    with none here, the no-backend response (None: rejected before NAT)."""
+    if r.service.internal_traffic_policy != "Local":
+        return chain
+    local = r.local_backend(node.name)
+    proto = r.protocol.lower()
+    if local is None:
+        m.reject_pods += [f"{ip} . {proto} . {r.port.port}" for ip in r.lb_ips]
+        if r.node_port is not None:
+            m.reject_pods_np.append(f"{proto} . {r.node_port}")
+        m.notes.append(
+            f"{r.name}/{r.protocol}: internalTrafficPolicy Local, no endpoint on {node.name}: "
+            f"a local pod's LB IP / NodePort traffic is {_no_backend(settings)}"
+        )
+        return None
+    name = f"{chain}_local"
+    if not r.cluster_ip:  # else _internal made it
+        m.chains += _chain(
+            name,
+            [
+                f"meta l4proto {proto} dnat to {local.endpoint} "
+                f'comment "{r.name} internalTrafficPolicy Local"'
+            ],
+        )
     return name
 
 

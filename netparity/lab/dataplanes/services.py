@@ -80,8 +80,8 @@ PINNED_POD = "netparity.io/pod"
 
 
 def pinned_service(svc: Service, backend: Pod) -> Service:
-    """A run Service like `svc` (type, ports, externalTrafficPolicy) that reaches exactly
-    `backend`; its addresses and nodePorts are allocated when the lab adds it."""
+    """A run Service like `svc` (type, ports, traffic policies, loadBalancerSourceRanges)
+    that reaches exactly `backend`; its addresses and nodePorts are allocated when the lab adds it."""
     digest = hashlib.sha256(f"{svc.key}|{backend.key}".encode()).hexdigest()[:10]
     return Service(
         namespace=svc.namespace,
@@ -91,6 +91,7 @@ def pinned_service(svc: Service, backend: Pod) -> Service:
         ports=tuple(replace(sp, node_port=None) for sp in svc.ports),
         external_traffic_policy=svc.external_traffic_policy,
         internal_traffic_policy=svc.internal_traffic_policy,
+        load_balancer_source_ranges=svc.load_balancer_source_ranges,  # D22, as kube/render.py
         publish_not_ready=True,
         labels=MappingProxyType({RUN_LABEL: "pinned"}),  # the run's own: never the cluster's
     )

@@ -25,6 +25,7 @@ from netparity.lint.remedies import (
     ports,
     selectors,
     services,
+    source_ranges,
     untranslatable,
 )
 from netparity.lint.remedies.context import MAX_PEERS, NoFix, Proposal, RemedyContext
@@ -60,6 +61,7 @@ BUILDERS: dict[str, Builder] = {
     Scenario.UNTRANSLATABLE: untranslatable.untranslatable,
     Scenario.POLICY_TYPES: cilium_rows.policy_types,
     Scenario.NS_SELECTOR_OR: ns_selector.ns_selector_or,
+    Scenario.LB_SOURCE_RANGES: source_ranges.lb_source_ranges,
 }
 
 
