@@ -15,6 +15,7 @@ Root, never skipped; every lab, twin, namespace and rule made here is removed.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -37,9 +38,9 @@ from netparity.labapi.labhost import LabKubeAPI
 from netparity.labapi.labobjects import lab_objects
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 from netparity.model.traffic import PodEndpoint, Protocol, ServiceEndpoint, Traffic
-from netparity.plan.planner import make_plan  # noqa: F401
-from netparity.record.model import Outcome, judge  # noqa: F401
-from netparity.session import probe_all  # noqa: F401
+from netparity.plan.planner import make_plan
+from netparity.record.model import Outcome, judge
+from netparity.session import probe_all
 
 from lab_fixtures import unique_lab_name
 
@@ -121,12 +122,21 @@ SNAP: Snapshot = snapshot_from_dicts(
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[LabKubeAPI]:
+    with _lab_api("npm") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _lab_api(dataplane: str) -> Iterator[LabKubeAPI]:
+    """SNAP as a lab under `dataplane`, served through its API (the agent's ConfigMap in
+    shop); the lab and every namespace of it are gone at the end."""
     if os.geteuid() != 0:
         pytest.fail("the lab API test needs root (it builds network namespaces)")
     name = unique_lab_name("y")
-    server = LabKubeAPI(lab=name, programming_delay=DELAY)
+    cilium = dataplane.startswith("cilium")
+    server = LabKubeAPI(lab=name, programming_delay=DELAY, cilium_crds=cilium)
     try:
-        up(SNAP, name=name, dataplane="npm")
+        up(SNAP, name=name, dataplane=dataplane)
         server.add(*lab_objects(status(name)))
         server.start()
         code, _ = server.do_create(
@@ -181,9 +191,7 @@ def _netns(api: LabKubeAPI, key: str) -> str:
 
 def _probe(netns: str, host: str, port: int, count: int) -> list[str]:
     """`count` connections from `netns` to host:port (each a new one): who answered each."""
-    targets = [
-        {"id": f"t{i}", "host": host, "port": port, "protocol": "TCP"} for i in range(count)
-    ]
+    targets = [{"id": f"t{i}", "host": host, "port": port, "protocol": "TCP"} for i in range(count)]
     done = subprocess.run(
         ["ip", "netns", "exec", netns, sys.executable, str(agent_path()), "probe"],
         input=json.dumps({"timeout": 2.0, "targets": targets}),
@@ -341,3 +349,95 @@ def _probe_counting(api: LabKubeAPI, netns: str) -> tuple[list[str], int]:
         subprocess.run([*ipt, "-D", *rule], check=True)
     counted = sum(int(line.split()[0]) for line in listed.splitlines() if client in line.split())
     return answers, counted
+
+
+def test_an_answer_from_another_pods_agent_is_an_error_not_an_allow(
+    api: LabKubeAPI, kubeconfig: str
+) -> None:
+    """A DNAT in the source twin sends its connections to web-1's twin on to other-1's twin
+    (which serves the same port): the answer names shop/other-1, not shop/web-1."""
+    made: list[list[str]] = []
+
+    def during(what: str, done: int, total: int) -> None:
+        if what != "probes" or done or made:
+            return
+        twins = _twins(api)
+        web, other = (twins[k]["status"]["podIP"] for k in ("shop/web-1", "shop/other-1"))
+        client = _netns(api, f"shop/{twins['shop/client-1']['metadata']['name']}")
+        rule = ["OUTPUT", "-d", web, "-p", "tcp", "--dport", "8080"]
+        rule += ["-j", "DNAT", "--to-destination", f"{other}:8080"]
+        ipt = ["ip", "netns", "exec", client, "iptables", "-w", "-t", "nat"]
+        made.append([*ipt, "-D", *rule])
+        subprocess.run([*ipt, "-I", *rule], check=True)
+
+    try:
+        with _backend(kubeconfig, settle=DELAY + 1.0) as b:
+            snap = b.snapshot()
+            results = b.run(
+                [
+                    Target(id="web", traffic=_traffic(snap, "client-1", "web-1", 8080)),
+                    Target(id="other", traffic=_traffic(snap, "client-1", "other-1", 8080)),
+                ],
+                timeout=2.0,
+                progress=during,
+            )
+    finally:
+        for undo in made:  # the twin's namespace is gone with it; the rule goes first anyway
+            subprocess.run(undo, capture_output=True, check=False)
+    assert made, "the probes never started"
+    web, other = results
+    assert web.observed is Observed.ERROR and web.token == "shop/other-1", web
+    assert "answered by 'shop/other-1', not by 'shop/web-1'" in (web.error or ""), web.error
+    assert judge([web.observed]) is Outcome.ERROR  # never counted as an allow (nor a deny)
+    assert other.observed is Observed.CONNECTED and other.token == "shop/other-1", other
+    assert not _twins(api)
+
+
+def test_a_probe_before_the_programming_delay_is_probed_again_and_not_believed(
+    api: LabKubeAPI, kubeconfig: str
+) -> None:
+    """Settle (2.5 s) shorter than the lab's programming delay (4 s): the first try reaches
+    web-1's twin before NPM polices it and connects where web-from-client denies; the deny
+    predicted makes `probe_all` try again a settle interval later, after the delay: dropped.
+    The verdict over both tries is flaky, never allow."""
+    plan = make_plan(SNAP, current="npm", target="cilium")
+    (probe,) = [p for p in plan.probes if p.title.startswith("shop[app=other] -> shop[app=web]")
+                and "8080/TCP" in p.title]  # fmt: skip
+    assert str(probe.predicted["npm"].decision) == "deny"
+    api.exec_at.clear()
+    with _backend(kubeconfig, settle=2.5) as b:
+        tries = probe_all(b, [probe], timeout=1.0, retries=1, dataplane="npm")[probe.id]
+        twins = {k: str(t["metadata"]["name"]) for k, t in _twins(api).items()}
+    observed = [t.observed for t in tries]
+    running = min(api.running_at[name] for name in twins.values())
+    execs = [at - running for at, _ in api.exec_at]
+    assert len(execs) == 2, execs
+    assert execs[0] < DELAY, f"the first try came {execs[0]:.1f} s after the twins ran"
+    assert execs[1] > DELAY + 0.5, f"the retry came {execs[1]:.1f} s after the twins ran"
+    assert observed == [Observed.CONNECTED, Observed.TIMEOUT], tries
+    assert judge(observed) is Outcome.FLAKY  # the early allow is not believed
+    assert not _twins(api)
+
+
+def test_on_cilium_the_first_probe_waits_for_the_twins_ciliumendpoint(tmp_path: Path) -> None:
+    """Under Cilium the backend needs no settle time: it waits until each twin's
+    CiliumEndpoint is ready with an identity, which the lab's API shows only once the
+    dataplane polices the twin (after the programming delay). The first try is already
+    dropped: no early allow to take back."""
+    plan = make_plan(SNAP, current="npm", target="cilium")
+    (probe,) = [p for p in plan.probes if p.title.startswith("shop[app=other] -> shop[app=web]")
+                and "8080/TCP" in p.title]  # fmt: skip
+    assert str(probe.predicted["cilium"].decision) == "deny"
+    with _lab_api("cilium") as api:
+        kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
+        with _backend(kubeconfig, settle=0.0) as b:
+            assert b.facts().dataplane == "cilium"
+            tries = probe_all(b, [probe], timeout=1.0, retries=1, dataplane="cilium")[probe.id]
+            twins = [str(t["metadata"]["name"]) for t in _twins(api).values()]
+        running = min(api.running_at[name] for name in twins)
+        first = api.exec_at[0][0] - running
+        assert first >= DELAY, f"the first try came {first:.1f} s after the twins ran"
+        assert max(api.cep_ready_at[name] for name in twins) <= api.exec_at[0][0]
+        assert not _twins(api) and not api.objects("CiliumEndpoint")
+    assert [t.observed for t in tries] == [Observed.TIMEOUT, Observed.TIMEOUT], tries
+    assert judge([t.observed for t in tries]) is Outcome.DENY
