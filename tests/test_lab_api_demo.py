@@ -128,3 +128,38 @@ def test_sigterm_during_the_demo_removes_the_lab_its_server_and_its_context(
     sys.stdout.write(text[-3000:])
     assert "interrupted (SIGTERM)" in text and code == 128 + signal.SIGTERM
     assert f"lab {name} removed" in text
+
+
+def test_every_probe_not_run_in_either_phase_is_listed_once_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    """The demo's list of what the API path did not run covers both phases: a probe not
+    run before the upgrade only (so its post verdict is "new") is listed too, and says so."""
+    from netparity.cli.demo_api import not_run_lines
+
+    lb = "LoadBalancer needs --allow-load-balancer"
+    host = "not run on kubernetes without --allow-host-network"
+
+    def record(phase: str, *entries: tuple[str, str]) -> None:
+        doc = {
+            "backend": "kubernetes",
+            "not_run": [{"id": i, "title": f"title of {i}", "reason": r} for i, r in entries],
+        }
+        (tmp_path / f"record-{phase}-20260101.json").write_text(json.dumps(doc))
+
+    assert not_run_lines(tmp_path) == []
+    record("pre", ("aaa", lb), ("bbb", host), ("ccc", lb))
+    record("post", ("aaa", lb), ("ccc", lb), ("ddd", host))
+    assert not_run_lines(tmp_path) == [
+        "4 probes were not run by the kubernetes backend here, by reason:",
+        f"  2 x {lb}",
+        "      aaa title of aaa",
+        "      ccc title of ccc",
+        f"  2 x {host}",
+        "      bbb title of bbb (only pre)",
+        "      ddd title of ddd (only post)",
+    ]
+    (tmp_path / "record-pre-20260101.json").write_text("{")  # unreadable: said, not skipped
+    lines = not_run_lines(tmp_path)
+    assert lines[0].startswith("the pre record ") and lines[0].endswith("cannot be read")
+    assert "      ddd title of ddd" in lines  # one phase read: nothing is "only" there

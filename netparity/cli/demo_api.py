@@ -79,26 +79,39 @@ def stop(lab: str) -> bool:
     return serve.stop(lab)
 
 
-def not_run_lines(folder: Path, phase: str = "post") -> list[str]:
-    """The probes the newest `phase` run of `folder` could not run, by reason, each named."""
-    records = sorted(folder.glob(f"record-{phase}-*.json"))
-    if not records:
-        return []
-    try:
-        doc = json.loads(records[-1].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return [f"the {phase} record {records[-1]} cannot be read"]
-    entries = [p for p in doc.get("not_run") or [] if isinstance(p, dict)]
-    if not entries:
-        return []
-    reasons = Counter(str(p.get("reason") or "no reason given") for p in entries)
-    backend = doc.get("backend") or "this backend"
-    lines = [f"{len(entries)} probes were not run by the {backend} backend here, by reason:"]
+def not_run_lines(folder: Path, phases: tuple[str, ...] = ("pre", "post")) -> list[str]:
+    """The probes the newest run of each phase in `folder` could not run, by reason, each
+    named once per reason; one not run in only some of the phases says in which. A probe
+    not run before the upgrade but run after it is listed too: its "new" verdict compares
+    with nothing."""
+    found: dict[tuple[str, str], tuple[str, list[str]]] = {}  # (reason, id) -> title, phases
+    backend = "this"
+    lines: list[str] = []
+    read: list[str] = []
+    for phase in phases:
+        records = sorted(folder.glob(f"record-{phase}-*.json"))
+        if not records:
+            continue
+        try:
+            doc = json.loads(records[-1].read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            lines.append(f"the {phase} record {records[-1]} cannot be read")
+            continue
+        read.append(phase)
+        backend = str(doc.get("backend") or backend)
+        for entry in doc.get("not_run") or ():
+            if isinstance(entry, dict):
+                key = (str(entry.get("reason") or "no reason given"), str(entry.get("id")))
+                found.setdefault(key, (str(entry.get("title")), []))[1].append(phase)
+    if not found:
+        return lines
+    ids = {pid for _, pid in found}
+    reasons = Counter(reason for reason, _ in found)
+    lines.append(f"{len(ids)} probes were not run by the {backend} backend here, by reason:")
     for reason, count in reasons.most_common():
         lines.append(f"  {count} x {reason}")
-        lines.extend(
-            f"      {p.get('id')} {p.get('title')}"
-            for p in entries
-            if str(p.get("reason") or "no reason given") == reason
-        )
+        for (why, pid), (title, seen) in sorted(found.items()):
+            if why == reason:
+                only = "" if len(seen) == len(read) else f" (only {' and '.join(seen)})"
+                lines.append(f"      {pid} {title}{only}")
     return lines

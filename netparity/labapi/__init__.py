@@ -3,7 +3,8 @@ the API netparity uses (docs/lab-api.md), in memory, on loopback.
 
 `KubeAPI` (`server`) keeps the objects and answers the verbs; `handler` routes HTTP and
 authenticates; `admission` is Pod Security and a Safeguards-like policy; `scheduling`
-places pods; `kubelet` starts them; `proxy` is a TCP kube-proxy on loopback; `websocket`
+places pods; `kubelet` starts them; `endpoints` is the EndpointSlice controller of the lab
+pods `labhost` starts; `proxy` is a TCP kube-proxy on loopback; `websocket`
 serves `pods/exec`. The tests run it with loopback pods; `labhost` makes its pods lab pods
 (network namespaces under the lab's dataplane) and `serve` is `netparity lab up --api`.
 """

@@ -18,9 +18,7 @@ from netparity.labapi.wire import PodRuntime, now
 if TYPE_CHECKING:
     from netparity.labapi.server import KubeAPI
 
-NEVER_READY = (
-    'corresponding condition of pod readiness gate "netparity.io/never-ready" does not exist.'
-)
+READY: dict[str, str] = {"type": "Ready", "status": "True"}
 AGENT_READY_TIMEOUT = 15.0
 
 
@@ -186,12 +184,7 @@ def _running(api: KubeAPI, pod: Mapping[str, Any], node: str, ip: str) -> None:
             {"type": "PodScheduled", "status": "True"},
             {"type": "Initialized", "status": "True"},
             {"type": "ContainersReady", "status": "True"},
-            {
-                "type": "Ready",
-                "status": "False",
-                "reason": "ReadinessGatesNotReady",
-                "message": NEVER_READY,
-            },
+            ready_condition(pod),
         ],
         "containerStatuses": [
             {
@@ -211,6 +204,25 @@ def _running(api: KubeAPI, pod: Mapping[str, Any], node: str, ip: str) -> None:
     api._update_pod(namespace, name, uid, running)
     api.running_at[name] = time.monotonic()
     api.pod_running(namespace, name, uid)
+
+
+def ready_condition(pod: Mapping[str, Any]) -> dict[str, str]:
+    """The Ready condition of a pod whose containers are ready, as the kubelet sets it: True
+    unless a readiness gate's condition is not True (nobody sets netparity's gate)."""
+    conditions = {
+        c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or ()
+    }
+    for gate in pod["spec"].get("readinessGates") or ():
+        kind = gate.get("conditionType")
+        if conditions.get(kind) != "True":
+            how = "does not exist" if kind not in conditions else f"is {conditions[kind]}"
+            return {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ReadinessGatesNotReady",
+                "message": f'corresponding condition of pod readiness gate "{kind}" {how}.',
+            }
+    return dict(READY)
 
 
 def _crashed(api: KubeAPI, pod: Mapping[str, Any], ip: str, proc: subprocess.Popen[str]) -> None:

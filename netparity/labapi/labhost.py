@@ -29,7 +29,9 @@ from typing import Any
 
 from netparity.errors import ClusterError
 from netparity.lab import lifecycle, runpods
+from netparity.labapi import endpoints
 from netparity.labapi.handler import Handler
+from netparity.labapi.kubelet import ready_condition
 from netparity.labapi.server import KubeAPI
 from netparity.labapi.wire import PodRuntime
 from netparity.model._wire import Ctx
@@ -39,7 +41,8 @@ DEFAULT_PROGRAMMING_DELAY = 1.0
 
 
 def _not_ready(pod: Mapping[str, Any]) -> bool:
-    return bool((pod.get("spec") or {}).get("readinessGates"))
+    """Not Ready once running (a readiness gate nobody sets): no Service's endpoint."""
+    return ready_condition(pod)["status"] != "True"
 
 
 class LabKubeAPI(KubeAPI):
@@ -87,6 +90,7 @@ class LabKubeAPI(KubeAPI):
         with self._gone_lock:
             self._gone.append(rt.key)
         self._gone_wake.set()
+        endpoints.sync(self, rt.key.split("/")[0])
 
     def _reaper(self) -> None:
         while not self._stopping.is_set():
@@ -128,6 +132,7 @@ class LabKubeAPI(KubeAPI):
         )
 
     def pod_running(self, namespace: str, name: str, uid: str) -> None:
+        endpoints.sync(self, namespace)  # the EndpointSlice controller sees it run
         if self.cilium_crds:
             self._cilium_endpoint(namespace, name, uid)  # waiting for its identity
         self._spawn(self._program, (namespace, name))
@@ -187,6 +192,7 @@ class LabKubeAPI(KubeAPI):
 
     def service_created(self, svc: Mapping[str, Any]) -> list[Any]:
         meta = svc["metadata"]
+        endpoints.sync(self, meta["namespace"])
         return [f"{meta['namespace']}/{meta['name']}"]
 
     def service_removed(self, uid: str, handles: list[Any]) -> None:
