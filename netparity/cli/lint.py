@@ -12,8 +12,8 @@ from netparity.cli._common import (
     snapshot_from_args,
 )
 from netparity.engine.dataplane import NEWEST_TARGET, TARGETS, older_release
-from netparity.lint.findings import LintReport
-from netparity.lint.lint import lint_snapshot
+from netparity.lint.findings import Finding, LintReport
+from netparity.lint.lint import lint_pair
 from netparity.lint.output import (
     exit_code,
     render_json,
@@ -80,11 +80,13 @@ def run(args: argparse.Namespace) -> int:
     elif target is None:
         target, why = default_target(snapshot)
         notes.append(f"target {target}: {why} (--target overrides)")
-    report = _lint(args, snapshot, target)
+    # the older release's findings come from the same pass (netparity.lint.lint.lint_pair)
+    also = OLDER_TARGET if args.target is None and target == NEWEST_TARGET else None
+    report, older = _lint(args, snapshot, target, also)
     if args.accept:
         report = _accept(report, args.accept)
-    if args.target is None and target == NEWEST_TARGET:
-        notes.extend(_older(snapshot, report))
+    if also is not None:
+        notes.extend(_older(report, older))
     report = replace(report, notes=(*notes, *report.notes))
     files = write_fix_dir(report, args.fix_dir) if args.fix_dir else {}
     if args.format == "json":
@@ -99,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
     return exit_code(report)
 
 
-def _lint(args: argparse.Namespace, snapshot: Snapshot, target: str) -> LintReport:
-    """The lint, the cycle collector paused (as the planner's), progress on stderr if asked."""
+def _lint(
+    args: argparse.Namespace, snapshot: Snapshot, target: str, also: str | None
+) -> tuple[LintReport, tuple[Finding, ...]]:
+    """The lint (and the findings of a lint for `also`), the cycle collector paused (as the
+    planner's), progress on stderr if asked."""
     from netparity.plan.planner import gc_paused
 
     show = args.progress if args.progress is not None else sys.stderr.isatty()
@@ -111,7 +116,7 @@ def _lint(args: argparse.Namespace, snapshot: Snapshot, target: str) -> LintRepo
         progress = StderrProgress("lint", prefix="lint")
     try:
         with gc_paused():
-            return lint_snapshot(snapshot, target=target, progress=progress)
+            return lint_pair(snapshot, target=target, also=also, progress=progress)
     finally:
         if progress is not None:
             progress.finish()
@@ -126,14 +131,10 @@ def _accept(report: LintReport, path: str) -> LintReport:
     return replace(report, findings=tuple(kept), notes=(*report.notes, *notes))
 
 
-def _older(snapshot: Snapshot, report: LintReport) -> list[str]:
+def _older(report: LintReport, older: tuple[Finding, ...]) -> list[str]:
     """What linting for cilium-1.16 (AKS on Kubernetes 1.31) adds, in one line."""
-    from netparity.plan.planner import gc_paused
-
-    with gc_paused():
-        older = lint_snapshot(snapshot, target=OLDER_TARGET, fixes=False)
     seen = {f.id for f in report.findings}
-    extra = [f for f in older.findings if f.id not in seen]
+    extra = [f for f in older if f.id not in seen]
     if not extra:
         return [f"under {OLDER_TARGET} (AKS on Kubernetes 1.31): the same findings"]
     counts: dict[str, int] = {}
