@@ -3,7 +3,6 @@ the fix folder (one YAML file per fix plus an index, written atomically)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from netparity import __version__
 from netparity.engine.dataplane import CURRENT
 from netparity.errors import InputError
 from netparity.lint.findings import Finding, Fix, FixAction, FixWhen, LintReport
+from netparity.lint.json_text import dumps_indented
 
 SCHEMA_VERSION = 1
 INDEX = "index.yaml"
@@ -193,7 +193,7 @@ def report_json(report: LintReport, files: dict[str, str] | None = None) -> dict
 
 
 def render_json(report: LintReport, files: dict[str, str] | None = None) -> str:
-    return json.dumps(report_json(report, files), indent=2) + "\n"
+    return dumps_indented(report_json(report, files), 2) + "\n"
 
 
 # ---------------------------------------------------------------- JUnit

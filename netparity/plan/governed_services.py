@@ -57,6 +57,8 @@ class _Caches:
     # per view key, per class name: what the view sees of the class
     by_view: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
     egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    # per view key: the classes some part of the view may see (the others see nothing)
+    touched: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
 
 
 class ServiceTraffic(GovernedTraffic):
@@ -159,6 +161,10 @@ class ServiceTraffic(GovernedTraffic):
             return []
         view = self._ingress_view(reps[0][1])
         sigs = self._caches.by_view.setdefault(view.key, {})
+        touched = self._touched(view)
+        blind = ((False, False),) * len(view.peers) + (False,) * (
+            len(view.selectors) + len(view.blocks)
+        )  # what the view sees of a class no part of it matches
         by_class = self.classes.by_name
         by_ingress: dict[tuple[object, ...], list[_Client]] = {}
         for node, b, target_port, _ in reps:
@@ -169,9 +175,12 @@ class ServiceTraffic(GovernedTraffic):
                     continue
                 klass = by_class[name]
                 client = pods[0] if pods[0].key != b.key else pods[1]
-                sig = sigs.get(name)
-                if sig is None:
-                    sig = sigs[name] = self._client_signature(klass, view)
+                if name not in touched:
+                    sig = blind
+                else:
+                    sig = sigs.get(name)
+                    if sig is None:
+                        sig = sigs[name] = self._client_signature(klass, view)
                 by_ingress.setdefault(sig, []).append((client, b, node, target_port, klass, count))
         out: list[Connection] = []
         for members in by_ingress.values():
@@ -278,6 +287,25 @@ class ServiceTraffic(GovernedTraffic):
                 nps, cts, notes = selected[0], selected[1], selected[2]
                 sig.append(tuple(t.name for t in nps) + tuple(c.name for c in cts) + tuple(notes))
             cached = self._caches.egress_sigs[cls.name] = tuple(sig)
+        return cached
+
+    def _touched(self, view: _View) -> frozenset[str]:
+        """The classes some peer, Cilium selector or ipBlock of the view may match (on
+        either dataplane): every other class's signature is all False (issue 19: never
+        every class against every view)."""
+        cached = self._caches.touched.get(view.key)
+        if cached is None:
+            names: set[str] = set()
+            for home, pe in view.peers:
+                names.update(c.name for c in self.matching(home, pe))
+            for block in view.blocks:
+                names.update(self.pods_in(block))
+            if view.selectors:
+                for c in self.classes.classes:
+                    clabels = self.engine.cilium_labels(c.rep, self.target)
+                    if any(sel.matches(clabels) for sel in view.selectors):
+                        names.add(c.name)
+            cached = self._caches.touched[view.key] = frozenset(names)
         return cached
 
     def _client_signature(self, cls: PodClass, view: _View) -> tuple[object, ...]:
