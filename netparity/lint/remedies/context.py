@@ -68,6 +68,8 @@ class RemedyContext:
         self._indexes: dict[str | None, LabelIndex] = {}
         self._precise: dict[tuple[str, frozenset[str]], list[dict[str, Any]] | NoFix] = {}
         self.excluded: LabelFilter | None = target.label_filter
+        # a named-port rule's numbers by (policy, direction, index): remedies/ports.py
+        self.named_numbers: dict[tuple[str, str, int], tuple[Any, bool]] = {}
 
     def policy_dict(self, name: str) -> dict[str, Any]:
         if name in self.current:

@@ -65,12 +65,18 @@ def named_port(ctx: RemedyContext, finding: Finding) -> Proposal:
         d = edits.get(name) or ctx.policy_dict(name)
         edits[name] = d
         wire_rule = d["spec"][direction][index]
-        reach = (
-            ctx.classes.all_pods
-            if not rule.peers
-            else list({p.key: p for pe in rule.peers for p in ctx.peer_pods(policy, pe)}.values())
-        )
-        numbers, plain = _numbers(rule, reach)
+        key = (name, direction, index)  # the rule as compiled: its numbers once (issue 19)
+        cached = ctx.named_numbers.get(key)
+        if cached is None:
+            reach = (
+                ctx.classes.all_pods
+                if not rule.peers
+                else list(
+                    {p.key: p for pe in rule.peers for p in ctx.peer_pods(policy, pe)}.values()
+                )
+            )
+            cached = ctx.named_numbers[key] = _numbers(rule, reach)
+        numbers, plain = cached
         for (pname, proto), by_number in numbers.items():
             if not by_number:
                 raise NoFix(f"no pod the rule reaches names a {proto} port {pname!r}")
@@ -136,7 +142,7 @@ def _numbers(rule: NPRule, reach: Sequence[Pod]) -> tuple[Numbers, bool]:
         numbers[(pp.port, str(pp.protocol))] = dict(sorted(by_number.items()))
         if len(by_number) != 1:
             plain = False
-        else:  # a pod the rule reaches that serves the number under another name
+        elif plain:  # a pod the rule reaches that serves the number under another name
             number = next(iter(by_number))
             named_keys = {p.key for p in by_number[number]}
             if any(
