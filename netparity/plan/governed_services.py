@@ -52,13 +52,14 @@ class _View:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Caches:
-    peer_match: dict[tuple[int, str, str], tuple[bool, bool]] = field(default_factory=dict)
+    # per (selector peer, its policy's namespace): the classes it matches, and how
+    peer_hits: dict[tuple[int, str], list[tuple[str, tuple[bool, bool]]]] = field(
+        default_factory=dict
+    )
     views: dict[tuple[str, ...], _View] = field(default_factory=dict)
-    # per view key, per class name: what the view sees of the class
-    by_view: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
+    # per view key, per class name: what the view sees of the class (`_signatures`)
+    signatures: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
     egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
-    # per view key: the classes some part of the view may see (the others see nothing)
-    touched: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict)
 
 
 class ServiceTraffic(GovernedTraffic):
@@ -160,11 +161,7 @@ class ServiceTraffic(GovernedTraffic):
         if not reps:
             return []
         view = self._ingress_view(reps[0][1])
-        sigs = self._caches.by_view.setdefault(view.key, {})
-        touched = self._touched(view)
-        blind = ((False, False),) * len(view.peers) + (False,) * (
-            len(view.selectors) + len(view.blocks)
-        )  # what the view sees of a class no part of it matches
+        sigs = self._signatures(view)
         by_class = self.classes.by_name
         by_ingress: dict[tuple[object, ...], list[_Client]] = {}
         for node, b, target_port, _ in reps:
@@ -175,12 +172,7 @@ class ServiceTraffic(GovernedTraffic):
                     continue
                 klass = by_class[name]
                 client = pods[0] if pods[0].key != b.key else pods[1]
-                if name not in touched:
-                    sig = blind
-                else:
-                    sig = sigs.get(name)
-                    if sig is None:
-                        sig = sigs[name] = self._client_signature(klass, view)
+                sig = sigs.get(name, ())
                 by_ingress.setdefault(sig, []).append((client, b, node, target_port, klass, count))
         out: list[Connection] = []
         for members in by_ingress.values():
@@ -289,55 +281,59 @@ class ServiceTraffic(GovernedTraffic):
             cached = self._caches.egress_sigs[cls.name] = tuple(sig)
         return cached
 
-    def _touched(self, view: _View) -> frozenset[str]:
-        """The classes some peer, Cilium selector or ipBlock of the view may match (on
-        either dataplane): every other class's signature is all False (issue 19: never
-        every class against every view)."""
-        cached = self._caches.touched.get(view.key)
-        if cached is None:
-            names: set[str] = set()
-            for home, pe in view.peers:
-                names.update(c.name for c in self.matching(home, pe))
-            for block in view.blocks:
-                names.update(self.pods_in(block))
-            if view.selectors:
-                for c in self.classes.classes:
-                    clabels = self.engine.cilium_labels(c.rep, self.target)
-                    if any(sel.matches(clabels) for sel in view.selectors):
-                        names.add(c.name)
-            cached = self._caches.touched[view.key] = frozenset(names)
+    def _signatures(self, view: _View) -> dict[str, tuple[object, ...]]:
+        """What the view sees of each class it sees anything of, by class name: the peers
+        (by position) that match it on either dataplane and how, the Cilium selectors and
+        the ipBlocks that hold it, in that order. A class missing here is seen as nothing
+        (the empty signature). Built once per view from each peer's matching classes
+        (issue 19: never every class against every peer of every view)."""
+        cached = self._caches.signatures.get(view.key)
+        if cached is not None:
+            return cached
+        seen: dict[str, list[object]] = defaultdict(list)
+        for i, (home, pe) in enumerate(view.peers):
+            for name, match in self._peer_hits(home, pe):
+                seen[name].append((i, match))
+        if view.selectors:
+            for c in self.classes.classes:
+                clabels = self.engine.cilium_labels(c.rep, self.target)
+                for j, sel in enumerate(view.selectors):
+                    if sel.matches(clabels):
+                        seen[c.name].append(("selector", j))
+        for k, block in enumerate(view.blocks):
+            for name in self.pods_in(block):
+                seen[name].append(("block", k))
+        cached = self._caches.signatures[view.key] = {n: tuple(v) for n, v in seen.items()}
         return cached
 
-    def _client_signature(self, cls: PodClass, view: _View) -> tuple[object, ...]:
-        """What the backend's ingress policies see of a client class."""
-        client = cls.rep
-        sig: list[object] = []
-        ns_labels = self.engine.namespace_labels(client.namespace)
-        for home, pe in view.peers:
-            pkey = (id(pe), home, cls.name)
-            match = self._caches.peer_match.get(pkey)
-            if match is None:
-                nsel = pe.namespace_selector
-                n, t = (
-                    (
-                        client.namespace == home
-                        if nsel is None
-                        else ns_selector_matches(nsel, ns_labels, dp)
-                    )
-                    and (
-                        pe.pod_selector is None
-                        or pe.pod_selector.matches(self.engine.labels(client, dp))
-                    )
-                    for dp in (self.npm, self.target)
+    def _peer_hits(self, home: str, pe: PolicyPeer) -> list[tuple[str, tuple[bool, bool]]]:
+        """The classes a selector peer of a policy in `home` matches, and on which
+        dataplane: (class name, (under npm, under the target)), where either is true."""
+        key = (id(pe), home)
+        cached = self._caches.peer_hits.get(key)
+        if cached is not None:
+            return cached
+        out: list[tuple[str, tuple[bool, bool]]] = []
+        nsel = pe.namespace_selector
+        for cls in self.matching(home, pe):
+            client = cls.rep
+            ns_labels = self.engine.namespace_labels(client.namespace)
+            n, t = (
+                (
+                    client.namespace == home
+                    if nsel is None
+                    else ns_selector_matches(nsel, ns_labels, dp)
                 )
-                match = self._caches.peer_match[pkey] = (n, t)
-            sig.append(match)
-        if view.selectors:
-            clabels = self.engine.cilium_labels(client, self.target)
-            sig.extend(sel.matches(clabels) for sel in view.selectors)
-        if view.blocks:
-            sig.extend(cls.name in self.pods_in(b) for b in view.blocks)
-        return tuple(sig)
+                and (
+                    pe.pod_selector is None
+                    or pe.pod_selector.matches(self.engine.labels(client, dp))
+                )
+                for dp in (self.npm, self.target)
+            )
+            if n or t:
+                out.append((cls.name, (n, t)))
+        self._caches.peer_hits[key] = out
+        return out
 
     def _client_samples(self, svc: Service, backend: Pod) -> list[str]:
         """Outside addresses inside the ipBlocks of the ingress rules that govern the backend."""
