@@ -67,6 +67,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The lint with Python's cycle collector paused from loading to writing (as `plan`
+    does: millions of acyclic objects, nothing for it to find), and the heap frozen
+    before it resumes, so that no full collection walks it on the way out."""
+    import gc
+
+    from netparity.plan.planner import gc_paused
+
+    with gc_paused():
+        try:
+            return _run(args)
+        finally:
+            gc.freeze()
+
+
+def _run(args: argparse.Namespace) -> int:
     snapshot = snapshot_from_args(args, command="lint", say_notes=False)
     notes = list(snapshot.notes)
     target = args.target
@@ -104,10 +119,7 @@ def run(args: argparse.Namespace) -> int:
 def _lint(
     args: argparse.Namespace, snapshot: Snapshot, target: str, also: str | None
 ) -> tuple[LintReport, tuple[Finding, ...]]:
-    """The lint (and the findings of a lint for `also`), the cycle collector paused (as the
-    planner's), progress on stderr if asked."""
-    from netparity.plan.planner import gc_paused
-
+    """The lint (and the findings of a lint for `also`), progress on stderr if asked."""
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = None
     if show:
@@ -115,8 +127,7 @@ def _lint(
 
         progress = StderrProgress("lint", prefix="lint")
     try:
-        with gc_paused():
-            return lint_pair(snapshot, target=target, also=also, progress=progress)
+        return lint_pair(snapshot, target=target, also=also, progress=progress)
     finally:
         if progress is not None:
             progress.finish()
