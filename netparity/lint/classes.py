@@ -92,7 +92,11 @@ def exact_selectors(
     def exact(sel: LabelSelector) -> bool:
         return not index.matches_any(sel, others)
 
-    common = _common(labels_of[p.key] for p in wanted)
+    groups = [index.group_of.get(p.key) for p in wanted]
+    if None in groups:
+        common = _common(labels_of[p.key] for p in wanted)
+    else:  # each distinct label set once, in the order of the pods
+        common = _common(index.labels[i] for i in dict.fromkeys(groups) if i is not None)
     if common:
         sel = _minimal(common, exact)
         if sel is not None:

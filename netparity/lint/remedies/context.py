@@ -70,6 +70,10 @@ class RemedyContext:
         self.excluded: LabelFilter | None = target.label_filter
         # a named-port rule's numbers by (policy, direction, index): remedies/ports.py
         self.named_numbers: dict[tuple[str, str, int], tuple[Any, bool]] = {}
+        self.numbers_everywhere: dict[tuple[str, str], dict[int, list[Pod]]] = {}
+        # precise_peers' cache keys by the id of a pod list that is used again (the lists
+        # above): (the list, kept alive, and its keys)
+        self._keys_of: dict[int, tuple[Sequence[Pod], frozenset[str]]] = {}
 
     def policy_dict(self, name: str) -> dict[str, Any]:
         if name in self.current:
@@ -146,7 +150,13 @@ class RemedyContext:
         """Peers that select exactly `pods` today, by identity labels (same on both dataplanes):
         one selector over every namespace if a few labels tell them apart cluster-wide, else
         per namespace. Too many peers to read is no fix. Worked out once per set of pods."""
-        keys = frozenset(p.key for p in pods)
+        known = self._keys_of.get(id(pods))
+        if known is not None and known[0] is pods:
+            keys = known[1]
+        else:
+            keys = frozenset(p.key for p in pods)
+            if len(pods) > 64:  # a long list comes again: the named-port lists above
+                self._keys_of[id(pods)] = (pods, keys)
         cached = self._precise.get((home, keys))
         if cached is None:
             try:
