@@ -102,13 +102,23 @@ class _Row:
 
 
 def cilium_findings(
-    snapshot: Snapshot, engine: Engine, npm: Dataplane, target: Dataplane, *, fixes: bool = True
+    snapshot: Snapshot,
+    engine: Engine,
+    npm: Dataplane,
+    target: Dataplane,
+    *,
+    fixes: bool = True,
+    verdicts: dict[tuple[str, str], Verdict] | None = None,
 ) -> list[Finding]:
     """One `cilium-policy` finding per Cilium policy that cuts what NPM allowed, with its
-    checked fix (or why there is none) where `fixes`."""
+    checked fix (or why there is none) where `fixes`. `verdicts`: a cache of verdicts by
+    (connection, dataplane name) to share with another call on the same engine."""
     if not target.cilium_policies or not engine.cilium_targets:
         return []
-    return _CiliumLint(snapshot, engine, npm, target).findings(fixes=fixes)
+    lint = _CiliumLint(snapshot, engine, npm, target)
+    if verdicts is not None:
+        lint.verdicts = verdicts
+    return lint.findings(fixes=fixes)
 
 
 class _CiliumLint:

@@ -108,7 +108,8 @@ def lint_pair(
         from netparity.lint.fixes import FixBuilder
 
         findings = FixBuilder(builder).attach(findings, report)
-    findings.extend(_cilium_findings(snapshot, engine, npm, tgt, fixes=fixes))
+    verdicts: dict[tuple[str, str], Verdict] = {}  # npm's, shared by the two targets
+    findings.extend(_cilium_findings(snapshot, engine, npm, tgt, fixes, verdicts))
     findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
     extra: tuple[Finding, ...] = ()
     if also is not None and old is not None:
@@ -116,7 +117,7 @@ def lint_pair(
             extra = lint_snapshot(snapshot, target=also, fixes=False).findings
         else:
             more = second.findings(also)
-            more.extend(_cilium_findings(snapshot, engine, npm, old, fixes=False))
+            more.extend(_cilium_findings(snapshot, engine, npm, old, False, verdicts))
             extra = tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
     return LintReport(
         target=target,
@@ -181,12 +182,17 @@ def _quiet(what: str, done: int, total: int) -> None:
 
 
 def _cilium_findings(
-    snapshot: Snapshot, engine: Engine, npm: Dataplane, tgt: Dataplane, *, fixes: bool
+    snapshot: Snapshot,
+    engine: Engine,
+    npm: Dataplane,
+    tgt: Dataplane,
+    fixes: bool,
+    verdicts: dict[tuple[str, str], Verdict],
 ) -> list[Finding]:
     """The Cilium policies that cut what NPM allowed (netparity.lint.cilium_findings)."""
     from netparity.lint.cilium_findings import cilium_findings
 
-    return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes)
+    return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes, verdicts=verdicts)
 
 
 class Linter:
