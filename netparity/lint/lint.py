@@ -284,9 +284,7 @@ class Linter:
         acc = self._acc(kind, ns, obj, tuple(policies))
         acc.policies.update(dict.fromkeys(policies))
         acc.refs.update(dict.fromkeys(refs))
-        self._record(
-            acc, probe, change, probe.side or "", vn, vt, sn.reason, st.reason, sn.decision
-        )
+        self._record(acc, probe, change, probe.side or "", vn, vt, (sn, st), sn.decision)
 
     def _service_change(
         self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
@@ -309,7 +307,7 @@ class Linter:
         acc.service = svc
         acc.policies.update(dict.fromkeys(sorted(set(policies))))
         acc.refs.update(dict.fromkeys(refs))
-        self._record(acc, probe, change, direction, vn, vt, vn.explanation, vt.explanation, dn)
+        self._record(acc, probe, change, direction, vn, vt, None, dn)
 
     def _unknown(self, traffic: str, vn: Verdict, vt: Verdict) -> None:
         self.unknown.append(traffic)
@@ -334,18 +332,21 @@ class Linter:
         direction: str,
         vn: Verdict,
         vt: Verdict,
-        npm_reason: str,
-        target_reason: str,
+        sides: tuple[DirectionResult, DirectionResult] | None,
         expected: Decision,
     ) -> None:
+        """One connection of a finding. The reasons shown are the sides' (`sides`: npm's,
+        the target's), else the whole verdicts' explanations (each text built once)."""
+        texts = (vn.explanation, vt.explanation)
         key = (change, direction, vt.path, probe.pods, probe.peer)
         entry = acc.entries.get(key)
         if entry is None:
             from_pods = probe.from_pods
+            reasons = texts if sides is None else (sides[0].reason, sides[1].reason)
             entry = acc.entries[key] = _Entry(
                 from_pods=(probe.side == EGRESS) if from_pods is None else from_pods,
-                npm=npm_reason,
-                target=target_reason,
+                npm=reasons[0],
+                target=reasons[1],
                 others=probe.stands_for,
                 others_pods=probe.stands_for_pods,
                 others_classes=probe.stands_for_classes,
@@ -353,7 +354,7 @@ class Linter:
         entry.ports[(probe.port, probe.port_label)] = None
         entry.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
         acc.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
-        acc.rows.update(dict.fromkeys(_TAG.findall(vn.explanation + " " + vt.explanation)))
+        acc.rows.update(dict.fromkeys(_TAG.findall(texts[0] + " " + texts[1])))
         acc.expectations.append(Expectation(probe=probe, expected=expected))
 
     # ---------------------------------------------------------------- attribution

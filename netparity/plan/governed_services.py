@@ -60,6 +60,9 @@ class _Caches:
     # per view key, per class name: what the view sees of the class (`_signatures`)
     signatures: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
     egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    stand_ins: dict[tuple[str, frozenset[str], frozenset[str]], PodGroup] = field(
+        default_factory=dict
+    )
 
 
 class ServiceTraffic(GovernedTraffic):
@@ -83,6 +86,7 @@ class ServiceTraffic(GovernedTraffic):
         if svc.type not in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
             return []
         via = Via.LOAD_BALANCER if svc.type is ServiceType.LOAD_BALANCER else Via.NODE_PORT
+        self._caches.stand_ins.clear()  # kept for this Service's ports only
         by_class: dict[str, dict[str, list[Pod]]] = defaultdict(lambda: defaultdict(list))
         for p in self.classes.pods_by_namespace.get(svc.namespace, []):
             if svc.selects(p) and p.node_name in self.node_by_name:
@@ -175,6 +179,8 @@ class ServiceTraffic(GovernedTraffic):
                 sig = sigs.get(name, ())
                 by_ingress.setdefault(sig, []).append((client, b, node, target_port, klass, count))
         out: list[Connection] = []
+        rep_nodes = frozenset(r[0].name for r in reps)
+        rep_backends = frozenset(r[1].key for r in reps)
         for members in by_ingress.values():
             members.sort(key=lambda m: m[0].key)
             c, b, node, target_port, cls, _ = members[0]
@@ -208,7 +214,7 @@ class ServiceTraffic(GovernedTraffic):
                         from_pods=True,
                         pods=self.classes.group(cls, on_node),
                         stands_for=tuple(
-                            self._stand_in(self.classes.by_name[k], reps)
+                            self._stand_in(self.classes.by_name[k], rep_nodes, rep_backends)
                             for k in list(others)[:MAX_STANDS_FOR]
                         ),
                         stands_for_pods=sum(others.values()),
@@ -229,12 +235,16 @@ class ServiceTraffic(GovernedTraffic):
             backend=backend,
         )
 
-    def _stand_in(self, cls: PodClass, reps: Sequence[tuple[Node, Pod, int, PodGroup]]) -> PodGroup:
-        """The pods of `cls` on the backends' nodes (not a backend), as a reader sees them."""
-        nodes = {r[0].name for r in reps}
-        backends = {r[1].key for r in reps}
-        pods = [p for p in cls.pods if p.node_name in nodes and p.key not in backends]
-        return self.classes.group(cls, sorted(pods, key=lambda p: p.key))
+    def _stand_in(self, cls: PodClass, nodes: frozenset[str], backends: frozenset[str]) -> PodGroup:
+        """The pods of `cls` on the backends' nodes (not a backend), as a reader sees them
+        (kept while the Service's other ports ask again)."""
+        key = (cls.name, nodes, backends)
+        cached = self._caches.stand_ins.get(key)
+        if cached is None:
+            pods = [p for p in cls.pods if p.node_name in nodes and p.key not in backends]
+            cached = self.classes.group(cls, sorted(pods, key=lambda p: p.key))
+            self._caches.stand_ins[key] = cached
+        return cached
 
     def _ingress_view(self, backend: Pod) -> _View:
         """What the backend's ingress policies can tell clients apart by."""
