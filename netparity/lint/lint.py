@@ -83,9 +83,10 @@ def lint_pair(
     progress: Progress | None = None,
 ) -> tuple[LintReport, tuple[Finding, ...]]:
     """`lint_snapshot` for `target`, and the findings (without fixes) a lint for `also`
-    would report, from the same work: the connections are enumerated once when the two
-    targets differ only in what the enumerator never reads (an older release's endPort),
-    and each is evaluated once under npm. Empty when `also` is None."""
+    would report (without the connections a fix is checked against), from the same work:
+    the connections are enumerated once when the two targets differ only in what the
+    enumerator never reads (an older release's endPort), and each is evaluated once under
+    npm. Empty when `also` is None."""
     report: Progress = progress if progress is not None else _quiet
     for name in (target, also):
         if name is not None and name not in TARGETS:
@@ -101,7 +102,7 @@ def lint_pair(
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
     linter = Linter(engine, npm, tgt)
     shared = old is not None and same_enumeration(tgt, old)
-    second = Linter(engine, npm, old) if shared and old is not None else None
+    second = Linter(engine, npm, old, expectations=False) if shared and old else None
     services = _observe(snapshot, classes, builder, linter, second, report)
     findings = linter.findings(target)
     if fixes:
@@ -196,8 +197,13 @@ def _cilium_findings(
 
 
 class Linter:
-    def __init__(self, engine: Engine, npm: Dataplane, target: Dataplane) -> None:
+    def __init__(
+        self, engine: Engine, npm: Dataplane, target: Dataplane, *, expectations: bool = True
+    ) -> None:
+        """`expectations`: keep each finding's connections (what its fix is checked
+        against); a lint whose findings get no fix leaves them out (memory)."""
         self.engine = engine
+        self.keep_expectations = expectations
         self.npm = npm
         self.target = target
         self.targets: dict[str, NPTarget] = {t.name: t for t in engine.np_targets}
@@ -355,7 +361,8 @@ class Linter:
         entry.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
         acc.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
         acc.rows.update(dict.fromkeys(_TAG.findall(texts[0] + " " + texts[1])))
-        acc.expectations.append(Expectation(probe=probe, expected=expected))
+        if self.keep_expectations:
+            acc.expectations.append(Expectation(probe=probe, expected=expected))
 
     # ---------------------------------------------------------------- attribution
 

@@ -65,8 +65,8 @@ def named_port(ctx: RemedyContext, finding: Finding) -> Proposal:
         d = edits.get(name) or ctx.policy_dict(name)
         edits[name] = d
         wire_rule = d["spec"][direction][index]
-        key = (name, direction, index)  # the rule as compiled: its numbers once (issue 19)
-        cached = ctx.named_numbers.get(key)
+        rule_key = (name, direction, index)  # the rule as compiled: its numbers once (#19)
+        cached = ctx.named_numbers.get(rule_key)
         if cached is None:
             reach = (
                 ctx.classes.all_pods
@@ -75,7 +75,7 @@ def named_port(ctx: RemedyContext, finding: Finding) -> Proposal:
                     {p.key: p for pe in rule.peers for p in ctx.peer_pods(policy, pe)}.values()
                 )
             )
-            cached = ctx.named_numbers[key] = _numbers(rule, reach, ctx.numbers_everywhere)
+            cached = ctx.named_numbers[rule_key] = _numbers(rule, reach, ctx.numbers_everywhere)
         numbers, plain = cached
         for (pname, proto), by_number in numbers.items():
             if not by_number:
