@@ -108,7 +108,9 @@ def lint_pair(
     if fixes:
         from netparity.lint.fixes import FixBuilder
 
-        findings = FixBuilder(builder).attach(findings, report)
+        fixer = FixBuilder(builder)
+        findings = fixer.attach(findings, report)
+        fixer.builders.clear()  # partials of the fixer itself: a cycle a paused collector keeps
     verdicts: dict[tuple[str, str], Verdict] = {}  # npm's, shared by the two targets
     findings.extend(_cilium_findings(snapshot, engine, npm, tgt, fixes, verdicts))
     findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
@@ -118,6 +120,7 @@ def lint_pair(
             extra = lint_snapshot(snapshot, target=also, fixes=False).findings
         else:
             more = second.findings(also)
+            verdicts = {k: v for k, v in verdicts.items() if k[1] == npm.name}
             more.extend(_cilium_findings(snapshot, engine, npm, old, False, verdicts))
             extra = tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
     return LintReport(

@@ -8,7 +8,7 @@ path). Client classes a backend's ingress policies see alike are judged once.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -34,6 +34,9 @@ from netparity.plan.governed import (
 )
 from netparity.plan.groups import PodGroup
 
+# how a selector peer matches a class (under npm, under the target): one object each
+_PAIRS = {(n, t): (n, t) for n in (False, True) for t in (False, True)}
+_BOTH, _NEITHER = _PAIRS[True, True], _PAIRS[False, False]
 MAX_STANDS_FOR = 20  # client classes named with a representative (the rest are counted)
 
 # an in-cluster client of a Service: (client, backend, node, targetPort, client class, pods)
@@ -53,7 +56,7 @@ class _View:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Caches:
     # per (selector peer, its policy's namespace): the classes it matches, and how
-    peer_hits: dict[tuple[int, str], list[tuple[str, tuple[bool, bool]]]] = field(
+    peer_hits: dict[tuple[int, str], tuple[list[PodClass], dict[str, tuple[bool, bool]]]] = field(
         default_factory=dict
     )
     views: dict[tuple[str, ...], _View] = field(default_factory=dict)
@@ -313,37 +316,45 @@ class ServiceTraffic(GovernedTraffic):
         for k, block in enumerate(view.blocks):
             for name in self.pods_in(block):
                 seen[name].append(("block", k))
+        if len(self._caches.signatures) >= 8:  # views rarely come again: keep a few
+            self._caches.signatures.clear()
         cached = self._caches.signatures[view.key] = {n: tuple(v) for n, v in seen.items()}
         return cached
 
-    def _peer_hits(self, home: str, pe: PolicyPeer) -> list[tuple[str, tuple[bool, bool]]]:
+    def _peer_hits(self, home: str, pe: PolicyPeer) -> Iterator[tuple[str, tuple[bool, bool]]]:
         """The classes a selector peer of a policy in `home` matches, and on which
-        dataplane: (class name, (under npm, under the target)), where either is true."""
+        dataplane: (class name, (under npm, under the target)), where either is true.
+        Kept compact: the peer's candidate classes (shared with the enumerator) and the
+        pairs that are not (True, True)."""
         key = (id(pe), home)
         cached = self._caches.peer_hits.get(key)
-        if cached is not None:
-            return cached
-        out: list[tuple[str, tuple[bool, bool]]] = []
-        nsel = pe.namespace_selector
-        for cls in self.matching(home, pe):
-            client = cls.rep
-            ns_labels = self.engine.namespace_labels(client.namespace)
-            n, t = (
-                (
-                    client.namespace == home
-                    if nsel is None
-                    else ns_selector_matches(nsel, ns_labels, dp)
+        if cached is None:
+            candidates = self.matching(home, pe)
+            odd: dict[str, tuple[bool, bool]] = {}
+            nsel = pe.namespace_selector
+            for cls in candidates:
+                client = cls.rep
+                ns_labels = self.engine.namespace_labels(client.namespace)
+                n, t = (
+                    (
+                        client.namespace == home
+                        if nsel is None
+                        else ns_selector_matches(nsel, ns_labels, dp)
+                    )
+                    and (
+                        pe.pod_selector is None
+                        or pe.pod_selector.matches(self.engine.labels(client, dp))
+                    )
+                    for dp in (self.npm, self.target)
                 )
-                and (
-                    pe.pod_selector is None
-                    or pe.pod_selector.matches(self.engine.labels(client, dp))
-                )
-                for dp in (self.npm, self.target)
-            )
-            if n or t:
-                out.append((cls.name, (n, t)))
-        self._caches.peer_hits[key] = out
-        return out
+                if not (n and t):
+                    odd[cls.name] = _PAIRS[bool(n), bool(t)]
+            cached = self._caches.peer_hits[key] = (candidates, odd)
+        candidates, odd = cached
+        for cls in candidates:
+            match = odd.get(cls.name, _BOTH)
+            if match is not _NEITHER:
+                yield cls.name, match
 
     def _client_samples(self, svc: Service, backend: Pod) -> list[str]:
         """Outside addresses inside the ipBlocks of the ingress rules that govern the backend."""
