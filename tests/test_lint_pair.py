@@ -3,6 +3,7 @@ the JSON writer, the exact-selector index. Each must give what the plain way giv
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from collections.abc import Mapping
@@ -14,9 +15,9 @@ from netparity.cli import main
 from netparity.engine.dataplane import get_dataplane
 from netparity.lint import lint_snapshot
 from netparity.lint.classes import LabelIndex
-from netparity.lint.json_text import dumps_indented
+from netparity.lint.json_text import Lazy, dumps_indented, write_indented
 from netparity.lint.lint import lint_pair, same_enumeration
-from netparity.lint.output import finding_json, report_json
+from netparity.lint.output import finding_json, render_json, report_json, write_json
 from netparity.model.objects import Pod
 from netparity.model.selectors import LabelSelector, Operator, Requirement
 from netparity.model.snapshot import Snapshot, load_snapshot, snapshot_from_dicts
@@ -95,8 +96,8 @@ def test_the_cli_names_what_the_older_release_adds(
         {},
         [],
         {"a": [], "b": {}, "c": [{}], "d": [[1, 2.5], ["x"]]},
-        {1: "int key", 2.5: True, None: False, True: None, False: 0},
-        ["é ünïcode \n \" \\ \u2028", float("nan"), float("inf"), -float("inf"), 1e16, -0.0],
+        {3: "int key", 2.5: True, None: False, True: None, False: 0},
+        ['é ünïcode \n " \\ \u2028', float("nan"), float("inf"), -float("inf"), 1e16, -0.0],
         (1, (2, (3,))),
         Operator.NOT_IN,  # a StrEnum, as the reports hold
         7,
@@ -106,6 +107,19 @@ def test_the_cli_names_what_the_older_release_adds(
 def test_the_json_writer_writes_what_json_dumps_writes(value: object) -> None:
     assert dumps_indented(value, 2) == json.dumps(value, indent=2)
     assert dumps_indented({"nested": value}, 4) == json.dumps({"nested": value}, indent=4)
+    for whole in (value, {"a": {"b": [value, value]}}):
+        parts: list[str] = []
+        write_indented(whole, parts.append, 2)
+        assert "".join(parts) == json.dumps(whole, indent=2)
+
+
+def test_a_lazy_list_is_written_as_the_list() -> None:
+    for items in ([], [1], [{"a": []}, "b"]):
+        parts: list[str] = []
+        write_indented({"x": Lazy(iter(items)), "y": 1}, parts.append, 2)
+        assert "".join(parts) == json.dumps({"x": items, "y": 1}, indent=2)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_indented({"x": Lazy([object()])}, [].append, 2)
 
 
 def test_the_json_writer_leaves_what_json_rejects_to_json() -> None:
@@ -116,8 +130,12 @@ def test_the_json_writer_leaves_what_json_rejects_to_json() -> None:
 
 
 def test_a_whole_lint_report_is_written_as_json_dumps_writes_it() -> None:
-    data = report_json(lint_snapshot(load_snapshot([EXAMPLE]), target="cilium-1.16"))
+    report = lint_snapshot(load_snapshot([EXAMPLE]), target="cilium-1.16")
+    data = report_json(report)
     assert dumps_indented(data, 2) == json.dumps(data, indent=2)
+    out = io.StringIO()
+    write_json(report, out)
+    assert out.getvalue() == json.dumps(data, indent=2) + "\n" == render_json(report)
 
 
 def _pod(name: str, ns: str, labels: Mapping[str, str]) -> Pod:

@@ -16,10 +16,10 @@ from netparity.lint.findings import Finding, LintReport
 from netparity.lint.lint import lint_pair
 from netparity.lint.output import (
     exit_code,
-    render_json,
     render_junit,
     render_text,
     write_fix_dir,
+    write_json,
 )
 from netparity.model.snapshot import Snapshot
 
@@ -105,8 +105,9 @@ def _run(args: argparse.Namespace) -> int:
     report = replace(report, notes=(*notes, *report.notes))
     files = write_fix_dir(report, args.fix_dir) if args.fix_dir else {}
     if args.format == "json":
-        out = render_json(report, files)
-    elif args.format == "junit":
+        write_json(report, sys.stdout, files)  # as it is made: the text can be 100s of MB
+        return exit_code(report)
+    if args.format == "junit":
         out = render_junit(report, files)
     else:
         out = render_text(report, files)

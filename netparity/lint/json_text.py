@@ -10,8 +10,10 @@ object back to `json.dumps`, so errors stay json's own.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from json.encoder import encode_basestring_ascii
+from typing import cast
 
 _STR: Callable[[str], str] = encode_basestring_ascii
 _INT = int.__repr__
@@ -85,3 +87,69 @@ def dumps_indented(obj: object, indent: int = 2) -> str:
         return _value(obj, "\n", " " * indent)
     except (_Unknown, RecursionError):
         return json.dumps(obj, indent=indent)
+
+
+class Lazy:
+    """A list made while it is written (`write_indented`): each item built, written, let go."""
+
+    def __init__(self, items: Iterable[object]) -> None:
+        self.items = items
+
+
+_END = object()
+_FLUSH = 1 << 20  # characters gathered before one write
+
+
+def write_indented(obj: object, write: Callable[[str], object], indent: int = 2) -> None:
+    """`dumps_indented(obj, indent)` handed to `write` in pieces of about a megabyte: the
+    containers of the outer levels are written item by item (a `Lazy` list is made as it
+    goes), so the whole text never sits in memory at once. What json.dumps would reject
+    raises json's TypeError (part of the text may have been written)."""
+    parts: list[str] = []
+    size = 0
+
+    def put(text: str) -> None:
+        nonlocal size
+        parts.append(text)
+        size += len(text)
+        if size >= _FLUSH:
+            write("".join(parts))
+            parts.clear()
+            size = 0
+
+    try:
+        _stream(obj, "\n", " " * indent, put, 3)
+    except _Unknown:
+        json.dumps(obj, indent=indent)  # raises json's own error
+        raise
+    if parts:
+        write("".join(parts))
+
+
+def _stream(o: object, nl: str, step: str, put: Callable[[str], None], depth: int) -> None:
+    if depth <= 0 or type(o) not in (dict, list, tuple, Lazy):
+        put(_value(o, nl, step))
+        return
+    pairs = type(o) is dict
+    items: Iterator[object] = (
+        iter(o.items())  # type: ignore[attr-defined]
+        if pairs
+        else iter(o.items if isinstance(o, Lazy) else o)  # type: ignore[call-overload]
+    )
+    first = next(items, _END)
+    if first is _END:
+        put("{}" if pairs else "[]")
+        return
+    inner = nl + step
+    put("{" if pairs else "[")
+    sep = inner
+    for item in chain((first,), items):
+        put(sep)
+        if pairs:
+            k, v = cast(tuple[object, object], item)
+            put(_key(k) + ": ")
+            _stream(v, inner, step, put, depth - 1)
+        else:
+            _stream(item, inner, step, put, depth - 1)
+        sep = "," + inner
+    put(nl + ("}" if pairs else "]"))
