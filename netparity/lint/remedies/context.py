@@ -73,6 +73,8 @@ class RemedyContext:
         # a named-port rule's numbers by (policy, direction, index): remedies/ports.py
         self.named_numbers: dict[tuple[str, str, int], tuple[Any, bool]] = {}
         self.numbers_everywhere: dict[tuple[str, str], dict[int, list[Pod]]] = {}
+        # the pods whose IPs some ipBlocks cover, by the blocks (remedies/selectors.py)
+        self.covered_pods: dict[tuple[str, ...], list[Pod]] = {}
         # precise_peers' fingerprints by the id of a pod list that is used again (the lists
         # above): (the list, kept alive, and its fingerprint)
         self._fingerprints: dict[int, tuple[Sequence[Pod], tuple[int, int]]] = {}
