@@ -8,8 +8,6 @@ or a decision the path alone makes, with its notes. No policy is read here.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.matcher.leg import EGRESS, INGRESS, Leg
 from netparity.engine.node_nat import hairpin, in_cluster_external_ip
@@ -50,24 +48,18 @@ class PathResolver:
         self._pods_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
         self._nodes_by_ip = {n.ip: n for n in snapshot.nodes}
         self._backends: dict[str, tuple[Pod, ...]] = {}
-        self._pods_by_ns: defaultdict[str, list[Pod]] | None = None
+        self._pods_by_ns: dict[str, list[Pod]] = {}  # issue 19: not every pod per Service
+        for p in (p for p in snapshot.pods if not p.host_network):
+            self._pods_by_ns.setdefault(p.namespace, []).append(p)
 
     def backends(self, svc: Service) -> tuple[Pod, ...]:
-        """The Service's ready backends by pod key (cached). A selector only selects pods
-        of the Service's namespace: those are read from a per-namespace index (issue 19:
-        not every pod of the cluster per Service), in the snapshot's order."""
+        """The Service's ready backends by pod key (cached; a selector's: from its namespace)."""
         backends = self._backends.get(svc.key)
         if backends is None:
-            if svc.selector:
-                if self._pods_by_ns is None:
-                    self._pods_by_ns = defaultdict(list)
-                    for p in self.snapshot.pods:
-                        if not p.host_network:
-                            self._pods_by_ns[p.namespace].append(p)
-                pods = self._pods_by_ns.get(svc.namespace, ())
-                backends = tuple(p for p in pods if svc.selects(p))
-            else:
-                backends = self.snapshot.backends(svc)
+            pods = self._pods_by_ns.get(svc.namespace, []) if svc.selector else None
+            backends = (
+                self.snapshot.backends(svc) if pods is None else tuple(filter(svc.selects, pods))
+            )
             self._backends[svc.key] = backends
         return backends
 
