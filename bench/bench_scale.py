@@ -3,6 +3,7 @@
     python3 bench/bench_scale.py                          # 1k, 5k and 20k pods
     python3 bench/bench_scale.py --sizes 1k,5k,20k,50k    # and 50,000 pods / 10,000 policies
     python3 bench/bench_scale.py --sizes 20k --only plan --profile plan.prof
+    python3 bench/bench_scale.py --sizes 5k --only lint --yaml   # and the YAML form (lint-yaml)
 
 Each size is a cluster from bench/gen.py (seed 1), written as `kubectl get -o json` writes
 a List, then planned and linted by the CLI in a subprocess of its own, as a user runs them:
