@@ -63,6 +63,7 @@ class _Caches:
     # per view key, per class name: what the view sees of the class (`_signatures`)
     signatures: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
     egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    on_node_entries: dict[str, list[tuple[str, list[Pod], PodClass]]] = field(default_factory=dict)
     stand_ins: dict[tuple[str, frozenset[str], frozenset[str]], PodGroup] = field(
         default_factory=dict
     )
@@ -80,6 +81,15 @@ class ServiceTraffic(GovernedTraffic):
                 if p.node_name:
                     out[p.node_name][c.name].append(p)
         return out
+
+    def _on_node_entries(self, node: str) -> list[tuple[str, list[Pod], PodClass]]:
+        """`on_node[node]` as (class name, its pods there, the class), listed once."""
+        entries = self._caches.on_node_entries.get(node)
+        if entries is None:
+            by_name = self.classes.by_name
+            entries = [(n, pods, by_name[n]) for n, pods in self.on_node.get(node, {}).items()]
+            self._caches.on_node_entries[node] = entries
+        return entries
 
     @cached_property
     def _caches(self) -> _Caches:
@@ -169,18 +179,18 @@ class ServiceTraffic(GovernedTraffic):
             return []
         view = self._ingress_view(reps[0][1])
         sigs = self._signatures(view)
-        by_class = self.classes.by_name
         by_ingress: dict[tuple[object, ...], list[_Client]] = {}
         for node, b, target_port, _ in reps:
             own = self.classes.of_pod[b.key].name  # the backend's class: less the backend
-            for name, pods in self.on_node.get(node.name, {}).items():
+            for name, pods, klass in self._on_node_entries(node.name):
                 count = len(pods) - (name == own)
                 if not count:
                     continue
-                klass = by_class[name]
                 client = pods[0] if pods[0].key != b.key else pods[1]
                 sig = sigs.get(name, ())
-                by_ingress.setdefault(sig, []).append((client, b, node, target_port, klass, count))
+                if sig not in by_ingress:
+                    by_ingress[sig] = []
+                by_ingress[sig].append((client, b, node, target_port, klass, count))
         out: list[Connection] = []
         rep_nodes = frozenset(r[0].name for r in reps)
         rep_backends = frozenset(r[1].key for r in reps)
