@@ -3,6 +3,7 @@
     python3 bench/bench_scale.py                          # 1k, 5k and 20k pods
     python3 bench/bench_scale.py --sizes 1k,5k,20k,50k    # and 50,000 pods / 10,000 policies
     python3 bench/bench_scale.py --sizes 20k --only plan --profile plan.prof
+    python3 bench/bench_scale.py --sizes 5k --only lint --yaml   # and the YAML form (lint-yaml)
 
 Each size is a cluster from bench/gen.py (seed 1), written as `kubectl get -o json` writes
 a List, then planned and linted by the CLI in a subprocess of its own, as a user runs them:
@@ -41,7 +42,8 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
     "20k": (20_000, 200, 4_000, 20),
     "50k": (50_000, 500, 10_000, 20),
 }
-GOALS = {"plan": 10.0, "lint": 15.0}  # seconds at 20k pods
+GOALS = {"plan": 10.0, "lint": 15.0, "lint-yaml": 15.0}  # seconds at 20k pods
+GOALS_5K = {"lint": 3.0, "lint-yaml": 4.0}  # issue 15: lint at 5k pods, JSON and YAML
 GOAL_MB = 1024
 
 
@@ -71,7 +73,15 @@ def run(size: str, command: str, path: Path, profile: str | None) -> Run:
         argv += ["-m", "cProfile", "-o", f"{profile}.{command}.{size}", "-m", "netparity"]
     else:
         argv += ["-m", "netparity"]
-    argv += [command, str(path)]
+    if command == "lint-yaml":  # the same cluster as `kubectl get -o yaml` writes it
+        path = path.with_suffix(".yaml")
+        if not path.exists():
+            import yaml
+
+            docs = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            with path.open("w", encoding="utf-8") as f:
+                yaml.dump(docs, f, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
+    argv += [command.removesuffix("-yaml"), str(path)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
@@ -121,6 +131,12 @@ def report(runs: list[Run], commands: list[str]) -> str:
         if steps:
             lines.append(f"{command} growth: " + "; ".join(steps))
         for r in mine:
+            if r.size == "5k" and command in GOALS_5K:
+                ok = r.cpu < GOALS_5K[command]
+                lines.append(
+                    f"{command} at 5k: {r.cpu:.1f} s CPU ({r.seconds:.1f} s wall) "
+                    f"(goal < {GOALS_5K[command]:.0f} s: {'met' if ok else 'NOT met'})"
+                )
             if r.size == "20k":
                 ok = r.cpu < GOALS[command] and r.peak_mb < GOAL_MB
                 lines.append(
@@ -140,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated sizes out of {', '.join(SIZES)} (default: %(default)s)",
     )
     p.add_argument("--only", choices=("plan", "lint"), help="run one command only")
+    p.add_argument(
+        "--yaml", action="store_true", help="also lint each cluster written as YAML (lint-yaml)"
+    )
     p.add_argument("--profile", metavar="PREFIX", help="cProfile each run into PREFIX.CMD.SIZE")
     p.add_argument("--keep", metavar="DIR", help="write the clusters into DIR and keep them")
     args = p.parse_args(argv)
@@ -148,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown size(s) {', '.join(unknown)}; known: {', '.join(SIZES)}")
     commands = [args.only] if args.only else ["plan", "lint"]
+    if args.yaml and "lint" in commands:
+        commands.append("lint-yaml")
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp)

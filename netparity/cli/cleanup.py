@@ -9,8 +9,6 @@ import argparse
 from datetime import UTC, datetime
 
 from netparity.cli._common import add_cluster_arguments
-from netparity.kube.backend import KubeBackend
-from netparity.kube.cleanup import find_runs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +35,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the Kubernetes client loads only here: `netparity lint` and the others start faster
+    from netparity.kube.backend import KubeBackend
+    from netparity.kube.cleanup import find_runs
+
     backend = KubeBackend(args.cluster, kubeconfig=args.kubeconfig)
     name = backend.kube.name
     if args.dry_run:

@@ -12,14 +12,14 @@ from netparity.cli._common import (
     snapshot_from_args,
 )
 from netparity.engine.dataplane import NEWEST_TARGET, TARGETS, older_release
-from netparity.lint.findings import LintReport
-from netparity.lint.lint import lint_snapshot
+from netparity.lint.findings import Finding, LintReport
+from netparity.lint.lint import lint_pair
 from netparity.lint.output import (
     exit_code,
-    render_json,
     render_junit,
     render_text,
     write_fix_dir,
+    write_json,
 )
 from netparity.model.snapshot import Snapshot
 
@@ -67,6 +67,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The lint with Python's cycle collector paused from loading to writing (as `plan`
+    does: millions of acyclic objects, nothing for it to find), and the heap frozen
+    before it resumes, so that no full collection walks it on the way out."""
+    import gc
+
+    from netparity.plan.planner import gc_paused
+
+    with gc_paused():
+        try:
+            return _run(args)
+        finally:
+            gc.freeze()
+
+
+def _run(args: argparse.Namespace) -> int:
     snapshot = snapshot_from_args(args, command="lint", say_notes=False)
     notes = list(snapshot.notes)
     target = args.target
@@ -80,16 +95,19 @@ def run(args: argparse.Namespace) -> int:
     elif target is None:
         target, why = default_target(snapshot)
         notes.append(f"target {target}: {why} (--target overrides)")
-    report = _lint(args, snapshot, target)
+    # the older release's findings come from the same pass (netparity.lint.lint.lint_pair)
+    also = OLDER_TARGET if args.target is None and target == NEWEST_TARGET else None
+    report, older = _lint(args, snapshot, target, also)
     if args.accept:
         report = _accept(report, args.accept)
-    if args.target is None and target == NEWEST_TARGET:
-        notes.extend(_older(snapshot, report))
+    if also is not None:
+        notes.extend(_older(report, older))
     report = replace(report, notes=(*notes, *report.notes))
     files = write_fix_dir(report, args.fix_dir) if args.fix_dir else {}
     if args.format == "json":
-        out = render_json(report, files)
-    elif args.format == "junit":
+        write_json(report, sys.stdout, files)  # as it is made: the text can be 100s of MB
+        return exit_code(report)
+    if args.format == "junit":
         out = render_junit(report, files)
     else:
         out = render_text(report, files)
@@ -99,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     return exit_code(report)
 
 
-def _lint(args: argparse.Namespace, snapshot: Snapshot, target: str) -> LintReport:
-    """The lint, the cycle collector paused (as the planner's), progress on stderr if asked."""
-    from netparity.plan.planner import gc_paused
-
+def _lint(
+    args: argparse.Namespace, snapshot: Snapshot, target: str, also: str | None
+) -> tuple[LintReport, tuple[Finding, ...]]:
+    """The lint (and the findings of a lint for `also`), progress on stderr if asked."""
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = None
     if show:
@@ -110,8 +128,7 @@ def _lint(args: argparse.Namespace, snapshot: Snapshot, target: str) -> LintRepo
 
         progress = StderrProgress("lint", prefix="lint")
     try:
-        with gc_paused():
-            return lint_snapshot(snapshot, target=target, progress=progress)
+        return lint_pair(snapshot, target=target, also=also, progress=progress)
     finally:
         if progress is not None:
             progress.finish()
@@ -126,14 +143,10 @@ def _accept(report: LintReport, path: str) -> LintReport:
     return replace(report, findings=tuple(kept), notes=(*report.notes, *notes))
 
 
-def _older(snapshot: Snapshot, report: LintReport) -> list[str]:
+def _older(report: LintReport, older: tuple[Finding, ...]) -> list[str]:
     """What linting for cilium-1.16 (AKS on Kubernetes 1.31) adds, in one line."""
-    from netparity.plan.planner import gc_paused
-
-    with gc_paused():
-        older = lint_snapshot(snapshot, target=OLDER_TARGET, fixes=False)
     seen = {f.id for f in report.findings}
-    extra = [f for f in older.findings if f.id not in seen]
+    extra = [f for f in older if f.id not in seen]
     if not extra:
         return [f"under {OLDER_TARGET} (AKS on Kubernetes 1.31): the same findings"]
     counts: dict[str, int] = {}

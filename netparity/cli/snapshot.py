@@ -8,8 +8,6 @@ import sys
 import yaml
 
 from netparity.cli._common import add_cluster_arguments
-from netparity.kube.backend import KubeBackend
-from netparity.kube.read import as_list_document
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the Kubernetes client loads only here: `netparity lint` and the others start faster
+    from netparity.kube.backend import KubeBackend
+    from netparity.kube.read import as_list_document
+
     backend = KubeBackend(args.cluster, kubeconfig=args.kubeconfig)
     try:
         if args.output == "-":

@@ -102,13 +102,23 @@ class _Row:
 
 
 def cilium_findings(
-    snapshot: Snapshot, engine: Engine, npm: Dataplane, target: Dataplane, *, fixes: bool = True
+    snapshot: Snapshot,
+    engine: Engine,
+    npm: Dataplane,
+    target: Dataplane,
+    *,
+    fixes: bool = True,
+    verdicts: dict[tuple[str, str], Verdict] | None = None,
 ) -> list[Finding]:
     """One `cilium-policy` finding per Cilium policy that cuts what NPM allowed, with its
-    checked fix (or why there is none) where `fixes`."""
+    checked fix (or why there is none) where `fixes`. `verdicts`: a cache of verdicts by
+    (connection, dataplane name) to share with another call on the same engine."""
     if not target.cilium_policies or not engine.cilium_targets:
         return []
-    return _CiliumLint(snapshot, engine, npm, target).findings(fixes=fixes)
+    lint = _CiliumLint(snapshot, engine, npm, target)
+    if verdicts is not None:
+        lint.verdicts = verdicts
+    return lint.findings(fixes=fixes)
 
 
 class _CiliumLint:
@@ -125,6 +135,9 @@ class _CiliumLint:
                 groups.setdefault((p.namespace, tuple(sorted(p.labels.items()))), []).append(p)
         self.groups = [sorted(g, key=lambda p: p.key) for g in groups.values()]
         self.groups.sort(key=lambda g: (g[0].namespace, g[0].key))
+        self.by_namespace: dict[str, list[list[Pod]]] = {}  # in the order of `groups`
+        for g in self.groups:
+            self.by_namespace.setdefault(g[0].namespace, []).append(g)
         self.verdicts: dict[tuple[str, str], Verdict] = {}
         self.fixer = CiliumFixer(snapshot, engine, tgt)
 
@@ -202,9 +215,22 @@ class _CiliumLint:
             )
 
     def _peer_groups(self, pod: Pod) -> list[list[Pod]]:
-        same = [g for g in self.groups if g[0].namespace == pod.namespace and g[0].key != pod.key]
-        other = [g for g in self.groups if g[0].namespace != pod.namespace]
-        return [g for g in (*same, *other) if g[0].node_name or g[0].ip][:MAX_PEERS]
+        """The first MAX_PEERS placed groups: the pod's namespace first, then the others in
+        order (read through the per-namespace index: never every group per pod)."""
+        out = [
+            g
+            for g in self.by_namespace.get(pod.namespace, ())
+            if g[0].key != pod.key and (g[0].node_name or g[0].ip)
+        ][:MAX_PEERS]
+        for ns, groups in self.by_namespace.items():
+            if ns == pod.namespace:
+                continue
+            for g in groups:
+                if len(out) >= MAX_PEERS:
+                    return out
+                if g[0].node_name or g[0].ip:
+                    out.append(g)
+        return out
 
     def _pod_group(self, pods: Sequence[Pod]) -> PodGroup:
         """The class as a reader sees it: the labels Cilium keeps (D6), a count, an example."""

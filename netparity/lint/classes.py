@@ -36,15 +36,35 @@ class LabelIndex:
                 self.sizes.append(0)
             self.sizes[i] += 1
             self.group_of[p.key] = i
+        # (key, value) -> the label sets that carry it: a matchLabels selector is checked
+        # against the posting lists, not against every label set
+        self.postings: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for i, labels in enumerate(self.labels):
+            for kv in labels.items():
+                self.postings[kv].add(i)
 
-    def others(self, want: set[str]) -> list[Mapping[str, str]]:
-        """The distinct label sets of the scope's pods outside `want`."""
+    def other_groups(self, want: set[str]) -> set[int]:
+        """The label sets (by index) of the scope's pods outside `want`."""
         taken: dict[int, int] = defaultdict(int)
         for k in want:
             i = self.group_of.get(k)
             if i is not None:
                 taken[i] += 1
-        return [labels for i, labels in enumerate(self.labels) if taken[i] < self.sizes[i]]
+        return {i for i in range(len(self.labels)) if taken[i] < self.sizes[i]}
+
+    def matches_any(self, sel: LabelSelector, groups: set[int]) -> bool:
+        """Whether `sel` matches one of the label sets `groups`."""
+        if sel.match_expressions or not sel.match_labels:
+            return any(sel.matches(self.labels[i]) for i in groups)
+        hits: set[int] | None = None
+        for kv in sel.match_labels:
+            posting = self.postings.get(kv)
+            if not posting:
+                return False
+            hits = posting & groups if hits is None else hits & posting
+            if not hits:
+                return False
+        return bool(hits)
 
 
 def exact_selectors(
@@ -65,14 +85,18 @@ def exact_selectors(
     if not want:
         return []
     index = scope if isinstance(scope, LabelIndex) else LabelIndex(scope, labels_of)
-    others = index.others(want)
+    others = index.other_groups(want)
     if not others:
         return [LabelSelector()]
 
     def exact(sel: LabelSelector) -> bool:
-        return not any(sel.matches(labels) for labels in others)
+        return not index.matches_any(sel, others)
 
-    common = _common(labels_of[p.key] for p in wanted)
+    groups = [index.group_of.get(p.key) for p in wanted]
+    if None in groups:
+        common = _common(labels_of[p.key] for p in wanted)
+    else:  # each distinct label set once, in the order of the pods
+        common = _common(index.labels[i] for i in dict.fromkeys(groups) if i is not None)
     if common:
         sel = _minimal(common, exact)
         if sel is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import fields
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import (
@@ -31,17 +32,15 @@ from netparity.engine.traffic import (
 )
 from netparity.errors import InputError
 from netparity.lint.findings import (
-    KIND_ROWS,
     OTHER_KIND,
     Change,
-    ChangedTraffic,
     Expectation,
     Finding,
     LintReport,
     Probe,
 )
 from netparity.lint.judged import not_judged
-from netparity.lint.kinds import TITLES, notes, ns_selector_or, row_key
+from netparity.lint.kinds import notes, ns_selector_or
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.tally import NP as _NP
 from netparity.lint.tally import Acc as _Acc
@@ -72,39 +71,58 @@ def lint_snapshot(
 
     `progress(what, done, total)` hears of the pod classes walked, the Services walked and
     the findings whose fix was checked (`netparity lint --progress`)."""
+    return lint_pair(snapshot, target=target, fixes=fixes, progress=progress)[0]
+
+
+def lint_pair(
+    snapshot: Snapshot,
+    *,
+    target: str = NEWEST_TARGET,
+    also: str | None = None,
+    fixes: bool = True,
+    progress: Progress | None = None,
+) -> tuple[LintReport, tuple[Finding, ...]]:
+    """`lint_snapshot` for `target`, and the findings (without fixes) a lint for `also`
+    would report (without the connections a fix is checked against), from the same work:
+    the connections are enumerated once when the two targets differ only in what the
+    enumerator never reads (an older release's endPort), and each is evaluated once under
+    npm. Empty when `also` is None."""
     report: Progress = progress if progress is not None else _quiet
-    if target not in TARGETS:
-        raise InputError(
-            f"unknown lint target {target!r} (expected one of {', '.join(TARGETS)})",
-            field="target",
-        )
+    for name in (target, also):
+        if name is not None and name not in TARGETS:
+            raise InputError(
+                f"unknown lint target {name!r} (expected one of {', '.join(TARGETS)})",
+                field="target",
+            )
     npm = get_dataplane(CURRENT).with_config(snapshot.config)
     tgt = get_dataplane(target).with_config(snapshot.config)
+    old = None if also is None else get_dataplane(also).with_config(snapshot.config)
     engine = Engine(snapshot)
     classes = ClassIndex(engine, (npm, tgt))
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
     linter = Linter(engine, npm, tgt)
-    for i, cls in enumerate(classes.classes, 1):
-        for direction in (INGRESS, EGRESS):
-            governing = builder.governing(cls, direction)
-            if governing:
-                for probe in builder.subject_probes(cls, direction, governing):
-                    linter.observe(probe)
-        report("classes", i, len(classes.classes))
-    services = 0
-    for i, svc in enumerate(snapshot.services, 1):
-        probes = builder.service_probes(svc)
-        services += bool(probes)
-        for probe in probes:
-            linter.observe(probe, svc)
-        report("services", i, len(snapshot.services))
+    shared = old is not None and same_enumeration(tgt, old)
+    second = Linter(engine, npm, old, expectations=False) if shared and old else None
+    services = _observe(snapshot, classes, builder, linter, second, report)
     findings = linter.findings(target)
     if fixes:
         from netparity.lint.fixes import FixBuilder
 
-        findings = FixBuilder(builder).attach(findings, report)
-    findings.extend(_cilium_findings(snapshot, engine, npm, tgt, fixes=fixes))
+        fixer = FixBuilder(builder)
+        findings = fixer.attach(findings, report)
+        fixer.builders.clear()  # partials of the fixer itself: a cycle a paused collector keeps
+    verdicts: dict[tuple[str, str], Verdict] = {}  # npm's, shared by the two targets
+    findings.extend(_cilium_findings(snapshot, engine, npm, tgt, fixes, verdicts))
     findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
+    extra: tuple[Finding, ...] = ()
+    if also is not None and old is not None:
+        if second is None:  # the targets enumerate differently: a lint of its own
+            extra = lint_snapshot(snapshot, target=also, fixes=False).findings
+        else:
+            more = second.findings(also)
+            verdicts = {k: v for k, v in verdicts.items() if k[1] == npm.name}
+            more.extend(_cilium_findings(snapshot, engine, npm, old, False, verdicts))
+            extra = tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
     return LintReport(
         target=target,
         findings=tuple(findings),
@@ -115,7 +133,52 @@ def lint_snapshot(
         connections=linter.connections,
         notes=tuple(notes(snapshot, classes, linter, target)),
         not_judged=not_judged(snapshot, linter.unknown_reasons),
+    ), extra
+
+
+# Dataplane fields the enumerator (plan/class_index.py, plan/governed*.py) never reads:
+# two targets that differ only in these are judged on the same connections.
+_ENUMERATION_BLIND = frozenset({"name", "description", "end_port", "end_port_uncertain"})
+
+
+def same_enumeration(a: Dataplane, b: Dataplane) -> bool:
+    """Whether the lint's connections under (npm, a) and (npm, b) are the same."""
+    return all(
+        getattr(a, f.name) == getattr(b, f.name)
+        for f in fields(Dataplane)
+        if f.name not in _ENUMERATION_BLIND
     )
+
+
+def _observe(
+    snapshot: Snapshot,
+    classes: ClassIndex,
+    builder: ProbeBuilder,
+    linter: Linter,
+    second: Linter | None,
+    report: Progress,
+) -> int:
+    """Every governed connection observed by `linter` (and `second`, sharing npm's
+    verdict); the number of Services that govern some."""
+    for i, cls in enumerate(classes.classes, 1):
+        for direction in (INGRESS, EGRESS):
+            governing = builder.governing(cls, direction)
+            if governing:
+                for probe in builder.subject_probes(cls, direction, governing):
+                    vn = linter.observe(probe)
+                    if second is not None:
+                        second.observe(probe, vn=vn)
+        report("classes", i, len(classes.classes))
+    services = 0
+    for i, svc in enumerate(snapshot.services, 1):
+        probes = builder.service_probes(svc)
+        services += bool(probes)
+        for probe in probes:
+            vn = linter.observe(probe, svc)
+            if second is not None:
+                second.observe(probe, svc, vn=vn)
+        report("services", i, len(snapshot.services))
+    return services
 
 
 def _quiet(what: str, done: int, total: int) -> None:
@@ -123,17 +186,27 @@ def _quiet(what: str, done: int, total: int) -> None:
 
 
 def _cilium_findings(
-    snapshot: Snapshot, engine: Engine, npm: Dataplane, tgt: Dataplane, *, fixes: bool
+    snapshot: Snapshot,
+    engine: Engine,
+    npm: Dataplane,
+    tgt: Dataplane,
+    fixes: bool,
+    verdicts: dict[tuple[str, str], Verdict],
 ) -> list[Finding]:
     """The Cilium policies that cut what NPM allowed (netparity.lint.cilium_findings)."""
     from netparity.lint.cilium_findings import cilium_findings
 
-    return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes)
+    return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes, verdicts=verdicts)
 
 
 class Linter:
-    def __init__(self, engine: Engine, npm: Dataplane, target: Dataplane) -> None:
+    def __init__(
+        self, engine: Engine, npm: Dataplane, target: Dataplane, *, expectations: bool = True
+    ) -> None:
+        """`expectations`: keep each finding's connections (what its fix is checked
+        against); a lint whose findings get no fix leaves them out (memory)."""
         self.engine = engine
+        self.keep_expectations = expectations
         self.npm = npm
         self.target = target
         self.targets: dict[str, NPTarget] = {t.name: t for t in engine.np_targets}
@@ -145,10 +218,11 @@ class Linter:
 
     # ---------------------------------------------------------------- observing
 
-    def _compare(self, probe: Probe, whole: bool) -> _Compared:
-        """The connection under npm and under the target, and the probe's side of each
-        (None where `whole`, or where the verdict has no such side)."""
-        vn = self.engine.evaluate(probe.traffic, self.npm)
+    def _compare(self, probe: Probe, whole: bool, vn: Verdict | None = None) -> _Compared:
+        """The connection under npm (`vn` where known) and under the target, and the
+        probe's side of each (None where `whole`, or where the verdict has no such side)."""
+        if vn is None:
+            vn = self.engine.evaluate(probe.traffic, self.npm)
         vt = self.engine.evaluate(probe.traffic, self.target)
         if whole:
             return _Compared(vn=vn, vt=vt, sn=None, st=None)
@@ -169,28 +243,32 @@ class Linter:
             return OTHER_KIND
         return str(self._classify(change, probe, c.vt, c.sn, c.st, policies, refs))
 
-    def observe(self, probe: Probe, svc: Service | None = None) -> None:
-        """One connection under npm and under the target. Through a Service (`svc`), the
-        whole verdicts are compared and the finding names the Service; else the side of the
-        verdict the probe was made for, and the finding names the policies."""
-        c = self._compare(probe, whole=svc is not None)
+    def observe(
+        self, probe: Probe, svc: Service | None = None, *, vn: Verdict | None = None
+    ) -> Verdict:
+        """One connection under npm (`vn` where already known) and under the target;
+        returns npm's verdict. Through a Service (`svc`), the whole verdicts are compared
+        and the finding names the Service; else the side of the verdict the probe was made
+        for, and the finding names the policies."""
+        c = self._compare(probe, whole=svc is not None, vn=vn)
         vn, vt = c.vn, c.vt
         self.connections += 1
         if svc is None and (c.sn is None or c.st is None):
             if vn.decision is not vt.decision:
                 self._unknown(str(probe.traffic), vn, vt)
-            return
+            return vn
         dn, dt = c.decisions
         if dn is dt and dn is not Decision.UNKNOWN:
-            return
+            return vn
         if Decision.UNKNOWN in (dn, dt):
             self._unknown(str(probe.traffic), vn, vt)
-            return
+            return vn
         change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
         if c.sn is not None and c.st is not None:
             self._policy_change(probe, change, vn, vt, c.sn, c.st)
         elif svc is not None:
             self._service_change(probe, svc, change, vn, vt)
+        return vn
 
     def _policy_change(
         self,
@@ -215,9 +293,7 @@ class Linter:
         acc = self._acc(kind, ns, obj, tuple(policies))
         acc.policies.update(dict.fromkeys(policies))
         acc.refs.update(dict.fromkeys(refs))
-        self._record(
-            acc, probe, change, probe.side or "", vn, vt, sn.reason, st.reason, sn.decision
-        )
+        self._record(acc, probe, change, probe.side or "", vn, vt, (sn, st), sn.decision)
 
     def _service_change(
         self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
@@ -240,7 +316,7 @@ class Linter:
         acc.service = svc
         acc.policies.update(dict.fromkeys(sorted(set(policies))))
         acc.refs.update(dict.fromkeys(refs))
-        self._record(acc, probe, change, direction, vn, vt, vn.explanation, vt.explanation, dn)
+        self._record(acc, probe, change, direction, vn, vt, None, dn)
 
     def _unknown(self, traffic: str, vn: Verdict, vt: Verdict) -> None:
         self.unknown.append(traffic)
@@ -265,18 +341,21 @@ class Linter:
         direction: str,
         vn: Verdict,
         vt: Verdict,
-        npm_reason: str,
-        target_reason: str,
+        sides: tuple[DirectionResult, DirectionResult] | None,
         expected: Decision,
     ) -> None:
+        """One connection of a finding. The reasons shown are the sides' (`sides`: npm's,
+        the target's), else the whole verdicts' explanations (each text built once)."""
+        texts = (vn.explanation, vt.explanation)
         key = (change, direction, vt.path, probe.pods, probe.peer)
         entry = acc.entries.get(key)
         if entry is None:
             from_pods = probe.from_pods
+            reasons = texts if sides is None else (sides[0].reason, sides[1].reason)
             entry = acc.entries[key] = _Entry(
                 from_pods=(probe.side == EGRESS) if from_pods is None else from_pods,
-                npm=npm_reason,
-                target=target_reason,
+                npm=reasons[0],
+                target=reasons[1],
                 others=probe.stands_for,
                 others_pods=probe.stands_for_pods,
                 others_classes=probe.stands_for_classes,
@@ -284,8 +363,9 @@ class Linter:
         entry.ports[(probe.port, probe.port_label)] = None
         entry.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
         acc.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
-        acc.rows.update(dict.fromkeys(_TAG.findall(vn.explanation + " " + vt.explanation)))
-        acc.expectations.append(Expectation(probe=probe, expected=expected))
+        acc.rows.update(dict.fromkeys(_TAG.findall(texts[0] + " " + texts[1])))
+        if self.keep_expectations:
+            acc.expectations.append(Expectation(probe=probe, expected=expected))
 
     # ---------------------------------------------------------------- attribution
 
@@ -410,74 +490,6 @@ class Linter:
     # ---------------------------------------------------------------- findings
 
     def findings(self, target: str) -> list[Finding]:
-        out = []
-        for (raw_kind, ns, key), acc in self.acc.items():
-            kind = str(raw_kind)
-            traffic = []
-            for (change, direction, path, pods, peer), e in acc.entries.items():
-                ports = sorted(e.ports)
-                traffic.append(
-                    ChangedTraffic(
-                        change=change,
-                        direction=direction,
-                        path=path,
-                        pods=pods,
-                        peer=peer,
-                        ports=tuple(label for _, label in ports),
-                        npm=e.npm,
-                        target=e.target,
-                        uncertain=tuple(e.uncertain),
-                        from_pods=e.from_pods,
-                        others=e.others,
-                        others_pods=e.others_pods,
-                        others_classes=e.others_classes,
-                    )
-                )
-            traffic.sort(
-                key=lambda c: (
-                    c.change.rank,
-                    c.direction,
-                    c.pods.namespace,
-                    c.pods.labels,
-                    c.pods.example,
-                    c.peer,
-                )
-            )
-            outages = sum(1 for c in traffic if c.change is Change.OUTAGE)
-            holes = len(traffic) - outages
-            parts = []
-            if outages:
-                parts.append(f"{outages} allowed connection group(s) will be cut")
-            if holes:
-                parts.append(f"{holes} denied connection group(s) will open")
-            message = (
-                f"{acc.object}: {TITLES.get(kind, kind)} under {target}; "
-                + " and ".join(parts)
-                + f", e.g. {traffic[0].describe()}"
-            )
-            rows = dict.fromkeys([KIND_ROWS[kind]] if kind in KIND_ROWS else [])
-            rows.update(acc.rows)
-            names = (
-                acc.service.name
-                if acc.service is not None
-                else "+".join(_ns_name(p)[1] for p in key)
-            )
-            out.append(
-                Finding(
-                    id=f"{kind}/{ns}/{names}",
-                    kind=kind,
-                    namespace=ns,
-                    object=acc.object,
-                    policies=tuple(acc.policies),
-                    rules=tuple(str(r) for r in acc.refs),
-                    rule_refs=tuple(acc.refs),
-                    service=None if acc.service is None else acc.service.key,
-                    title=TITLES.get(kind, kind),
-                    message=message,
-                    traffic=tuple(traffic),
-                    rows=tuple(sorted(rows, key=row_key)),
-                    uncertain=tuple(acc.uncertain),
-                    expectations=tuple(acc.expectations),
-                )
-            )
-        return out
+        from netparity.lint.assemble import findings
+
+        return findings(self.acc, target)

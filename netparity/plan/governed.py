@@ -331,19 +331,21 @@ class GovernedTraffic(PortChoice):
         key = (peer, home, tuple(self._named(rule, direction)))
         cached = self._selector_cache.get(key)
         if cached is None:
-            cached = self._behaviour(self._matching(t, peer), rule, direction, peer)
+            cached = self._behaviour(self.matching(t.namespace, peer), rule, direction, peer)
             self._selector_cache[key] = cached
         return cached
 
-    def _matching(self, t: NPTarget, peer: PolicyPeer) -> list[PodClass]:
-        """The classes a selector peer matches on either dataplane."""
-        home = t.namespace if peer.namespace_selector is None else ""
+    def matching(self, home: str, peer: PolicyPeer) -> list[PodClass]:
+        """The classes a selector peer of a policy in `home` matches on either dataplane
+        (`home` is read only when the peer has no namespaceSelector)."""
+        if peer.namespace_selector is not None:
+            home = ""
         key = (str(peer.namespace_selector), str(peer.pod_selector), home)
         cached = self._match_cache.get(key)
         if cached is not None:
             return cached
         if peer.namespace_selector is None:
-            namespaces = [t.namespace]
+            namespaces = [home]
         else:
             sel = peer.namespace_selector
             namespaces = [

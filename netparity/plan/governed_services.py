@@ -8,7 +8,7 @@ path). Client classes a backend's ingress policies see alike are judged once.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -34,6 +34,9 @@ from netparity.plan.governed import (
 )
 from netparity.plan.groups import PodGroup
 
+# how a selector peer matches a class (under npm, under the target): one object each
+_PAIRS = {(n, t): (n, t) for n in (False, True) for t in (False, True)}
+_BOTH, _NEITHER = _PAIRS[True, True], _PAIRS[False, False]
 MAX_STANDS_FOR = 20  # client classes named with a representative (the rest are counted)
 
 # an in-cluster client of a Service: (client, backend, node, targetPort, client class, pods)
@@ -52,11 +55,18 @@ class _View:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Caches:
-    peer_match: dict[tuple[int, str, str], tuple[bool, bool]] = field(default_factory=dict)
+    # per (selector peer, its policy's namespace): the classes it matches, and how
+    peer_hits: dict[tuple[int, str], tuple[list[PodClass], dict[str, tuple[bool, bool]]]] = field(
+        default_factory=dict
+    )
     views: dict[tuple[str, ...], _View] = field(default_factory=dict)
-    # per view key, per class name: what the view sees of the class
-    by_view: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
+    # per view key, per class name: what the view sees of the class (`_signatures`)
+    signatures: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
     egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    on_node_entries: dict[str, list[tuple[str, list[Pod], PodClass]]] = field(default_factory=dict)
+    stand_ins: dict[tuple[str, frozenset[str], frozenset[str]], PodGroup] = field(
+        default_factory=dict
+    )
 
 
 class ServiceTraffic(GovernedTraffic):
@@ -72,6 +82,15 @@ class ServiceTraffic(GovernedTraffic):
                     out[p.node_name][c.name].append(p)
         return out
 
+    def _on_node_entries(self, node: str) -> list[tuple[str, list[Pod], PodClass]]:
+        """`on_node[node]` as (class name, its pods there, the class), listed once."""
+        entries = self._caches.on_node_entries.get(node)
+        if entries is None:
+            by_name = self.classes.by_name
+            entries = [(n, pods, by_name[n]) for n, pods in self.on_node.get(node, {}).items()]
+            self._caches.on_node_entries[node] = entries
+        return entries
+
     @cached_property
     def _caches(self) -> _Caches:
         return _Caches()
@@ -80,6 +99,7 @@ class ServiceTraffic(GovernedTraffic):
         if svc.type not in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
             return []
         via = Via.LOAD_BALANCER if svc.type is ServiceType.LOAD_BALANCER else Via.NODE_PORT
+        self._caches.stand_ins.clear()  # kept for this Service's ports only
         by_class: dict[str, dict[str, list[Pod]]] = defaultdict(lambda: defaultdict(list))
         for p in self.classes.pods_by_namespace.get(svc.namespace, []):
             if svc.selects(p) and p.node_name in self.node_by_name:
@@ -158,22 +178,22 @@ class ServiceTraffic(GovernedTraffic):
         if not reps:
             return []
         view = self._ingress_view(reps[0][1])
-        sigs = self._caches.by_view.setdefault(view.key, {})
-        by_class = self.classes.by_name
+        sigs = self._signatures(view)
         by_ingress: dict[tuple[object, ...], list[_Client]] = {}
         for node, b, target_port, _ in reps:
             own = self.classes.of_pod[b.key].name  # the backend's class: less the backend
-            for name, pods in self.on_node.get(node.name, {}).items():
+            for name, pods, klass in self._on_node_entries(node.name):
                 count = len(pods) - (name == own)
                 if not count:
                     continue
-                klass = by_class[name]
                 client = pods[0] if pods[0].key != b.key else pods[1]
-                sig = sigs.get(name)
-                if sig is None:
-                    sig = sigs[name] = self._client_signature(klass, view)
-                by_ingress.setdefault(sig, []).append((client, b, node, target_port, klass, count))
+                sig = sigs.get(name, ())
+                if sig not in by_ingress:
+                    by_ingress[sig] = []
+                by_ingress[sig].append((client, b, node, target_port, klass, count))
         out: list[Connection] = []
+        rep_nodes = frozenset(r[0].name for r in reps)
+        rep_backends = frozenset(r[1].key for r in reps)
         for members in by_ingress.values():
             members.sort(key=lambda m: m[0].key)
             c, b, node, target_port, cls, _ = members[0]
@@ -207,7 +227,7 @@ class ServiceTraffic(GovernedTraffic):
                         from_pods=True,
                         pods=self.classes.group(cls, on_node),
                         stands_for=tuple(
-                            self._stand_in(self.classes.by_name[k], reps)
+                            self._stand_in(self.classes.by_name[k], rep_nodes, rep_backends)
                             for k in list(others)[:MAX_STANDS_FOR]
                         ),
                         stands_for_pods=sum(others.values()),
@@ -228,12 +248,16 @@ class ServiceTraffic(GovernedTraffic):
             backend=backend,
         )
 
-    def _stand_in(self, cls: PodClass, reps: Sequence[tuple[Node, Pod, int, PodGroup]]) -> PodGroup:
-        """The pods of `cls` on the backends' nodes (not a backend), as a reader sees them."""
-        nodes = {r[0].name for r in reps}
-        backends = {r[1].key for r in reps}
-        pods = [p for p in cls.pods if p.node_name in nodes and p.key not in backends]
-        return self.classes.group(cls, sorted(pods, key=lambda p: p.key))
+    def _stand_in(self, cls: PodClass, nodes: frozenset[str], backends: frozenset[str]) -> PodGroup:
+        """The pods of `cls` on the backends' nodes (not a backend), as a reader sees them
+        (kept while the Service's other ports ask again)."""
+        key = (cls.name, nodes, backends)
+        cached = self._caches.stand_ins.get(key)
+        if cached is None:
+            pods = [p for p in cls.pods if p.node_name in nodes and p.key not in backends]
+            cached = self.classes.group(cls, sorted(pods, key=lambda p: p.key))
+            self._caches.stand_ins[key] = cached
+        return cached
 
     def _ingress_view(self, backend: Pod) -> _View:
         """What the backend's ingress policies can tell clients apart by."""
@@ -280,16 +304,47 @@ class ServiceTraffic(GovernedTraffic):
             cached = self._caches.egress_sigs[cls.name] = tuple(sig)
         return cached
 
-    def _client_signature(self, cls: PodClass, view: _View) -> tuple[object, ...]:
-        """What the backend's ingress policies see of a client class."""
-        client = cls.rep
-        sig: list[object] = []
-        ns_labels = self.engine.namespace_labels(client.namespace)
-        for home, pe in view.peers:
-            pkey = (id(pe), home, cls.name)
-            match = self._caches.peer_match.get(pkey)
-            if match is None:
-                nsel = pe.namespace_selector
+    def _signatures(self, view: _View) -> dict[str, tuple[object, ...]]:
+        """What the view sees of each class it sees anything of, by class name: the peers
+        (by position) that match it on either dataplane and how, the Cilium selectors and
+        the ipBlocks that hold it, in that order. A class missing here is seen as nothing
+        (the empty signature). Built once per view from each peer's matching classes
+        (issue 19: never every class against every peer of every view)."""
+        cached = self._caches.signatures.get(view.key)
+        if cached is not None:
+            return cached
+        seen: dict[str, list[object]] = defaultdict(list)
+        for i, (home, pe) in enumerate(view.peers):
+            for name, match in self._peer_hits(home, pe):
+                seen[name].append((i, match))
+        if view.selectors:
+            for c in self.classes.classes:
+                clabels = self.engine.cilium_labels(c.rep, self.target)
+                for j, sel in enumerate(view.selectors):
+                    if sel.matches(clabels):
+                        seen[c.name].append(("selector", j))
+        for k, block in enumerate(view.blocks):
+            for name in self.pods_in(block):
+                seen[name].append(("block", k))
+        if len(self._caches.signatures) >= 8:  # views rarely come again: keep a few
+            self._caches.signatures.clear()
+        cached = self._caches.signatures[view.key] = {n: tuple(v) for n, v in seen.items()}
+        return cached
+
+    def _peer_hits(self, home: str, pe: PolicyPeer) -> Iterator[tuple[str, tuple[bool, bool]]]:
+        """The classes a selector peer of a policy in `home` matches, and on which
+        dataplane: (class name, (under npm, under the target)), where either is true.
+        Kept compact: the peer's candidate classes (shared with the enumerator) and the
+        pairs that are not (True, True)."""
+        key = (id(pe), home)
+        cached = self._caches.peer_hits.get(key)
+        if cached is None:
+            candidates = self.matching(home, pe)
+            odd: dict[str, tuple[bool, bool]] = {}
+            nsel = pe.namespace_selector
+            for cls in candidates:
+                client = cls.rep
+                ns_labels = self.engine.namespace_labels(client.namespace)
                 n, t = (
                     (
                         client.namespace == home
@@ -302,14 +357,14 @@ class ServiceTraffic(GovernedTraffic):
                     )
                     for dp in (self.npm, self.target)
                 )
-                match = self._caches.peer_match[pkey] = (n, t)
-            sig.append(match)
-        if view.selectors:
-            clabels = self.engine.cilium_labels(client, self.target)
-            sig.extend(sel.matches(clabels) for sel in view.selectors)
-        if view.blocks:
-            sig.extend(cls.name in self.pods_in(b) for b in view.blocks)
-        return tuple(sig)
+                if not (n and t):
+                    odd[cls.name] = _PAIRS[bool(n), bool(t)]
+            cached = self._caches.peer_hits[key] = (candidates, odd)
+        candidates, odd = cached
+        for cls in candidates:
+            match = odd.get(cls.name, _BOTH)
+            if match is not _NEITHER:
+                yield cls.name, match
 
     def _client_samples(self, svc: Service, backend: Pod) -> list[str]:
         """Outside addresses inside the ipBlocks of the ingress rules that govern the backend."""

@@ -66,8 +66,18 @@ class RemedyContext:
         self.all_keys = frozenset(p.key for p in classes.all_pods)
         self._ranges: list[str] | None = None
         self._indexes: dict[str | None, LabelIndex] = {}
-        self._precise: dict[tuple[str, frozenset[str]], list[dict[str, Any]] | NoFix] = {}
+        self._precise: dict[
+            tuple[str, tuple[int, int]], tuple[Sequence[Pod], list[dict[str, Any]] | NoFix]
+        ] = {}
         self.excluded: LabelFilter | None = target.label_filter
+        # a named-port rule's numbers by (policy, direction, index): remedies/ports.py
+        self.named_numbers: dict[tuple[str, str, int], tuple[Any, bool]] = {}
+        self.numbers_everywhere: dict[tuple[str, str], dict[int, list[Pod]]] = {}
+        # the pods whose IPs some ipBlocks cover, by the blocks (remedies/selectors.py)
+        self.covered_pods: dict[tuple[str, ...], list[Pod]] = {}
+        # precise_peers' fingerprints by the id of a pod list that is used again (the lists
+        # above): (the list, kept alive, and its fingerprint)
+        self._fingerprints: dict[int, tuple[Sequence[Pod], tuple[int, int]]] = {}
 
     def policy_dict(self, name: str) -> dict[str, Any]:
         if name in self.current:
@@ -144,22 +154,33 @@ class RemedyContext:
         """Peers that select exactly `pods` today, by identity labels (same on both dataplanes):
         one selector over every namespace if a few labels tell them apart cluster-wide, else
         per namespace. Too many peers to read is no fix. Worked out once per set of pods."""
-        keys = frozenset(p.key for p in pods)
-        cached = self._precise.get((home, keys))
-        if cached is None:
+        known = self._fingerprints.get(id(pods))
+        if known is not None and known[0] is pods:
+            fp = known[1]
+        else:
+            keys = frozenset(p.key for p in pods)
+            fp = (len(keys), hash(keys))
+            if len(pods) > 64:  # a long list comes again: the named-port lists above
+                self._fingerprints[id(pods)] = (pods, fp)
+        # keyed by a fingerprint, not by the pods' keys (at 20,000 pods those sets took
+        # most of the lint's memory); the pods are kept to rule out a hash collision
+        entry = self._precise.get((home, fp))
+        if entry is not None and not _same_pods(entry[0], pods):
+            entry = None
+        if entry is None:
             try:
-                cached = self._precise_peers(pods, keys, home)
+                result: list[dict[str, Any]] | NoFix = self._precise_peers(pods, home)
             except NoFix as e:
-                cached = e
-            self._precise[(home, keys)] = cached
+                result = e
+            kept = pods if id(pods) in self._fingerprints else tuple(pods)
+            entry = self._precise[(home, fp)] = (kept, result)
+        cached = entry[1]
         if isinstance(cached, NoFix):
             raise NoFix(str(cached))
         return copy.deepcopy(cached)
 
-    def _precise_peers(
-        self, pods: Sequence[Pod], keys: frozenset[str], home: str
-    ) -> list[dict[str, Any]]:
-        if keys == self.all_keys:
+    def _precise_peers(self, pods: Sequence[Pod], home: str) -> list[dict[str, Any]]:
+        if len(pods) >= len(self.all_keys) and {p.key for p in pods} == self.all_keys:
             return [{"namespaceSelector": {}}]
         by_ns: dict[str, list[Pod]] = defaultdict(list)
         for p in pods:
@@ -257,3 +278,7 @@ class RemedyContext:
                 ):
                     nets.append(ipaddress.IPv4Network(ip))
         return [str(n) for n in ipaddress.collapse_addresses(nets)]
+
+
+def _same_pods(a: Sequence[Pod], b: Sequence[Pod]) -> bool:
+    return a is b or {p.key for p in a} == {p.key for p in b}

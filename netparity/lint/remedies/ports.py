@@ -65,12 +65,18 @@ def named_port(ctx: RemedyContext, finding: Finding) -> Proposal:
         d = edits.get(name) or ctx.policy_dict(name)
         edits[name] = d
         wire_rule = d["spec"][direction][index]
-        reach = (
-            ctx.classes.all_pods
-            if not rule.peers
-            else list({p.key: p for pe in rule.peers for p in ctx.peer_pods(policy, pe)}.values())
-        )
-        numbers, plain = _numbers(rule, reach)
+        rule_key = (name, direction, index)  # the rule as compiled: its numbers once (#19)
+        cached = ctx.named_numbers.get(rule_key)
+        if cached is None:
+            reach = (
+                ctx.classes.all_pods
+                if not rule.peers
+                else list(
+                    {p.key: p for pe in rule.peers for p in ctx.peer_pods(policy, pe)}.values()
+                )
+            )
+            cached = ctx.named_numbers[rule_key] = _numbers(rule, reach, ctx.numbers_everywhere)
+        numbers, plain = cached
         for (pname, proto), by_number in numbers.items():
             if not by_number:
                 raise NoFix(f"no pod the rule reaches names a {proto} port {pname!r}")
@@ -119,24 +125,34 @@ def named_port(ctx: RemedyContext, finding: Finding) -> Proposal:
 Numbers = dict[tuple[str, str], dict[int, list[Pod]]]
 
 
-def _numbers(rule: NPRule, reach: Sequence[Pod]) -> tuple[Numbers, bool]:
+def _numbers(
+    rule: NPRule, reach: Sequence[Pod], everywhere: dict[tuple[str, str], dict[int, list[Pod]]]
+) -> tuple[Numbers, bool]:
     """The numbers each named port of `rule` has on the pods it reaches, and whether a plain
     number admits exactly those pods (one number, served by no other pod the rule reaches,
-    behind selector peers only)."""
+    behind selector peers only). A rule without peers reaches every pod: its numbers come
+    from `everywhere` (per name, worked out once; the same lists for every such rule)."""
     plain = bool(rule.peers) and all(pe.ip_block is None for pe in rule.peers)
     numbers: Numbers = {}
     for pp in rule.ports:
         if not isinstance(pp.port, str):
+            continue
+        key = (pp.port, str(pp.protocol))
+        if not rule.peers and key in everywhere:
+            numbers[key] = everywhere[key]
+            plain = False
             continue
         by_number: dict[int, list[Pod]] = defaultdict(list)
         for p in reach:
             cp = p.named_port(pp.port, pp.protocol)
             if cp is not None:
                 by_number[cp.port].append(p)
-        numbers[(pp.port, str(pp.protocol))] = dict(sorted(by_number.items()))
+        numbers[key] = dict(sorted(by_number.items()))
+        if not rule.peers:
+            everywhere[key] = numbers[key]
         if len(by_number) != 1:
             plain = False
-        else:  # a pod the rule reaches that serves the number under another name
+        elif plain:  # a pod the rule reaches that serves the number under another name
             number = next(iter(by_number))
             named_keys = {p.key for p in by_number[number]}
             if any(

@@ -18,17 +18,22 @@ def ipblock_pods(ctx: RemedyContext, finding: Finding) -> Proposal:
     for name, direction, index in ctx.refs(finding):
         policy = ctx.policies[name]
         rule = ctx.rule(name, direction, index)
-        covered = {
-            p.key: p
-            for pe in rule.peers
-            if pe.ip_block is not None
-            for p in ctx.peer_pods(policy, pe)
-        }
+        blocks = tuple(str(pe.ip_block) for pe in rule.peers if pe.ip_block is not None)
+        covered = ctx.covered_pods.get(blocks)  # one list per set of blocks (issue 19)
+        if covered is None:
+            covered = ctx.covered_pods[blocks] = list(
+                {
+                    p.key: p
+                    for pe in rule.peers
+                    if pe.ip_block is not None
+                    for p in ctx.peer_pods(policy, pe)
+                }.values()
+            )
         if not covered:
             raise NoFix(f"{name} {direction}[{index}] covers no pod IP")
         d = edits.get(name) or ctx.policy_dict(name)
         edits[name] = d
-        peers = ctx.precise_peers(list(covered.values()), policy.namespace)
+        peers = ctx.precise_peers(covered, policy.namespace)
         wire_rule = d["spec"][direction][index]
         field = "from" if direction == INGRESS else "to"
         existing = wire_rule.setdefault(field, [])

@@ -1,0 +1,82 @@
+"""The findings made of what the linter gathered (netparity.lint.lint's Linter)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from netparity.lint.findings import KIND_ROWS, Change, ChangedTraffic, Finding
+from netparity.lint.kinds import TITLES, row_key
+from netparity.lint.tally import Acc, ns_name
+
+
+def findings(accs: Mapping[tuple[str, str, tuple[str, ...]], Acc], target: str) -> list[Finding]:
+    """The findings of what a Linter gathered, in the order it saw them."""
+    out = []
+    for (raw_kind, ns, key), acc in accs.items():
+        kind = str(raw_kind)
+        traffic = []
+        for (change, direction, path, pods, peer), e in acc.entries.items():
+            ports = sorted(e.ports)
+            traffic.append(
+                ChangedTraffic(
+                    change=change,
+                    direction=direction,
+                    path=path,
+                    pods=pods,
+                    peer=peer,
+                    ports=tuple(label for _, label in ports),
+                    npm=e.npm,
+                    target=e.target,
+                    uncertain=tuple(e.uncertain),
+                    from_pods=e.from_pods,
+                    others=e.others,
+                    others_pods=e.others_pods,
+                    others_classes=e.others_classes,
+                )
+            )
+        traffic.sort(
+            key=lambda c: (
+                c.change.rank,
+                c.direction,
+                c.pods.namespace,
+                c.pods.labels,
+                c.pods.example,
+                c.peer,
+            )
+        )
+        outages = sum(1 for c in traffic if c.change is Change.OUTAGE)
+        holes = len(traffic) - outages
+        parts = []
+        if outages:
+            parts.append(f"{outages} allowed connection group(s) will be cut")
+        if holes:
+            parts.append(f"{holes} denied connection group(s) will open")
+        message = (
+            f"{acc.object}: {TITLES.get(kind, kind)} under {target}; "
+            + " and ".join(parts)
+            + f", e.g. {traffic[0].describe()}"
+        )
+        rows = dict.fromkeys([KIND_ROWS[kind]] if kind in KIND_ROWS else [])
+        rows.update(acc.rows)
+        names = (
+            acc.service.name if acc.service is not None else "+".join(ns_name(p)[1] for p in key)
+        )
+        out.append(
+            Finding(
+                id=f"{kind}/{ns}/{names}",
+                kind=kind,
+                namespace=ns,
+                object=acc.object,
+                policies=tuple(acc.policies),
+                rules=tuple(str(r) for r in acc.refs),
+                rule_refs=tuple(acc.refs),
+                service=None if acc.service is None else acc.service.key,
+                title=TITLES.get(kind, kind),
+                message=message,
+                traffic=tuple(traffic),
+                rows=tuple(sorted(rows, key=row_key)),
+                uncertain=tuple(acc.uncertain),
+                expectations=tuple(acc.expectations),
+            )
+        )
+    return out

@@ -1,0 +1,168 @@
+"""The lint's shared work (issue 19): one pass for the target and the older release's note,
+the JSON writer, the exact-selector index. Each must give what the plain way gives."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from netparity.cli import main
+from netparity.engine.dataplane import get_dataplane
+from netparity.lint import lint_snapshot
+from netparity.lint.classes import LabelIndex
+from netparity.lint.json_text import Lazy, dumps_indented, write_indented
+from netparity.lint.lint import lint_pair, same_enumeration
+from netparity.lint.output import finding_json, render_json, report_json, write_json
+from netparity.model.objects import Pod
+from netparity.model.selectors import LabelSelector, Operator, Requirement
+from netparity.model.snapshot import Snapshot, load_snapshot, snapshot_from_dicts
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "aks-migration.yaml"
+
+
+def _generated() -> Snapshot:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from gen import generate
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return snapshot_from_dicts(generate(pods=400, namespaces=10, policies=80, nodes=4, seed=2))
+
+
+@pytest.mark.parametrize("which", ["example", "gen400"])
+@pytest.mark.parametrize(("target", "also"), [("cilium", "cilium-1.16"), ("cilium", "cilium-1.19")])
+def test_the_pair_gives_each_targets_own_lint(which: str, target: str, also: str) -> None:
+    """The report is lint_snapshot's for the target (fixes and all); the second findings
+    are a fix-less lint's for `also`: shared connections where the enumerations agree
+    (1.16: endPort only), a lint of its own where they do not (1.19)."""
+    snapshot = load_snapshot([EXAMPLE]) if which == "example" else _generated()
+    report, extra = lint_pair(snapshot, target=target, also=also)
+    assert report_json(report) == report_json(lint_snapshot(snapshot, target=target))
+    alone = lint_snapshot(snapshot, target=also, fixes=False)
+    assert [finding_json(f) for f in extra] == [finding_json(f) for f in alone.findings]
+    if which == "example" and also == "cilium-1.16":  # the example has an endPort change
+        assert {f.id for f in extra} - {f.id for f in report.findings}
+
+
+def test_only_an_end_port_difference_shares_the_connections() -> None:
+    cilium, old, new = (get_dataplane(n) for n in ("cilium", "cilium-1.16", "cilium-1.19"))
+    assert same_enumeration(cilium, old)
+    assert not same_enumeration(cilium, new)
+    assert not same_enumeration(cilium, get_dataplane("npm"))
+
+
+def test_the_cli_names_what_the_older_release_adds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --target (and no Kubernetes version in the input) the newest target is
+    linted and a note counts what cilium-1.16 adds: the findings a lint with --target
+    cilium-1.16 reports beyond it, by kind and severity."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from gen import generate
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    docs = generate(pods=400, namespaces=10, policies=80, nodes=4, seed=1)
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    assert main(["lint", str(path), "--format", "json", "--no-progress"]) == 1
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    snapshot = load_snapshot([path])
+    newest = {f.id for f in lint_snapshot(snapshot, target="cilium").findings}
+    extra = [
+        f for f in lint_snapshot(snapshot, target="cilium-1.16").findings if f.id not in newest
+    ]
+    assert extra
+    counts: dict[str, int] = {}
+    for f in extra:
+        counts[f"{f.kind} {f.severity}s"] = counts.get(f"{f.kind} {f.severity}s", 0) + 1
+    line = next(n for n in notes if n.startswith("under cilium-1.16"))
+    assert line == (
+        "under cilium-1.16 (AKS on Kubernetes 1.31) also: "
+        + ", ".join(f"{n} {k}" for k, n in counts.items())
+        + " (lint with --target cilium-1.16 for the details)"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        [],
+        {"a": [], "b": {}, "c": [{}], "d": [[1, 2.5], ["x"]]},
+        {3: "int key", 2.5: True, None: False, True: None, False: 0},
+        ['é ünïcode \n " \\ \u2028', float("nan"), float("inf"), -float("inf"), 1e16, -0.0],
+        (1, (2, (3,))),
+        Operator.NOT_IN,  # a StrEnum, as the reports hold
+        7,
+        None,
+    ],
+)
+def test_the_json_writer_writes_what_json_dumps_writes(value: object) -> None:
+    assert dumps_indented(value, 2) == json.dumps(value, indent=2)
+    assert dumps_indented({"nested": value}, 4) == json.dumps({"nested": value}, indent=4)
+    for whole in (value, {"a": {"b": [value, value]}}):
+        parts: list[str] = []
+        write_indented(whole, parts.append, 2)
+        assert "".join(parts) == json.dumps(whole, indent=2)
+
+
+def test_a_lazy_list_is_written_as_the_list() -> None:
+    for items in ([], [1], [{"a": []}, "b"]):
+        parts: list[str] = []
+        write_indented({"x": Lazy(iter(items)), "y": 1}, parts.append, 2)
+        assert "".join(parts) == json.dumps({"x": items, "y": 1}, indent=2)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_indented({"x": Lazy([object()])}, [].append, 2)
+
+
+def test_the_json_writer_leaves_what_json_rejects_to_json() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps_indented({"a": object()})
+    with pytest.raises(TypeError, match="keys must be"):
+        dumps_indented({(1, 2): "tuple key"})
+
+
+def test_a_whole_lint_report_is_written_as_json_dumps_writes_it() -> None:
+    report = lint_snapshot(load_snapshot([EXAMPLE]), target="cilium-1.16")
+    data = report_json(report)
+    assert dumps_indented(data, 2) == json.dumps(data, indent=2)
+    out = io.StringIO()
+    write_json(report, out)
+    assert out.getvalue() == json.dumps(data, indent=2) + "\n" == render_json(report)
+
+
+def _pod(name: str, ns: str, labels: Mapping[str, str]) -> Pod:
+    return Pod(name=name, namespace=ns, labels=dict(labels), node_name="n1", ip="10.0.0.1")
+
+
+def test_the_label_index_matches_as_the_selector_does() -> None:
+    pods = [
+        _pod("a", "x", {"app": "a", "tier": "web"}),
+        _pod("b", "x", {"app": "b", "tier": "web"}),
+        _pod("c", "x", {"app": "a", "tier": "db"}),
+        _pod("d", "x", {}),
+    ]
+    labels = {p.key: p.labels for p in pods}
+    index = LabelIndex(pods, labels)
+    selectors = [
+        LabelSelector(match_labels=(("app", "a"),)),
+        LabelSelector(match_labels=(("app", "a"), ("tier", "web"))),
+        LabelSelector(match_labels=(("app", "z"),)),
+        LabelSelector(match_labels=(("tier", "web"),)),
+        LabelSelector(
+            match_expressions=(Requirement(key="app", operator=Operator.DOES_NOT_EXIST),)
+        ),
+        LabelSelector(),
+    ]
+    for want in ({"x/a"}, {"x/a", "x/c"}, {"x/d"}, set()):
+        groups = index.other_groups(want)
+        for sel in selectors:
+            brute = any(sel.matches(p.labels) for p in pods if p.key not in want)
+            assert index.matches_any(sel, groups) is brute, (sel, want)
