@@ -71,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
         expected = probe.spec.expected(dataplane.name)
         ok = expected is None or expected == verdict.decision
         failed += not ok
-        item = verdict_json(probe, verdict)
-        item["expect"] = None if expected is None else str(expected)
-        item["ok"] = ok
-        out.append(item)
+        if args.format == "json":
+            item = verdict_json(probe, verdict)
+            item["expect"] = None if expected is None else str(expected)
+            item["ok"] = ok
+            out.append(item)
+            continue
         mark = "" if expected is None else ("ok" if ok else f"EXPECTED {expected}")
         rows.append(
             [
