@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gen import generate  # noqa: E402
-
 from netparity.model.snapshot import snapshot_from_dicts  # noqa: E402
 from netparity.plan.planner import make_plan  # noqa: E402
+
+from gen import generate  # noqa: E402
 
 GOALS = {"plan-json": 2.0, "plan-yaml": 3.0, "predict": 3.0}
 
