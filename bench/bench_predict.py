@@ -104,14 +104,34 @@ def probe_entries(docs: list[dict[str, Any]], count: int) -> list[dict[str, Any]
     return out
 
 
+# The child's own peak (VmHWM, read at exit): os.wait4's ru_maxrss would count this
+# script's memory too, since a forked child keeps its parent's high-water mark over exec.
+_CHILD = """
+import atexit, os, runpy, sys
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["BENCH_PEAK_FILE"], "w") as out:
+        out.write(kb)
+atexit.register(_peak)
+sys.argv = ["netparity", *sys.argv[1:]]
+runpy.run_module("netparity", run_name="__main__", alter_sys=True)
+"""
+
+
 def run(name: str, argv: list[str], code: str, pythonpath: Path, profile: str | None) -> Run:
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    peak_file = Path(tempfile.mkstemp(prefix="bench-peak-")[1])
+    env = {**os.environ, "PYTHONPATH": str(pythonpath), "BENCH_PEAK_FILE": str(peak_file)}
     cmd = [sys.executable]
     if profile:
-        cmd += ["-m", "cProfile", "-o", f"{profile}.{name}.{code}"]
-    cmd += ["-m", "netparity", *argv]
+        cmd += ["-m", "cProfile", "-o", f"{profile}.{name}.{code}", "-m", "netparity", *argv]
+    else:
+        cmd += ["-c", _CHILD, *argv]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd: `python -c` and `-m` put the working directory first on sys.path
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=pythonpath, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -120,7 +140,10 @@ def run(name: str, argv: list[str], code: str, pythonpath: Path, profile: str | 
     if exit_code not in (0, 1):  # predict: 1 where a probe disagrees with its expectation
         sys.stderr.write(err.decode(errors="replace")[-2000:])
     cpu = usage.ru_utime + usage.ru_stime
-    return Run(name, code, seconds, cpu, usage.ru_maxrss / 1024, exit_code)
+    text = peak_file.read_text()
+    peak_file.unlink()
+    peak = int(text) / 1024 if text.strip() else float("nan")
+    return Run(name, code, seconds, cpu, peak, exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=sorted(GOALS), help="run one command only")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.keep) if args.keep else Path(tmp)
+        folder = (Path(args.keep) if args.keep else Path(tmp)).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         docs = generate(args.pods, args.namespaces, args.policies, args.nodes, 1)
         js, ym = write_snapshot(docs, folder)
