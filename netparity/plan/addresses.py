@@ -141,7 +141,8 @@ def cluster_ranges(
     addrs.update(int(ip) for ip in (*node_ips, *pod_ips, *cluster_ips))
     nodes = _guess(node_ips)
     # pods outside every podCIDR and the node subnet (Azure CNI pod subnets): their range too
-    loose = [ip for ip in pod_ips if not any(ip in n for n in (*pod_cidrs, *nodes))]
+    masks = [(int(n.netmask), int(n.network_address)) for n in (*pod_cidrs, *nodes)]
+    loose = [ip for ip in pod_ips if not any(int(ip) & m == a for m, a in masks)]
     pods = tuple(sorted({*pod_cidrs, *_guess([*pod_cidrs, *loose])}))
     taken = (*nodes, *pods)
     if service_cidr is not None:
