@@ -149,20 +149,15 @@ def wrap(text: str, width: int) -> list[str]:
         or not text.isprintable()  # tabs, newlines: textwrap's own handling
     ):
         return textwrap.wrap(text, width, break_on_hyphens=False)
-    if len(text) <= width:
-        return [text]
-    words = text.split(" ")
-    if max(map(len, words)) > width:
-        return textwrap.wrap(text, width, break_on_hyphens=False)
     lines = []
-    line = words[0]
-    for word in words[1:]:
-        if len(line) + 1 + len(word) <= width:
-            line += " " + word
-        else:
-            lines.append(line)
-            line = word
-    lines.append(line)
+    start = 0
+    while len(text) - start > width:
+        cut = text.rfind(" ", start, start + width + 1)  # the line: the words up to it
+        if cut < 0:  # a word longer than the line: textwrap breaks it
+            return textwrap.wrap(text, width, break_on_hyphens=False)
+        lines.append(text[start:cut])
+        start = cut + 1
+    lines.append(text[start:])
     return lines
 
 
