@@ -88,6 +88,11 @@ class Snapshot:
             if kind == "pods":
                 for p in self.pods:
                     index.setdefault((p.namespace, p.name), p)
+            elif kind == "namespaces":  # the pods of each namespace, in order
+                grouped: dict[str, list[Pod]] = {}
+                for p in self.pods:
+                    grouped.setdefault(p.namespace, []).append(p)
+                index = {ns: tuple(pods) for ns, pods in grouped.items()}
             elif kind == "nodes":
                 for n in self.nodes:
                     index.setdefault(n.name, n)
@@ -112,7 +117,9 @@ class Snapshot:
     def backends(self, service: Service) -> tuple[Pod, ...]:
         if not service.selector and service.key in self.endpoints:
             return self.endpoints[service.key].pods
-        return tuple(p for p in self.pods if not p.host_network and service.selects(p))
+        # a Service selects pods of its own namespace only
+        pods = self._by("namespaces").get(service.namespace, ())
+        return tuple(p for p in pods if not p.host_network and service.selects(p))
 
     def unresolved_services(self) -> tuple[Service, ...]:
         """Services whose backends the input does not show: no selector and no

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
@@ -45,13 +45,22 @@ class ClusterRanges:
     pods: tuple[ipaddress.IPv4Network, ...] = ()
     nodes: tuple[ipaddress.IPv4Network, ...] = ()
     addresses: frozenset[int] = frozenset()
+    # (netmask, network) of every range as integers: `owns` is asked thousands of times
+    _masks: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        masks = tuple((int(n.netmask), int(n.network_address)) for n in self.networks)
+        object.__setattr__(self, "_masks", masks)
 
     @property
     def networks(self) -> tuple[ipaddress.IPv4Network, ...]:
         return (*self.services, *self.pods, *self.nodes)
 
     def owns(self, ip: ipaddress.IPv4Address) -> bool:
-        return int(ip) in self.addresses or any(ip in n for n in self.networks)
+        value = int(ip)
+        return value in self.addresses or (
+            ip.version == 4 and any(value & m == a for m, a in self._masks)
+        )
 
     def where(self, ip: str) -> str | None:
         """Which part of the cluster holds `ip` ("the Service range 10.0.0.0/16"), or None."""

@@ -157,6 +157,7 @@ class PlannerBase:
         self.ranges = cluster_ranges(snapshot, service_cidr=service_cidr)
         self.backend_cache: dict[str, list[Pod]] = {}
         self.block_cache: dict[IPBlock, list[PodClass]] = {}
+        self.node_block_cache: dict[IPBlock, list[Node]] = {}
         self.address_cache: dict[tuple[IPBlock, str, bool], str | None] = {}
         self.peer_cache: dict[tuple[bool, str | None, PeerSpec], list[PodClass]] = {}
         self.ns_cache: dict[LabelSelector, list[str]] = {}
@@ -314,7 +315,12 @@ class PlannerBase:
 
     def _nodes_in_block(self, peer: PeerSpec) -> list[Node]:
         assert peer.block is not None
-        return [n for n in self.nodes if peer.block.contains(ipaddress.ip_address(n.ip))]
+        found = self.node_block_cache.get(peer.block)
+        if found is None:
+            found = self.node_block_cache[peer.block] = [
+                n for n in self.nodes if peer.block.contains(ipaddress.ip_address(n.ip))
+            ]
+        return found
 
     def _other_node(self, name: str | None, pool: Sequence[Node] | None = None) -> Node | None:
         for n in pool if pool is not None else self.nodes:
