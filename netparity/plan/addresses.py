@@ -16,6 +16,7 @@ for sources) is chosen first wherever the block holds it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -166,6 +167,9 @@ def cluster_ranges(
     return ClusterRanges(services=services, pods=pods, nodes=nodes, addresses=frozenset(addrs))
 
 
+_v4_address = functools.lru_cache(maxsize=256)(ipaddress.IPv4Address)  # the preferred few
+
+
 def _usable(ip: ipaddress.IPv4Address, block: IPBlock, ranges: ClusterRanges) -> bool:
     return block.contains(ip) and not ranges.owns(ip) and not any(ip in s for s in _SPECIAL)
 
@@ -187,7 +191,7 @@ def outside_address(
     if block.cidr.version != 4:
         return None
     for text, users in _preferred(prefer):
-        ip = ipaddress.IPv4Address(text)
+        ip = _v4_address(text)
         if users and block.contains(ip) and not ranges.owns(ip):
             return text
         if _usable(ip, block, ranges):
