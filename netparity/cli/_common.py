@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import shutil
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from netparity.engine.dataplane import DATAPLANES, NEWEST_TARGET, TARGETS, older_release
@@ -189,6 +191,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, wrap_last: b
     for row in rows:
         lines.extend(render(row))
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused for a command: loading, planning and evaluating make
+    millions of objects and no cyclic garbage. At the end they join the oldest generation
+    without a pass over them (freeze, unfreeze): its first pass after a pause walked them
+    all (0.6 s of CPU for `plan` at 20,000 pods)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+        gc.unfreeze()
 
 
 def print_json(data: Any) -> None:
