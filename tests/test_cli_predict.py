@@ -186,3 +186,47 @@ def test_rbac_takes_the_cluster_options_with_its_offline_form() -> None:
     for command in ("plan", "lint", "predict", "explain"):
         assert _options(command)["snapshot"][0] == "SNAPSHOT", command
         assert "--namespace" in _options(command), command
+
+
+def test_the_table_wraps_its_last_column_as_textwrap_does() -> None:
+    """`wrap` takes a faster way where the text is words between single spaces; it gives
+    textwrap's lines for every text, that way or not (long words, tabs, double spaces)."""
+    import random
+    import textwrap
+
+    from netparity.cli._common import wrap
+
+    rng = random.Random(7)
+    words = ["a", "bb", "policy", "ns/name", "x" * 31, "y" * 45, "é", "{rules}", "", " ", "\t"]
+    fast = 0
+    for _ in range(20_000):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(0, 25)))
+        if rng.random() < 0.5:
+            text = text.replace("  ", " ").strip(" ").replace("\t", "-")
+        width = rng.choice([1, 5, 30, 31, 44, 80])
+        fast += "  " not in text and text.strip(" ") == text and "\t" not in text
+        assert wrap(text, width) == textwrap.wrap(text, width, break_on_hyphens=False), text
+    assert fast > 5_000  # both ways were taken
+
+
+def test_a_command_imports_its_own_module_only(tmp_path: Path) -> None:
+    """`netparity plan` does not pay for the Kubernetes client (0.4 s of start-up): only
+    the command run is imported; `netparity --help` still lists every command."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys\nfrom netparity.cli import main\n"
+        f"code = main(['plan', {str(root / 'examples' / 'aks-migration.yaml')!r}])\n"
+        "print(code, 'kubernetes' in sys.modules, 'netparity.cli.lab' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "0 False False"
+    helped = subprocess.run(
+        [sys.executable, "-m", "netparity", "--help"], capture_output=True, text=True, cwd=root
+    ).stdout
+    for command in ("predict", "plan", "lint", "lab", "snapshot", "cleanup", "watch"):
+        assert f"    {command} " in helped or f"    {command}\n" in helped, command

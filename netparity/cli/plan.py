@@ -11,6 +11,7 @@ from netparity.cli._common import (
     KUBECONFIG_HELP,
     add_migration_arguments,
     add_snapshot_arguments,
+    collector_paused,
     print_json,
     snapshot_from_args,
     table,
@@ -137,10 +138,9 @@ def run(args: argparse.Namespace) -> int:
                 field="--cluster",
             )
         return _run_on_cluster(args)
-    with gc_paused():  # loading makes many objects and no garbage, as planning does
-        snapshot = snapshot_from_args(args, command="plan")
-    plan = _plan(args, snapshot)
-    _show(args, plan)
+    with collector_paused():
+        plan = _plan(args, snapshot_from_args(args, command="plan"))
+        _show(args, plan)
     return 0
 
 

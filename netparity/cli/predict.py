@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from netparity.cli._common import add_snapshot_arguments, print_json, snapshot_from_args, table
+from netparity.cli._common import (
+    add_snapshot_arguments,
+    collector_paused,
+    print_json,
+    snapshot_from_args,
+    table,
+)
 from netparity.engine.dataplane import CURRENT, DATAPLANES, get_dataplane
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import DirectionResult, Verdict
@@ -59,6 +65,11 @@ def verdict_json(probe: ResolvedProbe, verdict: Verdict) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    with collector_paused():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     snapshot = snapshot_from_args(args, command="predict")
     dataplane = get_dataplane(args.dataplane).with_config(snapshot.config)
     probes = resolve_probes(load_probe_file(args.probes), snapshot)
@@ -71,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
         expected = probe.spec.expected(dataplane.name)
         ok = expected is None or expected == verdict.decision
         failed += not ok
-        item = verdict_json(probe, verdict)
-        item["expect"] = None if expected is None else str(expected)
-        item["ok"] = ok
-        out.append(item)
+        if args.format == "json":
+            item = verdict_json(probe, verdict)
+            item["expect"] = None if expected is None else str(expected)
+            item["ok"] = ok
+            out.append(item)
+            continue
         mark = "" if expected is None else ("ok" if ok else f"EXPECTED {expected}")
         rows.append(
             [

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from netparity.engine.dataplane import KNOB_ROWS, NOTE_ONLY_KNOBS, Dataplane
 from netparity.engine.evaluate import Engine
@@ -101,8 +102,36 @@ def differing_knobs(current: Dataplane, target: Dataplane) -> tuple[str, ...]:
     return tuple(k for k in DECIDING_KNOBS if getattr(current, k) != getattr(target, k))
 
 
+_KNOBS = frozenset(DECIDING_KNOBS)
+
+
+class _Recorder(Dataplane):
+    """A profile that notes which deciding knobs are read while traffic is evaluated.
+
+    A fresh one per evaluation: the engine's caches are keyed by the profile object or by
+    the values read to make their key, so a fresh object hides no read behind a cache."""
+
+    __slots__ = ("reads",)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _KNOBS:
+            object.__getattribute__(self, "reads").add(name)
+        return object.__getattribute__(self, name)
+
+
+def _recorder(dp: Dataplane) -> _Recorder:
+    rec = _Recorder(**{f.name: getattr(dp, f.name) for f in fields(Dataplane)})
+    object.__setattr__(rec, "reads", set())
+    return rec
+
+
 class CauseFinder:
-    """Finds the causes of changes between two dataplanes on one engine (cached profiles)."""
+    """Finds the causes of changes between two dataplanes on one engine (cached profiles).
+
+    A group of knobs is tried only where its verdict can differ from a smaller group's:
+    evaluation is a pure function of the traffic and the knobs it reads (the profile's
+    name only words notes), so a profile that differs from another only in knobs that
+    the other's evaluation never read gets that one's decision, which flipped nothing."""
 
     def __init__(self, engine: Engine, current: Dataplane, target: Dataplane) -> None:
         self.engine = engine
@@ -131,8 +160,26 @@ class CauseFinder:
         then = then if then is not None else self.engine.evaluate(traffic, self.target)
         if now.decision is then.decision:
             return ()
+        runs: dict[tuple[str, ...], tuple[Verdict, frozenset[str]]] = {}
+
+        def run(group: tuple[str, ...]) -> tuple[Verdict, frozenset[str]]:
+            """The verdict under the group's profile and the knobs its evaluation read."""
+            done = runs.get(group)
+            if done is None:
+                for knob in group:  # unread by the smaller group's run: it decides alike
+                    smaller = tuple(k for k in group if k != knob)
+                    if knob not in run(smaller)[1]:
+                        done = runs[group] = runs[smaller]
+                        return done
+                rec = _recorder(self.profile(group) if group else self.current)
+                v = self.engine.evaluate(traffic, rec)
+                done = runs[group] = (v, frozenset(object.__getattribute__(rec, "reads")))
+            return done
+
         found: list[Cause] = []
         for knob in self.knobs:
+            if knob not in run(())[1]:
+                continue  # the current profile's evaluation never read it
             v = self.engine.evaluate(traffic, self.profile((knob,)))
             if v.decision is then.decision:
                 found.append(self._cause(knob, now, v))
@@ -140,6 +187,8 @@ class CauseFinder:
             return tuple(found)
         for size in range(2, MAX_TOGETHER + 1):
             for group in itertools.combinations(self.knobs, size):
+                if any(k not in run(tuple(g for g in group if g != k))[1] for k in group):
+                    continue  # decides as a smaller group, which flipped nothing
                 v = self.engine.evaluate(traffic, self.profile(group))
                 if v.decision is then.decision:
                     for knob in group:

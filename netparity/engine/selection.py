@@ -54,6 +54,8 @@ class _Match:
     requires_ignored: list[CiliumTarget] = field(default_factory=list)
     requires: tuple[LabelSelector, ...] = ()
     requires_deny: tuple[LabelSelector, ...] = ()
+    # the Selection where no note names the dataplane: one for every profile of this view
+    shared: Selection | None = None
 
 
 class Selector:
@@ -177,6 +179,12 @@ class Selector:
         m = self._match_cache.get(view)
         if m is None:
             m = self._match_cache[view] = self._match(pod, direction, dp)
+        if not m.skipped and not m.refused and not m.requires_ignored:
+            if m.shared is None:
+                names = tuple(t.name for t in m.nps) + tuple(c.name for c in m.cts)
+                m.shared = Selection(m.nps, m.cts, [], names, m.adders, m.requires, m.requires_deny)
+            self._select_cache[key] = m.shared
+            return m.shared
         notes = [
             f"{t.name} is not enforced by {dp.name}: {t.untranslatable} (D11)" for t in m.skipped
         ]

@@ -10,13 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netparity.engine.dataplane import CURRENT, DETECTIONS, NEWEST_TARGET, TARGETS, target_for
 from netparity.engine.dataplane import DATAPLANES as PROFILES
 from netparity.errors import ClusterError
-from netparity.kube.client import DAEMON_SETS, NODES, PODS, Kube
+from netparity.kube.resources import DAEMON_SETS, NODES, PODS
 from netparity.model.snapshot import Snapshot
+
+if TYPE_CHECKING:  # the client (and `kubernetes`) only where a cluster is read: `plan` needs none
+    from netparity.kube.client import Kube
 
 KUBE_SYSTEM = "kube-system"
 UNKNOWN = "unknown"  # what detection says when it cannot tell

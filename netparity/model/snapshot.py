@@ -65,6 +65,10 @@ class Snapshot:
     kubernetes_version: str | None = None
     # one line each: what was assumed for the input (nodes, addresses, namespaces)
     notes: tuple[str, ...] = ()
+    # pods, nodes and Services by key, built on first look-up (a probe file names thousands)
+    _index: dict[str, dict[Any, Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def template_pods(self) -> tuple[Pod, ...]:
@@ -76,28 +80,46 @@ class Snapshot:
                 return ns
         return Namespace(name=name, labels=frozen_labels({NAMESPACE_NAME_LABEL: name}))
 
+    def _by(self, kind: str) -> dict[Any, Any]:
+        """The first of each key (as the linear searches found them), built once."""
+        index = self._index.get(kind)
+        if index is None:
+            index = {}
+            if kind == "pods":
+                for p in self.pods:
+                    index.setdefault((p.namespace, p.name), p)
+            elif kind == "namespaces":  # the pods of each namespace, in order
+                grouped: dict[str, list[Pod]] = {}
+                for p in self.pods:
+                    grouped.setdefault(p.namespace, []).append(p)
+                index = {ns: tuple(pods) for ns, pods in grouped.items()}
+            elif kind == "nodes":
+                for n in self.nodes:
+                    index.setdefault(n.name, n)
+            else:
+                for s in self.services:
+                    index.setdefault((s.namespace, s.name), s)
+            self._index[kind] = index
+        return index
+
     def pod(self, namespace: str, name: str) -> Pod | None:
-        for p in self.pods:
-            if p.namespace == namespace and p.name == name:
-                return p
-        return None
+        found: Pod | None = self._by("pods").get((namespace, name))
+        return found
 
     def node(self, name: str) -> Node | None:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        return None
+        found: Node | None = self._by("nodes").get(name)
+        return found
 
     def service(self, namespace: str, name: str) -> Service | None:
-        for s in self.services:
-            if s.namespace == namespace and s.name == name:
-                return s
-        return None
+        found: Service | None = self._by("services").get((namespace, name))
+        return found
 
     def backends(self, service: Service) -> tuple[Pod, ...]:
         if not service.selector and service.key in self.endpoints:
             return self.endpoints[service.key].pods
-        return tuple(p for p in self.pods if not p.host_network and service.selects(p))
+        # a Service selects pods of its own namespace only
+        pods = self._by("namespaces").get(service.namespace, ())
+        return tuple(p for p in pods if not p.host_network and service.selects(p))
 
     def unresolved_services(self) -> tuple[Service, ...]:
         """Services whose backends the input does not show: no selector and no

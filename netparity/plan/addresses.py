@@ -16,9 +16,10 @@ for sources) is chosen first wherever the block holds it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP
 from netparity.errors import InputError
@@ -45,13 +46,22 @@ class ClusterRanges:
     pods: tuple[ipaddress.IPv4Network, ...] = ()
     nodes: tuple[ipaddress.IPv4Network, ...] = ()
     addresses: frozenset[int] = frozenset()
+    # (netmask, network) of every range as integers: `owns` is asked thousands of times
+    _masks: tuple[tuple[int, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        masks = tuple((int(n.netmask), int(n.network_address)) for n in self.networks)
+        object.__setattr__(self, "_masks", masks)
 
     @property
     def networks(self) -> tuple[ipaddress.IPv4Network, ...]:
         return (*self.services, *self.pods, *self.nodes)
 
     def owns(self, ip: ipaddress.IPv4Address) -> bool:
-        return int(ip) in self.addresses or any(ip in n for n in self.networks)
+        value = int(ip)
+        return value in self.addresses or (
+            ip.version == 4 and any(value & m == a for m, a in self._masks)
+        )
 
     def where(self, ip: str) -> str | None:
         """Which part of the cluster holds `ip` ("the Service range 10.0.0.0/16"), or None."""
@@ -141,7 +151,8 @@ def cluster_ranges(
     addrs.update(int(ip) for ip in (*node_ips, *pod_ips, *cluster_ips))
     nodes = _guess(node_ips)
     # pods outside every podCIDR and the node subnet (Azure CNI pod subnets): their range too
-    loose = [ip for ip in pod_ips if not any(ip in n for n in (*pod_cidrs, *nodes))]
+    masks = [(int(n.netmask), int(n.network_address)) for n in (*pod_cidrs, *nodes)]
+    loose = [ip for ip in pod_ips if not any(int(ip) & m == a for m, a in masks)]
     pods = tuple(sorted({*pod_cidrs, *_guess([*pod_cidrs, *loose])}))
     taken = (*nodes, *pods)
     if service_cidr is not None:
@@ -154,6 +165,9 @@ def cluster_ranges(
         if fits and AKS_SERVICE_CIDR not in services:
             services = (*services, AKS_SERVICE_CIDR)
     return ClusterRanges(services=services, pods=pods, nodes=nodes, addresses=frozenset(addrs))
+
+
+_v4_address = functools.lru_cache(maxsize=256)(ipaddress.IPv4Address)  # the preferred few
 
 
 def _usable(ip: ipaddress.IPv4Address, block: IPBlock, ranges: ClusterRanges) -> bool:
@@ -177,7 +191,7 @@ def outside_address(
     if block.cidr.version != 4:
         return None
     for text, users in _preferred(prefer):
-        ip = ipaddress.IPv4Address(text)
+        ip = _v4_address(text)
         if users and block.contains(ip) and not ranges.owns(ip):
             return text
         if _usable(ip, block, ranges):

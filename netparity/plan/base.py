@@ -8,6 +8,7 @@ name probes by meaning and memoize the engine's verdicts.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -67,6 +68,7 @@ CANDIDATES = 4  # matching peers tried before settling for the first
 REJECT_TRIES = 6  # peers tried when looking for one no rule admits
 NODE_PORT_RANGE = (30000, 32767)
 SYNTHETIC_PREFIX = "netparity-"
+_node_ip = functools.lru_cache(maxsize=4096)(ipaddress.ip_address)  # asked per ipBlock peer
 
 
 @dataclass(slots=True)
@@ -314,7 +316,7 @@ class PlannerBase:
 
     def _nodes_in_block(self, peer: PeerSpec) -> list[Node]:
         assert peer.block is not None
-        return [n for n in self.nodes if peer.block.contains(ipaddress.ip_address(n.ip))]
+        return [n for n in self.nodes if peer.block.contains(_node_ip(n.ip))]
 
     def _other_node(self, name: str | None, pool: Sequence[Node] | None = None) -> Node | None:
         for n in pool if pool is not None else self.nodes:

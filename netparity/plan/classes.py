@@ -13,6 +13,7 @@ IPs), so that a renumbered cluster has the same classes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
@@ -89,6 +90,7 @@ class Classes:
         return tuple(c for c in self.classes if c.namespace == namespace)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same pods are looked up in several passes
 def ip_int(ip: str | None) -> int | None:
     if ip is None:
         return None
