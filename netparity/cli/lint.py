@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from netparity.cli._common import (
     add_snapshot_arguments,
+    collector_paused,
     default_target,
     snapshot_from_args,
 )
@@ -67,18 +68,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The lint with Python's cycle collector paused from loading to writing (as `plan`
-    does: millions of acyclic objects, nothing for it to find), and the heap frozen
-    before it resumes, so that no full collection walks it on the way out."""
-    import gc
-
-    from netparity.plan.planner import gc_paused
-
-    with gc_paused():
-        try:
-            return _run(args)
-        finally:
-            gc.freeze()
+    """The lint with Python's cycle collector paused from loading to writing, as `plan` and
+    `predict` do (`collector_paused`: millions of acyclic objects, nothing for it to find)."""
+    with collector_paused():
+        return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -53,19 +53,12 @@ class PathResolver:
         self._pods_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
         self._nodes_by_ip = {n.ip: n for n in snapshot.nodes}
         self._backends: dict[str, tuple[Pod, ...]] = {}
-        self._pods_by_ns: dict[str, list[Pod]] = {}  # issue 19: not every pod per Service
-        for p in (p for p in snapshot.pods if not p.host_network):
-            self._pods_by_ns.setdefault(p.namespace, []).append(p)
 
     def backends(self, svc: Service) -> tuple[Pod, ...]:
-        """The Service's ready backends by pod key (cached; a selector's: from its namespace)."""
+        """The Service's ready backends by pod key (cached)."""
         backends = self._backends.get(svc.key)
         if backends is None:
-            pods = self._pods_by_ns.get(svc.namespace, []) if svc.selector else None
-            backends = (
-                self.snapshot.backends(svc) if pods is None else tuple(filter(svc.selects, pods))
-            )
-            self._backends[svc.key] = backends
+            backends = self._backends[svc.key] = self.snapshot.backends(svc)
         return backends
 
     def peer_of(self, endpoint: Endpoint) -> Peer | None:
@@ -499,8 +492,7 @@ class PathResolver:
 
 
 def _target_port(backend: Pod, sp: ServicePort) -> int | None:
-    """The backend's port for `sp` (a named targetPort resolved on the pod; None: no such
-    name)."""
+    """The backend's port for `sp` (a named targetPort resolved on the pod; None: none)."""
     if isinstance(sp.target_port, str):
         cp = backend.named_port(sp.target_port, sp.protocol)
         return None if cp is None else cp.port

@@ -86,7 +86,7 @@ class SourceRangeTraffic(ServiceTraffic):
         self, svc: Service, sp: ServicePort, b: Pod, target_port: int, judged: set[str]
     ) -> list[Connection]:
         view = self._ingress_view(b)
-        sigs = self._caches.by_view.setdefault(view.key, {})
+        sigs = self._signatures(view)
         groups: dict[tuple[object, ...], list[tuple[PodClass, list[Pod]]]] = {}
         for cls in self.classes.classes:
             if cls.name in judged:
@@ -94,9 +94,7 @@ class SourceRangeTraffic(ServiceTraffic):
             pods = self._outside(svc, cls, b)
             if not pods:
                 continue
-            sig = sigs.get(cls.name)
-            if sig is None:
-                sig = sigs[cls.name] = self._client_signature(cls, view)
+            sig = sigs.get(cls.name, ())
             groups.setdefault((sig, self._egress_signature(cls)), []).append((cls, pods))
         out: list[Connection] = []
         for members in groups.values():
