@@ -508,38 +508,61 @@ def bind_source(sock: socket.socket, source: str | None) -> None:
         raise ProbeError(f"cannot bind source address {source!r}: {detail}") from None
 
 
-async def probe_stream(target: Target, timeout: float) -> dict[str, Any]:
-    """TCP or SCTP: connect, then read the token line."""
-    loop = asyncio.get_running_loop()
-    start = time.monotonic()
-    deadline = start + timeout
-    family, sockaddr = await resolve(target, socket.SOCK_STREAM, deadline)
-    proto = socket.IPPROTO_TCP if target.protocol == "TCP" else IPPROTO_SCTP
+async def probe_socket(
+    target: Target, kind: int, deadline: float, proto: int = 0
+) -> tuple[socket.socket, tuple[Any, ...]]:
+    """A probe's socket (non-blocking, bound to the target's source address) and the
+    address to send to; the socket is the caller's to close."""
+    family, sockaddr = await resolve(target, kind, deadline)
     try:
-        sock = new_socket(family, socket.SOCK_STREAM, proto)
+        sock = new_socket(family, kind, proto)
     except OSError as exc:
-        if target.protocol == "SCTP" and exc.errno in SCTP_UNSUPPORTED_ERRNOS:
+        if proto == IPPROTO_SCTP and exc.errno in SCTP_UNSUPPORTED_ERRNOS:
             raise ProbeError(SCTP_UNSUPPORTED) from None
         raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
-    with sock:
+    try:
         sock.setblocking(False)
         bind_source(sock, target.source)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, sockaddr
+
+
+async def probe_stream(target: Target, timeout: float) -> dict[str, Any]:
+    """TCP or SCTP: connect, then read the token line."""
+    start = time.monotonic()
+    deadline = start + timeout
+    proto = socket.IPPROTO_TCP if target.protocol == "TCP" else IPPROTO_SCTP
+    sock, sockaddr = await probe_socket(target, socket.SOCK_STREAM, deadline, proto)
+    with sock:
         connect_start = time.monotonic()
-        try:
-            await asyncio.wait_for(
-                loop.sock_connect(sock, sockaddr),
-                max(deadline - connect_start, 0.001),
-            )
-        except TimeoutError:
-            if not connected_late(sock):
-                return {"observed": "timeout"}
-        except ConnectionRefusedError:
-            return {"observed": "refused"}
-        except OSError as exc:
-            raise ProbeError(errno_text(exc)) from None
+        failed = await stream_connect(sock, sockaddr, deadline)
+        if failed is not None:
+            return {"observed": failed}
         latency = elapsed_ms(connect_start)
         token = await read_token_line(sock, deadline)
         return {"observed": "connected", "token": token, "latency_ms": latency}
+
+
+async def stream_connect(
+    sock: socket.socket, sockaddr: tuple[Any, ...], deadline: float
+) -> str | None:
+    """Connect a stream socket by the deadline: None once connected, else "timeout" or
+    "refused" (other failures raise ProbeError)."""
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(
+            loop.sock_connect(sock, sockaddr), max(deadline - time.monotonic(), 0.001)
+        )
+    except TimeoutError:
+        if not connected_late(sock):
+            return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as exc:
+        raise ProbeError(errno_text(exc)) from None
+    return None
 
 
 def connected_late(sock: socket.socket) -> bool:
@@ -624,19 +647,13 @@ async def probe_udp(target: Target, timeout: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     start = time.monotonic()
     deadline = start + timeout
-    family, sockaddr = await resolve(target, socket.SOCK_DGRAM, deadline)
+    sock, sockaddr = await probe_socket(target, socket.SOCK_DGRAM, deadline)
     try:
-        sock = new_socket(family, socket.SOCK_DGRAM)
+        # Connected, so that ICMP port-unreachable surfaces as ECONNREFUSED.
+        sock.connect(sockaddr)
     except OSError as exc:
-        raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
-    try:
-        sock.setblocking(False)
-        bind_source(sock, target.source)
-        try:
-            # Connected, so that ICMP port-unreachable surfaces as ECONNREFUSED.
-            sock.connect(sockaddr)
-        except OSError as exc:
-            raise ProbeError(errno_text(exc)) from None
+        sock.close()
+        raise ProbeError(errno_text(exc)) from None
     except BaseException:
         sock.close()
         raise
@@ -700,18 +717,11 @@ async def probe_dns(target: Target, name: str, timeout: float) -> dict[str, Any]
     start = time.monotonic()
     deadline = start + timeout
     tcp = target.protocol == "TCP"
-    family, sockaddr = await resolve(
-        target, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM, deadline
-    )
+    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+    sock, sockaddr = await probe_socket(target, kind, deadline)
     query_id = secrets.randbelow(0xFFFF) + 1
     query = dns_query(name, query_id)
-    try:
-        sock = new_socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
     with sock:
-        sock.setblocking(False)
-        bind_source(sock, target.source)
         try:
             await asyncio.wait_for(
                 loop.sock_connect(sock, sockaddr), max(deadline - time.monotonic(), 0.001)
@@ -740,26 +750,13 @@ async def probe_dns(target: Target, name: str, timeout: float) -> dict[str, Any]
 
 async def probe_connect(target: Target, timeout: float) -> dict[str, Any]:
     """A TCP connect alone (the API server cannot answer a token): connected once accepted."""
-    loop = asyncio.get_running_loop()
     start = time.monotonic()
     deadline = start + timeout
-    family, sockaddr = await resolve(target, socket.SOCK_STREAM, deadline)
-    try:
-        sock = new_socket(family, socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ProbeError(f"cannot create socket: {errno_text(exc)}") from None
+    sock, sockaddr = await probe_socket(target, socket.SOCK_STREAM, deadline)
     with sock:
-        sock.setblocking(False)
-        bind_source(sock, target.source)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, sockaddr), max(deadline - start, 0.001))
-        except TimeoutError:
-            if not connected_late(sock):
-                return {"observed": "timeout"}
-        except ConnectionRefusedError:
-            return {"observed": "refused"}
-        except OSError as exc:
-            raise ProbeError(errno_text(exc)) from None
+        failed = await stream_connect(sock, sockaddr, deadline)
+        if failed is not None:
+            return {"observed": failed}
         return {"observed": "connected", "token": None, "latency_ms": elapsed_ms(start)}
 
 

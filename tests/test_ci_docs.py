@@ -283,3 +283,20 @@ def test_the_kind_recipe_fails_when_a_probe_id_does_not_survive_the_move(
         text=True,
     )
     assert done.returncode == code and says in done.stdout, done.stdout + done.stderr
+
+
+# --------------------------------------------------------------------------- CI's command
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """`.ci/run` is the README's test command: set-up, then the same pytest line."""
+    readme = (REPO / "README.md").read_text()
+    [line] = [line for line in readme.splitlines() if "# the tests (" in line]
+    command = line.split("#", 1)[0].strip()
+    steps = [s.strip() for s in command.split("&&")]
+    ci = [
+        s.strip()
+        for s in (REPO / ".ci" / "run").read_text().splitlines()
+        if s.strip() and not s.startswith(("#", "set ", "cd "))
+    ]
+    assert steps == ci, (steps, ci)

@@ -24,6 +24,7 @@ from netparity.engine.traffic import (
 )
 from netparity.errors import ClusterError
 from netparity.lab import LabBackend
+from netparity.lab import netns as nx
 from netparity.lab.netns import NETNS_DIR
 from netparity.lab.prober import _Namespace
 from netparity.lab.runner import PROBER_ENV, Prober
@@ -32,7 +33,7 @@ from netparity.model.objects import Protocol
 from netparity.model.snapshot import Snapshot, snapshot_from_dicts
 
 import lab_fixtures
-from lab_fixtures import Lab, LabFactory
+from lab_fixtures import Lab, LabFactory, unique_lab_name
 
 module_lab_factory = lab_fixtures.module_lab_factory
 
@@ -221,3 +222,32 @@ def test_an_agent_that_cannot_be_imported_makes_each_probe_an_error_naming_it(
     results = LabBackend(lab.name).run(targets[:4], timeout=1.0)
     assert [r.observed for r in results] == [Observed.ERROR] * 4
     assert all(f"cannot load the probe agent {fake}" in (r.error or "") for r in results)
+
+
+def test_links_count_as_up_only_once_the_kernel_carries_traffic_over_them() -> None:
+    """A lab is ready only when its bridge ports forward: `ip link set up` returns before
+    the kernel acts on a veth's carrier, and a probe sent in between is a false timeout
+    (the ARP request is dropped and sent again only a second later)."""
+    lab_fixtures._require_root()
+    hub, leaf = (f"np-{unique_lab_name('w')}-{n}" for n in ("hub", "leaf"))
+    nx.add_netns([hub, leaf])
+    try:
+        nx.ip_batch(
+            [
+                "link add br0 type bridge stp_state 0 forward_delay 0",
+                "link set br0 up",
+                f"link add p0 type veth peer name eth0 netns {leaf}",
+                "link set p0 master br0",
+                "link set p0 up",
+            ],
+            netns=hub,
+        )
+        # The far end is down: the port can never forward, and waiting says which link.
+        with pytest.raises(ClusterError, match=rf"links not up after 0 s: {hub}/p0 is "):
+            nx.wait_links_up([hub], timeout=0.2)
+        nx.ip_batch(["link set eth0 up"], netns=leaf)
+        nx.wait_links_up([hub])
+        port = nx.run(["bridge", "-n", hub, "link", "show", "dev", "p0"])
+        assert "state forwarding" in port, port
+    finally:
+        nx.delete_netns([hub, leaf])

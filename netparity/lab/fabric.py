@@ -214,6 +214,9 @@ def build_fabric(
     nx.add_netns(names)
     nx.ip_batch(_links(topology, pods), what=f"lab {topology.lab}: creating links")
     _run_jobs(_jobs(topology, pods), tick)
+    # Both ends of each veth are up: the bridge and node ends carry traffic once the kernel
+    # has acted on it (not when `ip link set up` returns). A lab is ready only then.
+    nx.wait_links_up([topology.vnet_netns, *(n.netns for n in topology.nodes)])
     counts["rules"] = [0, len(topology.nodes)]
     report("rules", 0, len(topology.nodes))
     apply_rules(topology, rendered, lambda: tick("rules"))
@@ -333,6 +336,7 @@ def wire_hosts(topology: LabTopology, new: Sequence[LabHost]) -> None:
     for h in new:
         nx.ip_batch(_host_lines(topology, h), netns=h.netns, what=f"host {h.ip}")
         nx.sysctl(h.netns, _HOST_SYSCTLS)
+    nx.wait_links_up([topology.vnet_netns])
 
 
 def route_services(topology: LabTopology, services: Iterable[Service]) -> None:
@@ -374,6 +378,7 @@ def reimage_node(before: LabTopology, after: LabTopology, node_name: str) -> Non
     nx.sysctl(node.netns, _node_sysctls(after, node))
     for pod in new:
         nx.ip_batch(_pod_lines(pod), netns=pod.netns, what=f"pod {pod.key}")
+    nx.wait_links_up([node.netns])
     moved = [f"route del {p.ip}/32" for p in old] + [
         f"route replace {p.ip}/32 via {node.ip} dev eth0" for p in new
     ]

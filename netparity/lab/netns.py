@@ -7,6 +7,7 @@ command) or reads /proc; nothing touches the root network namespace's links or r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -79,6 +80,49 @@ def sysctl(
         f"if [ -e {path(k)} ]; then echo {v} > {path(k)}; fi\n" for k, v in (optional or {}).items()
     )
     netns_exec(netns, ["sh", "-c", script], what=f"setting sysctls in {netns}")
+
+
+LINKS_UP_TIMEOUT = 30.0
+
+
+def _links_not_up(netns: str) -> list[str]:
+    """The veths of `netns` that do not carry traffic yet: operstate not UP, or a bridge
+    port not forwarding."""
+    raw = run(["ip", "-n", netns, "-d", "-j", "link", "show"], what=f"ip link show in {netns}")
+    waiting: list[str] = []
+    for link in json.loads(raw or "[]"):
+        info = link.get("linkinfo") or {}
+        name = str(link.get("ifname"))
+        if info.get("info_kind") == "veth" and link.get("operstate") != "UP":
+            waiting.append(f"{netns}/{name} is {link.get('operstate')}")
+        elif info.get("info_slave_kind") == "bridge":
+            state = (info.get("info_slave_data") or {}).get("state")
+            if state != "forwarding":
+                waiting.append(f"{netns}/{name} is a bridge port {state}")
+    return waiting
+
+
+def wait_links_up(names: Sequence[str], *, timeout: float = LINKS_UP_TIMEOUT) -> None:
+    """Wait until every veth in the namespaces `names` is operationally UP and every bridge
+    port there forwards.
+
+    `ip link set X up` returns before the kernel has acted on the veth's carrier: that
+    happens later, in the kernel's link watch (a work item that needs the rtnl lock, so it
+    lags on a busy machine where other namespaces come and go). Until then a bridge port
+    drops what it receives; an ARP request dropped so is sent again only after a second,
+    so every probe across it with a shorter timeout is a false "timeout". Both ends of a
+    veth are handled by the same link watch run, so looking at one end of each suffices."""
+    deadline = time.monotonic() + timeout
+    left = list(names)
+    while True:
+        found = {n: _links_not_up(n) for n in left}
+        left = [n for n, waiting in found.items() if waiting]  # look again only there
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            shown = "; ".join(w for n in left for w in found[n][:2])
+            raise ClusterError(f"links not up after {timeout:.0f} s: {shown}")
+        time.sleep(0.02)
 
 
 def list_netns(prefix: str) -> list[str]:

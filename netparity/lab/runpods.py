@@ -60,6 +60,7 @@ def _wire(topology: LabTopology, lp: LabPod) -> None:
             nx.ip_batch([via], netns=other.netns, what=f"node {other.name}: route to {lp.key}")
     for host in topology.hosts:
         nx.ip_batch([via], netns=host.netns, what=f"host {host.ip}: route to {lp.key}")
+    nx.wait_links_up([node.netns])
 
 
 def _with_pod(snapshot: Snapshot, pod: Pod) -> Snapshot:
