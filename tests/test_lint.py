@@ -1045,7 +1045,12 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
     assert "ns-selector-or" in found
     # beyond the guide: D22 (tools/admin-ui, loadBalancerSourceRanges): a hole, no fix
     assert "lb-source-ranges" in found
-    assert found - expected <= {"lb-in-cluster", "ns-selector-or", "policy-types", "lb-source-ranges"}
+    assert found - expected <= {
+        "lb-in-cluster",
+        "ns-selector-or",
+        "policy-types",
+        "lb-source-ranges",
+    }
     flagged = {p for f in report.findings for p in f.policies}
     for clean in ("shop/allow-web-to-api", "shop/allow-catalog-readers", "web/allow-status-port"):
         assert f"NetworkPolicy {clean}" not in {
