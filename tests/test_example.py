@@ -110,7 +110,7 @@ def test_the_example_loads_with_nothing_skipped_and_no_cilium_policies(snap: Sna
     assert not snap.skipped
     assert not snap.cilium_policies
     assert 20 <= len(snap.pods) <= 30
-    assert 5 <= len(snap.namespaces) <= 7
+    assert 5 <= len(snap.namespaces) <= 8
 
 
 def test_it_has_three_linux_nodes_with_the_fixed_addresses(snap: Snapshot) -> None:

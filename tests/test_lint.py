@@ -1043,7 +1043,14 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
     assert expected <= found
     # beyond the guide: D19 (shop/allow-inventory-readers)
     assert "ns-selector-or" in found
-    assert found - expected <= {"lb-in-cluster", "ns-selector-or", "policy-types"}
+    # beyond the guide: D22 (tools/admin-ui, loadBalancerSourceRanges): a hole, no fix
+    assert "lb-source-ranges" in found
+    assert found - expected <= {
+        "lb-in-cluster",
+        "ns-selector-or",
+        "policy-types",
+        "lb-source-ranges",
+    }
     flagged = {p for f in report.findings for p in f.policies}
     for clean in ("shop/allow-web-to-api", "shop/allow-catalog-readers", "web/allow-status-port"):
         assert f"NetworkPolicy {clean}" not in {
@@ -1057,15 +1064,43 @@ def test_the_example_holds_every_guide_scenario_and_its_fixes_restore_parity(tar
         snap, [f.fix for f in report.findings if f.fix and f.fix.when is FixWhen.BEFORE]
     )
     left = lint_snapshot(before, target=target, fixes=False)
-    assert {f.kind for f in left.findings} <= NEEDS_CNP | {"lb-in-cluster"}
-    # with the Cilium policies too (verified under the target), only D5d is left: NPM admits
-    # it only when client and backend share a node, which no policy can express
+    assert {f.kind for f in left.findings} <= NEEDS_CNP | {"lb-in-cluster", "lb-source-ranges"}
+    # with the Cilium policies too (verified under the target), only D5d and D22 are left:
+    # NPM admits D5d only when client and backend share a node, and D22's LB-IP traffic is
+    # the backend's ClusterIP traffic after Cilium's socket LB: no policy can express either
     after = apply_fixes(snap, [f.fix for f in report.findings if f.fix])
     rest = lint_snapshot(after, target=target, fixes=False)
-    assert {f.kind for f in rest.findings} <= {"lb-in-cluster"}
+    assert {f.kind for f in rest.findings} <= {"lb-in-cluster", "lb-source-ranges"}
     assert all(
-        f.fix is None and f.no_fix_reason for f in report.findings if f.kind == "lb-in-cluster"
+        f.fix is None and f.no_fix_reason
+        for f in report.findings
+        if f.kind in ("lb-in-cluster", "lb-source-ranges")
     )
+
+
+# ---------------------------------------------------------------- D22 in the example (#20)
+
+
+def test_the_examples_admin_ui_is_a_source_ranges_hole_for_pods_and_nodes_not_the_office() -> None:
+    """tools/admin-ui admits only the office (203.0.113.0/28) and no policy selects it:
+    kube-proxy in front of NPM drops every pod and node at its LB IP, Cilium lets them
+    through (a hole); the outside client 203.0.113.10 is inside the ranges, no finding."""
+    snap = load_snapshot([EXAMPLE])
+    for target in ("cilium", "cilium-1.16"):
+        report = lint_snapshot(snap, target=target)
+        f = one(report, "lb-source-ranges", "Service tools/admin-ui")
+        assert f.service == "tools/admin-ui" and f.namespace == "tools" and "D22" in f.rows
+        assert f.severity == "hole" and f.changes == (Change.HOLE,)
+        assert {c.change for c in f.traffic} == {Change.HOLE}
+        assert all("outside loadBalancerSourceRanges" in c.npm for c in f.traffic)
+        assert all("203.0.113.0/28" in c.npm for c in f.traffic)
+        peers = " ".join(c.peer for c in f.traffic)
+        assert "node aks-nodepool1-0" in peers and "node aks-nodepool1-1" in peers
+        assert any(c.from_pods for c in f.traffic)
+        assert "outside address" not in peers  # the office is inside the ranges
+        assert f.fix is None and f.no_fix_reason and "ClusterIP" in f.no_fix_reason
+        [line] = [x for x in render_text(report).splitlines() if "HOLE lb-source-ranges" in x]
+        assert "D22) Service tools/admin-ui: in-cluster clients outside" in line
 
 
 # ---------------------------------------------------------------- D23 policyTypes (#20)

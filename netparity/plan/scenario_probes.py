@@ -201,7 +201,8 @@ class ScenarioProbes(PlannerBase):
         NPM's kube-proxy drops it (KUBE-PROXY-FIREWALL); Cilium checks the ranges only for
         traffic from outside the cluster (`nodeport_lb4`), so policy decides. One probe per
         Service port, from the first client (other namespaces first) the target admits,
-        else from the first client."""
+        else from the first client; a class's client is one on the backend's node where it
+        has one outside the ranges (ids stay put when pods are renamed)."""
         for svc in self.snapshot.services:
             if (
                 svc.type is not ServiceType.LOAD_BALANCER
@@ -217,19 +218,24 @@ class ScenarioProbes(PlannerBase):
             bcls = self.classes.of.get(b.key)
             if bcls is None:
                 continue
+            # per class, a pod on the backend's node where one is outside the ranges, else
+            # the first: the pair's placement, not which pod is first by name, makes the id
             firsts = (
                 next(
-                    (
+                    (p for p in outside if p.node_name == b.node_name),
+                    outside[0] if outside else None,
+                )
+                for outside in (
+                    [
                         p
                         for p in c.pods
                         if p.key != b.key
                         and p.node_name
                         and not p.host_network
                         and outside_source_ranges(svc, p.ip)
-                    ),
-                    None,
+                    ]
+                    for c in self._other_namespaces_first(bcls)
                 )
-                for c in self._other_namespaces_first(bcls)
             )
             clients = [p for p in firsts if p is not None][:REJECT_TRIES]
             if not clients:
