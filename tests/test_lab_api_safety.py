@@ -45,7 +45,11 @@ from netparity.session import probe_all
 from lab_fixtures import unique_lab_name
 
 pytestmark = pytest.mark.lab
-DELAY = 4.0  # the lab API's programming delay
+# the lab API's programming delay: long enough that a first try a settle interval (3 s)
+# after the twins ran still lands before it on a loaded 2-core machine (the exec and the
+# agent's start take seconds there), and a retry a settle interval after that lands after
+DELAY = 6.0
+SETTLE = 3.0
 CLUSTER_IP = "10.0.10.10"
 NODE = "n1"
 RESTRICTED = {
@@ -396,7 +400,7 @@ def test_an_answer_from_another_pods_agent_is_an_error_not_an_allow(
 def test_a_probe_before_the_programming_delay_is_probed_again_and_not_believed(
     api: LabKubeAPI, kubeconfig: str
 ) -> None:
-    """Settle (2.5 s) shorter than the lab's programming delay (4 s): the first try reaches
+    """Settle (3 s) shorter than the lab's programming delay (6 s): the first try reaches
     web-1's twin before NPM polices it and connects where web-from-client denies; the deny
     predicted makes `probe_all` try again a settle interval later, after the delay: dropped.
     The verdict over both tries is flaky, never allow."""
@@ -405,7 +409,7 @@ def test_a_probe_before_the_programming_delay_is_probed_again_and_not_believed(
                 and "8080/TCP" in p.title]  # fmt: skip
     assert str(probe.predicted["npm"].decision) == "deny"
     api.exec_at.clear()
-    with _backend(kubeconfig, settle=2.5) as b:
+    with _backend(kubeconfig, settle=SETTLE) as b:
         tries = probe_all(b, [probe], timeout=1.0, retries=1, dataplane="npm")[probe.id]
         twins = {k: str(t["metadata"]["name"]) for k, t in _twins(api).items()}
     observed = [t.observed for t in tries]
