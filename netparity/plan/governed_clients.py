@@ -135,7 +135,7 @@ class BulkGroup:
                 streams.append(self._stream(i, part))
                 if self._own_count(i):
                     node, b, port, _ = self.reps[i]
-                    name, pods, klass = self.nodes[i].entries[self.nodes[i].index[self.own]]
+                    _, pods, klass = self.nodes[i].entries[self.nodes[i].index[self.own]]
                     streams.append(iter([(_client(pods, b), b, node, port, klass, len(pods) - 1)]))
         return heapq.merge(*streams, key=_key)
 
@@ -225,9 +225,7 @@ def group_clients(
             count = len(pods) - (name == own)
             if count:
                 sig = sigs[name]
-                listed.setdefault(sig, []).append(
-                    (_client(pods, b), b, node, port, klass, count)
-                )
+                listed.setdefault(sig, []).append((_client(pods, b), b, node, port, klass, count))
                 first_at[sig] = min(first_at.get(sig, (i, j)), (i, j))
         seen_on.append(names)
         if () not in first_at:

@@ -27,13 +27,13 @@ from netparity.model.networkpolicy import IPBlock, PolicyPeer
 from netparity.model.objects import Node, Pod, Protocol, Service, ServiceType
 from netparity.model.selectors import LabelSelector
 from netparity.plan.classes import PodClass
-from netparity.plan.governed_clients import BulkGroup, ListGroup, NodeBulk, group_clients
 from netparity.plan.governed import (
     Connection,
     GovernedTraffic,
     isolates,
     ns_selector_matches,
 )
+from netparity.plan.governed_clients import BulkGroup, ListGroup, NodeBulk, group_clients
 from netparity.plan.groups import PodGroup
 
 # how a selector peer matches a class (under npm, under the target): one object each
