@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable
 
 from netparity.engine.dataplane import Dataplane
-from netparity.engine.traffic import PodEndpoint, ServiceEndpoint, Verdict
+from netparity.engine.traffic import ServiceEndpoint, Verdict
 from netparity.lint.findings import Probe
 from netparity.model.snapshot import Snapshot
 
@@ -67,8 +67,9 @@ class Needless:
     """Whether judging a connection under the older release (`old`) can be left out: the
     target agreed with npm on it, and `old` decides as the target does there (it differs
     in endPort handling at most, and no endPort range holds a port the connection is
-    judged on: its own, the resolved one and, through a Service, every port, nodePort
-    and targetPort of the Service, a named one as any pod numbers it)."""
+    judged on: its own, the resolved one (a named port's number) and, through a Service,
+    which alone translates ports (engine/paths.py), every port, nodePort and targetPort
+    of the Service, a named one as any pod numbers it)."""
 
     def __init__(self, snapshot: Snapshot, target: Dataplane, old: Dataplane) -> None:
         self._ranges = EndPortRanges(snapshot)
@@ -89,10 +90,8 @@ class Needless:
         if holds(traffic.port) or holds(vt.port):
             return False
         dst = traffic.destination
-        if type(dst) is PodEndpoint:
-            return True
-        if type(dst) is not ServiceEndpoint:
-            return False  # other paths may translate ports: judged as before
+        if not isinstance(dst, ServiceEndpoint):
+            return True  # a pod, a node, an address: judged on the port or the named one
         named = self._named
         for sp in dst.service.ports:
             if holds(sp.port) or holds(sp.node_port):
