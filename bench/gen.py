@@ -45,6 +45,8 @@ KINDS = ("frontend", "api", "worker", "db", "cache", "gateway", "exporter", "leg
 NODE_SUBNET = ipaddress.IPv4Network("10.224.0.0/16")
 POD_SPACE = ipaddress.IPv4Network("10.244.0.0/14")
 PER_NODE_PREFIX = 20  # each node's podCIDR: a /20 (4094 pods) out of POD_SPACE
+# more than 50 nodes (a realistic density: AKS allows 250 pods a node): a /23 each (508 pods)
+MANY_NODES_PREFIX = 23
 Doc = dict[str, Any]
 
 
@@ -116,8 +118,8 @@ def generate(
     `kube-system/kube-dns` (its tenth, AKS's dnsServiceIP). `vnet_egress` adds that many
     egress policies to `ipBlock: 10.0.0.0/8` (the VNet, as many teams write them) plus DNS.
     Without them the output is what it always was."""
-    if not 3 <= nodes <= 50:
-        raise ValueError("nodes must be between 3 and 50")
+    if not 3 <= nodes <= 512:
+        raise ValueError("nodes must be between 3 and 512")
     if namespaces < 2 or pods < namespaces + nodes + 2:
         raise ValueError("too few pods for the namespaces and nodes asked for")
     rng = random.Random(seed)
@@ -125,7 +127,8 @@ def generate(
     # ------------------------------------------------------------------ nodes
     node_names = [f"aks-nodepool1-{i:02d}" for i in range(nodes)]
     node_ips = [str(NODE_SUBNET.network_address + 4 + i) for i in range(nodes)]
-    cidrs = list(POD_SPACE.subnets(new_prefix=PER_NODE_PREFIX))[:nodes]
+    prefix = PER_NODE_PREFIX if nodes <= 50 else MANY_NODES_PREFIX  # <= 50: as it always was
+    cidrs = list(POD_SPACE.subnets(new_prefix=prefix))[:nodes]
     next_ip = [int(c.network_address) + 4 for c in cidrs]
     for name, ip, cidr in zip(node_names, node_ips, cidrs, strict=True):
         docs.append(
@@ -155,6 +158,8 @@ def generate(
         else:
             ip = str(ipaddress.IPv4Address(next_ip[node]))
             next_ip[node] += 1
+            if next_ip[node] > int(cidrs[node].broadcast_address):
+                raise ValueError(f"too many pods for node {node_names[node]}'s {cidrs[node]}")
         ports = [
             {k: v for k, v in (("name", pn), ("containerPort", pp), ("protocol", pr)) if v}
             for pn, pp, pr in app.ports

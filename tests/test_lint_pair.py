@@ -7,17 +7,22 @@ import io
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from netparity.cli import main
 from netparity.engine.dataplane import get_dataplane
+from netparity.engine.evaluate import Engine
+from netparity.engine.traffic import PodEndpoint, ServiceEndpoint, Traffic, Via
 from netparity.lint import lint_snapshot
 from netparity.lint.classes import LabelIndex
 from netparity.lint.json_text import Lazy, dumps_indented, write_indented
 from netparity.lint.lint import lint_pair, same_enumeration
 from netparity.lint.output import finding_json, render_json, report_json, write_json
+from netparity.lint.pair import EndPortRanges, Needless
 from netparity.model.objects import Pod
 from netparity.model.selectors import LabelSelector, Operator, Requirement
 from netparity.model.snapshot import Snapshot, load_snapshot, snapshot_from_dicts
@@ -166,3 +171,111 @@ def test_the_label_index_matches_as_the_selector_does() -> None:
         for sel in selectors:
             brute = any(sel.matches(p.labels) for p in pods if p.key not in want)
             assert index.matches_any(sel, groups) is brute, (sel, want)
+
+
+def _end_port_behind_a_service() -> Snapshot:
+    """A NodePort Service whose named targetPort (8081) lies inside an ingress endPort range
+    (8080-8090) past its first port: npm and cilium admit it, cilium-1.16 (first port
+    only) does not. The Service's own port (80) is outside the range."""
+    meta = {"namespace": "shop"}
+    return snapshot_from_dicts(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": "n1"},
+                "status": {"addresses": [{"type": "InternalIP", "address": "10.224.0.4"}]},
+            },
+            *(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": name, **meta, "labels": {"app": name}},
+                    "spec": {
+                        "nodeName": "n1",
+                        "containers": [
+                            {"name": "c", "ports": [{"name": "web", "containerPort": 8081}]}
+                        ],
+                    },
+                    "status": {"phase": "Running", "podIP": ip},
+                }
+                for name, ip in (("api", "10.244.0.5"), ("client", "10.244.0.6"))
+            ),
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "api", **meta},
+                "spec": {
+                    "type": "NodePort",
+                    "selector": {"app": "api"},
+                    "ports": [{"port": 80, "targetPort": "web", "nodePort": 30080}],
+                },
+            },
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "api-range", **meta},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app": "api"}},
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"ports": [{"port": 8080, "endPort": 8090}]}],
+                },
+            },
+        ]
+    )
+
+
+def test_the_older_release_is_judged_where_a_range_holds_a_named_target_port() -> None:
+    """The shared pass leaves the older release out only where it must agree: here the
+    Service's named targetPort falls inside the endPort range, so its findings are the
+    ones a lint of its own reports (and there are some)."""
+    snapshot = _end_port_behind_a_service()
+    report, extra = lint_pair(snapshot, target="cilium", also="cilium-1.16")
+    alone = lint_snapshot(snapshot, target="cilium-1.16", fixes=False)
+    assert [finding_json(f) for f in extra] == [finding_json(f) for f in alone.findings]
+    assert extra, "cilium-1.16 cuts the Service's targetPort 8081 (first port only)"
+    assert {f.id for f in extra} - {f.id for f in report.findings}
+
+
+def test_end_port_ranges_hold_the_ports_past_the_first() -> None:
+    ranges = EndPortRanges(_end_port_behind_a_service())
+    assert [p for p in (80, 8079, 8080, 8081, 8090, 8091, None, "web") if ranges.holds(p)] == [
+        8081,
+        8090,
+    ]
+    assert not EndPortRanges(load_snapshot([EXAMPLE])).holds(80)
+
+
+def test_needless_judges_through_a_service_on_every_port_it_may_translate_to() -> None:
+    """Through a Service, the older release is left out only when no endPort range holds
+    the Service's ports, nodePorts or the numbers its named targetPort stands for, even
+    where the verdict names no port (a Service probed without a backend); straight to a
+    pod, the connection's own port decides."""
+    snapshot = _end_port_behind_a_service()
+    cilium, old = get_dataplane("cilium"), get_dataplane("cilium-1.16")
+    engine = Engine(snapshot)
+    pods = {p.name: p for p in snapshot.pods}
+    svc = snapshot.services[0]
+    needless = Needless(snapshot, cilium, old)
+
+    def probe(traffic: Traffic) -> SimpleNamespace:
+        return SimpleNamespace(traffic=traffic)
+
+    via_service = Traffic(
+        source=PodEndpoint(pod=pods["client"]),
+        destination=ServiceEndpoint(service=svc, via=Via.CLUSTER_IP),
+        port=80,
+    )
+    vt = replace(engine.evaluate(via_service, cilium), port=None)
+    assert not needless(probe(via_service), vt)  # type: ignore[arg-type]
+    assert not needless(probe(via_service), None)  # type: ignore[arg-type]
+    for port, expected in ((80, True), (8081, False)):
+        direct = Traffic(
+            source=PodEndpoint(pod=pods["client"]),
+            destination=PodEndpoint(pod=pods["api"]),
+            port=port,
+        )
+        vt = engine.evaluate(direct, cilium)
+        assert needless(probe(direct), vt) is expected  # type: ignore[arg-type]
+    assert not Needless(snapshot, cilium, get_dataplane("npm"))(probe(direct), vt)  # type: ignore[arg-type]

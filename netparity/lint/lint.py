@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import fields
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import (
@@ -41,6 +40,7 @@ from netparity.lint.findings import (
 )
 from netparity.lint.judged import not_judged
 from netparity.lint.kinds import notes, ns_selector_or
+from netparity.lint.pair import Needless, same_enumeration
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.tally import NP as _NP
 from netparity.lint.tally import Acc as _Acc
@@ -103,7 +103,8 @@ def lint_pair(
     linter = Linter(engine, npm, tgt)
     shared = old is not None and same_enumeration(tgt, old)
     second = Linter(engine, npm, old, expectations=False) if shared and old else None
-    services = _observe(snapshot, classes, builder, linter, second, report)
+    needless = Needless(snapshot, tgt, old) if second is not None and old else None
+    services = _observe(snapshot, classes, builder, linter, second, needless, report)
     findings = linter.findings(target)
     if fixes:
         from netparity.lint.fixes import FixBuilder
@@ -136,37 +137,25 @@ def lint_pair(
     ), extra
 
 
-# Dataplane fields the enumerator (plan/class_index.py, plan/governed*.py) never reads:
-# two targets that differ only in these are judged on the same connections.
-_ENUMERATION_BLIND = frozenset({"name", "description", "end_port", "end_port_uncertain"})
-
-
-def same_enumeration(a: Dataplane, b: Dataplane) -> bool:
-    """Whether the lint's connections under (npm, a) and (npm, b) are the same."""
-    return all(
-        getattr(a, f.name) == getattr(b, f.name)
-        for f in fields(Dataplane)
-        if f.name not in _ENUMERATION_BLIND
-    )
-
-
 def _observe(
     snapshot: Snapshot,
     classes: ClassIndex,
     builder: ProbeBuilder,
     linter: Linter,
     second: Linter | None,
+    needless: Needless | None,
     report: Progress,
 ) -> int:
     """Every governed connection observed by `linter` (and `second`, sharing npm's
-    verdict); the number of Services that govern some."""
+    verdict, and left out where `needless` says it agrees as `linter` did: its count of
+    connections is not reported); the number of Services that govern some."""
     for i, cls in enumerate(classes.classes, 1):
         for direction in (INGRESS, EGRESS):
             governing = builder.governing(cls, direction)
             if governing:
                 for probe in builder.subject_probes(cls, direction, governing):
                     vn = linter.observe(probe)
-                    if second is not None:
+                    if second is not None and not (needless and needless(probe, linter.agreed)):
                         second.observe(probe, vn=vn)
         report("classes", i, len(classes.classes))
     services = 0
@@ -175,7 +164,7 @@ def _observe(
         services += bool(probes)
         for probe in probes:
             vn = linter.observe(probe, svc)
-            if second is not None:
+            if second is not None and not (needless and needless(probe, linter.agreed)):
                 second.observe(probe, svc, vn=vn)
         report("services", i, len(snapshot.services))
     return services
@@ -212,6 +201,7 @@ class Linter:
         self.targets: dict[str, NPTarget] = {t.name: t for t in engine.np_targets}
         self.acc: dict[tuple[str, str, tuple[str, ...]], _Acc] = {}
         self.connections = 0
+        self.agreed: Verdict | None = None  # the target's verdict where the last agreed
         self.unknown: list[str] = []
         self.unknown_reasons: list[tuple[str, str]] = []  # (connection, why), "not judged"
         self.unattributed: list[str] = []
@@ -253,12 +243,16 @@ class Linter:
         c = self._compare(probe, whole=svc is not None, vn=vn)
         vn, vt = c.vn, c.vt
         self.connections += 1
+        self.agreed = None
         if svc is None and (c.sn is None or c.st is None):
             if vn.decision is not vt.decision:
                 self._unknown(str(probe.traffic), vn, vt)
+            else:
+                self.agreed = vt
             return vn
         dn, dt = c.decisions
         if dn is dt and dn is not Decision.UNKNOWN:
+            self.agreed = vt
             return vn
         if Decision.UNKNOWN in (dn, dt):
             self._unknown(str(probe.traffic), vn, vt)

@@ -48,6 +48,7 @@ from netparity.plan.governed_ports import (
     Peer,
     PortChoice,
     PortList,
+    PortNameIndex,
     unique,
 )
 from netparity.plan.groups import PodGroup, describe_pods
@@ -119,6 +120,7 @@ class GovernedTraffic(PortChoice):
         self._selector_cache: dict[tuple[PolicyPeer, str, _Named], list[Peer]] = {}
         self._ipblock_cache: dict[tuple[str, _Named], list[Peer]] = {}
         self._named_cache: dict[tuple[int, str], list[Peer]] = {}
+        self._port_names = PortNameIndex(classes.classes)
         self._sample_cache: dict[int, str | None] = {}
         self._nodes_cache: dict[tuple[str, str | None], list[Peer]] = {}
         self._inside_cache: dict[str, dict[str, list[Pod]]] = {}
@@ -447,10 +449,7 @@ class GovernedTraffic(PortChoice):
         pods = self._named_cache.get(key)
         if pods is None:
             if named:
-                names = {n for n, _ in named}
-                classes = [
-                    c for c in self.classes.classes if any(cp.name in names for cp in c.rep.ports)
-                ]
+                classes = self._port_names.naming(n for n, _ in named)
                 chosen = {c.name for c in classes}
                 other = next(
                     (

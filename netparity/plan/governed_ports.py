@@ -4,13 +4,14 @@ hostNetwork ports and the kubelet's, or 443 outside."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from netparity.engine.compile import INGRESS, NPRule
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Endpoint
 from netparity.model.objects import Node, Pod, Protocol
+from netparity.plan.classes import PodClass
 
 KUBELET_PORT = 10250
 EXTERNAL_PORT = 443
@@ -104,3 +105,22 @@ def unique(ports: Iterable[tuple[int, Protocol]]) -> PortList:
         if p not in out:
             out.append(p)
     return out
+
+
+class PortNameIndex:
+    """The classes whose representative has a port of a given name, in class order (issue
+    19: a rule without peers on named ports read every class once per subject namespace)."""
+
+    def __init__(self, classes: Sequence[PodClass]) -> None:
+        self._classes = classes
+        self._by_name: dict[str, list[int]] = {}
+        for i, c in enumerate(classes):
+            for name in dict.fromkeys(cp.name for cp in c.rep.ports if cp.name):
+                self._by_name.setdefault(name, []).append(i)
+
+    def naming(self, names: Iterable[str]) -> list[PodClass]:
+        """The classes with a port named any of `names`, in class order."""
+        hits: set[int] = set()
+        for name in names:
+            hits.update(self._by_name.get(name, ()))
+        return [self._classes[i] for i in sorted(hits)]

@@ -7,6 +7,7 @@ path). Client classes a backend's ingress policies see alike are judged once.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,15 +33,13 @@ from netparity.plan.governed import (
     isolates,
     ns_selector_matches,
 )
+from netparity.plan.governed_clients import BulkGroup, ListGroup, NodeBulk, group_clients
 from netparity.plan.groups import PodGroup
 
 # how a selector peer matches a class (under npm, under the target): one object each
 _PAIRS = {(n, t): (n, t) for n in (False, True) for t in (False, True)}
 _BOTH, _NEITHER = _PAIRS[True, True], _PAIRS[False, False]
 MAX_STANDS_FOR = 20  # client classes named with a representative (the rest are counted)
-
-# an in-cluster client of a Service: (client, backend, node, targetPort, client class, pods)
-_Client = tuple[Pod, Pod, Node, int, PodClass, int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +63,7 @@ class _Caches:
     signatures: dict[tuple[str, ...], dict[str, tuple[object, ...]]] = field(default_factory=dict)
     egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
     on_node_entries: dict[str, list[tuple[str, list[Pod], PodClass]]] = field(default_factory=dict)
+    node_bulks: dict[str, NodeBulk] = field(default_factory=dict)
     stand_ins: dict[tuple[str, frozenset[str], frozenset[str]], PodGroup] = field(
         default_factory=dict
     )
@@ -81,6 +81,13 @@ class ServiceTraffic(GovernedTraffic):
                 if p.node_name:
                     out[p.node_name][c.name].append(p)
         return out
+
+    def _node_bulk(self, node: str) -> NodeBulk:
+        """The classes on `node`, sorted and counted once (governed_clients.py)."""
+        bulk = self._caches.node_bulks.get(node)
+        if bulk is None:
+            bulk = self._caches.node_bulks[node] = NodeBulk.of(self._on_node_entries(node))
+        return bulk
 
     def _on_node_entries(self, node: str) -> list[tuple[str, list[Pod], PodClass]]:
         """`on_node[node]` as (class name, its pods there, the class), listed once."""
@@ -178,43 +185,34 @@ class ServiceTraffic(GovernedTraffic):
         if not reps:
             return []
         view = self._ingress_view(reps[0][1])
-        sigs = self._signatures(view)
-        by_ingress: dict[tuple[object, ...], list[_Client]] = {}
-        for node, b, target_port, _ in reps:
-            own = self.classes.of_pod[b.key].name  # the backend's class: less the backend
-            for name, pods, klass in self._on_node_entries(node.name):
-                count = len(pods) - (name == own)
-                if not count:
-                    continue
-                client = pods[0] if pods[0].key != b.key else pods[1]
-                sig = sigs.get(name, ())
-                if sig not in by_ingress:
-                    by_ingress[sig] = []
-                by_ingress[sig].append((client, b, node, target_port, klass, count))
+        nodes = [self._node_bulk(r[0].name) for r in reps]
+        own = self.classes.of_pod[reps[0][1].key].name  # the backends' class: less the backend
+        groups = group_clients(reps, nodes, self._signatures(view), own)
         out: list[Connection] = []
         rep_nodes = frozenset(r[0].name for r in reps)
         rep_backends = frozenset(r[1].key for r in reps)
-        for members in by_ingress.values():
-            members.sort(key=lambda m: m[0].key)
-            c, b, node, target_port, cls, _ = members[0]
+        for members in groups:
+            first = members.first()
+            assert first is not None  # a group is listed where it has a member
+            c, b, node, target_port, cls, _ = first
             dst = self._d5d_destination(svc, via, node, b)
             verdict = self.engine.evaluate(
                 Traffic(source=PodEndpoint(pod=c), destination=dst, port=port, protocol=protocol),
                 self.target,
             )
-            if verdict.ingress is not None and verdict.ingress.decision is Decision.DENY:
-                groups = [members]
-            else:
-                by_egress: dict[tuple[object, ...], list[_Client]] = {}
-                for m in members:
-                    by_egress.setdefault(self._egress_signature(m[4]), []).append(m)
-                groups = list(by_egress.values())
-            for group in groups:
-                c, b, node, target_port, cls, _ = group[0]
+            split: Sequence[ListGroup | BulkGroup] = [members]
+            if verdict.ingress is None or verdict.ingress.decision is not Decision.DENY:
+                split = members.split(self._egress_signature)
+            for group in split:
+                first = group.first()
+                assert first is not None
+                c, b, node, target_port, cls, count = first
                 on_node = [m for m in self.on_node[node.name][cls.name] if m.key != b.key]
-                others: dict[str, int] = {}
-                for m in group[1:]:
-                    others[m[4].name] = others.get(m[4].name, 0) + m[5]
+                others: dict[str, None] = {}
+                for m in itertools.islice(group.members(), 1, None):
+                    if len(others) >= MAX_STANDS_FOR:
+                        break
+                    others[m[4].name] = None
                 out.append(
                     Connection(
                         traffic=Traffic(
@@ -228,10 +226,10 @@ class ServiceTraffic(GovernedTraffic):
                         pods=self.classes.group(cls, on_node),
                         stands_for=tuple(
                             self._stand_in(self.classes.by_name[k], rep_nodes, rep_backends)
-                            for k in list(others)[:MAX_STANDS_FOR]
+                            for k in others
                         ),
-                        stands_for_pods=sum(others.values()),
-                        stands_for_classes=len(others),
+                        stands_for_pods=group.pods - count,
+                        stands_for_classes=group.distinct - (group.occurrences(cls.name) == 1),
                         peer=f"the {where} of Service {svc.key} (a backend on the client's node)",
                         port=target_port,
                         port_label=f"{port}/{protocol} (targetPort {target_port})",
