@@ -45,11 +45,13 @@ from netparity.session import probe_all
 from lab_fixtures import unique_lab_name
 
 pytestmark = pytest.mark.lab
-# the lab API's programming delay: long enough that a first try a settle interval (3 s)
-# after the twins ran still lands before it on a loaded 2-core machine (the exec and the
-# agent's start take seconds there), and a retry a settle interval after that lands after
-DELAY = 6.0
-SETTLE = 3.0
+# the lab API's programming delay, and the settle time of the test that probes inside it: the
+# first try comes a settle interval after the twins ran and must land before the delay on a
+# loaded 2-core machine (the exec and the agent's start take seconds there: 3 s to spare);
+# the retry comes a settle interval after the first try ends, so at 2 x SETTLE at the
+# earliest, which must be past the delay by 0.5 s
+DELAY = 7.0
+SETTLE = 4.0
 CLUSTER_IP = "10.0.10.10"
 NODE = "n1"
 RESTRICTED = {
@@ -400,7 +402,7 @@ def test_an_answer_from_another_pods_agent_is_an_error_not_an_allow(
 def test_a_probe_before_the_programming_delay_is_probed_again_and_not_believed(
     api: LabKubeAPI, kubeconfig: str
 ) -> None:
-    """Settle (3 s) shorter than the lab's programming delay (6 s): the first try reaches
+    """Settle (4 s) shorter than the lab's programming delay (7 s): the first try reaches
     web-1's twin before NPM polices it and connects where web-from-client denies; the deny
     predicted makes `probe_all` try again a settle interval later, after the delay: dropped.
     The verdict over both tries is flaky, never allow."""
