@@ -116,7 +116,9 @@ class Engine(Selector):
             and compiled.snapshot.pods is snapshot.pods
             and compiled.snapshot.nodes is snapshot.nodes
         )
-        self.paths = PathResolver(snapshot, like=compiled.paths if same and compiled else None)
+        self.paths: PathResolver = PathResolver(
+            snapshot, like=compiled.paths if same and compiled else None
+        )
         self.named_ports: Mapping[str, frozenset[tuple[int, Protocol]]] = (
             compiled.named_ports if same and compiled else _named_ports(snapshot)
         )

@@ -50,6 +50,9 @@ class PathResolver:
     def __init__(self, snapshot: Snapshot, *, like: PathResolver | None = None) -> None:
         """`like`: a resolver over the same pods and nodes, whose indexes of them are shared."""
         self.snapshot = snapshot
+        self._nodes: dict[str, Node]
+        self._pods_by_ip: dict[str, Pod]
+        self._nodes_by_ip: dict[str, Node]
         if like is not None:
             self._nodes = like._nodes
             self._pods_by_ip = like._pods_by_ip
