@@ -116,9 +116,9 @@ class Engine(Selector):
             and compiled.snapshot.pods is snapshot.pods
             and compiled.snapshot.nodes is snapshot.nodes
         )
-        self.paths: PathResolver = PathResolver(
-            snapshot, like=compiled.paths if same and compiled else None
-        )
+        self.paths = PathResolver.__new__(PathResolver) if same else PathResolver(snapshot)
+        if same and compiled:  # its indexes of pods and nodes shared, its Services' backends not
+            self.paths.__dict__.update(vars(compiled.paths), snapshot=snapshot, _backends={})
         self.named_ports: Mapping[str, frozenset[tuple[int, Protocol]]] = (
             compiled.named_ports if same and compiled else _named_ports(snapshot)
         )

@@ -47,20 +47,12 @@ _SERVICE_KIND = {
 class PathResolver:
     """Resolves a connection on a snapshot into a `Path` under a dataplane's knobs."""
 
-    def __init__(self, snapshot: Snapshot, *, like: PathResolver | None = None) -> None:
-        """`like`: a resolver over the same pods and nodes, whose indexes of them are shared."""
+    def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self._nodes: dict[str, Node]
-        self._pods_by_ip: dict[str, Pod]
-        self._nodes_by_ip: dict[str, Node]
-        if like is not None:
-            self._nodes = like._nodes
-            self._pods_by_ip = like._pods_by_ip
-            self._nodes_by_ip = like._nodes_by_ip
-        else:
-            self._nodes = {n.name: n for n in snapshot.nodes}
-            self._pods_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
-            self._nodes_by_ip = {n.ip: n for n in snapshot.nodes}
+        # Engine shares these three with an engine over other policies, same pods and nodes
+        self._nodes = {n.name: n for n in snapshot.nodes}
+        self._pods_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
+        self._nodes_by_ip = {n.ip: n for n in snapshot.nodes}
         self._backends: dict[str, tuple[Pod, ...]] = {}
 
     def backends(self, svc: Service) -> tuple[Pod, ...]:
