@@ -66,6 +66,17 @@ def _lit(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
+def _named_ports(snapshot: Snapshot) -> Mapping[str, frozenset[tuple[int, Protocol]]]:
+    """D3: every (number, protocol) each port name has, over all pods (Cilium's egress view)."""
+    named: dict[str, set[tuple[int, Protocol]]] = defaultdict(set)
+    for p in snapshot.pods:
+        if not p.host_network:
+            for cp in p.ports:
+                if cp.name:
+                    named[cp.name].add((cp.port, cp.protocol))
+    return {k: frozenset(v) for k, v in named.items()}
+
+
 class Engine(Selector):
     """A snapshot compiled for evaluation. Thread-safe for reads; caches per dataplane.
     Selection (which policies govern a pod) is `Selector`'s; this class judges traffic."""
@@ -99,17 +110,18 @@ class Engine(Selector):
             self.np_targets = tuple(compile_network_policy(p) for p in snapshot.network_policies)
             self.cilium_targets = tuple(compile_cilium_policy(p) for p in snapshot.cilium_policies)
         super().__init__(snapshot, self.np_targets, self.cilium_targets)
-        self.paths = PathResolver(snapshot)
-        # D3: every (number, protocol) each port name has, over all pods (Cilium's egress view).
-        named: dict[str, set[tuple[int, Protocol]]] = defaultdict(set)
-        for p in snapshot.pods:
-            if not p.host_network:
-                for cp in p.ports:
-                    if cp.name:
-                        named[cp.name].add((cp.port, cp.protocol))
-        self.named_ports: Mapping[str, frozenset[tuple[int, Protocol]]] = {
-            k: frozenset(v) for k, v in named.items()
-        }
+        # the same pods and nodes (a fix's snapshot): their indexes are the compiled engine's
+        same = (
+            compiled is not None
+            and compiled.snapshot.pods is snapshot.pods
+            and compiled.snapshot.nodes is snapshot.nodes
+        )
+        self.paths = PathResolver.__new__(PathResolver) if same else PathResolver(snapshot)
+        if same and compiled:  # its indexes of pods and nodes shared, its Services' backends not
+            self.paths.__dict__.update(vars(compiled.paths), snapshot=snapshot, _backends={})
+        self.named_ports: Mapping[str, frozenset[tuple[int, Protocol]]] = (
+            compiled.named_ports if same and compiled else _named_ports(snapshot)
+        )
         # D28: the kube-apiserver entity is the default/kubernetes EndpointSlices' addresses
         api = snapshot.endpoints.get(APISERVER_SERVICE)
         self.apiserver_ips: frozenset[str] = frozenset(api.outside) if api else frozenset()

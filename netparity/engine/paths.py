@@ -49,6 +49,7 @@ class PathResolver:
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
+        # Engine shares these three with an engine over other policies, same pods and nodes
         self._nodes = {n.name: n for n in snapshot.nodes}
         self._pods_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
         self._nodes_by_ip = {n.ip: n for n in snapshot.nodes}

@@ -27,7 +27,7 @@ in the accept file (its id is the finding's id; `netparity lint --accept FILE`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,15 +109,20 @@ def cilium_findings(
     *,
     fixes: bool = True,
     verdicts: dict[tuple[str, str], Verdict] | None = None,
+    like: tuple[str, Callable[[Traffic, Verdict], bool]] | None = None,
 ) -> list[Finding]:
     """One `cilium-policy` finding per Cilium policy that cuts what NPM allowed, with its
     checked fix (or why there is none) where `fixes`. `verdicts`: a cache of verdicts by
-    (connection, dataplane name) to share with another call on the same engine."""
+    (connection, dataplane name) to share with another call on the same engine. `like`:
+    (a dataplane's name, whether `target`'s verdict on a connection has the decisions of
+    that dataplane's verdict in `verdicts`): where it has and that verdict cuts nothing,
+    `target` is not evaluated."""
     if not target.cilium_policies or not engine.cilium_targets:
         return []
     lint = _CiliumLint(snapshot, engine, npm, target)
     if verdicts is not None:
         lint.verdicts = verdicts
+    lint.like = like
     return lint.findings(fixes=fixes)
 
 
@@ -139,6 +144,7 @@ class _CiliumLint:
         for g in self.groups:
             self.by_namespace.setdefault(g[0].namespace, []).append(g)
         self.verdicts: dict[tuple[str, str], Verdict] = {}
+        self.like: tuple[str, Callable[[Traffic, Verdict], bool]] | None = None
         self.fixer = CiliumFixer(snapshot, engine, tgt)
 
     # ---------------------------------------------------------------- flows
@@ -277,11 +283,19 @@ class _CiliumLint:
         accs: dict[str, _Acc],
     ) -> None:
         vn = self._verdict(flow.traffic, self.npm)
+        sn = _side(vn, direction)
+        if sn is None or sn.decision is not Decision.ALLOW:
+            return  # nothing npm allowed to cut: the target's verdict is not needed
+        if self.like is not None:
+            name, alike = self.like
+            known = self.verdicts.get((str(flow.traffic), name))
+            if known is not None and alike(flow.traffic, known):
+                sk = _side(known, direction)
+                if sk is None or sk.decision is not Decision.DENY:
+                    return  # the target decides as `known` does, which cuts nothing
         vt = self._verdict(flow.traffic, self.tgt)
-        sn, st = _side(vn, direction), _side(vt, direction)
-        if sn is None or st is None:
-            return
-        if sn.decision is not Decision.ALLOW or st.decision is not Decision.DENY:
+        st = _side(vt, direction)
+        if st is None or st.decision is not Decision.DENY:
             return
         deny_refs = [r for r in st.rules if not r.policy.startswith(NP)]
         if deny_refs:

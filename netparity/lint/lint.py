@@ -27,6 +27,7 @@ from netparity.engine.traffic import (
     NodeEndpoint,
     PodEndpoint,
     RuleRef,
+    Traffic,
     Verdict,
 )
 from netparity.errors import InputError
@@ -121,8 +122,9 @@ def lint_pair(
             extra = lint_snapshot(snapshot, target=also, fixes=False).findings
         else:
             more = second.findings(also)
-            verdicts = {k: v for k, v in verdicts.items() if k[1] == npm.name}
-            more.extend(_cilium_findings(snapshot, engine, npm, old, False, verdicts))
+            # npm's verdicts, and the target's where the older release decides alike
+            like = (tgt.name, needless.decides_alike) if needless is not None else None
+            more.extend(_cilium_findings(snapshot, engine, npm, old, False, verdicts, like))
             extra = tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
     return LintReport(
         target=target,
@@ -181,11 +183,12 @@ def _cilium_findings(
     tgt: Dataplane,
     fixes: bool,
     verdicts: dict[tuple[str, str], Verdict],
+    like: tuple[str, Callable[[Traffic, Verdict], bool]] | None = None,
 ) -> list[Finding]:
     """The Cilium policies that cut what NPM allowed (netparity.lint.cilium_findings)."""
     from netparity.lint.cilium_findings import cilium_findings
 
-    return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes, verdicts=verdicts)
+    return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes, verdicts=verdicts, like=like)
 
 
 class Linter:

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable
 
 from netparity.engine.dataplane import Dataplane
-from netparity.engine.traffic import ServiceEndpoint, Verdict
+from netparity.engine.traffic import ServiceEndpoint, Traffic, Verdict
 from netparity.lint.findings import Probe
 from netparity.model.snapshot import Snapshot
 
@@ -83,9 +83,12 @@ class Needless:
 
     def __call__(self, probe: Probe, vt: Verdict | None) -> bool:
         """`vt`: the target's verdict where it agreed with npm, else None."""
-        if vt is None or not self._alike:
+        return vt is not None and self.decides_alike(probe.traffic, vt)
+
+    def decides_alike(self, traffic: Traffic, vt: Verdict) -> bool:
+        """Whether `old`'s verdict on `traffic` has the decisions of the target's (`vt`)."""
+        if not self._alike:
             return False
-        traffic = probe.traffic
         holds = self._ranges.holds
         if holds(traffic.port) or holds(vt.port):
             return False

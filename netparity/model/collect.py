@@ -5,7 +5,6 @@ one object per kind and name, and one IP per pod or node. snapshot.py assembles 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -16,7 +15,7 @@ from netparity.errors import InputError
 from netparity.model._wire import Ctx, as_map, str_map
 from netparity.model.ciliumpolicy import CiliumPolicy
 from netparity.model.networkpolicy import NetworkPolicy
-from netparity.model.objects import Namespace, Node, Pod, Service, run_owned
+from netparity.model.objects import Namespace, Node, Pod, Service, ip_address, run_owned
 from netparity.model.workloads import (
     ENDPOINT_SLICE_VERSIONS,
     WORKLOAD_KINDS,
@@ -202,7 +201,7 @@ def check_unique_ips(pods: Iterable[Pod], nodes: Iterable[Node]) -> None:
     for pod in pods:
         if pod.ip is None or pod.host_network:
             continue
-        ipaddress.ip_address(pod.ip)
+        ip_address(pod.ip)
         if pod.ip in seen:
             raise InputError(
                 f"IP {pod.ip} is also used by {seen[pod.ip]}",

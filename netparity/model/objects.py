@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -356,8 +357,15 @@ def _source_ranges(ranges_raw: Any, ctx: Ctx) -> list[str] | None:
     return ranges
 
 
+@lru_cache(maxsize=1 << 17)
+def ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """`ipaddress.ip_address`, each text parsed once: a snapshot's pod and node IPs are read
+    in several passes (loading, the classes, the enumerator, the fixes). Raises ValueError."""
+    return ipaddress.ip_address(text)
+
+
 def _check_ip(value: str, ctx: Ctx) -> None:
     try:
-        ipaddress.ip_address(value)
+        ip_address(value)
     except ValueError:
         raise ctx.error(f"invalid IP address {value!r}") from None

@@ -14,7 +14,6 @@ IPs), so that a renumbered cluster has the same classes.
 from __future__ import annotations
 
 import functools
-import ipaddress
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,7 +24,7 @@ from netparity.engine.dataplane import Dataplane
 from netparity.engine.evaluate import Engine
 from netparity.facts.cilium_config import LabelFilter
 from netparity.model.networkpolicy import IPBlock
-from netparity.model.objects import Pod, Protocol
+from netparity.model.objects import Pod, Protocol, ip_address
 from netparity.model.selectors import LabelSelector
 
 # A port name a policy uses, with the protocol it is used with (None: any, Cilium ANY).
@@ -95,7 +94,7 @@ def ip_int(ip: str | None) -> int | None:
     if ip is None:
         return None
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = ip_address(ip)
     except ValueError:
         return None
     return int(addr) if addr.version == 4 else None

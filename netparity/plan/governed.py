@@ -33,7 +33,7 @@ from netparity.engine.traffic import (
     Traffic,
 )
 from netparity.model.networkpolicy import IPBlock, PolicyPeer
-from netparity.model.objects import Node, Pod, Protocol
+from netparity.model.objects import Node, Pod, Protocol, ip_address
 from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
@@ -129,7 +129,7 @@ class GovernedTraffic(PortChoice):
         self.pod_ip: dict[str, tuple[int, int]] = {}
         for p in classes.all_pods:
             if p.ip:
-                addr = ipaddress.ip_address(p.ip)
+                addr = ip_address(p.ip)
                 self.pod_ip[p.key] = (addr.version, int(addr))
 
     # ---------------------------------------------------------------- subjects

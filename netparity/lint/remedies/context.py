@@ -23,7 +23,7 @@ from netparity.lint.findings import Finding, FixAction, FixWhen
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.wire import network_policy_dict, selector_dict
 from netparity.model.networkpolicy import NetworkPolicy, PolicyPeer
-from netparity.model.objects import NAMESPACE_NAME_LABEL, Pod
+from netparity.model.objects import NAMESPACE_NAME_LABEL, Pod, ip_address
 
 MAX_PEERS = 24  # a fix listing more peers than this is not readable: no fix, say why
 
@@ -266,13 +266,13 @@ class RemedyContext:
                 net = ipaddress.ip_network(n.pod_cidr, strict=False)
                 if isinstance(net, ipaddress.IPv4Network):
                     nets.append(net)
-            ip = ipaddress.ip_address(n.ip)
+            ip = ip_address(n.ip)
             if isinstance(ip, ipaddress.IPv4Address):
                 nets.append(ipaddress.IPv4Network(ip))
         cidrs = [(int(n.network_address), int(n.broadcast_address)) for n in nets]
         for p in self.snapshot.pods:
             if p.ip:
-                ip = ipaddress.ip_address(p.ip)
+                ip = ip_address(p.ip)
                 if isinstance(ip, ipaddress.IPv4Address) and not any(
                     lo <= int(ip) <= hi for lo, hi in cidrs
                 ):
