@@ -47,6 +47,7 @@ _SCENARIOS: dict[str, str | None] = {
     "cilium_policies": None,  # D14: Cilium policies already in the cluster; the lint's notes
     "lb_source_ranges_in_cluster": "lb-source-ranges",  # D22: in-cluster clients not checked
     "lb_source_range_check": "lb-source-ranges",  # D22: enable-svc-source-range-check false
+    "itp_external_frontends": "itp-local",  # D22: Cilium's ITP on a pod's LB IP/own NodePort
 }
 
 # The knobs that may decide a change (every field but the name, the description and the

@@ -7,16 +7,19 @@ how (the knobs in engine/dataplane.py cite their sources); paths.py asks these f
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.path import Path
 from netparity.engine.peers import ExternalPeer, Peer, PodPeer
 from netparity.engine.traffic import Decision, PathKind, Via
-from netparity.model.objects import Node, Pod, Service
+from netparity.model.objects import Node, Pod, Service, ServiceType
 
 # The words of the range drop's reason that the lint and the planner recognise it by
 # (lint kind and scenario `lb-source-ranges`).
 SOURCE_RANGES_MARK = "outside loadBalancerSourceRanges"
+# The words of internalTrafficPolicy Local's rejection (lint kind and scenario `itp-local`).
+ITP_LOCAL_MARK = "internalTrafficPolicy Local and no endpoint"
 
 
 def outside_source_ranges(svc: Service, ip: str | None) -> bool:
@@ -62,6 +65,26 @@ def source_range_drop(svc: Service, client: Peer, dp: Dataplane, kind: PathKind)
     )
 
 
+def itp_local_nodes(svc: Service, backends: Sequence[Pod], clients: Sequence[Pod]) -> list[str]:
+    """The nodes with client pods (not hostNetwork) and no backend of `svc`, by name, where
+    `svc` is a NodePort/LoadBalancer Service with internalTrafficPolicy Local (else [])."""
+    if svc.internal_traffic_policy != "Local" or svc.type not in (
+        ServiceType.NODE_PORT,
+        ServiceType.LOAD_BALANCER,
+    ):
+        return []
+    if not backends:
+        return []  # no endpoints at all: refused on both dataplanes
+    covered = {b.node_name for b in backends}
+    return sorted(
+        {
+            p.node_name
+            for p in clients
+            if p.node_name and not p.host_network and p.node_name not in covered
+        }
+    )
+
+
 def itp_node(
     svc: Service,
     via: Via,
@@ -95,7 +118,7 @@ def no_local_endpoint(
         kind=kind,
         decided=Decision.DENY,
         refused_is_deny=dp.itp_no_local_reject,
-        reason=f"Service {svc.key} has internalTrafficPolicy Local and no endpoint "
+        reason=f"Service {svc.key} has {ITP_LOCAL_MARK} "
         + (f"{backend.key} " if backend is not None else "")
         + f"on the client's node {node.name}: {verb} (D22)",
     )

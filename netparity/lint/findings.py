@@ -32,6 +32,7 @@ KIND_ORDER: tuple[str, ...] = (
     Scenario.POLICY_TYPES,
     Scenario.NS_SELECTOR_OR,
     Scenario.LB_SOURCE_RANGES,
+    Scenario.ITP_LOCAL,
     OTHER_KIND,
 )
 
@@ -51,6 +52,7 @@ KIND_ROWS: dict[str, str] = {
     Scenario.POLICY_TYPES: "D23",
     Scenario.NS_SELECTOR_OR: "D19",
     Scenario.LB_SOURCE_RANGES: "D22",
+    Scenario.ITP_LOCAL: "D22",
 }
 
 

@@ -36,6 +36,8 @@ TITLES: dict[str, str] = {
     "the target as the spec (AND)",
     Scenario.LB_SOURCE_RANGES: "in-cluster clients outside loadBalancerSourceRanges reach the "
     "LoadBalancer IP from now on",
+    Scenario.ITP_LOCAL: "internalTrafficPolicy Local now keeps a pod's LoadBalancer-IP and own-node "
+    "NodePort traffic on its node: pods on a node without a backend are refused",
     OTHER_KIND: "the verdict changes",
 }
 

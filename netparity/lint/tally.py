@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS
-from netparity.engine.service_d22 import SOURCE_RANGES_MARK
+from netparity.engine.service_d22 import ITP_LOCAL_MARK, SOURCE_RANGES_MARK
 from netparity.engine.traffic import Decision, DirectionResult, PathKind, RuleRef, Verdict
 from netparity.lint.findings import OTHER_KIND, Change, Expectation, PodGroup
 from netparity.model.objects import Service
@@ -89,6 +89,12 @@ def service_kind(vt: Verdict, vn: Verdict | None = None) -> str:
     D22 where NPM's kube-proxy dropped it outside loadBalancerSourceRanges (`vn`)."""
     if vn is not None and SOURCE_RANGES_MARK in vn.explanation:
         return str(Scenario.LB_SOURCE_RANGES)
+    if (
+        vt.path in (PathKind.POD_NODEPORT, PathKind.POD_LB)
+        and ITP_LOCAL_MARK in vt.explanation
+        and (vn is None or ITP_LOCAL_MARK not in vn.explanation)
+    ):
+        return str(Scenario.ITP_LOCAL)  # D22: Cilium's internal scope keeps it local
     if vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB):
         return str(Scenario.EXTERNAL_INGRESS)
     if vt.path in _SERVICE_PATHS:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from netparity.engine.compile import EGRESS, INGRESS, NPRule
 from netparity.engine.evaluate import Engine
 from netparity.engine.matcher.peer import flatten
-from netparity.engine.service_d22 import SOURCE_RANGES_MARK
+from netparity.engine.service_d22 import ITP_LOCAL_MARK, SOURCE_RANGES_MARK
 from netparity.engine.traffic import (
     DirectionResult,
     NodeEndpoint,
@@ -40,6 +40,8 @@ def infer_scenario(
         return Scenario.NODE_EGRESS
     if SOURCE_RANGES_MARK in now:
         return Scenario.LB_SOURCE_RANGES  # D22: NPM's kube-proxy dropped it, Cilium does not
+    if current.path in _IN_CLUSTER and ITP_LOCAL_MARK in then and ITP_LOCAL_MARK not in now:
+        return Scenario.ITP_LOCAL  # D22: Cilium keeps a pod's LB-IP/NodePort traffic local
     if current.path in _IN_CLUSTER and "(D5d)" in now + then:
         return Scenario.LB_IN_CLUSTER
     if current.path in _EXTERNAL:

@@ -34,6 +34,7 @@ class Scenario(StrEnum):
     POLICY_TYPES = "policy-types"  # D23: Cilium enforces rules policyTypes leaves out
     NS_SELECTOR_OR = "ns-selector-or"  # D19: NPM ORs a multi-value In/NotIn namespaceSelector
     LB_SOURCE_RANGES = "lb-source-ranges"  # D22: Cilium checks the ranges for outside clients only
+    ITP_LOCAL = "itp-local"  # D22: Cilium applies ITP Local to a pod's LB IP / own NodePort
 
 
 GUIDE_SCENARIOS = (

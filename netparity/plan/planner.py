@@ -224,6 +224,8 @@ class _Planner(RuleProbes, ScenarioProbes, EssentialProbes):
                     present.add(Scenario.LB_IN_CLUSTER)
             if svc.type is ServiceType.LOAD_BALANCER and svc.load_balancer_source_ranges:
                 present.add(Scenario.LB_SOURCE_RANGES)  # D22: in-cluster clients unchecked
+            if svc.internal_traffic_policy == "Local":
+                present.add(Scenario.ITP_LOCAL)  # D22: Cilium's ITP on LB IP / own NodePort
         if essential_flows(self.snapshot) and any(
             c.rep.node_name and not c.rep.host_network for c in self.classes.classes
         ):

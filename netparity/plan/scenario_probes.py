@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from netparity.engine.compile import EGRESS, INGRESS
-from netparity.engine.service_d22 import outside_source_ranges
+from netparity.engine.service_d22 import itp_local_nodes, outside_source_ranges
 from netparity.engine.traffic import (
     Decision,
     ExternalEndpoint,
@@ -17,6 +17,7 @@ from netparity.engine.traffic import (
 )
 from netparity.model.objects import (
     RUN_LABEL,
+    Node,
     Pod,
     Protocol,
     Service,
@@ -195,6 +196,7 @@ class ScenarioProbes(PlannerBase):
                 if vias and not local:
                     self._in_cluster_client(svc, vias[0], backends, bcls, port)
         self._plan_source_ranges()
+        self._plan_itp_local()
 
     def _plan_source_ranges(self) -> None:
         """D22: a pod outside a LoadBalancer's loadBalancerSourceRanges reaching its LB IP.
@@ -266,6 +268,51 @@ class ScenarioProbes(PlannerBase):
                     Intent.SCENARIO,
                     scenarios=(Scenario.LB_SOURCE_RANGES,),
                 )
+
+    def _plan_itp_local(self) -> None:
+        """D22: a pod on a node without a backend of an internalTrafficPolicy Local
+        NodePort/LoadBalancer Service, reaching its LB IP and its own node's NodePort.
+        kube-proxy sends them to every endpoint; Cilium's internal scope keeps them on the
+        client's node and refuses them. One probe each per Service port, from the first pod
+        (by key) on the first such node (by name)."""
+        for svc in self.snapshot.services:
+            if svc.internal_traffic_policy != "Local" or svc.type not in (
+                ServiceType.NODE_PORT,
+                ServiceType.LOAD_BALANCER,
+            ):
+                continue
+            ready = {p.key for p in self.snapshot.backends(svc)}
+            backends = [
+                p
+                for p in self._backends(svc)
+                if p.key in ready and p.node_name in self.node_by_name and not p.host_network
+            ]
+            clients = [p for c in self.classes.classes for p in c.pods]
+            bare = itp_local_nodes(svc, backends, clients)
+            if not bare:
+                continue
+            node = self.node_by_name.get(bare[0])
+            client = min(
+                (p for p in clients if p.node_name == bare[0] and not p.host_network),
+                key=lambda p: p.key,
+            )
+            b = min(backends, key=lambda p: (self._class_name(p.key) or "", p.key))
+            if node is None:
+                continue
+            vias: list[tuple[Via, Node | None]] = [(Via.NODE_PORT, node)]
+            if svc.type is ServiceType.LOAD_BALANCER and svc.load_balancer_ips:
+                vias.insert(0, (Via.LOAD_BALANCER, None))
+            for sp in svc.ports:
+                for via, recv in vias:
+                    if via is Via.NODE_PORT and sp.node_port is None:
+                        continue
+                    self._add(
+                        PodEndpoint(pod=client),
+                        ServiceEndpoint(service=svc, via=via, node=recv, backend=b),
+                        Port(number=sp.port, name=None, protocol=sp.protocol),
+                        Intent.SCENARIO,
+                        scenarios=(Scenario.ITP_LOCAL,),
+                    )
 
     def _in_cluster_client(
         self,

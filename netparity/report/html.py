@@ -92,6 +92,12 @@ CATEGORY_TITLES: dict[str, tuple[str, str]] = {
         "IP; Cilium only to clients outside the cluster, so pods and nodes outside the ranges "
         "get through (D22).",
     ),
+    "itp-local": (
+        "internalTrafficPolicy Local on a pod's LoadBalancer IP and NodePort",
+        "kube-proxy sends a pod's connections to a Service's LoadBalancer IP and NodePort to "
+        "every endpoint; Cilium applies internalTrafficPolicy Local to them (its internal "
+        "scope), so pods on a node without a backend are refused (D22).",
+    ),
     "cilium-policies": (
         "Cilium policies already in the cluster",
         "NPM ignores CiliumNetworkPolicies; Cilium enforces them from the migration on (D14). "

@@ -47,6 +47,7 @@ OTHER_SCENARIOS = (
     "policy-types",
     "ns-selector-or",
     "lb-source-ranges",
+    "itp-local",
 )
 # Causes the lint has no scenario for, by their SEMANTICS row (anything else: "other")
 ROW_CATEGORIES = {"D14": "cilium-policies"}

@@ -20,6 +20,7 @@ from netparity.lint.findings import Finding
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.remedies import (
     cilium_rows,
+    itp_local,
     nodes,
     ns_selector,
     ports,
@@ -62,6 +63,7 @@ BUILDERS: dict[str, Builder] = {
     Scenario.POLICY_TYPES: cilium_rows.policy_types,
     Scenario.NS_SELECTOR_OR: ns_selector.ns_selector_or,
     Scenario.LB_SOURCE_RANGES: source_ranges.lb_source_ranges,
+    Scenario.ITP_LOCAL: itp_local.itp_local,
 }
 
 
