@@ -636,6 +636,7 @@ def test_the_generated_cluster_plan_covers_every_rule_and_every_scenario() -> No
         "policy-types",
         "ns-selector-or",
         "lb-source-ranges",  # bench/gen.py writes no loadBalancerSourceRanges (D22)
+        "itp-local",  # nor internalTrafficPolicy Local (D22)
     }
     assert set(c.scenarios_probed) == set(c.scenarios_present) == every
 

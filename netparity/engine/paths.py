@@ -246,8 +246,7 @@ class PathResolver:
             # D22: internalTrafficPolicy Local keeps in-cluster traffic to the ClusterIP on
             # the client's node (kube-proxy: KUBE-SVL-*; Cilium: the local-scope backends)
             if dst.backend is None or dst.backend.node_name != itp_node.name:
-                # a probe's pinned backend elsewhere: the proxy picks a local one if any
-                backend = self._backend(svc, itp_node) or backend
+                backend = self._backend(svc, itp_node) or backend  # the proxy picks a local one
             if backend is None or backend.node_name != itp_node.name:
                 return no_local_endpoint(svc, backend, itp_node, dp, kind)
         hosts = self.host_backends(svc) if backend is None and not self.backends(svc) else ()
