@@ -15,12 +15,11 @@ for them, as for D5d.
 from __future__ import annotations
 
 from netparity.engine.service_d22 import itp_local_nodes
-from netparity.engine.traffic import PodEndpoint, ServiceEndpoint, Traffic, Via
+from netparity.engine.traffic import ServiceEndpoint, Via
 from netparity.lint.source_ranges import SourceRangeTraffic
 from netparity.model.objects import Node, Pod, Service, ServicePort, ServiceType
 from netparity.plan.classes import PodClass
 from netparity.plan.governed import Connection
-from netparity.plan.governed_services import MAX_STANDS_FOR
 
 
 class ItpLocalTraffic(SourceRangeTraffic):
@@ -76,31 +75,18 @@ class ItpLocalTraffic(SourceRangeTraffic):
             else f"the NodePort of its own node {node.name}"
         )
         out: list[Connection] = []
+        dst = ServiceEndpoint(
+            service=svc, via=via, node=node if via is Via.NODE_PORT else None, backend=b
+        )
         for members in groups.values():
-            (cls, pods), rest = members[0], members[1:]
             out.append(
-                Connection(
-                    traffic=Traffic(
-                        source=PodEndpoint(pod=pods[0]),
-                        destination=ServiceEndpoint(
-                            service=svc,
-                            via=via,
-                            node=node if via is Via.NODE_PORT else None,
-                            backend=b,
-                        ),
-                        port=sp.port,
-                        protocol=sp.protocol,
-                    ),
-                    side=None,
-                    from_pods=True,
-                    pods=self.classes.group(cls, pods),
-                    stands_for=tuple(self.classes.group(c, ps) for c, ps in rest[:MAX_STANDS_FOR]),
-                    stands_for_pods=sum(len(ps) for _, ps in rest),
-                    stands_for_classes=len(rest),
+                self._grouped(
+                    members,
+                    dst,
+                    sp,
+                    target_port,
                     peer=f"{what} of Service {svc.key} (internalTrafficPolicy Local), from "
                     f"node {node.name}, which has no backend",
-                    port=target_port,
-                    port_label=f"{sp.port}/{sp.protocol} (targetPort {target_port})",
                 )
             )
         return out

@@ -98,25 +98,14 @@ class SourceRangeTraffic(ServiceTraffic):
             groups.setdefault((sig, self._egress_signature(cls)), []).append((cls, pods))
         out: list[Connection] = []
         for members in groups.values():
-            (cls, pods), rest = members[0], members[1:]
             out.append(
-                Connection(
-                    traffic=Traffic(
-                        source=PodEndpoint(pod=pods[0]),
-                        destination=self._lb(svc, b),
-                        port=sp.port,
-                        protocol=sp.protocol,
-                    ),
-                    side=None,
-                    from_pods=True,
-                    pods=self.classes.group(cls, pods),
-                    stands_for=tuple(self.classes.group(c, ps) for c, ps in rest[:MAX_STANDS_FOR]),
-                    stands_for_pods=sum(len(ps) for _, ps in rest),
-                    stands_for_classes=len(rest),
+                self._grouped(
+                    members,
+                    self._lb(svc, b),
+                    sp,
+                    target_port,
                     peer=f"the LoadBalancer IP of Service {svc.key}, from outside its "
                     "loadBalancerSourceRanges",
-                    port=target_port,
-                    port_label=f"{sp.port}/{sp.protocol} (targetPort {target_port})",
                 )
             )
         return out
@@ -156,3 +145,33 @@ class SourceRangeTraffic(ServiceTraffic):
     @staticmethod
     def _lb(svc: Service, backend: Pod) -> ServiceEndpoint:
         return ServiceEndpoint(service=svc, via=Via.LOAD_BALANCER, node=None, backend=backend)
+
+    def _grouped(
+        self,
+        members: Sequence[tuple[PodClass, list[Pod]]],
+        destination: ServiceEndpoint,
+        sp: ServicePort,
+        target_port: int,
+        *,
+        peer: str,
+    ) -> Connection:
+        """One connection from the first class's first pod, standing for the other classes
+        (`members`: classes that decide alike, with their pods)."""
+        (cls, pods), rest = members[0], members[1:]
+        return Connection(
+            traffic=Traffic(
+                source=PodEndpoint(pod=pods[0]),
+                destination=destination,
+                port=sp.port,
+                protocol=sp.protocol,
+            ),
+            side=None,
+            from_pods=True,
+            pods=self.classes.group(cls, pods),
+            stands_for=tuple(self.classes.group(c, ps) for c, ps in rest[:MAX_STANDS_FOR]),
+            stands_for_pods=sum(len(ps) for _, ps in rest),
+            stands_for_classes=len(rest),
+            peer=peer,
+            port=target_port,
+            port_label=f"{sp.port}/{sp.protocol} (targetPort {target_port})",
+        )
