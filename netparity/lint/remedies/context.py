@@ -8,6 +8,7 @@ finding gets no fix; `Proposal` is what a builder returns.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import ipaddress
 from collections import defaultdict
@@ -24,8 +25,12 @@ from netparity.lint.probes import ProbeBuilder
 from netparity.lint.wire import network_policy_dict, selector_dict
 from netparity.model.networkpolicy import NetworkPolicy, PolicyPeer
 from netparity.model.objects import NAMESPACE_NAME_LABEL, Pod, ip_address
+from netparity.model.selectors import LabelSelector
 
 MAX_PEERS = 24  # a fix listing more peers than this is not readable: no fix, say why
+
+# peers that select some pods, whatever the policy's namespace: (kind, (namespace, selectors)...)
+_Shape = tuple[str, tuple[tuple[str, tuple[LabelSelector, ...]], ...]]
 
 
 class NoFix(Exception):
@@ -66,9 +71,7 @@ class RemedyContext:
         self.all_keys = frozenset(p.key for p in classes.all_pods)
         self._ranges: list[str] | None = None
         self._indexes: dict[str | None, LabelIndex] = {}
-        self._precise: dict[
-            tuple[str, tuple[int, int]], tuple[Sequence[Pod], list[dict[str, Any]] | NoFix]
-        ] = {}
+        self._precise: dict[tuple[int, int], tuple[Sequence[Pod], _Shape | NoFix]] = {}
         self.excluded: LabelFilter | None = target.label_filter
         # a named-port rule's numbers by (policy, direction, index): remedies/ports.py
         self.named_numbers: dict[tuple[str, str, int], tuple[Any, bool]] = {}
@@ -153,7 +156,33 @@ class RemedyContext:
     def precise_peers(self, pods: Sequence[Pod], home: str) -> list[dict[str, Any]]:
         """Peers that select exactly `pods` today, by identity labels (same on both dataplanes):
         one selector over every namespace if a few labels tell them apart cluster-wide, else
-        per namespace. Too many peers to read is no fix. Worked out once per set of pods."""
+        per namespace. Too many peers to read is no fix. The selectors are worked out once
+        per set of pods, whatever the policy's namespace (`home`, read only to write them)."""
+        shape = self._shape(pods)
+        if isinstance(shape, NoFix):
+            raise NoFix(str(shape))
+        kind, parts = shape
+        if kind == "all":
+            return [{"namespaceSelector": {}}]
+        if kind == "wide":
+            return [
+                {"namespaceSelector": {}, "podSelector": selector_dict(sel)} for sel in parts[0][1]
+            ]
+        out: list[dict[str, Any]] = []
+        for ns, sels in parts:
+            for sel in sels:
+                peer: dict[str, Any] = {}
+                if ns != home:
+                    peer["namespaceSelector"] = {"matchLabels": {NAMESPACE_NAME_LABEL: ns}}
+                if not sel.is_empty or ns == home:
+                    peer["podSelector"] = selector_dict(sel)
+                out.append(peer)
+        return out
+
+    def _shape(self, pods: Sequence[Pod]) -> _Shape | NoFix:
+        """`_selectors(pods)`, kept by a fingerprint of the pods, not by their keys (at 20,000
+        pods those sets took most of the lint's memory); the pods are kept to rule out a
+        hash collision."""
         known = self._fingerprints.get(id(pods))
         if known is not None and known[0] is pods:
             fp = known[1]
@@ -162,42 +191,38 @@ class RemedyContext:
             fp = (len(keys), hash(keys))
             if len(pods) > 64:  # a long list comes again: the named-port lists above
                 self._fingerprints[id(pods)] = (pods, fp)
-        # keyed by a fingerprint, not by the pods' keys (at 20,000 pods those sets took
-        # most of the lint's memory); the pods are kept to rule out a hash collision
-        entry = self._precise.get((home, fp))
+        entry = self._precise.get(fp)
         if entry is not None and not _same_pods(entry[0], pods):
             entry = None
         if entry is None:
             try:
-                result: list[dict[str, Any]] | NoFix = self._precise_peers(pods, home)
+                result: _Shape | NoFix = self._selectors(pods)
             except NoFix as e:
                 result = e
             kept = pods if id(pods) in self._fingerprints else tuple(pods)
-            entry = self._precise[(home, fp)] = (kept, result)
-        cached = entry[1]
-        if isinstance(cached, NoFix):
-            raise NoFix(str(cached))
-        return copy.deepcopy(cached)
+            entry = self._precise[fp] = (kept, result)
+        return entry[1]
 
-    def _precise_peers(self, pods: Sequence[Pod], home: str) -> list[dict[str, Any]]:
+    def _selectors(self, pods: Sequence[Pod]) -> _Shape:
+        """Every pod ("all"); one selector set over every namespace ("wide"); or selectors
+        per namespace ("each", sorted by namespace)."""
         if len(pods) >= len(self.all_keys) and {p.key for p in pods} == self.all_keys:
-            return [{"namespaceSelector": {}}]
+            return ("all", ())
         by_ns: dict[str, list[Pod]] = defaultdict(list)
         for p in pods:
             by_ns[p.namespace].append(p)
         if len(by_ns) > 1:
             wide = exact_selectors(pods, self.label_index(None), self.id_labels, split=False)
             if wide is not None:
-                return [
-                    {"namespaceSelector": {}, "podSelector": selector_dict(sel)} for sel in wide
-                ]
+                return ("wide", (("", tuple(wide)),))
         if len(by_ns) > MAX_PEERS:
             raise NoFix(
                 f"the {len(pods)} pods involved, in {len(by_ns)} namespaces, share no label "
                 f"that sets them apart, so a fix would list more than {MAX_PEERS} peers: give "
                 "them a common label and select it"
             )
-        out: list[dict[str, Any]] = []
+        parts: list[tuple[str, tuple[LabelSelector, ...]]] = []
+        count = 0
         for ns in sorted(by_ns):
             sels = exact_selectors(by_ns[ns], self.label_index(ns), self.id_labels)
             if sels is None:
@@ -205,20 +230,15 @@ class RemedyContext:
                     f"the pods in {ns} ({', '.join(sorted(p.key for p in by_ns[ns])[:3])}) "
                     "cannot be told apart from the others there by labels Cilium keeps"
                 )
-            for sel in sels:
-                peer: dict[str, Any] = {}
-                if ns != home:
-                    peer["namespaceSelector"] = {"matchLabels": {NAMESPACE_NAME_LABEL: ns}}
-                if not sel.is_empty or ns == home:
-                    peer["podSelector"] = selector_dict(sel)
-                out.append(peer)
-            if len(out) > MAX_PEERS:
+            parts.append((ns, tuple(sels)))
+            count += len(sels)
+            if count > MAX_PEERS:
                 raise NoFix(
                     f"the {len(pods)} pods involved, in {len(by_ns)} namespaces, share no "
                     f"label that sets them apart, so a fix would list more than {MAX_PEERS} "
                     "peers: give them a common label and select it"
                 )
-        return out
+        return ("each", tuple(parts))
 
     def is_excluded(self, key: str) -> bool:
         return self.excluded is not None and self.excluded.excludes(key)
@@ -269,14 +289,22 @@ class RemedyContext:
             ip = ip_address(n.ip)
             if isinstance(ip, ipaddress.IPv4Address):
                 nets.append(ipaddress.IPv4Network(ip))
-        cidrs = [(int(n.network_address), int(n.broadcast_address)) for n in nets]
+        # the nodes' ranges merged and sorted: a pod's address is looked up, not compared
+        # with every node's range (issue 19: 200 nodes x 20,000 pods)
+        spans: list[list[int]] = []
+        for lo, hi in sorted((int(n.network_address), int(n.broadcast_address)) for n in nets):
+            if spans and lo <= spans[-1][1] + 1:
+                spans[-1][1] = max(spans[-1][1], hi)
+            else:
+                spans.append([lo, hi])
+        starts = [lo for lo, _ in spans]
         for p in self.snapshot.pods:
             if p.ip:
                 ip = ip_address(p.ip)
-                if isinstance(ip, ipaddress.IPv4Address) and not any(
-                    lo <= int(ip) <= hi for lo, hi in cidrs
-                ):
-                    nets.append(ipaddress.IPv4Network(ip))
+                if isinstance(ip, ipaddress.IPv4Address):
+                    i = bisect.bisect_right(starts, int(ip)) - 1
+                    if i < 0 or int(ip) > spans[i][1]:
+                        nets.append(ipaddress.IPv4Network(ip))
         return [str(n) for n in ipaddress.collapse_addresses(nets)]
 
 
