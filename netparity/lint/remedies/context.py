@@ -78,9 +78,9 @@ class RemedyContext:
         self.numbers_everywhere: dict[tuple[str, str], dict[int, list[Pod]]] = {}
         # the pods whose IPs some ipBlocks cover, by the blocks (remedies/selectors.py)
         self.covered_pods: dict[tuple[str, ...], list[Pod]] = {}
-        # precise_peers' fingerprints by the id of a pod list that is used again (the lists
-        # above): (the list, kept alive, and its fingerprint)
-        self._fingerprints: dict[int, tuple[Sequence[Pod], tuple[int, int]]] = {}
+        # precise_peers' selectors by the id of a long pod list, which comes again (the
+        # lists above): (the list, kept alive, and its selectors)
+        self._by_list: dict[int, tuple[Sequence[Pod], _Shape | NoFix]] = {}
 
     def policy_dict(self, name: str) -> dict[str, Any]:
         if name in self.current:
@@ -183,24 +183,23 @@ class RemedyContext:
         """`_selectors(pods)`, kept by a fingerprint of the pods, not by their keys (at 20,000
         pods those sets took most of the lint's memory); the pods are kept to rule out a
         hash collision."""
-        known = self._fingerprints.get(id(pods))
+        known = self._by_list.get(id(pods))
         if known is not None and known[0] is pods:
-            fp = known[1]
-        else:
-            keys = frozenset(p.key for p in pods)
-            fp = (len(keys), hash(keys))
-            if len(pods) > 64:  # a long list comes again: the named-port lists above
-                self._fingerprints[id(pods)] = (pods, fp)
+            return known[1]
+        keys = frozenset(p.key for p in pods)
+        fp = (len(keys), hash(keys))
+        long = len(pods) > 64  # a long list comes again: the named-port and ipBlock lists
         entry = self._precise.get(fp)
-        if entry is not None and not _same_pods(entry[0], pods):
+        if entry is not None and entry[0] is not pods and {p.key for p in entry[0]} != keys:
             entry = None
         if entry is None:
             try:
                 result: _Shape | NoFix = self._selectors(pods)
             except NoFix as e:
                 result = e
-            kept = pods if id(pods) in self._fingerprints else tuple(pods)
-            entry = self._precise[fp] = (kept, result)
+            entry = self._precise[fp] = (pods if long else tuple(pods), result)
+        if long:
+            self._by_list[id(pods)] = (pods, entry[1])
         return entry[1]
 
     def _selectors(self, pods: Sequence[Pod]) -> _Shape:
@@ -306,7 +305,3 @@ class RemedyContext:
                     if i < 0 or int(ip) > spans[i][1]:
                         nets.append(ipaddress.IPv4Network(ip))
         return [str(n) for n in ipaddress.collapse_addresses(nets)]
-
-
-def _same_pods(a: Sequence[Pod], b: Sequence[Pod]) -> bool:
-    return a is b or {p.key for p in a} == {p.key for p in b}
