@@ -9,7 +9,6 @@ finding whose kind is the SEMANTICS.md row the engine's explanation cites.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
@@ -51,14 +50,13 @@ from netparity.lint.tally import nps as _nps
 from netparity.lint.tally import ns_name as _ns_name
 from netparity.lint.tally import service_kind as _service_kind
 from netparity.lint.tally import side as _side
+from netparity.lint.tally import tags as _tags
 from netparity.model.objects import Protocol, Service
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.model import Scenario
 
 Progress = Callable[[str, int, int], None]  # (what, done, total), as netparity.backend's
-
-_TAG = re.compile(r"\((D\d+[a-z]?)\)")
 
 
 def lint_snapshot(
@@ -343,12 +341,15 @@ class Linter:
     ) -> None:
         """One connection of a finding. The reasons shown are the sides' (`sides`: npm's,
         the target's), else the whole verdicts' explanations (each text built once)."""
-        texts = (vn.explanation, vt.explanation)
         key = (change, direction, vt.path, probe.pods, probe.peer)
         entry = acc.entries.get(key)
         if entry is None:
             from_pods = probe.from_pods
-            reasons = texts if sides is None else (sides[0].reason, sides[1].reason)
+            reasons = (
+                (vn.explanation, vt.explanation)
+                if sides is None
+                else (sides[0].reason, sides[1].reason)
+            )
             entry = acc.entries[key] = _Entry(
                 from_pods=(probe.side == EGRESS) if from_pods is None else from_pods,
                 npm=reasons[0],
@@ -360,7 +361,8 @@ class Linter:
         entry.ports[(probe.port, probe.port_label)] = None
         entry.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
         acc.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
-        acc.rows.update(dict.fromkeys(_TAG.findall(texts[0] + " " + texts[1])))
+        acc.rows.update(dict.fromkeys(_tags(vn)))
+        acc.rows.update(dict.fromkeys(_tags(vt)))
         if self.keep_expectations:
             acc.expectations.append(Expectation(probe=probe, expected=expected))
 

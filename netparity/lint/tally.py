@@ -3,6 +3,8 @@ readings of verdicts and policy names it needs (netparity.lint.lint)."""
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 
 from netparity.engine.compile import EGRESS, INGRESS
@@ -12,6 +14,7 @@ from netparity.lint.findings import OTHER_KIND, Change, Expectation, PodGroup
 from netparity.model.objects import Service
 from netparity.plan.model import Scenario
 
+_TAG = re.compile(r"\((D\d+[a-z]?)\)")  # a SEMANTICS.md row cited
 NP = "NetworkPolicy "  # how the engine names a NetworkPolicy
 _SERVICE_PATHS = frozenset(
     {PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB, PathKind.POD_NODEPORT, PathKind.POD_LB}
@@ -87,12 +90,12 @@ class Compared:
 def service_kind(vt: Verdict, vn: Verdict | None = None) -> str:
     """The kind of a change seen through a Service path (D5, D5d), from the target's path;
     D22 where NPM's kube-proxy dropped it outside loadBalancerSourceRanges (`vn`)."""
-    if vn is not None and SOURCE_RANGES_MARK in vn.explanation:
+    if vn is not None and _marked(vn, SOURCE_RANGES_MARK):
         return str(Scenario.LB_SOURCE_RANGES)
     if (
         vt.path in (PathKind.POD_NODEPORT, PathKind.POD_LB)
-        and ITP_LOCAL_MARK in vt.explanation
-        and (vn is None or ITP_LOCAL_MARK not in vn.explanation)
+        and _marked(vt, ITP_LOCAL_MARK)
+        and (vn is None or not _marked(vn, ITP_LOCAL_MARK))
     ):
         return str(Scenario.ITP_LOCAL)  # D22: Cilium's internal scope keeps it local
     if vt.path in (PathKind.EXTERNAL_NODEPORT, PathKind.EXTERNAL_LB):
@@ -100,3 +103,32 @@ def service_kind(vt: Verdict, vn: Verdict | None = None) -> str:
     if vt.path in _SERVICE_PATHS:
         return str(Scenario.LB_IN_CLUSTER)
     return OTHER_KIND
+
+
+def _marked(v: Verdict, mark: str) -> bool:
+    """Whether the verdict's path said `mark` (engine.service_d22): its notes, where the
+    path's reasons go, without writing the whole explanation (issue 19: 110,000 Service
+    connections at 20,000 pods)."""
+    return any(mark in note for note in v.notes)
+
+
+def tags(v: Verdict) -> list[str]:
+    """The SEMANTICS.md rows ("D5d") the verdict's explanation cites, read from the parts
+    it is written from (its notes, each side's template, the uncertain points) without
+    writing it: a reason's fields (pod, node and policy names, ports) cite no row."""
+    out: list[str] = []
+    for text in v.notes:
+        if "(D" in text:
+            out += _TAG.findall(text)
+    for side in (v.egress, v.ingress):
+        if side is not None and "(D" in side.why:
+            out += _template_tags(side.why)
+    for text in v.uncertain:
+        if "(D" in text:
+            out += _TAG.findall(text)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _template_tags(why: str) -> tuple[str, ...]:
+    return tuple(_TAG.findall(why))

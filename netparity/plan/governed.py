@@ -38,7 +38,7 @@ from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.classes import PodClass
-from netparity.plan.governed_blocks import ipblock_nodes, sample_outside
+from netparity.plan.governed_blocks import covered_nodes, ipblock_nodes, sample_outside
 from netparity.plan.governed_ports import (
     EXTERNAL_PORT,
     KUBELET_PORT,
@@ -123,6 +123,7 @@ class GovernedTraffic(PortChoice):
         self._port_names = PortNameIndex(classes.classes)
         self._sample_cache: dict[int, str | None] = {}
         self._nodes_cache: dict[tuple[str, str | None], list[Peer]] = {}
+        self._covered_cache: dict[str, list[Node]] = {}
         self._inside_cache: dict[str, dict[str, list[Pod]]] = {}
         self._inside_by_id: dict[int, tuple[IPBlock, dict[str, list[Pod]]]] = {}
         self._match_cache: dict[tuple[str, str, str], list[PodClass]] = {}
@@ -432,7 +433,9 @@ class GovernedTraffic(PortChoice):
         key = (str(block), s.node_name)  # the same for every pod on the node
         cached = self._nodes_cache.get(key)
         if cached is None:
-            cached = self._nodes_cache[key] = ipblock_nodes(block, self.nodes, s)
+            if key[0] not in self._covered_cache:  # per block, not per node (issue 19)
+                self._covered_cache[key[0]] = covered_nodes(block, self.nodes)
+            cached = self._nodes_cache[key] = ipblock_nodes(block, self._covered_cache[key[0]], s)
         return cached
 
     def _sample_outside(self, block: IPBlock) -> str | None:

@@ -7,19 +7,23 @@ from collections.abc import Collection, Sequence
 
 from netparity.engine.traffic import DEFAULT_EXTERNAL_IP, NodeEndpoint
 from netparity.model.networkpolicy import IPBlock
-from netparity.model.objects import Node, Pod
+from netparity.model.objects import Node, Pod, ip_address
 from netparity.plan.governed_ports import Peer
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def ipblock_nodes(block: IPBlock, nodes: Sequence[Node], s: Pod) -> list[Peer]:
-    """The subject's own node and another node, where the block covers their IPs."""
+def covered_nodes(block: IPBlock, nodes: Sequence[Node]) -> list[Node]:
+    """The nodes whose IP the block covers, in order."""
+    return [n for n in nodes if block.contains(ip_address(n.ip))]
+
+
+def ipblock_nodes(block: IPBlock, covered: Sequence[Node], s: Pod) -> list[Peer]:
+    """The subject's own node and another node, of those whose IPs the block covers
+    (`covered_nodes`)."""
     out = []
     own_seen = other_seen = False
-    for n in nodes:
-        if not block.contains(ipaddress.ip_address(n.ip)):
-            continue
+    for n in covered:
         own = n.name == s.node_name
         if (own and own_seen) or (not own and other_seen):
             continue
