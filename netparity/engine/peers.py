@@ -6,8 +6,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from netparity.model.objects import Node, Pod
+from netparity.model.quick import quick_init
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PodPeer:
     pod: Pod
@@ -20,6 +22,7 @@ class PodPeer:
         return f"pod {self.pod.key}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostPeer:
     """A node's host network: the node itself or a hostNetwork pod on it."""
@@ -35,6 +38,7 @@ class HostPeer:
         return f"node {self.node.name}" + (f" ({self.via})" if self.via else "")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExternalPeer:
     ip: str

@@ -22,6 +22,7 @@ from netparity.engine.compile import (
 from netparity.engine.dataplane import Dataplane
 from netparity.facts.cilium_config import LabelFilter
 from netparity.model.objects import Pod
+from netparity.model.quick import quick_init
 from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 
@@ -29,6 +30,7 @@ SERVICE_ACCOUNT_KEY = "io.cilium.k8s.policy.serviceaccount"  # D28
 CLUSTER_KEY = "io.cilium.k8s.policy.cluster"  # D28
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Who governs one (pod group, direction, dataplane)."""

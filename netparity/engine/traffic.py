@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from netparity.model.quick import quick_init
 from netparity.model.traffic import DEFAULT_EXTERNAL_IP as DEFAULT_EXTERNAL_IP
 from netparity.model.traffic import Endpoint as Endpoint
 from netparity.model.traffic import ExternalEndpoint as ExternalEndpoint
@@ -56,6 +57,7 @@ class RuleRef:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DirectionResult:
     """One side's decision: who was the subject, who selected it, what admitted or not."""
@@ -82,6 +84,7 @@ class DirectionResult:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
     decision: Decision

@@ -57,6 +57,7 @@ from netparity.lint.findings import (
 from netparity.lint.tally import NP
 from netparity.lint.tally import side as _side
 from netparity.model.objects import Pod, Protocol
+from netparity.model.quick import quick_init
 from netparity.model.snapshot import Snapshot
 from netparity.plan.essential_probes import essential_flows
 from netparity.plan.model import Scenario
@@ -69,6 +70,7 @@ KUBELET_PORT = 10250
 OUTSIDE_PORT = 443
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Flow:
     traffic: Traffic

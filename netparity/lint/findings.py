@@ -8,6 +8,7 @@ from typing import Any
 
 from netparity.engine.traffic import Decision, PathKind, RuleRef, Traffic
 from netparity.lint.judged import NotJudged
+from netparity.model.quick import quick_init
 from netparity.plan.governed import Connection
 from netparity.plan.groups import PodGroup as PodGroup  # re-exported: lint values name it
 from netparity.plan.model import GUIDE_SCENARIOS, Scenario
@@ -90,6 +91,7 @@ class FixWhen(StrEnum):
 Probe = Connection
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChangedTraffic:
     """Connections of one kind that change: who, to/from what, which ports, and why."""
@@ -142,6 +144,7 @@ class ChangedTraffic:
         }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Expectation:
     """A connection a fix must restore: the target's decision must become `expected` (NPM's)."""

@@ -12,6 +12,7 @@ from netparity.engine.service_d22 import ITP_LOCAL_MARK, SOURCE_RANGES_MARK
 from netparity.engine.traffic import Decision, DirectionResult, PathKind, RuleRef, Verdict
 from netparity.lint.findings import OTHER_KIND, Change, Expectation, PodGroup
 from netparity.model.objects import Service
+from netparity.model.quick import quick_init
 from netparity.plan.model import Scenario
 
 _TAG = re.compile(r"\((D\d+[a-z]?)\)")  # a SEMANTICS.md row cited
@@ -71,6 +72,7 @@ class Acc:
     uncertain: dict[str, None] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Compared:
     """A connection under npm and under the target, and the side of each compared."""

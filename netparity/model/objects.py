@@ -21,6 +21,7 @@ from netparity.model._wire import (
     label_map,
     str_map,
 )
+from netparity.model.quick import quick_init
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # The cloud provider's load balancer settings live in annotations under this prefix.
@@ -73,6 +74,7 @@ class Namespace:
         return cls(name=name, labels=frozen_labels(labels))
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerPort:
     name: str | None
@@ -80,6 +82,7 @@ class ContainerPort:
     protocol: Protocol = Protocol.TCP
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pod:
     namespace: str

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from netparity.model.objects import Node, Pod, Protocol, Service
+from netparity.model.quick import quick_init
 
 # The documented default address of a client outside the cluster (TEST-NET-3, never routed).
 DEFAULT_EXTERNAL_IP = "203.0.113.10"
@@ -22,6 +23,7 @@ class Via(StrEnum):
     LOAD_BALANCER = "lb"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PodEndpoint:
     pod: Pod
@@ -38,6 +40,7 @@ class NodeEndpoint:
         return f"node:{self.node.name}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExternalEndpoint:
     ip: str
@@ -46,6 +49,7 @@ class ExternalEndpoint:
         return f"ip:{self.ip}"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceEndpoint:
     """A Service reached by ClusterIP, or by NodePort / LoadBalancer IP on a receiving node."""
@@ -66,6 +70,7 @@ class ServiceEndpoint:
 Endpoint = PodEndpoint | NodeEndpoint | ExternalEndpoint | ServiceEndpoint
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Traffic:
     """A connection attempt. For a Service, `port` is the Service port; for a pod, the

@@ -34,6 +34,7 @@ from netparity.engine.traffic import (
 )
 from netparity.model.networkpolicy import IPBlock, PolicyPeer
 from netparity.model.objects import Node, Pod, Protocol, ip_address
+from netparity.model.quick import quick_init
 from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
@@ -62,6 +63,7 @@ def isolates(t: NPTarget, direction: str, dp: Dataplane) -> bool:
     return direction in t.isolates or (dp.rules_beyond_policy_types and direction in t.ruled)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Connection:
     """One connection to judge under both dataplanes, the side whose verdict it compares,

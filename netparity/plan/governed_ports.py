@@ -11,6 +11,7 @@ from netparity.engine.compile import INGRESS, NPRule
 from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import Endpoint
 from netparity.model.objects import Node, Pod, Protocol
+from netparity.model.quick import quick_init
 from netparity.plan.classes import PodClass
 
 KUBELET_PORT = 10250
@@ -24,6 +25,7 @@ MAX_NAMED_NUMBERS = 4  # cluster-wide numbers of one port name tried on non-pod 
 PortList = list[tuple[int, Protocol]]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Peer:
     """A representative other end and what it stands for."""

@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from netparity.model.quick import quick_init
 
+
+@quick_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PodGroup:
     """Pods that behave alike for every policy: a namespace, the labels policies use, a count."""
