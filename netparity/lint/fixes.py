@@ -230,6 +230,9 @@ class FixBuilder(Remedies):
         expectations: list[Expectation] = []
         for f, _ in batch:
             expectations.extend(f.expectations)
+        # the connections' namespaces first: a batch costs its namespaces' policies, not the
+        # cluster's (the same policies as applying to the whole snapshot, then keeping those)
+        fixed = relevant_part(fixed, expectations)
         fixed = apply_each(fixed, [(p.objects, p.action) for _, p in batch])
         engine = Engine(relevant_part(fixed, expectations), compiled=self.engine)
         linter = Linter(engine, self.npm, self.target)

@@ -297,7 +297,7 @@ class GovernedTraffic(PortChoice):
         self, classes: Iterable[PodClass], rule: NPRule, direction: str, peer: PolicyPeer | None
     ) -> list[Peer]:
         """One peer per behaviour: which dataplane's labels match, which number each named port has."""
-        named = self._named(rule, direction)
+        named = [self._port_names.numbers(n, proto) for n, proto in self._named(rule, direction)]
         groups: dict[tuple[object, ...], list[PodClass]] = defaultdict(list)
         for c in classes:
             key: list[object] = []
@@ -311,9 +311,7 @@ class GovernedTraffic(PortChoice):
                     ns_selector_matches(peer.namespace_selector, ns_labels, dp)
                     for dp in (self.npm, self.target)
                 )
-            for name, proto in named:
-                cp = c.rep.named_port(name, proto)
-                key.append(None if cp is None else cp.port)
+            key.extend(numbers.get(c.name) for numbers in named)
             groups[tuple(key)].append(c)
         out = []
         for members in groups.values():

@@ -116,9 +116,24 @@ class PortNameIndex:
     def __init__(self, classes: Sequence[PodClass]) -> None:
         self._classes = classes
         self._by_name: dict[str, list[int]] = {}
+        self._numbers: dict[tuple[str, Protocol], dict[str, int]] = {}
         for i, c in enumerate(classes):
             for name in dict.fromkeys(cp.name for cp in c.rep.ports if cp.name):
                 self._by_name.setdefault(name, []).append(i)
+
+    def numbers(self, name: str, protocol: Protocol) -> dict[str, int]:
+        """Per class name, the number its representative gives the port `name`/`protocol`
+        (`Pod.named_port`; a class missing has none), worked out once per name."""
+        key = (name, protocol)
+        out = self._numbers.get(key)
+        if out is None:
+            out = {}
+            for i in self._by_name.get(name, ()):
+                cp = self._classes[i].rep.named_port(name, protocol)
+                if cp is not None:
+                    out[self._classes[i].name] = cp.port
+            self._numbers[key] = out
+        return out
 
     def naming(self, names: Iterable[str]) -> list[PodClass]:
         """The classes with a port named any of `names`, in class order."""
