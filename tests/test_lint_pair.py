@@ -23,7 +23,7 @@ from netparity.lint.json_text import Lazy, dumps_indented, write_indented
 from netparity.lint.lint import lint_pair, same_enumeration
 from netparity.lint.output import finding_json, render_json, report_json, write_json
 from netparity.lint.pair import EndPortRanges, Needless
-from netparity.model.objects import Pod
+from netparity.model.objects import Pod, Protocol
 from netparity.model.selectors import LabelSelector, Operator, Requirement
 from netparity.model.snapshot import Snapshot, load_snapshot, snapshot_from_dicts
 
@@ -279,3 +279,34 @@ def test_needless_judges_through_a_service_on_every_port_it_may_translate_to() -
         vt = engine.evaluate(direct, cilium)
         assert needless(probe(direct), vt) is expected  # type: ignore[arg-type]
     assert not Needless(snapshot, cilium, get_dataplane("npm"))(probe(direct), vt)  # type: ignore[arg-type]
+
+
+def test_the_targets_verdict_is_reused_only_where_it_is_the_older_releases() -> None:
+    """`Needless.same_verdict` lets the shared pass take the target's verdict for the older
+    release's: wherever it says so, the older release's own verdict is that verdict, equal
+    field by field (texts included); SCTP, whose D24 note names the dataplane, is judged."""
+    snapshot = load_snapshot([EXAMPLE])
+    engine = Engine(snapshot)
+    tgt, old = get_dataplane("cilium"), get_dataplane("cilium-1.16")
+    needless = Needless(snapshot, tgt, old)
+    pods = [p for p in snapshot.pods if p.ip and not p.host_network][:12]
+    reused = judged = 0
+    for src in pods:
+        for dst in pods:
+            if src.key == dst.key:
+                continue
+            for port, proto in ((8080, Protocol.TCP), (80, Protocol.TCP), (9999, Protocol.SCTP)):
+                traffic = Traffic(
+                    source=PodEndpoint(pod=src),
+                    destination=PodEndpoint(pod=dst),
+                    port=port,
+                    protocol=proto,
+                )
+                vt = engine.evaluate(traffic, tgt)
+                if needless.same_verdict(traffic, vt):
+                    assert engine.evaluate(traffic, old) == vt, traffic
+                    assert proto is not Protocol.SCTP
+                    reused += 1
+                else:
+                    judged += 1
+    assert reused and judged

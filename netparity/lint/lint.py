@@ -41,6 +41,7 @@ from netparity.lint.findings import (
 from netparity.lint.judged import not_judged
 from netparity.lint.kinds import notes, ns_selector_or
 from netparity.lint.pair import Needless, same_enumeration
+from netparity.lint.pair import reuse as _reuse
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.tally import NP as _NP
 from netparity.lint.tally import Acc as _Acc
@@ -57,6 +58,7 @@ from netparity.plan.class_index import ClassIndex
 from netparity.plan.model import Scenario
 
 Progress = Callable[[str, int, int], None]  # (what, done, total), as netparity.backend's
+Known = Verdict | None  # a verdict already worked out, or None: evaluate it
 
 
 def lint_snapshot(
@@ -156,7 +158,7 @@ def _observe(
                 for probe in builder.subject_probes(cls, direction, governing):
                     vn = linter.observe(probe)
                     if second is not None and not (needless and needless(probe, linter.agreed)):
-                        second.observe(probe, vn=vn)
+                        second.observe(probe, vn=vn, vt=_reuse(needless, probe, linter))
         report("classes", i, len(classes.classes))
     services = 0
     for i, svc in enumerate(snapshot.services, 1):
@@ -165,7 +167,7 @@ def _observe(
         for probe in probes:
             vn = linter.observe(probe, svc)
             if second is not None and not (needless and needless(probe, linter.agreed)):
-                second.observe(probe, svc, vn=vn)
+                second.observe(probe, svc, vn=vn, vt=_reuse(needless, probe, linter))
         report("services", i, len(snapshot.services))
     return services
 
@@ -203,18 +205,23 @@ class Linter:
         self.acc: dict[tuple[str, str, tuple[str, ...]], _Acc] = {}
         self.connections = 0
         self.agreed: Verdict | None = None  # the target's verdict where the last agreed
+        self.last: Verdict | None = None  # the target's verdict on the last connection
         self.unknown: list[str] = []
         self.unknown_reasons: list[tuple[str, str]] = []  # (connection, why), "not judged"
         self.unattributed: list[str] = []
 
     # ---------------------------------------------------------------- observing
 
-    def _compare(self, probe: Probe, whole: bool, vn: Verdict | None = None) -> _Compared:
-        """The connection under npm (`vn` where known) and under the target, and the
-        probe's side of each (None where `whole`, or where the verdict has no such side)."""
+    def _compare(
+        self, probe: Probe, whole: bool, vn: Verdict | None = None, vt: Verdict | None = None
+    ) -> _Compared:
+        """The connection under npm and the target (`vn`, `vt` where known), and the probe's
+        side of each (None where `whole`, or where the verdict has no such side)."""
         if vn is None:
             vn = self.engine.evaluate(probe.traffic, self.npm)
-        vt = self.engine.evaluate(probe.traffic, self.target)
+        if vt is None:
+            vt = self.engine.evaluate(probe.traffic, self.target)
+        self.last = vt
         if whole:
             return _Compared(vn=vn, vt=vt, sn=None, st=None)
         return _Compared(vn=vn, vt=vt, sn=_side(vn, probe.side), st=_side(vt, probe.side))
@@ -235,13 +242,12 @@ class Linter:
         return str(self._classify(change, probe, c.vt, c.sn, c.st, policies, refs))
 
     def observe(
-        self, probe: Probe, svc: Service | None = None, *, vn: Verdict | None = None
+        self, probe: Probe, svc: Service | None = None, *, vn: Known = None, vt: Known = None
     ) -> Verdict:
-        """One connection under npm (`vn` where already known) and under the target;
-        returns npm's verdict. Through a Service (`svc`), the whole verdicts are compared
-        and the finding names the Service; else the side of the verdict the probe was made
-        for, and the finding names the policies."""
-        c = self._compare(probe, whole=svc is not None, vn=vn)
+        """One connection under npm and the target (`vn`, `vt` where known); returns npm's
+        verdict. Through a Service (`svc`), the whole verdicts are compared and the finding
+        names the Service; else the side the probe was made for, and the policies."""
+        c = self._compare(probe, whole=svc is not None, vn=vn, vt=vt)
         vn, vt = c.vn, c.vt
         self.connections += 1
         self.agreed = None

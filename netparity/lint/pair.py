@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import Iterable
+from typing import Protocol as TypingProtocol
 
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.traffic import ServiceEndpoint, Traffic, Verdict
@@ -80,10 +81,25 @@ class Needless:
                     named.setdefault(cp.name, set()).add(cp.port)
         self._named = named
         self._alike = _same_but(target, old, _END_PORT_ONLY)
+        self._target_name = target.name
 
     def __call__(self, probe: Probe, vt: Verdict | None) -> bool:
         """`vt`: the target's verdict where it agreed with npm, else None."""
         return vt is not None and self.decides_alike(probe.traffic, vt)
+
+    def same_verdict(self, traffic: Traffic, vt: Verdict) -> bool:
+        """Whether `old`'s verdict on `traffic` is the target's `vt` itself: the same
+        decisions (`decides_alike`), and no text of `vt` names the target (the engine
+        writes a dataplane's name into a few reasons: D24's SCTP note, skipped or ignored
+        policies), so nothing in it could read otherwise under `old`. The endPort note
+        (D1) is written only for a port past a range's first, which `decides_alike`
+        rules out."""
+        if not self.decides_alike(traffic, vt):
+            return False
+        name = self._target_name
+        texts = [*vt.notes, *vt.uncertain]
+        texts.extend(side.why for side in (vt.egress, vt.ingress) if side is not None)
+        return not any(name in text for text in texts)
 
     def decides_alike(self, traffic: Traffic, vt: Verdict) -> bool:
         """Whether `old`'s verdict on `traffic` has the decisions of the target's (`vt`)."""
@@ -127,3 +143,14 @@ def _spans(objects: Iterable[object]) -> Iterable[tuple[int, int]]:
         if isinstance(port, int) and isinstance(end, int) and end > port:
             yield port, end
         stack.extend(getattr(obj, f.name) for f in dataclasses.fields(obj))
+
+
+class _Observer(TypingProtocol):
+    last: Verdict | None  # the target's verdict on the connection it observed last
+
+
+def reuse(needless: Needless | None, probe: Probe, linter: _Observer) -> Verdict | None:
+    """The target's verdict on the probe `linter` just observed, where it is the older
+    release's verdict too (`Needless.same_verdict`); else None: evaluate it."""
+    vt = linter.last
+    return vt if needless and vt and needless.same_verdict(probe.traffic, vt) else None
