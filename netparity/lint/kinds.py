@@ -18,6 +18,7 @@ from netparity.plan.class_index import ClassIndex
 from netparity.plan.model import Scenario
 
 if TYPE_CHECKING:
+    from netparity.lint.classify import Classifier
     from netparity.lint.lint import Linter
 
 TITLES: dict[str, str] = {
@@ -110,7 +111,7 @@ def row_key(row: str) -> tuple[int, str]:
     return (int(m.group(1)), m.group(2)) if m else (999, row)
 
 
-def ns_selector_or(linter: Linter, peer: Endpoint, rules: list[NPRule]) -> bool:
+def ns_selector_or(linter: Classifier, peer: Endpoint, rules: list[NPRule]) -> bool:
     """D19: a rule's namespaceSelector decides differently as NPM flattens it (an OR of its
     multi-value In/NotIn, engine.matcher.peer.flatten) and as the target reads it."""
     if linter.npm.ns_selector_flattened == linter.target.ns_selector_flattened:

@@ -10,8 +10,9 @@ finding whose kind is the SEMANTICS.md row the engine's explanation cites.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
+from netparity.engine.compile import EGRESS, INGRESS, NPTarget
 from netparity.engine.dataplane import (
     CURRENT,
     NEWEST_TARGET,
@@ -23,13 +24,12 @@ from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import (
     Decision,
     DirectionResult,
-    NodeEndpoint,
-    PodEndpoint,
     RuleRef,
     Traffic,
     Verdict,
 )
 from netparity.errors import InputError
+from netparity.lint.classify import Classifier
 from netparity.lint.findings import (
     OTHER_KIND,
     Change,
@@ -39,9 +39,9 @@ from netparity.lint.findings import (
     Probe,
 )
 from netparity.lint.judged import not_judged
-from netparity.lint.kinds import notes, ns_selector_or
+from netparity.lint.kinds import notes
 from netparity.lint.pair import Needless, same_enumeration
-from netparity.lint.pair import reuse as _reuse
+from netparity.lint.pair import same as _same
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.tally import NP as _NP
 from netparity.lint.tally import Acc as _Acc
@@ -52,13 +52,16 @@ from netparity.lint.tally import ns_name as _ns_name
 from netparity.lint.tally import service_kind as _service_kind
 from netparity.lint.tally import side as _side
 from netparity.lint.tally import tags as _tags
-from netparity.model.objects import Protocol, Service
+from netparity.model.objects import Service
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
-from netparity.plan.model import Scenario
 
 Progress = Callable[[str, int, int], None]  # (what, done, total), as netparity.backend's
-Known = Verdict | None  # a verdict already worked out, or None: evaluate it
+# a changed connection as `_record` takes it: probe, change, direction, npm's and the
+# target's verdicts, their sides (None: the whole verdicts), the decision expected
+_Record = tuple[
+    Probe, Change, str, Verdict, Verdict, tuple[DirectionResult, DirectionResult] | None, Decision
+]
 
 
 def lint_snapshot(
@@ -158,7 +161,7 @@ def _observe(
                 for probe in builder.subject_probes(cls, direction, governing):
                     vn = linter.observe(probe)
                     if second is not None and not (needless and needless(probe, linter.agreed)):
-                        second.observe(probe, vn=vn, vt=_reuse(needless, probe, linter))
+                        second.follow(linter, probe, None, vn, _same(needless, probe, linter))
         report("classes", i, len(classes.classes))
     services = 0
     for i, svc in enumerate(snapshot.services, 1):
@@ -167,7 +170,7 @@ def _observe(
         for probe in probes:
             vn = linter.observe(probe, svc)
             if second is not None and not (needless and needless(probe, linter.agreed)):
-                second.observe(probe, svc, vn=vn, vt=_reuse(needless, probe, linter))
+                second.follow(linter, probe, svc, vn, _same(needless, probe, linter))
         report("services", i, len(snapshot.services))
     return services
 
@@ -191,7 +194,7 @@ def _cilium_findings(
     return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes, verdicts=verdicts, like=like)
 
 
-class Linter:
+class Linter(Classifier):
     def __init__(
         self, engine: Engine, npm: Dataplane, target: Dataplane, *, expectations: bool = True
     ) -> None:
@@ -206,22 +209,19 @@ class Linter:
         self.connections = 0
         self.agreed: Verdict | None = None  # the target's verdict where the last agreed
         self.last: Verdict | None = None  # the target's verdict on the last connection
+        self.effect: tuple[str, tuple[Any, ...]] | None = None  # what it added (`follow`)
         self.unknown: list[str] = []
         self.unknown_reasons: list[tuple[str, str]] = []  # (connection, why), "not judged"
         self.unattributed: list[str] = []
 
     # ---------------------------------------------------------------- observing
 
-    def _compare(
-        self, probe: Probe, whole: bool, vn: Verdict | None = None, vt: Verdict | None = None
-    ) -> _Compared:
-        """The connection under npm and the target (`vn`, `vt` where known), and the probe's
-        side of each (None where `whole`, or where the verdict has no such side)."""
+    def _compare(self, probe: Probe, whole: bool, vn: Verdict | None = None) -> _Compared:
+        """The connection under npm (`vn` where known) and under the target, and the
+        probe's side of each (None where `whole`, or where the verdict has no such side)."""
         if vn is None:
             vn = self.engine.evaluate(probe.traffic, self.npm)
-        if vt is None:
-            vt = self.engine.evaluate(probe.traffic, self.target)
-        self.last = vt
+        vt = self.last = self.engine.evaluate(probe.traffic, self.target)
         if whole:
             return _Compared(vn=vn, vt=vt, sn=None, st=None)
         return _Compared(vn=vn, vt=vt, sn=_side(vn, probe.side), st=_side(vt, probe.side))
@@ -241,16 +241,37 @@ class Linter:
             return OTHER_KIND
         return str(self._classify(change, probe, c.vt, c.sn, c.st, policies, refs))
 
+    def follow(
+        self, other: Linter, probe: Probe, svc: Service | None, vn: Verdict, same: bool
+    ) -> None:
+        """Observe the connection `other` (the same engine and npm) just observed: where
+        this target's verdict is `other`'s (`same`: pair.py `Needless.same_verdict`), what
+        observing it adds is what it added to `other` (`effect`), without the work again."""
+        if not same:
+            self.observe(probe, svc, vn=vn)
+            return
+        self.connections += 1
+        if other.effect is None:
+            return
+        what, args = other.effect
+        if what == "add":
+            self._add(*args)
+        elif what == "unknown":
+            self._unknown(*args)
+        else:
+            self.unattributed.append(*args)
+
     def observe(
-        self, probe: Probe, svc: Service | None = None, *, vn: Known = None, vt: Known = None
+        self, probe: Probe, svc: Service | None = None, *, vn: Verdict | None = None
     ) -> Verdict:
-        """One connection under npm and the target (`vn`, `vt` where known); returns npm's
+        """One connection under npm (`vn` where known) and under the target; returns npm's
         verdict. Through a Service (`svc`), the whole verdicts are compared and the finding
         names the Service; else the side the probe was made for, and the policies."""
-        c = self._compare(probe, whole=svc is not None, vn=vn, vt=vt)
+        c = self._compare(probe, whole=svc is not None, vn=vn)
         vn, vt = c.vn, c.vt
         self.connections += 1
         self.agreed = None
+        self.effect = None
         if svc is None and (c.sn is None or c.st is None):
             if vn.decision is not vt.decision:
                 self._unknown(str(probe.traffic), vn, vt)
@@ -282,6 +303,7 @@ class Linter:
     ) -> None:
         policies, refs = self._attribute(change, sn, st)
         if not policies:
+            self.effect = ("unattributed", (str(probe.traffic),))
             self.unattributed.append(str(probe.traffic))
             return
         kind = self._classify(change, probe, vt, sn, st, policies, refs)
@@ -291,10 +313,8 @@ class Linter:
             if len(policies) == 1
             else "NetworkPolicies " + ", ".join(p.split(" ", 1)[1] for p in policies)
         )
-        acc = self._acc(kind, ns, obj, tuple(policies))
-        acc.policies.update(dict.fromkeys(policies))
-        acc.refs.update(dict.fromkeys(refs))
-        self._record(acc, probe, change, probe.side or "", vn, vt, (sn, st), sn.decision)
+        record = (probe, change, probe.side or "", vn, vt, (sn, st), sn.decision)
+        self._add(kind, ns, obj, tuple(policies), policies, refs, None, record)
 
     def _service_change(
         self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
@@ -313,13 +333,31 @@ class Linter:
                 direction = side.direction
         policies.extend(r.policy for r in refs)
         obj = f"Service {svc.key}"
-        acc = self._acc(str(kind), svc.namespace, obj, (obj,))
-        acc.service = svc
-        acc.policies.update(dict.fromkeys(sorted(set(policies))))
+        record = (probe, change, direction, vn, vt, None, dn)
+        self._add(str(kind), svc.namespace, obj, (obj,), sorted(set(policies)), refs, svc, record)
+
+    def _add(
+        self,
+        kind: str,
+        ns: str,
+        obj: str,
+        key: tuple[str, ...],
+        policies: list[str],
+        refs: list[RuleRef],
+        svc: Service | None,
+        record: _Record,
+    ) -> None:
+        """A changed connection into its finding (kept in `effect`, for `follow`)."""
+        self.effect = ("add", (kind, ns, obj, key, policies, refs, svc, record))
+        acc = self._acc(kind, ns, obj, key)
+        if svc is not None:
+            acc.service = svc
+        acc.policies.update(dict.fromkeys(policies))
         acc.refs.update(dict.fromkeys(refs))
-        self._record(acc, probe, change, direction, vn, vt, None, dn)
+        self._record(acc, *record)
 
     def _unknown(self, traffic: str, vn: Verdict, vt: Verdict) -> None:
+        self.effect = ("unknown", (traffic, vn, vt))
         self.unknown.append(traffic)
         which = [(name, v) for name, v in ((self.npm.name, vn), (self.target.name, vt))]
         why = "; ".join(
@@ -371,126 +409,6 @@ class Linter:
         acc.rows.update(dict.fromkeys(_tags(vt)))
         if self.keep_expectations:
             acc.expectations.append(Expectation(probe=probe, expected=expected))
-
-    # ---------------------------------------------------------------- attribution
-
-    @staticmethod
-    def _attribute(
-        change: Change, sn: DirectionResult, st: DirectionResult
-    ) -> tuple[list[str], list[RuleRef]]:
-        """The policies to blame: NPM's admitting rules for a cut, the target's for a hole;
-        when no rule decided (a bypass, a lost isolation), the policies that isolate."""
-        if change is Change.OUTAGE:
-            refs = [r for r in sn.rules if r.policy.startswith(_NP)]
-            if refs:
-                return sorted({r.policy for r in refs}), refs
-            if st.rules:  # a Cilium deny rule decided
-                return [], []
-            return sorted(set(_nps(st.selected_by))), []
-        refs = [r for r in st.rules if r.policy.startswith(_NP)]
-        if refs:
-            return sorted({r.policy for r in refs}), refs
-        if st.rules:  # a Cilium policy admits it
-            return [], []
-        lost = set(_nps(sn.selected_by)) - set(_nps(st.selected_by))
-        return sorted(lost or set(_nps(sn.selected_by))), []
-
-    def _rule(self, ref: RuleRef) -> NPRule | None:
-        t = self.targets.get(ref.policy)
-        if t is None or ref.index is None:
-            return None
-        for rule in t.rules.get(ref.direction, ()):
-            if rule.ref.index == ref.index:
-                return rule
-        return None
-
-    def _beyond_policy_types(
-        self, change: Change, probe: Probe, st: DirectionResult, refs: list[RuleRef]
-    ) -> bool:
-        """D23: the target isolates the side only by policies whose policyTypes leave it
-        out (a cut), or a rule outside its policy's policyTypes admits (a hole)."""
-
-        def beyond(policy: str, side: str | None) -> bool:
-            return policy in self.targets and side not in self.targets[policy].isolates
-
-        if change is Change.OUTAGE:
-            isolating = _nps(st.selected_by)
-            return bool(isolating) and all(beyond(p, probe.side) for p in isolating)
-        return any(beyond(r.policy, r.direction) for r in refs)
-
-    def _classify(
-        self,
-        change: Change,
-        probe: Probe,
-        vt: Verdict,
-        sn: DirectionResult,
-        st: DirectionResult,
-        policies: list[str],
-        refs: list[RuleRef],
-    ) -> str:
-        t = probe.traffic
-        if "(D11)" in sn.reason or (
-            self.npm.skip_untranslatable
-            and any(self.targets[p].untranslatable for p in policies if p in self.targets)
-        ):
-            return Scenario.UNTRANSLATABLE
-        if self._beyond_policy_types(change, probe, st, refs):
-            return Scenario.POLICY_TYPES
-        subject_ep = t.destination if probe.side == INGRESS else t.source
-        if isinstance(subject_ep, PodEndpoint):
-            ln = self.engine.labels(subject_ep.pod, self.npm)
-            lt = self.engine.labels(subject_ep.pod, self.target)
-            if ln != lt and any(
-                p in self.targets
-                and self.targets[p].subject.matches(ln) != self.targets[p].subject.matches(lt)
-                for p in policies
-            ):
-                return Scenario.IDENTITY_LABELS
-        peer_ep = t.source if probe.side == INGRESS else t.destination
-        rules = [r for r in (self._rule(ref) for ref in refs) if r is not None]
-        if ns_selector_or(self, peer_ep, rules):
-            return Scenario.NS_SELECTOR_OR
-        if isinstance(peer_ep, PodEndpoint) and not peer_ep.pod.host_network:
-            pod = peer_ep.pod
-            ln, lt = self.engine.labels(pod, self.npm), self.engine.labels(pod, self.target)
-            if ln != lt:
-                for rule in rules:
-                    for pe in rule.peers:
-                        if pe.pod_selector is not None and (
-                            pe.pod_selector.matches(ln) != pe.pod_selector.matches(lt)
-                        ):
-                            return Scenario.IDENTITY_LABELS
-        if "(D4a)" in sn.reason:
-            return Scenario.NODE_EGRESS
-        target_text = " ".join((*vt.uncertain, st.reason))
-        if "(D8)" in target_text or (
-            t.protocol is Protocol.SCTP
-            and any(
-                pp.protocol is Protocol.SCTP and pp.port is not None
-                for r in rules
-                for pp in r.ports
-            )
-        ):
-            return Scenario.SCTP
-        if "(D1)" in target_text:
-            return Scenario.ENDPORT
-        for rule in rules:
-            numeric = any(
-                isinstance(pp.port, int)
-                and pp.protocol is t.protocol
-                and pp.port <= probe.port <= (pp.end_port or pp.port)
-                for pp in rule.ports
-            )
-            named = any(isinstance(pp.port, str) and pp.protocol is t.protocol for pp in rule.ports)
-            if named and not numeric:
-                return Scenario.NAMED_PORT
-        node_peer = isinstance(peer_ep, NodeEndpoint) or (
-            isinstance(peer_ep, PodEndpoint) and peer_ep.pod.host_network
-        )
-        for rule in rules:
-            if any(pe.ip_block is not None for pe in rule.peers):
-                return Scenario.IPBLOCK_NODES if node_peer else Scenario.IPBLOCK_PODS
-        return OTHER_KIND
 
     # ---------------------------------------------------------------- findings
 

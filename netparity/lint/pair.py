@@ -149,8 +149,8 @@ class _Observer(TypingProtocol):
     last: Verdict | None  # the target's verdict on the connection it observed last
 
 
-def reuse(needless: Needless | None, probe: Probe, linter: _Observer) -> Verdict | None:
-    """The target's verdict on the probe `linter` just observed, where it is the older
-    release's verdict too (`Needless.same_verdict`); else None: evaluate it."""
+def same(needless: Needless | None, probe: Probe, linter: _Observer) -> bool:
+    """Whether the target's verdict on the probe `linter` just observed is the older
+    release's verdict too (`Needless.same_verdict`)."""
     vt = linter.last
-    return vt if needless and vt and needless.same_verdict(probe.traffic, vt) else None
+    return bool(needless and vt and needless.same_verdict(probe.traffic, vt))
