@@ -26,6 +26,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,7 @@ class Run:
     cpu: float  # user + system seconds of the child
     peak_mb: float
     exit_code: int
+    connections: int = 0  # lint: the connections it judged (its first line says how many)
 
 
 def write_cluster(size: str, folder: Path) -> Path:
@@ -91,9 +93,13 @@ def run(size: str, command: str, path: Path, profile: str | None) -> Run:
                 yaml.dump(docs, f, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
     argv += [command.removesuffix("-yaml"), str(path)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline().decode(errors="replace")
+    while proc.stdout.read(1 << 20):  # the rest unread: it can be hundreds of MB
+        pass
     err = proc.stderr.read()
+    judged = re.search(r"\((\d+) connections evaluated", first)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -105,7 +111,8 @@ def run(size: str, command: str, path: Path, profile: str | None) -> Run:
     elif code not in (0, 1, 3):  # lint: 1 findings, 3 not judged
         sys.stderr.write(text)
     cpu = usage.ru_utime + usage.ru_stime
-    return Run(size, command, seconds, cpu, usage.ru_maxrss / 1024, code)
+    connections = int(judged.group(1)) if judged else 0
+    return Run(size, command, seconds, cpu, usage.ru_maxrss / 1024, code, connections)
 
 
 def per_doubling(small: Run, big: Run) -> float:
@@ -116,6 +123,13 @@ def per_doubling(small: Run, big: Run) -> float:
     return float(2 ** (math.log(big.cpu / small.cpu) / math.log(ratio)))
 
 
+def _per(r: Run) -> str:
+    """The lint's connections judged, and its CPU time per 1,000 of them."""
+    if not r.connections:
+        return " | "
+    return f"{r.connections:,} | {1000 * r.cpu / r.connections:.2f} s"
+
+
 def _density(size: str) -> str:
     """Empty for the 20-node rows, "n" for the realistic ones (compared only among themselves)."""
     return "n" if "/" in size else ""
@@ -123,21 +137,28 @@ def _density(size: str) -> str:
 
 def report(runs: list[Run], commands: list[str]) -> str:
     lines = [
-        "| pods / namespaces / policies / nodes | command | wall time | CPU time | peak memory | exit |",
-        "|---|---|---|---|---|---|",
+        "| pods / namespaces / policies / nodes | command | wall time | CPU time | peak memory "
+        "| connections judged | CPU per 1,000 connections | exit |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         pods, namespaces, policies, nodes = SIZES[r.size]
         lines.append(
             f"| {pods:,} / {namespaces:,} / {policies:,} / {nodes} | {r.command} | {r.seconds:.1f} s "
-            f"| {r.cpu:.1f} s | {r.peak_mb:.0f} MB | {r.exit_code} |"
+            f"| {r.cpu:.1f} s | {r.peak_mb:.0f} MB | {_per(r)} | {r.exit_code} |"
         )
     lines.append("")
     for command in commands:
         mine = [r for r in runs if r.command == command]
         steps = [
             f"{a.size} -> {b.size}: x{b.cpu / a.cpu:.1f} CPU time "
-            f"(x{per_doubling(a, b):.2f} per doubling; wall x{b.seconds / a.seconds:.1f})"
+            f"(x{per_doubling(a, b):.2f} per doubling; wall x{b.seconds / a.seconds:.1f}"
+            + (
+                f"; connections judged x{b.connections / a.connections:.1f}"
+                if a.connections
+                else ""
+            )
+            + ")"
             for a, b in itertools.pairwise(mine)
             if a.cpu > 0 and a.seconds > 0 and _density(a.size) == _density(b.size)
         ]
