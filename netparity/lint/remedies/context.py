@@ -70,6 +70,7 @@ class RemedyContext:
         self.id_labels = {p.key: engine.labels(p, target) for p in classes.all_pods}
         self.all_keys = frozenset(p.key for p in classes.all_pods)
         self._ranges: list[str] | None = None
+        self._selected: dict[tuple[str, object], tuple[Pod, ...]] = {}
         self._indexes: dict[str | None, LabelIndex] = {}
         self._precise: dict[tuple[int, int], tuple[Sequence[Pod], _Shape | NoFix]] = {}
         self.excluded: LabelFilter | None = target.label_filter
@@ -111,12 +112,17 @@ class RemedyContext:
         self.names_taken.add((kind, namespace, candidate))
         return candidate
 
-    def selected(self, policy: NetworkPolicy, dp: Dataplane) -> list[Pod]:
-        return [
-            p
-            for p in self.classes.pods_by_namespace.get(policy.namespace, [])
-            if policy.pod_selector.matches(self.engine.labels(p, dp))
-        ]
+    def selected(self, policy: NetworkPolicy, dp: Dataplane) -> Sequence[Pod]:
+        """The pods the policy selects as `dp` reads labels (worked out once per policy)."""
+        key = (policy.key, dp.label_filter)
+        pods = self._selected.get(key)
+        if pods is None:
+            pods = self._selected[key] = tuple(
+                p
+                for p in self.classes.pods_by_namespace.get(policy.namespace, [])
+                if policy.pod_selector.matches(self.engine.labels(p, dp))
+            )
+        return pods
 
     def peer_pods(self, policy: NetworkPolicy, peer: PolicyPeer) -> list[Pod]:
         """The pods a selector or ipBlock peer matches under NPM."""
