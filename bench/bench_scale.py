@@ -11,8 +11,9 @@ slash: 5k/50n, 20k/200n, 50k/500n are 100 pods a node as on a real AKS cluster),
 a List, then planned and linted by the CLI in a subprocess of its own, as a user runs them:
 `netparity plan FILE` and `netparity lint FILE` (fixes built and checked). Per run: wall
 time, the child's CPU time (user + system) and its peak resident memory (os.wait4's
-rusage). The machine is shared, so CPU time is what the goals and ratios use; wall time
-is printed beside it. Between two sizes the growth per doubling is
+rusage), and for the lint the connections it judged (its first line says how many) and its
+CPU time per 1,000 of them. The machine is shared, so CPU time is what the goals and ratios
+use; wall time is printed beside it. Between two sizes the growth per doubling is
 2 ** (log(CPU time ratio) / log(size ratio)): 2.0 is linear, 4.0 quadratic. Goal
 (issue 19): 20k pods planned < 10 s and linted < 15 s, within 1 GB; doubling the
 cluster at most about doubles the time.
