@@ -6,7 +6,7 @@ them without the engine) and are re-exported here, so existing imports keep work
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from netparity.model.quick import quick_init
@@ -70,18 +70,24 @@ class DirectionResult:
     port: str = ""  # e.g. "80/TCP"
     selected_by: tuple[str, ...] = ()
     rules: tuple[RuleRef, ...] = ()  # rules that admitted (allow) or denied (deny rules)
+    _reason: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def reason(self) -> str:
-        """One sentence: which policies selected the subject and what admitted it, or not."""
-        return self.why.format(
-            subject=self.subject,
-            peer=self.peer,
-            port=self.port,
-            direction=self.direction,
-            rules=", ".join(str(r) for r in self.rules),
-            selected=", ".join(self.selected_by),
-        )
+        """One sentence: which policies selected the subject and what admitted it, or not
+        (written once, when first asked)."""
+        text = self._reason
+        if text is None:
+            text = self.why.format(
+                subject=self.subject,
+                peer=self.peer,
+                port=self.port,
+                direction=self.direction,
+                rules=", ".join(str(r) for r in self.rules),
+                selected=", ".join(self.selected_by),
+            )
+            object.__setattr__(self, "_reason", text)
+        return text
 
 
 @quick_init
@@ -97,12 +103,18 @@ class Verdict:
     port: int | None = None  # the destination port after resolution (targetPort, named port)
     # D22: a Service without endpoints, which the dataplane rejects: `refused` is this deny
     refused_is_deny: bool = False
+    _explanation: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def explanation(self) -> str:
-        parts = list(self.notes)
-        for side in (self.egress, self.ingress):
-            if side is not None:
-                parts.append(f"{side.direction}: {side.reason}")
-        parts.extend(f"uncertain: {u}" for u in self.uncertain)
-        return "; ".join(parts)
+        """The notes, each side's reason and the uncertain points (written once)."""
+        text = self._explanation
+        if text is None:
+            parts = list(self.notes)
+            for side in (self.egress, self.ingress):
+                if side is not None:
+                    parts.append(f"{side.direction}: {side.reason}")
+            parts.extend(f"uncertain: {u}" for u in self.uncertain)
+            text = "; ".join(parts)
+            object.__setattr__(self, "_explanation", text)
+        return text
