@@ -1,7 +1,5 @@
 """`python -m netparity` runs the command line."""
 
-import sys
+from netparity.cli import entry
 
-from netparity.cli import main
-
-sys.exit(main())
+entry()

@@ -8,11 +8,13 @@ Ctrl-C, SIGTERM and SIGHUP -> the same clean-up, exit 130, 143 or 129.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from netparity import __version__, interrupts
 from netparity.errors import NetparityError
@@ -49,7 +51,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, exit_fast: bool = False) -> int:
+    """Run one command; its exit code. `exit_fast` (the process's own entry, `entry`):
+    a command that leaves nothing to tear down ends the process here (`_exit_now`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
@@ -69,7 +73,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         return _closed_pipe()
+    if exit_fast and getattr(args, "exit_fast", False):
+        _exit_now(code)
     return code
+
+
+def entry() -> None:
+    """The `netparity` command and `python -m netparity`: `main`, as a process."""
+    sys.exit(main(exit_fast=True))
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process without freeing its heap object by object: `lint`, `plan` and
+    `predict` hold millions of objects and nothing else (1.5 s of CPU at 20,000 pods went
+    to taking them apart, as mypy's fast exit finds too). The exit handlers run and the
+    output is flushed first, as at a normal exit."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _closed_pipe() -> int:
@@ -84,4 +106,4 @@ def _closed_pipe() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show progress on stderr: classes walked, Services walked, findings checked "
         "(default: when stderr is a terminal)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, exit_fast=True)  # nothing to tear down: cli.entry
 
 
 def run(args: argparse.Namespace) -> int:

@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="show progress on stderr: classes built, rules planned, probes predicted "
         "(default: when stderr is a terminal)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, exit_fast=True)  # nothing to tear down: cli.entry
 
 
 def summary(plan: Plan) -> list[str]:

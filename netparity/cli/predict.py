@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"enforcement model (default: {CURRENT})",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, exit_fast=True)  # nothing to tear down: cli.entry
 
 
 def _side_json(side: DirectionResult | None) -> dict[str, Any] | None:
