@@ -94,14 +94,18 @@ def run(size: str, command: str, path: Path, profile: str | None) -> Run:
                 yaml.dump(docs, f, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
     argv += [command.removesuffix("-yaml"), str(path)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline().decode(errors="replace")
-    while proc.stdout.read(1 << 20):  # the rest unread: it can be hundreds of MB
-        pass
-    err = proc.stderr.read()
+    # stderr into a file: a pipe read only after stdout could fill and stall the child
+    with tempfile.TemporaryFile() as errfile:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=errfile)
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode(errors="replace")
+        while proc.stdout.read(1 << 20):  # the rest unread: it can be hundreds of MB
+            pass
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        errfile.seek(0)
+        err = errfile.read()
     judged = re.search(r"\((\d+) connections evaluated", first)
-    _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     code = proc.returncode

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import importlib
 import os
 import signal
@@ -89,8 +90,10 @@ def _exit_now(code: int) -> NoReturn:
     to taking them apart, as mypy's fast exit finds too). The exit handlers run and the
     output is flushed first, as at a normal exit."""
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        # the reader went away, or the stream is closed: nothing more to say there
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
     os._exit(code)
 
 
