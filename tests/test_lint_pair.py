@@ -127,6 +127,30 @@ def test_a_lazy_list_is_written_as_the_list() -> None:
         write_indented({"x": Lazy([object()])}, [].append, 2)
 
 
+def test_a_plain_lazy_list_goes_through_orjson_with_json_dumps_text() -> None:
+    """Items without floats are written by orjson where its text is json.dumps's; non-ASCII
+    text, keys that are not strings and integers beyond 64 bits go the other way."""
+    items = [
+        {"a": [], "b": {}, "c": [{}], "d": [[1, 2], ["x"]], "e": None, "f": True},
+        {"text": 'é ünïcode \n " \\ \u2028', "n": 7},
+        {3: "int key", None: False, True: None},
+        {"big": 2**70, "small": -(2**63)},
+        {"enum": Operator.NOT_IN, "tuple": (1, (2, (3,)))},
+        "a string",
+        [],
+    ]
+    for outer in ({"x": items}, {"a": {"b": items}}):
+        parts: list[str] = []
+        lazy = {k: Lazy(iter(v), plain=True) if k == "x" else v for k, v in outer.items()}
+        write_indented(lazy, parts.append, 2)
+        assert "".join(parts) == json.dumps(outer, indent=2)
+    parts = []
+    write_indented({"x": Lazy(iter(items), plain=True)}, parts.append, 4)
+    assert "".join(parts) == json.dumps({"x": items}, indent=4)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_indented({"x": Lazy([{"a": object()}], plain=True)}, [].append, 2)
+
+
 def test_the_json_writer_leaves_what_json_rejects_to_json() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         dumps_indented({"a": object()})

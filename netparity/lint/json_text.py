@@ -5,6 +5,13 @@ generator encoder: a fifth of `netparity lint --format json` at 20,000 pods. Thi
 writes the same text by plain recursion, strings through the C string encoder; any value
 it does not know (a key or value json would reject, or pass to `default`) hands the whole
 object back to `json.dumps`, so errors stay json's own.
+
+A `Lazy` list whose items hold no floats (`plain`: the lint's findings) has each item
+written by orjson, some fifteen times faster again, where its text is the same: orjson
+writes `json.dumps(indent=2)`'s text except for floats (`1e-05` is its `0.00001`), non-ASCII
+characters (written as they are, not `\\u` escaped) and what it refuses (keys that are not
+strings, integers beyond 64 bits); an item with non-ASCII text or that orjson refuses goes
+the way above.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from json.encoder import encode_basestring_ascii
 from typing import cast
+
+import orjson
 
 _STR: Callable[[str], str] = encode_basestring_ascii
 _INT = int.__repr__
@@ -90,10 +99,35 @@ def dumps_indented(obj: object, indent: int = 2) -> str:
 
 
 class Lazy:
-    """A list made while it is written (`write_indented`): each item built, written, let go."""
+    """A list made while it is written (`write_indented`): each item built, written, let go.
+    `plain`: the items hold no float (written by orjson, see above)."""
 
-    def __init__(self, items: Iterable[object]) -> None:
+    def __init__(self, items: Iterable[object], *, plain: bool = False) -> None:
         self.items = items
+        self.plain = plain
+
+
+# indent 2; hand back what json.dumps does not write as orjson would (subclasses of str,
+# int, dict, list; dataclasses; dates): `_value` writes or rejects them as json does
+_ORJSON = (
+    orjson.OPT_INDENT_2
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+)
+
+
+def _plain(o: object, nl: str, step: str) -> str:
+    """`_value(o, nl, step)` of a value without floats, by orjson where that is the text."""
+    if step != "  ":
+        return _value(o, nl, step)
+    try:
+        text = orjson.dumps(o, option=_ORJSON).decode()
+    except TypeError:
+        return _value(o, nl, step)
+    if not text.isascii():
+        return _value(o, nl, step)
+    return text if nl == "\n" else text.replace("\n", nl)
 
 
 _END = object()
@@ -143,9 +177,12 @@ def _stream(o: object, nl: str, step: str, put: Callable[[str], None], depth: in
     inner = nl + step
     put("{" if pairs else "[")
     sep = inner
+    plain = isinstance(o, Lazy) and o.plain
     for item in chain((first,), items):
         put(sep)
-        if pairs:
+        if plain:
+            put(_plain(item, inner, step))
+        elif pairs:
             k, v = cast(tuple[object, object], item)
             put(_key(k) + ": ")
             _stream(v, inner, step, put, depth - 1)

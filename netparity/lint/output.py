@@ -207,7 +207,8 @@ def write_json(report: LintReport, out: TextIO, files: dict[str, str] | None = N
     20,000 pods the text is 144 MB; built whole, it and its parts were the lint's peak)."""
     files = files if files is not None else fix_files(report)
     data: dict[str, Any] = _report_head(report, files)
-    data["findings"] = Lazy(finding_json(f, files.get(f.id)) for f in report.findings)
+    findings = (finding_json(f, files.get(f.id)) for f in report.findings)
+    data["findings"] = Lazy(findings, plain=True)  # a finding holds no float
     write_indented(data, out.write, 2)
     out.write("\n")
 
