@@ -9,7 +9,7 @@ from typing import Any
 from netparity.engine.traffic import Decision, PathKind, RuleRef, Traffic
 from netparity.lint.judged import NotJudged
 from netparity.model.quick import quick_init
-from netparity.plan.governed import Connection
+from netparity.plan.connection import Connection
 from netparity.plan.groups import PodGroup as PodGroup  # re-exported: lint values name it
 from netparity.plan.model import GUIDE_SCENARIOS, Scenario
 

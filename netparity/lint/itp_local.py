@@ -19,7 +19,7 @@ from netparity.engine.traffic import ServiceEndpoint, Via
 from netparity.lint.source_ranges import SourceRangeTraffic
 from netparity.model.objects import Node, Pod, Service, ServicePort, ServiceType
 from netparity.plan.classes import PodClass
-from netparity.plan.governed import Connection
+from netparity.plan.connection import Connection
 
 
 class ItpLocalTraffic(SourceRangeTraffic):

@@ -25,7 +25,7 @@ from netparity.engine.traffic import (
 )
 from netparity.model.objects import Node, Pod, Service, ServicePort, ServiceType
 from netparity.plan.classes import PodClass
-from netparity.plan.governed import Connection
+from netparity.plan.connection import Connection
 from netparity.plan.governed_services import MAX_STANDS_FOR, ServiceTraffic
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 
 from netparity.engine.compile import EGRESS, INGRESS, NPRule, NPTarget
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.evaluate import Engine
-from netparity.engine.matcher.peer import flatten
+from netparity.engine.matcher.peer import ns_selector_matches
 from netparity.engine.traffic import (
     DEFAULT_EXTERNAL_IP,
     ExternalEndpoint,
@@ -34,11 +33,10 @@ from netparity.engine.traffic import (
 )
 from netparity.model.networkpolicy import IPBlock, PolicyPeer
 from netparity.model.objects import Node, Pod, Protocol, ip_address
-from netparity.model.quick import quick_init
-from netparity.model.selectors import LabelSelector
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.classes import PodClass
+from netparity.plan.connection import Connection
 from netparity.plan.governed_blocks import covered_nodes, ipblock_nodes, sample_outside
 from netparity.plan.governed_ports import (
     EXTERNAL_PORT,
@@ -52,7 +50,7 @@ from netparity.plan.governed_ports import (
     PortNameIndex,
     unique,
 )
-from netparity.plan.groups import PodGroup, describe_pods
+from netparity.plan.groups import describe_pods
 
 _Named = tuple[tuple[str, Protocol], ...]  # a rule's egress named ports
 
@@ -61,24 +59,6 @@ def isolates(t: NPTarget, direction: str, dp: Dataplane) -> bool:
     """Whether `dp` isolates `direction` for the policy's subjects: policyTypes names it, or
     the dataplane enforces rules beyond policyTypes (D23) and the direction has some."""
     return direction in t.isolates or (dp.rules_beyond_policy_types and direction in t.ruled)
-
-
-@quick_init
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Connection:
-    """One connection to judge under both dataplanes, the side whose verdict it compares,
-    and for whom."""
-
-    traffic: Traffic
-    side: str | None  # "ingress"/"egress": compare that side's decision; None: the whole verdict
-    pods: PodGroup  # the governed pods (the policy's subjects, or a Service's clients/backends)
-    peer: str  # the other end, described (with a count where it stands for several)
-    port: int  # the port number on the pod (after Service translation where known)
-    port_label: str  # how a reader sees it: "8080/TCP", "80/TCP (targetPort 8080)"
-    from_pods: bool | None = None  # `pods` start the connection (None: egress side does)
-    stands_for: tuple[PodGroup, ...] = ()  # more classes every policy sees as `pods` (capped)
-    stands_for_pods: int = 0  # pods in all of those classes
-    stands_for_classes: int = 0  # how many classes (stands_for lists the first ones)
 
 
 class GovernedTraffic(PortChoice):
@@ -122,6 +102,9 @@ class GovernedTraffic(PortChoice):
         self._selector_cache: dict[tuple[PolicyPeer, str, _Named], list[Peer]] = {}
         self._ipblock_cache: dict[tuple[str, _Named], list[Peer]] = {}
         self._named_cache: dict[tuple[int, str], list[Peer]] = {}
+        self._naming_cache: dict[
+            _Named, tuple[dict[tuple[object, ...], list[PodClass]], list[Peer], list[PodClass]]
+        ] = {}
         self._port_names = PortNameIndex(classes.classes)
         self._sample_cache: dict[int, str | None] = {}
         self._nodes_cache: dict[tuple[str, str | None], list[Peer]] = {}
@@ -297,6 +280,14 @@ class GovernedTraffic(PortChoice):
         self, classes: Iterable[PodClass], rule: NPRule, direction: str, peer: PolicyPeer | None
     ) -> list[Peer]:
         """One peer per behaviour: which dataplane's labels match, which number each named port has."""
+        return [
+            self._peer_of(m) for m in self._by_behaviour(classes, rule, direction, peer).values()
+        ]
+
+    def _by_behaviour(
+        self, classes: Iterable[PodClass], rule: NPRule, direction: str, peer: PolicyPeer | None
+    ) -> dict[tuple[object, ...], list[PodClass]]:
+        """`classes` by behaviour (`_behaviour`), in the order each first appears."""
         named = [self._port_names.numbers(n, proto) for n, proto in self._named(rule, direction)]
         groups: dict[tuple[object, ...], list[PodClass]] = defaultdict(list)
         for c in classes:
@@ -313,18 +304,16 @@ class GovernedTraffic(PortChoice):
                 )
             key.extend(numbers.get(c.name) for numbers in named)
             groups[tuple(key)].append(c)
-        out = []
-        for members in groups.values():
-            pods = [p for m in members[:2] for p in m.pods[:2]]
-            out.append(
-                Peer(
-                    endpoint=PodEndpoint(pod=pods[0]),
-                    desc=describe_pods([self.classes.group(m) for m in members]),
-                    pod=pods[0],
-                    spare=pods[1] if len(pods) > 1 else None,
-                )
-            )
-        return out
+        return groups
+
+    def _peer_of(self, members: list[PodClass]) -> Peer:
+        pods = [p for m in members[:2] for p in m.pods[:2]]
+        return Peer(
+            endpoint=PodEndpoint(pod=pods[0]),
+            desc=describe_pods([self.classes.group(m) for m in members]),
+            pod=pods[0],
+            spare=pods[1] if len(pods) > 1 else None,
+        )
 
     def _selector_pods(
         self, t: NPTarget, peer: PolicyPeer, rule: NPRule, direction: str
@@ -447,30 +436,18 @@ class GovernedTraffic(PortChoice):
 
     def _all_peers(self, rule: NPRule, direction: str, s: Pod) -> list[Peer]:
         """A rule without from/to: a pod (one per named-port behaviour), nodes, the outside."""
-        named = self._named(rule, direction)
+        named = tuple(self._named(rule, direction))
         key = (id(rule), s.namespace)
         pods = self._named_cache.get(key)
         if pods is None:
             if named:
-                classes = self._port_names.naming(n for n, _ in named)
-                chosen = {c.name for c in classes}
-                other = next(
-                    (
-                        c
-                        for c in self.classes.classes
-                        if c.name not in chosen and c.rep.key != s.key
-                    ),
-                    None,
-                )
-                if other is not None:
-                    classes.append(other)
+                pods = self._naming_peers(rule, named, s)
             else:
                 other = next(
                     (c for c in self.classes.classes if c.namespace != s.namespace),
                     next((c for c in self.classes.classes if c.rep.key != s.key), None),
                 )
-                classes = [other] if other is not None else []
-            pods = self._behaviour(classes, rule, direction, None)
+                pods = self._behaviour([other] if other is not None else [], rule, direction, None)
             self._named_cache[key] = pods
         out = list(pods)
         own = self.node_by_name.get(s.node_name or "")
@@ -491,10 +468,26 @@ class GovernedTraffic(PortChoice):
         )
         return out
 
-
-def ns_selector_matches(sel: LabelSelector, labels: Mapping[str, str], dp: Dataplane) -> bool:
-    """A namespaceSelector as `dp` reads it (D19: NPM ORs each value of a multi-value
-    In/NotIn, engine.matcher.peer.flatten)."""
-    if dp.ns_selector_flattened:
-        return any(f.matches(labels) for f in flatten(sel))
-    return sel.matches(labels)
+    def _naming_peers(self, rule: NPRule, named: _Named, s: Pod) -> list[Peer]:
+        """`_all_peers`' pods for egress to named ports: the classes naming any of them by
+        the number each gives, and a class naming none (not `s`'s), grouped once per set of
+        names (issue 19: not every naming class again for each rule)."""
+        cached = self._naming_cache.get(named)
+        if cached is None:
+            classes = self._port_names.naming(n for n, _ in named)
+            groups = self._by_behaviour(classes, rule, EGRESS, None)
+            chosen = {c.name for c in classes}
+            rest = [c for c in self.classes.classes if c.name not in chosen][:2]
+            cached = (groups, [self._peer_of(m) for m in groups.values()], rest)
+            self._naming_cache[named] = cached
+        groups, peers, rest = cached
+        other = next((c for c in rest if c.rep.key != s.key), None)
+        if other is None:
+            return peers
+        none = (None,) * len(named)  # how the class naming none groups
+        if none not in groups:
+            return [*peers, self._peer_of([other])]
+        return [
+            self._peer_of([*m, other]) if k == none else p
+            for (k, m), p in zip(groups.items(), peers, strict=True)
+        ]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from netparity.engine.compile import EGRESS, INGRESS
+from netparity.engine.matcher.peer import ns_selector_matches
 from netparity.engine.traffic import (
     DEFAULT_EXTERNAL_IP,
     Decision,
@@ -27,11 +28,10 @@ from netparity.model.networkpolicy import IPBlock, PolicyPeer
 from netparity.model.objects import Node, Pod, Protocol, Service, ServiceType
 from netparity.model.selectors import LabelSelector
 from netparity.plan.classes import PodClass
+from netparity.plan.connection import Connection
 from netparity.plan.governed import (
-    Connection,
     GovernedTraffic,
     isolates,
-    ns_selector_matches,
 )
 from netparity.plan.governed_clients import (
     BulkGroup,

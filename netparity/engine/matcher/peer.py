@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Protocol as TypingProtocol
@@ -123,6 +123,14 @@ class AnyPeerMatcher:
             if p.matches(leg, dp, look):
                 return True
         return False
+
+
+def ns_selector_matches(sel: LabelSelector, labels: Mapping[str, str], dp: Dataplane) -> bool:
+    """A namespaceSelector as `dp` reads it (D19: NPM ORs each value of a multi-value
+    In/NotIn, `flatten`)."""
+    if dp.ns_selector_flattened:
+        return any(f.matches(labels) for f in flatten(sel))
+    return sel.matches(labels)
 
 
 def compile_peer(peer: PolicyPeer, namespace: str) -> PeerMatcher:
