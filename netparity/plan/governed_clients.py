@@ -155,22 +155,25 @@ class BulkGroup:
     @property
     def pods(self) -> int:
         total = 0
+        seen = self.seen
         for i, part in enumerate(self.parts):
             if part is None:
                 continue
             node = self.nodes[i]
-            total += part.pods - sum(
-                len(node.entries[node.index[n]][1]) for n in self.seen_on[i] if n in part.names
-            )
-            if self.own in part.names and self.own not in self.seen:
+            # the seen classes of the part: walk the smaller of it and the node's seen ones
+            if len(part.names) < len(self.seen_on[i]):
+                hidden = [n for n in part.names if n in seen]
+            else:
+                hidden = [n for n in self.seen_on[i] if n in part.names]
+            total += part.pods - sum(len(node.entries[node.index[n]][1]) for n in hidden)
+            if self.own in part.names and self.own not in seen:
                 total -= 1
         return total
 
     @property
     def distinct(self) -> int:
-        names: set[str] = set().union(*(p.names for p in self.parts if p is not None))
-        for seen in self.seen_on:
-            names.difference_update(seen)
+        seen = self.seen  # on a rep's node: in its `seen_on`
+        names = {n for p in self.parts if p is not None for n in p.names if n not in seen}
         if self.own in names and not any(self._own_count(i) for i in range(len(self.parts))):
             names.discard(self.own)
         return len(names)
