@@ -16,6 +16,7 @@ from netparity.engine.compile import NAMESPACE_KEY, NAMESPACE_LABEL_PREFIX
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.evaluate import Engine
 from netparity.model.objects import Pod
+from netparity.model.selectors import LabelSelector
 from netparity.plan.classes import PodClass, compute_classes
 from netparity.plan.groups import PodGroup
 from netparity.plan.rules import ip_blocks, named_port_uses, policy_specs, scoped_selectors
@@ -114,6 +115,9 @@ def selector_keys(engine: Engine, namespaces: Iterable[str]) -> dict[str, frozen
     scope includes it, and every key a Cilium policy uses."""
     names = sorted(set(namespaces))
     per_ns: dict[str, set[str]] = {ns: set() for ns in names}
+    # keys read through a namespaceSelector, per selector: its namespaces are worked out
+    # once (issue 19: not every peer's selector against every namespace)
+    across: dict[LabelSelector, set[str]] = defaultdict(set)
     for t in engine.np_targets:
         if t.namespace in per_ns:
             per_ns[t.namespace].update(t.subject.keys())
@@ -122,13 +126,14 @@ def selector_keys(engine: Engine, namespaces: Iterable[str]) -> dict[str, frozen
                 for peer in rule.peers:
                     if peer.pod_selector is None:
                         continue
-                    if peer.namespace_selector is None:
-                        scope = [t.namespace] if t.namespace in per_ns else []
-                    else:
-                        sel = peer.namespace_selector
-                        scope = [ns for ns in names if sel.matches(engine.namespace_labels(ns))]
-                    for ns in scope:
-                        per_ns[ns].update(peer.pod_selector.keys())
+                    if peer.namespace_selector is not None:
+                        across[peer.namespace_selector].update(peer.pod_selector.keys())
+                    elif t.namespace in per_ns:
+                        per_ns[t.namespace].update(peer.pod_selector.keys())
+    for sel, keys in across.items():
+        for ns in names:
+            if sel.matches(engine.namespace_labels(ns)):
+                per_ns[ns].update(keys)
     common: set[str] = set()
     for c in engine.cilium_targets:
         sels = [c.subject] if c.subject is not None else []

@@ -14,6 +14,7 @@ IPs), so that a renumbered cluster has the same classes.
 from __future__ import annotations
 
 import functools
+import heapq
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -218,11 +219,22 @@ def _selectors_per_namespace(
 ) -> dict[str, tuple[list[LabelSelector], list[LabelSelector]]]:
     """Per namespace, the distinct selectors that may apply to its pods: the plain
     (NetworkPolicy) ones and the Cilium ones."""
-    per_ns: dict[str, tuple[list[LabelSelector], list[LabelSelector]]] = {}
     unique = list(dict.fromkeys((s.selector, s.cilium, s.namespaces) for s in selectors))
+    # per namespace, the positions in `unique` of the selectors scoped to it (issue 19: not
+    # every selector of every namespace's policies against every namespace)
+    everywhere: list[int] = []
+    scoped: dict[str, list[int]] = defaultdict(list)
+    for i, (_, _, scope) in enumerate(unique):
+        if scope is None:
+            everywhere.append(i)
+        else:
+            for ns in scope:
+                scoped[ns].append(i)
+    per_ns: dict[str, tuple[list[LabelSelector], list[LabelSelector]]] = {}
     for ns in namespaces:
-        plain = [s for s, c, scope in unique if not c and (scope is None or ns in scope)]
-        cil = [s for s, c, scope in unique if c and (scope is None or ns in scope)]
+        mine = list(heapq.merge(everywhere, scoped.get(ns, ())))
+        plain = [unique[i][0] for i in mine if not unique[i][1]]
+        cil = [unique[i][0] for i in mine if unique[i][1]]
         per_ns[ns] = (list(dict.fromkeys(plain)), list(dict.fromkeys(cil)))
     return per_ns
 
