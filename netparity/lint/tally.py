@@ -121,16 +121,17 @@ def tags(v: Verdict) -> list[str]:
     out: list[str] = []
     for text in v.notes:
         if "(D" in text:
-            out += _TAG.findall(text)
+            out += _text_tags(text)
     for side in (v.egress, v.ingress):
         if side is not None and "(D" in side.why:
-            out += _template_tags(side.why)
+            out += _text_tags(side.why)
     for text in v.uncertain:
         if "(D" in text:
-            out += _TAG.findall(text)
+            out += _text_tags(text)
     return out
 
 
 @functools.lru_cache(maxsize=4096)
-def _template_tags(why: str) -> tuple[str, ...]:
-    return tuple(_TAG.findall(why))
+def _text_tags(text: str) -> tuple[str, ...]:
+    """The rows a text cites (the same notes and templates come back on many verdicts)."""
+    return tuple(_TAG.findall(text))
