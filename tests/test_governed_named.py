@@ -1,5 +1,7 @@
 """Egress rules to named ports without `to` (issue 19): the peers `_all_peers` gives, worked
-out once per set of names, are the peers worked out for each rule and subject afresh."""
+out once per set of names, are the peers worked out for each rule and subject afresh, and
+the class naming none is never the subject's own (it was the first subject's choice, kept
+for the whole namespace: a later subject could be sent to itself)."""
 
 from __future__ import annotations
 
@@ -97,7 +99,6 @@ def test_named_port_peers_are_the_ones_worked_out_afresh() -> None:
                     if cls.namespace != t.namespace:
                         continue
                     s = cls.rep
-                    gt._named_cache.clear()  # per (rule, namespace): the first subject's
                     pods = [p for p in gt._all_peers(rule, EGRESS, s) if p.pod is not None]
                     assert [(p.desc, p.pod.key, p.spare) for p in pods] == [
                         (p.desc, p.pod.key, p.spare) for p in _fresh(gt, rule, s)

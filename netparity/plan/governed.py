@@ -105,6 +105,7 @@ class GovernedTraffic(PortChoice):
         self._naming_cache: dict[
             _Named, tuple[dict[tuple[object, ...], list[PodClass]], list[Peer], list[PodClass]]
         ] = {}
+        self._naming_other: dict[tuple[_Named, str], list[Peer]] = {}
         self._port_names = PortNameIndex(classes.classes)
         self._sample_cache: dict[int, str | None] = {}
         self._nodes_cache: dict[tuple[str, str | None], list[Peer]] = {}
@@ -438,16 +439,13 @@ class GovernedTraffic(PortChoice):
         """A rule without from/to: a pod (one per named-port behaviour), nodes, the outside."""
         named = tuple(self._named(rule, direction))
         key = (id(rule), s.namespace)
-        pods = self._named_cache.get(key)
+        pods = self._naming_peers(rule, named, s) if named else self._named_cache.get(key)
         if pods is None:
-            if named:
-                pods = self._naming_peers(rule, named, s)
-            else:
-                other = next(
-                    (c for c in self.classes.classes if c.namespace != s.namespace),
-                    next((c for c in self.classes.classes if c.rep.key != s.key), None),
-                )
-                pods = self._behaviour([other] if other is not None else [], rule, direction, None)
+            other = next(
+                (c for c in self.classes.classes if c.namespace != s.namespace),
+                next((c for c in self.classes.classes if c.rep.key != s.key), None),
+            )
+            pods = self._behaviour([other] if other is not None else [], rule, direction, None)
             self._named_cache[key] = pods
         out = list(pods)
         own = self.node_by_name.get(s.node_name or "")
@@ -484,10 +482,14 @@ class GovernedTraffic(PortChoice):
         other = next((c for c in rest if c.rep.key != s.key), None)
         if other is None:
             return peers
-        none = (None,) * len(named)  # how the class naming none groups
-        if none not in groups:
-            return [*peers, self._peer_of([other])]
-        return [
-            self._peer_of([*m, other]) if k == none else p
-            for (k, m), p in zip(groups.items(), peers, strict=True)
-        ]
+        out = self._naming_other.get((named, other.name))
+        if out is None:
+            none = (None,) * len(named)  # how the class naming none groups
+            out = [
+                self._peer_of([*m, other]) if k == none else p
+                for (k, m), p in zip(groups.items(), peers, strict=True)
+            ]
+            if none not in groups:
+                out.append(self._peer_of([other]))
+            self._naming_other[(named, other.name)] = out
+        return out
