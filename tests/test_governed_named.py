@@ -10,6 +10,8 @@ from typing import Any
 from netparity.engine.compile import EGRESS
 from netparity.engine.dataplane import get_dataplane
 from netparity.engine.evaluate import Engine
+from netparity.engine.traffic import PathKind
+from netparity.lint.lint import lint_snapshot
 from netparity.model.snapshot import snapshot_from_dicts
 from netparity.plan.class_index import ClassIndex
 from netparity.plan.governed import GovernedTraffic
@@ -105,3 +107,34 @@ def test_named_port_peers_are_the_ones_worked_out_afresh() -> None:
                     ], (t.name, s.key)
                     checked += 1
     assert checked >= 8
+
+
+def test_each_subject_of_a_rule_without_to_is_checked_against_a_pod_naming_none() -> None:
+    """Two classes a policy selects, neither naming the port: the second is checked against
+    the first, not against itself (the lint missed that connection group: named ports
+    resolve differently under Cilium, D3)."""
+    pods = [
+        _pod("a", "x", "x", [], "10.0.0.1"),
+        _pod("a", "y", "y", [], "10.0.0.2"),
+        _pod("b", "web", "web", [HTTP_TCP], "10.0.0.3"),
+    ]
+    x_in = _policy("a", "x-in", "x", [])
+    x_in["spec"] = {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Ingress"]}
+    to_http = _policy("a", "to-http", "any", [{"port": "http"}])
+    to_http["spec"]["podSelector"] = {}
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.224.0.4"}]},
+    }
+    report = lint_snapshot(snapshot_from_dicts([node, *pods, x_in, to_http]), fixes=False)
+    groups = {
+        (t.pods.example, t.peer)
+        for f in report.findings
+        if f.object == "NetworkPolicy a/to-http"
+        for t in f.traffic
+        if t.path is PathKind.POD_POD
+    }
+    assert ("a/y", "pods a[app=x] (1 pod, e.g. a/x)") in groups
+    assert ("a/x", "pods a[app=y] (1 pod, e.g. a/y)") in groups
