@@ -138,3 +138,29 @@ def test_each_subject_of_a_rule_without_to_is_checked_against_a_pod_naming_none(
     }
     assert ("a/y", "pods a[app=x] (1 pod, e.g. a/x)") in groups
     assert ("a/x", "pods a[app=y] (1 pod, e.g. a/y)") in groups
+
+
+def test_in_one_namespace_each_subject_is_checked_against_another_pod() -> None:
+    """A rule without `to` (numbered ports) in a cluster of one namespace: the pod standing
+    for "any other pod" is chosen per subject, never the subject itself."""
+    pods = [_pod("a", "x", "x", [], "10.0.0.1"), _pod("a", "y", "y", [], "10.0.0.2")]
+    x_in = _policy("a", "x-in", "x", [])
+    x_in["spec"] = {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Ingress"]}
+    out = _policy("a", "out", "any", [{"port": 8080}])
+    out["spec"]["podSelector"] = {}
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.224.0.4"}]},
+    }
+    snap = snapshot_from_dicts([node, *pods, x_in, out])
+    engine = Engine(snap)
+    npm, tgt = get_dataplane("npm"), get_dataplane("cilium")
+    classes = ClassIndex(engine, (npm, tgt))
+    gt = GovernedTraffic(snap, engine, classes, npm, tgt)
+    (target,) = [t for t in engine.np_targets if t.name == "NetworkPolicy a/out"]
+    (rule,) = target.rules[EGRESS]
+    for cls in classes.classes:
+        peers = [p.pod.key for p in gt._all_peers(rule, EGRESS, cls.rep) if p.pod is not None]
+        assert peers and cls.rep.key not in peers, (cls.name, peers)

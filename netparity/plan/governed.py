@@ -446,7 +446,8 @@ class GovernedTraffic(PortChoice):
                 next((c for c in self.classes.classes if c.rep.key != s.key), None),
             )
             pods = self._behaviour([other] if other is not None else [], rule, direction, None)
-            self._named_cache[key] = pods
+            if other is None or other.namespace != s.namespace:  # else chosen for `s` alone
+                self._named_cache[key] = pods
         out = list(pods)
         own = self.node_by_name.get(s.node_name or "")
         for node, what in ((own, "own node"), (self._other_node(own), "another node")):
