@@ -40,6 +40,12 @@ def _policy(ns: str, name: str, app: str, ports: list[dict[str, Any]]) -> dict[s
     }
 
 
+NODE = {
+    "apiVersion": "v1",
+    "kind": "Node",
+    "metadata": {"name": "n1"},
+    "status": {"addresses": [{"type": "InternalIP", "address": "10.224.0.4"}]},
+}
 HTTP_TCP = {"name": "http", "containerPort": 8080}
 HTTP_UDP = {"name": "http", "containerPort": 9090, "protocol": "UDP"}
 METRICS = {"name": "metrics", "containerPort": 9100}
@@ -59,12 +65,7 @@ def _snapshot(first_names_none: bool) -> Any:
     if not first_names_none:
         pods = pods[1:4] + pods[4:]  # no class names nothing but `plain` is gone
     docs: list[dict[str, Any]] = [
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": "n1"},
-            "status": {"addresses": [{"type": "InternalIP", "address": "10.224.0.4"}]},
-        },
+        NODE,
         *pods,
         _policy("a", "to-http", "plain", [{"port": "http"}]),
         _policy("a", "to-http-web", "web", [{"port": "http"}]),
@@ -109,26 +110,24 @@ def test_named_port_peers_are_the_ones_worked_out_afresh() -> None:
     assert checked >= 8
 
 
+def _two_subjects(name: str, ports: list[dict[str, Any]], *more: Any) -> list[dict[str, Any]]:
+    """Pods a/x and a/y, told apart by a policy on x, and policy `name` selecting both with
+    one egress rule on `ports` and no `to`."""
+    x_in = _policy("a", "x-in", "x", [])
+    x_in["spec"] = {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Ingress"]}
+    rule = _policy("a", name, "any", ports)
+    rule["spec"]["podSelector"] = {}
+    pods = [_pod("a", "x", "x", [], "10.0.0.1"), _pod("a", "y", "y", [], "10.0.0.2"), *more]
+    return [NODE, *pods, x_in, rule]
+
+
 def test_each_subject_of_a_rule_without_to_is_checked_against_a_pod_naming_none() -> None:
     """Two classes a policy selects, neither naming the port: the second is checked against
     the first, not against itself (the lint missed that connection group: named ports
     resolve differently under Cilium, D3)."""
-    pods = [
-        _pod("a", "x", "x", [], "10.0.0.1"),
-        _pod("a", "y", "y", [], "10.0.0.2"),
-        _pod("b", "web", "web", [HTTP_TCP], "10.0.0.3"),
-    ]
-    x_in = _policy("a", "x-in", "x", [])
-    x_in["spec"] = {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Ingress"]}
-    to_http = _policy("a", "to-http", "any", [{"port": "http"}])
-    to_http["spec"]["podSelector"] = {}
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": "n1"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "10.224.0.4"}]},
-    }
-    report = lint_snapshot(snapshot_from_dicts([node, *pods, x_in, to_http]), fixes=False)
+    web = _pod("b", "web", "web", [HTTP_TCP], "10.0.0.3")
+    docs = _two_subjects("to-http", [{"port": "http"}], web)
+    report = lint_snapshot(snapshot_from_dicts(docs), fixes=False)
     groups = {
         (t.pods.example, t.peer)
         for f in report.findings
@@ -143,18 +142,7 @@ def test_each_subject_of_a_rule_without_to_is_checked_against_a_pod_naming_none(
 def test_in_one_namespace_each_subject_is_checked_against_another_pod() -> None:
     """A rule without `to` (numbered ports) in a cluster of one namespace: the pod standing
     for "any other pod" is chosen per subject, never the subject itself."""
-    pods = [_pod("a", "x", "x", [], "10.0.0.1"), _pod("a", "y", "y", [], "10.0.0.2")]
-    x_in = _policy("a", "x-in", "x", [])
-    x_in["spec"] = {"podSelector": {"matchLabels": {"app": "x"}}, "policyTypes": ["Ingress"]}
-    out = _policy("a", "out", "any", [{"port": 8080}])
-    out["spec"]["podSelector"] = {}
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": "n1"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "10.224.0.4"}]},
-    }
-    snap = snapshot_from_dicts([node, *pods, x_in, out])
+    snap = snapshot_from_dicts(_two_subjects("out", [{"port": 8080}]))
     engine = Engine(snap)
     npm, tgt = get_dataplane("npm"), get_dataplane("cilium")
     classes = ClassIndex(engine, (npm, tgt))
