@@ -35,6 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.lab
 
 
+def _default_sighup() -> None:
+    """SIGHUP as a terminal sends it: under `nohup` the tests inherit it ignored, and the
+    command (and the API server it starts) would rightly leave it so."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _netparity(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "netparity", *args],
@@ -43,6 +49,7 @@ def _netparity(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
         text=True,
         timeout=600,
         env=env,
+        preexec_fn=_default_sighup,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done

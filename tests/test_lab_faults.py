@@ -94,8 +94,9 @@ def netparity(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _default_sigint() -> None:
+def _default_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # and SIGHUP, which `nohup` leaves ignored
 
 
 class Run:
@@ -111,8 +112,9 @@ class Run:
             text=True,
             start_new_session=True,
             # SIGINT as a terminal's Ctrl-C: a test run started in the background by a shell
-            # (`pytest ... &`) inherits SIGINT ignored, and so would the command
-            preexec_fn=_default_sigint,
+            # (`pytest ... &`) inherits SIGINT ignored, and so would the command (SIGHUP
+            # likewise under `nohup`: the command rightly leaves an ignored signal alone)
+            preexec_fn=_default_signals,
         )
         self.lines: list[str] = []
         assert self.proc.stdout is not None
