@@ -10,7 +10,6 @@ finding whose kind is the SEMANTICS.md row the engine's explanation cites.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from netparity.engine.compile import EGRESS, INGRESS, NPTarget
 from netparity.engine.dataplane import (
@@ -29,39 +28,32 @@ from netparity.engine.traffic import (
     Verdict,
 )
 from netparity.errors import InputError
+from netparity.lint import parallel
 from netparity.lint.classify import Classifier
 from netparity.lint.findings import (
     OTHER_KIND,
     Change,
-    Expectation,
     Finding,
     LintReport,
     Probe,
 )
+from netparity.lint.gather import Gatherer, Seen
 from netparity.lint.judged import not_judged
 from netparity.lint.kinds import notes
 from netparity.lint.pair import Needless, same_enumeration
 from netparity.lint.pair import same as _same
 from netparity.lint.probes import ProbeBuilder
 from netparity.lint.tally import NP as _NP
-from netparity.lint.tally import Acc as _Acc
 from netparity.lint.tally import Compared as _Compared
-from netparity.lint.tally import Entry as _Entry
 from netparity.lint.tally import nps as _nps
 from netparity.lint.tally import ns_name as _ns_name
 from netparity.lint.tally import service_kind as _service_kind
 from netparity.lint.tally import side as _side
-from netparity.lint.tally import tags as _tags
 from netparity.model.objects import Service
 from netparity.model.snapshot import Snapshot
 from netparity.plan.class_index import ClassIndex
 
 Progress = Callable[[str, int, int], None]  # (what, done, total), as netparity.backend's
-# a changed connection as `_record` takes it: probe, change, direction, npm's and the
-# target's verdicts, their sides (None: the whole verdicts), the decision expected
-_Record = tuple[
-    Probe, Change, str, Verdict, Verdict, tuple[DirectionResult, DirectionResult] | None, Decision
-]
 
 
 def lint_snapshot(
@@ -70,12 +62,15 @@ def lint_snapshot(
     target: str = NEWEST_TARGET,
     fixes: bool = True,
     progress: Progress | None = None,
+    jobs: int | None = None,
 ) -> LintReport:
     """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`.
 
     `progress(what, done, total)` hears of the pod classes walked, the Services walked and
-    the findings whose fix was checked (`netparity lint --progress`)."""
-    return lint_pair(snapshot, target=target, fixes=fixes, progress=progress)[0]
+    the findings whose fix was checked (`netparity lint --progress`). `jobs`: the processes
+    the walk over classes and Services may use (netparity.lint.parallel; None: two on a
+    cluster of 2,000 pods or more where two cores are there, else one)."""
+    return lint_pair(snapshot, target=target, fixes=fixes, progress=progress, jobs=jobs)[0]
 
 
 def lint_pair(
@@ -85,6 +80,7 @@ def lint_pair(
     also: str | None = None,
     fixes: bool = True,
     progress: Progress | None = None,
+    jobs: int | None = None,
 ) -> tuple[LintReport, tuple[Finding, ...]]:
     """`lint_snapshot` for `target`, and the findings (without fixes) a lint for `also`
     would report (without the connections a fix is checked against), from the same work:
@@ -108,7 +104,8 @@ def lint_pair(
     shared = old is not None and same_enumeration(tgt, old)
     second = Linter(engine, npm, old, expectations=False) if shared and old else None
     needless = Needless(snapshot, tgt, old) if second is not None and old else None
-    services = _observe(snapshot, classes, builder, linter, second, needless, report)
+    workers = parallel.default_jobs(snapshot) if jobs is None else jobs
+    services = _observe(snapshot, classes, builder, linter, second, needless, report, workers)
     findings = linter.findings(target)
     if fixes:
         from netparity.lint.fixes import FixBuilder
@@ -122,7 +119,7 @@ def lint_pair(
     extra: tuple[Finding, ...] = ()
     if also is not None and old is not None:
         if second is None:  # the targets enumerate differently: a lint of its own
-            extra = lint_snapshot(snapshot, target=also, fixes=False).findings
+            extra = lint_snapshot(snapshot, target=also, fixes=False, jobs=jobs).findings
         else:
             more = second.findings(also)
             # npm's verdicts, and the target's where the older release decides alike
@@ -150,29 +147,71 @@ def _observe(
     second: Linter | None,
     needless: Needless | None,
     report: Progress,
+    jobs: int,
 ) -> int:
     """Every governed connection observed by `linter` (and `second`, sharing npm's
     verdict, and left out where `needless` says it agrees as `linter` did: its count of
-    connections is not reported); the number of Services that govern some."""
-    for i, cls in enumerate(classes.classes, 1):
-        for direction in (INGRESS, EGRESS):
-            governing = builder.governing(cls, direction)
-            if governing:
-                for probe in builder.subject_probes(cls, direction, governing):
-                    vn = linter.observe(probe)
-                    if second is not None and not (needless and needless(probe, linter.agreed)):
-                        second.follow(linter, probe, None, vn, _same(needless, probe, linter))
-        report("classes", i, len(classes.classes))
-    services = 0
-    for i, svc in enumerate(snapshot.services, 1):
+    connections is not reported), on `jobs` processes (netparity.lint.parallel); the
+    number of Services that govern some."""
+    walk = _Walk(snapshot, classes, builder, linter, second, needless)
+    observers = (linter,) if second is None else (linter, second)
+    return parallel.walk(snapshot, walk.units, walk.unit, observers, walk.ticker(report), jobs)
+
+
+class _Walk:
+    """The lint's units of work: each pod class (both directions), then each Service."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        classes: ClassIndex,
+        builder: ProbeBuilder,
+        linter: Linter,
+        second: Linter | None,
+        needless: Needless | None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.classes = classes.classes
+        self.builder = builder
+        self.linter = linter
+        self.second = second
+        self.needless = needless
+        self.units = len(self.classes) + len(snapshot.services)
+
+    def unit(self, i: int) -> int:
+        """Unit i observed; 1 for a Service that governs some connection, else 0."""
+        builder, linter, second, needless = self.builder, self.linter, self.second, self.needless
+        if i < len(self.classes):
+            cls = self.classes[i]
+            for direction in (INGRESS, EGRESS):
+                governing = builder.governing(cls, direction)
+                if governing:
+                    for probe in builder.subject_probes(cls, direction, governing):
+                        vn = linter.observe(probe)
+                        if second is not None and not (needless and needless(probe, linter.agreed)):
+                            second.follow(linter, probe, None, vn, _same(needless, probe, linter))
+            return 0
+        svc = self.snapshot.services[i - len(self.classes)]
         probes = builder.service_probes(svc)
-        services += bool(probes)
         for probe in probes:
             vn = linter.observe(probe, svc)
             if second is not None and not (needless and needless(probe, linter.agreed)):
                 second.follow(linter, probe, svc, vn, _same(needless, probe, linter))
-        report("services", i, len(snapshot.services))
-    return services
+        return int(bool(probes))
+
+    def ticker(self, report: Progress) -> Callable[[int], None]:
+        """`report` told of the classes, then the Services, observed (`done` units)."""
+        classes, services = len(self.classes), len(self.snapshot.services)
+        told = [0]
+
+        def tick(done: int) -> None:
+            if told[0] < classes:
+                report("classes", min(done, classes), classes)
+            if done > classes:
+                report("services", done - classes, services)
+            told[0] = done
+
+        return tick
 
 
 def _quiet(what: str, done: int, total: int) -> None:
@@ -194,25 +233,21 @@ def _cilium_findings(
     return cilium_findings(snapshot, engine, npm, tgt, fixes=fixes, verdicts=verdicts, like=like)
 
 
-class Linter(Classifier):
+class Linter(Gatherer, Classifier):
     def __init__(
         self, engine: Engine, npm: Dataplane, target: Dataplane, *, expectations: bool = True
     ) -> None:
         """`expectations`: keep each finding's connections (what its fix is checked
         against); a lint whose findings get no fix leaves them out (memory)."""
+        super().__init__(expectations=expectations)
         self.engine = engine
-        self.keep_expectations = expectations
         self.npm = npm
         self.target = target
+        self.names = (npm.name, target.name)
         self.targets: dict[str, NPTarget] = {t.name: t for t in engine.np_targets}
-        self.acc: dict[tuple[str, str, tuple[str, ...]], _Acc] = {}
         self.connections = 0
         self.agreed: Verdict | None = None  # the target's verdict where the last agreed
         self.last: Verdict | None = None  # the target's verdict on the last connection
-        self.effect: tuple[str, tuple[Any, ...]] | None = None  # what it added (`follow`)
-        self.unknown: list[str] = []
-        self.unknown_reasons: list[tuple[str, str]] = []  # (connection, why), "not judged"
-        self.unattributed: list[str] = []
 
     # ---------------------------------------------------------------- observing
 
@@ -251,15 +286,8 @@ class Linter(Classifier):
             self.observe(probe, svc, vn=vn)
             return
         self.connections += 1
-        if other.effect is None:
-            return
-        what, args = other.effect
-        if what == "add":
-            self._add(*args)
-        elif what == "unknown":
-            self._unknown(*args)
-        else:
-            self.unattributed.append(*args)
+        if other.effect is not None:
+            self._emit(other.effect)
 
     def observe(
         self, probe: Probe, svc: Service | None = None, *, vn: Verdict | None = None
@@ -274,7 +302,7 @@ class Linter(Classifier):
         self.effect = None
         if svc is None and (c.sn is None or c.st is None):
             if vn.decision is not vt.decision:
-                self._unknown(str(probe.traffic), vn, vt)
+                self._unknown(str(probe.traffic), vn, vt, self.names)
             else:
                 self.agreed = vt
             return vn
@@ -283,7 +311,7 @@ class Linter(Classifier):
             self.agreed = vt
             return vn
         if Decision.UNKNOWN in (dn, dt):
-            self._unknown(str(probe.traffic), vn, vt)
+            self._unknown(str(probe.traffic), vn, vt, self.names)
             return vn
         change = Change.OUTAGE if dn is Decision.ALLOW else Change.HOLE
         if c.sn is not None and c.st is not None:
@@ -303,8 +331,7 @@ class Linter(Classifier):
     ) -> None:
         policies, refs = self._attribute(change, sn, st)
         if not policies:
-            self.effect = ("unattributed", (str(probe.traffic),))
-            self.unattributed.append(str(probe.traffic))
+            self._emit(("unattributed", (str(probe.traffic),)))
             return
         kind = self._classify(change, probe, vt, sn, st, policies, refs)
         ns = _ns_name(policies[0])[0]
@@ -313,8 +340,8 @@ class Linter(Classifier):
             if len(policies) == 1
             else "NetworkPolicies " + ", ".join(p.split(" ", 1)[1] for p in policies)
         )
-        record = (probe, change, probe.side or "", vn, vt, (sn, st), sn.decision)
-        self._add(kind, ns, obj, tuple(policies), policies, refs, None, record)
+        seen = Seen.of(probe, change, probe.side or "", vn, vt, (sn, st), sn.decision)
+        self._add(kind, ns, obj, tuple(policies), policies, refs, None, seen)
 
     def _service_change(
         self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
@@ -333,82 +360,8 @@ class Linter(Classifier):
                 direction = side.direction
         policies.extend(r.policy for r in refs)
         obj = f"Service {svc.key}"
-        record = (probe, change, direction, vn, vt, None, dn)
-        self._add(str(kind), svc.namespace, obj, (obj,), sorted(set(policies)), refs, svc, record)
-
-    def _add(
-        self,
-        kind: str,
-        ns: str,
-        obj: str,
-        key: tuple[str, ...],
-        policies: list[str],
-        refs: list[RuleRef],
-        svc: Service | None,
-        record: _Record,
-    ) -> None:
-        """A changed connection into its finding (kept in `effect`, for `follow`)."""
-        self.effect = ("add", (kind, ns, obj, key, policies, refs, svc, record))
-        acc = self._acc(kind, ns, obj, key)
-        if svc is not None:
-            acc.service = svc
-        acc.policies.update(dict.fromkeys(policies))
-        acc.refs.update(dict.fromkeys(refs))
-        self._record(acc, *record)
-
-    def _unknown(self, traffic: str, vn: Verdict, vt: Verdict) -> None:
-        self.effect = ("unknown", (traffic, vn, vt))
-        self.unknown.append(traffic)
-        which = [(name, v) for name, v in ((self.npm.name, vn), (self.target.name, vt))]
-        why = "; ".join(
-            f"{name}: {v.explanation}" for name, v in which if v.decision is Decision.UNKNOWN
-        )
-        self.unknown_reasons.append((traffic, why or vn.explanation))
-
-    def _acc(self, kind: str, ns: str, obj: str, key: tuple[str, ...]) -> _Acc:
-        k = (kind, ns, key)
-        acc = self.acc.get(k)
-        if acc is None:
-            acc = self.acc[k] = _Acc(kind=kind, namespace=ns, object=obj)
-        return acc
-
-    def _record(
-        self,
-        acc: _Acc,
-        probe: Probe,
-        change: Change,
-        direction: str,
-        vn: Verdict,
-        vt: Verdict,
-        sides: tuple[DirectionResult, DirectionResult] | None,
-        expected: Decision,
-    ) -> None:
-        """One connection of a finding. The reasons shown are the sides' (`sides`: npm's,
-        the target's), else the whole verdicts' explanations (each text built once)."""
-        key = (change, direction, vt.path, probe.pods, probe.peer)
-        entry = acc.entries.get(key)
-        if entry is None:
-            from_pods = probe.from_pods
-            reasons = (
-                (vn.explanation, vt.explanation)
-                if sides is None
-                else (sides[0].reason, sides[1].reason)
-            )
-            entry = acc.entries[key] = _Entry(
-                from_pods=(probe.side == EGRESS) if from_pods is None else from_pods,
-                npm=reasons[0],
-                target=reasons[1],
-                others=probe.stands_for,
-                others_pods=probe.stands_for_pods,
-                others_classes=probe.stands_for_classes,
-            )
-        entry.ports[(probe.port, probe.port_label)] = None
-        entry.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
-        acc.uncertain.update(dict.fromkeys((*vn.uncertain, *vt.uncertain)))
-        acc.rows.update(dict.fromkeys(_tags(vn)))
-        acc.rows.update(dict.fromkeys(_tags(vt)))
-        if self.keep_expectations:
-            acc.expectations.append(Expectation(probe=probe, expected=expected))
+        seen = Seen.of(probe, change, direction, vn, vt, None, dn)
+        self._add(str(kind), svc.namespace, obj, (obj,), sorted(set(policies)), refs, svc, seen)
 
     # ---------------------------------------------------------------- findings
 

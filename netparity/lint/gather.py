@@ -1,0 +1,195 @@
+"""What observing one connection adds to a lint's findings (an effect), and adding it.
+
+The Linter (netparity.lint.lint) decides what a connection adds; `Gatherer` adds it, or
+logs it where the walk runs on two processes (netparity.lint.parallel): a logged effect
+is added later, in the walk's order, and may cross a pipe, so it holds no verdicts but
+what the finding keeps of them (`Seen`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from netparity.engine.compile import EGRESS
+from netparity.engine.traffic import Decision, DirectionResult, PathKind, RuleRef, Verdict
+from netparity.lint.findings import Change, Expectation, Probe
+from netparity.lint.tally import Acc, Entry, tags
+from netparity.model.objects import Service
+
+Effect = tuple[str, tuple[Any, ...]]  # ("add" | "unknown" | "unattributed", its arguments)
+
+
+class Why:
+    """The reasons a finding shows for a connection, written when first needed: the
+    sides' (npm's, the target's), else the whole verdicts' explanations."""
+
+    __slots__ = ("sides", "vn", "vt")
+
+    def __init__(
+        self, vn: Verdict, vt: Verdict, sides: tuple[DirectionResult, DirectionResult] | None
+    ) -> None:
+        self.vn, self.vt, self.sides = vn, vt, sides
+
+    def texts(self) -> tuple[str, str]:
+        if self.sides is None:
+            return self.vn.explanation, self.vt.explanation
+        return self.sides[0].reason, self.sides[1].reason
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One changed connection, as its finding keeps it."""
+
+    probe: Probe
+    change: Change
+    direction: str
+    path: PathKind  # the target's
+    why: Why | tuple[str, str]
+    uncertain: tuple[str, ...]  # npm's, then the target's
+    rows: tuple[str, ...]  # the SEMANTICS.md rows npm's and the target's verdicts cite
+    expected: Decision
+
+    @classmethod
+    def of(
+        cls,
+        probe: Probe,
+        change: Change,
+        direction: str,
+        vn: Verdict,
+        vt: Verdict,
+        sides: tuple[DirectionResult, DirectionResult] | None,
+        expected: Decision,
+    ) -> Seen:
+        return cls(
+            probe=probe,
+            change=change,
+            direction=direction,
+            path=vt.path,
+            why=Why(vn, vt, sides),
+            uncertain=(*vn.uncertain, *vt.uncertain),
+            rows=(*tags(vn), *tags(vt)),
+            expected=expected,
+        )
+
+    def written(self) -> Seen:
+        """The same, its reasons written (no verdicts held: what a pipe carries)."""
+        if isinstance(self.why, Why):
+            return Seen(
+                probe=self.probe,
+                change=self.change,
+                direction=self.direction,
+                path=self.path,
+                why=self.why.texts(),
+                uncertain=self.uncertain,
+                rows=self.rows,
+                expected=self.expected,
+            )
+        return self
+
+
+def written(effect: Effect) -> Effect:
+    """An effect with its reasons written (`Seen.written`)."""
+    what, args = effect
+    if what != "add":
+        return effect
+    return what, (*args[:-1], args[-1].written())
+
+
+class Gatherer:
+    """A lint's findings as they are gathered, one effect at a time."""
+
+    def __init__(self, *, expectations: bool) -> None:
+        self.keep_expectations = expectations
+        self.acc: dict[tuple[str, str, tuple[str, ...]], Acc] = {}
+        self.effect: Effect | None = None  # what the last connection added (`follow`)
+        self.log: list[Effect] | None = None  # effects logged, not added (`_emit`)
+        self.unknown: list[str] = []
+        self.unknown_reasons: list[tuple[str, str]] = []  # (connection, why), "not judged"
+        self.unattributed: list[str] = []
+
+    def _emit(self, effect: Effect) -> None:
+        """What observing a connection adds: kept in `effect`, and added to the findings,
+        or logged where `log` is a list (added later, in the walk's order, by `apply`)."""
+        self.effect = effect
+        if self.log is None:
+            self.apply(effect)
+        else:
+            self.log.append(effect)
+
+    def apply(self, effect: Effect) -> None:
+        what, args = effect
+        if what == "add":
+            self._apply_add(*args)
+        elif what == "unknown":
+            self.unknown.append(args[0])
+            self.unknown_reasons.append(args)
+        else:
+            self.unattributed.append(*args)
+
+    def _unknown(self, traffic: str, vn: Verdict, vt: Verdict, names: tuple[str, str]) -> None:
+        """A connection whose verdict one dataplane (named in `names`) does not know."""
+        why = "; ".join(
+            f"{name}: {v.explanation}"
+            for name, v in zip(names, (vn, vt), strict=True)
+            if v.decision is Decision.UNKNOWN
+        )
+        self._emit(("unknown", (traffic, why or vn.explanation)))
+
+    def _add(
+        self,
+        kind: str,
+        ns: str,
+        obj: str,
+        key: tuple[str, ...],
+        policies: list[str],
+        refs: list[RuleRef],
+        svc: Service | None,
+        seen: Seen,
+    ) -> None:
+        self._emit(("add", (kind, ns, obj, key, policies, refs, svc, seen)))
+
+    def _apply_add(
+        self,
+        kind: str,
+        ns: str,
+        obj: str,
+        key: tuple[str, ...],
+        policies: list[str],
+        refs: list[RuleRef],
+        svc: Service | None,
+        seen: Seen,
+    ) -> None:
+        """A changed connection into its finding."""
+        k = (kind, ns, key)
+        acc = self.acc.get(k)
+        if acc is None:
+            acc = self.acc[k] = Acc(kind=kind, namespace=ns, object=obj)
+        if svc is not None:
+            acc.service = svc
+        acc.policies.update(dict.fromkeys(policies))
+        acc.refs.update(dict.fromkeys(refs))
+        self._record(acc, seen)
+
+    def _record(self, acc: Acc, seen: Seen) -> None:
+        """One connection of a finding (its reasons written once per row)."""
+        probe = seen.probe
+        key = (seen.change, seen.direction, seen.path, probe.pods, probe.peer)
+        entry = acc.entries.get(key)
+        if entry is None:
+            from_pods = probe.from_pods
+            npm, target = seen.why if isinstance(seen.why, tuple) else seen.why.texts()
+            entry = acc.entries[key] = Entry(
+                from_pods=(probe.side == EGRESS) if from_pods is None else from_pods,
+                npm=npm,
+                target=target,
+                others=probe.stands_for,
+                others_pods=probe.stands_for_pods,
+                others_classes=probe.stands_for_classes,
+            )
+        entry.ports[(probe.port, probe.port_label)] = None
+        entry.uncertain.update(dict.fromkeys(seen.uncertain))
+        acc.uncertain.update(dict.fromkeys(seen.uncertain))
+        acc.rows.update(dict.fromkeys(seen.rows))
+        if self.keep_expectations:
+            acc.expectations.append(Expectation(probe=probe, expected=seen.expected))

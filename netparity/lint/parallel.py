@@ -1,0 +1,351 @@
+"""The lint's walk on two cores (issue 19): the same findings, byte for byte, sooner.
+
+The walk is a list of units (each pod class, then each Service). What observing one adds
+to the Linters' findings depends on that unit alone (netparity.lint.gather), so two
+processes share the units: each takes the next unit from a pipe of unit numbers and logs
+what observing it adds instead of adding it (`log`). The second process sends each unit's
+logs to this one as it finishes it; this one adds the logs in the units' order as soon as
+the units before are in (`apply`), so that what it adds is what a walk on one core would
+have added, in the same order.
+
+The second process is a fork: it shares the snapshot, the engine and their caches as they
+are, and never returns into the caller's code. It ends with `os._exit` (none of the
+caller's clean-up runs in it), dies with this process (PR_SET_PDEATHSIG), and is killed
+when this one is interrupted. Its logs travel pickled, with their reasons written and the
+snapshot's pods, nodes and Services as their place in it, so that the findings hold this
+process's own objects. A unit it took and did not send (it failed, or was killed) is
+observed here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import io
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from netparity.lint.gather import Effect, written
+from netparity.model.objects import Node, Pod, Service
+from netparity.model.snapshot import Snapshot
+
+_PR_SET_PDEATHSIG = 1
+_TOKENS = 16384  # unit numbers the pipe holds before a write blocks (64 KiB)
+_TOKEN = struct.Struct("=I")
+_FRAME = struct.Struct("=Q")  # a message's length, before it
+# Below this many pods a walk stays on one core: a fork costs more than it saves.
+MIN_PODS = 2000
+
+Logs = list[list[Effect]]  # a unit's effects, one list per observer
+
+
+class Observer(Protocol):
+    """What the walk needs of a Linter (netparity.lint.lint)."""
+
+    log: list[Effect] | None
+    connections: int
+
+    def apply(self, effect: Effect) -> None: ...
+
+
+def jobs_available() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_jobs(snapshot: Snapshot) -> int:
+    """Two processes where the cluster is large enough and two cores are there, else one."""
+    if len(snapshot.pods) < MIN_PODS:
+        return 1
+    return min(2, jobs_available())
+
+
+def walk(
+    snapshot: Snapshot,
+    units: int,
+    unit: Callable[[int], int],
+    observers: Sequence[Observer],
+    tick: Callable[[int], None],
+    jobs: int,
+) -> int:
+    """Observe units 0..units-1 (`unit(i)` returns a count, summed), on `jobs` processes
+    (at most two); `tick(done)` as units are observed."""
+    if jobs < 2 or units < 2 or not _may_fork():
+        total = 0
+        for i in range(units):
+            total += unit(i)
+            tick(i + 1)
+        return total
+    return _Parent(snapshot, units, unit, observers, tick).run()
+
+
+def _may_fork() -> bool:
+    # Linux's: PR_SET_PDEATHSIG. A fork copies only this thread: a lock another thread
+    # holds would stay held in the copy.
+    return sys.platform == "linux" and threading.active_count() == 1
+
+
+def _logged(i: int, unit: Callable[[int], int], observers: Sequence[Observer]) -> tuple[Logs, int]:
+    """Unit i observed, what it adds logged; and its count."""
+    logs: Logs = [[] for _ in observers]
+    for observer, log in zip(observers, logs, strict=True):
+        observer.log = log
+    try:
+        count = unit(i)
+    finally:
+        for observer in observers:
+            observer.log = None
+    return logs, count
+
+
+class _Units:
+    """The units to take, as a pipe of chunk numbers both processes read (a read of a few
+    bytes from a pipe is whole: no lock to be left held by a process that dies)."""
+
+    def __init__(self, units: int) -> None:
+        self.units = units
+        self.chunk = -(-units // _TOKENS)
+        self.read, write = os.pipe()
+        try:
+            data = b"".join(_TOKEN.pack(c) for c in range(-(-units // self.chunk)))
+            os.write(write, data)  # fits: at most _TOKENS numbers
+        finally:
+            os.close(write)
+
+    def take(self) -> range:
+        """The next chunk of units (empty: none left)."""
+        got = os.read(self.read, _TOKEN.size)
+        if len(got) < _TOKEN.size:
+            return range(0)
+        start = _TOKEN.unpack(got)[0] * self.chunk
+        return range(start, min(start + self.chunk, self.units))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.read)
+
+
+class _Parent:
+    """This process's side of a walk on two: its units, the other's as they come, every
+    unit's logs added in order."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        units: int,
+        unit: Callable[[int], int],
+        observers: Sequence[Observer],
+        tick: Callable[[int], None],
+    ) -> None:
+        self.snapshot, self.units, self.unit = snapshot, units, unit
+        self.observers, self.tick = observers, tick
+        self.logs: dict[int, Logs] = {}
+        self.added = 0  # units 0..added-1 are added
+        self.done = 0  # units observed, here or there
+        self.total = 0
+        self.buffer = bytearray()
+
+    def run(self) -> int:
+        work = _Units(self.units)
+        read, write = os.pipe()
+        with contextlib.suppress(OSError):
+            import fcntl
+
+            fcntl.fcntl(write, 1031, 1 << 20)  # F_SETPIPE_SZ: the other rarely waits
+        pid = os.fork()
+        if pid == 0:  # the second process: never returns
+            os.close(read)
+            _child(self.snapshot, work, self.unit, self.observers, write)
+        os.close(write)
+        try:
+            os.set_blocking(read, False)
+            while chunk := work.take():
+                for i in chunk:
+                    self.logs[i], count = _logged(i, self.unit, self.observers)
+                    self.total += count
+                    self._finished()
+                self._receive(read)
+            os.set_blocking(read, True)
+            self._receive(read)  # to its end
+        finally:
+            work.close()
+            os.close(read)
+            _reap(pid)
+        for i in range(self.units):  # a unit it took and did not send
+            if i not in self.logs and i >= self.added:
+                self.logs[i], count = _logged(i, self.unit, self.observers)
+                self.total += count
+                self._finished()
+        self._add()
+        return self.total
+
+    def _finished(self) -> None:
+        self.done += 1
+        self.tick(self.done)
+
+    def _receive(self, read: int) -> None:
+        """The other's messages that are in (all of them, to its end, where `read` blocks),
+        and the logs that are next added."""
+        while True:
+            try:
+                data = os.read(read, 1 << 20)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self.buffer += data
+            self._messages()
+        self._add()
+
+    def _messages(self) -> None:
+        at, buffer = 0, self.buffer
+        while len(buffer) - at >= _FRAME.size:
+            (size,) = _FRAME.unpack_from(buffer, at)
+            if len(buffer) - at - _FRAME.size < size:
+                break
+            start = at + _FRAME.size
+            i, logs, connections, count = _Unpickler(
+                io.BytesIO(buffer[start : start + size]), self.snapshot
+            ).load()
+            at = start + size
+            self.logs[i] = logs
+            for observer, n in zip(self.observers, connections, strict=True):
+                observer.connections += n
+            self.total += count
+            self._finished()
+        del buffer[:at]
+
+    def _add(self) -> None:
+        """The logs of the units next in order, added."""
+        while (logs := self.logs.pop(self.added, None)) is not None:
+            for observer, log in zip(self.observers, logs, strict=True):
+                for effect in log:
+                    observer.apply(effect)
+            self.added += 1
+
+
+def _child(
+    snapshot: Snapshot,
+    work: _Units,
+    unit: Callable[[int], int],
+    observers: Sequence[Observer],
+    write: int,
+) -> None:
+    code = 1
+    try:
+        gc.disable()  # a collection would touch (and copy) every page shared with the parent
+        _die_with_parent()
+        places = _places(snapshot)
+        while chunk := work.take():
+            for i in chunk:
+                before = [o.connections for o in observers]
+                logs, count = _logged(i, unit, observers)
+                counts = [o.connections - b for o, b in zip(observers, before, strict=True)]
+                _send(write, places, (i, _written(logs), counts, count))
+        code = 0
+    except BaseException:  # nothing may unwind into the caller's code
+        pass
+    finally:
+        os._exit(code)
+
+
+def _written(logs: Logs) -> Logs:
+    """The logs with their reasons written; an effect both observers logged, written once
+    (and pickled once)."""
+    made: dict[int, tuple[Effect, Effect]] = {}  # id -> (the effect, written)
+    out: Logs = []
+    for log in logs:
+        new = []
+        for effect in log:
+            pair = made.get(id(effect))
+            if pair is None:
+                pair = made[id(effect)] = (effect, written(effect))
+            new.append(pair[1])
+        out.append(new)
+    return out
+
+
+def _send(write: int, places: dict[int, tuple[str, int]], message: object) -> None:
+    out = io.BytesIO()
+    out.write(bytes(_FRAME.size))
+    _Pickler(out, places).dump(message)
+    data = out.getbuffer()
+    _FRAME.pack_into(data, 0, len(data) - _FRAME.size)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(write, view) :]
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the line above
+        os._exit(1)
+
+
+def _reap(pid: int) -> None:
+    """The second process ended: at once where it still runs (this one was interrupted)."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+# ------------------------------------------------------------------ the logs on the wire
+
+_KINDS = ("pods", "nodes", "services")
+
+
+def _shared(kind: str, index: int) -> object:  # stands for the snapshot's object (unpickled)
+    raise pickle.UnpicklingError(f"{kind}[{index}] outside a walk")
+
+
+def _places(snapshot: Snapshot) -> dict[int, tuple[str, int]]:
+    """Where each of the snapshot's pods, nodes and Services is in it, by identity."""
+    where: dict[int, tuple[str, int]] = {}
+    for kind in _KINDS:
+        for i, obj in enumerate(getattr(snapshot, kind)):
+            where[id(obj)] = (kind, i)
+    return where
+
+
+class _Pickler(pickle.Pickler):
+    """The snapshot's pods, nodes and Services as their place in it."""
+
+    def __init__(self, file: Any, places: dict[int, tuple[str, int]]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+
+        def place(obj: object) -> Any:
+            at = places.get(id(obj))
+            if at is None:
+                return obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+            return _shared, at
+
+        self.dispatch_table = {Pod: place, Node: place, Service: place}
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: Any, snapshot: Snapshot) -> None:
+        super().__init__(file)
+        self._snapshot = snapshot
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == "_shared":
+            return self._lookup
+        return super().find_class(module, name)
+
+    def _lookup(self, kind: str, index: int) -> object:
+        return getattr(self._snapshot, kind)[index]
