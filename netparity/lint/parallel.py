@@ -1,26 +1,27 @@
-"""The lint's walk on two cores (issue 19): the same findings, byte for byte, sooner.
+"""The lint's walk on several cores (issue 19): the same findings, byte for byte, sooner.
 
 The walk is a list of units (each pod class, then each Service). What observing one adds
-to the Linters' findings depends on that unit alone (netparity.lint.gather), so two
-processes share the units: each takes the next unit from a pipe of unit numbers and logs
-what observing it adds instead of adding it (`log`). The second process sends each unit's
-logs to this one as it finishes it; this one adds the logs in the units' order as soon as
-the units before are in (`apply`), so that what it adds is what a walk on one core would
-have added, in the same order.
+to the Linters' findings depends on that unit alone (netparity.lint.gather), so processes
+can share the units: each takes the next unit from a pipe of unit numbers and logs what
+observing it adds instead of adding it (`log`). A helper sends each unit's logs to this
+process as it finishes it; this process adds the logs in the units' order as soon as the
+units before are in (`apply`), so that what it adds is what a walk on one core would have
+added, in the same order.
 
-The second process is a fork: it shares the snapshot, the engine and their caches as they
-are, and never returns into the caller's code. It ends with `os._exit` (none of the
-caller's clean-up runs in it), dies with this process (PR_SET_PDEATHSIG), and is killed
-when this one is interrupted. Its logs travel pickled, with their reasons written and the
+A helper is a fork: it shares the snapshot, the engine and their caches as they are, and
+never returns into the caller's code. It ends with `os._exit` (none of the caller's
+clean-up runs in it), dies with this process (PR_SET_PDEATHSIG), and is killed when this
+one is interrupted. Its logs travel pickled, with their reasons written and the
 snapshot's pods, nodes and Services as their place in it, so that the findings hold this
-process's own objects. A unit it took and did not send (it failed, or was killed) is
-observed here.
+process's own objects. A unit a helper took and did not send (it failed, or was killed)
+is observed here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import gc
 import io
 import os
@@ -37,6 +38,8 @@ from netparity.model.objects import Node, Pod, Service
 from netparity.model.snapshot import Snapshot
 
 _PR_SET_PDEATHSIG = 1
+_F_SETPIPE_SZ = 1031
+MAX_JOBS = 8
 _TOKENS = 16384  # unit numbers the pipe holds before a write blocks (64 KiB)
 _TOKEN = struct.Struct("=I")
 _FRAME = struct.Struct("=Q")  # a message's length, before it
@@ -64,7 +67,8 @@ def jobs_available() -> int:
 
 
 def default_jobs(snapshot: Snapshot) -> int:
-    """Two processes where the cluster is large enough and two cores are there, else one."""
+    """Two processes where the cluster is large enough and two cores are there, else one
+    (more only when asked: each helper's copy of what it touches costs memory)."""
     if len(snapshot.pods) < MIN_PODS:
         return 1
     return min(2, jobs_available())
@@ -79,14 +83,15 @@ def walk(
     jobs: int,
 ) -> int:
     """Observe units 0..units-1 (`unit(i)` returns a count, summed), on `jobs` processes
-    (at most two); `tick(done)` as units are observed."""
+    (this one and jobs-1 helpers, at most MAX_JOBS in all); `tick(done)` as units are
+    observed."""
     if jobs < 2 or units < 2 or not _may_fork():
         total = 0
         for i in range(units):
             total += unit(i)
             tick(i + 1)
         return total
-    return _Parent(snapshot, units, unit, observers, tick).run()
+    return _Parent(snapshot, units, unit, observers, tick).run(min(jobs, MAX_JOBS) - 1)
 
 
 def _may_fork() -> bool:
@@ -136,8 +141,8 @@ class _Units:
 
 
 class _Parent:
-    """This process's side of a walk on two: its units, the other's as they come, every
-    unit's logs added in order."""
+    """This process's side of a walk on several: its units, the others' as they come,
+    every unit's logs added in order."""
 
     def __init__(
         self,
@@ -153,35 +158,41 @@ class _Parent:
         self.added = 0  # units 0..added-1 are added
         self.done = 0  # units observed, here or there
         self.total = 0
-        self.buffer = bytearray()
+        self.buffers: dict[int, bytearray] = {}  # per pipe, what came of a message
 
-    def run(self) -> int:
+    def run(self, helpers: int) -> int:
         work = _Units(self.units)
-        read, write = os.pipe()
-        with contextlib.suppress(OSError):
-            import fcntl
-
-            fcntl.fcntl(write, 1031, 1 << 20)  # F_SETPIPE_SZ: the other rarely waits
-        pid = os.fork()
-        if pid == 0:  # the second process: never returns
-            os.close(read)
-            _child(self.snapshot, work, self.unit, self.observers, write)
-        os.close(write)
+        children: dict[int, int] = {}  # pid -> the pipe its logs come through
         try:
-            os.set_blocking(read, False)
+            for _ in range(helpers):
+                read, write = os.pipe()
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(write, _F_SETPIPE_SZ, 1 << 20)  # a helper rarely waits
+                pid = os.fork()
+                if pid == 0:  # a helper: never returns
+                    for fd in (read, *children.values()):
+                        os.close(fd)
+                    _child(self.snapshot, work, self.unit, self.observers, write)
+                os.close(write)
+                os.set_blocking(read, False)
+                children[pid] = read
+                self.buffers[read] = bytearray()
             while chunk := work.take():
                 for i in chunk:
                     self.logs[i], count = _logged(i, self.unit, self.observers)
                     self.total += count
                     self._finished()
-                self._receive(read)
-            os.set_blocking(read, True)
-            self._receive(read)  # to its end
+                for read in children.values():
+                    self._receive(read)
+            for read in children.values():
+                os.set_blocking(read, True)
+                self._receive(read)  # to its end
         finally:
             work.close()
-            os.close(read)
-            _reap(pid)
-        for i in range(self.units):  # a unit it took and did not send
+            for pid, read in children.items():
+                os.close(read)
+                _reap(pid)
+        for i in range(self.units):  # a unit a helper took and did not send
             if i not in self.logs and i >= self.added:
                 self.logs[i], count = _logged(i, self.unit, self.observers)
                 self.total += count
@@ -194,8 +205,8 @@ class _Parent:
         self.tick(self.done)
 
     def _receive(self, read: int) -> None:
-        """The other's messages that are in (all of them, to its end, where `read` blocks),
-        and the logs that are next added."""
+        """A helper's messages that are in (all of them, to its end, where `read`
+        blocks), and the logs that are next added."""
         while True:
             try:
                 data = os.read(read, 1 << 20)
@@ -203,12 +214,12 @@ class _Parent:
                 break
             if not data:
                 break
-            self.buffer += data
-            self._messages()
+            self.buffers[read] += data
+            self._messages(self.buffers[read])
         self._add()
 
-    def _messages(self) -> None:
-        at, buffer = 0, self.buffer
+    def _messages(self, buffer: bytearray) -> None:
+        at = 0
         while len(buffer) - at >= _FRAME.size:
             (size,) = _FRAME.unpack_from(buffer, at)
             if len(buffer) - at - _FRAME.size < size:
@@ -295,7 +306,7 @@ def _die_with_parent() -> None:
 
 
 def _reap(pid: int) -> None:
-    """The second process ended: at once where it still runs (this one was interrupted)."""
+    """A helper ended: at once where it still runs (this one was interrupted)."""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG) != (0, 0):
             return
