@@ -1,0 +1,235 @@
+"""The lint's walk on several processes (netparity.lint.parallel, issue 19): the same
+report byte for byte as on one, whatever the helpers do (fail, die, get killed), and no
+process left behind, also when the walk is interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from netparity.cli import main
+from netparity.lint import parallel
+from netparity.lint.lint import lint_pair
+from netparity.lint.output import render_json
+from netparity.model.snapshot import Snapshot, load_snapshot, snapshot_from_dicts
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "aks-migration.yaml"
+
+
+def _generated(seed: int, pods: int = 400, nodes: int = 4) -> Snapshot:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from gen import generate
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return snapshot_from_dicts(
+        generate(pods=pods, namespaces=10, policies=pods // 5, nodes=nodes, seed=seed)
+    )
+
+
+def _lint(snapshot: Snapshot, jobs: int, **kw: Any) -> tuple[str, list[str]]:
+    """The report's JSON text and the older release's finding ids, on `jobs` processes."""
+    report, extra = lint_pair(snapshot, target="cilium", also="cilium-1.16", jobs=jobs, **kw)
+    return render_json(report), [f.id for f in extra]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Snapshot:
+    return _generated(seed=3)
+
+
+@pytest.fixture(scope="module")
+def alone(cluster: Snapshot) -> tuple[str, list[str]]:
+    return _lint(cluster, 1)
+
+
+@pytest.fixture
+def no_child_left() -> Iterator[list[int]]:
+    """The helpers forked during the test (their pids); none may be left, not even as a
+    zombie, at its end."""
+    forked: list[int] = []
+    fork = os.fork
+
+    def spy() -> int:
+        pid = fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parallel.os, "fork", spy)
+        yield forked
+    for pid in forked:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped already: no zombie
+        assert not Path(f"/proc/{pid}").exists(), f"helper {pid} outlived the walk"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_several_processes_give_one_process_report(seed: int, jobs: int) -> None:
+    snapshot = _generated(seed=seed, pods=300 + 100 * seed, nodes=3 + seed)
+    one = _lint(snapshot, 1)
+    assert json.loads(one[0])["findings"], "a cluster with nothing to compare"
+    assert _lint(snapshot, jobs) == one
+
+
+def test_the_example_on_two_processes(no_child_left: list[int]) -> None:
+    snapshot = load_snapshot([EXAMPLE])
+    assert _lint(snapshot, 2) == _lint(snapshot, 1)
+    assert len(no_child_left) == 1
+
+
+def _in_helper(parent: int, action: Callable[[], None]) -> Callable[[Any], Any]:
+    """A wrapper of the walk's unit function that runs `action` in a helper (not in the
+    parent) at its third unit."""
+
+    def wrap(unit: Callable[[int], int]) -> Callable[[int], int]:
+        calls = [0]
+
+        def patched(i: int) -> int:
+            if os.getpid() != parent:
+                calls[0] += 1
+                if calls[0] == 3:
+                    action()
+            return unit(i)
+
+        return patched
+
+    return wrap
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["raises", "exits", "killed"],
+)
+def test_a_helper_that_fails_loses_nothing(
+    fault: str,
+    cluster: Snapshot,
+    alone: tuple[str, list[str]],
+    no_child_left: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A helper that raises, exits or is killed at its third unit: the units it took and
+    did not send are observed by the parent, and the report is the same."""
+
+    def fail() -> None:
+        if fault == "raises":
+            raise RuntimeError("a bug in the helper")
+        if fault == "exits":
+            os._exit(3)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    wrap = _in_helper(os.getpid(), fail)
+    walk = parallel.walk
+
+    def patched_walk(snapshot: Snapshot, units: int, unit: Any, *rest: Any) -> int:
+        return walk(snapshot, units, wrap(unit), *rest)
+
+    monkeypatch.setattr(parallel, "walk", patched_walk)
+    assert _lint(cluster, 2) == alone
+    assert len(no_child_left) == 1
+
+
+def test_an_interrupted_walk_leaves_no_helper(cluster: Snapshot, no_child_left: list[int]) -> None:
+    """Ctrl-C (or SIGTERM made one) in the middle of the walk: the KeyboardInterrupt
+    reaches the caller, and the helper is gone."""
+    seen: list[tuple[str, int, int]] = []
+
+    def progress(what: str, done: int, total: int) -> None:
+        seen.append((what, done, total))
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lint_pair(cluster, target="cilium", jobs=2, progress=progress)
+    assert len(no_child_left) == 1
+
+
+def test_progress_on_several_processes_counts_every_unit(cluster: Snapshot) -> None:
+    """Classes, then Services, each counted up to its total, never backwards."""
+    seen: list[tuple[str, int, int]] = []
+    lint_pair(cluster, target="cilium", jobs=2, progress=lambda *a: seen.append(a))
+    walk = [s for s in seen if s[0] in ("classes", "services")]
+    classes = [d for w, d, _ in walk if w == "classes"]
+    services = [d for w, d, _ in walk if w == "services"]
+    assert classes == sorted(classes) and services == sorted(services)
+    assert walk[-1] == ("services", len(cluster.services), len(cluster.services))
+    assert ("classes", walk[0][2], walk[0][2]) in walk
+    assert walk.index(("classes", walk[0][2], walk[0][2])) < walk.index(walk[-1])
+
+
+def test_the_default_stays_on_one_core_for_small_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
+    small = load_snapshot([EXAMPLE])
+    assert parallel.default_jobs(small) == 1
+    big = _generated(seed=1, pods=parallel.MIN_PODS, nodes=8)
+    monkeypatch.setattr(parallel, "jobs_available", lambda: 2)
+    assert parallel.default_jobs(big) == 2
+    monkeypatch.setattr(parallel, "jobs_available", lambda: 1)
+    assert parallel.default_jobs(big) == 1
+
+
+def test_the_cli_takes_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outs = []
+    for jobs in ("1", "2"):
+        assert main(["lint", str(EXAMPLE), "--format", "json", "--jobs", jobs]) == 1
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+    with pytest.raises(SystemExit) as e:
+        main(["lint", str(EXAMPLE), "--jobs", "0"])
+    assert e.value.code == 2
+    assert "--jobs: must be a number from 1 to 8, not '0'" in capsys.readouterr().err
+
+
+class _Fake:
+    """An observer whose effects are the unit numbers, in the order they are added."""
+
+    def __init__(self) -> None:
+        self.log: list[Any] | None = None
+        self.connections = 0
+        self.added: list[int] = []
+
+    def apply(self, effect: Any) -> None:
+        self.added.append(effect[1][0])
+
+    def observe(self, i: int) -> None:
+        self.connections += 1
+        effect = ("unattributed", (i,))
+        if self.log is None:
+            self.apply(effect)
+        else:
+            self.log.append(effect)
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 4])
+def test_logs_are_added_in_the_units_order(jobs: int, no_child_left: list[int]) -> None:
+    """Whoever observes a unit, and however late its logs come (a helper that is slow
+    on every third unit), the effects are added in the units' order, and every unit's
+    connections and count are there."""
+    import time
+
+    parent = os.getpid()
+    fakes = [_Fake(), _Fake()]
+
+    def unit(i: int) -> int:
+        if os.getpid() != parent and i % 3 == 0:
+            time.sleep(0.002)
+        for f in fakes:
+            f.observe(i)
+        return i % 2
+
+    snapshot = load_snapshot([EXAMPLE])
+    total = parallel.walk(snapshot, 300, unit, fakes, lambda done: None, jobs)
+    assert total == 150
+    for f in fakes:
+        assert f.added == list(range(300))
+        assert f.connections == 300
+    assert len(no_child_left) == jobs - 1
