@@ -233,3 +233,24 @@ def test_logs_are_added_in_the_units_order(jobs: int, no_child_left: list[int]) 
         assert f.added == list(range(300))
         assert f.connections == 300
     assert len(no_child_left) == jobs - 1
+
+
+def test_the_walk_keeps_nothing_the_cycle_collector_must_free(cluster: Snapshot) -> None:
+    """A lint pauses the cycle collector (collector_paused); what a helper sent is freed
+    once added (an unpickler in a cycle kept every message: hundreds of MB at 50,000
+    pods). What stays is what the findings hold, and each Linter's last effect."""
+    import gc
+
+    from netparity.lint.gather import Seen
+
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        report, _ = lint_pair(cluster, target="cilium", also="cilium-1.16", jobs=2)
+        assert report.findings
+        alive = sum(1 for o in gc.get_objects() if type(o) is Seen)
+    finally:
+        if enabled:
+            gc.enable()
+    assert alive <= 2, alive

@@ -159,6 +159,7 @@ class _Parent:
         self.done = 0  # units observed, here or there
         self.total = 0
         self.buffers: dict[int, bytearray] = {}  # per pipe, what came of a message
+        self.lookup = _lookup(snapshot)
 
     def run(self, helpers: int) -> int:
         work = _Units(self.units)
@@ -226,7 +227,7 @@ class _Parent:
                 break
             start = at + _FRAME.size
             i, logs, connections, count = _Unpickler(
-                io.BytesIO(buffer[start : start + size]), self.snapshot
+                io.BytesIO(buffer[start : start + size]), self.lookup
             ).load()
             at = start + size
             self.logs[i] = logs
@@ -349,14 +350,22 @@ class _Pickler(pickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: Any, snapshot: Snapshot) -> None:
+    """The snapshot's pods, nodes and Services back from their place in it. (The memo
+    holds what `find_class` returns: a method of the unpickler would make a cycle that
+    only the cycle collector, paused during a lint, frees: every message kept.)"""
+
+    def __init__(self, file: Any, lookup: Callable[[str, int], object]) -> None:
         super().__init__(file)
-        self._snapshot = snapshot
+        self._lookup = lookup
 
     def find_class(self, module: str, name: str) -> Any:
         if module == __name__ and name == "_shared":
             return self._lookup
         return super().find_class(module, name)
 
-    def _lookup(self, kind: str, index: int) -> object:
-        return getattr(self._snapshot, kind)[index]
+
+def _lookup(snapshot: Snapshot) -> Callable[[str, int], object]:
+    def find(kind: str, index: int) -> object:
+        return getattr(snapshot, kind)[index]
+
+    return find
