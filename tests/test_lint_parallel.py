@@ -85,7 +85,7 @@ def test_several_processes_give_one_process_report(seed: int, jobs: int) -> None
 def test_the_example_on_two_processes(no_child_left: list[int]) -> None:
     snapshot = load_snapshot([EXAMPLE])
     assert _lint(snapshot, 2) == _lint(snapshot, 1)
-    assert len(no_child_left) == 1
+    assert len(no_child_left) == 2  # the walk's helper, and the one beside the fixes
 
 
 def _in_helper(parent: int, action: Callable[[], None]) -> Callable[[Any], Any]:
@@ -136,22 +136,26 @@ def test_a_helper_that_fails_loses_nothing(
 
     monkeypatch.setattr(parallel, "walk", patched_walk)
     assert _lint(cluster, 2) == alone
-    assert len(no_child_left) == 1
+    assert len(no_child_left) == 2
 
 
-def test_an_interrupted_walk_leaves_no_helper(cluster: Snapshot, no_child_left: list[int]) -> None:
-    """Ctrl-C (or SIGTERM made one) in the middle of the walk: the KeyboardInterrupt
-    reaches the caller, and the helper is gone."""
+@pytest.mark.parametrize("at", ["classes", "findings checked"])
+def test_an_interrupted_lint_leaves_no_helper(
+    at: str, cluster: Snapshot, no_child_left: list[int]
+) -> None:
+    """Ctrl-C (or SIGTERM made one) in the middle of the walk, or while the fixes are
+    checked beside a helper: the KeyboardInterrupt reaches the caller, and no helper is
+    left."""
     seen: list[tuple[str, int, int]] = []
 
     def progress(what: str, done: int, total: int) -> None:
         seen.append((what, done, total))
-        if len(seen) == 5:
+        if what == at and len([s for s in seen if s[0] == at]) == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        lint_pair(cluster, target="cilium", jobs=2, progress=progress)
-    assert len(no_child_left) == 1
+        lint_pair(cluster, target="cilium", also="cilium-1.16", jobs=2, progress=progress)
+    assert len(no_child_left) == (1 if at == "classes" else 2)
 
 
 def test_progress_on_several_processes_counts_every_unit(cluster: Snapshot) -> None:
@@ -254,3 +258,37 @@ def test_the_walk_keeps_nothing_the_cycle_collector_must_free(cluster: Snapshot)
         if enabled:
             gc.enable()
     assert alive <= 2, alive
+
+
+@pytest.mark.parametrize("fault", [None, "raises", "exits", "killed", "unpicklable"])
+def test_together_gives_both_results_whatever_the_helper_does(
+    fault: str | None, no_child_left: list[int]
+) -> None:
+    """there() runs in a helper and its result comes back; where the helper fails, it is
+    made here. The snapshot's objects come back as this process's own."""
+    snapshot = load_snapshot([EXAMPLE])
+    parent = os.getpid()
+    calls: list[int] = []
+
+    def here() -> str:
+        return "here"
+
+    def there() -> tuple[Any, ...]:
+        calls.append(os.getpid())
+        if os.getpid() != parent:
+            if fault == "raises":
+                raise RuntimeError("a bug in the helper")
+            if fault == "exits":
+                os._exit(3)
+            if fault == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if fault == "unpicklable":
+                return (lambda: None,)
+        return (snapshot.pods[3], snapshot.services[0], [snapshot.nodes[1]], "x")
+
+    mine, theirs = parallel.together(snapshot, here, there, 2)
+    assert mine == "here"
+    assert theirs[0] is snapshot.pods[3] and theirs[1] is snapshot.services[0]
+    assert theirs[2][0] is snapshot.nodes[1] and theirs[3] == "x"
+    assert calls == ([] if fault is None else [parent])  # made here only where it failed
+    assert len(no_child_left) == 1

@@ -14,7 +14,7 @@ from netparity.cli._common import (
 )
 from netparity.engine.dataplane import NEWEST_TARGET, TARGETS, older_release
 from netparity.lint.findings import Finding, LintReport
-from netparity.lint.lint import lint_pair
+from netparity.lint.lint import lint_digest
 from netparity.lint.output import (
     exit_code,
     render_junit,
@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _lint(
     args: argparse.Namespace, snapshot: Snapshot, target: str, also: str | None
-) -> tuple[LintReport, tuple[Finding, ...]]:
+) -> tuple[LintReport, tuple[tuple[str, str, str], ...]]:
     """The lint (and the findings of a lint for `also`), progress on stderr if asked."""
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = None
@@ -137,7 +137,9 @@ def _lint(
 
         progress = StderrProgress("lint", prefix="lint")
     try:
-        return lint_pair(snapshot, target=target, also=also, progress=progress, jobs=args.jobs)
+        return lint_digest(
+            snapshot, _brief, target=target, also=also, progress=progress, jobs=args.jobs
+        )
     finally:
         if progress is not None:
             progress.finish()
@@ -152,15 +154,20 @@ def _accept(report: LintReport, path: str) -> LintReport:
     return replace(report, findings=tuple(kept), notes=(*report.notes, *notes))
 
 
-def _older(report: LintReport, older: tuple[Finding, ...]) -> list[str]:
+def _brief(findings: tuple[Finding, ...]) -> tuple[tuple[str, str, str], ...]:
+    """What the note on the older release reads of its findings: id, kind, severity."""
+    return tuple((f.id, f.kind, f.severity) for f in findings)
+
+
+def _older(report: LintReport, older: tuple[tuple[str, str, str], ...]) -> list[str]:
     """What linting for cilium-1.16 (AKS on Kubernetes 1.31) adds, in one line."""
     seen = {f.id for f in report.findings}
-    extra = [f for f in older if f.id not in seen]
+    extra = [(kind, severity) for id_, kind, severity in older if id_ not in seen]
     if not extra:
         return [f"under {OLDER_TARGET} (AKS on Kubernetes 1.31): the same findings"]
     counts: dict[str, int] = {}
-    for f in extra:
-        key = f"{f.kind} {f.severity}s"
+    for kind, severity in extra:
+        key = f"{kind} {severity}s"
         counts[key] = counts.get(key, 0) + 1
     return [
         f"under {OLDER_TARGET} (AKS on Kubernetes 1.31) also: "

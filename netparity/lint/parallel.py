@@ -31,7 +31,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from netparity.lint.gather import Effect, written
 from netparity.model.objects import Node, Pod, Service
@@ -46,6 +46,8 @@ _FRAME = struct.Struct("=Q")  # a message's length, before it
 # Below this many pods a walk stays on one core: a fork costs more than it saves.
 MIN_PODS = 2000
 
+A = TypeVar("A")
+B = TypeVar("B")
 Logs = list[list[Effect]]  # a unit's effects, one list per observer
 
 
@@ -92,6 +94,39 @@ def walk(
             tick(i + 1)
         return total
     return _Parent(snapshot, units, unit, observers, tick).run(min(jobs, MAX_JOBS) - 1)
+
+
+def together(
+    snapshot: Snapshot, here: Callable[[], A], there: Callable[[], B], jobs: int
+) -> tuple[A, B]:
+    """here() and there(), the second in a helper where `jobs` > 1 (it must not need what
+    the first changes): its result comes back pickled, as the walk's logs do, or is
+    made here where the helper failed."""
+    if jobs < 2 or not _may_fork():
+        return here(), there()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the helper: never returns
+        os.close(read)
+        _helper(lambda: _send(write, _places(snapshot), there()))
+    os.close(write)
+    try:
+        mine = here()
+        theirs = _result(read, _lookup(snapshot))
+    finally:
+        os.close(read)
+        _reap(pid)
+    return mine, (there() if theirs is None else theirs[0])
+
+
+def _result(read: int, lookup: Callable[[str, int], object]) -> tuple[Any] | None:
+    """The one message that comes through `read` (None: it did not come whole)."""
+    data = bytearray()
+    while chunk := os.read(read, 1 << 20):
+        data += chunk
+    if len(data) < _FRAME.size or _FRAME.unpack_from(data)[0] != len(data) - _FRAME.size:
+        return None
+    return (_Unpickler(io.BytesIO(memoryview(data)[_FRAME.size :]), lookup).load(),)
 
 
 def _may_fork() -> bool:
@@ -253,10 +288,9 @@ def _child(
     observers: Sequence[Observer],
     write: int,
 ) -> None:
-    code = 1
-    try:
-        gc.disable()  # a collection would touch (and copy) every page shared with the parent
-        _die_with_parent()
+    """A helper of the walk: units taken until none is left, each one's logs sent."""
+
+    def run() -> None:
         places = _places(snapshot)
         while chunk := work.take():
             for i in chunk:
@@ -264,6 +298,17 @@ def _child(
                 logs, count = _logged(i, unit, observers)
                 counts = [o.connections - b for o, b in zip(observers, before, strict=True)]
                 _send(write, places, (i, _written(logs), counts, count))
+
+    _helper(run)
+
+
+def _helper(run: Callable[[], None]) -> None:
+    """A forked helper's life: `run`, then `os._exit`, whatever happens."""
+    code = 1
+    try:
+        gc.disable()  # a collection would touch (and copy) every page shared with the parent
+        _die_with_parent()
+        run()
         code = 0
     except BaseException:  # nothing may unwind into the caller's code
         pass
