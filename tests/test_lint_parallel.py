@@ -292,3 +292,27 @@ def test_together_gives_both_results_whatever_the_helper_does(
     assert theirs[2][0] is snapshot.nodes[1] and theirs[3] == "x"
     assert calls == ([] if fault is None else [parent])  # made here only where it failed
     assert len(no_child_left) == 1
+
+
+def test_slotted_dataclasses_cross_the_pipe_as_they_are() -> None:
+    """`_Reducers` writes a slotted dataclass as its field values (frozen or not, with
+    fields left out of __init__, with a parent's fields); `_slotted` rebuilds it equal,
+    and the snapshot's own objects come back as themselves."""
+    import io as _io
+
+    from netparity.engine.traffic import Decision, DirectionResult, PathKind, Verdict
+    from netparity.lint.tally import Entry
+
+    snapshot = load_snapshot([EXAMPLE])
+    pod = snapshot.pods[0]
+    side = DirectionResult(direction="ingress", subject=pod.key, decision=Decision.DENY, why="x")
+    verdict = Verdict(decision=Decision.DENY, path=PathKind.POD_POD, ingress=side)
+    assert side.reason and verdict.explanation  # the cached texts (init=False fields) made
+    entry = Entry(from_pods=True, npm="a", target="b")
+    entry.ports[(80, "80/TCP")] = None
+    out = _io.BytesIO()
+    parallel._Pickler(out, parallel._Reducers(snapshot)).dump((verdict, entry, pod))
+    back = parallel._Unpickler(_io.BytesIO(out.getvalue()), parallel._lookup(snapshot)).load()
+    assert back[0] == verdict and back[0] is not verdict
+    assert back[0].ingress.reason == side.reason and back[0].explanation == verdict.explanation
+    assert back[1] == entry and back[2] is pod
