@@ -316,3 +316,18 @@ def test_slotted_dataclasses_cross_the_pipe_as_they_are() -> None:
     assert back[0] == verdict and back[0] is not verdict
     assert back[0].ingress.reason == side.reason and back[0].explanation == verdict.explanation
     assert back[1] == entry and back[2] is pod
+
+
+def test_no_helper_beside_a_large_process(
+    monkeypatch: pytest.MonkeyPatch, no_child_left: list[int]
+) -> None:
+    """Above MAX_BESIDE_MB resident, `together` runs both here (a helper would copy what
+    the two write, up to the whole heap)."""
+    snapshot = load_snapshot([EXAMPLE])
+    monkeypatch.setattr(parallel, "MAX_BESIDE_MB", 0)
+    parent = os.getpid()
+    assert parallel.together(snapshot, lambda: 1, os.getpid, 2) == (1, parent)
+    assert no_child_left == []
+    monkeypatch.setattr(parallel, "MAX_BESIDE_MB", 1 << 20)
+    assert parallel.together(snapshot, lambda: 1, os.getpid, 2)[1] != parent
+    assert len(no_child_left) == 1
