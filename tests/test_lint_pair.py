@@ -334,3 +334,26 @@ def test_the_targets_verdict_is_reused_only_where_it_is_the_older_releases() -> 
                 else:
                     judged += 1
     assert reused and judged
+
+
+@pytest.mark.parametrize("which", ["example", "gen400"])
+def test_the_verdicts_the_enumerator_made_are_the_connections_own(which: str) -> None:
+    """`judged`: the target's verdict on an in-cluster client group's first connection,
+    made to split the group, is what the lint takes instead of judging it again. Each
+    must be the engine's verdict on that very connection, and there must be some."""
+    from netparity.lint.probes import ProbeBuilder
+    from netparity.plan.class_index import ClassIndex
+
+    snapshot = load_snapshot([EXAMPLE]) if which == "example" else _generated()
+    npm, tgt = get_dataplane("npm"), get_dataplane("cilium")
+    engine = Engine(snapshot)
+    builder = ProbeBuilder(snapshot, engine, ClassIndex(engine, (npm, tgt)), npm, tgt)
+    reused = 0
+    for svc in snapshot.services:
+        probes = builder.service_probes(svc)
+        ids = {id(p) for p in probes}
+        for key, (conn, verdict) in builder.judged.items():
+            assert key == id(conn) and key in ids
+            assert verdict == engine.evaluate(conn.traffic, tgt)
+            reused += 1
+    assert reused

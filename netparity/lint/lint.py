@@ -230,8 +230,11 @@ class _Walk:
             return 0
         svc = self.snapshot.services[i - len(self.classes)]
         probes = builder.service_probes(svc)
+        # the target's verdicts the enumerator made (on the same dataplane)
+        judged = builder.judged if builder.target is linter.target else {}
         for probe in probes:
-            vn = linter.observe(probe, svc)
+            known = judged.get(id(probe))
+            vn = linter.observe(probe, svc, vt=None if known is None else known[1])
             if second is not None and not (needless and needless(probe, linter.agreed)):
                 second.follow(linter, probe, svc, vn, _same(needless, probe, linter))
         return int(bool(probes))
@@ -288,12 +291,16 @@ class Linter(Gatherer, Classifier):
 
     # ---------------------------------------------------------------- observing
 
-    def _compare(self, probe: Probe, whole: bool, vn: Verdict | None = None) -> _Compared:
-        """The connection under npm (`vn` where known) and under the target, and the
+    def _compare(
+        self, probe: Probe, whole: bool, vn: Verdict | None = None, vt: Verdict | None = None
+    ) -> _Compared:
+        """The connection under npm and under the target (`vn`, `vt` where known), and the
         probe's side of each (None where `whole`, or where the verdict has no such side)."""
         if vn is None:
             vn = self.engine.evaluate(probe.traffic, self.npm)
-        vt = self.last = self.engine.evaluate(probe.traffic, self.target)
+        if vt is None:
+            vt = self.engine.evaluate(probe.traffic, self.target)
+        self.last = vt
         if whole:
             return _Compared(vn=vn, vt=vt, sn=None, st=None)
         return _Compared(vn=vn, vt=vt, sn=_side(vn, probe.side), st=_side(vt, probe.side))
@@ -327,12 +334,17 @@ class Linter(Gatherer, Classifier):
             self._emit(other.effect)
 
     def observe(
-        self, probe: Probe, svc: Service | None = None, *, vn: Verdict | None = None
+        self,
+        probe: Probe,
+        svc: Service | None = None,
+        *,
+        vn: Verdict | None = None,
+        vt: Verdict | None = None,
     ) -> Verdict:
-        """One connection under npm (`vn` where known) and under the target; returns npm's
-        verdict. Through a Service (`svc`), the whole verdicts are compared and the finding
-        names the Service; else the side the probe was made for, and the policies."""
-        c = self._compare(probe, whole=svc is not None, vn=vn)
+        """One connection under npm and under the target (`vn`, `vt` where known); returns
+        npm's verdict. Through a Service (`svc`), the whole verdicts are compared and the
+        finding names the Service; else the side the probe was made for, and the policies."""
+        c = self._compare(probe, whole=svc is not None, vn=vn, vt=vt)
         vn, vt = c.vn, c.vt
         self.connections += 1
         self.agreed = None

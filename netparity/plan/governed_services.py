@@ -22,6 +22,7 @@ from netparity.engine.traffic import (
     PodEndpoint,
     ServiceEndpoint,
     Traffic,
+    Verdict,
     Via,
 )
 from netparity.model.networkpolicy import IPBlock, PolicyPeer
@@ -113,7 +114,15 @@ class ServiceTraffic(GovernedTraffic):
     def _caches(self) -> _Caches:
         return _Caches()
 
+    @cached_property
+    def judged(self) -> dict[int, tuple[Connection, Verdict]]:
+        """The target's verdict on some of the last Service's connections, by the
+        connection's id: an in-cluster client group's first, judged to split the group,
+        need not be judged again (the lint's `observe`)."""
+        return {}
+
     def service_connections(self, svc: Service) -> list[Connection]:
+        self.judged.clear()
         if svc.type not in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
             return []
         via = Via.LOAD_BALANCER if svc.type is ServiceType.LOAD_BALANCER else Via.NODE_PORT
@@ -214,38 +223,41 @@ class ServiceTraffic(GovernedTraffic):
             split: Sequence[ListGroup | BulkGroup] = [members]
             if verdict.ingress is None or verdict.ingress.decision is not Decision.DENY:
                 split = members.split(self._egress_signature)
+            judged = (c, b, node)  # the connection whose verdict is known
             for group in split:
                 first = group.first()
                 assert first is not None
                 c, b, node, target_port, cls, count = first
+                same = judged[0] is c and judged[1] is b and judged[2] is node
                 on_node = [m for m in self.on_node[node.name][cls.name] if m.key != b.key]
                 others: dict[str, None] = {}
                 for m in itertools.islice(group.members(), 1, None):
                     if len(others) >= MAX_STANDS_FOR:
                         break
                     others[m[4].name] = None
-                out.append(
-                    Connection(
-                        traffic=Traffic(
-                            source=PodEndpoint(pod=c),
-                            destination=self._d5d_destination(svc, via, node, b),
-                            port=port,
-                            protocol=protocol,
-                        ),
-                        side=None,
-                        from_pods=True,
-                        pods=self.classes.group(cls, on_node),
-                        stands_for=tuple(
-                            self._stand_in(self.classes.by_name[k], rep_nodes, rep_backends)
-                            for k in others
-                        ),
-                        stands_for_pods=group.pods - count,
-                        stands_for_classes=group.distinct - (group.occurrences(cls.name) == 1),
-                        peer=f"the {where} of Service {svc.key} (a backend on the client's node)",
-                        port=target_port,
-                        port_label=f"{port}/{protocol} (targetPort {target_port})",
-                    )
+                conn = Connection(
+                    traffic=Traffic(
+                        source=PodEndpoint(pod=c),
+                        destination=dst if same else self._d5d_destination(svc, via, node, b),
+                        port=port,
+                        protocol=protocol,
+                    ),
+                    side=None,
+                    from_pods=True,
+                    pods=self.classes.group(cls, on_node),
+                    stands_for=tuple(
+                        self._stand_in(self.classes.by_name[k], rep_nodes, rep_backends)
+                        for k in others
+                    ),
+                    stands_for_pods=group.pods - count,
+                    stands_for_classes=group.distinct - (group.occurrences(cls.name) == 1),
+                    peer=f"the {where} of Service {svc.key} (a backend on the client's node)",
+                    port=target_port,
+                    port_label=f"{port}/{protocol} (targetPort {target_port})",
                 )
+                out.append(conn)
+                if same:  # the target's verdict on it, for the lint (`judged`)
+                    self.judged[id(conn)] = (conn, verdict)
         return out
 
     @staticmethod
