@@ -9,7 +9,7 @@ what the finding keeps of them (`Seen`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from netparity.engine.compile import EGRESS
 from netparity.engine.traffic import Decision, DirectionResult, PathKind, RuleRef, Verdict
@@ -88,12 +88,26 @@ class Seen:
         return self
 
 
+class Added(NamedTuple):
+    """A changed connection, into the finding of (kind, namespace, key)."""
+
+    kind: str
+    ns: str
+    obj: str  # the finding's object ("NetworkPolicy ns/name", "Service ns/name")
+    key: tuple[str, ...]
+    policies: list[str]
+    refs: list[RuleRef]
+    svc: Service | None
+    seen: Seen
+
+
 def written(effect: Effect) -> Effect:
     """An effect with its reasons written (`Seen.written`)."""
     what, args = effect
     if what != "add":
         return effect
-    return what, (*args[:-1], args[-1].written())
+    added = cast(Added, args)
+    return what, added._replace(seen=added.seen.written())
 
 
 class Gatherer:
@@ -120,7 +134,7 @@ class Gatherer:
     def apply(self, effect: Effect) -> None:
         what, args = effect
         if what == "add":
-            self._apply_add(*args)
+            self._apply_add(cast(Added, args))
         elif what == "unknown":
             self.unknown.append(args[0])
             self.unknown_reasons.append(args)
@@ -136,40 +150,20 @@ class Gatherer:
         )
         self._emit(("unknown", (traffic, why or vn.explanation)))
 
-    def _add(
-        self,
-        kind: str,
-        ns: str,
-        obj: str,
-        key: tuple[str, ...],
-        policies: list[str],
-        refs: list[RuleRef],
-        svc: Service | None,
-        seen: Seen,
-    ) -> None:
-        self._emit(("add", (kind, ns, obj, key, policies, refs, svc, seen)))
+    def _add(self, added: Added) -> None:
+        self._emit(("add", added))
 
-    def _apply_add(
-        self,
-        kind: str,
-        ns: str,
-        obj: str,
-        key: tuple[str, ...],
-        policies: list[str],
-        refs: list[RuleRef],
-        svc: Service | None,
-        seen: Seen,
-    ) -> None:
+    def _apply_add(self, a: Added) -> None:
         """A changed connection into its finding."""
-        k = (kind, ns, key)
+        k = (a.kind, a.ns, a.key)
         acc = self.acc.get(k)
         if acc is None:
-            acc = self.acc[k] = Acc(kind=kind, namespace=ns, object=obj)
-        if svc is not None:
-            acc.service = svc
-        acc.policies.update(dict.fromkeys(policies))
-        acc.refs.update(dict.fromkeys(refs))
-        self._record(acc, seen)
+            acc = self.acc[k] = Acc(kind=a.kind, namespace=a.ns, object=a.obj)
+        if a.svc is not None:
+            acc.service = a.svc
+        acc.policies.update(dict.fromkeys(a.policies))
+        acc.refs.update(dict.fromkeys(a.refs))
+        self._record(acc, a.seen)
 
     def _record(self, acc: Acc, seen: Seen) -> None:
         """One connection of a finding (its reasons written once per row)."""

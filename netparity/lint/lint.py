@@ -38,7 +38,7 @@ from netparity.lint.findings import (
     LintReport,
     Probe,
 )
-from netparity.lint.gather import Gatherer, Seen
+from netparity.lint.gather import Added, Gatherer, Seen
 from netparity.lint.judged import not_judged
 from netparity.lint.kinds import notes
 from netparity.lint.pair import Needless, same_enumeration
@@ -130,7 +130,8 @@ def lint_digest(
     second = Linter(engine, npm, old, expectations=False) if shared and old else None
     needless = Needless(snapshot, tgt, old) if second is not None and old else None
     workers = parallel.default_jobs(snapshot) if jobs is None else jobs
-    services = _observe(snapshot, classes, builder, linter, second, needless, report, workers)
+    walk = _Walk(snapshot, classes, builder, linter, second, needless)
+    services = walk.run(report, workers)
 
     def fixed() -> list[Finding]:
         """The walk's findings, their fixes checked."""
@@ -176,25 +177,6 @@ def lint_digest(
     ), extra
 
 
-def _observe(
-    snapshot: Snapshot,
-    classes: ClassIndex,
-    builder: ProbeBuilder,
-    linter: Linter,
-    second: Linter | None,
-    needless: Needless | None,
-    report: Progress,
-    jobs: int,
-) -> int:
-    """Every governed connection observed by `linter` (and `second`, sharing npm's
-    verdict, and left out where `needless` says it agrees as `linter` did: its count of
-    connections is not reported), on `jobs` processes (netparity.lint.parallel); the
-    number of Services that govern some."""
-    walk = _Walk(snapshot, classes, builder, linter, second, needless)
-    observers = (linter,) if second is None else (linter, second)
-    return parallel.walk(snapshot, walk.units, walk.unit, observers, walk.ticker(report), jobs)
-
-
 class _Walk:
     """The lint's units of work: each pod class (both directions), then each Service."""
 
@@ -214,6 +196,16 @@ class _Walk:
         self.second = second
         self.needless = needless
         self.units = len(self.classes) + len(snapshot.services)
+
+    def run(self, report: Progress, jobs: int) -> int:
+        """Every governed connection observed by `linter` (and `second`, sharing npm's
+        verdict, and left out where `needless` says it agrees as `linter` did: its count
+        of connections is not reported), on `jobs` processes (netparity.lint.parallel);
+        the number of Services that govern some."""
+        observers = (self.linter,) if self.second is None else (self.linter, self.second)
+        return parallel.walk(
+            self.snapshot, self.units, self.unit, observers, self.ticker(report), jobs
+        )
 
     def unit(self, i: int) -> int:
         """Unit i observed; 1 for a Service that governs some connection, else 0."""
@@ -390,7 +382,7 @@ class Linter(Gatherer, Classifier):
             else "NetworkPolicies " + ", ".join(p.split(" ", 1)[1] for p in policies)
         )
         seen = Seen.of(probe, change, probe.side or "", vn, vt, (sn, st), sn.decision)
-        self._add(kind, ns, obj, tuple(policies), policies, refs, None, seen)
+        self._add(Added(kind, ns, obj, tuple(policies), policies, refs, None, seen))
 
     def _service_change(
         self, probe: Probe, svc: Service, change: Change, vn: Verdict, vt: Verdict
@@ -410,7 +402,9 @@ class Linter(Gatherer, Classifier):
         policies.extend(r.policy for r in refs)
         obj = f"Service {svc.key}"
         seen = Seen.of(probe, change, direction, vn, vt, None, dn)
-        self._add(str(kind), svc.namespace, obj, (obj,), sorted(set(policies)), refs, svc, seen)
+        self._add(
+            Added(str(kind), svc.namespace, obj, (obj,), sorted(set(policies)), refs, svc, seen)
+        )
 
     # ---------------------------------------------------------------- findings
 
