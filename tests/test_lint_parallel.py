@@ -331,3 +331,23 @@ def test_no_helper_beside_a_large_process(
     monkeypatch.setattr(parallel, "MAX_BESIDE_MB", 1 << 20)
     assert parallel.together(snapshot, lambda: 1, os.getpid, 2)[1] != parent
     assert len(no_child_left) == 1
+
+
+def test_a_helper_does_not_wait_for_a_busy_parent() -> None:
+    """`_Sender`: messages larger than the pipe holds are queued at once (a thread writes
+    them while the parent is busy), arrive whole and in order; once the parent stops
+    reading, the next send raises."""
+    read, write = os.pipe()
+    chunks = [bytes([n]) * (1 << 20) for n in range(6)]  # 6 MiB: a pipe holds 64 KiB-1 MiB
+    with parallel._Sender(write) as sender:
+        for chunk in chunks:
+            sender.send(memoryview(chunk))  # returns with nobody reading yet
+        got = bytearray()
+        while len(got) < len(chunks) << 20:
+            got += os.read(read, 1 << 20)
+    assert bytes(got) == b"".join(chunks)
+    os.close(read)
+    with pytest.raises(OSError), parallel._Sender(write) as sender:  # EPIPE: no reader
+        for _ in range(100):
+            sender.send(memoryview(chunks[0]))
+    os.close(write)

@@ -28,6 +28,7 @@ import io
 import operator
 import os
 import pickle
+import queue
 import signal
 import struct
 import sys
@@ -312,14 +313,50 @@ def _child(
 
     def run() -> None:
         reducers = _Reducers(snapshot)
-        while chunk := work.take():
-            for i in chunk:
-                before = [o.connections for o in observers]
-                logs, count = _logged(i, unit, observers)
-                counts = [o.connections - b for o, b in zip(observers, before, strict=True)]
-                _send(write, reducers, (i, _written(logs), counts, count))
+        with _Sender(write) as sender:
+            while chunk := work.take():
+                for i in chunk:
+                    before = [o.connections for o in observers]
+                    logs, count = _logged(i, unit, observers)
+                    counts = [o.connections - b for o, b in zip(observers, before, strict=True)]
+                    sender.send(_message(reducers, (i, _written(logs), counts, count)))
 
     _helper(run)
+
+
+class _Sender:
+    """A helper's messages written to the pipe by a thread of their own: the helper goes
+    on with its units while the parent is busy with a long one of its own and the pipe is
+    full (at 50,000 pods on 20 nodes, blocked writes were a fifth of the helper's time)."""
+
+    def __init__(self, write: int) -> None:
+        self.write = write
+        self.queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Sender:
+        self.thread.start()
+        return self
+
+    def send(self, data: memoryview) -> None:
+        if self.failed is not None:  # the parent stopped reading: it ended
+            raise self.failed
+        self.queue.put(data)
+
+    def __exit__(self, *exc: object) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.failed is not None:
+            raise self.failed
+
+    def _run(self) -> None:
+        try:
+            while (data := self.queue.get()) is not None:
+                while data:
+                    data = data[os.write(self.write, data) :]
+        except OSError as e:
+            self.failed = e
 
 
 def _helper(run: Callable[[], None]) -> None:
@@ -352,13 +389,18 @@ def _written(logs: Logs) -> Logs:
     return out
 
 
-def _send(write: int, reducers: _Reducers, message: object) -> None:
+def _message(reducers: _Reducers, message: object) -> memoryview:
+    """A message pickled, its length before it."""
     out = io.BytesIO()
     out.write(bytes(_FRAME.size))
     _Pickler(out, reducers).dump(message)
     data = out.getbuffer()
     _FRAME.pack_into(data, 0, len(data) - _FRAME.size)
-    view = memoryview(data)
+    return data
+
+
+def _send(write: int, reducers: _Reducers, message: object) -> None:
+    view = _message(reducers, message)
     while view:
         view = view[os.write(write, view) :]
 
