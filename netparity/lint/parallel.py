@@ -15,6 +15,13 @@ one is interrupted. Its logs travel pickled, with their reasons written and the
 snapshot's pods, nodes and Services as their place in it, so that the findings hold this
 process's own objects. A unit a helper took and did not send (it failed, or was killed)
 is observed here.
+
+Not multiprocessing's Pool nor concurrent.futures: this process walks units too (in a
+pool it would only collect, a third process on two cores), the logs are pickled our way
+(the snapshot's objects by place, dataclasses by field), a killed worker leaves
+`Pool.imap` waiting forever and `ProcessPoolExecutor` raising BrokenProcessPool with the
+finished results lost, and each worker would be forked before the walk's caches exist
+or re-fork per task.
 """
 
 from __future__ import annotations
