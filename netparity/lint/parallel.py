@@ -20,8 +20,7 @@ Not multiprocessing's Pool nor concurrent.futures: this process walks units too 
 pool it would only collect, a third process on two cores), the logs are pickled our way
 (the snapshot's objects by place, dataclasses by field), a killed worker leaves
 `Pool.imap` waiting forever and `ProcessPoolExecutor` raising BrokenProcessPool with the
-finished results lost, and each worker would be forked before the walk's caches exist
-or re-fork per task.
+results not yet collected lost.
 """
 
 from __future__ import annotations
