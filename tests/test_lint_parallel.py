@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from netparity.cli import main
-from netparity.lint import parallel
+from netparity.lint import parallel, pickling
 from netparity.lint.lint import lint_pair
 from netparity.lint.output import render_json
 from netparity.model.snapshot import Snapshot, load_snapshot, snapshot_from_dicts
@@ -295,7 +295,7 @@ def test_together_gives_both_results_whatever_the_helper_does(
 
 
 def test_slotted_dataclasses_cross_the_pipe_as_they_are() -> None:
-    """`_Reducers` writes a slotted dataclass as its field values (frozen or not, with
+    """`pickling.Reducers` writes a slotted dataclass as its field values (frozen or not, with
     fields left out of __init__, with a parent's fields); `_slotted` rebuilds it equal,
     and the snapshot's own objects come back as themselves."""
     import io as _io
@@ -311,8 +311,8 @@ def test_slotted_dataclasses_cross_the_pipe_as_they_are() -> None:
     entry = Entry(from_pods=True, npm="a", target="b")
     entry.ports[(80, "80/TCP")] = None
     out = _io.BytesIO()
-    parallel._Pickler(out, parallel._Reducers(snapshot)).dump((verdict, entry, pod))
-    back = parallel._Unpickler(_io.BytesIO(out.getvalue()), parallel._lookup(snapshot)).load()
+    pickling.Pickler(out, pickling.Reducers(snapshot)).dump((verdict, entry, pod))
+    back = pickling.Unpickler(_io.BytesIO(out.getvalue()), pickling.lookup(snapshot)).load()
     assert back[0] == verdict and back[0] is not verdict
     assert back[0].ingress.reason == side.reason and back[0].explanation == verdict.explanation
     assert back[1] == entry and back[2] is pod

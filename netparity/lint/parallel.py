@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import fcntl
 import gc
 import io
-import operator
 import os
-import pickle
 import queue
 import signal
 import struct
@@ -42,8 +39,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from netparity.lint import pickling
 from netparity.lint.gather import Effect, written
-from netparity.model.objects import Node, Pod, Service
 from netparity.model.snapshot import Snapshot
 
 _PR_SET_PDEATHSIG = 1
@@ -51,7 +48,6 @@ _F_SETPIPE_SZ = 1031
 MAX_JOBS = 8
 _TOKENS = 16384  # unit numbers the pipe holds before a write blocks (64 KiB)
 _TOKEN = struct.Struct("=I")
-_FRAME = struct.Struct("=Q")  # a message's length, before it
 # Below this many pods a walk stays on one core: a fork costs more than it saves.
 MIN_PODS = 2000
 MAX_BESIDE_MB = 512  # `together` forks no helper beside a larger process
@@ -122,11 +118,11 @@ def together(
     pid = os.fork()
     if pid == 0:  # the helper: never returns
         os.close(read)
-        _helper(lambda: _send(write, _Reducers(snapshot), there()))
+        _helper(lambda: _send(write, pickling.Reducers(snapshot), there()))
     os.close(write)
     try:
         mine = here()
-        theirs = _result(read, _lookup(snapshot))
+        theirs = _result(read, pickling.lookup(snapshot))
     finally:
         os.close(read)
         _reap(pid)
@@ -138,9 +134,12 @@ def _result(read: int, lookup: Callable[[str, int], object]) -> tuple[Any] | Non
     data = bytearray()
     while chunk := os.read(read, 1 << 20):
         data += chunk
-    if len(data) < _FRAME.size or _FRAME.unpack_from(data)[0] != len(data) - _FRAME.size:
+    if (
+        len(data) < pickling.FRAME.size
+        or pickling.FRAME.unpack_from(data)[0] != len(data) - pickling.FRAME.size
+    ):
         return None
-    return (_Unpickler(io.BytesIO(memoryview(data)[_FRAME.size :]), lookup).load(),)
+    return (pickling.Unpickler(io.BytesIO(memoryview(data)[pickling.FRAME.size :]), lookup).load(),)
 
 
 def _resident_mb() -> float:
@@ -216,7 +215,7 @@ class _Parent:
         self.done = 0  # units observed, here or there
         self.total = 0
         self.buffers: dict[int, bytearray] = {}  # per pipe, what came of a message
-        self.lookup = _lookup(snapshot)
+        self.lookup = pickling.lookup(snapshot)
 
     def run(self, helpers: int) -> int:
         work = _Units(self.units)
@@ -283,12 +282,12 @@ class _Parent:
 
     def _messages(self, buffer: bytearray) -> None:
         at = 0
-        while len(buffer) - at >= _FRAME.size:
-            (size,) = _FRAME.unpack_from(buffer, at)
-            if len(buffer) - at - _FRAME.size < size:
+        while len(buffer) - at >= pickling.FRAME.size:
+            (size,) = pickling.FRAME.unpack_from(buffer, at)
+            if len(buffer) - at - pickling.FRAME.size < size:
                 break
-            start = at + _FRAME.size
-            i, logs, connections, count = _Unpickler(
+            start = at + pickling.FRAME.size
+            i, logs, connections, count = pickling.Unpickler(
                 io.BytesIO(buffer[start : start + size]), self.lookup
             ).load()
             at = start + size
@@ -318,14 +317,14 @@ def _child(
     """A helper of the walk: units taken until none is left, each one's logs sent."""
 
     def run() -> None:
-        reducers = _Reducers(snapshot)
+        reducers = pickling.Reducers(snapshot)
         with _Sender(write) as sender:
             while chunk := work.take():
                 for i in chunk:
                     before = [o.connections for o in observers]
                     logs, count = _logged(i, unit, observers)
                     counts = [o.connections - b for o, b in zip(observers, before, strict=True)]
-                    sender.send(_message(reducers, (i, _written(logs), counts, count)))
+                    sender.send(pickling.message(reducers, (i, _written(logs), counts, count)))
 
     _helper(run)
 
@@ -395,18 +394,8 @@ def _written(logs: Logs) -> Logs:
     return out
 
 
-def _message(reducers: _Reducers, message: object) -> memoryview:
-    """A message pickled, its length before it."""
-    out = io.BytesIO()
-    out.write(bytes(_FRAME.size))
-    _Pickler(out, reducers).dump(message)
-    data = out.getbuffer()
-    _FRAME.pack_into(data, 0, len(data) - _FRAME.size)
-    return data
-
-
-def _send(write: int, reducers: _Reducers, message: object) -> None:
-    view = _message(reducers, message)
+def _send(write: int, reducers: pickling.Reducers, message: object) -> None:
+    view = pickling.message(reducers, message)
     while view:
         view = view[os.write(write, view) :]
 
@@ -427,101 +416,3 @@ def _reap(pid: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-
-
-# ------------------------------------------------------------------ the logs on the wire
-
-_KINDS = ("pods", "nodes", "services")
-
-
-def _shared(kind: str, index: int) -> object:  # stands for the snapshot's object (unpickled)
-    raise pickle.UnpicklingError(f"{kind}[{index}] outside a walk")
-
-
-class _Reducers(dict[type, Callable[[Any], Any]]):
-    """How the pickler writes an object, by its type: the snapshot's pods, nodes and
-    Services as their place in it; a slotted dataclass as its class and field values,
-    rebuilt by `_slotted` (dataclasses' own __getstate__/__setstate__ take twice as long
-    both ways: a fifth of what the walk's parent spends on a helper's logs); any other
-    type the way pickle writes it (KeyError)."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__()
-        self.places: dict[int, tuple[str, int]] = {}  # by identity
-        for kind_name in _KINDS:
-            for i, obj in enumerate(getattr(snapshot, kind_name)):
-                self.places[id(obj)] = (kind_name, i)
-        for kind in (Pod, Node, Service):
-            self[kind] = self._place
-
-    def _place(self, obj: object) -> Any:
-        at = self.places.get(id(obj))
-        if at is not None:
-            return _shared, at
-        return obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
-
-    def __missing__(self, kind: type) -> Callable[[Any], Any]:
-        names = _fields(kind)
-        if names is None:
-            raise KeyError(kind)
-        values = operator.attrgetter(*names)
-        one = len(names) == 1
-
-        def reduce(obj: object) -> Any:
-            return _slotted, (kind, (values(obj),) if one else values(obj))
-
-        self[kind] = reduce
-        return reduce
-
-
-def _fields(kind: type) -> tuple[str, ...] | None:
-    """A slotted dataclass's fields, in order (None: another type)."""
-    if not dataclasses.is_dataclass(kind) or "__slots__" not in kind.__dict__:
-        return None
-    return tuple(f.name for f in dataclasses.fields(kind)) or None
-
-
-_SETTERS: dict[type, tuple[Callable[[object, Any], None], ...]] = {}
-
-
-def _slotted(kind: type, values: tuple[Any, ...]) -> object:
-    """A slotted dataclass from its field values (what `_Reducers` wrote)."""
-    setters = _SETTERS.get(kind)
-    if setters is None:
-        names = _fields(kind)
-        if names is None:
-            raise pickle.UnpicklingError(f"{kind.__qualname__} is not a slotted dataclass")
-        slots = {n: k.__dict__[n] for k in reversed(kind.__mro__) for n in names if n in k.__dict__}
-        setters = _SETTERS[kind] = tuple(slots[n].__set__ for n in names)
-    obj: object = object.__new__(kind)
-    for setter, value in zip(setters, values, strict=True):
-        setter(obj, value)
-    return obj
-
-
-class _Pickler(pickle.Pickler):
-    def __init__(self, file: Any, reducers: _Reducers) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.dispatch_table = reducers
-
-
-class _Unpickler(pickle.Unpickler):
-    """The snapshot's pods, nodes and Services back from their place in it. (The memo
-    holds what `find_class` returns: a method of the unpickler would make a cycle that
-    only the cycle collector, paused during a lint, frees: every message kept.)"""
-
-    def __init__(self, file: Any, lookup: Callable[[str, int], object]) -> None:
-        super().__init__(file)
-        self._lookup = lookup
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == __name__ and name == "_shared":
-            return self._lookup
-        return super().find_class(module, name)
-
-
-def _lookup(snapshot: Snapshot) -> Callable[[str, int], object]:
-    def find(kind: str, index: int) -> object:
-        return getattr(snapshot, kind)[index]
-
-    return find
