@@ -351,3 +351,27 @@ def test_a_helper_does_not_wait_for_a_busy_parent() -> None:
         for _ in range(100):
             sender.send(memoryview(chunks[0]))
     os.close(write)
+
+
+def test_an_interrupted_helper_does_not_wait_for_its_writer() -> None:
+    """Ctrl-C in a helper whose writer is blocked on a full pipe nobody reads: leaving
+    the sender returns at once (the helper then ends), it does not wait for the pipe."""
+    import threading
+
+    read, write = os.pipe()
+    ended = threading.Event()
+
+    def helper() -> None:
+        try:
+            with parallel._Sender(write) as sender:
+                sender.send(memoryview(bytes(4 << 20)))  # more than the pipe holds
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            ended.set()
+
+    threading.Thread(target=helper, daemon=True).start()
+    try:
+        assert ended.wait(5), "the sender waited for a pipe nobody reads"
+    finally:
+        os.close(read)  # the blocked writer fails (EPIPE) and its thread ends
+        os.close(write)

@@ -349,7 +349,9 @@ class _Sender:
             raise self.failed
         self.queue.put(data)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is not None:  # interrupted: the helper ends now (the writer may be blocked)
+            return
         self.queue.put(None)
         self.thread.join()
         if self.failed is not None:
