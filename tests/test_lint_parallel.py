@@ -375,3 +375,50 @@ def test_an_interrupted_helper_does_not_wait_for_its_writer() -> None:
     finally:
         os.close(read)  # the blocked writer fails (EPIPE) and its thread ends
         os.close(write)
+
+
+@pytest.mark.parametrize("fails", ["fork", "pipe"])
+def test_no_process_or_pipe_to_be_had_means_one_process(
+    fails: str,
+    cluster: Snapshot,
+    alone: tuple[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pids limit or no memory (fork fails), or too many files open (pipe fails): the
+    lint runs on one process, with the same report, rather than failing."""
+    import errno
+
+    def refuse(*args: Any) -> Any:
+        raise OSError(errno.EAGAIN if fails == "fork" else errno.EMFILE, "refused")
+
+    monkeypatch.setattr(parallel.os, fails, refuse)
+    assert _lint(cluster, 2) == alone
+
+
+def test_a_pipe_too_small_for_the_unit_numbers_does_not_hang(
+    cluster: Snapshot,
+    alone: tuple[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    no_child_left: list[int],
+) -> None:
+    """Once a user's pipes hold more than pipe-user-pages-soft, a new pipe holds one page:
+    the walk does not wait for a reader that never comes, it walks on one process. (Unit
+    numbers padded to 64 bytes here, so that a page holds 64 of them, fewer than the
+    walk's units.)"""
+    import fcntl
+    import struct
+
+    pipe = os.pipe
+    sizes: list[int] = []
+
+    def small() -> tuple[int, int]:
+        read, write = pipe()
+        sizes.append(fcntl.fcntl(write, 1031, 4096))  # F_SETPIPE_SZ: one page
+        return read, write
+
+    monkeypatch.setattr(parallel, "_TOKEN", struct.Struct("=I60x"))
+    monkeypatch.setattr(parallel, "_TOKENS", 1 << 20)  # one number per unit
+    monkeypatch.setattr(parallel.os, "pipe", small)
+    assert _lint(cluster, 2) == alone
+    assert sizes and sizes[0] == 4096
+    assert len(no_child_left) == 1  # the helper beside the fixes only: no walk helper

@@ -93,13 +93,20 @@ def walk(
     """Observe units 0..units-1 (`unit(i)` returns a count, summed), on `jobs` processes
     (this one and jobs-1 helpers, at most MAX_JOBS in all); `tick(done)` as units are
     observed."""
-    if jobs < 2 or units < 2 or not _may_fork():
-        total = 0
-        for i in range(units):
-            total += unit(i)
-            tick(i + 1)
-        return total
-    return _Parent(snapshot, units, unit, observers, tick).run(min(jobs, MAX_JOBS) - 1)
+    if jobs >= 2 and units >= 2 and _may_fork():
+        try:
+            work = _Units(units)
+        except OSError:  # no pipe to be had, or one too small for the unit numbers
+            pass
+        else:
+            return _Parent(snapshot, units, unit, observers, tick).run(
+                work, min(jobs, MAX_JOBS) - 1
+            )
+    total = 0
+    for i in range(units):
+        total += unit(i)
+        tick(i + 1)
+    return total
 
 
 def together(
@@ -107,15 +114,24 @@ def together(
 ) -> tuple[A, B]:
     """here() and there(), the second in a helper where `jobs` > 1 (it must not need what
     the first changes): its result comes back pickled, as the walk's logs do, or is
-    made here where the helper failed. Not where this process holds more than
-    MAX_BESIDE_MB: each page either of the two writes is copied (a reference counted, an
-    allocator's pool filled), and here and there both read most of the heap: +200-270 MB
-    at 20,000 pods to save 0.8 s of 12, +650 MB and +1.2 GB at 50,000 pods (on 200 and 20
-    nodes) to save less than a second of 28 and 64."""
+    made here where the helper failed (or no process could be forked). Not where this
+    process holds more than MAX_BESIDE_MB: each page either of the two writes is copied (a
+    reference counted, an allocator's pool filled), and here and there both read most of
+    the heap: +200-270 MB at 20,000 pods to save 0.8 s of 12; at 50,000 pods +650 MB for
+    no gain on 200 nodes (28.4 s against 28.8 s) and +1.2 GB for a loss on 20 (80.2 s
+    against 67.9 s)."""
     if jobs < 2 or not _may_fork() or _resident_mb() > MAX_BESIDE_MB:
         return here(), there()
-    read, write = os.pipe()
-    pid = os.fork()
+    try:
+        read, write = os.pipe()
+    except OSError:
+        return here(), there()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to be had (a pids limit, no memory): both here
+        os.close(read)
+        os.close(write)
+        return here(), there()
     if pid == 0:  # the helper: never returns
         os.close(read)
         _helper(lambda: _send(write, pickling.Reducers(snapshot), there()))
@@ -179,7 +195,14 @@ class _Units:
         self.read, write = os.pipe()
         try:
             data = b"".join(_TOKEN.pack(c) for c in range(-(-units // self.chunk)))
-            os.write(write, data)  # fits: at most _TOKENS numbers
+            # 64 KiB fits a pipe, except where the user's pipes already hold more than
+            # pipe-user-pages-soft (each new one then gets a page): never wait for a reader
+            os.set_blocking(write, False)
+            if os.write(write, data) != len(data):
+                raise BlockingIOError("the pipe holds fewer unit numbers than the walk has")
+        except OSError:
+            os.close(self.read)
+            raise
         finally:
             os.close(write)
 
@@ -217,15 +240,22 @@ class _Parent:
         self.buffers: dict[int, bytearray] = {}  # per pipe, what came of a message
         self.lookup = pickling.lookup(snapshot)
 
-    def run(self, helpers: int) -> int:
-        work = _Units(self.units)
+    def run(self, work: _Units, helpers: int) -> int:
         children: dict[int, int] = {}  # pid -> the pipe its logs come through
         try:
             for _ in range(helpers):
-                read, write = os.pipe()
+                try:
+                    read, write = os.pipe()
+                except OSError:  # too many files open: fewer helpers
+                    break
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(write, _F_SETPIPE_SZ, 1 << 20)  # a helper rarely waits
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:  # no process to be had (a pids limit, no memory): fewer
+                    os.close(read)
+                    os.close(write)
+                    break
                 if pid == 0:  # a helper: never returns
                     for fd in (read, *children.values()):
                         os.close(fd)
