@@ -20,7 +20,7 @@ from netparity.engine.traffic import PodEndpoint, ServiceEndpoint, Traffic, Via
 from netparity.lint import lint_snapshot
 from netparity.lint.classes import LabelIndex
 from netparity.lint.json_text import Lazy, dumps_indented, write_indented
-from netparity.lint.lint import lint_pair, same_enumeration
+from netparity.lint.lint import lint_brief, lint_pair, same_enumeration
 from netparity.lint.output import finding_json, render_json, report_json, write_json
 from netparity.lint.pair import EndPortRanges, Needless
 from netparity.model.objects import Pod, Protocol
@@ -53,6 +53,24 @@ def test_the_pair_gives_each_targets_own_lint(which: str, target: str, also: str
     assert [finding_json(f) for f in extra] == [finding_json(f) for f in alone.findings]
     if which == "example" and also == "cilium-1.16":  # the example has an endPort change
         assert {f.id for f in extra} - {f.id for f in report.findings}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize(
+    ("which", "also"),
+    [("gen400", "cilium-1.16"), ("example", "cilium-1.16"), ("example", "cilium-1.19")],
+)
+def test_the_briefs_are_the_findings_told_short(which: str, also: str, jobs: int) -> None:
+    """lint_brief (the CLI's way) gathers no connections for the older release: what it
+    tells of each finding (id, kind, severity, and so the order) is what the findings
+    lint_pair makes say, and the report is the same."""
+    snapshot = load_snapshot([EXAMPLE]) if which == "example" else _generated()
+    report, extra = lint_pair(snapshot, target="cilium", also=also, jobs=jobs)
+    short, briefs = lint_brief(snapshot, target="cilium", also=also, jobs=jobs)
+    assert report_json(short) == report_json(report)
+    assert list(briefs) == [f.brief() for f in extra]
+    assert {b.severity for b in briefs} >= {"outage"}
+    assert [b.order() for b in briefs] == sorted(b.order() for b in briefs)
 
 
 def test_only_an_end_port_difference_shares_the_connections() -> None:

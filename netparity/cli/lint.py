@@ -13,8 +13,8 @@ from netparity.cli._common import (
     snapshot_from_args,
 )
 from netparity.engine.dataplane import NEWEST_TARGET, TARGETS, older_release
-from netparity.lint.findings import Finding, LintReport
-from netparity.lint.lint import lint_digest
+from netparity.lint.findings import Brief, LintReport
+from netparity.lint.lint import lint_brief
 from netparity.lint.output import (
     exit_code,
     render_junit,
@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _lint(
     args: argparse.Namespace, snapshot: Snapshot, target: str, also: str | None
-) -> tuple[LintReport, tuple[tuple[str, str, str], ...]]:
+) -> tuple[LintReport, tuple[Brief, ...]]:
     """The lint (and the findings of a lint for `also`), progress on stderr if asked."""
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = None
@@ -137,9 +137,7 @@ def _lint(
 
         progress = StderrProgress("lint", prefix="lint")
     try:
-        return lint_digest(
-            snapshot, _brief, target=target, also=also, progress=progress, jobs=args.jobs
-        )
+        return lint_brief(snapshot, target=target, also=also, progress=progress, jobs=args.jobs)
     finally:
         if progress is not None:
             progress.finish()
@@ -154,15 +152,10 @@ def _accept(report: LintReport, path: str) -> LintReport:
     return replace(report, findings=tuple(kept), notes=(*report.notes, *notes))
 
 
-def _brief(findings: tuple[Finding, ...]) -> tuple[tuple[str, str, str], ...]:
-    """What the note on the older release reads of its findings: id, kind, severity."""
-    return tuple((f.id, f.kind, f.severity) for f in findings)
-
-
-def _older(report: LintReport, older: tuple[tuple[str, str, str], ...]) -> list[str]:
+def _older(report: LintReport, older: tuple[Brief, ...]) -> list[str]:
     """What linting for cilium-1.16 (AKS on Kubernetes 1.31) adds, in one line."""
     seen = {f.id for f in report.findings}
-    extra = [(kind, severity) for id_, kind, severity in older if id_ not in seen]
+    extra = [(b.kind, b.severity) for b in older if b.id not in seen]
     if not extra:
         return [f"under {OLDER_TARGET} (AKS on Kubernetes 1.31): the same findings"]
     counts: dict[str, int] = {}

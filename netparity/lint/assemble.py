@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from netparity.lint.findings import KIND_ROWS, Change, ChangedTraffic, Finding
+from netparity.lint.findings import KIND_ROWS, Brief, Change, ChangedTraffic, Finding
 from netparity.lint.kinds import TITLES, row_key
 from netparity.lint.tally import Acc, ns_name
 
@@ -58,12 +58,9 @@ def findings(accs: Mapping[tuple[str, str, tuple[str, ...]], Acc], target: str) 
         )
         rows = dict.fromkeys([KIND_ROWS[kind]] if kind in KIND_ROWS else [])
         rows.update(acc.rows)
-        names = (
-            acc.service.name if acc.service is not None else "+".join(ns_name(p)[1] for p in key)
-        )
         out.append(
             Finding(
-                id=f"{kind}/{ns}/{names}",
+                id=_id(kind, ns, key, acc),
                 kind=kind,
                 namespace=ns,
                 object=acc.object,
@@ -80,3 +77,19 @@ def findings(accs: Mapping[tuple[str, str, tuple[str, ...]], Acc], target: str) 
             )
         )
     return out
+
+
+def briefs(accs: Mapping[tuple[str, str, tuple[str, ...]], Acc]) -> list[Brief]:
+    """What each finding a brief Linter gathered is, in the order `findings` makes them."""
+    out = []
+    for (raw_kind, ns, key), acc in accs.items():
+        kind = str(raw_kind)
+        severity = "outage" if Change.OUTAGE in acc.changes else "hole"
+        out.append(Brief(_id(kind, ns, key, acc), kind, severity, ns, acc.object))
+    return out
+
+
+def _id(kind: str, ns: str, key: tuple[str, ...], acc: Acc) -> str:
+    """A finding's id: kind/namespace/object names (the Service's, or the policies')."""
+    names = acc.service.name if acc.service is not None else "+".join(ns_name(p)[1] for p in key)
+    return f"{kind}/{ns}/{names}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from netparity.engine.traffic import Decision, PathKind, RuleRef, Traffic
 from netparity.lint.judged import NotJudged
@@ -218,8 +218,33 @@ class Finding:
         return is_guide_kind(self.kind)
 
     def sort_key(self) -> tuple[int, int, str]:
-        order = KIND_ORDER.index(self.kind) if self.kind in KIND_ORDER else len(KIND_ORDER)
-        return (self.rank, order, self.object)
+        return _sort_key(self.rank, self.kind, self.object)
+
+    def brief(self) -> Brief:
+        return Brief(self.id, self.kind, self.severity, self.namespace, self.object)
+
+
+def _sort_key(rank: int, kind: str, obj: str) -> tuple[int, int, str]:
+    order = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    return (rank, order, obj)
+
+
+class Brief(NamedTuple):
+    """What a finding is, without its connections (what the CLI's note on an older
+    release reads of that release's findings), in the order findings are reported."""
+
+    id: str
+    kind: str
+    severity: str  # "outage" where some connection is cut, else "hole"
+    namespace: str
+    object: str
+
+    def order(self) -> tuple[str, int, int, str]:
+        """Where the finding comes in a report (a `Finding`'s namespace and sort_key)."""
+        return (
+            self.namespace,
+            *_sort_key(0 if self.severity == "outage" else 1, self.kind, self.object),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

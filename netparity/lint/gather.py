@@ -17,7 +17,8 @@ from netparity.lint.findings import Change, Expectation, Probe
 from netparity.lint.tally import Acc, Entry, tags
 from netparity.model.objects import Service
 
-Effect = tuple[str, tuple[Any, ...]]  # ("add" | "unknown" | "unattributed", its arguments)
+# ("add" | "brief" | "unknown" | "unattributed", its arguments)
+Effect = tuple[str, tuple[Any, ...]]
 
 
 class Why:
@@ -113,8 +114,10 @@ def written(effect: Effect) -> Effect:
 class Gatherer:
     """A lint's findings as they are gathered, one effect at a time."""
 
-    def __init__(self, *, expectations: bool) -> None:
+    def __init__(self, *, expectations: bool, brief: bool = False) -> None:
+        """`brief`: keep what each finding is, not its connections (`briefs`)."""
         self.keep_expectations = expectations
+        self.brief = brief
         self.acc: dict[tuple[str, str, tuple[str, ...]], Acc] = {}
         self.effect: Effect | None = None  # what the last connection added (`follow`)
         self.log: list[Effect] | None = None  # effects logged, not added (`_emit`)
@@ -124,7 +127,11 @@ class Gatherer:
 
     def _emit(self, effect: Effect) -> None:
         """What observing a connection adds: kept in `effect`, and added to the findings,
-        or logged where `log` is a list (added later, in the walk's order, by `apply`)."""
+        or logged where `log` is a list (added later, in the walk's order, by `apply`). A
+        brief lint keeps of a changed connection its finding and its change."""
+        if self.brief and effect[0] == "add":
+            a = cast(Added, effect[1])
+            effect = ("brief", (a.kind, a.ns, a.key, a.obj, a.svc, a.seen.change))
         self.effect = effect
         if self.log is None:
             self.apply(effect)
@@ -135,6 +142,8 @@ class Gatherer:
         what, args = effect
         if what == "add":
             self._apply_add(cast(Added, args))
+        elif what == "brief":
+            self._apply_brief(*args)
         elif what == "unknown":
             self.unknown.append(args[0])
             self.unknown_reasons.append(args)
@@ -164,6 +173,22 @@ class Gatherer:
         acc.policies.update(dict.fromkeys(a.policies))
         acc.refs.update(dict.fromkeys(a.refs))
         self._record(acc, a.seen)
+
+    def _apply_brief(
+        self,
+        kind: str,
+        ns: str,
+        key: tuple[str, ...],
+        obj: str,
+        svc: Service | None,
+        change: Change,
+    ) -> None:
+        acc = self.acc.get((kind, ns, key))
+        if acc is None:
+            acc = self.acc[kind, ns, key] = Acc(kind=kind, namespace=ns, object=obj)
+        if svc is not None:
+            acc.service = svc
+        acc.changes[change] = None
 
     def _record(self, acc: Acc, seen: Seen) -> None:
         """One connection of a finding (its reasons written once per row)."""

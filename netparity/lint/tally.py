@@ -70,6 +70,7 @@ class Acc:
     expectations: list[Expectation] = field(default_factory=list)
     rows: dict[str, None] = field(default_factory=dict)
     uncertain: dict[str, None] = field(default_factory=dict)
+    changes: dict[Change, None] = field(default_factory=dict)  # a brief lint's (gather.py)
 
 
 @quick_init
