@@ -73,6 +73,33 @@ def test_the_briefs_are_the_findings_told_short(which: str, also: str, jobs: int
     assert [b.order() for b in briefs] == sorted(b.order() for b in briefs)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("which", ["example", "gen400"])
+def test_reasons_written_when_shown_are_the_reasons_written_as_seen(which: str, jobs: int) -> None:
+    """`shown` (the text and JUnit reports): the reasons of a finding's first connections
+    are written when the report is made, from the verdicts again; they are the reasons
+    written as each connection is seen, row for row (every row, where all are shown), and
+    the rows not shown have none."""
+    snapshot = load_snapshot([EXAMPLE]) if which == "example" else _generated()
+    eager, _ = lint_pair(snapshot, target="cilium", jobs=jobs)
+    every, _ = lint_brief(snapshot, target="cilium", jobs=jobs, shown=10**9)
+    assert report_json(every) == report_json(eager)
+    few, _ = lint_brief(snapshot, target="cilium", jobs=jobs, shown=1)
+    assert [f.id for f in few.findings] == [f.id for f in eager.findings]
+    longer = 0
+    for f, e in zip(few.findings, eager.findings, strict=True):
+        first, *rest = f.traffic
+        assert (first.npm, first.target) == (e.traffic[0].npm, e.traffic[0].target)
+        assert first.npm and first.target
+        longer += len(rest)
+        if f.kind != "cilium-policy":  # the Cilium policies' findings write theirs apart
+            assert all(r.npm == r.target == "" for r in rest)
+        assert [replace(r, npm="", target="") for r in f.traffic] == [
+            replace(r, npm="", target="") for r in e.traffic
+        ]
+    assert longer  # some finding has connections not shown
+
+
 def test_only_an_end_port_difference_shares_the_connections() -> None:
     cilium, old, new = (get_dataplane(n) for n in ("cilium", "cilium-1.16", "cilium-1.19"))
     assert same_enumeration(cilium, old)

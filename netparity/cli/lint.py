@@ -16,6 +16,7 @@ from netparity.engine.dataplane import NEWEST_TARGET, TARGETS, older_release
 from netparity.lint.findings import Brief, LintReport
 from netparity.lint.lint import lint_brief
 from netparity.lint.output import (
+    MAX_TEXT_TRAFFIC,
     exit_code,
     render_junit,
     render_text,
@@ -137,7 +138,12 @@ def _lint(
 
         progress = StderrProgress("lint", prefix="lint")
     try:
-        return lint_brief(snapshot, target=target, also=also, progress=progress, jobs=args.jobs)
+        # the text and JUnit reports show a few connections of each finding: only their
+        # reasons are written (JSON has every one)
+        shown = None if args.format == "json" else MAX_TEXT_TRAFFIC
+        return lint_brief(
+            snapshot, target=target, also=also, progress=progress, jobs=args.jobs, shown=shown
+        )
     finally:
         if progress is not None:
             progress.finish()

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
-from netparity.lint.findings import KIND_ROWS, Brief, Change, ChangedTraffic, Finding
+from netparity.lint.findings import KIND_ROWS, Brief, Change, ChangedTraffic, Finding, Probe
 from netparity.lint.kinds import TITLES, row_key
 from netparity.lint.tally import Acc, ns_name
 
 
-def findings(accs: Mapping[tuple[str, str, tuple[str, ...]], Acc], target: str) -> list[Finding]:
-    """The findings of what a Linter gathered, in the order it saw them."""
+def findings(
+    accs: Mapping[tuple[str, str, tuple[str, ...]], Acc],
+    target: str,
+    shown: int | None = None,
+    explain: Callable[[Probe], tuple[str, str]] | None = None,
+) -> list[Finding]:
+    """The findings of what a Linter gathered, in the order it saw them. A connection
+    whose reasons were not written as it was seen (`Entry.unwritten`) gets them from
+    `explain` where it is among its finding's first `shown` (None: every one)."""
     out = []
     for (raw_kind, ns, key), acc in accs.items():
         kind = str(raw_kind)
         traffic = []
+        unwritten: dict[int, Probe] = {}  # by id of the row
         for (change, direction, path, pods, peer), e in acc.entries.items():
             ports = sorted(e.ports)
             traffic.append(
@@ -34,6 +43,8 @@ def findings(accs: Mapping[tuple[str, str, tuple[str, ...]], Acc], target: str) 
                     others_classes=e.others_classes,
                 )
             )
+            if e.unwritten is not None:
+                unwritten[id(traffic[-1])] = e.unwritten
         traffic.sort(
             key=lambda c: (
                 c.change.rank,
@@ -44,6 +55,13 @@ def findings(accs: Mapping[tuple[str, str, tuple[str, ...]], Acc], target: str) 
                 c.peer,
             )
         )
+        if unwritten:
+            assert explain is not None, "a Linter that leaves reasons unwritten explains them"
+            for i, row in enumerate(traffic[:shown]):
+                probe = unwritten.get(id(row))
+                if probe is not None:
+                    npm, tgt = explain(probe)
+                    traffic[i] = replace(row, npm=npm, target=tgt)
         outages = sum(1 for c in traffic if c.change is Change.OUTAGE)
         holes = len(traffic) - outages
         parts = []

@@ -46,7 +46,7 @@ class Seen:
     change: Change
     direction: str
     path: PathKind  # the target's
-    why: Why | tuple[str, str]
+    why: Why | tuple[str, str] | None  # None: written later, where shown (`Gatherer.texts`)
     uncertain: tuple[str, ...]  # npm's, then the target's
     rows: tuple[str, ...]  # the SEMANTICS.md rows npm's and the target's verdicts cite
     expected: Decision
@@ -61,13 +61,14 @@ class Seen:
         vt: Verdict,
         sides: tuple[DirectionResult, DirectionResult] | None,
         expected: Decision,
+        texts: bool = True,
     ) -> Seen:
         return cls(
             probe=probe,
             change=change,
             direction=direction,
             path=vt.path,
-            why=Why(vn, vt, sides),
+            why=Why(vn, vt, sides) if texts else None,
             uncertain=(*vn.uncertain, *vt.uncertain),
             rows=(*tags(vn), *tags(vt)),
             expected=expected,
@@ -114,10 +115,13 @@ def written(effect: Effect) -> Effect:
 class Gatherer:
     """A lint's findings as they are gathered, one effect at a time."""
 
-    def __init__(self, *, expectations: bool, brief: bool = False) -> None:
-        """`brief`: keep what each finding is, not its connections (`briefs`)."""
+    def __init__(self, *, expectations: bool, brief: bool = False, texts: bool = True) -> None:
+        """`brief`: keep what each finding is, not its connections (`briefs`). `texts`:
+        write each connection's reasons as it is seen; else only those of the connections
+        a report shows, when it is made (`assemble.findings`)."""
         self.keep_expectations = expectations
         self.brief = brief
+        self.texts = texts
         self.acc: dict[tuple[str, str, tuple[str, ...]], Acc] = {}
         self.effect: Effect | None = None  # what the last connection added (`follow`)
         self.log: list[Effect] | None = None  # effects logged, not added (`_emit`)
@@ -197,7 +201,10 @@ class Gatherer:
         entry = acc.entries.get(key)
         if entry is None:
             from_pods = probe.from_pods
-            npm, target = seen.why if isinstance(seen.why, tuple) else seen.why.texts()
+            why = seen.why
+            npm, target = (
+                ("", "") if why is None else why if isinstance(why, tuple) else why.texts()
+            )
             entry = acc.entries[key] = Entry(
                 from_pods=(probe.side == EGRESS) if from_pods is None else from_pods,
                 npm=npm,
@@ -205,6 +212,7 @@ class Gatherer:
                 others=probe.stands_for,
                 others_pods=probe.stands_for_pods,
                 others_classes=probe.stands_for_classes,
+                unwritten=probe if why is None else None,
             )
         entry.ports[(probe.port, probe.port_label)] = None
         entry.uncertain.update(dict.fromkeys(seen.uncertain))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from netparity.engine.compile import EGRESS, INGRESS
 from netparity.engine.service_d22 import ITP_LOCAL_MARK, SOURCE_RANGES_MARK
 from netparity.engine.traffic import Decision, DirectionResult, PathKind, RuleRef, Verdict
-from netparity.lint.findings import OTHER_KIND, Change, Expectation, PodGroup
+from netparity.lint.findings import OTHER_KIND, Change, Expectation, PodGroup, Probe
 from netparity.model.objects import Service
 from netparity.model.quick import quick_init
 from netparity.plan.model import Scenario
@@ -54,6 +54,7 @@ class Entry:
     others_classes: int = 0
     ports: dict[tuple[int, str], None] = field(default_factory=dict)
     uncertain: dict[str, None] = field(default_factory=dict)
+    unwritten: Probe | None = None  # whose reasons npm and target are, not yet written
 
 
 @dataclass(slots=True)
