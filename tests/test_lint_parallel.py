@@ -144,8 +144,8 @@ def test_an_interrupted_lint_leaves_no_helper(
     at: str, cluster: Snapshot, no_child_left: list[int]
 ) -> None:
     """Ctrl-C (or SIGTERM made one) in the middle of the walk, or while the fixes are
-    checked beside a helper: the KeyboardInterrupt reaches the caller, and no helper is
-    left."""
+    checked (the Cilium policies' findings made beside): the KeyboardInterrupt reaches
+    the caller, and no helper is left."""
     seen: list[tuple[str, int, int]] = []
 
     def progress(what: str, done: int, total: int) -> None:
@@ -155,7 +155,7 @@ def test_an_interrupted_lint_leaves_no_helper(
 
     with pytest.raises(KeyboardInterrupt):
         lint_pair(cluster, target="cilium", also="cilium-1.16", jobs=2, progress=progress)
-    assert len(no_child_left) == (1 if at == "classes" else 2)
+    assert len(no_child_left) == 2  # the walk's helper, and the one beside
 
 
 def test_progress_on_several_processes_counts_every_unit(cluster: Snapshot) -> None:
@@ -261,11 +261,12 @@ def test_the_walk_keeps_nothing_the_cycle_collector_must_free(cluster: Snapshot)
 
 
 @pytest.mark.parametrize("fault", [None, "raises", "exits", "killed", "unpicklable"])
-def test_together_gives_both_results_whatever_the_helper_does(
+def test_beside_gives_its_result_whatever_the_helper_does(
     fault: str | None, no_child_left: list[int]
 ) -> None:
-    """there() runs in a helper and its result comes back; where the helper fails, it is
-    made here. The snapshot's objects come back as this process's own."""
+    """there() runs in a helper while this process works on, and its result comes back;
+    where the helper fails, it is made here. The snapshot's objects come back as this
+    process's own."""
     snapshot = load_snapshot([EXAMPLE])
     parent = os.getpid()
     calls: list[int] = []
@@ -286,7 +287,12 @@ def test_together_gives_both_results_whatever_the_helper_does(
                 return (lambda: None,)
         return (snapshot.pods[3], snapshot.services[0], [snapshot.nodes[1]], "x")
 
-    mine, theirs = parallel.together(snapshot, here, there, 2)
+    beside = parallel.Beside(snapshot, there, 2)
+    try:
+        mine = here()
+        theirs = beside.result()
+    finally:
+        beside.close()
     assert mine == "here"
     assert theirs[0] is snapshot.pods[3] and theirs[1] is snapshot.services[0]
     assert theirs[2][0] is snapshot.nodes[1] and theirs[3] == "x"
@@ -318,18 +324,23 @@ def test_slotted_dataclasses_cross_the_pipe_as_they_are() -> None:
     assert back[1] == entry and back[2] is pod
 
 
-def test_no_helper_beside_a_large_process(
+def test_beside_stays_here_on_one_core_or_without_a_process(
     monkeypatch: pytest.MonkeyPatch, no_child_left: list[int]
 ) -> None:
-    """Above MAX_BESIDE_MB resident, `together` runs both here (a helper would copy what
-    the two write, up to the whole heap)."""
+    """`jobs` 1, or no process to be had: there() is made here, when its result is asked."""
+    import errno
+
     snapshot = load_snapshot([EXAMPLE])
-    monkeypatch.setattr(parallel, "MAX_BESIDE_MB", 0)
     parent = os.getpid()
-    assert parallel.together(snapshot, lambda: 1, os.getpid, 2) == (1, parent)
-    assert no_child_left == []
-    monkeypatch.setattr(parallel, "MAX_BESIDE_MB", 1 << 20)
-    assert parallel.together(snapshot, lambda: 1, os.getpid, 2)[1] != parent
+    assert parallel.Beside(snapshot, os.getpid, 1).result() == parent
+    assert parallel.Beside(snapshot, os.getpid, 2).result() != parent
+    assert len(no_child_left) == 1
+
+    def refuse(*args: Any) -> Any:
+        raise OSError(errno.EAGAIN, "refused")
+
+    monkeypatch.setattr(parallel.os, "fork", refuse)
+    assert parallel.Beside(snapshot, os.getpid, 2).result() == parent
     assert len(no_child_left) == 1
 
 

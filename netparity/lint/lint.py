@@ -145,41 +145,45 @@ def _lint(
     needless = Needless(snapshot, tgt, old) if second is not None and old else None
     workers = parallel.default_jobs(snapshot) if jobs is None else jobs
     walk = _Walk(snapshot, classes, builder, linter, second, needless)
-    services = walk.run(report, workers)
 
-    def fixed() -> list[Finding]:
-        """The walk's findings, their fixes checked."""
-        findings = linter.findings(target, shown)
-        if fixes:
-            from netparity.lint.fixes import FixBuilder
-
-            fixer = FixBuilder(builder)
-            findings = fixer.attach(findings, report)
-            fixer.builders.clear()  # partials of the fixer: a cycle a paused collector keeps
-        return findings
-
-    def besides() -> tuple[list[Finding], tuple[Finding, ...] | tuple[Brief, ...]]:
-        """What needs no fix of the walk's findings: the Cilium policies' findings, and
-        the older release's findings."""
+    def cilium() -> tuple[list[Finding], list[Finding]]:
+        """The Cilium policies' findings: the target's (fixes checked), and the older
+        release's where it shares the walk (`second`)."""
         verdicts: dict[tuple[str, str], Verdict] = {}  # npm's, shared by the two targets
-        cilium = _cilium_findings(snapshot, engine, npm, tgt, fixes, verdicts)
-        if also is None or old is None:
-            return cilium, ()
-        if second is None:  # the targets enumerate differently: a lint of its own
-            alone = lint_snapshot(snapshot, target=also, fixes=False, jobs=jobs).findings
-            return cilium, tuple(f.brief() for f in alone) if brief else alone
+        mine = _cilium_findings(snapshot, engine, npm, tgt, fixes, verdicts)
+        if old is None or second is None:
+            return mine, []
         # npm's verdicts, and the target's where the older release decides alike
         like = (tgt.name, needless.decides_alike) if needless is not None else None
-        more = _cilium_findings(snapshot, engine, npm, old, False, verdicts, like)
-        if brief:
-            briefs = [*second.briefs(also), *(f.brief() for f in more)]
-            return cilium, tuple(sorted(briefs, key=Brief.order))
-        more[:0] = second.findings(also)
-        return cilium, tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
+        return mine, _cilium_findings(snapshot, engine, npm, old, False, verdicts, like)
 
-    # the two at once where there are cores for it (netparity.lint.parallel)
-    findings, (cilium, extra) = parallel.together(snapshot, fixed, besides, workers if fixes else 1)
-    findings.extend(cilium)
+    # needing nothing of the walk, made beside it where there are cores for it
+    beside = parallel.Beside(snapshot, cilium, workers)
+    try:
+        services = walk.run(report, workers)
+        # taken first: a helper still there keeps each page this process writes shared,
+        # and so copied (the findings made would take half again as long)
+        ours, theirs = beside.result()
+    finally:
+        beside.close()
+    findings = linter.findings(target, shown)
+    if fixes:
+        from netparity.lint.fixes import FixBuilder
+
+        fixer = FixBuilder(builder)
+        findings = fixer.attach(findings, report)
+        fixer.builders.clear()  # partials of the fixer: a cycle a paused collector keeps
+    extra: tuple[Finding, ...] | tuple[Brief, ...] = ()
+    if also is not None and second is None:  # the targets enumerate differently
+        alone = lint_snapshot(snapshot, target=also, fixes=False, jobs=jobs).findings
+        extra = tuple(f.brief() for f in alone) if brief else alone
+    elif also is not None and second is not None and brief:
+        briefs = [*second.briefs(also), *(f.brief() for f in theirs)]
+        extra = tuple(sorted(briefs, key=Brief.order))
+    elif also is not None and second is not None:
+        more = [*second.findings(also), *theirs]
+        extra = tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
+    findings.extend(ours)
     findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
     return LintReport(
         target=target,

@@ -37,7 +37,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from netparity.lint import pickling
 from netparity.lint.gather import Effect, written
@@ -50,9 +50,7 @@ _TOKENS = 16384  # unit numbers the pipe holds before a write blocks (64 KiB)
 _TOKEN = struct.Struct("=I")
 # Below this many pods a walk stays on one core: a fork costs more than it saves.
 MIN_PODS = 2000
-MAX_BESIDE_MB = 512  # `together` forks no helper beside a larger process
 
-A = TypeVar("A")
 B = TypeVar("B")
 Logs = list[list[Effect]]  # a unit's effects, one list per observer
 
@@ -109,40 +107,56 @@ def walk(
     return total
 
 
-def together(
-    snapshot: Snapshot, here: Callable[[], A], there: Callable[[], B], jobs: int
-) -> tuple[A, B]:
-    """here() and there(), the second in a helper where `jobs` > 1 (it must not need what
-    the first changes): its result comes back pickled, as the walk's logs do, or is
-    made here where the helper failed (or no process could be forked). Not where this
-    process holds more than MAX_BESIDE_MB: each page either of the two writes is copied (a
-    reference counted, an allocator's pool filled), and here and there both read most of
-    the heap: +200-270 MB at 20,000 pods to save 0.8 s of 12; at 50,000 pods +650 MB for
-    no gain on 200 nodes (28.4 s against 28.8 s) and +1.2 GB for a loss on 20 (80.2 s
-    against 67.9 s)."""
-    if jobs < 2 or not _may_fork() or _resident_mb() > MAX_BESIDE_MB:
-        return here(), there()
-    try:
-        read, write = os.pipe()
-    except OSError:
-        return here(), there()
-    try:
-        pid = os.fork()
-    except OSError:  # no process to be had (a pids limit, no memory): both here
-        os.close(read)
+class Beside(Generic[B]):
+    """there() in a helper forked now, its result taken when asked (`result`, pickled as
+    the walk's logs are), or made then, here, where no helper could be had (`jobs` < 2, no
+    process, no pipe) or the one forked failed. It must not need what this process does
+    meanwhile. Fork it before the walk: the walk's helper shares every page anyway, so it
+    costs the walk no copied page. (Forked after the walk, beside the fixes, it made the
+    lint of 50,000 pods on 20 nodes slower, 80.2 s against 67.9 s: each page either
+    process then writes is copied, a reference counted, an allocator's pool filled, and
+    both read most of the heap.)"""
+
+    def __init__(self, snapshot: Snapshot, there: Callable[[], B], jobs: int) -> None:
+        self.there = there
+        self.lookup = pickling.lookup(snapshot)
+        self.pid: int | None = None
+        self.read: int | None = None
+        if jobs < 2 or not _may_fork():
+            return
+        try:
+            read, write = os.pipe()
+        except OSError:
+            return
+        try:
+            pid = os.fork()
+        except OSError:  # no process to be had (a pids limit, no memory): made here
+            os.close(read)
+            os.close(write)
+            return
+        if pid == 0:  # the helper: never returns
+            os.close(read)
+            _helper(lambda: _send(write, pickling.Reducers(snapshot), there()))
         os.close(write)
-        return here(), there()
-    if pid == 0:  # the helper: never returns
-        os.close(read)
-        _helper(lambda: _send(write, pickling.Reducers(snapshot), there()))
-    os.close(write)
-    try:
-        mine = here()
-        theirs = _result(read, pickling.lookup(snapshot))
-    finally:
-        os.close(read)
-        _reap(pid)
-    return mine, (there() if theirs is None else theirs[0])
+        self.pid, self.read = pid, read
+
+    def result(self) -> B:
+        if self.read is None:
+            return self.there()
+        try:
+            theirs = _result(self.read, self.lookup)
+        finally:
+            self.close()
+        return self.there() if theirs is None else theirs[0]
+
+    def close(self) -> None:
+        """The helper ended (at once where it still runs) and its pipe closed."""
+        if self.read is not None:
+            os.close(self.read)
+            self.read = None
+        if self.pid is not None:
+            _reap(self.pid)
+            self.pid = None
 
 
 def _result(read: int, lookup: Callable[[str, int], object]) -> tuple[Any] | None:
@@ -156,14 +170,6 @@ def _result(read: int, lookup: Callable[[str, int], object]) -> tuple[Any] | Non
     ):
         return None
     return (pickling.Unpickler(io.BytesIO(memoryview(data)[pickling.FRAME.size :]), lookup).load(),)
-
-
-def _resident_mb() -> float:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def _may_fork() -> bool:
