@@ -22,46 +22,7 @@ def findings(
     out = []
     for (raw_kind, ns, key), acc in accs.items():
         kind = str(raw_kind)
-        traffic = []
-        unwritten: dict[int, Probe] = {}  # by id of the row
-        for (change, direction, path, pods, peer), e in acc.entries.items():
-            ports = sorted(e.ports)
-            traffic.append(
-                ChangedTraffic(
-                    change=change,
-                    direction=direction,
-                    path=path,
-                    pods=pods,
-                    peer=peer,
-                    ports=tuple(label for _, label in ports),
-                    npm=e.npm,
-                    target=e.target,
-                    uncertain=tuple(e.uncertain),
-                    from_pods=e.from_pods,
-                    others=e.others,
-                    others_pods=e.others_pods,
-                    others_classes=e.others_classes,
-                )
-            )
-            if e.unwritten is not None:
-                unwritten[id(traffic[-1])] = e.unwritten
-        traffic.sort(
-            key=lambda c: (
-                c.change.rank,
-                c.direction,
-                c.pods.namespace,
-                c.pods.labels,
-                c.pods.example,
-                c.peer,
-            )
-        )
-        if unwritten:
-            assert explain is not None, "a Linter that leaves reasons unwritten explains them"
-            for i, row in enumerate(traffic[:shown]):
-                probe = unwritten.get(id(row))
-                if probe is not None:
-                    npm, tgt = explain(probe)
-                    traffic[i] = replace(row, npm=npm, target=tgt)
+        traffic = _traffic(acc, shown, explain)
         outages = sum(1 for c in traffic if c.change is Change.OUTAGE)
         holes = len(traffic) - outages
         parts = []
@@ -111,3 +72,50 @@ def _id(kind: str, ns: str, key: tuple[str, ...], acc: Acc) -> str:
     """A finding's id: kind/namespace/object names (the Service's, or the policies')."""
     names = acc.service.name if acc.service is not None else "+".join(ns_name(p)[1] for p in key)
     return f"{kind}/{ns}/{names}"
+
+
+def _traffic(
+    acc: Acc, shown: int | None, explain: Callable[[Probe], tuple[str, str]] | None
+) -> list[ChangedTraffic]:
+    """A finding's rows in report order, the first `shown` with their reasons written."""
+    traffic = []
+    unwritten: dict[int, Probe] = {}  # by id of the row
+    for (change, direction, path, pods, peer), e in acc.entries.items():
+        ports = sorted(e.ports)
+        traffic.append(
+            ChangedTraffic(
+                change=change,
+                direction=direction,
+                path=path,
+                pods=pods,
+                peer=peer,
+                ports=tuple(label for _, label in ports),
+                npm=e.npm,
+                target=e.target,
+                uncertain=tuple(e.uncertain),
+                from_pods=e.from_pods,
+                others=e.others,
+                others_pods=e.others_pods,
+                others_classes=e.others_classes,
+            )
+        )
+        if e.unwritten is not None:
+            unwritten[id(traffic[-1])] = e.unwritten
+    traffic.sort(
+        key=lambda c: (
+            c.change.rank,
+            c.direction,
+            c.pods.namespace,
+            c.pods.labels,
+            c.pods.example,
+            c.peer,
+        )
+    )
+    if unwritten:
+        assert explain is not None, "a Linter that leaves reasons unwritten explains them"
+        for i, row in enumerate(traffic[:shown]):
+            probe = unwritten.get(id(row))
+            if probe is not None:
+                npm, tgt = explain(probe)
+                traffic[i] = replace(row, npm=npm, target=tgt)
+    return traffic

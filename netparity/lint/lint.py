@@ -173,16 +173,7 @@ def _lint(
         fixer = FixBuilder(builder)
         findings = fixer.attach(findings, report)
         fixer.builders.clear()  # partials of the fixer: a cycle a paused collector keeps
-    extra: tuple[Finding, ...] | tuple[Brief, ...] = ()
-    if also is not None and second is None:  # the targets enumerate differently
-        alone = lint_snapshot(snapshot, target=also, fixes=False, jobs=jobs).findings
-        extra = tuple(f.brief() for f in alone) if brief else alone
-    elif also is not None and second is not None and brief:
-        briefs = [*second.briefs(also), *(f.brief() for f in theirs)]
-        extra = tuple(sorted(briefs, key=Brief.order))
-    elif also is not None and second is not None:
-        more = [*second.findings(also), *theirs]
-        extra = tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
+    extra = () if also is None else _also(snapshot, also, second, theirs, jobs, brief)
     findings.extend(ours)
     findings = sorted(findings, key=lambda f: (f.namespace, *f.sort_key()))
     return LintReport(
@@ -196,6 +187,26 @@ def _lint(
         notes=tuple(notes(snapshot, classes, linter, target)),
         not_judged=not_judged(snapshot, linter.unknown_reasons),
     ), extra
+
+
+def _also(
+    snapshot: Snapshot,
+    also: str,
+    second: Linter | None,
+    cilium: list[Finding],
+    jobs: int | None,
+    brief: bool,
+) -> tuple[Finding, ...] | tuple[Brief, ...]:
+    """The findings for `also` (briefs where `brief`): the walk's (`second`) and the Cilium
+    policies' (`cilium`), or where the targets enumerate differently, a lint of its own."""
+    if second is None:
+        alone = lint_snapshot(snapshot, target=also, fixes=False, jobs=jobs).findings
+        return tuple(f.brief() for f in alone) if brief else alone
+    if brief:
+        briefs = [*second.briefs(also), *(f.brief() for f in cilium)]
+        return tuple(sorted(briefs, key=Brief.order))
+    more = [*second.findings(also), *cilium]
+    return tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
 
 
 class _Walk:
