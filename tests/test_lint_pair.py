@@ -21,7 +21,15 @@ from netparity.lint import lint_snapshot
 from netparity.lint.classes import LabelIndex
 from netparity.lint.json_text import Lazy, dumps_indented, write_indented
 from netparity.lint.lint import lint_brief, lint_pair, same_enumeration
-from netparity.lint.output import finding_json, render_json, report_json, write_json
+from netparity.lint.output import (
+    MAX_TEXT_TRAFFIC,
+    finding_json,
+    render_json,
+    render_junit,
+    render_text,
+    report_json,
+    write_json,
+)
 from netparity.lint.pair import EndPortRanges, Needless
 from netparity.model.objects import Pod, Protocol
 from netparity.model.selectors import LabelSelector, Operator, Requirement
@@ -98,6 +106,22 @@ def test_reasons_written_when_shown_are_the_reasons_written_as_seen(which: str, 
             replace(r, npm="", target="") for r in e.traffic
         ]
     assert longer  # some finding has connections not shown
+
+
+@pytest.mark.parametrize("which", ["example", "gen400"])
+def test_the_text_and_junit_reports_read_alike_with_reasons_written_when_shown(
+    which: str,
+) -> None:
+    """What the CLI renders for text and JUnit (`shown`: the rows those show) reads as
+    the report with every reason written: the reasons they show are there, the others
+    are not read."""
+    snapshot = load_snapshot([EXAMPLE]) if which == "example" else _generated()
+    eager, _ = lint_pair(snapshot, target="cilium", jobs=2)
+    few, _ = lint_brief(snapshot, target="cilium", jobs=2, shown=MAX_TEXT_TRAFFIC)
+    assert render_text(few) == render_text(eager)
+    assert render_junit(few) == render_junit(eager)
+    if which == "gen400":  # some finding there has rows the reports do not show
+        assert any(len(f.traffic) > MAX_TEXT_TRAFFIC for f in few.findings)
 
 
 def test_only_an_end_port_difference_shares_the_connections() -> None:
