@@ -203,7 +203,7 @@ def _also(
         alone = lint_snapshot(snapshot, target=also, fixes=False, jobs=jobs).findings
         return tuple(f.brief() for f in alone) if brief else alone
     if brief:
-        briefs = [*second.briefs(also), *(f.brief() for f in cilium)]
+        briefs = [*second.briefs(), *(f.brief() for f in cilium)]
         return tuple(sorted(briefs, key=Brief.order))
     more = [*second.findings(also), *cilium]
     return tuple(sorted(more, key=lambda f: (f.namespace, *f.sort_key())))
@@ -469,7 +469,7 @@ class Linter(Gatherer, Classifier):
             return Why(vn, vt, None).texts()
         return Why(vn, vt, (sn, st)).texts()
 
-    def briefs(self, target: str) -> list[Brief]:
+    def briefs(self) -> list[Brief]:
         """What each finding is, in the order `findings` makes them."""
         from netparity.lint.assemble import briefs
 
