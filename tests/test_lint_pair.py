@@ -19,6 +19,7 @@ from netparity.engine.evaluate import Engine
 from netparity.engine.traffic import PodEndpoint, ServiceEndpoint, Traffic, Via
 from netparity.lint import lint_snapshot
 from netparity.lint.classes import LabelIndex
+from netparity.lint.findings import SHOWN_OTHERS, LintReport
 from netparity.lint.json_text import Lazy, dumps_indented, write_indented
 from netparity.lint.lint import lint_brief, lint_pair, same_enumeration
 from netparity.lint.output import (
@@ -91,7 +92,7 @@ def test_reasons_written_when_shown_are_the_reasons_written_as_seen(which: str, 
     snapshot = load_snapshot([EXAMPLE]) if which == "example" else _generated()
     eager, _ = lint_pair(snapshot, target="cilium", jobs=jobs)
     every, _ = lint_brief(snapshot, target="cilium", jobs=jobs, shown=10**9)
-    assert report_json(every) == report_json(eager)
+    assert report_json(every) == report_json(_others_shown(eager))
     few, _ = lint_brief(snapshot, target="cilium", jobs=jobs, shown=1)
     assert [f.id for f in few.findings] == [f.id for f in eager.findings]
     longer = 0
@@ -103,9 +104,20 @@ def test_reasons_written_when_shown_are_the_reasons_written_as_seen(which: str, 
         if f.kind != "cilium-policy":  # the Cilium policies' findings write theirs apart
             assert all(r.npm == r.target == "" for r in rest)
         assert [replace(r, npm="", target="") for r in f.traffic] == [
-            replace(r, npm="", target="") for r in e.traffic
+            replace(r, npm="", target="", others=r.others[:SHOWN_OTHERS]) for r in e.traffic
         ]
     assert longer  # some finding has connections not shown
+
+
+def _others_shown(report: LintReport) -> LintReport:
+    """The report, each connection naming the other classes it stands for as a text does."""
+    return replace(
+        report,
+        findings=tuple(
+            replace(f, traffic=tuple(replace(r, others=r.others[:SHOWN_OTHERS]) for r in f.traffic))
+            for f in report.findings
+        ),
+    )
 
 
 @pytest.mark.parametrize("which", ["example", "gen400"])
@@ -122,6 +134,11 @@ def test_the_text_and_junit_reports_read_alike_with_reasons_written_when_shown(
     assert render_junit(few) == render_junit(eager)
     if which == "gen400":  # some finding there has rows the reports do not show
         assert any(len(f.traffic) > MAX_TEXT_TRAFFIC for f in few.findings)
+        # and a connection that stands for more classes than a text names: the text
+        # lint names only those (and counts the rest), the JSON's names more
+        named = [len(r.others) for f in few.findings for r in f.traffic]
+        listed = [len(r.others) for f in eager.findings for r in f.traffic]
+        assert max(named) == SHOWN_OTHERS < max(listed)
 
 
 def test_only_an_end_port_difference_shares_the_connections() -> None:

@@ -17,6 +17,10 @@ from netparity.plan.model import GUIDE_SCENARIOS, Scenario
 # reported rather than hidden).
 OTHER_KIND = "other"
 
+# The other pod classes a connection's text names (`ChangedTraffic.who`; the JSON names up
+# to 20: governed_services.MAX_STANDS_FOR).
+SHOWN_OTHERS = 3
+
 # The order kinds are listed in within one severity: the guide's five first, as it lists them.
 KIND_ORDER: tuple[str, ...] = (
     Scenario.EXTERNAL_INGRESS,
@@ -115,8 +119,8 @@ class ChangedTraffic:
             return str(self.pods)
         return (
             f"{self.pods} and {self.others_pods} more pods in {self.others_classes} classes "
-            f"({'; '.join(str(g) for g in self.others[:3])}"
-            + ("; ..." if self.others_classes > 3 else "")
+            f"({'; '.join(str(g) for g in self.others[:SHOWN_OTHERS])}"
+            + ("; ..." if self.others_classes > SHOWN_OTHERS else "")
             + ")"
         )
 

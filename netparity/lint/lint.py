@@ -33,6 +33,7 @@ from netparity.lint import parallel
 from netparity.lint.classify import Classifier
 from netparity.lint.findings import (
     OTHER_KIND,
+    SHOWN_OTHERS,
     Brief,
     Change,
     Finding,
@@ -108,7 +109,9 @@ def lint_brief(
     of them). `shown`: the reasons (npm's, the target's) of only each finding's first
     `shown` connections are written, the others' left empty (the text and JUnit reports
     show no more: at 50,000 pods on 20 nodes, 680,000 texts of 500 characters not written
-    nor sent between the processes); None: all of them."""
+    nor sent between the processes), and each connection names as many of the other
+    classes it stands for as a text shows (`SHOWN_OTHERS`; the JSON lists up to 20); None:
+    all of them."""
     report, more = _lint(snapshot, target, also, True, progress, jobs, brief=True, shown=shown)
     return report, cast(tuple[Brief, ...], more)
 
@@ -139,6 +142,8 @@ def _lint(
     engine = Engine(snapshot)
     classes = ClassIndex(engine, (npm, tgt))
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
+    if shown is not None:  # a text report names no more of a connection's other classes
+        builder.stands_for_cap = SHOWN_OTHERS
     linter = Linter(engine, npm, tgt, texts=shown is None)
     shared = old is not None and same_enumeration(tgt, old)
     second = Linter(engine, npm, old, expectations=False, brief=brief) if shared and old else None

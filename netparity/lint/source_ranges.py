@@ -26,7 +26,7 @@ from netparity.engine.traffic import (
 from netparity.model.objects import Node, Pod, Service, ServicePort, ServiceType
 from netparity.plan.classes import PodClass
 from netparity.plan.connection import Connection
-from netparity.plan.governed_services import MAX_STANDS_FOR, ServiceTraffic
+from netparity.plan.governed_services import ServiceTraffic
 
 
 class SourceRangeTraffic(ServiceTraffic):
@@ -168,7 +168,7 @@ class SourceRangeTraffic(ServiceTraffic):
             side=None,
             from_pods=True,
             pods=self.classes.group(cls, pods),
-            stands_for=tuple(self.classes.group(c, ps) for c, ps in rest[:MAX_STANDS_FOR]),
+            stands_for=tuple(self.classes.group(c, ps) for c, ps in rest[: self.stands_for_cap]),
             stands_for_pods=sum(len(ps) for _, ps in rest),
             stands_for_classes=len(rest),
             peer=peer,

@@ -84,6 +84,10 @@ class _Caches:
 class ServiceTraffic(GovernedTraffic):
     """Adds the connections through NodePort/LoadBalancer Services."""
 
+    # the client classes a connection names with a representative (the rest are counted):
+    # fewer where a report shows fewer (the lint's text and JUnit reports)
+    stands_for_cap = MAX_STANDS_FOR
+
     @cached_property
     def on_node(self) -> dict[str, dict[str, list[Pod]]]:
         """Per node, per class name, the class's pods there (by key)."""
@@ -209,6 +213,7 @@ class ServiceTraffic(GovernedTraffic):
         own = self.classes.of_pod[reps[0][1].key].name  # the backends' class: less the backend
         groups = group_clients(reps, nodes, self._signatures_on(view, nodes), own)
         out: list[Connection] = []
+        cap = self.stands_for_cap
         rep_nodes = frozenset(r[0].name for r in reps)
         rep_backends = frozenset(r[1].key for r in reps)
         for members in groups:
@@ -232,7 +237,7 @@ class ServiceTraffic(GovernedTraffic):
                 on_node = [m for m in self.on_node[node.name][cls.name] if m.key != b.key]
                 others: dict[str, None] = {}
                 for m in itertools.islice(group.members(), 1, None):
-                    if len(others) >= MAX_STANDS_FOR:
+                    if len(others) >= cap:
                         break
                     others[m[4].name] = None
                 conn = Connection(
