@@ -131,12 +131,15 @@ def run(size: str, command: str, path: Path, profile: str | None) -> Run:
         sys.stderr.write(text)
     cpu = usage.ru_utime + usage.ru_stime
     connections = int(judged.group(1)) if judged else 0
-    return Run(size, command, seconds, cpu, max(peak, usage.ru_maxrss) / 1024, code, connections)
+    # not usage.ru_maxrss: a child's starts at this process's resident size when forked
+    return Run(size, command, seconds, cpu, peak / 1024, code, connections)
 
 
 class Memory:
     """The peak of a process tree's proportional set sizes summed (KiB), sampled from
-    /proc every 50 ms by a thread of its own, until `stop`."""
+    /proc every 50 ms by a thread of its own, until `stop`; at least the process's own
+    peak resident size (VmHWM: a peak between two samples), read at each sample and at
+    `stop`, before the process is reaped."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -148,11 +151,13 @@ class Memory:
     def stop(self) -> int:
         self.done.set()
         self.thread.join()
+        self.peak = max(self.peak, _hwm(self.pid))
         return self.peak
 
     def _sample(self) -> None:
         while not self.done.wait(0.05):
-            self.peak = max(self.peak, sum(_pss(pid) for pid in _tree(self.pid)))
+            pss = sum(_pss(pid) for pid in _tree(self.pid))
+            self.peak = max(self.peak, pss, _hwm(self.pid))
 
 
 def _tree(pid: int) -> list[int]:
@@ -166,6 +171,18 @@ def _tree(pid: int) -> list[int]:
     except OSError:  # it ended meanwhile
         pass
     return out
+
+
+def _hwm(pid: int) -> int:
+    """A process's peak resident size (KiB; 0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _pss(pid: int) -> int:
