@@ -20,6 +20,7 @@ from typing import Protocol as TypingProtocol
 from netparity.engine.dataplane import Dataplane
 from netparity.engine.traffic import ServiceEndpoint, Traffic, Verdict
 from netparity.lint.findings import Probe
+from netparity.model.objects import Service
 from netparity.model.snapshot import Snapshot
 
 # Dataplane fields the enumerator (plan/class_index.py, plan/governed*.py) never reads:
@@ -82,6 +83,7 @@ class Needless:
         self._named = named
         self._alike = _same_but(target, old, _END_PORT_ONLY)
         self._target_name = target.name
+        self._clear: dict[str, bool] = {}  # per Service: no port of it in a range
 
     def __call__(self, probe: Probe, vt: Verdict | None) -> bool:
         """`vt`: the target's verdict where it agreed with npm, else None."""
@@ -111,16 +113,25 @@ class Needless:
         dst = traffic.destination
         if not isinstance(dst, ServiceEndpoint):
             return True  # a pod, a node, an address: judged on the port or the named one
-        named = self._named
-        for sp in dst.service.ports:
+        svc = dst.service
+        clear = self._clear.get(svc.key)
+        if clear is None:
+            clear = self._clear[svc.key] = not self._translates_into_range(svc)
+        return clear
+
+    def _translates_into_range(self, svc: Service) -> bool:
+        """Whether a port of the Service, its nodePort or its targetPort (a named one as
+        any pod numbers it) is held by an endPort range."""
+        holds, named = self._ranges.holds, self._named
+        for sp in svc.ports:
             if holds(sp.port) or holds(sp.node_port):
-                return False
+                return True
             if isinstance(sp.target_port, int):
                 if holds(sp.target_port):
-                    return False
+                    return True
             elif any(holds(n) for n in named.get(sp.target_port, ())):
-                return False
-        return True
+                return True
+        return False
 
 
 def _spans(objects: Iterable[object]) -> Iterable[tuple[int, int]]:
