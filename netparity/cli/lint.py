@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="show progress on stderr: classes walked, Services walked, findings checked "
+        help="show progress on stderr: classes built, classes walked, Services walked, "
+        "findings checked "
         "(default: when stderr is a terminal)",
     )
     p.add_argument(

@@ -69,8 +69,8 @@ def lint_snapshot(
 ) -> LintReport:
     """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`.
 
-    `progress(what, done, total)` hears of the pod classes walked, the Services walked and
-    the findings whose fix was checked (`netparity lint --progress`). `jobs`: the processes
+    `progress(what, done, total)` hears of the pod classes built, then walked, the Services
+    walked and the findings whose fix was checked (`netparity lint --progress`). `jobs`: the processes
     the walk over classes and Services may use (netparity.lint.parallel; None: two on a
     cluster of 2,000 pods or more where two cores are there, else one)."""
     return lint_pair(snapshot, target=target, fixes=fixes, progress=progress, jobs=jobs)[0]
@@ -141,6 +141,7 @@ def _lint(
     old = None if also is None else get_dataplane(also).with_config(snapshot.config)
     engine = Engine(snapshot)
     classes = ClassIndex(engine, (npm, tgt))
+    report("classes built", len(classes.classes), len(classes.classes))
     builder = ProbeBuilder(snapshot, engine, classes, npm, tgt)
     if shown is not None:  # a text report names no more of a connection's other classes
         builder.stands_for_cap = SHOWN_OTHERS
