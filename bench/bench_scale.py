@@ -15,7 +15,8 @@ a List, then planned and linted by the CLI in a subprocess of its own, as a user
 time; the CPU time (user + system) of the command and of the helpers its lint forks
 (`--jobs`, netparity.lint.parallel); its memory: the peak of the processes' proportional
 set sizes summed (PSS: a page a helper shares with the lint counts once), sampled every
-50 ms from /proc; and for the lint the connections it judged (its first line says how
+50 ms from /proc (less often on a large process: a sample costs at most a twentieth of a
+core); and for the lint the connections it judged (its first line says how
 many) and the CPU time per 1,000 of them. The goals are wall times, what a user waits
 for (the lint's helpers make its CPU time exceed its wall time); the machine is shared,
 so the growth ratios use CPU time. Between two sizes the growth per doubling is
@@ -137,7 +138,8 @@ def run(size: str, command: str, path: Path, profile: str | None) -> Run:
 
 class Memory:
     """The peak of a process tree's proportional set sizes summed (KiB), sampled from
-    /proc every 50 ms by a thread of its own, until `stop`; at least the process's own
+    /proc every 50 ms (less often where a sample takes long) by a thread of its own,
+    until `stop`; at least the process's own
     peak resident size (VmHWM: a peak between two samples), read at each sample and at
     `stop`, before the process is reaped."""
 
@@ -155,9 +157,15 @@ class Memory:
         return self.peak
 
     def _sample(self) -> None:
-        while not self.done.wait(0.05):
+        wait = 0.05
+        while not self.done.wait(wait):
+            began = time.perf_counter()
             pss = sum(_pss(pid) for pid in _tree(self.pid))
             self.peak = max(self.peak, pss, _hwm(self.pid))
+            # reading a large process's PSS walks its page tables: at 1.5 GB in three
+            # processes, every 50 ms took most of a core from the command measured (its
+            # wall time 54-55 s against 50 s unwatched). At most a twentieth of one here.
+            wait = max(0.05, 20 * (time.perf_counter() - began))
 
 
 def _tree(pid: int) -> list[int]:
