@@ -183,21 +183,20 @@ def _tree(pid: int) -> list[int]:
 
 def _hwm(pid: int) -> int:
     """A process's peak resident size (KiB; 0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kib(f"/proc/{pid}/status", "VmHWM:")
 
 
 def _pss(pid: int) -> int:
+    """A process's proportional set size (KiB; 0 once it is gone)."""
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
+def _proc_kib(path: str, field: str) -> int:
+    """The kB figure of `field` in a /proc file (0 where the process is gone)."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
