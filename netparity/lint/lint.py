@@ -70,9 +70,9 @@ def lint_snapshot(
     """Lint every NetworkPolicy and NodePort/LoadBalancer Service for the move NPM -> `target`.
 
     `progress(what, done, total)` hears of the pod classes built, then walked, the Services
-    walked and the findings whose fix was checked (`netparity lint --progress`). `jobs`: the processes
-    the walk over classes and Services may use (netparity.lint.parallel; None: two on a
-    cluster of 2,000 pods or more where two cores are there, else one)."""
+    walked and the findings whose fix was checked (`netparity lint --progress`). `jobs`:
+    the processes the walk over classes and Services may use (netparity.lint.parallel;
+    None: two on a cluster of 2,000 pods or more where two cores are there, else one)."""
     return lint_pair(snapshot, target=target, fixes=fixes, progress=progress, jobs=jobs)[0]
 
 
