@@ -222,14 +222,19 @@ def group_clients(
         else:
             hits = [j for j, e in enumerate(entries) if e[0] in sigs]
         names: list[str] = []
-        for j in hits:
+        bkey = b.key
+        for j in hits:  # in order: a signature's first hit is where it first appears
             name, pods, klass = entries[j]
             names.append(name)
             count = len(pods) - (name == own)
             if count:
                 sig = sigs[name]
-                listed.setdefault(sig, []).append((_client(pods, b), b, node, port, klass, count))
-                first_at[sig] = min(first_at.get(sig, (i, j)), (i, j))
+                client = pods[0] if pods[0].key != bkey else pods[1]  # `_client`
+                members = listed.get(sig)
+                if members is None:
+                    members = listed[sig] = []
+                    first_at[sig] = (i, j)
+                members.append((client, b, node, port, klass, count))
         seen_on.append(names)
         if () not in first_at:
             for j, (name, pods, _) in enumerate(entries):

@@ -76,6 +76,8 @@ class _Caches:
     egress_sigs: dict[str, tuple[object, ...]] = field(default_factory=dict)
     on_node_entries: dict[str, list[tuple[str, list[Pod], PodClass]]] = field(default_factory=dict)
     node_bulks: dict[str, NodeBulk] = field(default_factory=dict)
+    # per list of nodes (their NodeBulks, by identity: kept in node_bulks): class names
+    names_on: dict[tuple[int, ...], dict[str, None]] = field(default_factory=dict)
     stand_ins: dict[tuple[str, frozenset[str], frozenset[str]], PodGroup] = field(
         default_factory=dict
     )
@@ -362,7 +364,7 @@ class ServiceTraffic(GovernedTraffic):
         are there): worked out class by class where that is less work than walking every
         class each peer matches (issue 19: at 100 pods a node, a Service's clients are a few
         hundred of 20,000 classes). The same signatures, in the same order."""
-        names = dict.fromkeys(e[0] for n in nodes for e in n.entries)
+        names = self._names_on(nodes)
         lookups = [self._peer_lookup(home, pe) for home, pe in view.peers]
         walk = sum(len(cands) for cands, _ in lookups)
         if view.selectors:
@@ -388,6 +390,18 @@ class ServiceTraffic(GovernedTraffic):
             if sig:
                 out[name] = tuple(sig)
         return out
+
+    def _names_on(self, nodes: Sequence[NodeBulk]) -> dict[str, None]:
+        """The names of the classes on `nodes`, in order (kept per set of nodes: a
+        Service's backends are often on the same nodes as another's)."""
+        key = tuple(id(n) for n in nodes)
+        cached = self._caches.names_on.get(key)
+        if cached is None:
+            cached = dict.fromkeys(e[0] for n in nodes for e in n.entries)
+            if len(self._caches.names_on) >= 8:
+                self._caches.names_on.clear()
+            self._caches.names_on[key] = cached
+        return cached
 
     def _peer_lookup(
         self, home: str, pe: PolicyPeer
