@@ -77,10 +77,17 @@ def _key(m: Client) -> str:
 class ListGroup:
     """Clients listed one by one (the classes a view sees something of)."""
 
-    def __init__(self, members: list[Client]) -> None:
-        members.sort(key=_key)
+    def __init__(self, members: list[Client], *, ordered: bool = False) -> None:
+        """`ordered`: the members come sorted already (a sorted group's split)."""
+        if not ordered:
+            members.sort(key=_key)
         self._members = members
-        self._names = Counter(m[4].name for m in members)
+        self._counts: Counter[str] | None = None  # per class name (counted when asked)
+
+    def _names(self) -> Counter[str]:
+        if self._counts is None:
+            self._counts = Counter(m[4].name for m in self._members)
+        return self._counts
 
     def first(self) -> Client:
         return self._members[0]
@@ -94,16 +101,26 @@ class ListGroup:
 
     @property
     def distinct(self) -> int:
-        return len(self._names)
+        return len(self._names())
 
     def occurrences(self, name: str) -> int:
-        return self._names[name]
+        return self._names()[name]
 
     def split(self, egress: Callable[[PodClass], Signature]) -> list[ListGroup]:
         by_egress: dict[Signature, list[Client]] = {}
+        known: dict[str, Signature] = {}  # a class's on every node it is a member on
         for m in self._members:
-            by_egress.setdefault(egress(m[4]), []).append(m)
-        return [ListGroup(ms) for ms in by_egress.values()]
+            klass = m[4]
+            sig = known.get(klass.name)
+            if sig is None:
+                sig = known[klass.name] = egress(klass)
+            part = by_egress.get(sig)
+            if part is None:
+                by_egress[sig] = [m]
+            else:
+                part.append(m)
+        # each part keeps the members' order: sorted as this group is
+        return [ListGroup(ms, ordered=True) for ms in by_egress.values()]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -282,8 +282,9 @@ class ServiceTraffic(GovernedTraffic):
         key = (cls.name, nodes, backends)
         cached = self._caches.stand_ins.get(key)
         if cached is None:
-            pods = [p for p in cls.pods if p.node_name in nodes and p.key not in backends]
-            cached = self.classes.group(cls, sorted(pods, key=lambda p: p.key))
+            members = self.classes.members[cls.name]  # by key
+            pods = [p for p in members if p.node_name in nodes and p.key not in backends]
+            cached = self.classes.group(cls, pods)
             self._caches.stand_ins[key] = cached
         return cached
 
