@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -344,8 +344,19 @@ class ServiceTraffic(GovernedTraffic):
             return cached
         seen: dict[str, list[object]] = defaultdict(list)
         for i, (home, pe) in enumerate(view.peers):
-            for name, match in self._peer_hits(home, pe):
-                seen[name].append((i, match))
+            # the classes the peer matches and how (a loop of its own: millions of classes
+            # over a large cluster's views), each (position, how) made once per peer
+            candidates, odd = self._peer_entry(home, pe)
+            hits = {m: (i, m) for m in _PAIRS.values()}
+            both = hits[_BOTH]
+            if not odd:
+                for cls in candidates:
+                    seen[cls.name].append(both)
+                continue
+            for cls in candidates:
+                match = odd.get(cls.name, _BOTH)
+                if match is not _NEITHER:
+                    seen[cls.name].append(hits[match])
         if view.selectors:
             for c in self.classes.classes:
                 clabels = self.engine.cilium_labels(c.rep, self.target)
@@ -407,8 +418,9 @@ class ServiceTraffic(GovernedTraffic):
     def _peer_lookup(
         self, home: str, pe: PolicyPeer
     ) -> tuple[frozenset[str], dict[str, tuple[bool, bool]]]:
-        """`_peer_hits` to look a class up in: the candidates' names (one set per candidate
-        list, which peers with the same selectors share) and how the odd ones match."""
+        """`_peer_entry` to look a class up in: the candidates' names (one set per
+        candidate list, which peers with the same selectors share) and how the odd ones
+        match."""
         candidates, odd = self._peer_entry(home, pe)
         names = self._caches.candidate_names.get(id(candidates))
         if names is None or names[0] is not candidates:
@@ -416,23 +428,14 @@ class ServiceTraffic(GovernedTraffic):
             self._caches.candidate_names[id(candidates)] = names
         return names[1], odd
 
-    def _peer_hits(self, home: str, pe: PolicyPeer) -> Iterator[tuple[str, tuple[bool, bool]]]:
-        """The classes a selector peer of a policy in `home` matches, and on which
-        dataplane: (class name, (under npm, under the target)), where either is true.
-        Kept compact: the peer's candidate classes (shared with the enumerator) and the
-        pairs that are not (True, True)."""
-        candidates, odd = self._peer_entry(home, pe)
-        for cls in candidates:
-            match = odd.get(cls.name, _BOTH)
-            if match is not _NEITHER:
-                yield cls.name, match
-
     def _peer_entry(
         self, home: str, pe: PolicyPeer
     ) -> tuple[list[PodClass], dict[str, tuple[bool, bool]]]:
-        """A selector peer's candidate classes and how the odd ones match (`_peer_hits`),
-        worked out once per peer (by identity) and shared by equal peers (by value: the
-        policies of many namespaces name the same peers)."""
+        """A selector peer of a policy in `home`: the classes it may match (shared with the
+        enumerator) and, for those it does not match on both dataplanes, how it does:
+        (under npm, under the target), (False, False) where on neither. Worked out once per
+        peer (by identity) and shared by equal peers (by value: the policies of many
+        namespaces name the same peers)."""
         key = (id(pe), home)
         cached = self._caches.peer_hits.get(key)
         if cached is None:
